@@ -1,2 +1,9 @@
 //! sim-core: the deterministic engine of pmsim, the Platform seam, the machine model and the
 //! trace format. Nothing in this crate knows about files or DAX entries.
+
+pub mod platform;
+
+pub use platform::{
+    LockClass, Mutex, ObjId, Op, OpKind, Platform, RwSem, Spawner, SpinLock, TaskId, WaitKey,
+    WaitQueue, WakeMode,
+};

@@ -1,0 +1,563 @@
+//! The Platform seam: every piece of shared state that two tasks can race on is reached through
+//! these primitives, so that the deterministic executor (`crate::sim`) sees every interleaving
+//! point and the native platform (`crate::native`) runs the same code on OS threads.
+//!
+//! Each primitive first *announces* what it will touch ([`Op`]: a kind and an [`ObjId`]) and then
+//! awaits: the scheduling point comes before the operation, so the scheduler always knows every
+//! task's next step (needed for sleep sets and for the GUI's "next step" column).
+//!
+//! The raw primitives (`Platform::lock`, `Platform::down_read`, ...) are wrapped by typed guards
+//! that own the protected data: [`SpinLock`], [`Mutex`], [`RwSem`]. Releasing is a scheduling
+//! point too, so guards are released with an explicit `unlock(...).await`; dropping a guard
+//! releases it without a scheduling point (the simulator records the release as part of the
+//! current step, so exploration stays sound).
+
+use serde::{Deserialize, Serialize};
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+
+/// Identity of a shared object for the scheduler (a lock, a wait queue, a cache line, ...).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct ObjId(pub u32);
+
+/// Identity of a task (a trace thread, a toy-model thread) within one execution.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct TaskId(pub u32);
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task{}", self.0)
+    }
+}
+
+/// What kind of lock a raw lock models; used in reports and for the kernel's rules (a spinlock
+/// holder must not sleep).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum LockClass {
+    /// `spinlock_t` (xa_lock, the page-table lock): holders must not sleep.
+    Spin,
+    /// `struct mutex`.
+    Mutex,
+    /// A page-lock-style bit lock (`lock_page`, `PG_locked`).
+    Bit,
+}
+
+/// The key a wait-queue entry sleeps on or a waker wakes, as `struct exceptional_entry_key`
+/// (`{xa, entry_start}`) in fs/dax.c or `{page, bit}` for bit waits. Two plain words.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
+pub struct WaitKey(pub u64, pub u64);
+
+impl fmt::Display for WaitKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{{{:#x}, {:#x}}}", self.0, self.1)
+    }
+}
+
+/// A keyed wake function, as `wait_queue_entry.func`: called with the waiter's key and the key
+/// passed to `__wake_up`; returns whether this waiter is woken. A plain function pointer so that
+/// runs stay deterministic and comparable.
+pub type WakeFn = fn(waiter: &WaitKey, wake: &WaitKey) -> bool;
+
+/// Wakes every waiter whatever the key (`autoremove_wake_function` without a key).
+pub fn wake_any(_waiter: &WaitKey, _wake: &WaitKey) -> bool {
+    true
+}
+
+/// Wakes waiters whose key equals the wake key (`wake_exceptional_entry_func`, `wake_bit_function`).
+pub fn wake_key_eq(waiter: &WaitKey, wake: &WaitKey) -> bool {
+    waiter == wake
+}
+
+/// How many exclusive waiters a wake-up wakes (`__wake_up`'s `nr_exclusive`): non-exclusive
+/// waiters that match are always woken.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum WakeMode {
+    /// `WAKE_NEXT`: wake at most one exclusive waiter.
+    Next,
+    /// `WAKE_ALL`: wake every matching waiter.
+    All,
+}
+
+/// A waiter registered by `prepare_to_wait`; passed back to `schedule` and `finish_wait`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct WaiterId(pub u32);
+
+/// The kind of a scheduling step: what the task will do next.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub enum OpKind {
+    /// A task's first step.
+    Start,
+    /// `yield_point(site)`; `site` indexes the executor's site table.
+    Yield,
+    Lock,
+    TryLock,
+    Unlock,
+    DownRead,
+    UpRead,
+    DownWrite,
+    UpWrite,
+    DowngradeWrite,
+    PrepareToWait,
+    /// Sleep until woken (`schedule()` after `prepare_to_wait`).
+    Schedule,
+    FinishWait,
+    Wake,
+    /// `waitqueue_active()`: a read of the wait queue.
+    WaitqueueActive,
+    /// Sleep for simulated time.
+    Sleep,
+    /// A read of shared memory (cache line, page).
+    Read,
+    /// A write of shared memory.
+    Write,
+    /// A flush or fence (persistency order).
+    Flush,
+    /// The task ended, or stopped after a BUG.
+    Exit,
+}
+
+impl OpKind {
+    /// Whether two steps of these kinds on the same object may not commute.
+    pub fn conflicts(self, other: OpKind) -> bool {
+        use OpKind::*;
+        !matches!(
+            (self, other),
+            (Read, Read) | (WaitqueueActive, WaitqueueActive) | (Start, _) | (_, Start)
+        )
+    }
+}
+
+/// One announced step: what a task will do and to which object. `arg` carries a detail
+/// (the wait key for wait-queue ops, the duration for sleeps, the site for yields).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Op {
+    pub kind: OpKind,
+    pub obj: ObjId,
+    pub arg: u64,
+}
+
+impl Op {
+    /// The "no object" id used by ops that touch nothing shared.
+    pub const NONE: ObjId = ObjId(u32::MAX);
+
+    pub fn new(kind: OpKind, obj: ObjId) -> Op {
+        Op { kind, obj, arg: 0 }
+    }
+
+    /// Whether this step and `other` are dependent (same object, not both reads). Steps that
+    /// touch nothing shared commute with everything.
+    pub fn depends_on(&self, other: &Op) -> bool {
+        self.obj != Op::NONE && self.obj == other.obj && self.kind.conflicts(other.kind)
+    }
+}
+
+/// A BUG/WARN analogue raised by model code: a violation, not a panic.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Assertion {
+    /// `BUG` stops the task (and the run); `WARN` is reported and the run goes on.
+    pub fatal: bool,
+    /// A short machine-readable name, e.g. `dax-unlock-unlocked-entry`.
+    pub name: String,
+    pub message: String,
+}
+
+/// The seam. Implemented by [`crate::sim::SimPlatform`] (deterministic, single OS thread) and
+/// [`crate::native::NativePlatform`] (OS threads, real locks).
+///
+/// A platform value is a cheap handle (a zero-sized type for both implementations): model code
+/// keeps a copy. Raw objects are created through it and then used only with the same platform.
+pub trait Platform: Clone + Send + Sync + 'static {
+    /// An exclusive lock: spinlock, mutex or bit lock.
+    type RawLock: Send + Sync;
+    /// A reader/writer semaphore, writer-preferring like the kernel's `rw_semaphore`.
+    type RawRwSem: Send + Sync;
+    /// A wait queue head with keyed waiters.
+    type RawWaitQueue: Send + Sync;
+
+    fn new_lock(&self, class: LockClass, name: &'static str) -> Self::RawLock;
+    /// Acquire; blocks while another task holds it.
+    fn lock(&self, l: &Self::RawLock) -> impl Future<Output = ()>;
+    /// Try to acquire without blocking; true when acquired.
+    fn try_lock(&self, l: &Self::RawLock) -> impl Future<Output = bool>;
+    /// Release (a scheduling point).
+    fn unlock(&self, l: &Self::RawLock) -> impl Future<Output = ()>;
+    /// Release without a scheduling point (guard drop).
+    fn unlock_now(&self, l: &Self::RawLock);
+
+    fn new_rwsem(&self, name: &'static str) -> Self::RawRwSem;
+    fn down_read(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
+    fn up_read(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
+    fn down_write(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
+    fn up_write(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
+    /// `downgrade_write`: a held write lock becomes a read lock.
+    fn downgrade_write(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
+    /// Release without a scheduling point (guard drop); `write` says which side is held.
+    fn up_now(&self, s: &Self::RawRwSem, write: bool);
+
+    fn new_waitqueue(&self, name: &'static str) -> Self::RawWaitQueue;
+    /// `prepare_to_wait[_exclusive]`: queue the calling task with `key` and `func`; from here a
+    /// matching wake-up makes the following `schedule` return.
+    fn prepare_to_wait(
+        &self,
+        wq: &Self::RawWaitQueue,
+        key: WaitKey,
+        exclusive: bool,
+        func: WakeFn,
+    ) -> impl Future<Output = WaiterId>;
+    /// `schedule()`: sleep until the waiter has been woken (returns at once if it already was).
+    fn schedule(&self, wq: &Self::RawWaitQueue, w: WaiterId) -> impl Future<Output = ()>;
+    /// `finish_wait`: dequeue the waiter if a wake-up did not already remove it.
+    fn finish_wait(&self, wq: &Self::RawWaitQueue, w: WaiterId) -> impl Future<Output = ()>;
+    /// `__wake_up(wq, mode, key)`: call each waiter's wake function with `key`; woken waiters
+    /// are removed; with `WakeMode::Next` at most one exclusive waiter is woken. Returns how many
+    /// waiters were woken.
+    fn wake_up(
+        &self,
+        wq: &Self::RawWaitQueue,
+        key: WaitKey,
+        mode: WakeMode,
+    ) -> impl Future<Output = usize>;
+    /// `waitqueue_active()`: whether anyone waits (a read of the queue).
+    fn waitqueue_active(&self, wq: &Self::RawWaitQueue) -> impl Future<Output = bool>;
+
+    /// An explicit scheduling point at a named site (e.g. `"dax_iomap_pte_fault:after_lock"`).
+    fn yield_point(&self, site: &'static str) -> impl Future<Output = ()>;
+    /// Simulated (or, natively, monotonic) time in nanoseconds.
+    fn now_ns(&self) -> u64;
+    /// Let `ns` of (simulated) time pass.
+    fn sleep_ns(&self, ns: u64) -> impl Future<Output = ()>;
+    /// A seeded random number: every random choice of the model goes through here.
+    fn random_u64(&self) -> u64;
+    /// The calling task.
+    fn current_task(&self) -> TaskId;
+    /// Report a BUG/WARN condition. For a fatal one the simulator stops the run with a
+    /// violation report; the returned future then never completes. Natively it is recorded and
+    /// the calling thread stops.
+    fn report(&self, a: Assertion) -> impl Future<Output = ()>;
+    /// Tell the scheduler which trace line the task is about to execute (used by the
+    /// `trace-order` strategy and by reports). No scheduling point.
+    fn set_line(&self, line: u32);
+}
+
+/// Spawns tasks onto a platform. The closure runs on the task's own thread (natively) and
+/// builds the task's future there, so the future itself need not be `Send`.
+pub trait Spawner<P: Platform> {
+    fn spawn<F, Fut>(&mut self, name: &str, f: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static;
+}
+
+/// Raise a fatal assertion (a kernel `BUG_ON`) when `cond` holds.
+pub async fn bug_on<P: Platform>(p: &P, cond: bool, name: &str, message: impl FnOnce() -> String) {
+    if cond {
+        p.report(Assertion {
+            fatal: true,
+            name: name.to_string(),
+            message: message(),
+        })
+        .await;
+    }
+}
+
+/// Report a non-fatal assertion (a kernel `WARN_ON`) when `cond` holds; returns `cond`.
+pub async fn warn_on<P: Platform>(
+    p: &P,
+    cond: bool,
+    name: &str,
+    message: impl FnOnce() -> String,
+) -> bool {
+    if cond {
+        p.report(Assertion {
+            fatal: false,
+            name: name.to_string(),
+            message: message(),
+        })
+        .await;
+    }
+    cond
+}
+
+macro_rules! guarded_lock {
+    ($(#[$doc:meta])* $name:ident, $guard:ident, $class:expr) => {
+        $(#[$doc])*
+        pub struct $name<P: Platform, T> {
+            raw: P::RawLock,
+            data: UnsafeCell<T>,
+        }
+
+        // SAFETY: the data is reached only through a guard, which exists only while the raw lock
+        // is held, and both platforms' raw locks give mutual exclusion between tasks.
+        unsafe impl<P: Platform, T: Send> Sync for $name<P, T> {}
+        unsafe impl<P: Platform, T: Send> Send for $name<P, T> {}
+
+        impl<P: Platform, T> $name<P, T> {
+            pub fn new(p: &P, name: &'static str, value: T) -> Self {
+                $name {
+                    raw: p.new_lock($class, name),
+                    data: UnsafeCell::new(value),
+                }
+            }
+
+            pub async fn lock<'a>(&'a self, p: &P) -> $guard<'a, P, T> {
+                p.lock(&self.raw).await;
+                $guard { lock: self, p: p.clone(), held: true }
+            }
+
+            pub async fn try_lock<'a>(&'a self, p: &P) -> Option<$guard<'a, P, T>> {
+                if p.try_lock(&self.raw).await {
+                    Some($guard { lock: self, p: p.clone(), held: true })
+                } else {
+                    None
+                }
+            }
+
+            /// The raw lock, for reports and lock-order assertions.
+            pub fn raw(&self) -> &P::RawLock {
+                &self.raw
+            }
+
+            /// The data, when nothing else can reach the lock.
+            pub fn get_mut(&mut self) -> &mut T {
+                self.data.get_mut()
+            }
+        }
+
+        pub struct $guard<'a, P: Platform, T> {
+            lock: &'a $name<P, T>,
+            p: P,
+            held: bool,
+        }
+
+        impl<P: Platform, T> $guard<'_, P, T> {
+            /// Release the lock (a scheduling point).
+            pub async fn unlock(mut self) {
+                self.held = false;
+                self.p.unlock(&self.lock.raw).await;
+            }
+        }
+
+        impl<P: Platform, T> Deref for $guard<'_, P, T> {
+            type Target = T;
+            fn deref(&self) -> &T {
+                // SAFETY: the guard holds the lock.
+                unsafe { &*self.lock.data.get() }
+            }
+        }
+
+        impl<P: Platform, T> DerefMut for $guard<'_, P, T> {
+            fn deref_mut(&mut self) -> &mut T {
+                // SAFETY: the guard holds the lock exclusively.
+                unsafe { &mut *self.lock.data.get() }
+            }
+        }
+
+        impl<P: Platform, T> Drop for $guard<'_, P, T> {
+            fn drop(&mut self) {
+                if self.held {
+                    self.p.unlock_now(&self.lock.raw);
+                }
+            }
+        }
+    };
+}
+
+guarded_lock!(
+    /// `spinlock_t` guarding `T` (xa_lock, the page-table lock).
+    SpinLock,
+    SpinLockGuard,
+    LockClass::Spin
+);
+guarded_lock!(
+    /// `struct mutex` guarding `T`.
+    Mutex,
+    MutexGuard,
+    LockClass::Mutex
+);
+
+/// `struct rw_semaphore` guarding `T` (i_rwsem, invalidate_lock, mmap_lock). Writer-preferring:
+/// a reader waits while a writer waits.
+pub struct RwSem<P: Platform, T> {
+    raw: P::RawRwSem,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: readers get `&T` only while the rwsem is held shared (hence `T: Sync`), the writer gets
+// `&mut T` only while it is held exclusively.
+unsafe impl<P: Platform, T: Send + Sync> Sync for RwSem<P, T> {}
+unsafe impl<P: Platform, T: Send> Send for RwSem<P, T> {}
+
+impl<P: Platform, T> RwSem<P, T> {
+    pub fn new(p: &P, name: &'static str, value: T) -> Self {
+        RwSem {
+            raw: p.new_rwsem(name),
+            data: UnsafeCell::new(value),
+        }
+    }
+
+    pub async fn read<'a>(&'a self, p: &P) -> RwSemReadGuard<'a, P, T> {
+        p.down_read(&self.raw).await;
+        RwSemReadGuard {
+            sem: self,
+            p: p.clone(),
+            held: true,
+        }
+    }
+
+    pub async fn write<'a>(&'a self, p: &P) -> RwSemWriteGuard<'a, P, T> {
+        p.down_write(&self.raw).await;
+        RwSemWriteGuard {
+            sem: self,
+            p: p.clone(),
+            held: true,
+        }
+    }
+
+    pub fn raw(&self) -> &P::RawRwSem {
+        &self.raw
+    }
+
+    pub fn get_mut(&mut self) -> &mut T {
+        self.data.get_mut()
+    }
+}
+
+pub struct RwSemReadGuard<'a, P: Platform, T> {
+    sem: &'a RwSem<P, T>,
+    p: P,
+    held: bool,
+}
+
+impl<P: Platform, T> RwSemReadGuard<'_, P, T> {
+    pub async fn unlock(mut self) {
+        self.held = false;
+        self.p.up_read(&self.sem.raw).await;
+    }
+}
+
+impl<P: Platform, T> Deref for RwSemReadGuard<'_, P, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: held shared.
+        unsafe { &*self.sem.data.get() }
+    }
+}
+
+impl<P: Platform, T> Drop for RwSemReadGuard<'_, P, T> {
+    fn drop(&mut self) {
+        if self.held {
+            self.p.up_now(&self.sem.raw, false);
+        }
+    }
+}
+
+pub struct RwSemWriteGuard<'a, P: Platform, T> {
+    sem: &'a RwSem<P, T>,
+    p: P,
+    held: bool,
+}
+
+impl<'a, P: Platform, T> RwSemWriteGuard<'a, P, T> {
+    pub async fn unlock(mut self) {
+        self.held = false;
+        self.p.up_write(&self.sem.raw).await;
+    }
+
+    /// `downgrade_write`: keep the semaphore, shared.
+    pub async fn downgrade(mut self) -> RwSemReadGuard<'a, P, T> {
+        self.held = false;
+        self.p.downgrade_write(&self.sem.raw).await;
+        RwSemReadGuard {
+            sem: self.sem,
+            p: self.p.clone(),
+            held: true,
+        }
+    }
+}
+
+impl<P: Platform, T> Deref for RwSemWriteGuard<'_, P, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: held exclusively.
+        unsafe { &*self.sem.data.get() }
+    }
+}
+
+impl<P: Platform, T> DerefMut for RwSemWriteGuard<'_, P, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: held exclusively.
+        unsafe { &mut *self.sem.data.get() }
+    }
+}
+
+impl<P: Platform, T> Drop for RwSemWriteGuard<'_, P, T> {
+    fn drop(&mut self) {
+        if self.held {
+            self.p.up_now(&self.sem.raw, true);
+        }
+    }
+}
+
+/// A wait queue head (`wait_queue_head_t`).
+pub struct WaitQueue<P: Platform> {
+    raw: P::RawWaitQueue,
+}
+
+impl<P: Platform> WaitQueue<P> {
+    pub fn new(p: &P, name: &'static str) -> Self {
+        WaitQueue {
+            raw: p.new_waitqueue(name),
+        }
+    }
+
+    pub fn raw(&self) -> &P::RawWaitQueue {
+        &self.raw
+    }
+
+    pub async fn prepare_to_wait(
+        &self,
+        p: &P,
+        key: WaitKey,
+        exclusive: bool,
+        func: WakeFn,
+    ) -> WaiterId {
+        p.prepare_to_wait(&self.raw, key, exclusive, func).await
+    }
+
+    pub async fn schedule(&self, p: &P, w: WaiterId) {
+        p.schedule(&self.raw, w).await
+    }
+
+    pub async fn finish_wait(&self, p: &P, w: WaiterId) {
+        p.finish_wait(&self.raw, w).await
+    }
+
+    pub async fn wake_up(&self, p: &P, key: WaitKey, mode: WakeMode) -> usize {
+        p.wake_up(&self.raw, key, mode).await
+    }
+
+    pub async fn active(&self, p: &P) -> bool {
+        p.waitqueue_active(&self.raw).await
+    }
+
+    /// The condition-variable pattern over a mutex: queue, drop the mutex, sleep, dequeue,
+    /// take the mutex again (`prepare_to_wait; mutex_unlock; schedule; finish_wait; mutex_lock`).
+    pub async fn wait_unlocking<'a, T>(
+        &self,
+        p: &P,
+        guard: MutexGuard<'a, P, T>,
+        key: WaitKey,
+        exclusive: bool,
+    ) -> MutexGuard<'a, P, T> {
+        let m = guard.lock;
+        let w = self.prepare_to_wait(p, key, exclusive, wake_key_eq).await;
+        guard.unlock().await;
+        self.schedule(p, w).await;
+        self.finish_wait(p, w).await;
+        m.lock(p).await
+    }
+}
