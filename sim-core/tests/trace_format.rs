@@ -73,8 +73,7 @@ fn round_trip(t: &Trace) -> Result<(), String> {
         return Err(format!("printing is not idempotent:\n{text}"));
     }
     let lines: Vec<&str> = text.lines().collect();
-    let sections = back.after_crash.iter().map(|s| &s.statements);
-    for s in back.statements.iter().chain(sections.flatten()) {
+    for s in back.all_statements() {
         let line = lines.get(s.pos.line as usize - 1).copied().unwrap_or("");
         if line != s.to_string() || s.pos.col != 1 {
             return Err(format!(
@@ -234,8 +233,7 @@ fn format_examples_cover_every_op_expectation_and_pattern() {
                 .filter_map(|f| f.fill.as_ref())
                 .map(pattern_label),
         );
-        let section = t.after_crash.iter().flat_map(|s| &s.statements);
-        for s in t.statements.iter().chain(section) {
+        for s in t.all_statements() {
             ops.extend(op_labels(&s.op));
             if let Op::Write { pattern, .. }
             | Op::Store { pattern, .. }
@@ -467,14 +465,7 @@ fn serde_keeps_trees_and_positions() {
     let (back, _): (Trace, usize) =
         bincode::serde::decode_from_slice(&bytes, config).expect("decode");
     assert_eq!(back, t);
-    let lines = |t: &Trace| -> Vec<u32> {
-        let section = t.after_crash.iter().flat_map(|s| &s.statements);
-        t.statements
-            .iter()
-            .chain(section)
-            .map(|s| s.pos.line)
-            .collect()
-    };
+    let lines = |t: &Trace| -> Vec<u32> { t.all_statements().map(|s| s.pos.line).collect() };
     assert_eq!(lines(&back), lines(&t));
     assert_eq!(back.after_crash.map(|s| s.pos.line), Some(11));
 }
@@ -535,126 +526,22 @@ fn malformed_traces_are_rejected_where_they_say() {
 // ---------------------------------------------------------------------------------------------
 // Fuzzing: random bytes, token soup, mutations of the shipped traces, and random syntax trees.
 
-const VOCAB: &[&str] = &[
-    "pmsim-trace",
-    "1",
-    "2",
-    "machine",
-    "fs",
-    "daxfs",
-    "bug",
-    "proc",
-    "file",
-    "after-crash",
-    "cpus=2",
-    "pmem=64MiB",
-    "media=dram",
-    "persist=eadr",
-    "seed=0x10",
-    "blocksize=4K",
-    "threads=t1,t2",
-    "size=4K",
-    "fill=0x11",
-    "prealloc",
-    "hole",
-    "x-y=3",
-    "pmd-missed-wakeup",
-    "t1",
-    "t2",
-    "t3",
-    "p",
-    "m",
-    "g",
-    "/f",
-    "/g",
-    "create",
-    "write",
-    "read",
-    "stat",
-    "truncate",
-    "fallocate",
-    "fsync",
-    "fdatasync",
-    "unlink",
-    "reflink",
-    "mmap",
-    "munmap",
-    "load",
-    "store",
-    "ntstore",
-    "clwb",
-    "clflushopt",
-    "clflush",
-    "sfence",
-    "mfence",
-    "msync",
-    "madvise",
-    "fault",
-    "pin",
-    "unpin",
-    "dio-read",
-    "poison",
-    "sleep",
-    "yield",
-    "0",
-    "8",
-    "64",
-    "0x1000",
-    "4K",
-    "2MiB",
-    "1G",
-    "18446744073709551615",
-    "99999999999999999999",
-    "shared",
-    "private",
-    "sync",
-    "ro",
-    "nohuge",
-    "as",
-    "into",
-    "dontneed",
-    "read",
-    "write",
-    "pte",
-    "pmd",
-    "alloc",
-    "keep-size",
-    "punch",
-    "zero",
-    "collapse",
-    "insert",
-    "notify",
-    "pmem:0x1000",
-    "m+0",
-    "m+4K",
-    "g+0",
-    "10us",
-    "1s",
-    "=>",
-    "ok",
-    "any",
-    "err(EIO)",
-    "err(ENOSPC)",
-    "sigbus",
-    "sigbus(ar)",
-    "sigbus(ao)",
-    "0xab",
-    "u64:0x1122",
-    "\"a b\"",
-    "\"\\\"\"",
-    "rand:7",
-    "0x11|zero",
-    "size=4K|8K",
-    "#",
-    "\"",
-    "\\",
-    "|",
-    "+",
-    "=",
-    "\t",
-    "é",
-    "\u{0}",
+/// Header words and odd tokens; with [`ARG_VOCAB`] and [`OP_KEYWORDS`] the fuzz vocabulary.
+#[rustfmt::skip]
+const HEADER_VOCAB: &[&str] = &[
+    "pmsim-trace", "1", "2", "machine", "fs", "daxfs", "bug", "proc", "file", "after-crash",
+    "cpus=2", "pmem=64MiB", "media=dram", "persist=eadr", "seed=0x10", "blocksize=4K",
+    "threads=t1,t2", "size=4K", "fill=0x11", "prealloc", "hole", "x-y=3", "pmd-missed-wakeup",
+    "t1", "t2", "p", "18446744073709551615", "99999999999999999999", "keep-size", "collapse",
+    "#", "\"", "\\", "|", "+", "=", "\t", "é", "\u{0}",
 ];
+
+/// A word of the whole vocabulary.
+fn any_word(rng: &mut ChaCha8Rng) -> &'static str {
+    let vocab = *pick(rng, &[HEADER_VOCAB, ARG_VOCAB, OP_KEYWORDS]);
+    let word: &&'static str = pick(rng, vocab);
+    word
+}
 
 /// Parses `input`; a panic or a broken invariant is an error naming the input. `Ok(true)` when
 /// the input was accepted with at least one thread statement.
@@ -701,49 +588,12 @@ fn random_bytes(rng: &mut ChaCha8Rng) -> Vec<u8> {
 }
 
 /// Arguments, patterns and expectations: what may follow an op keyword.
+#[rustfmt::skip]
 const ARG_VOCAB: &[&str] = &[
-    "/f",
-    "/g",
-    "0",
-    "8",
-    "64",
-    "0x1000",
-    "4K",
-    "2MiB",
-    "m",
-    "m+0",
-    "m+4K",
-    "g",
-    "g+0",
-    "shared",
-    "private",
-    "sync",
-    "ro",
-    "nohuge",
-    "as",
-    "into",
-    "dontneed",
-    "read",
-    "write",
-    "pte",
-    "pmd",
-    "alloc",
-    "punch",
-    "notify",
-    "pmem:0x1000",
-    "10us",
-    "0xab",
-    "zero",
-    "\"a b\"",
-    "rand:7",
-    "u64:0x1122",
-    "=>",
-    "ok",
-    "any",
-    "err(EIO)",
-    "sigbus(ar)",
-    "0x11|zero",
-    "size=4K|8K",
+    "/f", "/g", "0", "8", "64", "0x1000", "4K", "2MiB", "m", "m+0", "m+4K", "g", "g+0", "shared",
+    "private", "sync", "ro", "nohuge", "as", "into", "dontneed", "read", "write", "pte", "pmd",
+    "alloc", "punch", "notify", "pmem:0x1000", "10us", "0xab", "zero", "\"a b\"", "rand:7",
+    "u64:0x1122", "=>", "ok", "any", "err(EIO)", "sigbus(ar)", "0x11|zero", "size=4K|8K",
 ];
 
 /// A header, a mapping `m` and a pin `g` for thread t1, then lines of an op keyword and a few
@@ -757,12 +607,11 @@ fn token_soup(rng: &mut ChaCha8Rng) -> Vec<u8> {
             words.push(*pick(rng, OP_KEYWORDS));
         }
         for _ in 0..rng.random_range(0..5) {
-            let vocab = if rng.random_bool(0.8) {
-                ARG_VOCAB
-            } else {
-                VOCAB
+            let word = match rng.random_bool(0.8) {
+                true => *pick(rng, ARG_VOCAB),
+                false => any_word(rng),
             };
-            words.push(*pick(rng, vocab));
+            words.push(word);
         }
         text.push_str(&words.join(" "));
         text.push('\n');
@@ -783,8 +632,8 @@ fn mutate(rng: &mut ChaCha8Rng, source: &[u8]) -> Vec<u8> {
             0 => drop(words.remove(wi)),
             1 => words.insert(wi, words[wi].clone()),
             2 => words.swap(wi, wj),
-            3 => words[wi] = pick(rng, VOCAB).to_string(),
-            4 => words.insert(wi, pick(rng, VOCAB).to_string()),
+            3 => words[wi] = any_word(rng).to_string(),
+            4 => words.insert(wi, any_word(rng).to_string()),
             5 => drop(lines.remove(li)),
             6 => lines.insert(li, lines[li].clone()),
             7 => {

@@ -104,6 +104,14 @@ pub struct Trace {
     pub after_crash: Option<AfterCrash>,
 }
 
+impl Trace {
+    /// Every thread statement in file order: before `after-crash`, then after it.
+    pub fn all_statements(&self) -> impl Iterator<Item = &Statement> {
+        let after = self.after_crash.iter().flat_map(|s| &s.statements);
+        self.statements.iter().chain(after)
+    }
+}
+
 /// The `after-crash` line and the statements after it, in file order.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct AfterCrash {
@@ -510,35 +518,11 @@ pub enum Op {
 }
 
 /// The op keywords of the format, in the order of the spec's table.
+#[rustfmt::skip]
 pub const OP_KEYWORDS: &[&str] = &[
-    "create",
-    "write",
-    "read",
-    "stat",
-    "truncate",
-    "fallocate",
-    "fsync",
-    "fdatasync",
-    "unlink",
-    "reflink",
-    "mmap",
-    "munmap",
-    "load",
-    "store",
-    "ntstore",
-    "clwb",
-    "clflushopt",
-    "clflush",
-    "sfence",
-    "mfence",
-    "msync",
-    "madvise",
-    "fault",
-    "pin",
-    "unpin",
-    "dio-read",
-    "poison",
-    "sleep",
+    "create", "write", "read", "stat", "truncate", "fallocate", "fsync", "fdatasync", "unlink",
+    "reflink", "mmap", "munmap", "load", "store", "ntstore", "clwb", "clflushopt", "clflush",
+    "sfence", "mfence", "msync", "madvise", "fault", "pin", "unpin", "dio-read", "poison", "sleep",
     "yield",
 ];
 
@@ -722,68 +706,14 @@ pub enum Pattern {
 }
 
 /// The errno names `err(ENAME)` accepts (Linux, asm-generic).
+#[rustfmt::skip]
 pub const ERRNO_NAMES: &[&str] = &[
-    "EPERM",
-    "ENOENT",
-    "ESRCH",
-    "EINTR",
-    "EIO",
-    "ENXIO",
-    "E2BIG",
-    "ENOEXEC",
-    "EBADF",
-    "ECHILD",
-    "EAGAIN",
-    "ENOMEM",
-    "EACCES",
-    "EFAULT",
-    "ENOTBLK",
-    "EBUSY",
-    "EEXIST",
-    "EXDEV",
-    "ENODEV",
-    "ENOTDIR",
-    "EISDIR",
-    "EINVAL",
-    "ENFILE",
-    "EMFILE",
-    "ENOTTY",
-    "ETXTBSY",
-    "EFBIG",
-    "ENOSPC",
-    "ESPIPE",
-    "EROFS",
-    "EMLINK",
-    "EPIPE",
-    "EDOM",
-    "ERANGE",
-    "EDEADLK",
-    "ENAMETOOLONG",
-    "ENOLCK",
-    "ENOSYS",
-    "ENOTEMPTY",
-    "ELOOP",
-    "EWOULDBLOCK",
-    "ENOMSG",
-    "EIDRM",
-    "ENODATA",
-    "ETIME",
-    "ENOLINK",
-    "EPROTO",
-    "EBADMSG",
-    "EOVERFLOW",
-    "EILSEQ",
-    "EUSERS",
-    "ENOTSUP",
-    "EOPNOTSUPP",
-    "ETIMEDOUT",
-    "EALREADY",
-    "EINPROGRESS",
-    "ESTALE",
-    "EUCLEAN",
-    "EREMOTEIO",
-    "EDQUOT",
-    "ECANCELED",
-    "ENOTRECOVERABLE",
-    "EHWPOISON",
+    "EPERM", "ENOENT", "ESRCH", "EINTR", "EIO", "ENXIO", "E2BIG", "ENOEXEC", "EBADF", "ECHILD",
+    "EAGAIN", "ENOMEM", "EACCES", "EFAULT", "ENOTBLK", "EBUSY", "EEXIST", "EXDEV", "ENODEV",
+    "ENOTDIR", "EISDIR", "EINVAL", "ENFILE", "EMFILE", "ENOTTY", "ETXTBSY", "EFBIG", "ENOSPC",
+    "ESPIPE", "EROFS", "EMLINK", "EPIPE", "EDOM", "ERANGE", "EDEADLK", "ENAMETOOLONG", "ENOLCK",
+    "ENOSYS", "ENOTEMPTY", "ELOOP", "EWOULDBLOCK", "ENOMSG", "EIDRM", "ENODATA", "ETIME",
+    "ENOLINK", "EPROTO", "EBADMSG", "EOVERFLOW", "EILSEQ", "EUSERS", "ENOTSUP", "EOPNOTSUPP",
+    "ETIMEDOUT", "EALREADY", "EINPROGRESS", "ESTALE", "EUCLEAN", "EREMOTEIO", "EDQUOT",
+    "ECANCELED", "ENOTRECOVERABLE", "EHWPOISON",
 ];

@@ -7,7 +7,7 @@
 //! - [`parse`]`(src: &str, file: &str, opts: &ParseOptions) -> Result<Trace, TraceError>`
 //! - [`parse_bytes`]`(src: &[u8], file: &str, opts: &ParseOptions) -> Result<Trace, TraceError>`:
 //!   the same for raw bytes; invalid UTF-8 is an error at its line and column.
-//! - [`print`]`(trace: &Trace) -> String`: canonical text (also `Display for Trace`, and for
+//! - [`print()`]`(trace: &Trace) -> String`: canonical text (also `Display for Trace`, and for
 //!   every statement, op, expectation and pattern). `parse(&print(&t), ..) == Ok(t)` for every
 //!   trace `parse` returns.
 //! - [`ParseOptions`] `{ known_bugs: Option<Vec<String>> }`: with `Some(list)`, a `bug NAME` not in
@@ -36,6 +36,19 @@
 //! use, with fresh names after `after-crash`; each op's arguments; expectations that fit the op
 //! ([`Op::fits`]); errno names from [`ERRNO_NAMES`]; bug names when [`ParseOptions::known_bugs`]
 //! is given.
+//!
+//! # Where the spec leaves room, this parser decides
+//! - `#` outside a quoted string starts a comment even inside a token (`t1 yield#x`); `\r\n`
+//!   line ends are accepted; `=>` is a token of its own.
+//! - Size suffixes are case-sensitive and may follow hex (`0x2K`); a duration needs its unit.
+//! - A byte pattern is `0x` with a value up to 0xff (decimal is no pattern); strings are non-empty.
+//! - Bug names and `machine`/`fs` keys may contain `-`: `[A-Za-z_][A-Za-z0-9_-]*`.
+//! - `mmap` flags come in any order before `as`; `file` options in any order after the path.
+//! - `poison` without LEN keeps `len: None`: the machine model picks the unit.
+//! - `err(E)` fits system-call ops; `sigbus` fits memory accesses, `fault`, `poison` and the ops
+//!   a thread may be asleep in (`sleep`, `yield`) when an action-optional signal arrives.
+//! - `munmap` does not undefine a name, and a name may be redefined: only use-before-any-
+//!   definition is static; the rest is the run's business.
 
 mod ast;
 mod lexer;

@@ -877,16 +877,15 @@ impl<'o> Parser<'o> {
                 at: self.map_off(thread, a)?,
                 len: a.len()?,
             },
-            "store" => Op::Store {
-                at: self.map_off(thread, a)?,
-                len: a.len()?,
-                pattern: a.pattern()?,
-            },
-            "ntstore" => Op::Ntstore {
-                at: self.map_off(thread, a)?,
-                len: a.len()?,
-                pattern: a.pattern()?,
-            },
+            "store" | "ntstore" => {
+                let at = self.map_off(thread, a)?;
+                let len = a.len()?;
+                let pattern = a.pattern()?;
+                match kw.text {
+                    "store" => Op::Store { at, len, pattern },
+                    _ => Op::Ntstore { at, len, pattern },
+                }
+            }
             "clwb" | "clflushopt" | "clflush" => {
                 let at = self.map_off(thread, a)?;
                 let len = a.opt_size("a length LEN")?.unwrap_or(DEFAULT_FLUSH_LEN);
