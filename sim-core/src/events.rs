@@ -276,7 +276,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 3 != 0 || reference.is_empty() {
+            if !x.is_multiple_of(3) || reference.is_empty() {
                 let t = now + (x >> 40) % 5000;
                 let seq = q.push(t, EventKind::TimerExpired(TaskId(0)));
                 reference.push((t, seq));
