@@ -250,8 +250,11 @@ fn strategy_of(cmd: &str, a: &RunArgs) -> Result<Strategy, UsageError> {
     })
 }
 
-/// What to run: a trace or a toy model, as a `Model`, plus how to name it in reports.
-fn subject_of(a: &RunArgs) -> Result<(Box<dyn Model>, Subject, Option<u64>), UsageError> {
+/// What to run: a trace or a toy model as a `Model`, how to name it in reports, and the
+/// trace's own seed.
+type Loaded = (Box<dyn Model>, Subject, Option<u64>);
+
+fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
     for b in &a.bugs {
         match bug_mode(b) {
             None => {
