@@ -7,8 +7,7 @@
 //!   sleep sets, with a bound it explores every schedule within the bound.
 //! - `replay`: follow a schedule string.
 //!
-//! The manual strategy (the GUI's) drives a [`Sim`] directly through `enabled`/`step`, see
-//! [`ManualSession`](super::explore::ManualSession).
+//! The manual strategy (the GUI's) is [`ManualSession`](super::ManualSession).
 
 use super::{RunEnd, Schedule, Sim, SimConfig, Violation, ViolationKind};
 use crate::events::EventLog;

@@ -15,10 +15,12 @@
 
 mod detect;
 pub mod explore;
+pub mod manual;
 pub mod schedule;
 
 pub use detect::{TaskReport, Violation, ViolationKind};
 pub use explore::{ExploreConfig, ExploreReport, Failure, Model, Strategy, explore, run_twice};
+pub use manual::{ManualSession, NextStep};
 pub use schedule::Schedule;
 
 use crate::events::{EventHasher, EventKind, EventLog, EventQueue, LogEvent};
