@@ -7,3 +7,7 @@ pub use platform::{
     LockClass, Mutex, ObjId, Op, OpKind, Platform, RwSem, Spawner, SpinLock, TaskId, WaitKey,
     WaitQueue, WakeMode,
 };
+pub mod events;
+pub mod native;
+pub mod sim;
+pub mod toys;

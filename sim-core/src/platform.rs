@@ -89,8 +89,6 @@ pub struct WaiterId(pub u32);
 /// The kind of a scheduling step: what the task will do next.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub enum OpKind {
-    /// A task's first step.
-    Start,
     /// `yield_point(site)`; `site` indexes the executor's site table.
     Yield,
     Lock,
@@ -126,7 +124,7 @@ impl OpKind {
         use OpKind::*;
         !matches!(
             (self, other),
-            (Read, Read) | (WaitqueueActive, WaitqueueActive) | (Start, _) | (_, Start)
+            (Read, Read) | (WaitqueueActive, WaitqueueActive)
         )
     }
 }

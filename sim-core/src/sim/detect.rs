@@ -1,0 +1,402 @@
+//! Failure detection: deadlock and lost-wakeup diagnosis through a wait-for graph.
+//!
+//! When no task can move and not all have finished, every live task waits for something:
+//! a lock (edge to its holder), a rwsem (edges to the holders, and for a reader to the writer
+//! queued ahead of it), or a wake-up on a wait queue (no edge: nobody is obliged to wake it).
+//! A cycle in the graph is a deadlock; otherwise a sleeper on a wait queue that no live task can
+//! wake is a lost wakeup.
+
+use super::{ObjState, State, TaskStatus};
+use crate::platform::{Op, OpKind, TaskId};
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ViolationKind {
+    /// Every live task is blocked and the wait-for graph has a cycle.
+    Deadlock,
+    /// A task sleeps on a wait queue and no live task can wake it.
+    LostWakeup,
+    /// A BUG/WARN analogue raised by the model; the name says which.
+    Assertion(String),
+    /// The run exceeded the step limit (livelock guard).
+    StepLimit,
+    /// The model code itself panicked (a bug in pmsim, reported rather than crashing).
+    ModelPanic,
+    /// A check of the model or trace (data mismatch, unexpected outcome, invariant).
+    Check(String),
+}
+
+impl ViolationKind {
+    /// The short name used in reports and `--json`.
+    pub fn name(&self) -> String {
+        match self {
+            ViolationKind::Deadlock => "deadlock".into(),
+            ViolationKind::LostWakeup => "lost-wakeup".into(),
+            ViolationKind::Assertion(n) => format!("assertion:{n}"),
+            ViolationKind::StepLimit => "step-limit".into(),
+            ViolationKind::ModelPanic => "model-panic".into(),
+            ViolationKind::Check(n) => format!("check:{n}"),
+        }
+    }
+}
+
+/// A task's state at the time of a violation.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub id: u32,
+    pub name: String,
+    /// "finished", "runnable", "blocked" or "asleep".
+    pub status: String,
+    /// The step it was about to take.
+    pub next: String,
+    /// The trace line it was executing (0 outside traces).
+    pub line: u32,
+    /// Locks and semaphores it holds.
+    pub holds: Vec<String>,
+    /// For a sleeper: the wait queue and key it sleeps on.
+    pub wait_key: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    pub message: String,
+    /// The task that raised it or is at its centre.
+    pub task: Option<TaskId>,
+    pub line: u32,
+    /// For a deadlock: the tasks of the wait-for cycle, in order.
+    pub cycle: Vec<u32>,
+    pub tasks: Vec<TaskReport>,
+}
+
+impl Violation {
+    pub fn step_limit(limit: u64) -> Violation {
+        Violation {
+            kind: ViolationKind::StepLimit,
+            message: format!(
+                "the run exceeded {limit} steps without finishing (livelock or an unbounded loop)"
+            ),
+            task: None,
+            line: 0,
+            cycle: Vec::new(),
+            tasks: Vec::new(),
+        }
+    }
+
+    pub fn check(name: &str, message: String, task: Option<TaskId>, line: u32) -> Violation {
+        Violation {
+            kind: ViolationKind::Check(name.to_string()),
+            message,
+            task,
+            line,
+            cycle: Vec::new(),
+            tasks: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}: {}", self.kind.name(), self.message)?;
+        for t in &self.tasks {
+            write!(f, "  {} [{}]", t.name, t.status)?;
+            if t.line > 0 {
+                write!(f, " line {}", t.line)?;
+            }
+            if t.status != "finished" {
+                write!(f, ", next: {}", t.next)?;
+            }
+            if !t.holds.is_empty() {
+                write!(f, ", holds: {}", t.holds.join(", "))?;
+            }
+            if let Some(k) = &t.wait_key {
+                write!(f, ", sleeps on {k}")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn obj_name(s: &State, op: &Op) -> String {
+    if op.obj == Op::NONE {
+        return String::new();
+    }
+    match s.objs.get(op.obj.0 as usize) {
+        Some(o) => format!("{}#{}", o.name, op.obj.0),
+        None => format!("obj#{}", op.obj.0),
+    }
+}
+
+pub(super) fn describe_op(s: &State, op: &Op) -> String {
+    let obj = obj_name(s, op);
+    match op.kind {
+        OpKind::Exit => "exit".into(),
+        OpKind::Yield => format!(
+            "yield at {}",
+            s.sites.get(op.arg as usize).copied().unwrap_or("?")
+        ),
+        OpKind::Sleep => format!("sleep until t={}ns", op.arg),
+        OpKind::Lock => format!("lock {obj}"),
+        OpKind::TryLock => format!("trylock {obj}"),
+        OpKind::Unlock => format!("unlock {obj}"),
+        OpKind::DownRead => format!("down_read {obj}"),
+        OpKind::UpRead => format!("up_read {obj}"),
+        OpKind::DownWrite => format!("down_write {obj}"),
+        OpKind::UpWrite => format!("up_write {obj}"),
+        OpKind::DowngradeWrite => format!("downgrade_write {obj}"),
+        OpKind::PrepareToWait => format!("prepare_to_wait {obj}"),
+        OpKind::Schedule => format!("schedule (sleep) on {obj}"),
+        OpKind::FinishWait => format!("finish_wait {obj}"),
+        OpKind::Wake => format!("wake_up {obj}"),
+        OpKind::WaitqueueActive => format!("waitqueue_active {obj}"),
+        OpKind::Read => format!("read {obj}"),
+        OpKind::Write => format!("write {obj}"),
+        OpKind::Flush => format!("flush {obj}"),
+    }
+}
+
+/// Which tasks hold what.
+fn holds(s: &State, t: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, o) in s.objs.iter().enumerate() {
+        match &o.state {
+            ObjState::Lock {
+                holder: Some(h), ..
+            } if *h == t => out.push(format!("{}#{}", o.name, i)),
+            ObjState::RwSem { readers, writer } => {
+                if *writer == Some(t) {
+                    out.push(format!("{}#{} (write)", o.name, i));
+                }
+                if readers.contains(&t) {
+                    out.push(format!("{}#{} (read)", o.name, i));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn wait_key(s: &State, t: usize) -> Option<String> {
+    let task = &s.tasks[t];
+    let w = task.wait?;
+    if task.next.kind != OpKind::Schedule || w.woken {
+        return None;
+    }
+    let name = s.objs.get(w.wq.0 as usize).map(|o| o.name).unwrap_or("?");
+    Some(format!(
+        "{}#{} key {}{}",
+        name,
+        w.wq.0,
+        w.key,
+        if w.exclusive { " (exclusive)" } else { "" }
+    ))
+}
+
+pub(super) fn task_reports(s: &State) -> Vec<TaskReport> {
+    (0..s.tasks.len())
+        .map(|t| {
+            let task = &s.tasks[t];
+            let status = if task.status == TaskStatus::Finished {
+                "finished"
+            } else if s.op_enabled(t) {
+                "runnable"
+            } else if task.next.kind == OpKind::Schedule {
+                "asleep"
+            } else if task.next.kind == OpKind::Exit {
+                "stopped"
+            } else {
+                "blocked"
+            };
+            TaskReport {
+                id: t as u32,
+                name: task.name.clone(),
+                status: status.to_string(),
+                next: describe_op(s, &task.next),
+                line: task.line,
+                holds: holds(s, t as u32),
+                wait_key: wait_key(s, t),
+            }
+        })
+        .collect()
+}
+
+/// Who `t` waits for, as wait-for edges.
+fn waits_for(s: &State, t: usize) -> Vec<u32> {
+    let op = s.tasks[t].next;
+    match (op.kind, s.objs.get(op.obj.0 as usize).map(|o| &o.state)) {
+        (
+            OpKind::Lock,
+            Some(ObjState::Lock {
+                holder: Some(h), ..
+            }),
+        ) => vec![*h],
+        // A task waiting for itself (down_write while holding the semaphore) is a cycle too.
+        (OpKind::DownWrite, Some(ObjState::RwSem { readers, writer })) => {
+            readers.iter().chain(writer.iter()).copied().collect()
+        }
+        (OpKind::DownRead, Some(ObjState::RwSem { writer, .. })) => {
+            let mut v: Vec<u32> = writer.iter().copied().collect();
+            // Queued behind a waiting writer (writer-preferring).
+            for (i, other) in s.tasks.iter().enumerate() {
+                if i != t
+                    && other.status == TaskStatus::Live
+                    && other.next.kind == OpKind::DownWrite
+                    && other.next.obj == op.obj
+                {
+                    v.push(i as u32);
+                }
+            }
+            v
+        }
+        _ => Vec::new(),
+    }
+}
+
+pub(super) fn diagnose(s: &State) -> Violation {
+    let n = s.tasks.len();
+    let mut g: DiGraph<u32, ()> = DiGraph::with_capacity(n, n);
+    let nodes: Vec<NodeIndex> = (0..n).map(|t| g.add_node(t as u32)).collect();
+    for t in 0..n {
+        if s.tasks[t].status != TaskStatus::Live {
+            continue;
+        }
+        for h in waits_for(s, t) {
+            g.add_edge(nodes[t], nodes[h as usize], ());
+        }
+    }
+    let tasks = task_reports(s);
+    for scc in tarjan_scc(&g) {
+        let is_cycle = scc.len() > 1 || g.contains_edge(scc[0], scc[0]);
+        if !is_cycle {
+            continue;
+        }
+        // Order the cycle by following the edges from its smallest member.
+        let members: Vec<u32> = scc.iter().map(|&i| g[i]).collect();
+        let start = *members.iter().min().unwrap_or(&0);
+        let mut cycle = vec![start];
+        let mut cur = start;
+        loop {
+            let next = waits_for(s, cur as usize)
+                .into_iter()
+                .find(|x| members.contains(x));
+            match next {
+                Some(x) if x == start || cycle.contains(&x) => break,
+                Some(x) => {
+                    cycle.push(x);
+                    cur = x;
+                }
+                None => break,
+            }
+        }
+        let story: Vec<String> = cycle
+            .iter()
+            .map(|&t| {
+                let task = &s.tasks[t as usize];
+                format!(
+                    "{} holds [{}] and waits to {}",
+                    task.name,
+                    holds(s, t).join(", "),
+                    describe_op(s, &task.next)
+                )
+            })
+            .collect();
+        return Violation {
+            kind: ViolationKind::Deadlock,
+            message: format!("wait-for cycle: {}", story.join("; ")),
+            task: Some(TaskId(cycle[0])),
+            line: s.tasks[cycle[0] as usize].line,
+            cycle,
+            tasks,
+        };
+    }
+    // No cycle: find the sleepers nobody can wake.
+    let sleepers: Vec<usize> = (0..n)
+        .filter(|&t| s.tasks[t].status == TaskStatus::Live && wait_key(s, t).is_some())
+        .collect();
+    if let Some(&first) = sleepers.first() {
+        let story: Vec<String> = sleepers
+            .iter()
+            .map(|&t| {
+                format!(
+                    "{} sleeps on {} holding [{}]",
+                    s.tasks[t].name,
+                    wait_key(s, t).unwrap_or_default(),
+                    holds(s, t as u32).join(", ")
+                )
+            })
+            .collect();
+        let others: Vec<String> = (0..n)
+            .filter(|t| !sleepers.contains(t))
+            .map(|t| {
+                let task = &s.tasks[t];
+                if task.status == TaskStatus::Finished {
+                    format!("{} finished", task.name)
+                } else {
+                    format!("{} blocked at {}", task.name, describe_op(s, &task.next))
+                }
+            })
+            .collect();
+        let others = if others.is_empty() {
+            "there are no other tasks".to_string()
+        } else {
+            others.join(", ")
+        };
+        return Violation {
+            kind: ViolationKind::LostWakeup,
+            message: format!(
+                "{}; no live task can wake it ({})",
+                story.join("; "),
+                others
+            ),
+            task: Some(TaskId(first as u32)),
+            line: s.tasks[first].line,
+            cycle: Vec::new(),
+            tasks,
+        };
+    }
+    // Blocked on something held by a task that finished (a leaked lock) or stopped.
+    let blocked: Vec<String> = (0..n)
+        .filter(|&t| s.tasks[t].status == TaskStatus::Live)
+        .map(|t| {
+            let task = &s.tasks[t];
+            let on: Vec<String> = waits_for(s, t)
+                .iter()
+                .map(|&h| {
+                    let ht = &s.tasks[h as usize];
+                    let st = if ht.status == TaskStatus::Finished {
+                        "finished"
+                    } else {
+                        "stopped"
+                    };
+                    format!("{} ({st})", ht.name)
+                })
+                .collect();
+            format!(
+                "{} waits to {} held by {}",
+                task.name,
+                describe_op(s, &task.next),
+                if on.is_empty() {
+                    "nobody".to_string()
+                } else {
+                    on.join(", ")
+                }
+            )
+        })
+        .collect();
+    let first = (0..n)
+        .find(|&t| s.tasks[t].status == TaskStatus::Live)
+        .unwrap_or(0);
+    Violation {
+        kind: ViolationKind::Deadlock,
+        message: format!("every live task is blocked: {}", blocked.join("; ")),
+        task: Some(TaskId(first as u32)),
+        line: s.tasks.get(first).map(|t| t.line).unwrap_or(0),
+        cycle: Vec::new(),
+        tasks,
+    }
+}

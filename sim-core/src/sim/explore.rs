@@ -1,0 +1,695 @@
+//! Strategies and the exploration driver: many runs of one model, each a fresh [`Sim`].
+//!
+//! - `trace-order`: prefer the task whose current trace line comes first (then the lowest id).
+//! - `random`: a uniformly random enabled task at every choice (ChaCha8, seeded per run).
+//! - `pct`: probabilistic concurrency testing with bug depth `d` (Burckhardt et al. 2010).
+//! - `dfs`: exhaustive stateless depth-first search; without a preemption bound it prunes with
+//!   sleep sets, with a bound it explores every schedule within the bound.
+//! - `replay`: follow a schedule string.
+//!
+//! The manual strategy (the GUI's) drives a [`Sim`] directly through `enabled`/`step`, see
+//! [`ManualSession`](super::explore::ManualSession).
+
+use super::{RunEnd, Schedule, Sim, SimConfig, Violation, ViolationKind};
+use crate::events::EventLog;
+use crate::platform::{Op, TaskId};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// A model: builds its objects and spawns its tasks into a fresh simulation. Called once per run.
+pub trait Model {
+    fn setup(&self, sim: &mut Sim);
+}
+
+impl<F: Fn(&mut Sim)> Model for F {
+    fn setup(&self, sim: &mut Sim) {
+        self(sim)
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Strategy {
+    TraceOrder,
+    Random,
+    Pct { depth: u32 },
+    Dfs { preemption_bound: Option<u32> },
+    Replay(Schedule),
+}
+
+impl Strategy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::TraceOrder => "trace-order",
+            Strategy::Random => "random",
+            Strategy::Pct { .. } => "pct",
+            Strategy::Dfs { .. } => "dfs",
+            Strategy::Replay(_) => "replay",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ExploreConfig {
+    pub strategy: Strategy,
+    pub seed: u64,
+    /// At most this many runs (None: until exhausted for dfs, 1 for trace-order and replay,
+    /// 1000 for random and pct).
+    pub runs: Option<u64>,
+    /// Stop after this much wall-clock time (it bounds the search, never a run's content).
+    pub budget: Option<Duration>,
+    pub step_limit: u64,
+    /// Keep exploring after the first failure (counting failures).
+    pub keep_going: bool,
+    /// DFS: prune with sleep sets (on by default; off only to validate the pruning). They apply
+    /// to unbounded DFS only: with a preemption bound, a branch that sleep sets prune may be
+    /// equivalent only to a schedule with more preemptions than the bound allows, and a bug
+    /// would be missed (Musuvathi and Qadeer, PLDI'07), so bounded DFS explores every schedule
+    /// within the bound.
+    pub sleep_sets: bool,
+}
+
+impl Default for ExploreConfig {
+    fn default() -> Self {
+        ExploreConfig {
+            strategy: Strategy::TraceOrder,
+            seed: 0,
+            runs: None,
+            budget: None,
+            step_limit: 1_000_000,
+            keep_going: false,
+            sleep_sets: true,
+        }
+    }
+}
+
+/// A failing run: what went wrong and how to get there again.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Failure {
+    pub violation: Violation,
+    pub schedule: Schedule,
+    /// Which run (from 0) found it.
+    pub run: u64,
+    pub steps: u64,
+    pub hash: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ExploreReport {
+    pub strategy: String,
+    pub seed: u64,
+    /// Runs executed (including redundant DFS runs cut short by sleep sets).
+    pub runs: u64,
+    /// DFS runs cut short because every enabled task was in the sleep set.
+    pub redundant_runs: u64,
+    /// DFS only: the whole (bounded) space was explored.
+    pub exhausted: bool,
+    /// Runs that ended in a violation.
+    pub failed_runs: u64,
+    /// The first failure found.
+    pub failure: Option<Failure>,
+    /// Event-log hash of the last complete run.
+    pub last_hash: u64,
+    /// Longest run, in steps.
+    pub max_steps: u64,
+    /// Whether the search stopped because of the budget or the run count rather than finishing.
+    pub stopped_early: bool,
+}
+
+/// An error that stops exploration before it starts or mid-way (bad schedule).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ExploreError(pub String);
+
+impl fmt::Display for ExploreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ExploreError {}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The seed of run `i` of a search seeded with `seed`.
+pub fn run_seed(seed: u64, i: u64, strategy: &Strategy) -> u64 {
+    match strategy {
+        // Exhaustive and trace-order searches vary the schedule only: the model's randomness is
+        // the same in every run.
+        Strategy::TraceOrder | Strategy::Dfs { .. } => seed,
+        Strategy::Replay(s) => s.seed,
+        Strategy::Random | Strategy::Pct { .. } => splitmix64(seed ^ splitmix64(i)),
+    }
+}
+
+fn trace_order(sim: &Sim, en: &[TaskId]) -> TaskId {
+    *en.iter()
+        .min_by_key(|t| (sim.task_line(**t), t.0))
+        .expect("choose is called with enabled tasks")
+}
+
+struct Pct {
+    depth: u32,
+    /// Number of choice points seen in the longest run so far (PCT's k).
+    k: u64,
+}
+
+struct PctRun {
+    prio: Vec<u64>,
+    change_points: Vec<u64>,
+    count: u64,
+}
+
+impl Pct {
+    fn start(&self, rng: &mut ChaCha8Rng, tasks: usize) -> PctRun {
+        // Distinct initial priorities depth..depth+n in random order.
+        let mut prio: Vec<u64> = (0..tasks as u64).map(|i| i + self.depth as u64).collect();
+        for i in (1..prio.len()).rev() {
+            let j = rng.random_range(0..=i);
+            prio.swap(i, j);
+        }
+        let mut change_points: Vec<u64> = (1..self.depth)
+            .filter(|_| self.k > 0)
+            .map(|_| rng.random_range(1..=self.k))
+            .collect();
+        change_points.sort_unstable();
+        PctRun {
+            prio,
+            change_points,
+            count: 0,
+        }
+    }
+}
+
+impl PctRun {
+    fn choose(&mut self, en: &[TaskId]) -> TaskId {
+        self.count += 1;
+        let best = |prio: &[u64]| {
+            *en.iter()
+                .max_by_key(|t| prio.get(t.0 as usize).copied().unwrap_or(0))
+                .expect("choose is called with enabled tasks")
+        };
+        // At the i-th change point the task about to run drops to priority i, below every
+        // initial priority.
+        for (i, &cp) in self.change_points.iter().enumerate() {
+            if cp == self.count {
+                let t = best(&self.prio);
+                self.prio[t.0 as usize] = i as u64;
+            }
+        }
+        best(&self.prio)
+    }
+}
+
+struct RunResult {
+    end: RunEnd,
+    schedule: Schedule,
+    steps: u64,
+    hash: u64,
+    log: Option<EventLog>,
+}
+
+/// WARN-level assertions turn a clean run into a violation (the run went on, but it is wrong).
+fn end_with_warnings(sim: &Sim, end: RunEnd) -> RunEnd {
+    match end {
+        RunEnd::Done => match sim.warnings().into_iter().next() {
+            Some((task, line, a)) => RunEnd::Violation(sim.finish_violation(Violation {
+                kind: ViolationKind::Assertion(a.name),
+                message: format!("WARN: {}", a.message),
+                task: Some(task),
+                line,
+                cycle: Vec::new(),
+                tasks: Vec::new(),
+            })),
+            None => RunEnd::Done,
+        },
+        e => e,
+    }
+}
+
+fn one_run(
+    model: &dyn Model,
+    seed: u64,
+    step_limit: u64,
+    record_log: bool,
+    choose: &mut dyn FnMut(&Sim, &[TaskId]) -> TaskId,
+) -> RunResult {
+    let mut sim = Sim::new(SimConfig {
+        seed,
+        step_limit,
+        record_log,
+    });
+    model.setup(&mut sim);
+    let end = sim.run(|s, en| choose(s, en));
+    let end = end_with_warnings(&sim, end);
+    RunResult {
+        end,
+        schedule: Schedule {
+            seed,
+            choices: sim.choices().to_vec(),
+        },
+        steps: sim.steps(),
+        hash: sim.hash(),
+        log: record_log.then(|| sim.event_log()),
+    }
+}
+
+/// Replays a schedule. Errors when a recorded choice names a task that cannot move (the
+/// schedule does not belong to this model, or the model is nondeterministic).
+fn replay_run(
+    model: &dyn Model,
+    sched: &Schedule,
+    step_limit: u64,
+    record_log: bool,
+) -> Result<RunResult, ExploreError> {
+    let mut i = 0usize;
+    let mut bad: Option<String> = None;
+    let mut chooser = |sim: &Sim, en: &[TaskId]| {
+        if bad.is_some() {
+            return en[0];
+        }
+        match sched.choices.get(i) {
+            Some(&c) => {
+                i += 1;
+                match en.iter().find(|t| t.0 == c) {
+                    Some(&t) => t,
+                    None => {
+                        bad = Some(format!(
+                            "the schedule diverges at choice {} (step {}): it names task {c}, \
+                             but the tasks that can move are {:?}",
+                            i,
+                            sim.steps(),
+                            en.iter().map(|t| t.0).collect::<Vec<_>>()
+                        ));
+                        en[0]
+                    }
+                }
+            }
+            None => trace_order(sim, en),
+        }
+    };
+    let r = one_run(model, sched.seed, step_limit, record_log, &mut chooser);
+    if let Some(b) = bad {
+        return Err(ExploreError(b));
+    }
+    Ok(r)
+}
+
+struct DfsNode {
+    enabled: Vec<(TaskId, Op)>,
+    sleep_entry: Vec<(TaskId, Op)>,
+    done: Vec<TaskId>,
+    chosen: TaskId,
+    prev: Option<TaskId>,
+    preemptions: u32,
+}
+
+impl DfsNode {
+    fn preempts(&self, t: TaskId) -> bool {
+        self.prev
+            .is_some_and(|p| p != t && self.enabled.iter().any(|(x, _)| *x == p))
+    }
+}
+
+struct Dfs {
+    bound: Option<u32>,
+    sleep_sets: bool,
+    stack: Vec<DfsNode>,
+}
+
+enum DfsRunEnd {
+    End(RunEnd),
+    Redundant,
+}
+
+impl Dfs {
+    fn within_bound(&self, preemptions: u32) -> bool {
+        self.bound.is_none_or(|b| preemptions <= b)
+    }
+
+    /// One run following the stack's choices, extending it with default choices.
+    fn run(&mut self, model: &dyn Model, seed: u64, step_limit: u64) -> (DfsRunEnd, Sim) {
+        let mut sim = Sim::new(SimConfig {
+            seed,
+            step_limit,
+            record_log: false,
+        });
+        model.setup(&mut sim);
+        let mut sleep: Vec<(TaskId, Op)> = Vec::new();
+        let mut en: Vec<TaskId> = Vec::new();
+        let mut awake: Vec<TaskId> = Vec::new();
+        let mut depth = 0usize;
+        let mut prev: Option<TaskId> = None;
+        let mut preemptions = 0u32;
+        loop {
+            if let Some(v) = sim.violation() {
+                let v = sim.finish_violation(v);
+                return (DfsRunEnd::End(RunEnd::Violation(v)), sim);
+            }
+            sim.enabled(&mut en);
+            if en.is_empty() {
+                let end = if sim.all_finished() {
+                    end_with_warnings(&sim, RunEnd::Done)
+                } else {
+                    RunEnd::Violation(sim.finish_violation(sim.diagnose_stuck()))
+                };
+                return (DfsRunEnd::End(end), sim);
+            }
+            if sim.steps() >= step_limit {
+                let v = sim.finish_violation(Violation::step_limit(step_limit));
+                return (DfsRunEnd::End(RunEnd::Violation(v)), sim);
+            }
+            awake.clear();
+            awake.extend(en.iter().filter(|t| !sleep.iter().any(|(s, _)| s == *t)));
+            let prev_enabled = prev.is_some_and(|p| en.contains(&p));
+            let costs = |t: TaskId| (prev_enabled && prev != Some(t)) as u32;
+            let chosen = if awake.len() <= 1 {
+                // Nothing to branch on: the one awake task, or none (all asleep: this run
+                // only repeats an explored one).
+                match awake.first() {
+                    Some(&t) if self.within_bound(preemptions + costs(t)) => t,
+                    _ => return (DfsRunEnd::Redundant, sim),
+                }
+            } else if depth < self.stack.len() {
+                let node = &self.stack[depth];
+                sleep.clear();
+                sleep.extend(node.sleep_entry.iter().copied());
+                for d in &node.done {
+                    if *d != node.chosen
+                        && let Some(e) = node.enabled.iter().find(|(t, _)| t == d)
+                    {
+                        sleep.push(*e);
+                    }
+                }
+                depth += 1;
+                node.chosen
+            } else {
+                let pick = if prev_enabled && awake.contains(&prev.unwrap_or(TaskId(u32::MAX))) {
+                    prev
+                } else {
+                    awake
+                        .iter()
+                        .copied()
+                        .find(|&t| self.within_bound(preemptions + costs(t)))
+                };
+                let Some(t) = pick else {
+                    return (DfsRunEnd::Redundant, sim);
+                };
+                self.stack.push(DfsNode {
+                    enabled: en.iter().map(|&t| (t, sim.next_op(t))).collect(),
+                    sleep_entry: sleep.clone(),
+                    done: vec![t],
+                    chosen: t,
+                    prev,
+                    preemptions,
+                });
+                depth += 1;
+                t
+            };
+            preemptions += costs(chosen);
+            sim.record_choice(chosen, en.len());
+            sim.step(chosen);
+            if !self.sleep_sets {
+                sleep.clear();
+            }
+            let fp = sim.last_footprint();
+            sleep.retain(|(t, op)| *t != chosen && !fp.iter().any(|f| op.depends_on(f)));
+            prev = Some(chosen);
+        }
+    }
+
+    /// Move to the next unexplored branch; false when the search space is exhausted.
+    fn backtrack(&mut self) -> bool {
+        while let Some(node) = self.stack.last_mut() {
+            let next = node.enabled.iter().map(|(t, _)| *t).find(|t| {
+                !node.done.contains(t)
+                    && !node.sleep_entry.iter().any(|(s, _)| s == t)
+                    && self
+                        .bound
+                        .is_none_or(|b| node.preemptions + node.preempts(*t) as u32 <= b)
+            });
+            match next {
+                Some(t) => {
+                    node.done.push(t);
+                    node.chosen = t;
+                    return true;
+                }
+                None => {
+                    self.stack.pop();
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Progress of a long search, for progress bars.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub runs: u64,
+    pub failed_runs: u64,
+    pub target_runs: Option<u64>,
+}
+
+/// Explore `model` with the configured strategy.
+pub fn explore(
+    model: &dyn Model,
+    cfg: &ExploreConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ExploreReport, ExploreError> {
+    let started = Instant::now();
+    let default_runs = match cfg.strategy {
+        Strategy::TraceOrder | Strategy::Replay(_) => Some(1),
+        Strategy::Random | Strategy::Pct { .. } => Some(1000),
+        Strategy::Dfs { .. } => None,
+    };
+    let target = cfg.runs.or(default_runs);
+    let mut rep = ExploreReport {
+        strategy: cfg.strategy.name().to_string(),
+        seed: cfg.seed,
+        runs: 0,
+        redundant_runs: 0,
+        exhausted: false,
+        failed_runs: 0,
+        failure: None,
+        last_hash: 0,
+        max_steps: 0,
+        stopped_early: false,
+    };
+    let mut rng_sched = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut pct = Pct {
+        depth: match cfg.strategy {
+            Strategy::Pct { depth } => depth.max(1),
+            _ => 1,
+        },
+        k: 0,
+    };
+    let mut dfs = Dfs {
+        bound: match cfg.strategy {
+            Strategy::Dfs { preemption_bound } => preemption_bound,
+            _ => None,
+        },
+        sleep_sets: cfg.sleep_sets
+            && matches!(
+                cfg.strategy,
+                Strategy::Dfs {
+                    preemption_bound: None
+                }
+            ),
+        stack: Vec::new(),
+    };
+    loop {
+        if target.is_some_and(|t| rep.runs >= t) {
+            rep.stopped_early = matches!(cfg.strategy, Strategy::Dfs { .. });
+            break;
+        }
+        if cfg.budget.is_some_and(|b| started.elapsed() >= b) {
+            rep.stopped_early = true;
+            break;
+        }
+        let i = rep.runs;
+        let seed = run_seed(cfg.seed, i, &cfg.strategy);
+        let (end, schedule, steps, hash) = match &cfg.strategy {
+            Strategy::TraceOrder => {
+                let r = one_run(model, seed, cfg.step_limit, false, &mut trace_order);
+                (r.end, r.schedule, r.steps, r.hash)
+            }
+            Strategy::Random => {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7261_6e64_6f6d);
+                let mut choose = |_: &Sim, en: &[TaskId]| en[rng.random_range(0..en.len())];
+                let r = one_run(model, seed, cfg.step_limit, false, &mut choose);
+                (r.end, r.schedule, r.steps, r.hash)
+            }
+            Strategy::Pct { .. } => {
+                let mut run: Option<PctRun> = None;
+                let r = {
+                    // Priorities are drawn at the first choice, once every task exists.
+                    let mut choose = |sim: &Sim, en: &[TaskId]| {
+                        run.get_or_insert_with(|| pct.start(&mut rng_sched, sim.task_count()))
+                            .choose(en)
+                    };
+                    one_run(model, seed, cfg.step_limit, false, &mut choose)
+                };
+                let decisions = r.schedule.choices.len() as u64;
+                pct.k = pct.k.max(decisions);
+                (r.end, r.schedule, r.steps, r.hash)
+            }
+            Strategy::Dfs { .. } => {
+                let (end, sim) = dfs.run(model, seed, cfg.step_limit);
+                let schedule = Schedule {
+                    seed,
+                    choices: sim.choices().to_vec(),
+                };
+                let (steps, hash) = (sim.steps(), sim.hash());
+                drop(sim);
+                match end {
+                    DfsRunEnd::Redundant => {
+                        rep.runs += 1;
+                        rep.redundant_runs += 1;
+                        if !dfs.backtrack() {
+                            rep.exhausted = true;
+                            break;
+                        }
+                        continue;
+                    }
+                    DfsRunEnd::End(e) => (e, schedule, steps, hash),
+                }
+            }
+            Strategy::Replay(s) => {
+                let r = replay_run(model, s, cfg.step_limit, false)?;
+                (r.end, r.schedule, r.steps, r.hash)
+            }
+        };
+        rep.runs += 1;
+        rep.max_steps = rep.max_steps.max(steps);
+        rep.last_hash = hash;
+        if let RunEnd::Violation(v) = end {
+            rep.failed_runs += 1;
+            if rep.failure.is_none() {
+                rep.failure = Some(Failure {
+                    violation: v,
+                    schedule,
+                    run: i,
+                    steps,
+                    hash,
+                });
+            }
+            if !cfg.keep_going {
+                break;
+            }
+        }
+        if let Strategy::Dfs { .. } = cfg.strategy
+            && !dfs.backtrack()
+        {
+            rep.exhausted = true;
+            break;
+        }
+        if rep.runs.is_multiple_of(256) {
+            progress(Progress {
+                runs: rep.runs,
+                failed_runs: rep.failed_runs,
+                target_runs: target,
+            });
+        }
+    }
+    progress(Progress {
+        runs: rep.runs,
+        failed_runs: rep.failed_runs,
+        target_runs: target,
+    });
+    Ok(rep)
+}
+
+/// The outcome of one fully logged run.
+#[derive(Clone, Debug)]
+pub struct LoggedRun {
+    pub end: RunEnd,
+    pub schedule: Schedule,
+    pub log: EventLog,
+}
+
+/// Run the first run of `cfg`'s strategy (or the given schedule) with the full event log.
+pub fn logged_run(model: &dyn Model, cfg: &ExploreConfig) -> Result<LoggedRun, ExploreError> {
+    let seed = run_seed(cfg.seed, 0, &cfg.strategy);
+    let r = match &cfg.strategy {
+        Strategy::Replay(s) => replay_run(model, s, cfg.step_limit, true)?,
+        Strategy::Random => {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7261_6e64_6f6d);
+            let mut choose = |_: &Sim, en: &[TaskId]| en[rng.random_range(0..en.len())];
+            one_run(model, seed, cfg.step_limit, true, &mut choose)
+        }
+        Strategy::Dfs { .. } => {
+            // The first DFS run takes the default choice (no preemption, lowest id) everywhere.
+            let mut prev: Option<TaskId> = None;
+            let mut choose = |_: &Sim, en: &[TaskId]| {
+                let t = match prev {
+                    Some(p) if en.contains(&p) => p,
+                    _ => en[0],
+                };
+                prev = Some(t);
+                t
+            };
+            one_run(model, seed, cfg.step_limit, true, &mut choose)
+        }
+        Strategy::TraceOrder | Strategy::Pct { .. } => {
+            one_run(model, seed, cfg.step_limit, true, &mut trace_order)
+        }
+    };
+    Ok(LoggedRun {
+        end: r.end,
+        schedule: r.schedule,
+        log: r.log.unwrap_or_default(),
+    })
+}
+
+/// The determinism self-check: two identical runs must give identical event logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Determinism {
+    Same {
+        hash: u64,
+        events: usize,
+    },
+    Diverged {
+        index: usize,
+        first: String,
+        second: String,
+        hashes: (u64, u64),
+    },
+}
+
+/// Run the same configuration twice with full logs and compare them event by event.
+pub fn run_twice(model: &dyn Model, cfg: &ExploreConfig) -> Result<Determinism, ExploreError> {
+    let a = logged_run(model, cfg)?;
+    let b = match logged_run(model, cfg) {
+        Ok(b) => b,
+        Err(e) => {
+            return Ok(Determinism::Diverged {
+                index: 0,
+                first: "the first run followed the schedule".into(),
+                second: e.0,
+                hashes: (a.log.hash, 0),
+            });
+        }
+    };
+    match a.log.first_divergence(&b.log) {
+        None if a.log.hash == b.log.hash => Ok(Determinism::Same {
+            hash: a.log.hash,
+            events: a.log.events.len(),
+        }),
+        d => {
+            let i = d.unwrap_or(0);
+            Ok(Determinism::Diverged {
+                index: i,
+                first: a.log.describe(i),
+                second: b.log.describe(i),
+                hashes: (a.log.hash, b.log.hash),
+            })
+        }
+    }
+}

@@ -1,0 +1,1057 @@
+//! The deterministic executor and the simulation platform.
+//!
+//! Tasks are futures polled on one OS thread. Every Platform call announces its next step
+//! ([`Op`]) and returns `Pending`; the executor then knows, for every task, what it will do next
+//! and whether it can (a lock held by another task, a sleep not yet woken). A strategy picks one
+//! enabled task, the executor polls it, the task performs its announced operation and runs on,
+//! touching only its own state, up to its next announcement. Simulated time advances through an
+//! event queue only when no task can move.
+//!
+//! Given the model, a seed and the sequence of choices, a run is a pure function: the event log
+//! (and its hash) is identical bit for bit.
+//!
+//! The executor state lives in a thread-local slot while a [`Sim`] exists, so that the platform
+//! handle [`SimPlatform`] is a zero-sized type (cheap to copy into every task).
+
+mod detect;
+pub mod explore;
+pub mod schedule;
+
+pub use detect::{TaskReport, Violation, ViolationKind};
+pub use explore::{ExploreConfig, ExploreReport, Failure, Model, Strategy, explore, run_twice};
+pub use schedule::Schedule;
+
+use crate::events::{EventHasher, EventKind, EventLog, EventQueue, LogEvent};
+use crate::platform::{
+    Assertion, LockClass, ObjId, Op, OpKind, Platform, Spawner, TaskId, WaitKey, WaiterId, WakeFn,
+    WakeMode,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cell::RefCell;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll, Waker};
+
+static GENERATION: AtomicU32 = AtomicU32::new(1);
+
+thread_local! {
+    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+}
+
+fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let s = s
+            .as_mut()
+            .expect("a SimPlatform operation ran outside a simulation (no Sim on this thread)");
+        f(s)
+    })
+}
+
+fn try_with_state(f: impl FnOnce(&mut State)) {
+    STATE.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut()
+            && let Some(s) = s.as_mut()
+        {
+            f(s)
+        }
+    })
+}
+
+/// A raw simulated object: its id and the generation of the simulation that created it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimRaw {
+    pub id: ObjId,
+    gen_: u32,
+}
+
+#[derive(Clone, Debug)]
+struct WaiterState {
+    id: u32,
+    task: u32,
+    key: WaitKey,
+    exclusive: bool,
+    func: WakeFn,
+}
+
+#[derive(Clone, Debug)]
+enum ObjState {
+    Lock {
+        class: LockClass,
+        holder: Option<u32>,
+    },
+    RwSem {
+        readers: Vec<u32>,
+        writer: Option<u32>,
+    },
+    WaitQueue {
+        waiters: Vec<WaiterState>,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Obj {
+    name: &'static str,
+    state: ObjState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum TaskStatus {
+    Live,
+    Finished,
+}
+
+/// The sleep of a task between `prepare_to_wait` and `finish_wait`.
+#[derive(Clone, Copy, Debug)]
+struct TaskWait {
+    wq: ObjId,
+    key: WaitKey,
+    exclusive: bool,
+    woken: bool,
+}
+
+#[derive(Clone, Debug)]
+struct TaskState {
+    name: String,
+    next: Op,
+    status: TaskStatus,
+    line: u32,
+    wait: Option<TaskWait>,
+    spins_held: u32,
+}
+
+struct State {
+    gen_: u32,
+    now: u64,
+    current: u32,
+    announced: bool,
+    tasks: Vec<TaskState>,
+    objs: Vec<Obj>,
+    events: EventQueue,
+    rng: ChaCha8Rng,
+    violation: Option<Violation>,
+    warnings: Vec<(TaskId, u32, Assertion)>,
+    /// Objects touched by the current step besides its announced op (guard drops).
+    extra: Vec<Op>,
+    sites: Vec<&'static str>,
+    next_waiter: u32,
+}
+
+impl State {
+    fn new_obj(&mut self, name: &'static str, state: ObjState) -> SimRaw {
+        let id = ObjId(self.objs.len() as u32);
+        self.objs.push(Obj { name, state });
+        SimRaw {
+            id,
+            gen_: self.gen_,
+        }
+    }
+
+    fn check(&self, r: &SimRaw) -> usize {
+        assert_eq!(
+            r.gen_, self.gen_,
+            "a simulated object was used outside the simulation that created it"
+        );
+        r.id.0 as usize
+    }
+
+    fn fatal(&mut self, kind: ViolationKind, message: String) {
+        if self.violation.is_none() {
+            let task = TaskId(self.current);
+            self.violation = Some(Violation {
+                kind,
+                message,
+                task: Some(task),
+                line: self
+                    .tasks
+                    .get(self.current as usize)
+                    .map(|t| t.line)
+                    .unwrap_or(0),
+                cycle: Vec::new(),
+                tasks: Vec::new(),
+            });
+        }
+    }
+
+    /// Whether task `t`'s announced step can run now.
+    fn op_enabled(&self, t: usize) -> bool {
+        let task = &self.tasks[t];
+        if task.status != TaskStatus::Live {
+            return false;
+        }
+        let op = task.next;
+        match op.kind {
+            OpKind::Lock => matches!(
+                self.objs[op.obj.0 as usize].state,
+                ObjState::Lock { holder: None, .. }
+            ),
+            OpKind::DownRead => match &self.objs[op.obj.0 as usize].state {
+                // Writer-preferring (as the kernel's rwsem): a reader waits while a writer
+                // holds the semaphore, or while a writer waits behind the current readers.
+                ObjState::RwSem { readers, writer } => {
+                    writer.is_none() && (readers.is_empty() || !self.writer_waiting(op.obj))
+                }
+                _ => true,
+            },
+            OpKind::DownWrite => matches!(
+                &self.objs[op.obj.0 as usize].state,
+                ObjState::RwSem { readers, writer: None } if readers.is_empty()
+            ),
+            OpKind::Schedule => task.wait.is_none_or(|w| w.woken),
+            OpKind::Sleep => self.now >= op.arg,
+            OpKind::Exit => false,
+            _ => true,
+        }
+    }
+
+    fn writer_waiting(&self, sem: ObjId) -> bool {
+        self.tasks.iter().any(|t| {
+            t.status == TaskStatus::Live && t.next.kind == OpKind::DownWrite && t.next.obj == sem
+        })
+    }
+
+    fn announce(&mut self, op: Op) {
+        let t = &mut self.tasks[self.current as usize];
+        t.next = op;
+        self.announced = true;
+    }
+
+    fn lock_mut(&mut self, id: usize) -> (&'static str, &mut Option<u32>, LockClass) {
+        let o = &mut self.objs[id];
+        match &mut o.state {
+            ObjState::Lock { holder, class } => (o.name, holder, *class),
+            _ => unreachable!("object {id} is not a lock"),
+        }
+    }
+
+    fn release_lock(&mut self, id: usize) {
+        let cur = self.current;
+        let (name, holder, class) = self.lock_mut(id);
+        // Invariant (lockdep's "releasing a lock not held"): only the holder unlocks.
+        if *holder != Some(cur) {
+            let h = *holder;
+            self.fatal(
+                ViolationKind::Assertion("unlock-not-held".into()),
+                format!("unlock of {name}({id}) not held by this task (holder: {h:?})"),
+            );
+            return;
+        }
+        *holder = None;
+        if class == LockClass::Spin {
+            self.tasks[cur as usize].spins_held -= 1;
+        }
+    }
+
+    fn rwsem_mut(&mut self, id: usize) -> (&'static str, &mut Vec<u32>, &mut Option<u32>) {
+        let o = &mut self.objs[id];
+        match &mut o.state {
+            ObjState::RwSem { readers, writer } => (o.name, readers, writer),
+            _ => unreachable!("object {id} is not a rwsem"),
+        }
+    }
+
+    fn up(&mut self, id: usize, write: bool) {
+        let cur = self.current;
+        let (name, readers, writer) = self.rwsem_mut(id);
+        let ok = if write {
+            let ok = *writer == Some(cur);
+            if ok {
+                *writer = None;
+            }
+            ok
+        } else if let Some(i) = readers.iter().position(|&r| r == cur) {
+            readers.swap_remove(i);
+            true
+        } else {
+            false
+        };
+        // Invariant: up_read/up_write only by a task holding the semaphore that way.
+        if !ok {
+            let side = if write { "up_write" } else { "up_read" };
+            self.fatal(
+                ViolationKind::Assertion("rwsem-not-held".into()),
+                format!("{side} of {name}({id}) not held by this task"),
+            );
+        }
+    }
+
+    /// The kernel forbids sleeping with a spinlock held ("scheduling while atomic").
+    fn might_sleep(&mut self, what: &str) {
+        if self.tasks[self.current as usize].spins_held > 0 {
+            self.fatal(
+                ViolationKind::Assertion("sleep-in-atomic".into()),
+                format!("{what} while holding a spinlock (scheduling while atomic)"),
+            );
+        }
+    }
+
+    fn wq_mut(&mut self, id: usize) -> &mut Vec<WaiterState> {
+        match &mut self.objs[id].state {
+            ObjState::WaitQueue { waiters } => waiters,
+            _ => unreachable!("object {id} is not a wait queue"),
+        }
+    }
+
+    fn wake_up(&mut self, id: usize, key: WaitKey, mode: WakeMode) -> usize {
+        let waiters = std::mem::take(self.wq_mut(id));
+        let mut kept = Vec::with_capacity(waiters.len());
+        let mut woken = Vec::new();
+        let mut exclusive_left = matches!(mode, WakeMode::Next);
+        let mut stop = false;
+        for w in waiters {
+            // __wake_up_common: non-matching waiters neither wake nor use up the exclusive count;
+            // after the first woken exclusive waiter (WAKE_NEXT), the walk stops.
+            if !stop && (w.func)(&w.key, &key) {
+                woken.push(w.task);
+                if w.exclusive && exclusive_left {
+                    stop = true;
+                    exclusive_left = false;
+                }
+            } else {
+                kept.push(w);
+            }
+        }
+        *self.wq_mut(id) = kept;
+        for &t in &woken {
+            if let Some(w) = self.tasks[t as usize].wait.as_mut() {
+                w.woken = true;
+            }
+        }
+        woken.len()
+    }
+}
+
+fn noop_waker() -> &'static Waker {
+    Waker::noop()
+}
+
+/// The announcement: returns `Pending` once (recording the next step), then `Ready` when the
+/// executor has chosen this task.
+struct Announce {
+    op: Op,
+    done: bool,
+}
+
+impl Future for Announce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.done {
+            Poll::Ready(())
+        } else {
+            self.done = true;
+            let op = self.op;
+            with_state(|s| s.announce(op));
+            Poll::Pending
+        }
+    }
+}
+
+fn announce(op: Op) -> Announce {
+    Announce { op, done: false }
+}
+
+/// The simulation platform handle. Zero-sized: the state is the thread's current [`Sim`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SimPlatform;
+
+impl SimPlatform {
+    fn site(site: &'static str) -> u64 {
+        with_state(|s| match s.sites.iter().position(|x| *x == site) {
+            Some(i) => i as u64,
+            None => {
+                s.sites.push(site);
+                (s.sites.len() - 1) as u64
+            }
+        })
+    }
+}
+
+impl Platform for SimPlatform {
+    type RawLock = SimRaw;
+    type RawRwSem = SimRaw;
+    type RawWaitQueue = SimRaw;
+
+    fn new_lock(&self, class: LockClass, name: &'static str) -> SimRaw {
+        with_state(|s| {
+            s.new_obj(
+                name,
+                ObjState::Lock {
+                    class,
+                    holder: None,
+                },
+            )
+        })
+    }
+
+    async fn lock(&self, l: &SimRaw) {
+        let id = with_state(|s| {
+            let id = s.check(l);
+            if let (_, _, LockClass::Mutex | LockClass::Bit) = s.lock_mut(id) {
+                s.might_sleep("mutex_lock");
+            }
+            id
+        });
+        announce(Op::new(OpKind::Lock, l.id)).await;
+        with_state(|s| {
+            let cur = s.current;
+            let (_, holder, class) = s.lock_mut(id);
+            *holder = Some(cur);
+            if class == LockClass::Spin {
+                s.tasks[cur as usize].spins_held += 1;
+            }
+        })
+    }
+
+    async fn try_lock(&self, l: &SimRaw) -> bool {
+        with_state(|s| s.check(l));
+        announce(Op::new(OpKind::TryLock, l.id)).await;
+        with_state(|s| {
+            let cur = s.current;
+            let (_, holder, class) = s.lock_mut(l.id.0 as usize);
+            if holder.is_some() {
+                return false;
+            }
+            *holder = Some(cur);
+            if class == LockClass::Spin {
+                s.tasks[cur as usize].spins_held += 1;
+            }
+            true
+        })
+    }
+
+    async fn unlock(&self, l: &SimRaw) {
+        with_state(|s| s.check(l));
+        announce(Op::new(OpKind::Unlock, l.id)).await;
+        with_state(|s| s.release_lock(l.id.0 as usize))
+    }
+
+    fn unlock_now(&self, l: &SimRaw) {
+        try_with_state(|s| {
+            if l.gen_ == s.gen_ {
+                s.extra.push(Op::new(OpKind::Unlock, l.id));
+                s.release_lock(l.id.0 as usize);
+            }
+        })
+    }
+
+    fn new_rwsem(&self, name: &'static str) -> SimRaw {
+        with_state(|s| {
+            s.new_obj(
+                name,
+                ObjState::RwSem {
+                    readers: Vec::new(),
+                    writer: None,
+                },
+            )
+        })
+    }
+
+    async fn down_read(&self, r: &SimRaw) {
+        with_state(|s| {
+            s.check(r);
+            s.might_sleep("down_read");
+        });
+        announce(Op::new(OpKind::DownRead, r.id)).await;
+        with_state(|s| {
+            let cur = s.current;
+            s.rwsem_mut(r.id.0 as usize).1.push(cur);
+        })
+    }
+
+    async fn up_read(&self, r: &SimRaw) {
+        with_state(|s| s.check(r));
+        announce(Op::new(OpKind::UpRead, r.id)).await;
+        with_state(|s| s.up(r.id.0 as usize, false))
+    }
+
+    async fn down_write(&self, r: &SimRaw) {
+        with_state(|s| {
+            s.check(r);
+            s.might_sleep("down_write");
+        });
+        announce(Op::new(OpKind::DownWrite, r.id)).await;
+        with_state(|s| {
+            let cur = s.current;
+            *s.rwsem_mut(r.id.0 as usize).2 = Some(cur);
+        })
+    }
+
+    async fn up_write(&self, r: &SimRaw) {
+        with_state(|s| s.check(r));
+        announce(Op::new(OpKind::UpWrite, r.id)).await;
+        with_state(|s| s.up(r.id.0 as usize, true))
+    }
+
+    async fn downgrade_write(&self, r: &SimRaw) {
+        with_state(|s| s.check(r));
+        announce(Op::new(OpKind::DowngradeWrite, r.id)).await;
+        with_state(|s| {
+            let cur = s.current;
+            let id = r.id.0 as usize;
+            let (name, readers, writer) = s.rwsem_mut(id);
+            if *writer == Some(cur) {
+                *writer = None;
+                readers.push(cur);
+            } else {
+                s.fatal(
+                    ViolationKind::Assertion("rwsem-not-held".into()),
+                    format!("downgrade_write of {name}({id}) not held for write by this task"),
+                );
+            }
+        })
+    }
+
+    fn up_now(&self, r: &SimRaw, write: bool) {
+        try_with_state(|s| {
+            if r.gen_ == s.gen_ {
+                let kind = if write {
+                    OpKind::UpWrite
+                } else {
+                    OpKind::UpRead
+                };
+                s.extra.push(Op::new(kind, r.id));
+                s.up(r.id.0 as usize, write);
+            }
+        })
+    }
+
+    fn new_waitqueue(&self, name: &'static str) -> SimRaw {
+        with_state(|s| {
+            s.new_obj(
+                name,
+                ObjState::WaitQueue {
+                    waiters: Vec::new(),
+                },
+            )
+        })
+    }
+
+    async fn prepare_to_wait(
+        &self,
+        wq: &SimRaw,
+        key: WaitKey,
+        exclusive: bool,
+        func: WakeFn,
+    ) -> WaiterId {
+        with_state(|s| s.check(wq));
+        let mut op = Op::new(OpKind::PrepareToWait, wq.id);
+        op.arg = key.1;
+        announce(op).await;
+        with_state(|s| {
+            let id = s.next_waiter;
+            s.next_waiter += 1;
+            let task = s.current;
+            let w = WaiterState {
+                id,
+                task,
+                key,
+                exclusive,
+                func,
+            };
+            let q = s.wq_mut(wq.id.0 as usize);
+            // prepare_to_wait queues at the head, prepare_to_wait_exclusive at the tail.
+            if exclusive {
+                q.push(w);
+            } else {
+                q.insert(0, w);
+            }
+            s.tasks[task as usize].wait = Some(TaskWait {
+                wq: wq.id,
+                key,
+                exclusive,
+                woken: false,
+            });
+            WaiterId(id)
+        })
+    }
+
+    async fn schedule(&self, wq: &SimRaw, _w: WaiterId) {
+        with_state(|s| {
+            s.check(wq);
+            s.might_sleep("schedule");
+        });
+        announce(Op::new(OpKind::Schedule, wq.id)).await;
+    }
+
+    async fn finish_wait(&self, wq: &SimRaw, w: WaiterId) {
+        with_state(|s| s.check(wq));
+        announce(Op::new(OpKind::FinishWait, wq.id)).await;
+        with_state(|s| {
+            s.wq_mut(wq.id.0 as usize).retain(|x| x.id != w.0);
+            let cur = s.current as usize;
+            s.tasks[cur].wait = None;
+        })
+    }
+
+    async fn wake_up(&self, wq: &SimRaw, key: WaitKey, mode: WakeMode) -> usize {
+        with_state(|s| s.check(wq));
+        let mut op = Op::new(OpKind::Wake, wq.id);
+        op.arg = key.1;
+        announce(op).await;
+        with_state(|s| s.wake_up(wq.id.0 as usize, key, mode))
+    }
+
+    async fn waitqueue_active(&self, wq: &SimRaw) -> bool {
+        with_state(|s| s.check(wq));
+        announce(Op::new(OpKind::WaitqueueActive, wq.id)).await;
+        with_state(|s| !s.wq_mut(wq.id.0 as usize).is_empty())
+    }
+
+    async fn yield_point(&self, site: &'static str) {
+        let mut op = Op::new(OpKind::Yield, Op::NONE);
+        op.arg = Self::site(site);
+        announce(op).await;
+    }
+
+    fn now_ns(&self) -> u64 {
+        with_state(|s| s.now)
+    }
+
+    async fn sleep_ns(&self, ns: u64) {
+        let deadline = with_state(|s| {
+            s.might_sleep("msleep");
+            let d = s.now.saturating_add(ns);
+            let t = TaskId(s.current);
+            s.events.push(d, EventKind::TimerExpired(t));
+            d
+        });
+        let mut op = Op::new(OpKind::Sleep, Op::NONE);
+        op.arg = deadline;
+        announce(op).await;
+    }
+
+    fn random_u64(&self) -> u64 {
+        with_state(|s| s.rng.next_u64())
+    }
+
+    fn current_task(&self) -> TaskId {
+        with_state(|s| TaskId(s.current))
+    }
+
+    async fn report(&self, a: Assertion) {
+        let fatal = with_state(|s| {
+            let line = s.tasks[s.current as usize].line;
+            if a.fatal {
+                let name = a.name.clone();
+                s.fatal(ViolationKind::Assertion(name), a.message.clone());
+            } else {
+                s.warnings.push((TaskId(s.current), line, a.clone()));
+            }
+            a.fatal
+        });
+        if fatal {
+            // BUG(): the task stops here; Exit is never enabled.
+            announce(Op::new(OpKind::Exit, Op::NONE)).await;
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn set_line(&self, line: u32) {
+        with_state(|s| {
+            let cur = s.current as usize;
+            s.tasks[cur].line = line;
+        })
+    }
+}
+
+/// Executor settings for one run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Seeds the model's randomness (`Platform::random_u64`).
+    pub seed: u64,
+    /// Livelock guard: a run longer than this many steps is a violation.
+    pub step_limit: u64,
+    /// Keep the full event log (otherwise only its hash).
+    pub record_log: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 0,
+            step_limit: 1_000_000,
+            record_log: false,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Every task finished.
+    Done,
+    /// A violation (fatal assertion, deadlock, lost wakeup, step limit, model panic).
+    Violation(Violation),
+    /// The driver stopped the run early (e.g. DFS sleep-set redundancy, replay ended).
+    Abandoned,
+}
+
+type TaskFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// One simulated execution. Create it, build the model (objects and tasks) with
+/// [`Sim::platform`] and the [`Spawner`] impl, then drive it with [`Sim::run`] or step by step
+/// (`enabled`, `step`) as the manual strategy and the GUI do.
+pub struct Sim {
+    futures: Vec<Option<TaskFuture>>,
+    cfg: SimConfig,
+    steps: u64,
+    hasher: EventHasher,
+    log: Vec<LogEvent>,
+    choices: Vec<u32>,
+    /// Footprint of the last step: its announced op plus implicit touches.
+    last_footprint: Vec<Op>,
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Sim {
+        let gen_ = GENERATION.fetch_add(1, Ordering::Relaxed);
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            assert!(
+                s.is_none(),
+                "only one simulation may be active on a thread at a time"
+            );
+            *s = Some(State {
+                gen_,
+                now: 0,
+                current: 0,
+                announced: false,
+                tasks: Vec::new(),
+                objs: Vec::new(),
+                events: EventQueue::new(),
+                rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+                violation: None,
+                warnings: Vec::new(),
+                extra: Vec::new(),
+                sites: Vec::new(),
+                next_waiter: 0,
+            });
+        });
+        Sim {
+            futures: Vec::new(),
+            cfg,
+            steps: 0,
+            hasher: EventHasher::default(),
+            log: Vec::new(),
+            choices: Vec::new(),
+            last_footprint: Vec::new(),
+        }
+    }
+
+    pub fn platform(&self) -> SimPlatform {
+        SimPlatform
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
+    }
+
+    pub fn task_count(&self) -> usize {
+        self.futures.len()
+    }
+
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        with_state(|s| s.now)
+    }
+
+    /// The hash of the event log so far.
+    pub fn hash(&self) -> u64 {
+        self.hasher.finish()
+    }
+
+    /// Choices made at steps where more than one task was enabled.
+    pub fn choices(&self) -> &[u32] {
+        &self.choices
+    }
+
+    pub fn task_name(&self, t: TaskId) -> String {
+        with_state(|s| s.tasks[t.0 as usize].name.clone())
+    }
+
+    /// The step task `t` will take next.
+    pub fn next_op(&self, t: TaskId) -> Op {
+        with_state(|s| s.tasks[t.0 as usize].next)
+    }
+
+    /// The trace line task `t` is executing.
+    pub fn task_line(&self, t: TaskId) -> u32 {
+        with_state(|s| s.tasks[t.0 as usize].line)
+    }
+
+    pub fn is_finished(&self, t: TaskId) -> bool {
+        with_state(|s| s.tasks[t.0 as usize].status == TaskStatus::Finished)
+    }
+
+    /// A readable description of an op ("lock i_pages(3)").
+    pub fn describe_op(&self, op: &Op) -> String {
+        with_state(|s| detect::describe_op(s, op))
+    }
+
+    /// WARN-level assertions raised so far: (task, trace line, assertion).
+    pub fn warnings(&self) -> Vec<(TaskId, u32, Assertion)> {
+        with_state(|s| s.warnings.clone())
+    }
+
+    /// The footprint of the last step (announced op plus implicit releases).
+    pub fn last_footprint(&self) -> &[Op] {
+        &self.last_footprint
+    }
+
+    /// Fill `out` with the tasks that can take a step now, in id order. Advances simulated time
+    /// to the next event when nobody can move but a timer is pending.
+    pub fn enabled(&mut self, out: &mut Vec<TaskId>) {
+        out.clear();
+        with_state(|s| {
+            loop {
+                for t in 0..s.tasks.len() {
+                    if s.op_enabled(t) {
+                        out.push(TaskId(t as u32));
+                    }
+                }
+                if !out.is_empty() {
+                    return;
+                }
+                match s.events.pop() {
+                    Some(e) => {
+                        s.now = s.now.max(e.time);
+                        while s.events.peek_time().is_some_and(|t| t <= s.now) {
+                            s.events.pop();
+                        }
+                    }
+                    None => return,
+                }
+            }
+        })
+    }
+
+    /// Whether every task has finished.
+    pub fn all_finished(&self) -> bool {
+        with_state(|s| s.tasks.iter().all(|t| t.status == TaskStatus::Finished))
+    }
+
+    /// The violation raised so far, if any.
+    pub fn violation(&self) -> Option<Violation> {
+        with_state(|s| s.violation.clone())
+    }
+
+    /// Nobody can move and not everyone finished: name the deadlock cycle or the sleeper no one
+    /// can wake.
+    pub fn diagnose_stuck(&self) -> Violation {
+        with_state(|s| detect::diagnose(s))
+    }
+
+    /// Record a choice among `n_enabled` tasks (for the schedule string).
+    pub fn record_choice(&mut self, t: TaskId, n_enabled: usize) {
+        if n_enabled > 1 {
+            self.choices.push(t.0);
+        }
+    }
+
+    /// Run task `t` (which must be enabled) up to its next scheduling point.
+    pub fn step(&mut self, t: TaskId) {
+        let idx = t.0 as usize;
+        let ev = with_state(|s| {
+            debug_assert!(s.op_enabled(idx), "stepping a task that is not enabled");
+            s.current = t.0;
+            s.announced = false;
+            s.extra.clear();
+            let task = &s.tasks[idx];
+            LogEvent {
+                step: self.steps as u32,
+                task: t,
+                op: task.next,
+                time: s.now,
+                line: task.line,
+            }
+        });
+        self.hasher.event(&ev);
+        if self.cfg.record_log {
+            self.log.push(ev);
+        }
+        self.steps += 1;
+        let fut = self.futures[idx]
+            .as_mut()
+            .expect("a finished task has no next step");
+        let mut cx = Context::from_waker(noop_waker());
+        let res = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+        let finished = match res {
+            Ok(Poll::Ready(())) => true,
+            Ok(Poll::Pending) => false,
+            Err(payload) => {
+                let msg = panic_message(&payload);
+                with_state(|s| {
+                    s.current = t.0;
+                    s.fatal(
+                        ViolationKind::ModelPanic,
+                        format!("the model panicked: {msg}"),
+                    );
+                    s.tasks[idx].status = TaskStatus::Finished;
+                });
+                self.futures[idx] = None;
+                return;
+            }
+        };
+        self.last_footprint.clear();
+        self.last_footprint.push(ev.op);
+        let announced = with_state(|s| {
+            self.last_footprint.extend_from_slice(&s.extra);
+            if finished {
+                s.tasks[idx].status = TaskStatus::Finished;
+                s.tasks[idx].next = Op::new(OpKind::Exit, Op::NONE);
+            }
+            s.announced
+        });
+        if finished {
+            self.futures[idx] = None;
+        } else {
+            assert!(
+                announced,
+                "task {} awaited a future that is not a Platform operation",
+                self.task_name(t)
+            );
+        }
+    }
+
+    /// Run a new task's code up to its first Platform operation. That code touches only the
+    /// task's own state, so it is not a scheduling step (no log event, no preemption).
+    fn start_task(&mut self, idx: usize) {
+        let saved = with_state(|s| {
+            let saved = (s.current, s.announced, std::mem::take(&mut s.extra));
+            s.current = idx as u32;
+            s.announced = false;
+            saved
+        });
+        let fut = self.futures[idx].as_mut().expect("a new task has a future");
+        let mut cx = Context::from_waker(noop_waker());
+        let res = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+        let name = with_state(|s| s.tasks[idx].name.clone());
+        let finished = with_state(|s| {
+            let finished = match res {
+                Ok(Poll::Ready(())) => true,
+                Ok(Poll::Pending) => {
+                    assert!(
+                        s.announced,
+                        "task {name} awaited a future that is not a Platform operation"
+                    );
+                    false
+                }
+                Err(payload) => {
+                    let msg = panic_message(&payload);
+                    s.fatal(
+                        ViolationKind::ModelPanic,
+                        format!("the model panicked: {msg}"),
+                    );
+                    true
+                }
+            };
+            if finished {
+                s.tasks[idx].status = TaskStatus::Finished;
+            }
+            (s.current, s.announced, s.extra) = saved;
+            finished
+        });
+        if finished {
+            self.futures[idx] = None;
+        }
+    }
+
+    /// Drive the run to its end, asking `choose` at every step with more than one enabled task.
+    pub fn run(&mut self, mut choose: impl FnMut(&Sim, &[TaskId]) -> TaskId) -> RunEnd {
+        let mut enabled = Vec::with_capacity(self.futures.len());
+        loop {
+            if let Some(v) = self.violation() {
+                return RunEnd::Violation(self.finish_violation(v));
+            }
+            self.enabled(&mut enabled);
+            if enabled.is_empty() {
+                if self.all_finished() {
+                    return RunEnd::Done;
+                }
+                let v = self.diagnose_stuck();
+                return RunEnd::Violation(self.finish_violation(v));
+            }
+            if self.steps >= self.cfg.step_limit {
+                let v = Violation::step_limit(self.cfg.step_limit);
+                return RunEnd::Violation(self.finish_violation(v));
+            }
+            let t = if enabled.len() == 1 {
+                enabled[0]
+            } else {
+                choose(self, &enabled)
+            };
+            self.record_choice(t, enabled.len());
+            self.step(t);
+        }
+    }
+
+    /// Complete a violation with every task's state (for reports).
+    pub fn finish_violation(&self, mut v: Violation) -> Violation {
+        if v.tasks.is_empty() {
+            v.tasks = with_state(|s| detect::task_reports(s));
+        }
+        v
+    }
+
+    /// The event log (empty unless `record_log`), with names.
+    pub fn event_log(&self) -> EventLog {
+        with_state(|s| EventLog {
+            tasks: s.tasks.iter().map(|t| t.name.clone()).collect(),
+            objects: s.objs.iter().map(|o| o.name.to_string()).collect(),
+            sites: s.sites.iter().map(|x| x.to_string()).collect(),
+            events: self.log.clone(),
+            hash: self.hasher.finish(),
+        })
+    }
+}
+
+impl Spawner<SimPlatform> for Sim {
+    fn spawn<F, Fut>(&mut self, name: &str, f: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let idx = with_state(|s| {
+            s.tasks.push(TaskState {
+                name: name.to_string(),
+                next: Op::new(OpKind::Exit, Op::NONE),
+                status: TaskStatus::Live,
+                line: 0,
+                wait: None,
+                spins_held: 0,
+            });
+            s.tasks.len() - 1
+        });
+        self.futures.push(Some(Box::pin(f())));
+        self.start_task(idx);
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        // Task futures may hold guards whose drop releases simulated locks: drop them while
+        // the state still exists, then clear the thread's slot.
+        self.futures.clear();
+        STATE.with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                *s = None;
+            }
+        });
+    }
+}
+
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}

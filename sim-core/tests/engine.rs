@@ -1,0 +1,294 @@
+//! The engine on the toy models: failure detection, exhaustive search, replay, determinism,
+//! and the same models on the native platform.
+
+use sim_core::native::NativeRunner;
+use sim_core::sim::explore::{Determinism, run_twice};
+use sim_core::sim::{
+    ExploreConfig, ExploreReport, Schedule, Sim, Strategy, ViolationKind, explore,
+};
+use sim_core::toys;
+
+fn toy(name: &'static str) -> impl Fn(&mut Sim) {
+    move |sim: &mut Sim| {
+        let p = sim.platform();
+        assert!(toys::build(name, &p, sim), "unknown toy {name}");
+    }
+}
+
+fn run(name: &'static str, strategy: Strategy, runs: Option<u64>, seed: u64) -> ExploreReport {
+    let cfg = ExploreConfig {
+        strategy,
+        seed,
+        runs,
+        ..ExploreConfig::default()
+    };
+    explore(&toy(name), &cfg, &mut |_| {}).expect("explore")
+}
+
+fn dfs(bound: Option<u32>) -> Strategy {
+    Strategy::Dfs {
+        preemption_bound: bound,
+    }
+}
+
+#[test]
+fn dfs_finds_abba_deadlock_and_names_the_cycle() {
+    let rep = run("abba", dfs(Some(2)), None, 0);
+    let f = rep.failure.expect("abba must deadlock");
+    assert_eq!(f.violation.kind, ViolationKind::Deadlock);
+    assert_eq!(f.violation.cycle, vec![0, 1], "{}", f.violation);
+    let msg = &f.violation.message;
+    assert!(
+        msg.contains("t1 holds [A#0]") && msg.contains("lock B#1"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("t2 holds [B#1]") && msg.contains("lock A#0"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn dfs_finds_lost_wakeup_and_names_the_key() {
+    let rep = run("lost-wakeup", dfs(Some(2)), None, 0);
+    let f = rep.failure.expect("lost-wakeup must be found");
+    assert_eq!(
+        f.violation.kind,
+        ViolationKind::LostWakeup,
+        "{}",
+        f.violation
+    );
+    let waiter = &f.violation.tasks[0];
+    assert_eq!(waiter.status, "asleep");
+    assert_eq!(
+        waiter.wait_key.as_deref(),
+        Some("wq#1 key {0x0, 0x1} (exclusive)")
+    );
+    assert!(
+        f.violation.message.contains("waker finished"),
+        "{}",
+        f.violation
+    );
+}
+
+#[test]
+fn dfs_exhausts_the_correct_toys_without_a_report() {
+    for name in ["abba-fixed", "lost-wakeup-correct", "lw3x4"] {
+        let rep = run(name, dfs(Some(2)), None, 0);
+        assert!(rep.failure.is_none(), "{name}: {:?}", rep.failure);
+        assert!(rep.exhausted, "{name} not exhausted");
+        assert!(rep.runs > 1, "{name}: only {} runs", rep.runs);
+    }
+}
+
+#[test]
+fn unbounded_dfs_with_sleep_sets_exhausts_the_small_toys() {
+    let fixed = run("abba-fixed", dfs(None), None, 0);
+    assert!(fixed.exhausted && fixed.failure.is_none());
+    // Both A-first orders, nothing more: the critical sections are the only dependent steps.
+    assert_eq!(fixed.runs - fixed.redundant_runs, 2);
+    let bounded0 = run("lw3x4", dfs(Some(0)), None, 0);
+    let bounded2 = run("lw3x4", dfs(Some(2)), None, 0);
+    // A tighter preemption bound explores strictly less.
+    assert!(
+        bounded0.runs < bounded2.runs,
+        "{} vs {}",
+        bounded0.runs,
+        bounded2.runs
+    );
+}
+
+#[test]
+fn pct_and_random_find_abba_within_1000_runs() {
+    for strategy in [
+        Strategy::Random,
+        Strategy::Pct { depth: 2 },
+        Strategy::Pct { depth: 3 },
+    ] {
+        for seed in 0..5 {
+            let rep = run("abba", strategy.clone(), Some(1000), seed);
+            let f = rep
+                .failure
+                .unwrap_or_else(|| panic!("{strategy:?} seed {seed}: not found"));
+            assert_eq!(f.violation.kind, ViolationKind::Deadlock);
+        }
+    }
+}
+
+#[test]
+fn trace_order_runs_abba_cleanly() {
+    // Task 0 runs first and finishes before task 1 starts: no deadlock in that schedule.
+    let rep = run("abba", Strategy::TraceOrder, None, 0);
+    assert!(rep.failure.is_none());
+    assert_eq!(rep.runs, 1);
+}
+
+#[test]
+fn the_printed_schedule_replays_the_failure() {
+    for (name, strategy) in [
+        ("abba", Strategy::Random),
+        ("abba", Strategy::Pct { depth: 2 }),
+        ("lost-wakeup", dfs(Some(2))),
+    ] {
+        let rep = run(name, strategy, Some(1000), 7);
+        let f = rep.failure.expect("failure");
+        let text = f.schedule.to_string();
+        let parsed: Schedule = text.parse().expect("schedule parses");
+        let again = run(name, Strategy::Replay(parsed), None, 0);
+        let g = again.failure.expect("replay reproduces the failure");
+        assert_eq!(g.violation, f.violation);
+        assert_eq!(g.hash, f.hash, "same event-log hash");
+    }
+}
+
+#[test]
+fn a_schedule_that_does_not_fit_is_an_error() {
+    let bad = Schedule {
+        seed: 0,
+        choices: vec![7, 7, 7],
+    };
+    let cfg = ExploreConfig {
+        strategy: Strategy::Replay(bad),
+        ..ExploreConfig::default()
+    };
+    let err = explore(&toy("abba"), &cfg, &mut |_| {}).unwrap_err();
+    assert!(err.0.contains("diverges at choice 1"), "{err}");
+}
+
+#[test]
+fn same_seed_same_hash_over_100_runs() {
+    let first = run("lw3x4", Strategy::Random, Some(1), 42).last_hash;
+    for _ in 0..100 {
+        assert_eq!(run("lw3x4", Strategy::Random, Some(1), 42).last_hash, first);
+    }
+    let other = run("lw3x4", Strategy::Random, Some(1), 43).last_hash;
+    assert_ne!(
+        other, first,
+        "a different seed should give a different schedule"
+    );
+}
+
+#[test]
+fn check_determinism_passes_a_correct_toy_and_catches_a_nondeterministic_one() {
+    let cfg = ExploreConfig {
+        strategy: Strategy::Random,
+        seed: 3,
+        ..ExploreConfig::default()
+    };
+    match run_twice(&toy("lw3x4"), &cfg).unwrap() {
+        Determinism::Same { events, .. } => assert!(events > 20),
+        d => panic!("lw3x4 is deterministic: {d:?}"),
+    }
+    match run_twice(&toy("nondeterministic"), &cfg).unwrap() {
+        Determinism::Diverged {
+            index,
+            first,
+            second,
+            ..
+        } => {
+            assert!(first != second, "{first} / {second}");
+            assert!(index < 4, "diverges early, at {index}");
+        }
+        d => panic!("not caught: {d:?}"),
+    }
+}
+
+#[test]
+fn correct_toys_run_1000_times_on_native_threads() {
+    for name in ["abba-fixed", "lost-wakeup-correct", "lw3x4"] {
+        for i in 0..1000 {
+            let mut r = NativeRunner::new(i);
+            let p = r.platform();
+            assert!(toys::build(name, &p, &mut r));
+            let out = r.join();
+            assert!(out.is_clean(), "{name} run {i}: {out:?}");
+        }
+    }
+}
+
+mod sleep_sets {
+    use super::*;
+    use sim_core::platform::{Mutex, Platform, Spawner, bug_on};
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    thread_local! {
+        static OUTCOMES: RefCell<BTreeSet<Vec<u32>>> = const { RefCell::new(BTreeSet::new()) };
+    }
+
+    /// Tasks 1 and 2 append their id to a history twice under one lock, task 3 once; the last
+    /// to finish records the history. With `bug`, task 3 BUGs when it sees exactly [2, 1] (an
+    /// order-dependent failure needing two specific preemptions).
+    fn history(bug: bool) -> impl Fn(&mut Sim) {
+        move |sim: &mut Sim| {
+            let p = sim.platform();
+            let st = Arc::new(Mutex::new(&p, "H", (Vec::<u32>::new(), 0u32)));
+            for id in 1..=3u32 {
+                let (st, p) = (st.clone(), p);
+                sim.spawn(&format!("t{id}"), move || async move {
+                    let rounds = if id == 3 { 1 } else { 2 };
+                    for round in 0..rounds {
+                        p.yield_point("between").await;
+                        let mut g = st.lock(&p).await;
+                        if bug && id == 3 && round == 0 && g.0 == [2, 1] {
+                            g.unlock().await;
+                            bug_on(&p, true, "order", || "saw 2 then 1".into()).await;
+                            return;
+                        }
+                        g.0.push(id);
+                        if round == rounds - 1 {
+                            g.1 += 1;
+                            if g.1 == 3 {
+                                let h = g.0.clone();
+                                OUTCOMES.with(|o| o.borrow_mut().insert(h));
+                            }
+                        }
+                        g.unlock().await;
+                    }
+                });
+            }
+        }
+    }
+
+    fn outcomes(sleep_sets: bool) -> (BTreeSet<Vec<u32>>, u64) {
+        OUTCOMES.with(|o| o.borrow_mut().clear());
+        let cfg = ExploreConfig {
+            strategy: dfs(None),
+            sleep_sets,
+            ..ExploreConfig::default()
+        };
+        let rep = explore(&history(false), &cfg, &mut |_| {}).unwrap();
+        assert!(rep.exhausted && rep.failure.is_none());
+        (
+            OUTCOMES.with(|o| o.borrow().clone()),
+            rep.runs - rep.redundant_runs,
+        )
+    }
+
+    #[test]
+    fn sleep_sets_reach_every_outcome_plain_dfs_reaches() {
+        let (with, runs_with) = outcomes(true);
+        let (without, runs_without) = outcomes(false);
+        // 5!/(2!2!1!) = 30 interleavings of the five critical sections.
+        assert_eq!(without.len(), 30);
+        assert_eq!(with, without);
+        assert!(
+            runs_with < runs_without / 10,
+            "{runs_with} vs {runs_without}"
+        );
+    }
+
+    #[test]
+    fn dfs_finds_an_order_dependent_bug_bounded_and_unbounded() {
+        for bound in [Some(2), None] {
+            let cfg = ExploreConfig {
+                strategy: dfs(bound),
+                ..ExploreConfig::default()
+            };
+            let rep = explore(&history(true), &cfg, &mut |_| {}).unwrap();
+            let f = rep.failure.expect("found");
+            assert_eq!(f.violation.kind, ViolationKind::Assertion("order".into()));
+        }
+    }
+}
