@@ -12,7 +12,7 @@
 //! allows strictly more interleavings), FOLL_LONGTERM's refusal of fsdax VMAs, `mm->pinned_vm`.
 
 use crate::dax_entry::{PAGE_SIZE, PG_PMD_NR};
-use crate::mm::{MmStruct, Vma, VmFault};
+use crate::mm::{MmStruct, VmFault, Vma};
 use crate::pgtable::PmdVal;
 use crate::world::MmWorld;
 use crate::{Errno, Pfn};
@@ -192,9 +192,7 @@ pub async fn pin_user_pages_fast<P: Platform, F: FaultHandler<P>>(
                         err = Some(Errno::EFAULT);
                         break 'pages;
                     }
-                    let r = fault
-                        .handle_mm_fault(p, world, mm, vma, addr, write)
-                        .await;
+                    let r = fault.handle_mm_fault(p, world, mm, vma, addr, write).await;
                     if r.is_error() {
                         err = Some(fault_errno(r));
                         break 'pages;

@@ -54,26 +54,104 @@ pub struct MmSnapshot {
 /// A broken invariant.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Violation {
-    LeafOutsideVma { mm: MmId, addr: u64 },
-    WritableInReadOnlyVma { mm: MmId, addr: u64 },
-    PrivateWritablePmem { mm: MmId, addr: u64, pfn: Pfn },
-    SpecialNotZeroPage { mm: MmId, addr: u64, pfn: Pfn },
-    WritableZeroPage { mm: MmId, addr: u64 },
-    AnonInSharedVma { mm: MmId, addr: u64, pfn: Pfn },
-    MisalignedHugeLeaf { mm: MmId, addr: u64, pfn: Pfn },
-    MappedWithoutMapcount { mm: MmId, addr: u64, pfn: Pfn },
-    WrongAssociation { mm: MmId, addr: u64, pfn: Pfn, expected: (u32, u64), found: (u32, u64) },
-    MappedAfterFree { mm: MmId, addr: u64, pfn: Pfn },
-    MapcountMismatch { pfn: Pfn, mapcount: u32, mapped: u32 },
-    RefcountMismatch { pfn: Pfn, refcount: u32, mapcount: u32, pincount: u32 },
-    PinsExceedRefs { pfn: Pfn, refcount: u32, pincount: u32 },
-    ShareWithMapping { pfn: Pfn, mapping: u32, share: u32 },
-    PageOfFreedMapping { pfn: Pfn, mapping: u32 },
-    BusyAfterFree { pfn: Pfn, refcount: u32, pincount: u32 },
-    NrpagesMismatch { mapping: MappingId, nrpages: u64, entries: u64 },
-    EntryLockedAtRest { mapping: MappingId, index: u64 },
-    EntryPageNotAssociated { mapping: MappingId, index: u64, pfn: Pfn },
-    AssociatedPageNotInXarray { pfn: Pfn, mapping: u32, index: u64 },
+    LeafOutsideVma {
+        mm: MmId,
+        addr: u64,
+    },
+    WritableInReadOnlyVma {
+        mm: MmId,
+        addr: u64,
+    },
+    PrivateWritablePmem {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+    },
+    SpecialNotZeroPage {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+    },
+    WritableZeroPage {
+        mm: MmId,
+        addr: u64,
+    },
+    AnonInSharedVma {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+    },
+    MisalignedHugeLeaf {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+    },
+    MappedWithoutMapcount {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+    },
+    WrongAssociation {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+        expected: (u32, u64),
+        found: (u32, u64),
+    },
+    MappedAfterFree {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+    },
+    MapcountMismatch {
+        pfn: Pfn,
+        mapcount: u32,
+        mapped: u32,
+    },
+    RefcountMismatch {
+        pfn: Pfn,
+        refcount: u32,
+        mapcount: u32,
+        pincount: u32,
+    },
+    PinsExceedRefs {
+        pfn: Pfn,
+        refcount: u32,
+        pincount: u32,
+    },
+    ShareWithMapping {
+        pfn: Pfn,
+        mapping: u32,
+        share: u32,
+    },
+    PageOfFreedMapping {
+        pfn: Pfn,
+        mapping: u32,
+    },
+    BusyAfterFree {
+        pfn: Pfn,
+        refcount: u32,
+        pincount: u32,
+    },
+    NrpagesMismatch {
+        mapping: MappingId,
+        nrpages: u64,
+        entries: u64,
+    },
+    EntryLockedAtRest {
+        mapping: MappingId,
+        index: u64,
+    },
+    EntryPageNotAssociated {
+        mapping: MappingId,
+        index: u64,
+        pfn: Pfn,
+    },
+    AssociatedPageNotInXarray {
+        pfn: Pfn,
+        mapping: u32,
+        index: u64,
+    },
 }
 
 impl Violation {
@@ -124,7 +202,12 @@ pub fn check(s: &MmSnapshot, quiescent: bool) -> Vec<Violation> {
     out
 }
 
-fn check_mm(s: &MmSnapshot, mm: &MmView, mapped: &mut BTreeMap<Pfn, u32>, out: &mut Vec<Violation>) {
+fn check_mm(
+    s: &MmSnapshot,
+    mm: &MmView,
+    mapped: &mut BTreeMap<Pfn, u32>,
+    out: &mut Vec<Violation>,
+) {
     let id = mm.id;
     for leaf in &mm.leaves {
         let addr = leaf.addr();
@@ -174,7 +257,11 @@ fn check_mm(s: &MmSnapshot, mm: &MmView, mapped: &mut BTreeMap<Pfn, u32>, out: &
             let a = addr + (i << PAGE_SHIFT);
             // A mapped page counts its mappings.
             if pg.mapcount == 0 {
-                out.push(Violation::MappedWithoutMapcount { mm: id, addr: a, pfn: f });
+                out.push(Violation::MappedWithoutMapcount {
+                    mm: id,
+                    addr: a,
+                    pfn: f,
+                });
             }
             // A mapped page belongs to the mapped file at the mapped offset, or is shared
             // (reflink: mapping NULL, share count > 0).
@@ -191,7 +278,11 @@ fn check_mm(s: &MmSnapshot, mm: &MmView, mapped: &mut BTreeMap<Pfn, u32>, out: &
             }
             // No page is mapped once its block went back to the allocator.
             if pg.block_free() {
-                out.push(Violation::MappedAfterFree { mm: id, addr: a, pfn: f });
+                out.push(Violation::MappedAfterFree {
+                    mm: id,
+                    addr: a,
+                    pfn: f,
+                });
             }
         }
     }
@@ -312,7 +403,9 @@ fn check_mapping(s: &MmSnapshot, m: &MappingView, quiescent: bool, out: &mut Vec
         let first = dax_to_pfn(e);
         for i in 0..dax_entry_nr_pfns(e) {
             let pfn = first + i;
-            let Some(pg) = s.memmap.get(pfn) else { continue };
+            let Some(pg) = s.memmap.get(pfn) else {
+                continue;
+            };
             let ok = (pg.mapping == m.id.0 && pg.index == it.index + i)
                 || (pg.mapping == 0 && pg.share > 0);
             if !ok {
@@ -372,6 +465,10 @@ pub async fn snapshot<P: Platform>(p: &P, world: &MmWorld<P>) -> MmSnapshot {
 }
 
 /// [`snapshot`] then [`check`].
-pub async fn check_world<P: Platform>(p: &P, world: &MmWorld<P>, quiescent: bool) -> Vec<Violation> {
+pub async fn check_world<P: Platform>(
+    p: &P,
+    world: &MmWorld<P>,
+    quiescent: bool,
+) -> Vec<Violation> {
     check(&snapshot(p, world).await, quiescent)
 }

@@ -30,9 +30,6 @@ pub mod signal;
 pub mod world;
 pub mod xarray;
 
-#[cfg(test)]
-mod testutil;
-
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -78,7 +75,7 @@ pub use memory_failure::{
     DaxEntryLocking, DaxHolder, MfContext, MfReport, NoDaxLocking, NoHolder, memory_failure,
     mf_dax_kill_procs,
 };
-pub use mm::{MmStruct, MmapFlags, Vma, VmFault};
+pub use mm::{MmStruct, MmapFlags, VmFault, Vma};
 pub use page::{MemMap, Page, Pfn};
 pub use pgtable::{PageTable, Pmd, PmdVal, Pte};
 pub use rmap::{IntervalTree, RmapVma};

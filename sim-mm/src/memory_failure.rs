@@ -12,14 +12,10 @@
 //! could not be found gets SIGKILL. The result is logged as Linux logs it ("recovery action for
 //! dax page: Recovered|Failed").
 
-use crate::dax_entry::{
-    PAGE_SHIFT, PAGE_SIZE, dax_is_empty_entry, dax_is_zero_entry, dax_to_pfn,
-};
+use crate::dax_entry::{PAGE_SHIFT, PAGE_SIZE, dax_is_empty_entry, dax_is_zero_entry, dax_to_pfn};
 use crate::mm::{MmStruct, unmap_mapping_range};
 use crate::rmap::dev_pagemap_mapping_shift;
-use crate::signal::{
-    PF_MCE_EARLY, PF_MCE_PROCESS, Process, SiCode, send_sig_mceerr, send_sigkill,
-};
+use crate::signal::{PF_MCE_EARLY, PF_MCE_PROCESS, Process, SiCode, send_sig_mceerr, send_sigkill};
 use crate::world::{AddressSpace, MmWorld};
 use crate::{Errno, Pfn, Pid};
 use sim_core::{Platform, TaskId};
@@ -48,8 +44,12 @@ pub type DaxCookie = u64;
 /// `dax_lock_mapping_entry` and their unlocks).
 pub trait DaxEntryLocking<P: Platform> {
     /// `dax_lock_folio`: lock the entry owning the page; 0 when the page has no (DAX) mapping.
-    fn dax_lock_folio(&self, p: &P, world: &MmWorld<P>, pfn: Pfn)
-    -> impl Future<Output = DaxCookie>;
+    fn dax_lock_folio(
+        &self,
+        p: &P,
+        world: &MmWorld<P>,
+        pfn: Pfn,
+    ) -> impl Future<Output = DaxCookie>;
     fn dax_unlock_folio(
         &self,
         p: &P,
@@ -351,7 +351,16 @@ pub async fn unmap_and_kill<P: Platform>(
         let start = (index << PAGE_SHIFT) & !(size - 1);
         unmap_mapping_range(p, world, mapping, start, size, false).await;
     }
-    kill_procs(p, world, to_kill, flags & MF_MUST_KILL != 0, pfn, flags, ctx).await;
+    kill_procs(
+        p,
+        world,
+        to_kill,
+        flags & MF_MUST_KILL != 0,
+        pfn,
+        flags,
+        ctx,
+    )
+    .await;
 }
 
 /// `mf_generic_kill_procs`: the path through `page->mapping` when no holder answers.
@@ -396,7 +405,9 @@ pub async fn mf_dax_kill_procs<P: Platform, L: DaxEntryLocking<P>>(
     let pre_remove = mf_flags & MF_MEM_PRE_REMOVE != 0;
     let mf_flags = mf_flags | MF_ACTION_REQUIRED | MF_MUST_KILL;
     for index in index..index + count {
-        let (cookie, page) = locking.dax_lock_mapping_entry(p, world, mapping, index).await;
+        let (cookie, page) = locking
+            .dax_lock_mapping_entry(p, world, mapping, index)
+            .await;
         if cookie == 0 {
             return Err(Errno::EBUSY);
         }
@@ -405,8 +416,7 @@ pub async fn mf_dax_kill_procs<P: Platform, L: DaxEntryLocking<P>>(
             if !pre_remove {
                 world.memmap.set_page_hwpoison(p, pfn).await;
             }
-            let to_kill =
-                collect_procs(p, world, mapping, index, pfn, true, pre_remove, ctx).await;
+            let to_kill = collect_procs(p, world, mapping, index, pfn, true, pre_remove, ctx).await;
             unmap_and_kill(p, world, &to_kill, pfn, mapping, index, mf_flags, ctx).await;
         }
         locking
@@ -488,14 +498,8 @@ pub async fn machine_check<P: Platform, H: DaxHolder<P>, L: DaxEntryLocking<P>>(
         world
             .printk(p, format!("mce: Memory error not recovered (pfn {pfn:#x})"))
             .await;
-        crate::signal::force_sig_fault(
-            p,
-            world,
-            crate::signal::Signal::SIGBUS,
-            SiCode::Kernel,
-            0,
-        )
-        .await;
+        crate::signal::force_sig_fault(p, world, crate::signal::Signal::SIGBUS, SiCode::Kernel, 0)
+            .await;
     }
     r
 }

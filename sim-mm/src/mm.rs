@@ -334,7 +334,13 @@ impl<P: Platform> MmStruct<P> {
                 } else if write && !pmd.write() {
                     HwAccess::WriteProtect
                 } else {
-                    g.pmd_modify(addr, |e| if write { e.mkyoung().mkdirty() } else { e.mkyoung() });
+                    g.pmd_modify(addr, |e| {
+                        if write {
+                            e.mkyoung().mkdirty()
+                        } else {
+                            e.mkyoung()
+                        }
+                    });
                     HwAccess::Mapped {
                         pfn: pmd.pfn() + ((addr >> PAGE_SHIFT) & (PG_PMD_NR - 1)),
                         huge: true,
@@ -346,7 +352,13 @@ impl<P: Platform> MmStruct<P> {
                     if write && !pte.write() {
                         HwAccess::WriteProtect
                     } else {
-                        g.pte_modify(addr, |e| if write { e.mkyoung().mkdirty() } else { e.mkyoung() });
+                        g.pte_modify(addr, |e| {
+                            if write {
+                                e.mkyoung().mkdirty()
+                            } else {
+                                e.mkyoung()
+                            }
+                        });
                         HwAccess::Mapped {
                             pfn: pte.pfn(),
                             huge: false,
@@ -484,10 +496,7 @@ pub async fn split_huge_pmd<P: Platform>(
         _ => Pmd::NONE,
     };
     if old.present() && !old.special() && world.memmap.pfn_valid(old.pfn()) {
-        world
-            .memmap
-            .page_remove_rmap(p, old.pfn(), PG_PMD_NR)
-            .await;
+        world.memmap.page_remove_rmap(p, old.pfn(), PG_PMD_NR).await;
         // pmdp_huge_clear_flush flushed already: the reference goes at once.
         world.memmap.put_pages(p, old.pfn(), PG_PMD_NR).await;
     }

@@ -199,26 +199,78 @@ impl<P: Platform> MemMap<P> {
         })
         .await;
         bug_on(p, underflow.is_some(), "mapcount-underflow", || {
-            format!("page_remove_rmap: pfn {:#x} has mapcount 0", underflow.unwrap_or(0))
+            format!(
+                "page_remove_rmap: pfn {:#x} has mapcount 0",
+                underflow.unwrap_or(0)
+            )
         })
         .await;
     }
 
-    /// `folio_put` on each of `nr` pages (`tlb_finish_mmu` freeing the zapped references).
+    /// `folio_put` on each of `nr` pages (`tlb_finish_mmu` freeing the zapped references). A
+    /// page whose last reference goes is idle again: `fsdax_pagefree` wakes its waiters.
     pub async fn put_pages(&self, p: &P, pfn: Pfn, nr: u64) {
         let mut underflow = None;
+        let mut idle = false;
         self.update(p, pfn, nr, |f, pg| {
             if pg.refcount == 0 {
                 underflow.get_or_insert(f);
             } else {
                 pg.refcount -= 1;
+                idle |= pg.refcount == 0;
             }
         })
         .await;
         bug_on(p, underflow.is_some(), "refcount-underflow", || {
-            format!("folio_put: pfn {:#x} has refcount 0", underflow.unwrap_or(0))
+            format!(
+                "folio_put: pfn {:#x} has refcount 0",
+                underflow.unwrap_or(0)
+            )
         })
         .await;
+        if idle {
+            self.wake_up_idle(p, pfn).await;
+        }
+    }
+
+    /// The key idle waiters sleep on: the 2 MiB folio the pfn belongs to (`wake_up_var` on the
+    /// folio), so that a pin on any subpage wakes a waiter on the whole folio.
+    fn idle_key(pfn: Pfn) -> WaitKey {
+        WaitKey(pfn & !(PAGES_PER_SECTION - 1), u64::MAX)
+    }
+
+    async fn wake_up_idle(&self, p: &P, pfn: Pfn) {
+        self.page_waitqueue(pfn & !(PAGES_PER_SECTION - 1))
+            .wake_up(p, Self::idle_key(pfn), WakeMode::All)
+            .await;
+    }
+
+    /// Whether every page of `pfn .. pfn + nr` has refcount 0 (`dax_page_is_idle`, 6.15+).
+    pub async fn pages_idle(&self, p: &P, pfn: Pfn, nr: u64) -> bool {
+        let mut idle = true;
+        self.update(p, pfn, nr, |_, pg| idle &= pg.refcount == 0)
+            .await;
+        idle
+    }
+
+    /// `dax_wait_page_idle`: sleep until every page of the range has refcount 0 (the file system
+    /// calls it with its locks dropped; pins go away when their holders unpin).
+    pub async fn wait_pages_idle(&self, p: &P, pfn: Pfn, nr: u64) {
+        let wq = self.page_waitqueue(pfn & !(PAGES_PER_SECTION - 1));
+        loop {
+            let w = wq
+                .prepare_to_wait(p, Self::idle_key(pfn), false, wake_key_eq)
+                .await;
+            // Test after queueing: a put between the test and the sleep cannot be missed.
+            let idle = self.pages_idle(p, pfn, nr).await;
+            if !idle {
+                wq.schedule(p, w).await;
+            }
+            wq.finish_wait(p, w).await;
+            if idle {
+                return;
+            }
+        }
     }
 
     /// `try_grab_folio(FOLL_PIN)`: refcount +1 and pincount +1. With `fast` (GUP-fast's
@@ -240,12 +292,14 @@ impl<P: Platform> MemMap<P> {
     /// `unpin_user_page` / `gup_put_folio(FOLL_PIN)`: pincount -1 and refcount -1.
     pub async fn unpin_page(&self, p: &P, pfn: Pfn) {
         let mut bad = false;
+        let mut idle = false;
         self.update(p, pfn, 1, |_, pg| {
             if pg.pincount == 0 || pg.refcount == 0 {
                 bad = true;
             } else {
                 pg.pincount -= 1;
                 pg.refcount -= 1;
+                idle = pg.refcount == 0;
             }
         })
         .await;
@@ -253,11 +307,15 @@ impl<P: Platform> MemMap<P> {
             format!("unpin_user_page: pfn {pfn:#x} is not pinned")
         })
         .await;
+        if idle {
+            self.wake_up_idle(p, pfn).await;
+        }
     }
 
     /// `SetPageHWPoison`.
     pub async fn set_page_hwpoison(&self, p: &P, pfn: Pfn) {
-        self.update(p, pfn, 1, |_, pg| pg.flags |= PG_HWPOISON).await;
+        self.update(p, pfn, 1, |_, pg| pg.flags |= PG_HWPOISON)
+            .await;
     }
 
     /// `TestSetPageHWPoison`: returns whether it was already set.

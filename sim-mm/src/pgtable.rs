@@ -397,7 +397,10 @@ impl PageTable {
             match slot {
                 PmdSlot::Huge(pmd) => {
                     if pmd.present() {
-                        out.push(Leaf::Pmd { addr: base, pmd: *pmd });
+                        out.push(Leaf::Pmd {
+                            addr: base,
+                            pmd: *pmd,
+                        });
                     }
                 }
                 PmdSlot::Table(t) => {
@@ -509,7 +512,10 @@ mod tests {
         pt.set_pmd_huge(base + PMD_SIZE, Pmd::mk_huge(0x400, 0))
             .unwrap();
         let l = pt.leaves(base + 0x1000, base + 0x3000);
-        assert_eq!(l.iter().map(|x| x.pfn()).collect::<Vec<_>>(), vec![101, 102]);
+        assert_eq!(
+            l.iter().map(|x| x.pfn()).collect::<Vec<_>>(),
+            vec![101, 102]
+        );
         let l = pt.leaves(base + 0x3000, base + PMD_SIZE + 0x1000);
         assert_eq!(l.len(), 2);
         assert!(matches!(l[1], Leaf::Pmd { .. }));

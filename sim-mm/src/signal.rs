@@ -256,22 +256,17 @@ pub async fn signal_pending<P: Platform>(p: &P, world: &MmWorld<P>, t: TaskId) -
 /// `fatal_signal_pending(t)`: SIGKILL is queued.
 pub async fn fatal_signal_pending<P: Platform>(p: &P, world: &MmWorld<P>, t: TaskId) -> bool {
     let tl = world.tasks.lock(p).await;
-    let r = tl.threads.get(&t).is_some_and(|th| {
-        th.pending
-            .iter()
-            .any(|s| s.signo == Signal::SIGKILL)
-    });
+    let r = tl
+        .threads
+        .get(&t)
+        .is_some_and(|th| th.pending.iter().any(|s| s.signo == Signal::SIGKILL));
     tl.unlock().await;
     r
 }
 
 /// `get_signal` on return to user space: take the first pending signal of `t` (SIGKILL first).
 /// The runner stops the thread unless the trace expected it.
-pub async fn dequeue_signal<P: Platform>(
-    p: &P,
-    world: &MmWorld<P>,
-    t: TaskId,
-) -> Option<SigInfo> {
+pub async fn dequeue_signal<P: Platform>(p: &P, world: &MmWorld<P>, t: TaskId) -> Option<SigInfo> {
     let mut tl = world.tasks.lock(p).await;
     let r = tl.threads.get_mut(&t).and_then(|th| {
         let i = th

@@ -44,7 +44,9 @@ impl<P: Platform> AddressSpace<P> {
 pub enum MappingState<P: Platform> {
     Live(Arc<AddressSpace<P>>),
     /// The inode was evicted: any later use through `page->mapping` is a use after free.
-    Freed { host: u64 },
+    Freed {
+        host: u64,
+    },
 }
 
 /// Every address space ever created in the run, by id (ids are never reused).
@@ -134,12 +136,17 @@ impl<P: Platform> MmWorld<P> {
         xa.unlock().await;
         let mapped = !m.i_mmap.read(p).await.is_empty();
         // An evicted inode has no page-cache entries left and nobody maps it.
-        bug_on(p, entries != 0 || nrpages != 0 || mapped, "evict-busy-inode", || {
-            format!(
-                "evicting ino {} with {entries} entries, nrpages {nrpages}, mapped {mapped}",
-                m.host
-            )
-        })
+        bug_on(
+            p,
+            entries != 0 || nrpages != 0 || mapped,
+            "evict-busy-inode",
+            || {
+                format!(
+                    "evicting ino {} with {entries} entries, nrpages {nrpages}, mapped {mapped}",
+                    m.host
+                )
+            },
+        )
         .await;
         let mut t = self.mappings.lock(p).await;
         t.map.insert(m.id.0, MappingState::Freed { host: m.host });
