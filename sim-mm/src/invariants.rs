@@ -472,3 +472,205 @@ pub async fn check_world<P: Platform>(
 ) -> Vec<Violation> {
     check(&snapshot(p, world).await, quiescent)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dax_entry::{DAX_PMD, PMD_SIZE, dax_make_entry};
+    use crate::mm::{VM_READ, VM_SHARED, VM_WRITE};
+    use crate::page::{PG_BLOCK_FREE, Page};
+    use crate::pgtable::{_PAGE_RW, _PAGE_SPECIAL, Pmd, Pte, ZERO_PFN};
+
+    const B: Pfn = 0x10_0000;
+    const VA: u64 = 0x7f00_0000_0000;
+
+    /// A consistent state: one file with a PTE entry (index 0) and a PMD entry (index 512), both
+    /// mapped by one process, one page of the PMD pinned.
+    fn good() -> MmSnapshot {
+        let mut pages = vec![Page::default(); 1024];
+        let mut set = |pfn: Pfn, index: u64| {
+            let pg = &mut pages[(pfn - B) as usize];
+            *pg = Page {
+                refcount: 1,
+                mapcount: 1,
+                mapping: 1,
+                index,
+                ..Page::default()
+            };
+        };
+        set(B + 1, 0);
+        for i in 0..512 {
+            set(B + 512 + i, 512 + i);
+        }
+        pages[600].refcount = 2;
+        pages[600].pincount = 1;
+        let mut xa = XArray::new();
+        xa.xa_store(0, dax_make_entry(B + 1, 0));
+        xa.xa_store_order(512, 9, dax_make_entry(B + 512, DAX_PMD));
+        xa.nrpages = 513;
+        MmSnapshot {
+            memmap: MemMapSnapshot { base_pfn: B, pages },
+            mms: vec![MmView {
+                id: MmId(1),
+                vmas: vec![(
+                    VmaBounds {
+                        vm_start: VA,
+                        vm_end: VA + 2 * PMD_SIZE,
+                        vm_pgoff: 0,
+                        vm_flags: VM_READ | VM_WRITE | VM_SHARED,
+                    },
+                    MappingId(1),
+                )],
+                leaves: vec![
+                    Leaf::Pte {
+                        addr: VA,
+                        pte: Pte::mk(B + 1, _PAGE_RW),
+                    },
+                    Leaf::Pmd {
+                        addr: VA + PMD_SIZE,
+                        pmd: Pmd::mk_huge(B + 512, 0),
+                    },
+                ],
+            }],
+            mappings: vec![MappingView {
+                id: MappingId(1),
+                xa,
+            }],
+            freed_mappings: vec![],
+        }
+    }
+
+    fn names(s: &MmSnapshot, quiescent: bool) -> Vec<&'static str> {
+        check(s, quiescent).iter().map(|v| v.name()).collect()
+    }
+
+    /// Break `good()` with `f` and expect `name` among the violations.
+    fn broken(name: &str, f: impl FnOnce(&mut MmSnapshot)) {
+        let mut s = good();
+        f(&mut s);
+        let n = names(&s, true);
+        assert!(n.contains(&name), "expected {name}, got {n:?}");
+    }
+
+    fn page(s: &mut MmSnapshot, pfn: Pfn) -> &mut Page {
+        &mut s.memmap.pages[(pfn - B) as usize]
+    }
+
+    fn add_leaf(s: &mut MmSnapshot, l: Leaf) {
+        s.mms[0].leaves.push(l);
+    }
+
+    #[test]
+    fn a_consistent_state_passes() {
+        assert_eq!(check(&good(), true), vec![]);
+    }
+
+    #[test]
+    fn each_page_table_invariant_fails_on_a_broken_state() {
+        broken("leaf-outside-vma", |s| {
+            add_leaf(
+                s,
+                Leaf::Pte {
+                    addr: VA - 0x1000,
+                    pte: Pte::mk(ZERO_PFN, _PAGE_SPECIAL),
+                },
+            )
+        });
+        broken("writable-in-read-only-vma", |s| {
+            s.mms[0].vmas[0].0.vm_flags &= !VM_WRITE
+        });
+        broken("private-writable-pmem", |s| {
+            s.mms[0].vmas[0].0.vm_flags &= !VM_SHARED
+        });
+        broken("special-not-zero-page", |s| {
+            add_leaf(
+                s,
+                Leaf::Pte {
+                    addr: VA + 0x1000,
+                    pte: Pte::mk(5, _PAGE_SPECIAL),
+                },
+            )
+        });
+        broken("writable-zero-page", |s| {
+            let pte = Pte::mk(ZERO_PFN, _PAGE_SPECIAL | _PAGE_RW);
+            add_leaf(
+                s,
+                Leaf::Pte {
+                    addr: VA + 0x1000,
+                    pte,
+                },
+            )
+        });
+        broken("anon-in-shared-vma", |s| {
+            add_leaf(
+                s,
+                Leaf::Pte {
+                    addr: VA + 0x1000,
+                    pte: Pte::mk(0x5000, _PAGE_RW),
+                },
+            )
+        });
+        broken("misaligned-huge-leaf", |s| {
+            s.mms[0].leaves[1] = Leaf::Pmd {
+                addr: VA + PMD_SIZE,
+                pmd: Pmd::mk_huge(B + 513, 0),
+            }
+        });
+        broken("mapped-without-mapcount", |s| page(s, B + 1).mapcount = 0);
+        broken("wrong-association", |s| page(s, B + 1).index = 7);
+        broken("mapped-after-free", |s| {
+            page(s, B + 1).flags |= PG_BLOCK_FREE
+        });
+    }
+
+    #[test]
+    fn each_page_invariant_fails_on_a_broken_state() {
+        broken("mapcount-mismatch", |s| page(s, B + 1).mapcount = 2);
+        broken("refcount-mismatch", |s| page(s, B + 1).refcount = 3);
+        broken("pins-exceed-refs", |s| page(s, B + 2).pincount = 1);
+        broken("share-with-mapping", |s| page(s, B + 1).share = 1);
+        broken("page-of-freed-mapping", |s| {
+            s.freed_mappings.push(MappingId(1))
+        });
+        broken("busy-after-free", |s| {
+            let pg = page(s, B + 3);
+            pg.flags |= PG_BLOCK_FREE;
+            pg.refcount = 1;
+            pg.pincount = 1;
+        });
+        broken("associated-page-not-in-xarray", |s| {
+            let pg = page(s, B + 6);
+            pg.mapping = 1;
+            pg.index = 3000;
+        });
+    }
+
+    #[test]
+    fn each_xarray_invariant_fails_on_a_broken_state() {
+        broken("nrpages-mismatch", |s| s.mappings[0].xa.nrpages = 1);
+        broken("entry-locked-at-rest", |s| {
+            s.mappings[0]
+                .xa
+                .xa_store(0, dax_make_entry(B + 1, DAX_LOCKED));
+        });
+        broken("entry-page-not-associated", |s| {
+            let xa = &mut s.mappings[0].xa;
+            xa.xa_store(2000, dax_make_entry(B + 5, 0));
+            xa.nrpages += 1;
+        });
+    }
+
+    #[test]
+    fn transient_states_pass_unless_quiescent() {
+        let mut s = good();
+        // A zap dropped the mapping but not yet the reference; a fault holds an entry lock.
+        s.mms[0].leaves.remove(0);
+        page(&mut s, B + 1).mapcount = 0;
+        s.mappings[0]
+            .xa
+            .xa_store(0, dax_make_entry(B + 1, DAX_LOCKED));
+        assert_eq!(names(&s, false), Vec::<&str>::new());
+        let q = names(&s, true);
+        assert!(q.contains(&"refcount-mismatch") && q.contains(&"entry-locked-at-rest"));
+    }
+}

@@ -13,7 +13,7 @@
 //! dax page: Recovered|Failed").
 
 use crate::dax_entry::{PAGE_SHIFT, PAGE_SIZE, dax_is_empty_entry, dax_is_zero_entry, dax_to_pfn};
-use crate::mm::{MmStruct, unmap_mapping_range};
+use crate::mm::unmap_mapping_range;
 use crate::rmap::dev_pagemap_mapping_shift;
 use crate::signal::{PF_MCE_EARLY, PF_MCE_PROCESS, Process, SiCode, send_sig_mceerr, send_sigkill};
 use crate::world::{AddressSpace, MmWorld};
@@ -204,12 +204,11 @@ async fn add_to_kill<P: Platform>(
     to_kill: &mut Vec<ToKill>,
     t: TaskId,
     pr: &Process<P>,
-    mm: &MmStruct<P>,
     addr: Option<u64>,
     pfn: Pfn,
 ) {
     let size_shift = match addr {
-        Some(a) => dev_pagemap_mapping_shift(p, mm, a).await,
+        Some(a) => dev_pagemap_mapping_shift(p, &pr.mm, a).await,
         None => 0,
     };
     if addr.is_none() {
@@ -237,6 +236,7 @@ async fn add_to_kill<P: Platform>(
 
 /// `collect_procs_file` / `collect_procs_fsdax`: processes with a VMA of `mapping` covering
 /// `pgoff`. Holds `i_mmap_rwsem` shared and the task list while walking.
+#[allow(clippy::too_many_arguments)] // the kernel's arguments, plus the model's handles
 pub async fn collect_procs<P: Platform>(
     p: &P,
     world: &MmWorld<P>,
@@ -263,7 +263,7 @@ pub async fn collect_procs<P: Platform>(
                 continue;
             }
             let addr = v.address(pgoff, 1);
-            add_to_kill(p, world, &mut to_kill, t, pr, &pr.mm, addr, pfn).await;
+            add_to_kill(p, world, &mut to_kill, t, pr, addr, pfn).await;
         }
     }
     tl.unlock().await;
@@ -331,6 +331,7 @@ pub async fn kill_procs<P: Platform>(
 }
 
 /// `unmap_and_kill`: unmap the largest mapping size any victim uses around `index`, then kill.
+#[allow(clippy::too_many_arguments)] // the kernel's arguments, plus the model's handles
 pub async fn unmap_and_kill<P: Platform>(
     p: &P,
     world: &MmWorld<P>,
@@ -392,6 +393,7 @@ async fn mf_generic_kill_procs<P: Platform, L: DaxEntryLocking<P>>(
 
 /// `mf_dax_kill_procs(mapping, index, count, mf_flags)`: called by the file system for each
 /// owner of a failed range (reflinked pages have several).
+#[allow(clippy::too_many_arguments)] // the kernel's arguments, plus the model's handles
 pub async fn mf_dax_kill_procs<P: Platform, L: DaxEntryLocking<P>>(
     p: &P,
     world: &MmWorld<P>,

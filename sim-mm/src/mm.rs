@@ -668,7 +668,7 @@ pub async fn vmf_insert_folio_pmd<P: Platform>(
     if haddr < vma.vm_start || haddr + PMD_SIZE > vma.vm_end {
         return VmFault::SIGBUS;
     }
-    let bad_pfn = pfn % PG_PMD_NR != 0
+    let bad_pfn = !pfn.is_multiple_of(PG_PMD_NR)
         || !world.memmap.pfn_valid(pfn)
         || !world.memmap.pfn_valid(pfn + PG_PMD_NR - 1);
     if warn_on(p, bad_pfn, "insert-pmd-bad-folio", || {
@@ -850,7 +850,7 @@ pub async fn do_munmap<P: Platform>(
     start: u64,
     len: u64,
 ) -> Result<(), Errno> {
-    if start % PAGE_SIZE != 0 || len == 0 {
+    if !start.is_multiple_of(PAGE_SIZE) || len == 0 {
         return Err(Errno::EINVAL);
     }
     let end = start
@@ -935,7 +935,7 @@ pub async fn madvise_dontneed<P: Platform>(
     start: u64,
     len: u64,
 ) -> Result<usize, Errno> {
-    if start % PAGE_SIZE != 0 {
+    if !start.is_multiple_of(PAGE_SIZE) {
         return Err(Errno::EINVAL);
     }
     let end = start + len.div_ceil(PAGE_SIZE) * PAGE_SIZE;

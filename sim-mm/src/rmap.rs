@@ -59,7 +59,7 @@ pub fn vma_address(vm_start: u64, vm_end: u64, vm_pgoff: u64, pgoff: u64, nr: u6
     if pgoff >= vm_pgoff {
         let addr = vm_start.checked_add((pgoff - vm_pgoff) << PAGE_SHIFT)?;
         (addr < vm_end).then_some(addr)
-    } else if pgoff + nr.max(1) - 1 >= vm_pgoff {
+    } else if pgoff + nr.max(1) > vm_pgoff {
         Some(vm_start)
     } else {
         None
