@@ -22,8 +22,8 @@
 
 use crate::dax_entry::{PAGE_SHIFT, PAGE_SIZE, PG_PMD_NR, PMD_SIZE};
 use crate::pgtable::{
-    _PAGE_ACCESSED, _PAGE_DEVMAP, _PAGE_DIRTY, _PAGE_RW, _PAGE_SPECIAL, HUGE_ZERO_PFN, Leaf,
-    PageTable, Pmd, PmdVal, Pte, ZERO_PFN, is_huge_zero_pfn, is_zero_pfn,
+    _PAGE_ACCESSED, _PAGE_DEVMAP, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_SPECIAL,
+    HUGE_ZERO_PFN, Leaf, PageTable, Pmd, PmdVal, Pte, ZERO_PFN, is_huge_zero_pfn, is_zero_pfn,
 };
 use crate::rmap::{RmapVma, linear_page_index, vma_address};
 use crate::world::{AddressSpace, MmWorld};
@@ -326,47 +326,31 @@ impl<P: Platform> MmStruct<P> {
     /// dirty bits as the hardware does (one atomic step).
     pub async fn hw_access(&self, p: &P, addr: u64, write: bool) -> HwAccess {
         let mut g = self.page_table.lock(p).await;
-        let r = match g.pmd_get(addr) {
-            PmdVal::None => HwAccess::NotPresent,
-            PmdVal::Huge(pmd) => {
-                if !pmd.present() {
-                    HwAccess::NotPresent
-                } else if write && !pmd.write() {
-                    HwAccess::WriteProtect
-                } else {
-                    g.pmd_modify(addr, |e| {
-                        if write {
-                            e.mkyoung().mkdirty()
-                        } else {
-                            e.mkyoung()
-                        }
-                    });
-                    HwAccess::Mapped {
-                        pfn: pmd.pfn() + ((addr >> PAGE_SHIFT) & (PG_PMD_NR - 1)),
-                        huge: true,
-                    }
+        // The leaf word and whether it is a huge PMD.
+        let leaf = match g.pmd_get(addr) {
+            PmdVal::None => None,
+            PmdVal::Huge(pmd) => Some((pmd.0, true)),
+            PmdVal::Table => g.pte_get(addr).map(|pte| (pte.0, false)),
+        };
+        let bits = _PAGE_ACCESSED | if write { _PAGE_DIRTY } else { 0 };
+        let r = match leaf {
+            Some((w, _)) if w & _PAGE_PRESENT == 0 => HwAccess::NotPresent,
+            Some((w, _)) if write && w & _PAGE_RW == 0 => HwAccess::WriteProtect,
+            Some((w, true)) => {
+                g.pmd_modify(addr, |e| Pmd(e.0 | bits));
+                HwAccess::Mapped {
+                    pfn: Pmd(w).pfn() + ((addr >> PAGE_SHIFT) & (PG_PMD_NR - 1)),
+                    huge: true,
                 }
             }
-            PmdVal::Table => match g.pte_get(addr) {
-                Some(pte) if pte.present() => {
-                    if write && !pte.write() {
-                        HwAccess::WriteProtect
-                    } else {
-                        g.pte_modify(addr, |e| {
-                            if write {
-                                e.mkyoung().mkdirty()
-                            } else {
-                                e.mkyoung()
-                            }
-                        });
-                        HwAccess::Mapped {
-                            pfn: pte.pfn(),
-                            huge: false,
-                        }
-                    }
+            Some((w, false)) => {
+                g.pte_modify(addr, |e| Pte(e.0 | bits));
+                HwAccess::Mapped {
+                    pfn: Pte(w).pfn(),
+                    huge: false,
                 }
-                _ => HwAccess::NotPresent,
-            },
+            }
+            None => HwAccess::NotPresent,
         };
         drop(g);
         r

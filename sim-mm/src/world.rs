@@ -98,7 +98,9 @@ pub struct MmWorld<P: Platform> {
 }
 
 impl<P: Platform> MmWorld<P> {
-    /// A world whose pmem memmap covers `nr_pages` pfns from `base_pfn`.
+    /// A world whose pmem memmap covers `nr_pages` pfns from `base_pfn`. The range must not
+    /// contain the DRAM zero pages (`ZERO_PFN`, `HUGE_ZERO_PFN`: below 32 MiB) nor the anonymous
+    /// pages a CoW fault maps; pmem sits above 4 GiB (pfn 0x100000) in the machine model.
     pub fn new(p: &P, base_pfn: Pfn, nr_pages: u64, config: MmConfig) -> MmWorld<P> {
         MmWorld {
             memmap: MemMap::new(p, base_pfn, nr_pages),

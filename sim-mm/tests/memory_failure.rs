@@ -11,7 +11,7 @@ use sim_mm::memory_failure::{
     DaxHolder, MF_ACTION_REQUIRED, MfAction, MfContext, NoDaxLocking, NoHolder, machine_check,
     memory_failure, mf_dax_kill_procs,
 };
-use sim_mm::mm::{MmapFlags, do_mmap, vmf_insert_folio_pmd, vmf_insert_page_mkwrite};
+use sim_mm::mm::{do_mmap, vmf_insert_folio_pmd, vmf_insert_page_mkwrite};
 use sim_mm::pgtable::PmdVal;
 use sim_mm::signal::{
     SiCode, SigInfo, Signal, create_process, dequeue_signal, fatal_signal_pending, send_sigkill,
@@ -21,13 +21,6 @@ use sim_mm::world::{AddressSpace, MmWorld};
 use sim_mm::{Errno, MmStruct, Pfn};
 use std::sync::Arc;
 
-const SHARED: MmapFlags = MmapFlags {
-    shared: true,
-    sync: false,
-    write: true,
-    nohuge: false,
-};
-
 /// Map `len` bytes of `m` from `pgoff` in `mm` and fault `index` in (a PMD if `pmd`).
 struct Map {
     pgoff: u64,
@@ -35,6 +28,18 @@ struct Map {
     index: u64,
     pfn: Pfn,
     pmd: bool,
+}
+
+impl Map {
+    fn new(pgoff: u64, len: u64, index: u64, pfn: Pfn, pmd: bool) -> Map {
+        Map {
+            pgoff,
+            len,
+            index,
+            pfn,
+            pmd,
+        }
+    }
 }
 
 async fn map_and_fault(
@@ -51,7 +56,7 @@ async fn map_and_fault(
         pfn,
         pmd,
     } = x;
-    let a = do_mmap(p, mm, m, pgoff, len, SHARED).await.unwrap();
+    let a = do_mmap(p, mm, m, pgoff, len, SHARED_RW).await.unwrap();
     let vma = mm.mmap_lock.read(p).await.vma_lookup(a).unwrap().b;
     let va = vma.address(index, 1).unwrap();
     if pmd {
@@ -83,34 +88,8 @@ fn machine_check_signals_the_consumer_and_unmaps_everywhere() {
         let me = p.current_task();
         let (_, a) = create_process(&p, &w, "consumer", &[me]).await;
         let (_, b) = create_process(&p, &w, "bystander", &[TaskId(50)]).await;
-        let va = map_and_fault(
-            &p,
-            &w,
-            &a,
-            &m,
-            Map {
-                pgoff: 0,
-                len: 8 * PAGE_SIZE,
-                index: 3,
-                pfn,
-                pmd: false,
-            },
-        )
-        .await;
-        map_and_fault(
-            &p,
-            &w,
-            &b,
-            &m,
-            Map {
-                pgoff: 2,
-                len: 8 * PAGE_SIZE,
-                index: 3,
-                pfn,
-                pmd: false,
-            },
-        )
-        .await;
+        let va = map_and_fault(&p, &w, &a, &m, Map::new(0, 8 * PAGE_SIZE, 3, pfn, false)).await;
+        map_and_fault(&p, &w, &b, &m, Map::new(2, 8 * PAGE_SIZE, 3, pfn, false)).await;
         assert_eq!(w.memmap.page(&p, pfn).await.mapcount, 2);
 
         let rep = machine_check(&p, &w, pfn, &NoHolder, &NoDaxLocking).await;
@@ -156,32 +135,13 @@ fn scrub_with_early_kill_sends_ao_with_the_pmd_size() {
         populate(&p, &w, &m, 0, BASE_PFN, true).await;
         let (_, a) = create_process(&p, &w, "huge", &[TaskId(60)]).await;
         let (_, b) = create_process(&p, &w, "small", &[TaskId(61)]).await;
-        let va = map_and_fault(
-            &p,
-            &w,
-            &a,
-            &m,
-            Map {
-                pgoff: 0,
-                len: PMD_SIZE,
-                index: 7,
-                pfn: BASE_PFN,
-                pmd: true,
-            },
-        )
-        .await;
+        let va = map_and_fault(&p, &w, &a, &m, Map::new(0, PMD_SIZE, 7, BASE_PFN, true)).await;
         map_and_fault(
             &p,
             &w,
             &b,
             &m,
-            Map {
-                pgoff: 0,
-                len: PMD_SIZE,
-                index: 7,
-                pfn: BASE_PFN + 7,
-                pmd: false,
-            },
+            Map::new(0, PMD_SIZE, 7, BASE_PFN + 7, false),
         )
         .await;
         // A scrub found the error: no consumer.
@@ -289,34 +249,8 @@ fn notify_failure_reaches_every_owner_of_a_reflinked_page() {
         let (_, a) = create_process(&p, &w, "one", &[me]).await;
         let (_, b) = create_process(&p, &w, "two", &[TaskId(70), TaskId(71)]).await;
         set_mce_kill(&p, &w, TaskId(71), true).await;
-        map_and_fault(
-            &p,
-            &w,
-            &a,
-            &m1,
-            Map {
-                pgoff: 0,
-                len: 16 * PAGE_SIZE,
-                index: 4,
-                pfn,
-                pmd: false,
-            },
-        )
-        .await;
-        map_and_fault(
-            &p,
-            &w,
-            &b,
-            &m2,
-            Map {
-                pgoff: 0,
-                len: 16 * PAGE_SIZE,
-                index: 9,
-                pfn,
-                pmd: false,
-            },
-        )
-        .await;
+        map_and_fault(&p, &w, &a, &m1, Map::new(0, 16 * PAGE_SIZE, 4, pfn, false)).await;
+        map_and_fault(&p, &w, &b, &m2, Map::new(0, 16 * PAGE_SIZE, 9, pfn, false)).await;
         let holder = ReflinkHolder {
             owners: vec![(m1.clone(), 4), (m2.clone(), 9)],
         };

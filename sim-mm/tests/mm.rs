@@ -18,13 +18,6 @@ use sim_mm::pgtable::{PmdVal, ZERO_PFN};
 use sim_mm::rmap::rmap_walk;
 use sim_mm::signal::create_process;
 
-const SHARED_RW: MmapFlags = MmapFlags {
-    shared: true,
-    sync: false,
-    write: true,
-    nohuge: false,
-};
-
 #[test]
 fn struct_page_is_small_and_counts_are_atomic_steps() {
     assert!(std::mem::size_of::<Page>() <= 64);
@@ -142,13 +135,13 @@ fn mmap_places_pmd_colour_and_munmap_splits() {
 #[test]
 fn pte_insert_access_mkwrite_and_unmap_mapping_range() {
     let r = run1(|p| async move {
-        let w = world(&p, 1024, false);
-        let m = w.new_mapping(&p, 1).await;
-        let (_, mm) = create_process(&p, &w, "a", &[p.current_task()]).await;
-        let a = do_mmap(&p, &mm, &m, 0, 16 * PAGE_SIZE, SHARED_RW)
-            .await
-            .unwrap();
-        let vma = mm.mmap_lock.read(&p).await.vma_lookup(a).unwrap().b;
+        let Fix {
+            w,
+            m,
+            mm,
+            addr: a,
+            vma,
+        } = fix(&p, 1024, 16 * PAGE_SIZE).await;
         let pfn = BASE_PFN + 7;
         populate(&p, &w, &m, 2, pfn, false).await;
         let va = a + 2 * PAGE_SIZE;
@@ -206,11 +199,13 @@ fn pte_insert_access_mkwrite_and_unmap_mapping_range() {
 #[test]
 fn huge_pmd_insert_split_and_partial_munmap() {
     let r = run1(|p| async move {
-        let w = world(&p, 2048, false);
-        let m = w.new_mapping(&p, 1).await;
-        let (_, mm) = create_process(&p, &w, "a", &[p.current_task()]).await;
-        let a = do_mmap(&p, &mm, &m, 0, 4 << 20, SHARED_RW).await.unwrap();
-        let vma = mm.mmap_lock.read(&p).await.vma_lookup(a).unwrap().b;
+        let Fix {
+            w,
+            m,
+            mm,
+            addr: a,
+            vma,
+        } = fix(&p, 2048, 4 << 20).await;
         let f0 = BASE_PFN;
         let f1 = BASE_PFN + 512;
         populate(&p, &w, &m, 0, f0, true).await;
@@ -270,11 +265,13 @@ fn huge_pmd_insert_split_and_partial_munmap() {
 #[test]
 fn pfn_mkclean_range_write_protects_ptes_and_pmds_of_shared_vmas() {
     let r = run1(|p| async move {
-        let w = world(&p, 2048, false);
-        let m = w.new_mapping(&p, 1).await;
-        let (_, mm) = create_process(&p, &w, "a", &[p.current_task()]).await;
-        let a = do_mmap(&p, &mm, &m, 0, 4 << 20, SHARED_RW).await.unwrap();
-        let vma = mm.mmap_lock.read(&p).await.vma_lookup(a).unwrap().b;
+        let Fix {
+            w,
+            m,
+            mm,
+            addr: a,
+            vma,
+        } = fix(&p, 2048, 4 << 20).await;
         populate(&p, &w, &m, 0, BASE_PFN, true).await;
         populate(&p, &w, &m, 513, BASE_PFN + 1024 + 1, false).await;
         vmf_insert_folio_pmd(&p, &w, &mm, &vma, a, BASE_PFN, true).await;
@@ -369,10 +366,9 @@ fn rmap_walk_finds_every_process_and_address() {
 #[test]
 fn gup_pins_through_fast_and_slow_paths() {
     let r = run1(|p| async move {
-        let w = world(&p, 2048, false);
-        let m = w.new_mapping(&p, 1).await;
-        let (_, mm) = create_process(&p, &w, "a", &[p.current_task()]).await;
-        let a = do_mmap(&p, &mm, &m, 0, 4 << 20, SHARED_RW).await.unwrap();
+        let Fix {
+            w, m, mm, addr: a, ..
+        } = fix(&p, 2048, 4 << 20).await;
         let ro = do_mmap(
             &p,
             &mm,

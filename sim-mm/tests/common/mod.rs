@@ -11,7 +11,10 @@ use sim_mm::dax_entry::{
     dax_to_pfn,
 };
 use sim_mm::gup::FaultHandler;
-use sim_mm::mm::{VmFault, Vma, vmf_insert_folio_pmd, vmf_insert_page_mkwrite};
+use sim_mm::mm::{
+    MmapFlags, VmFault, Vma, VmaBounds, do_mmap, vmf_insert_folio_pmd, vmf_insert_page_mkwrite,
+};
+use sim_mm::signal::create_process;
 use sim_mm::world::{AddressSpace, MmConfig, MmWorld};
 use sim_mm::{MmStruct, Pfn};
 use std::future::Future;
@@ -134,4 +137,37 @@ impl FaultHandler<P> for SimpleFault {
 
 pub fn t(i: u32) -> TaskId {
     TaskId(i)
+}
+
+/// A world, one file (ino 1) and one process (the current task) mapping `len` bytes of it from
+/// offset 0, shared and writable.
+pub struct Fix {
+    pub w: Arc<MmWorld<P>>,
+    pub m: Arc<AddressSpace<P>>,
+    pub mm: Arc<MmStruct<P>>,
+    pub addr: u64,
+    pub vma: VmaBounds,
+}
+
+pub const SHARED_RW: MmapFlags = MmapFlags {
+    shared: true,
+    sync: false,
+    write: true,
+    nohuge: false,
+};
+
+pub async fn fix(p: &P, pages: u64, len: u64) -> Fix {
+    use sim_core::Platform;
+    let w = world(p, pages, false);
+    let m = w.new_mapping(p, 1).await;
+    let (_, mm) = create_process(p, &w, "a", &[p.current_task()]).await;
+    let addr = do_mmap(p, &mm, &m, 0, len, SHARED_RW).await.unwrap();
+    let vma = mm.mmap_lock.read(p).await.vma_lookup(addr).unwrap().b;
+    Fix {
+        w,
+        m,
+        mm,
+        addr,
+        vma,
+    }
 }
