@@ -5,8 +5,6 @@
 
 use crate::platform::{Op, TaskId};
 use serde::{Deserialize, Serialize};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
 /// What happens when a timed event fires.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
@@ -25,11 +23,42 @@ pub struct TimedEvent {
     pub kind: EventKind,
 }
 
-/// A min-queue of plain events by `(time, seq)`.
-#[derive(Default, Debug, Clone)]
+/// A queued event: `(time, seq)` packed into one `u128` key.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    key: u128,
+    kind: EventKind,
+}
+
+const BUCKETS: usize = 129;
+
+/// A min-queue of plain events by `(time, seq)`: a radix heap, the monotone priority queue of
+/// discrete-event simulation. Simulated time never goes back, so every key pushed is at least
+/// the last key popped; an event pushed for a time already past is due now (its time is raised
+/// to the last popped time, keeping the order of sequence numbers).
+///
+/// Entries live in bucket `i` when their key first differs from the last popped key at bit
+/// `i - 1` (bucket 0: equal). Popping empties the lowest non-empty bucket into lower ones.
+#[derive(Debug, Clone)]
 pub struct EventQueue {
-    heap: BinaryHeap<Reverse<(u64, u64, EventKind)>>,
+    buckets: Vec<Vec<Entry>>,
+    /// Bit `i` set when bucket `i` is non-empty (bits 0..=128 over three words).
+    nonempty: [u64; 3],
+    last: u128,
+    len: usize,
     next_seq: u64,
+}
+
+impl Default for EventQueue {
+    fn default() -> Self {
+        EventQueue {
+            buckets: vec![Vec::new(); BUCKETS],
+            nonempty: [0; 3],
+            last: 0,
+            len: 0,
+            next_seq: 0,
+        }
+    }
 }
 
 impl EventQueue {
@@ -37,36 +66,94 @@ impl EventQueue {
         Self::default()
     }
 
+    #[inline]
+    fn bucket(&self, key: u128) -> usize {
+        (128 - (key ^ self.last).leading_zeros()) as usize
+    }
+
     /// Schedule `kind` at simulated time `time`; returns its sequence number.
     pub fn push(&mut self, time: u64, kind: EventKind) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(Reverse((time, seq, kind)));
+        let time = time.max((self.last >> 64) as u64);
+        let key = ((time as u128) << 64) | seq as u128;
+        self.put(Entry { key, kind });
+        self.len += 1;
         seq
     }
 
+    #[inline]
+    fn put(&mut self, e: Entry) {
+        let b = self.bucket(e.key);
+        self.buckets[b].push(e);
+        self.nonempty[b / 64] |= 1 << (b % 64);
+    }
+
+    fn first_nonempty(&self) -> Option<usize> {
+        self.nonempty
+            .iter()
+            .enumerate()
+            .find(|(_, w)| **w != 0)
+            .map(|(i, w)| i * 64 + w.trailing_zeros() as usize)
+    }
+
+    /// Make bucket 0 hold the minimum, if there is any entry.
+    fn settle(&mut self) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        let i = self
+            .first_nonempty()
+            .expect("len > 0 means a non-empty bucket");
+        if i == 0 {
+            return true;
+        }
+        let mut entries = std::mem::take(&mut self.buckets[i]);
+        self.nonempty[i / 64] &= !(1 << (i % 64));
+        self.last = entries.iter().map(|e| e.key).min().unwrap_or(self.last);
+        for e in entries.drain(..) {
+            self.put(e);
+        }
+        // Keep the bucket's allocation for reuse.
+        self.buckets[i] = entries;
+        true
+    }
+
     /// The earliest event's time, if any.
-    pub fn peek_time(&self) -> Option<u64> {
-        self.heap.peek().map(|Reverse((t, _, _))| *t)
+    pub fn peek_time(&mut self) -> Option<u64> {
+        self.settle().then(|| (self.buckets[0][0].key >> 64) as u64)
     }
 
     /// Remove and return the earliest event.
     pub fn pop(&mut self) -> Option<TimedEvent> {
-        self.heap
-            .pop()
-            .map(|Reverse((time, seq, kind))| TimedEvent { time, seq, kind })
+        if !self.settle() {
+            return None;
+        }
+        let e = self.buckets[0].pop()?;
+        if self.buckets[0].is_empty() {
+            self.nonempty[0] &= !1;
+        }
+        self.len -= 1;
+        Some(TimedEvent {
+            time: (e.key >> 64) as u64,
+            seq: e.key as u64,
+            kind: e.kind,
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.len == 0
     }
 
     pub fn clear(&mut self) {
-        self.heap.clear();
+        self.buckets.iter_mut().for_each(Vec::clear);
+        self.nonempty = [0; 3];
+        self.last = 0;
+        self.len = 0;
         self.next_seq = 0;
     }
 }
@@ -178,6 +265,31 @@ impl EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matches_a_sorted_reference_under_random_pushes_and_pops() {
+        let mut q = EventQueue::new();
+        let mut reference: Vec<(u64, u64)> = Vec::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut now = 0;
+        for _ in 0..4_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if !x.is_multiple_of(3) || reference.is_empty() {
+                let t = now + (x >> 40) % 5000;
+                let seq = q.push(t, EventKind::TimerExpired(TaskId(0)));
+                reference.push((t, seq));
+            } else {
+                reference.sort_unstable();
+                let want = reference.remove(0);
+                let got = q.pop().unwrap();
+                assert_eq!((got.time, got.seq), want);
+                now = got.time;
+            }
+            assert_eq!(q.len(), reference.len());
+        }
+    }
 
     #[test]
     fn same_time_events_come_out_in_push_order() {

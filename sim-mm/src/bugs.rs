@@ -1,0 +1,134 @@
+//! The catalogue of bug modes: historical behaviours of the Linux DAX stack that `bug NAME` in
+//! a trace (or `--bug NAME`) switches on at the decision point where the kernel once differed.
+//!
+//! A name in this catalogue is part of the trace format (an unknown name is an error that lists
+//! these). `available` says whether this build implements the behaviour; `run` and `explore`
+//! refuse the ones that are not, instead of pretending.
+
+/// One historical behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BugMode {
+    pub name: &'static str,
+    /// The upstream commit that fixed it (or the thread that discussed it).
+    pub fixed_by: &'static str,
+    pub summary: &'static str,
+    /// Implemented in this build.
+    pub available: bool,
+}
+
+pub const BUG_MODES: &[BugMode] = &[
+    BugMode {
+        name: "pmd-missed-wakeup",
+        fixed_by: "23c84eb78375 (5.3, 2019)",
+        summary: "a PMD fault sleeps on the PMD-aligned key while the PTE entry's owner wakes its own index",
+        available: false,
+    },
+    BugMode {
+        name: "pmd-conflict-before-null",
+        fixed_by: "6370740e5f8e (5.4, 2019)",
+        summary: "the order conflict is checked before NULL, so every PMD fault falls back to PTEs",
+        available: false,
+    },
+    BugMode {
+        name: "no-mmaplock",
+        fixed_by: "XFS MMAPLOCK (4.4, 2015)",
+        summary: "page faults are not serialised against truncate/hole punch by the invalidate lock",
+        available: false,
+    },
+    BugMode {
+        name: "no-entry-lock",
+        fixed_by: "ac401cc78242 (4.7, 2016)",
+        summary: "simultaneous faults on one hole race without DAX entry locks (the loser zeroes the winner's data)",
+        available: false,
+    },
+    BugMode {
+        name: "shadow-entries",
+        fixed_by: "f9fe48bece3a (4.5, 2015)",
+        summary: "workingset shadow entries are stored in a DAX mapping and later misread as DAX entries",
+        available: false,
+    },
+    BugMode {
+        name: "mf-speculative-page-lock",
+        fixed_by: "c2a7d2a11552 (4.19, 2018)",
+        summary: "memory_failure drops xa_lock and locks pages speculatively instead of dax_lock_mapping_entry",
+        available: false,
+    },
+    BugMode {
+        name: "hole-wake-next",
+        fixed_by: "965d004af540 (4.10, 2016)",
+        summary: "replacing a locked empty entry with a hole wakes one waiter instead of all",
+        available: false,
+    },
+    BugMode {
+        name: "invalidate-wake-next",
+        fixed_by: "237388320def (5.13, 2021)",
+        summary: "invalidating an entry wakes one waiter, which finds NULL and passes the wake-up on to nobody",
+        available: false,
+    },
+    BugMode {
+        name: "busy-scan-skips-locked",
+        fixed_by: "\"fs/dax: Don't skip locked entries when scanning entries\" (6.15)",
+        summary: "the layout-busy scan advances past a locked entry and misses DMA-pinned pages",
+        available: false,
+    },
+    BugMode {
+        name: "pmd-pte-collide",
+        fixed_by: "\"dax: Fix race between colliding PMD & PTE entries\" (4.12)",
+        summary: "the page-table level is not rechecked after taking the entry lock",
+        available: false,
+    },
+    BugMode {
+        name: "stale-huge-zero-page",
+        fixed_by: "cd656375f946 (4.12)",
+        summary: "a huge zero page stays mapped after write(2) allocated blocks under it",
+        available: false,
+    },
+    BugMode {
+        name: "pmd-writeback-no-wrprotect",
+        fixed_by: "f729c8c9b24f (4.10)",
+        summary: "writeback cleans a PMD without write-protecting it, so later stores skip the next flush",
+        available: false,
+    },
+    BugMode {
+        name: "mixed-mapping-association",
+        fixed_by: "1571c029a2ff (5.2)",
+        summary: "a PTE fault on a PMD entry disassociates the whole PMD and re-associates one page",
+        available: false,
+    },
+    BugMode {
+        name: "reflink-page-mapping",
+        fixed_by: "reflink vs page->mapping thread (2018); folio share count (6.x)",
+        summary: "a DAX page shared by reflink keeps one page->mapping, so memory_failure misses owners",
+        available: false,
+    },
+];
+
+/// The bug mode called `name`, if the catalogue has it.
+pub fn bug_mode(name: &str) -> Option<&'static BugMode> {
+    BUG_MODES.iter().find(|b| b.name == name)
+}
+
+/// Every name, for parse options and error messages.
+pub fn bug_names() -> Vec<String> {
+    BUG_MODES.iter().map(|b| b.name.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_well_formed() {
+        let mut names = bug_names();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+        for name in names {
+            assert!(
+                name.chars().all(|c| c.is_ascii_lowercase() || c == '-'),
+                "{name}"
+            );
+        }
+    }
+}

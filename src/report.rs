@@ -1,0 +1,420 @@
+//! Reports: the human text, the `--json` summary, progress bars, and safe file output.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use sim_core::events::{EventKind, EventQueue};
+use sim_core::platform::TaskId;
+use sim_core::sim::explore::{Determinism, Progress};
+use sim_core::sim::{ExploreConfig, ExploreReport, Sim, Strategy, explore};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// What was run.
+pub enum Subject {
+    Trace(PathBuf),
+    Toy(String),
+}
+
+impl Subject {
+    fn describe(&self) -> String {
+        match self {
+            Subject::Trace(p) => p.display().to_string(),
+            Subject::Toy(n) => format!("toy model {n}"),
+        }
+    }
+
+    /// The arguments that name the subject on a command line.
+    fn args(&self) -> String {
+        match self {
+            Subject::Trace(p) => shell_quote(&p.display().to_string()),
+            Subject::Toy(n) => format!("--toy {}", shell_quote(n)),
+        }
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn strategy_args(cfg: &ExploreConfig) -> String {
+    match &cfg.strategy {
+        Strategy::TraceOrder => "--strategy trace-order".into(),
+        Strategy::Random => "--strategy random".into(),
+        Strategy::Pct { depth } => format!("--strategy pct --depth {depth}"),
+        Strategy::Dfs { preemption_bound } => match preemption_bound {
+            Some(b) => format!("--strategy dfs --preemption-bound {b}"),
+            None => "--strategy dfs".into(),
+        },
+        Strategy::Replay(s) => format!("--schedule '{s}'"),
+    }
+}
+
+/// The command that replays a schedule of this subject.
+pub fn replay_command(subject: &Subject, cfg: &ExploreConfig, schedule: &str) -> String {
+    let mut cmd = format!("pmsim replay {} --schedule '{schedule}'", subject.args());
+    if cfg.step_limit != ExploreConfig::default().step_limit {
+        cmd.push_str(&format!(" --step-limit {}", cfg.step_limit));
+    }
+    cmd
+}
+
+pub struct Outcome<'a> {
+    pub command: &'static str,
+    pub subject: &'a Subject,
+    pub cfg: &'a ExploreConfig,
+    pub report: &'a ExploreReport,
+}
+
+#[derive(Serialize)]
+struct JsonSummary<'a> {
+    schema_version: u32,
+    command: &'a str,
+    subject: String,
+    strategy: String,
+    seed: u64,
+    result: &'a str,
+    runs: u64,
+    redundant_runs: u64,
+    failed_runs: u64,
+    exhausted: bool,
+    stopped_early: bool,
+    max_steps: u64,
+    last_hash: String,
+    failure: Option<JsonFailure<'a>>,
+    pmsim_version: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonFailure<'a> {
+    kind: String,
+    message: &'a str,
+    line: u32,
+    run: u64,
+    steps: u64,
+    hash: String,
+    cycle: &'a [u32],
+    tasks: &'a [sim_core::sim::TaskReport],
+    schedule: String,
+    replay: String,
+}
+
+impl Outcome<'_> {
+    pub fn print(&self, json: bool) {
+        let r = self.report;
+        if json {
+            let failure = r.failure.as_ref().map(|f| {
+                let s = f.schedule.to_string();
+                JsonFailure {
+                    kind: f.violation.kind.name(),
+                    message: &f.violation.message,
+                    line: f.violation.line,
+                    run: f.run,
+                    steps: f.steps,
+                    hash: format!("{:016x}", f.hash),
+                    cycle: &f.violation.cycle,
+                    tasks: &f.violation.tasks,
+                    replay: replay_command(self.subject, self.cfg, &s),
+                    schedule: s,
+                }
+            });
+            let summary = JsonSummary {
+                schema_version: 1,
+                command: self.command,
+                subject: self.subject.describe(),
+                strategy: strategy_args(self.cfg),
+                seed: self.cfg.seed,
+                result: if r.failure.is_some() {
+                    "violation"
+                } else {
+                    "clean"
+                },
+                runs: r.runs,
+                redundant_runs: r.redundant_runs,
+                failed_runs: r.failed_runs,
+                exhausted: r.exhausted,
+                stopped_early: r.stopped_early,
+                max_steps: r.max_steps,
+                last_hash: format!("{:016x}", r.last_hash),
+                failure,
+                pmsim_version: env!("CARGO_PKG_VERSION"),
+            };
+            match serde_json::to_string_pretty(&summary) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("pmsim: cannot encode the JSON summary: {e}"),
+            }
+            return;
+        }
+        let seed = match &self.cfg.strategy {
+            Strategy::Replay(_) => String::new(),
+            _ => format!(", seed {}", self.cfg.seed),
+        };
+        let mut head = format!(
+            "pmsim {} {}: {}{seed}, {} run{}",
+            self.command,
+            self.subject.describe(),
+            strategy_args(self.cfg).trim_start_matches("--strategy "),
+            r.runs,
+            if r.runs == 1 { "" } else { "s" }
+        );
+        if r.redundant_runs > 0 {
+            head.push_str(&format!(" ({} cut short by sleep sets)", r.redundant_runs));
+        }
+        println!("{head}");
+        match &r.failure {
+            None => {
+                let how = if r.exhausted {
+                    "exhausted the search space: no violation in any schedule".to_string()
+                } else if r.stopped_early && matches!(self.cfg.strategy, Strategy::Dfs { .. }) {
+                    "no violation found; the search was NOT exhausted (run count or budget)"
+                        .to_string()
+                } else {
+                    "no violation found".to_string()
+                };
+                println!(
+                    "{how} (longest run {} steps, last event-log hash {:016x})",
+                    r.max_steps, r.last_hash
+                );
+            }
+            Some(f) => {
+                let v = &f.violation;
+                println!(
+                    "VIOLATION {} in run {} after {} steps{}",
+                    v.kind.name(),
+                    f.run,
+                    f.steps,
+                    if v.line > 0 {
+                        format!(", at trace line {}", v.line)
+                    } else {
+                        String::new()
+                    }
+                );
+                print!("{v}");
+                if r.failed_runs > 1 {
+                    println!("{} of {} runs failed", r.failed_runs, r.runs);
+                }
+                let s = f.schedule.to_string();
+                println!("schedule: {s}");
+                println!("replay:   {}", replay_command(self.subject, self.cfg, &s));
+            }
+        }
+    }
+}
+
+pub fn determinism_ok(
+    json: bool,
+    subject: &Subject,
+    cfg: &ExploreConfig,
+    hash: u64,
+    events: usize,
+) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "schema_version": 1, "command": "check-determinism",
+                "subject": subject.describe(), "strategy": strategy_args(cfg),
+                "seed": cfg.seed, "result": "deterministic",
+                "hash": format!("{hash:016x}"), "events": events,
+            })
+        );
+    } else {
+        println!(
+            "deterministic: two runs of {} ({}, seed {}) gave the same {events} events, hash {hash:016x}",
+            subject.describe(),
+            strategy_args(cfg),
+            cfg.seed
+        );
+    }
+}
+
+pub fn determinism_diverged(json: bool, subject: &Subject, cfg: &ExploreConfig, d: &Determinism) {
+    let Determinism::Diverged {
+        index,
+        first,
+        second,
+        hashes,
+    } = d
+    else {
+        return;
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "schema_version": 1, "command": "check-determinism",
+                "subject": subject.describe(), "strategy": strategy_args(cfg),
+                "seed": cfg.seed, "result": "nondeterministic",
+                "first_divergence": index, "first_run": first, "second_run": second,
+                "hashes": [format!("{:016x}", hashes.0), format!("{:016x}", hashes.1)],
+            })
+        );
+    } else {
+        println!(
+            "NONDETERMINISM: two runs of {} with the same seed and strategy differ \
+             (hashes {:016x} and {:016x})",
+            subject.describe(),
+            hashes.0,
+            hashes.1
+        );
+        println!("first diverging event: #{index}");
+        println!("  first run:  {first}");
+        println!("  second run: {second}");
+        println!(
+            "something in the model bypasses the Platform (wall clock, HashMap order, \
+             global state, threads)"
+        );
+    }
+}
+
+pub fn progress_bar(json: bool, cfg: &ExploreConfig) -> ProgressBar {
+    let bar = match (cfg.runs, &cfg.strategy) {
+        (Some(n), _) => ProgressBar::new(n),
+        (None, Strategy::Random | Strategy::Pct { .. }) => ProgressBar::new(1000),
+        _ => ProgressBar::new_spinner(),
+    };
+    if json {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+    }
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {pos} runs {wide_bar} {elapsed} {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+pub fn progress(bar: &ProgressBar, p: Progress) {
+    bar.set_position(p.runs);
+    if p.failed_runs > 0 {
+        bar.set_message(format!("{} failed", p.failed_runs));
+    }
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so a
+/// reader never sees a partial file and an error leaves no file behind.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file name"))?
+        .to_string_lossy()
+        .to_string();
+    let tmp = dir.join(format!(".{name}.pmsim-tmp-{}", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+#[derive(Serialize)]
+struct BenchRow {
+    model: String,
+    strategy: String,
+    schedules: u64,
+    seconds: f64,
+    schedules_per_sec: f64,
+    exhausted: bool,
+}
+
+/// `pmsim bench engine`: the event queue and the strategies on the toy models.
+pub fn bench_engine(iters: u64, json: bool) -> ExitCode {
+    let mut q = EventQueue::new();
+    for i in 0..1024u64 {
+        q.push(i * 7, EventKind::TimerExpired(TaskId(i as u32)));
+    }
+    let n = 10_000_000u64;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let t = Instant::now();
+    for _ in 0..n {
+        let Some(e) = q.pop() else { break };
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        q.push(e.time + (x & 1023), e.kind);
+    }
+    let events_per_sec = n as f64 / t.elapsed().as_secs_f64();
+    let mut rows = Vec::new();
+    for model in ["abba-fixed", "lost-wakeup-correct", "lw3x4"] {
+        for (name, strategy, runs) in [
+            ("random", Strategy::Random, Some(iters)),
+            ("pct3", Strategy::Pct { depth: 3 }, Some(iters)),
+            (
+                "dfs",
+                Strategy::Dfs {
+                    preemption_bound: None,
+                },
+                None,
+            ),
+        ] {
+            let m = move |sim: &mut Sim| {
+                let p = sim.platform();
+                sim_core::toys::build(model, &p, sim);
+            };
+            let cfg = ExploreConfig {
+                strategy,
+                seed: 1,
+                runs,
+                ..ExploreConfig::default()
+            };
+            let t = Instant::now();
+            let Ok(r) = explore(&m, &cfg, &mut |_| {}) else {
+                continue;
+            };
+            let secs = t.elapsed().as_secs_f64();
+            rows.push(BenchRow {
+                model: model.into(),
+                strategy: name.into(),
+                schedules: r.runs,
+                seconds: secs,
+                schedules_per_sec: r.runs as f64 / secs,
+                exhausted: r.exhausted,
+            });
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "event_queue_events_per_sec": events_per_sec, "toys": rows })
+        );
+    } else {
+        println!("event queue: {:.1} M events/s", events_per_sec / 1e6);
+        println!("| model | strategy | schedules | seconds | schedules/s |");
+        println!("|---|---|---|---|---|");
+        for r in &rows {
+            println!(
+                "| {} | {} | {}{} | {:.3} | {:.0}k |",
+                r.model,
+                r.strategy,
+                r.schedules,
+                if r.exhausted { " (exhausted)" } else { "" },
+                r.seconds,
+                r.schedules_per_sec / 1e3
+            );
+        }
+        println!(
+            "shuttle and loom on the same models, in the same process: \
+             cargo bench -p sim-core --bench engine"
+        );
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,151 @@
+//! A parsed trace as a model for the executor: one task per trace thread, running its
+//! statements in program order.
+//!
+//! What runs today: the scheduling statements (`sleep`, `yield`) with their expectations.
+//! Everything that needs the machine model, the memory-management layer or the file system is
+//! listed by [`unsupported`] before anything runs, so that `run` says plainly what it cannot
+//! execute yet instead of pretending.
+
+use sim_core::platform::{Assertion, Platform, Spawner};
+use sim_core::sim::{Model, Sim};
+use sim_core::trace::{Expect, Op, Statement, Trace};
+use std::sync::Arc;
+
+/// A statement or header item the current build cannot execute, with its position and why.
+pub struct Unsupported {
+    pub line: u32,
+    pub col: u32,
+    pub what: String,
+    pub why: &'static str,
+}
+
+fn why(op: &Op) -> Option<&'static str> {
+    Some(match op {
+        Op::Sleep { .. } | Op::Yield => return None,
+        Op::Create { .. }
+        | Op::Write { .. }
+        | Op::Read { .. }
+        | Op::Stat { .. }
+        | Op::Truncate { .. }
+        | Op::Fallocate { .. }
+        | Op::Fsync { .. }
+        | Op::Fdatasync { .. }
+        | Op::Unlink { .. }
+        | Op::Reflink { .. }
+        | Op::DioRead { .. } => "file operations need daxfs (sim-fs), which is not built yet",
+        Op::Mmap { .. } | Op::Munmap { .. } | Op::Madvise { .. } | Op::Msync { .. } => {
+            "mappings need the memory-management layer and the DAX core, which are not built yet"
+        }
+        Op::Load { .. } | Op::Store { .. } | Op::Ntstore { .. } | Op::Fault { .. } => {
+            "memory accesses need the machine model and the DAX fault path, which are not built yet"
+        }
+        Op::Clwb { .. } | Op::Clflushopt { .. } | Op::Clflush { .. } | Op::Sfence | Op::Mfence => {
+            "flushes and fences need the cache model, which is not wired to traces yet"
+        }
+        Op::Pin { .. } | Op::Unpin { .. } => "pins need GUP (sim-mm), which is not built yet",
+        Op::Poison { .. } => "poison needs the media model and memory_failure, not built yet",
+    })
+}
+
+/// Everything in `trace` the current build cannot execute.
+pub fn unsupported(trace: &Trace) -> Vec<Unsupported> {
+    let mut out = Vec::new();
+    for f in &trace.header.files {
+        out.push(Unsupported {
+            line: f.pos.line,
+            col: f.pos.col,
+            what: format!("file {}", f.path),
+            why: "files need daxfs (sim-fs), which is not built yet",
+        });
+    }
+    for b in &trace.header.bugs {
+        out.push(Unsupported {
+            line: b.pos.line,
+            col: b.pos.col,
+            what: format!("bug {}", b.name),
+            why: "this bug mode is not implemented yet (`pmsim bugs` lists them)",
+        });
+    }
+    for s in &trace.statements {
+        if let Some(why) = why(&s.op) {
+            out.push(Unsupported {
+                line: s.pos.line,
+                col: s.pos.col,
+                what: format!("{} {}", s.thread, s.op.keyword()),
+                why,
+            });
+        }
+    }
+    if let Some(ac) = &trace.after_crash {
+        out.push(Unsupported {
+            line: ac.pos.line,
+            col: ac.pos.col,
+            what: "after-crash".into(),
+            why: "crash images and remount are not built yet",
+        });
+    }
+    out.sort_by_key(|u| (u.line, u.col));
+    out
+}
+
+/// The trace as a model. Build it only for a trace with nothing [`unsupported`].
+pub struct TraceModel {
+    trace: Arc<Trace>,
+    threads: Vec<String>,
+}
+
+impl TraceModel {
+    pub fn new(trace: Trace) -> Self {
+        let mut threads: Vec<String> = Vec::new();
+        for s in &trace.statements {
+            if !threads.contains(&s.thread) {
+                threads.push(s.thread.clone());
+            }
+        }
+        TraceModel {
+            trace: Arc::new(trace),
+            threads,
+        }
+    }
+}
+
+async fn execute<P: Platform>(p: &P, s: &Statement) {
+    p.set_line(s.pos.line);
+    match &s.op {
+        Op::Sleep { ns } => p.sleep_ns(*ns).await,
+        Op::Yield => p.yield_point("trace:yield").await,
+        other => {
+            // `unsupported` rejected the trace before it ran.
+            unreachable!("{} reached the executor", other.keyword())
+        }
+    }
+    // Scheduling statements always succeed: only `ok` and `any` can be met.
+    if let Some(e) = &s.expect
+        && !matches!(e.expect, Expect::Ok | Expect::Any)
+    {
+        p.report(Assertion {
+            fatal: true,
+            name: "trace-expectation".into(),
+            message: format!(
+                "line {}: `{}` expected {}, but the operation succeeded",
+                s.pos.line, s, e.expect
+            ),
+        })
+        .await;
+    }
+}
+
+impl Model for TraceModel {
+    fn setup(&self, sim: &mut Sim) {
+        let p = sim.platform();
+        for name in &self.threads {
+            let trace = self.trace.clone();
+            let name2 = name.clone();
+            sim.spawn(name, move || async move {
+                for s in trace.statements.iter().filter(|s| s.thread == name2) {
+                    execute(&p, s).await;
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! End-to-end tests of the `pmsim` command line over the shipped traces and the toy models.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn pmsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pmsim"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("pmsim runs")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited normally")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn traces(dir: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root().join("traces").join(dir))
+        .expect("traces dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "trace"))
+        .map(|p| p.strip_prefix(root()).unwrap_or(&p).display().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn check_trace_accepts_the_format_examples_and_rejects_malformed_ones_with_positions() {
+    let good = traces("format");
+    assert!(good.len() >= 10);
+    let args: Vec<&str> = ["check-trace"]
+        .into_iter()
+        .chain(good.iter().map(String::as_str))
+        .collect();
+    let o = pmsim(&args);
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+    for bad in traces("malformed") {
+        let first = std::fs::read_to_string(root().join(&bad)).unwrap_or_default();
+        let want = first
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect-error: "))
+            .and_then(|l| l.split_whitespace().next())
+            .map(|pos| format!("{bad}:{pos}:"));
+        let o = pmsim(&["check-trace", &bad]);
+        assert_eq!(code(&o), 2, "{bad} must be rejected");
+        let (_, err) = text(&o);
+        if let Some(want) = want {
+            assert!(err.contains(&want), "{bad}: expected {want} in {err}");
+        }
+    }
+}
+
+#[test]
+fn run_executes_a_scheduling_trace_and_refuses_what_it_cannot_run() {
+    let o = pmsim(&["run", "traces/format/time.trace"]);
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+    assert!(text(&o).0.contains("no violation"));
+
+    let o = pmsim(&["run", "traces/format/pmd_missed_wakeup.trace"]);
+    assert_eq!(code(&o), 2);
+    let (out, err) = text(&o);
+    assert!(out.is_empty(), "nothing ran: {out}");
+    for line in [
+        "3:5: `bug pmd-missed-wakeup`",
+        "7:1: `t1 store`",
+        "8:1: `t2 load`",
+    ] {
+        assert!(
+            err.contains(&format!("pmd_missed_wakeup.trace:{line}")),
+            "{line} in {err}"
+        );
+    }
+}
+
+#[test]
+fn the_replay_command_of_a_failure_reproduces_it() {
+    for args in [
+        vec![
+            "explore",
+            "--toy",
+            "abba",
+            "--strategy",
+            "dfs",
+            "--preemption-bound",
+            "2",
+        ],
+        vec![
+            "explore",
+            "--toy",
+            "abba",
+            "--strategy",
+            "pct",
+            "--depth",
+            "3",
+            "--seed",
+            "9",
+        ],
+        vec!["explore", "--toy", "lost-wakeup", "--strategy", "random"],
+    ] {
+        let o = pmsim(&args);
+        assert_eq!(code(&o), 1, "{:?}", text(&o));
+        let (out, _) = text(&o);
+        let replay = out
+            .lines()
+            .find_map(|l| l.strip_prefix("replay:   pmsim "))
+            .expect("a replay line");
+        let schedule = replay.split('\'').nth(1).expect("quoted schedule");
+        let toy = args[2];
+        let again = pmsim(&["replay", "--toy", toy, "--schedule", schedule]);
+        assert_eq!(code(&again), 1);
+        // The violation: the report from its kind line to the schedule line.
+        let violation = |s: &str| -> Vec<String> {
+            s.lines()
+                .skip_while(|l| !l.starts_with("VIOLATION"))
+                .skip(1)
+                .take_while(|l| !l.starts_with("schedule:"))
+                .map(str::to_string)
+                .collect()
+        };
+        assert!(!violation(&out).is_empty());
+        assert_eq!(violation(&text(&again).0), violation(&out));
+    }
+}
+
+#[test]
+fn json_summary_and_event_log() {
+    let dir = std::env::temp_dir().join(format!("pmsim-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ev = dir.join("abba.events");
+    let ev_s = ev.display().to_string();
+    let o = pmsim(&[
+        "explore",
+        "--toy",
+        "abba",
+        "--strategy",
+        "dfs",
+        "--json",
+        "--events",
+        &ev_s,
+    ]);
+    assert_eq!(code(&o), 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    assert_eq!(v["result"], "violation");
+    assert_eq!(v["failure"]["kind"], "deadlock");
+    assert_eq!(v["failure"]["cycle"], serde_json::json!([0, 1]));
+    let bytes = std::fs::read(&ev).expect("event log written");
+    let log = sim_core::events::EventLog::from_bincode(&bytes).expect("bincode event log");
+    assert_eq!(
+        format!("{:016x}", log.hash),
+        v["failure"]["hash"].as_str().unwrap()
+    );
+    assert_eq!(log.tasks, vec!["t1", "t2"]);
+    assert!(!log.events.is_empty());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn check_determinism_exit_codes() {
+    let o = pmsim(&[
+        "run",
+        "--toy",
+        "lw3x4",
+        "--strategy",
+        "random",
+        "--check-determinism",
+    ]);
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+    let o = pmsim(&["run", "--toy", "nondeterministic", "--check-determinism"]);
+    assert_eq!(code(&o), 3, "{:?}", text(&o));
+    assert!(text(&o).0.contains("first diverging event: #0"));
+}
+
+#[test]
+fn usage_errors_exit_2_without_output() {
+    for args in [
+        vec!["run"],
+        vec!["run", "--toy", "nope"],
+        vec!["run", "--toy", "abba", "--bug", "pmd-missed-wakeup"],
+        vec!["explore", "--toy", "abba", "--strategy", "bogus"],
+        vec!["replay", "--toy", "abba"],
+        vec!["replay", "--toy", "abba", "--schedule", "1:0:zz(9x)"],
+        vec!["explore", "--toy", "abba", "--preemption-bound", "2"],
+        vec!["run", "no/such/file.trace"],
+        vec!["run", "--toy", "abba", "--events", "/no/such/dir/x"],
+        vec!["bench"],
+    ] {
+        let o = pmsim(&args);
+        assert_eq!(code(&o), 2, "{args:?}: {:?}", text(&o));
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+    assert!(!Path::new("/no/such/dir/x").exists());
+}
