@@ -1,0 +1,676 @@
+//! Consistency of struct pages, page tables and xarrays.
+//!
+//! [`check`] is a pure function over an [`MmSnapshot`] and returns structured [`Violation`]s
+//! (it never reports through the Platform, so the executor can call it between any two steps).
+//! [`snapshot`] builds the snapshot by taking every lock in turn: use it at the end of a run or
+//! from a single task while nothing else runs. Checking at an arbitrary step of a running
+//! simulation needs a way to read guarded data without taking the locks (see the crate notes).
+//!
+//! Some invariants only hold when no operation is half done (a zap drops mapcounts under the
+//! page-table lock but references only after the TLB flush; an entry is locked while a fault
+//! runs): those are checked only with `quiescent`.
+
+use crate::MappingId;
+use crate::dax_entry::{
+    DAX_LOCKED, PAGE_SHIFT, dax_entry_nr_pfns, dax_flags, dax_is_empty_entry, dax_is_zero_entry,
+    dax_to_pfn,
+};
+use crate::mm::VmaBounds;
+use crate::page::{MemMapSnapshot, Pfn};
+use crate::pgtable::{Leaf, is_huge_zero_pfn, is_zero_pfn};
+use crate::world::MmWorld;
+use crate::xarray::XArray;
+use crate::{MmId, dax_entry::PG_PMD_NR};
+use serde::{Deserialize, Serialize};
+use sim_core::Platform;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// One process's view: its VMAs (with the file each maps) and every present leaf.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MmView {
+    pub id: MmId,
+    pub vmas: Vec<(VmaBounds, MappingId)>,
+    pub leaves: Vec<Leaf>,
+}
+
+/// One address space's xarray.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MappingView {
+    pub id: MappingId,
+    pub xa: XArray,
+}
+
+/// Everything the checker looks at.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MmSnapshot {
+    pub memmap: MemMapSnapshot,
+    pub mms: Vec<MmView>,
+    pub mappings: Vec<MappingView>,
+    /// Ids of address spaces whose inode was evicted.
+    pub freed_mappings: Vec<MappingId>,
+}
+
+/// A broken invariant.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Violation {
+    LeafOutsideVma {
+        mm: MmId,
+        addr: u64,
+    },
+    WritableInReadOnlyVma {
+        mm: MmId,
+        addr: u64,
+    },
+    PrivateWritablePmem {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+    },
+    SpecialNotZeroPage {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+    },
+    WritableZeroPage {
+        mm: MmId,
+        addr: u64,
+    },
+    AnonInSharedVma {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+    },
+    MisalignedHugeLeaf {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+    },
+    MappedWithoutMapcount {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+    },
+    WrongAssociation {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+        expected: (u32, u64),
+        found: (u32, u64),
+    },
+    MappedAfterFree {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+    },
+    MapcountMismatch {
+        pfn: Pfn,
+        mapcount: u32,
+        mapped: u32,
+    },
+    RefcountMismatch {
+        pfn: Pfn,
+        refcount: u32,
+        mapcount: u32,
+        pincount: u32,
+    },
+    PinsExceedRefs {
+        pfn: Pfn,
+        refcount: u32,
+        pincount: u32,
+    },
+    ShareWithMapping {
+        pfn: Pfn,
+        mapping: u32,
+        share: u32,
+    },
+    PageOfFreedMapping {
+        pfn: Pfn,
+        mapping: u32,
+    },
+    BusyAfterFree {
+        pfn: Pfn,
+        refcount: u32,
+        pincount: u32,
+    },
+    NrpagesMismatch {
+        mapping: MappingId,
+        nrpages: u64,
+        entries: u64,
+    },
+    EntryLockedAtRest {
+        mapping: MappingId,
+        index: u64,
+    },
+    EntryPageNotAssociated {
+        mapping: MappingId,
+        index: u64,
+        pfn: Pfn,
+    },
+    AssociatedPageNotInXarray {
+        pfn: Pfn,
+        mapping: u32,
+        index: u64,
+    },
+}
+
+impl Violation {
+    /// A short machine-readable name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Violation::LeafOutsideVma { .. } => "leaf-outside-vma",
+            Violation::WritableInReadOnlyVma { .. } => "writable-in-read-only-vma",
+            Violation::PrivateWritablePmem { .. } => "private-writable-pmem",
+            Violation::SpecialNotZeroPage { .. } => "special-not-zero-page",
+            Violation::WritableZeroPage { .. } => "writable-zero-page",
+            Violation::AnonInSharedVma { .. } => "anon-in-shared-vma",
+            Violation::MisalignedHugeLeaf { .. } => "misaligned-huge-leaf",
+            Violation::MappedWithoutMapcount { .. } => "mapped-without-mapcount",
+            Violation::WrongAssociation { .. } => "wrong-association",
+            Violation::MappedAfterFree { .. } => "mapped-after-free",
+            Violation::MapcountMismatch { .. } => "mapcount-mismatch",
+            Violation::RefcountMismatch { .. } => "refcount-mismatch",
+            Violation::PinsExceedRefs { .. } => "pins-exceed-refs",
+            Violation::ShareWithMapping { .. } => "share-with-mapping",
+            Violation::PageOfFreedMapping { .. } => "page-of-freed-mapping",
+            Violation::BusyAfterFree { .. } => "busy-after-free",
+            Violation::NrpagesMismatch { .. } => "nrpages-mismatch",
+            Violation::EntryLockedAtRest { .. } => "entry-locked-at-rest",
+            Violation::EntryPageNotAssociated { .. } => "entry-page-not-associated",
+            Violation::AssociatedPageNotInXarray { .. } => "associated-page-not-in-xarray",
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {self:?}", self.name())
+    }
+}
+
+/// Check every invariant of `s`. `quiescent`: no operation is in progress.
+pub fn check(s: &MmSnapshot, quiescent: bool) -> Vec<Violation> {
+    let mut out = vec![];
+    let mut mapped: BTreeMap<Pfn, u32> = BTreeMap::new();
+    for mm in &s.mms {
+        check_mm(s, mm, &mut mapped, &mut out);
+    }
+    check_pages(s, &mapped, quiescent, &mut out);
+    for m in &s.mappings {
+        check_mapping(s, m, quiescent, &mut out);
+    }
+    out
+}
+
+fn check_mm(
+    s: &MmSnapshot,
+    mm: &MmView,
+    mapped: &mut BTreeMap<Pfn, u32>,
+    out: &mut Vec<Violation>,
+) {
+    let id = mm.id;
+    for leaf in &mm.leaves {
+        let addr = leaf.addr();
+        let pfn = leaf.pfn();
+        let nr = leaf.size() >> PAGE_SHIFT;
+        // Every present leaf lies inside one VMA of its mm (munmap zaps before it unlinks).
+        let Some((vma, file)) = mm
+            .vmas
+            .iter()
+            .find(|(b, _)| b.vm_start <= addr && addr + leaf.size() <= b.vm_end)
+        else {
+            out.push(Violation::LeafOutsideVma { mm: id, addr });
+            continue;
+        };
+        // A writable leaf needs a writable VMA (ef947b2: nothing writes through a read-only map).
+        if leaf.write() && !vma.writable() {
+            out.push(Violation::WritableInReadOnlyVma { mm: id, addr });
+        }
+        if leaf.special() {
+            // Special leaves are the zero pages, and they are never writable.
+            if !(is_zero_pfn(pfn) || is_huge_zero_pfn(pfn)) {
+                out.push(Violation::SpecialNotZeroPage { mm: id, addr, pfn });
+            } else if leaf.write() {
+                out.push(Violation::WritableZeroPage { mm: id, addr });
+            }
+            continue;
+        }
+        if s.memmap.get(pfn).is_none() {
+            // A leaf outside the pmem memmap is an anonymous CoW copy: private VMAs only.
+            if vma.shared() {
+                out.push(Violation::AnonInSharedVma { mm: id, addr, pfn });
+            }
+            continue;
+        }
+        // A private VMA maps pmem read-only: writes go to a CoW copy.
+        if leaf.write() && !vma.shared() {
+            out.push(Violation::PrivateWritablePmem { mm: id, addr, pfn });
+        }
+        // A huge leaf maps a 2 MiB-aligned folio.
+        if nr > 1 && pfn % PG_PMD_NR != 0 {
+            out.push(Violation::MisalignedHugeLeaf { mm: id, addr, pfn });
+        }
+        for i in 0..nr {
+            let f = pfn + i;
+            let Some(pg) = s.memmap.get(f) else { continue };
+            *mapped.entry(f).or_default() += 1;
+            let a = addr + (i << PAGE_SHIFT);
+            // A mapped page counts its mappings.
+            if pg.mapcount == 0 {
+                out.push(Violation::MappedWithoutMapcount {
+                    mm: id,
+                    addr: a,
+                    pfn: f,
+                });
+            }
+            // A mapped page belongs to the mapped file at the mapped offset, or is shared
+            // (reflink: mapping NULL, share count > 0).
+            let expected = (file.0, vma.linear_page_index(a));
+            let shared = pg.mapping == 0 && pg.share > 0;
+            if !shared && (pg.mapping, pg.index) != expected {
+                out.push(Violation::WrongAssociation {
+                    mm: id,
+                    addr: a,
+                    pfn: f,
+                    expected,
+                    found: (pg.mapping, pg.index),
+                });
+            }
+            // No page is mapped once its block went back to the allocator.
+            if pg.block_free() {
+                out.push(Violation::MappedAfterFree {
+                    mm: id,
+                    addr: a,
+                    pfn: f,
+                });
+            }
+        }
+    }
+}
+
+fn check_pages(
+    s: &MmSnapshot,
+    mapped: &BTreeMap<Pfn, u32>,
+    quiescent: bool,
+    out: &mut Vec<Violation>,
+) {
+    for (i, pg) in s.memmap.pages.iter().enumerate() {
+        let pfn = s.memmap.base_pfn + i as u64;
+        let n = mapped.get(&pfn).copied().unwrap_or(0);
+        // mapcount equals the number of present leaves mapping the page.
+        if pg.mapcount != n {
+            out.push(Violation::MapcountMismatch {
+                pfn,
+                mapcount: pg.mapcount,
+                mapped: n,
+            });
+        }
+        // Pins are references.
+        if pg.pincount > pg.refcount {
+            out.push(Violation::PinsExceedRefs {
+                pfn,
+                refcount: pg.refcount,
+                pincount: pg.pincount,
+            });
+        } else if quiescent && pg.refcount != pg.mapcount + pg.pincount {
+            // At rest, the references are exactly the mappings plus the pins.
+            out.push(Violation::RefcountMismatch {
+                pfn,
+                refcount: pg.refcount,
+                mapcount: pg.mapcount,
+                pincount: pg.pincount,
+            });
+        }
+        // A shared (reflinked) page has no single owner.
+        if pg.share > 0 && pg.mapping != 0 {
+            out.push(Violation::ShareWithMapping {
+                pfn,
+                mapping: pg.mapping,
+                share: pg.share,
+            });
+        }
+        // page->mapping never points to an evicted inode.
+        if pg.mapping != 0 && s.freed_mappings.contains(&MappingId(pg.mapping)) {
+            out.push(Violation::PageOfFreedMapping {
+                pfn,
+                mapping: pg.mapping,
+            });
+        }
+        // A free block holds no references (pins included).
+        if pg.block_free() && (pg.refcount != 0 || pg.pincount != 0) {
+            out.push(Violation::BusyAfterFree {
+                pfn,
+                refcount: pg.refcount,
+                pincount: pg.pincount,
+            });
+        }
+        if quiescent && pg.mapping != 0 && !s.freed_mappings.contains(&MappingId(pg.mapping)) {
+            // An associated page is covered by a block entry of its mapping at its index.
+            let covered = s
+                .mappings
+                .iter()
+                .find(|m| m.id.0 == pg.mapping)
+                .is_some_and(|m| {
+                    m.xa.lookup(pg.index).is_some_and(|it| {
+                        let e = it.entry;
+                        e.is_value() && {
+                            let first = dax_to_pfn(e);
+                            (first..first + dax_entry_nr_pfns(e)).contains(&pfn)
+                        }
+                    })
+                });
+            if !covered {
+                out.push(Violation::AssociatedPageNotInXarray {
+                    pfn,
+                    mapping: pg.mapping,
+                    index: pg.index,
+                });
+            }
+        }
+    }
+}
+
+fn check_mapping(s: &MmSnapshot, m: &MappingView, quiescent: bool, out: &mut Vec<Violation>) {
+    // nrpages counts the indices covered by entries (1 << order each).
+    let entries = m.xa.nr_indices();
+    if m.xa.nrpages != entries {
+        out.push(Violation::NrpagesMismatch {
+            mapping: m.id,
+            nrpages: m.xa.nrpages,
+            entries,
+        });
+    }
+    if !quiescent {
+        return;
+    }
+    for it in m.xa.all_items() {
+        let e = it.entry;
+        if !e.is_value() {
+            continue;
+        }
+        // No DAX entry stays locked once every operation has finished.
+        if dax_flags(e) & DAX_LOCKED != 0 {
+            out.push(Violation::EntryLockedAtRest {
+                mapping: m.id,
+                index: it.index,
+            });
+        }
+        if dax_is_zero_entry(e) || dax_is_empty_entry(e) {
+            continue;
+        }
+        // Every page of a block-backed entry is associated with the mapping at its own index
+        // (1571c029a2ff: a PTE fault on a PMD entry left 511 pages without one), or shared.
+        let first = dax_to_pfn(e);
+        for i in 0..dax_entry_nr_pfns(e) {
+            let pfn = first + i;
+            let Some(pg) = s.memmap.get(pfn) else {
+                continue;
+            };
+            let ok = (pg.mapping == m.id.0 && pg.index == it.index + i)
+                || (pg.mapping == 0 && pg.share > 0);
+            if !ok {
+                out.push(Violation::EntryPageNotAssociated {
+                    mapping: m.id,
+                    index: it.index + i,
+                    pfn,
+                });
+            }
+        }
+    }
+}
+
+/// Build a snapshot by taking each lock in turn (a quiescent state: nothing else may run).
+pub async fn snapshot<P: Platform>(p: &P, world: &MmWorld<P>) -> MmSnapshot {
+    let memmap = world.memmap.snapshot(p).await;
+    let t = world.mappings.lock(p).await;
+    let live: Vec<_> = t.live().cloned().collect();
+    t.unlock().await;
+    let mut mappings = vec![];
+    let mut live_ids = vec![];
+    for m in &live {
+        live_ids.push(m.id);
+        let xa = m.i_pages.lock(p).await;
+        mappings.push(MappingView {
+            id: m.id,
+            xa: xa.clone(),
+        });
+        xa.unlock().await;
+    }
+    let t = world.mappings.lock(p).await;
+    let freed_mappings = t.freed_ids();
+    t.unlock().await;
+    let tl = world.tasks.lock(p).await;
+    let mm_list: Vec<_> = tl.procs.values().map(|pr| pr.mm.clone()).collect();
+    tl.unlock().await;
+    let mut mms = vec![];
+    for mm in mm_list {
+        let v = mm.mmap_lock.read(p).await;
+        let vmas = v.iter().map(|v| (v.b, v.vm_file.id)).collect();
+        v.unlock().await;
+        let pt = mm.page_table.lock(p).await;
+        let leaves = pt.all_leaves();
+        pt.unlock().await;
+        mms.push(MmView {
+            id: mm.id,
+            vmas,
+            leaves,
+        });
+    }
+    MmSnapshot {
+        memmap,
+        mms,
+        mappings,
+        freed_mappings,
+    }
+}
+
+/// [`snapshot`] then [`check`].
+pub async fn check_world<P: Platform>(
+    p: &P,
+    world: &MmWorld<P>,
+    quiescent: bool,
+) -> Vec<Violation> {
+    check(&snapshot(p, world).await, quiescent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dax_entry::{DAX_PMD, PMD_SIZE, dax_make_entry};
+    use crate::mm::{VM_READ, VM_SHARED, VM_WRITE};
+    use crate::page::{PG_BLOCK_FREE, Page};
+    use crate::pgtable::{_PAGE_RW, _PAGE_SPECIAL, Pmd, Pte, ZERO_PFN};
+
+    const B: Pfn = 0x10_0000;
+    const VA: u64 = 0x7f00_0000_0000;
+
+    /// A consistent state: one file with a PTE entry (index 0) and a PMD entry (index 512), both
+    /// mapped by one process, one page of the PMD pinned.
+    fn good() -> MmSnapshot {
+        let mut pages = vec![Page::default(); 1024];
+        let mut set = |pfn: Pfn, index: u64| {
+            let pg = &mut pages[(pfn - B) as usize];
+            *pg = Page {
+                refcount: 1,
+                mapcount: 1,
+                mapping: 1,
+                index,
+                ..Page::default()
+            };
+        };
+        set(B + 1, 0);
+        for i in 0..512 {
+            set(B + 512 + i, 512 + i);
+        }
+        pages[600].refcount = 2;
+        pages[600].pincount = 1;
+        let mut xa = XArray::new();
+        xa.xa_store(0, dax_make_entry(B + 1, 0));
+        xa.xa_store_order(512, 9, dax_make_entry(B + 512, DAX_PMD));
+        xa.nrpages = 513;
+        MmSnapshot {
+            memmap: MemMapSnapshot { base_pfn: B, pages },
+            mms: vec![MmView {
+                id: MmId(1),
+                vmas: vec![(
+                    VmaBounds {
+                        vm_start: VA,
+                        vm_end: VA + 2 * PMD_SIZE,
+                        vm_pgoff: 0,
+                        vm_flags: VM_READ | VM_WRITE | VM_SHARED,
+                    },
+                    MappingId(1),
+                )],
+                leaves: vec![
+                    Leaf::Pte {
+                        addr: VA,
+                        pte: Pte::mk(B + 1, _PAGE_RW),
+                    },
+                    Leaf::Pmd {
+                        addr: VA + PMD_SIZE,
+                        pmd: Pmd::mk_huge(B + 512, 0),
+                    },
+                ],
+            }],
+            mappings: vec![MappingView {
+                id: MappingId(1),
+                xa,
+            }],
+            freed_mappings: vec![],
+        }
+    }
+
+    fn names(s: &MmSnapshot, quiescent: bool) -> Vec<&'static str> {
+        check(s, quiescent).iter().map(|v| v.name()).collect()
+    }
+
+    /// Break `good()` with `f` and expect `name` among the violations.
+    fn broken(name: &str, f: impl FnOnce(&mut MmSnapshot)) {
+        let mut s = good();
+        f(&mut s);
+        let n = names(&s, true);
+        assert!(n.contains(&name), "expected {name}, got {n:?}");
+    }
+
+    fn page(s: &mut MmSnapshot, pfn: Pfn) -> &mut Page {
+        &mut s.memmap.pages[(pfn - B) as usize]
+    }
+
+    fn add_leaf(s: &mut MmSnapshot, l: Leaf) {
+        s.mms[0].leaves.push(l);
+    }
+
+    #[test]
+    fn a_consistent_state_passes() {
+        assert_eq!(check(&good(), true), vec![]);
+    }
+
+    #[test]
+    fn each_page_table_invariant_fails_on_a_broken_state() {
+        broken("leaf-outside-vma", |s| {
+            add_leaf(
+                s,
+                Leaf::Pte {
+                    addr: VA - 0x1000,
+                    pte: Pte::mk(ZERO_PFN, _PAGE_SPECIAL),
+                },
+            )
+        });
+        broken("writable-in-read-only-vma", |s| {
+            s.mms[0].vmas[0].0.vm_flags &= !VM_WRITE
+        });
+        broken("private-writable-pmem", |s| {
+            s.mms[0].vmas[0].0.vm_flags &= !VM_SHARED
+        });
+        broken("special-not-zero-page", |s| {
+            add_leaf(
+                s,
+                Leaf::Pte {
+                    addr: VA + 0x1000,
+                    pte: Pte::mk(5, _PAGE_SPECIAL),
+                },
+            )
+        });
+        broken("writable-zero-page", |s| {
+            let pte = Pte::mk(ZERO_PFN, _PAGE_SPECIAL | _PAGE_RW);
+            add_leaf(
+                s,
+                Leaf::Pte {
+                    addr: VA + 0x1000,
+                    pte,
+                },
+            )
+        });
+        broken("anon-in-shared-vma", |s| {
+            add_leaf(
+                s,
+                Leaf::Pte {
+                    addr: VA + 0x1000,
+                    pte: Pte::mk(0x5000, _PAGE_RW),
+                },
+            )
+        });
+        broken("misaligned-huge-leaf", |s| {
+            s.mms[0].leaves[1] = Leaf::Pmd {
+                addr: VA + PMD_SIZE,
+                pmd: Pmd::mk_huge(B + 513, 0),
+            }
+        });
+        broken("mapped-without-mapcount", |s| page(s, B + 1).mapcount = 0);
+        broken("wrong-association", |s| page(s, B + 1).index = 7);
+        broken("mapped-after-free", |s| {
+            page(s, B + 1).flags |= PG_BLOCK_FREE
+        });
+    }
+
+    #[test]
+    fn each_page_invariant_fails_on_a_broken_state() {
+        broken("mapcount-mismatch", |s| page(s, B + 1).mapcount = 2);
+        broken("refcount-mismatch", |s| page(s, B + 1).refcount = 3);
+        broken("pins-exceed-refs", |s| page(s, B + 2).pincount = 1);
+        broken("share-with-mapping", |s| page(s, B + 1).share = 1);
+        broken("page-of-freed-mapping", |s| {
+            s.freed_mappings.push(MappingId(1))
+        });
+        broken("busy-after-free", |s| {
+            let pg = page(s, B + 3);
+            pg.flags |= PG_BLOCK_FREE;
+            pg.refcount = 1;
+            pg.pincount = 1;
+        });
+        broken("associated-page-not-in-xarray", |s| {
+            let pg = page(s, B + 6);
+            pg.mapping = 1;
+            pg.index = 3000;
+        });
+    }
+
+    #[test]
+    fn each_xarray_invariant_fails_on_a_broken_state() {
+        broken("nrpages-mismatch", |s| s.mappings[0].xa.nrpages = 1);
+        broken("entry-locked-at-rest", |s| {
+            s.mappings[0]
+                .xa
+                .xa_store(0, dax_make_entry(B + 1, DAX_LOCKED));
+        });
+        broken("entry-page-not-associated", |s| {
+            let xa = &mut s.mappings[0].xa;
+            xa.xa_store(2000, dax_make_entry(B + 5, 0));
+            xa.nrpages += 1;
+        });
+    }
+
+    #[test]
+    fn transient_states_pass_unless_quiescent() {
+        let mut s = good();
+        // A zap dropped the mapping but not yet the reference; a fault holds an entry lock.
+        s.mms[0].leaves.remove(0);
+        page(&mut s, B + 1).mapcount = 0;
+        s.mappings[0]
+            .xa
+            .xa_store(0, dax_make_entry(B + 1, DAX_LOCKED));
+        assert_eq!(names(&s, false), Vec::<&str>::new());
+        let q = names(&s, true);
+        assert!(q.contains(&"refcount-mismatch") && q.contains(&"entry-locked-at-rest"));
+    }
+}

@@ -1,0 +1,434 @@
+//! `struct page` for every pfn of the simulated pmem (one `dev_pagemap`), and the page lock.
+//!
+//! **Model of the kernel's atomics.** The fields that race in Linux (`_refcount`, `_mapcount`,
+//! `_pincount`, `flags`, and `mapping`/`index`/`share`, which fs/dax.c writes under the DAX entry
+//! lock and memory failure reads under RCU) live in sections of 512 pages (2 MiB, one PMD folio),
+//! each behind a Platform spinlock. Every operation of [`MemMap`] takes the section lock, does its
+//! read-modify-write and releases it by dropping the guard, which is no scheduling point: one
+//! operation is one atomic step with its scheduling point *before* it, like an `atomic_*` or a
+//! `READ_ONCE`/`WRITE_ONCE` under sequential consistency. The section lock is never held across
+//! a scheduling point, so it never blocks anyone; two pages of one section are "the same object"
+//! for partial-order reduction (a little less reduction, never a missed interleaving).
+//!
+//! **Counting.** Folio-level counts are kept per 4 KiB page: a PMD mapping counts once on each of
+//! its 512 pages, a pin counts on the page it pins. As in Linux 6.15+ (Alistair Popple's refcount
+//! series), an idle DAX page has refcount 0, each mapping holds one reference (`folio_get` at map
+//! time, dropped after the TLB flush) and each FOLL_PIN pin holds one reference plus one pin
+//! (`_pincount`). At rest, `refcount == mapcount + pincount` (checked by `invariants.rs`).
+//! `mapcount` counts from 0 (the kernel stores it biased by -1).
+
+use crate::MappingId;
+use serde::{Deserialize, Serialize};
+use sim_core::platform::{WaitKey, bug_on, wake_key_eq};
+use sim_core::{Platform, SpinLock, WaitQueue, WakeMode};
+
+pub type Pfn = u64;
+
+/// `PG_locked`: the page lock bit (`lock_page`/`folio_lock`).
+pub const PG_LOCKED: u32 = 1 << 0;
+/// `PG_hwpoison`.
+pub const PG_HWPOISON: u32 = 1 << 1;
+/// Model-only: the file system's allocator holds this block as free. Set and cleared by the file
+/// system through [`MemMap::set_block_free`]; a free block must not be mapped, pinned or
+/// associated with a file.
+pub const PG_BLOCK_FREE: u32 = 1 << 2;
+
+/// Pages per memmap section (and per section lock).
+pub const PAGES_PER_SECTION: u64 = 512;
+/// Buckets of the hashed page wait table (`folio_wait_table`, `PAGE_WAIT_TABLE_BITS` = 8).
+pub const PAGE_WAIT_TABLE_SIZE: usize = 256;
+
+/// One `struct page` (32 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Default, Debug, Serialize, Deserialize)]
+#[repr(C)]
+pub struct Page {
+    /// `_refcount`.
+    pub refcount: u32,
+    /// `_mapcount + 1`: page-table entries mapping this page.
+    pub mapcount: u32,
+    /// `_pincount`: FOLL_PIN references among `refcount`.
+    pub pincount: u32,
+    /// `PG_*` bits.
+    pub flags: u32,
+    /// `page->mapping`: the owning address space (0 = NULL).
+    pub mapping: u32,
+    /// `folio->share`: owners of a reflinked (shared) page; `mapping` is NULL while non-zero.
+    /// (In 6.15 it aliases `index`; it is a field of its own here so that both stay visible.)
+    pub share: u32,
+    /// `page->index`: the page offset within `mapping`.
+    pub index: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<Page>() <= 64);
+
+impl Page {
+    pub fn mapping_id(&self) -> Option<MappingId> {
+        (self.mapping != 0).then_some(MappingId(self.mapping))
+    }
+    pub fn locked(&self) -> bool {
+        self.flags & PG_LOCKED != 0
+    }
+    pub fn hwpoison(&self) -> bool {
+        self.flags & PG_HWPOISON != 0
+    }
+    pub fn block_free(&self) -> bool {
+        self.flags & PG_BLOCK_FREE != 0
+    }
+    /// 6.15+ `dax_page_is_idle`-style busy test: references other than mappings.
+    pub fn extra_refs(&self) -> u32 {
+        self.refcount.saturating_sub(self.mapcount)
+    }
+}
+
+/// A copy of the whole memmap, taken when nothing runs (end of a run, single-task tests), for the
+/// invariant checker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemMapSnapshot {
+    pub base_pfn: Pfn,
+    pub pages: Vec<Page>,
+}
+
+impl MemMapSnapshot {
+    pub fn get(&self, pfn: Pfn) -> Option<&Page> {
+        pfn.checked_sub(self.base_pfn)
+            .and_then(|i| self.pages.get(i as usize))
+    }
+}
+
+/// The memmap of the pmem `dev_pagemap`: pfns `base_pfn .. base_pfn + nr_pages`.
+pub struct MemMap<P: Platform> {
+    base_pfn: Pfn,
+    nr_pages: u64,
+    sections: Vec<SpinLock<P, Box<[Page]>>>,
+    wait_table: Vec<WaitQueue<P>>,
+}
+
+impl<P: Platform> MemMap<P> {
+    /// `memremap_pages`: struct pages for `nr_pages` pfns from `base_pfn`, all idle.
+    pub fn new(p: &P, base_pfn: Pfn, nr_pages: u64) -> MemMap<P> {
+        let nsec = nr_pages.div_ceil(PAGES_PER_SECTION);
+        let sections = (0..nsec)
+            .map(|s| {
+                let n = (nr_pages - s * PAGES_PER_SECTION).min(PAGES_PER_SECTION) as usize;
+                SpinLock::new(
+                    p,
+                    "memmap_section",
+                    vec![Page::default(); n].into_boxed_slice(),
+                )
+            })
+            .collect();
+        let wait_table = (0..PAGE_WAIT_TABLE_SIZE)
+            .map(|_| WaitQueue::new(p, "folio_wait_table"))
+            .collect();
+        MemMap {
+            base_pfn,
+            nr_pages,
+            sections,
+            wait_table,
+        }
+    }
+
+    pub fn base_pfn(&self) -> Pfn {
+        self.base_pfn
+    }
+    pub fn nr_pages(&self) -> u64 {
+        self.nr_pages
+    }
+
+    /// Whether `pfn` has a struct page here (`pfn_valid` + `is_zone_device_page`).
+    pub fn pfn_valid(&self, pfn: Pfn) -> bool {
+        pfn >= self.base_pfn && pfn - self.base_pfn < self.nr_pages
+    }
+
+    fn locate(&self, pfn: Pfn) -> (usize, usize) {
+        let i = pfn - self.base_pfn;
+        (
+            (i / PAGES_PER_SECTION) as usize,
+            (i % PAGES_PER_SECTION) as usize,
+        )
+    }
+
+    /// One atomic step over the pages `pfn .. pfn + nr` (one step per section touched): `f` gets
+    /// each pfn and its page. Invalid pfns are skipped.
+    pub async fn update(&self, p: &P, pfn: Pfn, nr: u64, mut f: impl FnMut(Pfn, &mut Page)) {
+        let mut cur = pfn;
+        let end = pfn + nr;
+        while cur < end {
+            if !self.pfn_valid(cur) {
+                cur += 1;
+                continue;
+            }
+            let (s, i) = self.locate(cur);
+            let mut g = self.sections[s].lock(p).await;
+            let n = ((g.len() - i) as u64).min(end - cur) as usize;
+            for (k, page) in g[i..i + n].iter_mut().enumerate() {
+                f(cur + k as u64, page);
+            }
+            drop(g); // atomic: no scheduling point at release
+            cur += n as u64;
+        }
+    }
+
+    /// `READ_ONCE` of one struct page.
+    pub async fn page(&self, p: &P, pfn: Pfn) -> Page {
+        let mut out = Page::default();
+        self.update(p, pfn, 1, |_, pg| out = *pg).await;
+        out
+    }
+
+    /// `folio_add_file_rmap_pte/pmd` + `folio_get` at map time: mapcount and refcount +1 on each
+    /// of `nr` pages. The caller holds the page-table lock.
+    pub async fn page_add_file_rmap(&self, p: &P, pfn: Pfn, nr: u64) {
+        self.update(p, pfn, nr, |_, pg| {
+            pg.mapcount += 1;
+            pg.refcount += 1;
+        })
+        .await;
+    }
+
+    /// `folio_remove_rmap_pte/pmd`: mapcount -1 on each of `nr` pages (the reference is dropped
+    /// later, after the TLB flush, by [`MemMap::put_pages`]). The caller holds the page-table lock.
+    pub async fn page_remove_rmap(&self, p: &P, pfn: Pfn, nr: u64) {
+        let mut underflow = None;
+        self.update(p, pfn, nr, |f, pg| {
+            if pg.mapcount == 0 {
+                underflow.get_or_insert(f);
+            } else {
+                pg.mapcount -= 1;
+            }
+        })
+        .await;
+        bug_on(p, underflow.is_some(), "mapcount-underflow", || {
+            format!(
+                "page_remove_rmap: pfn {:#x} has mapcount 0",
+                underflow.unwrap_or(0)
+            )
+        })
+        .await;
+    }
+
+    /// `folio_put` on each of `nr` pages (`tlb_finish_mmu` freeing the zapped references). A
+    /// page whose last reference goes is idle again: `fsdax_pagefree` wakes its waiters.
+    pub async fn put_pages(&self, p: &P, pfn: Pfn, nr: u64) {
+        let mut underflow = None;
+        let mut idle = false;
+        self.update(p, pfn, nr, |f, pg| {
+            if pg.refcount == 0 {
+                underflow.get_or_insert(f);
+            } else {
+                pg.refcount -= 1;
+                idle |= pg.refcount == 0;
+            }
+        })
+        .await;
+        bug_on(p, underflow.is_some(), "refcount-underflow", || {
+            format!(
+                "folio_put: pfn {:#x} has refcount 0",
+                underflow.unwrap_or(0)
+            )
+        })
+        .await;
+        if idle {
+            self.wake_up_idle(p, pfn).await;
+        }
+    }
+
+    /// The key idle waiters sleep on: the 2 MiB folio the pfn belongs to (`wake_up_var` on the
+    /// folio), so that a pin on any subpage wakes a waiter on the whole folio.
+    fn idle_key(pfn: Pfn) -> WaitKey {
+        WaitKey(pfn & !(PAGES_PER_SECTION - 1), u64::MAX)
+    }
+
+    async fn wake_up_idle(&self, p: &P, pfn: Pfn) {
+        self.page_waitqueue(pfn & !(PAGES_PER_SECTION - 1))
+            .wake_up(p, Self::idle_key(pfn), WakeMode::All)
+            .await;
+    }
+
+    /// Whether every page of `pfn .. pfn + nr` has refcount 0 (`dax_page_is_idle`, 6.15+).
+    pub async fn pages_idle(&self, p: &P, pfn: Pfn, nr: u64) -> bool {
+        let mut idle = true;
+        self.update(p, pfn, nr, |_, pg| idle &= pg.refcount == 0)
+            .await;
+        idle
+    }
+
+    /// `dax_wait_page_idle`: sleep until every page of the range has refcount 0 (the file system
+    /// calls it with its locks dropped; pins go away when their holders unpin).
+    pub async fn wait_pages_idle(&self, p: &P, pfn: Pfn, nr: u64) {
+        let wq = self.page_waitqueue(pfn & !(PAGES_PER_SECTION - 1));
+        loop {
+            let w = wq
+                .prepare_to_wait(p, Self::idle_key(pfn), false, wake_key_eq)
+                .await;
+            // Test after queueing: a put between the test and the sleep cannot be missed.
+            let idle = self.pages_idle(p, pfn, nr).await;
+            if !idle {
+                wq.schedule(p, w).await;
+            }
+            wq.finish_wait(p, w).await;
+            if idle {
+                return;
+            }
+        }
+    }
+
+    /// `try_grab_folio(FOLL_PIN)`: refcount +1 and pincount +1. With `fast` (GUP-fast's
+    /// `folio_try_get`), fails when the refcount is 0 (the page is being freed).
+    pub async fn try_grab_page(&self, p: &P, pfn: Pfn, fast: bool) -> bool {
+        let mut ok = false;
+        self.update(p, pfn, 1, |_, pg| {
+            if fast && pg.refcount == 0 {
+                return;
+            }
+            pg.refcount += 1;
+            pg.pincount += 1;
+            ok = true;
+        })
+        .await;
+        ok
+    }
+
+    /// `unpin_user_page` / `gup_put_folio(FOLL_PIN)`: pincount -1 and refcount -1.
+    pub async fn unpin_page(&self, p: &P, pfn: Pfn) {
+        let mut bad = false;
+        let mut idle = false;
+        self.update(p, pfn, 1, |_, pg| {
+            if pg.pincount == 0 || pg.refcount == 0 {
+                bad = true;
+            } else {
+                pg.pincount -= 1;
+                pg.refcount -= 1;
+                idle = pg.refcount == 0;
+            }
+        })
+        .await;
+        bug_on(p, bad, "unpin-unpinned-page", || {
+            format!("unpin_user_page: pfn {pfn:#x} is not pinned")
+        })
+        .await;
+        if idle {
+            self.wake_up_idle(p, pfn).await;
+        }
+    }
+
+    /// `SetPageHWPoison`.
+    pub async fn set_page_hwpoison(&self, p: &P, pfn: Pfn) {
+        self.update(p, pfn, 1, |_, pg| pg.flags |= PG_HWPOISON)
+            .await;
+    }
+
+    /// `TestSetPageHWPoison`: returns whether it was already set.
+    pub async fn test_set_page_hwpoison(&self, p: &P, pfn: Pfn) -> bool {
+        let mut was = false;
+        self.update(p, pfn, 1, |_, pg| {
+            was = pg.flags & PG_HWPOISON != 0;
+            pg.flags |= PG_HWPOISON;
+        })
+        .await;
+        was
+    }
+
+    /// `ClearPageHWPoison` (poison cleared by a write through the driver).
+    pub async fn clear_page_hwpoison(&self, p: &P, pfn: Pfn, nr: u64) {
+        self.update(p, pfn, nr, |_, pg| pg.flags &= !PG_HWPOISON)
+            .await;
+    }
+
+    /// The file system hands blocks back to (or takes them from) its allocator. Freeing a page
+    /// that is still mapped, pinned or associated is a use after free of the block.
+    pub async fn set_block_free(&self, p: &P, pfn: Pfn, nr: u64, free: bool) {
+        let mut busy: Option<(Pfn, Page)> = None;
+        self.update(p, pfn, nr, |f, pg| {
+            if free {
+                // A block handed back to the allocator has no mapping, no pin, no owner.
+                if (pg.mapcount != 0 || pg.refcount != 0 || pg.mapping != 0 || pg.share != 0)
+                    && busy.is_none()
+                {
+                    busy = Some((f, *pg));
+                }
+                pg.flags |= PG_BLOCK_FREE;
+            } else {
+                pg.flags &= !PG_BLOCK_FREE;
+            }
+        })
+        .await;
+        bug_on(p, busy.is_some(), "block-freed-while-busy", || {
+            let (f, pg) = busy.unwrap_or_default();
+            format!(
+                "pfn {f:#x} freed while refcount {} mapcount {} pincount {} mapping {} share {}",
+                pg.refcount, pg.mapcount, pg.pincount, pg.mapping, pg.share
+            )
+        })
+        .await;
+    }
+
+    fn page_waitqueue(&self, pfn: Pfn) -> &WaitQueue<P> {
+        // hash_ptr(folio, PAGE_WAIT_TABLE_BITS), with the pfn standing for the folio pointer.
+        let h = pfn.wrapping_mul(0x61c8_8646_80b5_83eb) >> 56;
+        &self.wait_table[h as usize % PAGE_WAIT_TABLE_SIZE]
+    }
+
+    fn page_key(pfn: Pfn) -> WaitKey {
+        WaitKey(pfn, PG_LOCKED.trailing_zeros() as u64)
+    }
+
+    /// `trylock_page`.
+    pub async fn trylock_page(&self, p: &P, pfn: Pfn) -> bool {
+        let mut got = false;
+        self.update(p, pfn, 1, |_, pg| {
+            got = pg.flags & PG_LOCKED == 0;
+            pg.flags |= PG_LOCKED;
+        })
+        .await;
+        got
+    }
+
+    /// `lock_page` (`folio_lock`): an exclusive wait on the hashed page wait queue, keyed on
+    /// {page, PG_locked}, re-testing the bit after queueing so that no unlock is missed.
+    pub async fn lock_page(&self, p: &P, pfn: Pfn) {
+        let wq = self.page_waitqueue(pfn);
+        let key = Self::page_key(pfn);
+        loop {
+            if self.trylock_page(p, pfn).await {
+                return;
+            }
+            let w = wq.prepare_to_wait(p, key, true, wake_key_eq).await;
+            if self.page(p, pfn).await.locked() {
+                wq.schedule(p, w).await;
+            }
+            wq.finish_wait(p, w).await;
+        }
+    }
+
+    /// `unlock_page` (`folio_unlock`): clear the bit, wake the next exclusive waiter on the key.
+    pub async fn unlock_page(&self, p: &P, pfn: Pfn) {
+        let mut was = false;
+        self.update(p, pfn, 1, |_, pg| {
+            was = pg.flags & PG_LOCKED != 0;
+            pg.flags &= !PG_LOCKED;
+        })
+        .await;
+        bug_on(p, !was, "unlock-unlocked-page", || {
+            format!("unlock_page: pfn {pfn:#x} is not locked")
+        })
+        .await;
+        self.page_waitqueue(pfn)
+            .wake_up(p, Self::page_key(pfn), WakeMode::Next)
+            .await;
+    }
+
+    /// A copy of every page (locks each section in turn; for quiescent states only).
+    pub async fn snapshot(&self, p: &P) -> MemMapSnapshot {
+        let mut pages = Vec::with_capacity(self.nr_pages as usize);
+        for s in &self.sections {
+            let g = s.lock(p).await;
+            pages.extend_from_slice(&g);
+            drop(g);
+        }
+        MemMapSnapshot {
+            base_pfn: self.base_pfn,
+            pages,
+        }
+    }
+}
