@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | [`page`] | `struct page` of the pmem `dev_pagemap`, refcount/mapcount/pincount, page lock, HWPoison |
 //! | [`xarray`] | `struct xarray` of `mapping->i_pages`: multi-order entries, marks, `xas_*` |
-//! | [`bugs`] | the catalogue of bug modes (historical behaviours; written on main) |
+//! | [`bugs`] | the catalogue of bug modes (historical behaviours switched on by `bug NAME`) |
 //! | [`dax_entry`] | the DAX entry encoding of fs/dax.c (bit-identical) |
 //! | [`pgtable`] | x86-64 PTE/PMD words and one process's page tables |
 //! | [`mm`] | `mm_struct`, VMAs, mmap/munmap, zap, `unmap_mapping_range`, `pfn_mkclean_range`, `split_huge_pmd`, the `vmf_insert_*` helpers |
