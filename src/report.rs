@@ -209,6 +209,18 @@ impl Outcome<'_> {
     }
 }
 
+/// The JSON object of a determinism check: the common fields plus `fields`.
+fn determinism_json(subject: &Subject, cfg: &ExploreConfig, fields: serde_json::Value) -> String {
+    let mut v = serde_json::json!({
+        "schema_version": 1, "command": "check-determinism",
+        "subject": subject.describe(), "strategy": strategy_args(cfg), "seed": cfg.seed,
+    });
+    if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), fields) {
+        obj.extend(extra);
+    }
+    v.to_string()
+}
+
 pub fn determinism_ok(
     json: bool,
     subject: &Subject,
@@ -217,15 +229,10 @@ pub fn determinism_ok(
     events: usize,
 ) {
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "schema_version": 1, "command": "check-determinism",
-                "subject": subject.describe(), "strategy": strategy_args(cfg),
-                "seed": cfg.seed, "result": "deterministic",
-                "hash": format!("{hash:016x}"), "events": events,
-            })
-        );
+        let fields = serde_json::json!({
+            "result": "deterministic", "hash": format!("{hash:016x}"), "events": events,
+        });
+        println!("{}", determinism_json(subject, cfg, fields));
     } else {
         println!(
             "deterministic: two runs of {} ({}, seed {}) gave the same {events} events, hash {hash:016x}",
@@ -247,16 +254,12 @@ pub fn determinism_diverged(json: bool, subject: &Subject, cfg: &ExploreConfig, 
         return;
     };
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "schema_version": 1, "command": "check-determinism",
-                "subject": subject.describe(), "strategy": strategy_args(cfg),
-                "seed": cfg.seed, "result": "nondeterministic",
-                "first_divergence": index, "first_run": first, "second_run": second,
-                "hashes": [format!("{:016x}", hashes.0), format!("{:016x}", hashes.1)],
-            })
-        );
+        let fields = serde_json::json!({
+            "result": "nondeterministic", "first_divergence": index,
+            "first_run": first, "second_run": second,
+            "hashes": [format!("{:016x}", hashes.0), format!("{:016x}", hashes.1)],
+        });
+        println!("{}", determinism_json(subject, cfg, fields));
     } else {
         println!(
             "NONDETERMINISM: two runs of {} with the same seed and strategy differ \
