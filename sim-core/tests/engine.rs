@@ -325,3 +325,151 @@ fn manual_session_steps_goes_back_and_reaches_the_abba_deadlock() {
     let f = rep.failure.expect("replays");
     assert_eq!(f.violation.kind, ViolationKind::Deadlock);
 }
+
+mod checks {
+    use super::*;
+    use sim_core::platform::{Mutex, Platform, Spawner, SpinLock, warn_on};
+    use std::sync::Arc;
+
+    fn explore_once(model: &dyn sim_core::sim::Model, step_limit: u64) -> ExploreReport {
+        let cfg = ExploreConfig {
+            step_limit,
+            ..ExploreConfig::default()
+        };
+        explore(model, &cfg, &mut |_| {}).unwrap()
+    }
+
+    #[test]
+    fn a_livelock_hits_the_step_limit() {
+        let model = |sim: &mut Sim| {
+            let p = sim.platform();
+            sim.spawn("spinner", move || async move {
+                loop {
+                    p.yield_point("spin").await;
+                }
+            });
+        };
+        let f = explore_once(&model, 500).failure.expect("step limit");
+        assert_eq!(f.violation.kind, ViolationKind::StepLimit);
+        assert_eq!(f.steps, 500);
+    }
+
+    #[test]
+    fn a_warn_lets_the_run_finish_but_is_a_violation() {
+        let model = |sim: &mut Sim| {
+            let p = sim.platform();
+            sim.spawn("t", move || async move {
+                warn_on(&p, true, "demo-warn", || "something odd".into()).await;
+                p.yield_point("after").await;
+            });
+        };
+        let rep = explore_once(&model, 1000);
+        let f = rep.failure.expect("WARN reported");
+        assert_eq!(
+            f.violation.kind,
+            ViolationKind::Assertion("demo-warn".into())
+        );
+        assert_eq!(f.steps, 1, "the task ran on after the WARN");
+    }
+
+    #[test]
+    fn sleeping_with_a_spinlock_held_is_a_bug() {
+        let model = |sim: &mut Sim| {
+            let p = sim.platform();
+            let spin = Arc::new(SpinLock::new(&p, "xa_lock", ()));
+            let m = Arc::new(Mutex::new(&p, "i_mmap_mutex", ()));
+            sim.spawn("t", move || async move {
+                let g = spin.lock(&p).await;
+                let h = m.lock(&p).await;
+                h.unlock().await;
+                g.unlock().await;
+            });
+        };
+        let f = explore_once(&model, 1000).failure.expect("caught");
+        assert_eq!(
+            f.violation.kind,
+            ViolationKind::Assertion("sleep-in-atomic".into())
+        );
+    }
+
+    #[test]
+    fn unlocking_a_lock_held_by_another_task_is_a_bug() {
+        let model = |sim: &mut Sim| {
+            let p = sim.platform();
+            let raw = Arc::new(p.new_lock(sim_core::LockClass::Mutex, "m"));
+            let r2 = raw.clone();
+            sim.spawn("owner", move || async move {
+                p.lock(&raw).await;
+                p.yield_point("hold").await;
+            });
+            sim.spawn("thief", move || async move {
+                p.unlock(&r2).await;
+            });
+        };
+        let f = explore_once(&model, 1000).failure.expect("caught");
+        assert_eq!(
+            f.violation.kind,
+            ViolationKind::Assertion("unlock-not-held".into())
+        );
+    }
+
+    #[test]
+    fn a_model_panic_is_reported_not_propagated() {
+        let model = |sim: &mut Sim| {
+            let p = sim.platform();
+            sim.spawn("t", move || async move {
+                p.yield_point("before").await;
+                let v: Vec<u32> = Vec::new();
+                let _ = v[3];
+            });
+        };
+        let f = explore_once(&model, 1000).failure.expect("reported");
+        assert_eq!(f.violation.kind, ViolationKind::ModelPanic);
+        assert!(f.violation.message.contains("index out of bounds"));
+    }
+
+    #[test]
+    fn rwsem_is_writer_preferring() {
+        // r1 holds the semaphore shared; w waits for it; r2 must queue behind w. If r1 then
+        // waits for r2, that is the kernel's recursive-read deadlock.
+        let model = |sim: &mut Sim| {
+            let p = sim.platform();
+            let sem = Arc::new(sim_core::RwSem::new(&p, "mmap_lock", 0u32));
+            let gate = Arc::new(Mutex::new(&p, "gate", ()));
+            let (s1, s2, s3, g1, g2) = (sem.clone(), sem.clone(), sem, gate.clone(), gate);
+            sim.spawn("r1", move || async move {
+                let g = g1.lock(&p).await;
+                let r = s1.read(&p).await;
+                p.yield_point("let w queue").await;
+                g.unlock().await;
+                let again = s1.read(&p).await;
+                again.unlock().await;
+                r.unlock().await;
+            });
+            sim.spawn("w", move || async move {
+                let w = s2.write(&p).await;
+                w.unlock().await;
+            });
+            sim.spawn("r2", move || async move {
+                let g = g2.lock(&p).await;
+                g.unlock().await;
+                let r = s3.read(&p).await;
+                r.unlock().await;
+            });
+        };
+        let cfg = ExploreConfig {
+            strategy: dfs(None),
+            ..ExploreConfig::default()
+        };
+        let rep = explore(&model, &cfg, &mut |_| {}).unwrap();
+        let f = rep
+            .failure
+            .expect("recursive read behind a waiting writer deadlocks");
+        assert_eq!(f.violation.kind, ViolationKind::Deadlock, "{}", f.violation);
+        assert!(
+            f.violation.message.contains("down_read mmap_lock"),
+            "{}",
+            f.violation
+        );
+    }
+}
