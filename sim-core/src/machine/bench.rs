@@ -33,7 +33,7 @@ pub const THREADS: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8];
 const REGION: u64 = 1 << 30;
 const SEED: u64 = 0x5eed;
 /// Bytes per bandwidth point (half warm-up).
-const BW_BYTES: u64 = 2 << 20;
+const BW_BYTES: u64 = 1 << 20;
 /// Cost of issuing one load instruction in the bandwidth sweep.
 const LOAD_ISSUE_NS: f64 = 1.0;
 
@@ -82,16 +82,53 @@ impl MediaBenchReport {
     }
 }
 
-/// Runs the media bench for preset `media` with `overrides` (key, value) applied.
+/// Runs the media bench for preset `media` with `overrides` (key, value) applied: the
+/// comparison rows and the bandwidth matrices over access size and thread count.
 pub fn run_media_bench(
     media: &str,
     overrides: &[(String, String)],
 ) -> Result<MediaBenchReport, String> {
+    let mut report = run_media_comparison(media, overrides)?;
+    let p = params(media, overrides)?;
+    for (access, what) in [(Access::Read, "read"), (Access::NtStore, "ntstore write")] {
+        let gbps = SIZES
+            .iter()
+            .map(|&s| {
+                THREADS
+                    .iter()
+                    .map(|&t| bandwidth(&p, t, s, access))
+                    .collect()
+            })
+            .collect();
+        report.matrices.push(BandwidthMatrix {
+            title: format!(
+                "{what} bandwidth (GB/s), {} DIMM(s), {} interleave, random accesses",
+                p.ways,
+                size_name(p.interleave)
+            ),
+            sizes: SIZES.to_vec(),
+            threads: THREADS.to_vec(),
+            gbps,
+        });
+    }
+    Ok(report)
+}
+
+fn params(media: &str, overrides: &[(String, String)]) -> Result<MediaParams, String> {
     let mut p = MediaParams::preset(media)?;
     for (k, v) in overrides {
         p.set(k, v)?;
     }
     p.validate()?;
+    Ok(p)
+}
+
+/// The comparison rows of `run_media_bench` only (no matrices): every row with a paper value.
+pub fn run_media_comparison(
+    media: &str,
+    overrides: &[(String, String)],
+) -> Result<MediaBenchReport, String> {
+    let p = params(media, overrides)?;
     let paper = Paper::for_media(&p.preset);
     let mut rows = Vec::new();
     let mut row = |group: &str, name: &str, unit: &str, model: f64, paper: Option<Ref>| {
@@ -148,46 +185,26 @@ pub fn run_media_bench(
     let mut one = p.clone();
     one.ways = 1;
     let g = "1 DIMM, random accesses, 4 threads (GB/s)";
-    for (i, &size) in SIZES.iter().enumerate() {
-        let r = bandwidth(&one, 4, size, Access::Read);
-        row(
-            g,
-            &format!("read {}", size_name(size)),
-            "GB/s",
-            r,
-            paper.ni_read_size[i],
-        );
-    }
-    for (i, &size) in SIZES.iter().enumerate() {
-        let w = bandwidth(&one, 4, size, Access::NtStore);
-        row(
-            g,
-            &format!("ntstore {}", size_name(size)),
-            "GB/s",
-            w,
-            paper.ni_write_size[i],
-        );
+    let by_size = [
+        (Access::Read, "read", &paper.ni_read_size),
+        (Access::NtStore, "ntstore", &paper.ni_write_size),
+    ];
+    for (access, what, refs) in by_size {
+        for (&size, r) in SIZES.iter().zip(refs) {
+            let name = format!("{what} {}", size_name(size));
+            row(g, &name, "GB/s", bandwidth(&one, 4, size, access), *r);
+        }
     }
     let g = "1 DIMM, random 256 B (GB/s)";
-    for t in [1, 2, 3, 4] {
-        let r = bandwidth(&one, t, 256, Access::Read);
-        row(
-            g,
-            &format!("read, {t} thread(s)"),
-            "GB/s",
-            r,
-            paper.ni_read_threads[t - 1],
-        );
-    }
-    for t in [1, 2, 3, 4] {
-        let w = bandwidth(&one, t, 256, Access::NtStore);
-        row(
-            g,
-            &format!("ntstore, {t} thread(s)"),
-            "GB/s",
-            w,
-            paper.ni_write_threads[t - 1],
-        );
+    let by_threads = [
+        (Access::Read, "read", &paper.ni_read_threads),
+        (Access::NtStore, "ntstore", &paper.ni_write_threads),
+    ];
+    for (access, what, refs) in by_threads {
+        for (t, r) in (1..).zip(refs) {
+            let name = format!("{what}, {t} thread(s)");
+            row(g, &name, "GB/s", bandwidth(&one, t, 256, access), *r);
+        }
     }
     let clwb_peak = THREADS
         .iter()
@@ -206,29 +223,6 @@ pub fn run_media_bench(
     let r8 = bandwidth(&p, 8, 256, Access::Read);
     row(&g, "read, 8 threads", "GB/s", r8, None);
 
-    let mut matrices = Vec::new();
-    for (access, what) in [(Access::Read, "read"), (Access::NtStore, "ntstore write")] {
-        let gbps = SIZES
-            .iter()
-            .map(|&s| {
-                THREADS
-                    .iter()
-                    .map(|&t| bandwidth(&p, t, s, access))
-                    .collect()
-            })
-            .collect();
-        matrices.push(BandwidthMatrix {
-            title: format!(
-                "{what} bandwidth (GB/s), {} DIMM(s), {} interleave, random accesses",
-                p.ways,
-                size_name(p.interleave)
-            ),
-            sizes: SIZES.to_vec(),
-            threads: THREADS.to_vec(),
-            gbps,
-        });
-    }
-
     Ok(MediaBenchReport {
         media: p.preset.clone(),
         params: p
@@ -237,7 +231,7 @@ pub fn run_media_bench(
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
         rows,
-        matrices,
+        matrices: Vec::new(),
         tolerance_pct: TOLERANCE_PCT,
     })
 }

@@ -57,6 +57,17 @@ impl Llc {
         Some(way)
     }
 
+    /// Whether `line` is present, and dirty, without touching it.
+    pub fn probe(&self, line: u64) -> Option<bool> {
+        if self.sets == 0 {
+            return None;
+        }
+        let tag = line + 1;
+        self.set_range(line)
+            .find(|&i| self.tags[i] == tag)
+            .map(|i| self.dirty[i])
+    }
+
     /// Brings `line` in (it must be absent), owned from `ready` on; returns its way and the
     /// victim it replaced.
     pub fn fill(&mut self, line: u64, ready: u64) -> (Option<usize>, Option<Victim>) {

@@ -400,6 +400,8 @@ impl Machine {
         let words = word_mask(off, data.len());
         self.persist
             .store(line, cpu, nt, words, &before, &after, durable_now);
+        // What loads see is the durable line with every pending store applied in order.
+        debug_assert!(self.persist.latest(line).is_none_or(|l| *l == after));
     }
 
     /// Loads `buf.len()` bytes at `addr`. The lines are fetched in parallel (up to the CPU's
@@ -655,6 +657,12 @@ impl Machine {
         }
     }
 
+    /// Whether the line holding `addr` is in the cache, and if so whether it is dirty (for
+    /// inspection; does not count as a use).
+    pub fn cached(&self, addr: u64) -> Option<bool> {
+        self.llc.probe(addr / LINE as u64)
+    }
+
     /// Addresses of the lines with stores that are not durable, in address order.
     pub fn pending_lines(&self) -> Vec<u64> {
         self.persist.lines.keys().map(|l| l * LINE as u64).collect()
@@ -759,5 +767,68 @@ impl Machine {
             lines.push(CrashLine::new(line, dl.durable, &dl.stores));
         }
         CrashPoint::new(persisted, lines, self.poison.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_keys_follow_the_trace_machine_line() {
+        let mut cfg = MachineConfig::default();
+        for (k, v) in [
+            ("cpus", "2"),
+            ("pmem", "64MiB"),
+            ("persist", "eadr"),
+            ("wpq_depth", "8"),
+            ("media", "dram"),
+            ("seed", "7"),
+        ] {
+            cfg.set(k, v).unwrap();
+        }
+        // Overrides survive a later change of preset.
+        assert_eq!(cfg.media.preset, "dram");
+        assert_eq!(cfg.media.persist, PersistDomain::Eadr);
+        assert_eq!(cfg.media.wpq_depth, 8);
+        assert_eq!((cfg.cpus, cfg.pmem_size, cfg.seed), (2, 64 << 20, 7));
+        let err = cfg.set("colour", "red").unwrap_err();
+        assert!(err.contains("cpus") && err.contains("read_miss_ns"));
+        assert!(
+            cfg.set("media", "tape")
+                .unwrap_err()
+                .contains("optane-like")
+        );
+        assert!(cfg.set("pmem", "100").is_err());
+        assert!(cfg.set("cpus", "0").is_err());
+    }
+
+    #[test]
+    fn operations_check_cpu_and_range() {
+        let mut cfg = MachineConfig::default();
+        cfg.set("pmem", "1MiB").unwrap();
+        let mut m = Machine::new(cfg).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            m.load(0, 9, 0, &mut buf),
+            Err(MemError::NoSuchCpu { cpu: 9 })
+        );
+        assert!(matches!(
+            m.store(0, 0, (1 << 20) - 4, &buf),
+            Err(MemError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            m.locked_rmw(0, 0, 4, 8, |v| v),
+            Err(MemError::Misaligned { .. })
+        ));
+        assert!(m.evict(0, 1 << 20).is_err());
+        // Timed operations cost simulated time, and a cached line hits.
+        assert!(m.store(0, 0, 64, &buf).unwrap() > 0);
+        assert_eq!(m.cached(64), Some(true));
+        let hit = m.load(1000, 0, 64, &mut buf).unwrap();
+        let miss = m.load(1000, 0, 4096, &mut buf).unwrap();
+        assert!(hit < miss, "hit {hit} ns, miss {miss} ns");
+        assert!(m.clwb(2000, 0, 64).unwrap() > 0);
+        assert_eq!(m.cached(64), Some(false));
     }
 }

@@ -173,6 +173,14 @@ impl Persistency {
     pub fn is_pending(&self, line: u64) -> bool {
         self.lines.contains_key(&line)
     }
+
+    /// The line after its last pending store, if it has any.
+    pub fn latest(&self, line: u64) -> Option<&Line> {
+        self.lines
+            .get(&line)
+            .and_then(|l| l.stores.last())
+            .map(|s| &s.after)
+    }
 }
 
 /// Makes the stores of `line` up to sequence number `upto` durable.
@@ -181,6 +189,7 @@ fn fold_upto(lines: &mut BTreeMap<u64, DirtyLine>, line: u64, upto: u64) {
         return;
     };
     // Sequence numbers grow along a line, so the stores to fold are a prefix.
+    debug_assert!(l.stores.windows(2).all(|w| w[0].seq < w[1].seq));
     let n = l.stores.partition_point(|s| s.seq <= upto);
     if n == 0 {
         return;
