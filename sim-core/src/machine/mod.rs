@@ -26,7 +26,9 @@
 //!     .images(CrashOptions { k, torn, dedup }) -> Iterator<Item = CrashImage>
 //!     .count_full(torn) / .count_bounded(opts) -> ImageCount
 //!     .materialize(&image) -> Pmem, .read(&image, addr, &mut buf), .recover(&image, &config)
-//! bench::run_media_bench(media, &overrides) -> Result<MediaBenchReport, String>
+//! m.pending_lines() / cached(addr) / peek / peek_durable / stats()   inspection
+//! bench::run_media_bench(media, &overrides) -> Result<MediaBenchReport, String>  Display + Serialize
+//! bench::run_media_comparison(media, &overrides)   the rows with paper values only (no matrices)
 //! ```
 //!
 //! # Persistency (Px86; crash_checkers.md section 3)
