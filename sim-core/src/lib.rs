@@ -5,10 +5,12 @@
 //! - [`sim`]: the deterministic executor, strategies, failure detection, schedules.
 //! - [`native`]: the same seam on OS threads.
 //! - [`events`]: the event queue of simulated time and the event log.
+//! - [`machine`]: CPUs' caches with x86 persistency, NVDIMM media timing, poison, crash images.
 //! - [`trace`]: the trace format (parser and printer).
 //! - [`toys`]: small models that exercise the engine.
 
 pub mod events;
+pub mod machine;
 pub mod native;
 pub mod platform;
 pub mod sim;

@@ -1,0 +1,516 @@
+//! The memory-path timing model: per-CPU line fill buffers, the memory controller's
+//! write-pending queues, and per DIMM an on-DIMM buffer (Optane's XPBuffer: read buffer and
+//! write-combining buffer with read-modify-write), separate media read and write pipelines with
+//! per-unit service times, a next-unit prefetcher, write-thread contention, NUMA factors and
+//! tail events. All times are picoseconds; nothing here knows about data or persistency.
+//!
+//! Shape of the model (parameters in `MediaParams`):
+//! - A physical address maps to DIMM `(addr / interleave) % ways` and to media unit
+//!   `addr / unit`.
+//! - A load that misses the CPU cache needs a fill buffer (at most `mlp` per CPU in flight). If
+//!   its unit is in the DIMM buffer it completes `read_hit_ns` after the unit is there;
+//!   otherwise the media read pipeline (one unit per `read_service_ns`) fetches the unit, which
+//!   is there `read_miss_ns - read_hit_ns` after the read starts. Once a CPU's demand stream
+//!   has crossed sequentially into `PREFETCH_CONFIRM` new units, each further crossing
+//!   prefetches the next unit of the same 4 KiB page.
+//! - A write-back or write-combining line leaves the core holding a fill buffer, reaches the WPQ
+//!   `clwb_accept_ns` / `ntstore_accept_ns` later and is accepted (durable under ADR) once the
+//!   WPQ has room. The WPQ drains in order into the DIMM: into the write-combining buffer if the
+//!   DIMM has one (merging with its unit, or allocating an entry and evicting the least recently
+//!   used one to the media write pipeline; a partly written victim first reads its unit, the
+//!   read-modify-write), otherwise straight into the media write pipeline. A slot is free once
+//!   the evicted unit's media write starts, which is how the media write rate back-pressures
+//!   the WPQ and then the CPU.
+//! - A media write takes `write_service_ns`, divided by the contention factor
+//!   min(1, (contention_writers / w)^contention_exponent), w being the threads whose writes
+//!   reached the DIMM within `contention_window_ns`, by the remote
+//!   factor for remote CPUs, plus `tail_ns` with `tail_probability` if it rewrites a hot unit.
+
+use super::params::MediaParams;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::VecDeque;
+
+pub(crate) const PS: f64 = 1000.0;
+
+/// Sequential unit crossings that confirm a stream for the prefetcher. [E]
+const PREFETCH_CONFIRM: u32 = 4;
+const LINES_PER_PAGE: u64 = 4096 / 64;
+
+fn ps(ns: f64) -> u64 {
+    (ns * PS).round() as u64
+}
+
+/// Where a write comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKind {
+    /// A cache-line write-back (clwb, clflushopt, clflush, eviction).
+    WriteBack,
+    /// A write-combining buffer of non-temporal stores.
+    NonTemporal,
+}
+
+/// Counters of the media model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MediaStats {
+    pub line_reads: u64,
+    pub buffer_hits: u64,
+    pub media_reads: u64,
+    pub prefetches: u64,
+    pub line_writes: u64,
+    pub media_writes: u64,
+    pub read_modify_writes: u64,
+    pub tail_events: u64,
+}
+
+#[derive(Clone, Debug)]
+struct BufEntry {
+    unit: u64,
+    /// Lines of the unit written since it entered the buffer.
+    dirty: u64,
+    /// The whole unit's data is present (it was read from the media).
+    valid: bool,
+    /// When the unit's data is in the buffer.
+    ready: u64,
+    last_use: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Dimm {
+    read_free: u64,
+    write_free: u64,
+    buf: Vec<BufEntry>,
+    use_clock: u64,
+    /// Drain-completion times of the entries in the WPQ, oldest first.
+    wpq: VecDeque<u64>,
+    last_drain: u64,
+    /// Last write time per CPU (for contention), `None` if never.
+    writer_last: Vec<Option<u64>>,
+    /// Threads that wrote within the contention window of the latest write.
+    writers: u32,
+    remote_read_at: Option<u64>,
+    remote_write_at: Option<u64>,
+    /// Units most recently written to the media, for tail events.
+    hot: VecDeque<u64>,
+}
+
+#[derive(Clone, Debug)]
+struct CpuPath {
+    /// Completion (reads) or acceptance (writes) time of each fill buffer.
+    slots: Vec<u64>,
+    /// Latest acceptance of this CPU's write-backs and write-combining lines.
+    accept_max: u64,
+    /// Last line this CPU demanded from memory, for the prefetcher.
+    last_line: Option<u64>,
+    /// Sequential unit crossings in a row of the demand stream.
+    stream: u32,
+    remote: bool,
+}
+
+/// Timing parameters in picoseconds.
+#[derive(Clone, Debug)]
+struct Times {
+    read_hit: u64,
+    read_miss: u64,
+    clwb_accept: u64,
+    nt_accept: u64,
+    read_service: u64,
+    write_service: u64,
+    window: u64,
+    tail: u64,
+    remote_latency: u64,
+}
+
+/// The media and memory-path timing model. `Machine` drives it; the media bench drives it
+/// directly to overlap accesses the way an out-of-order core does.
+#[derive(Clone, Debug)]
+pub struct MediaModel {
+    p: MediaParams,
+    t: Times,
+    lines_per_unit: u64,
+    buf_entries: usize,
+    hot_entries: usize,
+    dimms: Vec<Dimm>,
+    cpus: Vec<CpuPath>,
+    rng: ChaCha8Rng,
+    stats: MediaStats,
+}
+
+impl MediaModel {
+    /// A model of `cpus` CPUs over the media `p` (validated by the caller); tail events draw
+    /// from a generator seeded with `seed`.
+    pub fn new(p: &MediaParams, cpus: usize, seed: u64) -> Self {
+        let lines_per_unit = p.unit / 64;
+        let wc_entries = (p.wc_buffer / p.unit) as usize;
+        // Without a write-combining buffer the DIMM still holds a few units for prefetching.
+        let buf_entries = wc_entries.max(8);
+        let sockets = p.sockets.max(1) as usize;
+        let dimm = Dimm {
+            read_free: 0,
+            write_free: 0,
+            buf: Vec::with_capacity(buf_entries),
+            use_clock: 0,
+            wpq: VecDeque::new(),
+            last_drain: 0,
+            writer_last: vec![None; cpus],
+            writers: 0,
+            remote_read_at: None,
+            remote_write_at: None,
+            hot: VecDeque::new(),
+        };
+        MediaModel {
+            t: Times {
+                read_hit: ps(p.read_hit_ns),
+                read_miss: ps(p.read_miss_ns),
+                clwb_accept: ps(p.clwb_accept_ns),
+                nt_accept: ps(p.ntstore_accept_ns),
+                read_service: ps(p.read_service_ns),
+                write_service: ps(p.write_service_ns),
+                window: ps(p.contention_window_ns),
+                tail: ps(p.tail_ns),
+                remote_latency: ps(p.remote_latency_ns),
+            },
+            lines_per_unit,
+            buf_entries,
+            hot_entries: (p.tail_hot_set / p.unit) as usize,
+            dimms: vec![dimm; p.ways as usize],
+            cpus: (0..cpus)
+                .map(|c| CpuPath {
+                    slots: vec![0; p.mlp as usize],
+                    accept_max: 0,
+                    last_line: None,
+                    stream: 0,
+                    // CPUs are spread evenly over the sockets; the pmem is on socket 0.
+                    remote: c * sockets / cpus.max(1) != 0,
+                })
+                .collect(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            stats: MediaStats::default(),
+            p: p.clone(),
+        }
+    }
+
+    pub fn params(&self) -> &MediaParams {
+        &self.p
+    }
+
+    pub fn stats(&self) -> MediaStats {
+        self.stats
+    }
+
+    fn dimm_of(&self, line: u64) -> usize {
+        ((line * 64 / self.p.interleave) % u64::from(self.p.ways)) as usize
+    }
+
+    /// Waits for a free fill buffer of `cpu` from `at` on; returns (slot, time it is free).
+    fn slot(&self, cpu: usize, at: u64) -> (usize, u64) {
+        let slots = &self.cpus[cpu].slots;
+        let (i, free) = slots
+            .iter()
+            .enumerate()
+            .min_by_key(|&(i, &t)| (t, i))
+            .map(|(i, &t)| (i, t))
+            .unwrap_or((0, 0));
+        (i, at.max(free))
+    }
+
+    /// When `cpu` next has a free fill buffer.
+    pub fn slot_free(&self, cpu: usize) -> u64 {
+        self.slot(cpu, 0).1
+    }
+
+    /// A demand read of `line` by `cpu`, requested at `at`: returns (issue, completion).
+    pub fn read(&mut self, at: u64, cpu: usize, line: u64) -> (u64, u64) {
+        let (slot, issue) = self.slot(cpu, at);
+        let done = self.read_line(issue, cpu, line);
+        self.cpus[cpu].slots[slot] = done;
+        (issue, done)
+    }
+
+    fn read_line(&mut self, t: u64, cpu: usize, line: u64) -> u64 {
+        self.stats.line_reads += 1;
+        let remote = self.cpus[cpu].remote;
+        let unit = line / self.lines_per_unit;
+        let d = self.dimm_of(line);
+        if remote {
+            self.dimms[d].remote_read_at = Some(t);
+        }
+        let ready = match self.lookup(d, unit) {
+            Some(i) => {
+                self.stats.buffer_hits += 1;
+                self.dimms[d].buf[i].ready
+            }
+            None => self.media_read(d, unit, t, remote),
+        };
+        let mut done = t.max(ready) + self.t.read_hit;
+        if remote {
+            done += self.t.remote_latency;
+        }
+        // Next-unit prefetch: once the CPU's demand stream has crossed sequentially into
+        // PREFETCH_CONFIRM new units in a row, each further crossing prefetches the unit after,
+        // within the same 4 KiB page (prefetchers do not cross pages).
+        let path = &mut self.cpus[cpu];
+        if path.last_line.is_some_and(|l| l + 1 == line) {
+            if line.is_multiple_of(self.lines_per_unit) {
+                path.stream += 1;
+            }
+        } else {
+            path.stream = 0;
+        }
+        let next = line + self.lines_per_unit;
+        if line.is_multiple_of(self.lines_per_unit)
+            && path.stream >= PREFETCH_CONFIRM
+            && next / LINES_PER_PAGE == line / LINES_PER_PAGE
+        {
+            let nd = self.dimm_of(next);
+            if self.lookup(nd, unit + 1).is_none() {
+                self.stats.prefetches += 1;
+                self.media_read(nd, unit + 1, t, remote);
+            }
+        }
+        self.cpus[cpu].last_line = Some(line);
+        done
+    }
+
+    fn lookup(&mut self, d: usize, unit: u64) -> Option<usize> {
+        let dimm = &mut self.dimms[d];
+        let i = dimm.buf.iter().position(|e| e.unit == unit)?;
+        dimm.use_clock += 1;
+        dimm.buf[i].last_use = dimm.use_clock;
+        Some(i)
+    }
+
+    /// Reads `unit` from the media into the buffer; returns when its data is there.
+    fn media_read(&mut self, d: usize, unit: u64, t: u64, remote: bool) -> u64 {
+        self.stats.media_reads += 1;
+        let service = self.read_service(d, remote);
+        let dimm = &mut self.dimms[d];
+        let start = t.max(dimm.read_free);
+        dimm.read_free = start + service;
+        let ready = start + (self.t.read_miss - self.t.read_hit);
+        self.allocate(d, unit, t, 0, true, ready);
+        ready
+    }
+
+    fn remote_factor(&self, d: usize, at: u64, write: bool) -> f64 {
+        let dimm = &self.dimms[d];
+        let recent = |t: Option<u64>| t.is_some_and(|t| t + self.t.window >= at);
+        if recent(dimm.remote_read_at) && recent(dimm.remote_write_at) {
+            self.p.remote_mixed_factor
+        } else if write {
+            self.p.remote_write_factor
+        } else {
+            self.p.remote_read_factor
+        }
+    }
+
+    fn read_service(&self, d: usize, remote: bool) -> u64 {
+        if !remote {
+            return self.t.read_service;
+        }
+        let at = self.dimms[d].read_free;
+        (self.t.read_service as f64 / self.remote_factor(d, at, false)) as u64
+    }
+
+    /// Puts `unit` into DIMM `d`'s buffer at `t`, evicting the least recently used entry if it
+    /// is full; returns when the slot is free (the victim's media write has started).
+    fn allocate(
+        &mut self,
+        d: usize,
+        unit: u64,
+        t: u64,
+        dirty: u64,
+        valid: bool,
+        ready: u64,
+    ) -> u64 {
+        let mut free = t;
+        if self.dimms[d].buf.len() >= self.buf_entries {
+            let dimm = &self.dimms[d];
+            let victim = dimm
+                .buf
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.last_use)
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            let v = self.dimms[d].buf.swap_remove(victim);
+            if v.dirty != 0 {
+                free = self.evict_to_media(d, &v, t);
+            }
+        }
+        let dimm = &mut self.dimms[d];
+        dimm.use_clock += 1;
+        dimm.buf.push(BufEntry {
+            unit,
+            dirty,
+            valid,
+            ready,
+            last_use: dimm.use_clock,
+        });
+        free
+    }
+
+    /// Writes a dirty buffer entry to the media; returns when the write starts.
+    fn evict_to_media(&mut self, d: usize, v: &BufEntry, t: u64) -> u64 {
+        let full = (1u64 << self.lines_per_unit) - 1;
+        let mut after = t;
+        if !v.valid && v.dirty & full != full {
+            // Read-modify-write: the rest of the unit comes from the media first.
+            self.stats.read_modify_writes += 1;
+            let dimm = &mut self.dimms[d];
+            let start = t.max(dimm.read_free);
+            dimm.read_free = start + self.t.read_service;
+            after = start + self.t.read_service;
+        }
+        self.media_write(d, v.unit, after)
+    }
+
+    /// One unit through the media write pipeline, not before `t`; returns its start.
+    fn media_write(&mut self, d: usize, unit: u64, t: u64) -> u64 {
+        self.stats.media_writes += 1;
+        let start = t.max(self.dimms[d].write_free);
+        let mut service = self.t.write_service as f64 * self.contention(d);
+        let remote = self.dimms[d]
+            .remote_write_at
+            .is_some_and(|w| w + self.t.window >= start);
+        if remote {
+            service /= self.remote_factor(d, start, true);
+        }
+        let mut service = service as u64;
+        if self.hot_entries > 0 && self.p.tail_probability > 0.0 {
+            let hot = self.dimms[d].hot.contains(&unit);
+            if hot && self.rng.random_bool(self.p.tail_probability) {
+                self.stats.tail_events += 1;
+                service += self.t.tail;
+            }
+            let ring = &mut self.dimms[d].hot;
+            if ring.len() >= self.hot_entries {
+                ring.pop_front();
+            }
+            ring.push_back(unit);
+        }
+        self.dimms[d].write_free = start + service;
+        start
+    }
+
+    /// The slowdown of media writes on DIMM `d` from the threads writing to it:
+    /// 1 / min(1, (W / w)^e), with w counted when the latest write arrived.
+    fn contention(&self, d: usize) -> f64 {
+        let w = f64::from(self.dimms[d].writers);
+        if self.p.contention_exponent == 0.0 || w <= self.p.contention_writers {
+            1.0
+        } else {
+            (w / self.p.contention_writers).powf(self.p.contention_exponent)
+        }
+    }
+
+    /// A line written by `cpu` (or by the cache, `None`, for an eviction), leaving at `at`:
+    /// returns (issue, acceptance into the persistence domain).
+    pub fn write(&mut self, at: u64, cpu: Option<usize>, line: u64, kind: WriteKind) -> (u64, u64) {
+        self.stats.line_writes += 1;
+        let (slot, issue) = match cpu {
+            Some(c) => {
+                let (s, t) = self.slot(c, at);
+                (Some(s), t)
+            }
+            None => (None, at),
+        };
+        let remote = cpu.is_some_and(|c| self.cpus[c].remote);
+        let mut arrive = issue
+            + match kind {
+                WriteKind::WriteBack => self.t.clwb_accept,
+                WriteKind::NonTemporal => self.t.nt_accept,
+            };
+        if remote {
+            arrive += self.t.remote_latency;
+        }
+        let d = self.dimm_of(line);
+        let depth = self.p.wpq_depth as usize;
+        let dimm = &mut self.dimms[d];
+        if let Some(c) = cpu {
+            dimm.writer_last[c] = Some(arrive);
+            if remote {
+                dimm.remote_write_at = Some(arrive);
+            }
+            let window = self.t.window;
+            dimm.writers = dimm
+                .writer_last
+                .iter()
+                .filter(|t| t.is_some_and(|t| t + window >= arrive))
+                .count() as u32;
+        }
+        while dimm.wpq.front().is_some_and(|&t| t <= arrive) {
+            dimm.wpq.pop_front();
+        }
+        let accept = if dimm.wpq.len() >= depth {
+            arrive.max(dimm.wpq.pop_front().unwrap_or(arrive))
+        } else {
+            arrive
+        };
+        let drain_start = accept.max(dimm.last_drain);
+        let drained = self.ingest(d, line, drain_start);
+        let dimm = &mut self.dimms[d];
+        dimm.last_drain = drained;
+        dimm.wpq.push_back(drained);
+        if let (Some(c), Some(s)) = (cpu, slot) {
+            let path = &mut self.cpus[c];
+            path.slots[s] = accept;
+            path.accept_max = path.accept_max.max(accept);
+        }
+        (issue, accept)
+    }
+
+    /// The DIMM takes a line from the WPQ at `t`; returns when it has taken it.
+    fn ingest(&mut self, d: usize, line: u64, t: u64) -> u64 {
+        self.idle_drain(d, t);
+        let unit = line / self.lines_per_unit;
+        let bit = 1u64 << (line % self.lines_per_unit);
+        if self.p.wc_buffer == 0 {
+            if let Some(i) = self.lookup(d, unit) {
+                // Keep a buffered copy coherent: it now holds the written data.
+                self.dimms[d].buf[i].ready = t;
+            }
+            return self.media_write(d, unit, t);
+        }
+        match self.lookup(d, unit) {
+            Some(i) => {
+                self.dimms[d].buf[i].dirty |= bit;
+                t
+            }
+            None => self.allocate(d, unit, t, bit, false, t),
+        }
+    }
+
+    /// While its media write pipeline idles, a DIMM writes dirty buffer entries back, least
+    /// recently used first, so a burst after a pause finds clean entries to replace. Catches up,
+    /// at `t`, on the idle time since the pipeline last worked.
+    fn idle_drain(&mut self, d: usize, t: u64) {
+        loop {
+            let dimm = &self.dimms[d];
+            if dimm.write_free + self.t.write_service > t {
+                return;
+            }
+            let Some(i) = dimm
+                .buf
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.dirty != 0)
+                .min_by_key(|(_, e)| e.last_use)
+                .map(|(i, _)| i)
+            else {
+                return;
+            };
+            let entry = self.dimms[d].buf[i].clone();
+            let start = self.dimms[d].write_free;
+            self.evict_to_media(d, &entry, start);
+            let e = &mut self.dimms[d].buf[i];
+            e.dirty = 0;
+            e.valid = true;
+        }
+    }
+
+    /// When every write-back and write-combining line `cpu` has issued is accepted.
+    pub fn drained(&self, cpu: usize) -> u64 {
+        self.cpus[cpu].accept_max
+    }
+}
