@@ -71,6 +71,18 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Latency and bandwidth of the media model in simulated time, beside the published Optane
+    /// characterisation (optane-like rows must be within 15%).
+    Media {
+        /// Media preset: optane-like, cxl-like or dram.
+        #[arg(long, default_value = "optane-like")]
+        media: String,
+        /// Override one media parameter (repeatable), e.g. `--media-param read_ns=300`.
+        #[arg(long = "media-param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -166,6 +178,11 @@ fn check_trace(files: &[PathBuf]) -> ExitCode {
     for f in files {
         match read_trace(f) {
             Ok(t) => {
+                if let Err((line, col, e)) = trace_model::machine_config(&t) {
+                    eprintln!("{}:{line}:{col}: error: {e}", f.display());
+                    bad += 1;
+                    continue;
+                }
                 let mut threads: Vec<&str> =
                     t.all_statements().map(|s| s.thread.as_str()).collect();
                 threads.sort_unstable();
@@ -292,6 +309,9 @@ fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
         .as_ref()
         .ok_or_else(|| UsageError("give a trace file or --toy NAME".into()))?;
     let trace = read_trace(path)?;
+    trace_model::machine_config(&trace).map_err(|(line, col, e)| {
+        UsageError(format!("{}:{line}:{col}: error: {e}", path.display()))
+    })?;
     let missing = trace_model::unsupported(&trace);
     if !missing.is_empty() {
         let mut msg = format!(
@@ -398,6 +418,24 @@ fn run_cmd(cmd: &'static str, a: &RunArgs) -> Result<ExitCode, UsageError> {
     })
 }
 
+fn bench_media(media: &str, params: &[String], json: bool) -> Result<ExitCode, UsageError> {
+    let mut overrides = Vec::new();
+    for kv in params {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--media-param {kv}: expected KEY=VALUE")))?;
+        overrides.push((k.to_string(), v.to_string()));
+    }
+    let rep = sim_core::machine::bench::run_media_bench(media, &overrides)
+        .map_err(|e| UsageError(format!("bench media: {e}")))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        print!("{rep}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -429,6 +467,11 @@ fn main() -> ExitCode {
         Cmd::Replay(a) => run_cmd("replay", a),
         Cmd::Bench { what } => match what {
             BenchCmd::Engine { iters, json } => Ok(report::bench_engine(*iters, *json)),
+            BenchCmd::Media {
+                media,
+                params,
+                json,
+            } => bench_media(media, params, *json),
         },
     };
     match res {

@@ -149,3 +149,42 @@ impl Model for TraceModel {
         }
     }
 }
+
+/// The machine a trace describes: its `machine` line applied to the default configuration
+/// (presets first, then the standard keys, then media parameters in file order). An unknown key
+/// or a bad value is an error at the key's position: `(line, col, message)`.
+pub fn machine_config(
+    trace: &Trace,
+) -> Result<sim_core::machine::MachineConfig, (u32, u32, String)> {
+    use sim_core::trace::Keyword;
+    let mut cfg = sim_core::machine::MachineConfig::default();
+    let Some(m) = &trace.header.machine else {
+        return Ok(cfg);
+    };
+    let at = |e: String| (m.pos.line, m.pos.col, e);
+    if let Some(media) = m.media {
+        cfg.set("media", media.keyword()).map_err(at)?;
+    }
+    if let Some(cpus) = m.cpus {
+        cfg.set("cpus", &cpus.to_string()).map_err(at)?;
+    }
+    if let Some(pmem) = m.pmem {
+        cfg.set("pmem", &pmem.to_string()).map_err(at)?;
+    }
+    if let Some(persist) = m.persist {
+        cfg.set("persist", persist.keyword()).map_err(at)?;
+    }
+    if let Some(seed) = m.seed {
+        cfg.set("seed", &seed.to_string()).map_err(at)?;
+    }
+    for p in &m.extra {
+        cfg.set(&p.key, p.value.trim_matches('"')).map_err(|e| {
+            (
+                p.pos.line,
+                p.pos.col,
+                format!("machine {}={}: {e}", p.key, p.value),
+            )
+        })?;
+    }
+    Ok(cfg)
+}

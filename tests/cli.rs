@@ -205,3 +205,51 @@ fn usage_errors_exit_2_without_output() {
     }
     assert!(!Path::new("/no/such/dir/x").exists());
 }
+
+#[test]
+fn the_machine_line_is_validated_with_positions() {
+    let dir = std::env::temp_dir().join(format!("pmsim-cli-machine-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.trace");
+    std::fs::write(
+        &good,
+        "pmsim-trace 1\nmachine cpus=2 media=dram read_miss_ns=90 persist=eadr\nt1 yield\n",
+    )
+    .unwrap();
+    let o = pmsim(&["run", &good.display().to_string()]);
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+    let bad = dir.join("bad.trace");
+    std::fs::write(
+        &bad,
+        "pmsim-trace 1\nmachine media=dram wpq_depth=banana\nt1 yield\n",
+    )
+    .unwrap();
+    let o = pmsim(&["run", &bad.display().to_string()]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        text(&o)
+            .1
+            .contains("bad.trace:2:20: error: machine wpq_depth=banana"),
+        "{:?}",
+        text(&o)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bench_media_json_has_the_optane_rows_within_tolerance() {
+    let o = pmsim(&["bench", "media", "--json"]);
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let rows = v["rows"].as_array().expect("rows");
+    let compared: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r["error_pct"].as_f64())
+        .collect();
+    assert!(compared.len() >= 20, "{} compared rows", compared.len());
+    assert!(compared.iter().all(|e| e.abs() <= 15.0), "{compared:?}");
+    let o = pmsim(&["bench", "media", "--media", "floppy"]);
+    assert_eq!(code(&o), 2);
+    let o = pmsim(&["bench", "media", "--media-param", "nonsense"]);
+    assert_eq!(code(&o), 2);
+}
