@@ -5,6 +5,7 @@
 
 use crate::platform::{Op, TaskId};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
 /// What happens when a timed event fires.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
@@ -23,28 +24,32 @@ pub struct TimedEvent {
     pub kind: EventKind,
 }
 
-/// A queued event: `(time, seq)` packed into one `u128` key.
+/// A queued event.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    key: u128,
+    time: u64,
+    seq: u64,
     kind: EventKind,
 }
 
-const BUCKETS: usize = 129;
+const BUCKETS: usize = 65;
 
 /// A min-queue of plain events by `(time, seq)`: a radix heap, the monotone priority queue of
-/// discrete-event simulation. Simulated time never goes back, so every key pushed is at least
-/// the last key popped; an event pushed for a time already past is due now (its time is raised
-/// to the last popped time, keeping the order of sequence numbers).
+/// discrete-event simulation. Simulated time never goes back, so every event pushed is due no
+/// earlier than the last one popped; an event pushed for a time already past is due now (its
+/// time is raised to the last popped time, keeping the order of sequence numbers).
 ///
-/// Entries live in bucket `i` when their key first differs from the last popped key at bit
-/// `i - 1` (bucket 0: equal). Popping empties the lowest non-empty bucket into lower ones.
+/// An entry lives in bucket `i` when its time first differs from the last popped time at bit
+/// `i - 1`. The events due exactly at the last popped time wait in `due`, in sequence order:
+/// it is refilled (and sorted by sequence) only when empty, and a push at that time has a
+/// larger sequence number than everything already there.
 #[derive(Debug, Clone)]
 pub struct EventQueue {
+    due: VecDeque<Entry>,
     buckets: Vec<Vec<Entry>>,
-    /// Bit `i` set when bucket `i` is non-empty (bits 0..=128 over three words).
-    nonempty: [u64; 3],
-    last: u128,
+    /// Bit `i` set when bucket `i` (1..=64) is non-empty.
+    nonempty: u128,
+    last: u64,
     len: usize,
     next_seq: u64,
 }
@@ -52,8 +57,9 @@ pub struct EventQueue {
 impl Default for EventQueue {
     fn default() -> Self {
         EventQueue {
+            due: VecDeque::new(),
             buckets: vec![Vec::new(); BUCKETS],
-            nonempty: [0; 3],
+            nonempty: 0,
             last: 0,
             len: 0,
             next_seq: 0,
@@ -67,61 +73,50 @@ impl EventQueue {
     }
 
     #[inline]
-    fn bucket(&self, key: u128) -> usize {
-        (128 - (key ^ self.last).leading_zeros()) as usize
+    fn put(&mut self, e: Entry) {
+        let b = (64 - (e.time ^ self.last).leading_zeros()) as usize;
+        if b == 0 {
+            self.due.push_back(e);
+        } else {
+            self.buckets[b].push(e);
+            self.nonempty |= 1 << b;
+        }
     }
 
     /// Schedule `kind` at simulated time `time`; returns its sequence number.
     pub fn push(&mut self, time: u64, kind: EventKind) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let time = time.max((self.last >> 64) as u64);
-        let key = ((time as u128) << 64) | seq as u128;
-        self.put(Entry { key, kind });
+        let time = time.max(self.last);
+        self.put(Entry { time, seq, kind });
         self.len += 1;
         seq
     }
 
-    #[inline]
-    fn put(&mut self, e: Entry) {
-        let b = self.bucket(e.key);
-        self.buckets[b].push(e);
-        self.nonempty[b / 64] |= 1 << (b % 64);
-    }
-
-    fn first_nonempty(&self) -> Option<usize> {
-        self.nonempty
-            .iter()
-            .enumerate()
-            .find(|(_, w)| **w != 0)
-            .map(|(i, w)| i * 64 + w.trailing_zeros() as usize)
-    }
-
-    /// Make bucket 0 hold the minimum, if there is any entry.
+    /// Make `due` hold the earliest events, if there are any.
     fn settle(&mut self) -> bool {
-        if self.len == 0 {
-            return false;
-        }
-        let i = self
-            .first_nonempty()
-            .expect("len > 0 means a non-empty bucket");
-        if i == 0 {
+        if !self.due.is_empty() {
             return true;
         }
+        if self.nonempty == 0 {
+            return false;
+        }
+        let i = self.nonempty.trailing_zeros() as usize;
+        self.nonempty &= !(1 << i);
         let mut entries = std::mem::take(&mut self.buckets[i]);
-        self.nonempty[i / 64] &= !(1 << (i % 64));
-        self.last = entries.iter().map(|e| e.key).min().unwrap_or(self.last);
+        self.last = entries.iter().map(|e| e.time).min().unwrap_or(self.last);
         for e in entries.drain(..) {
             self.put(e);
         }
         // Keep the bucket's allocation for reuse.
         self.buckets[i] = entries;
+        self.due.make_contiguous().sort_unstable_by_key(|e| e.seq);
         true
     }
 
     /// The earliest event's time, if any.
     pub fn peek_time(&mut self) -> Option<u64> {
-        self.settle().then(|| (self.buckets[0][0].key >> 64) as u64)
+        self.settle().then_some(self.last)
     }
 
     /// Remove and return the earliest event.
@@ -129,14 +124,11 @@ impl EventQueue {
         if !self.settle() {
             return None;
         }
-        let e = self.buckets[0].pop()?;
-        if self.buckets[0].is_empty() {
-            self.nonempty[0] &= !1;
-        }
+        let e = self.due.pop_front()?;
         self.len -= 1;
         Some(TimedEvent {
-            time: (e.key >> 64) as u64,
-            seq: e.key as u64,
+            time: e.time,
+            seq: e.seq,
             kind: e.kind,
         })
     }
@@ -150,8 +142,9 @@ impl EventQueue {
     }
 
     pub fn clear(&mut self) {
+        self.due.clear();
         self.buckets.iter_mut().for_each(Vec::clear);
-        self.nonempty = [0; 3];
+        self.nonempty = 0;
         self.last = 0;
         self.len = 0;
         self.next_seq = 0;
@@ -268,26 +261,31 @@ mod tests {
 
     #[test]
     fn matches_a_sorted_reference_under_random_pushes_and_pops() {
-        let mut q = EventQueue::new();
-        let mut reference: Vec<(u64, u64)> = Vec::new();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut now = 0;
-        for _ in 0..4_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            if !x.is_multiple_of(3) || reference.is_empty() {
-                let t = now + (x >> 40) % 5000;
-                let seq = q.push(t, EventKind::TimerExpired(TaskId(0)));
-                reference.push((t, seq));
-            } else {
-                reference.sort_unstable();
-                let want = reference.remove(0);
-                let got = q.pop().unwrap();
-                assert_eq!((got.time, got.seq), want);
-                now = got.time;
+        // Narrow spreads make many events share a time (FIFO by sequence); wide ones exercise
+        // the high buckets.
+        for spread in [3u64, 50, 5000, 1 << 40] {
+            let mut q = EventQueue::new();
+            let mut reference: Vec<(u64, u64)> = Vec::new();
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let mut now = 0;
+            for _ in 0..4_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if !x.is_multiple_of(3) || reference.is_empty() {
+                    let t = now + (x >> 20) % spread;
+                    let seq = q.push(t, EventKind::TimerExpired(TaskId(0)));
+                    reference.push((t, seq));
+                } else {
+                    reference.sort_unstable();
+                    let want = reference.remove(0);
+                    assert_eq!(q.peek_time(), Some(want.0));
+                    let got = q.pop().unwrap();
+                    assert_eq!((got.time, got.seq), want, "spread {spread}");
+                    now = got.time;
+                }
+                assert_eq!(q.len(), reference.len());
             }
-            assert_eq!(q.len(), reference.len());
         }
     }
 
