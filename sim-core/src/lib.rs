@@ -18,6 +18,6 @@ pub mod toys;
 pub mod trace;
 
 pub use platform::{
-    LockClass, Mutex, ObjId, Op, OpKind, Platform, RwSem, Spawner, SpinLock, TaskId, WaitKey,
-    WaitQueue, WakeMode,
+    LockClass, Mutex, ObjId, Op, OpKind, Platform, PmemPlatform, RwSem, Spawner, SpinLock, TaskId,
+    WaitKey, WaitQueue, WakeMode,
 };

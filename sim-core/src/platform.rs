@@ -12,6 +12,7 @@
 //! releases it without a scheduling point (the simulator records the release as part of the
 //! current step, so exploration stays sound).
 
+use crate::machine::MemError;
 use serde::{Deserialize, Serialize};
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -141,6 +142,29 @@ pub struct Op {
 impl Op {
     /// The "no object" id used by ops that touch nothing shared.
     pub const NONE: ObjId = ObjId(u32::MAX);
+    /// Cache lines of pmem have ids from here: `MEM_BASE + addr / 64`, and a memory op's `arg`
+    /// is the number of lines it touches (so 2^30 lines, 64 GiB of pmem, are addressable).
+    pub const MEM_BASE: u32 = 0x8000_0000;
+    /// The last id of the line range (exclusive).
+    pub const MEM_END: u32 = 0xC000_0000;
+
+    /// The op touching `len` bytes of pmem at `addr` (at least one line).
+    pub fn mem(kind: OpKind, addr: u64, len: u64) -> Op {
+        let first = addr / 64;
+        let last = (addr + len.max(1) - 1) / 64;
+        let lines = (Op::MEM_END - Op::MEM_BASE) as u64;
+        Op {
+            kind,
+            obj: ObjId(Op::MEM_BASE + (first % lines) as u32),
+            arg: (last - first + 1).min(lines - first % lines),
+        }
+    }
+
+    fn lines(&self) -> Option<(u32, u64)> {
+        (Op::MEM_BASE..Op::MEM_END)
+            .contains(&self.obj.0)
+            .then_some((self.obj.0, self.arg.max(1)))
+    }
 
     pub fn new(kind: OpKind, obj: ObjId) -> Op {
         Op { kind, obj, arg: 0 }
@@ -149,6 +173,11 @@ impl Op {
     /// Whether this step and `other` are dependent (same object, not both reads). Steps that
     /// touch nothing shared commute with everything.
     pub fn depends_on(&self, other: &Op) -> bool {
+        if let (Some((a, n)), Some((b, m))) = (self.lines(), other.lines()) {
+            // Memory ops: dependent when their line ranges overlap.
+            let (a, b) = (a as u64, b as u64);
+            return a < b + m && b < a + n && self.kind.conflicts(other.kind);
+        }
         self.obj != Op::NONE && self.obj == other.obj && self.kind.conflicts(other.kind)
     }
 }
@@ -239,6 +268,25 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// Tell the scheduler which trace line the task is about to execute (used by the
     /// `trace-order` strategy and by reports). No scheduling point.
     fn set_line(&self, line: u32);
+}
+
+/// The memory part of the seam: CPU accesses to persistent memory by physical address, on the
+/// CPU the calling task runs on. The simulator routes them into the machine model
+/// ([`crate::machine::Machine`]), charging their latency to simulated time; the native backend
+/// (its own issue) will use a mapped pmem device with real instructions.
+///
+/// A load that consumes poison returns `MemError::MachineCheck`: the machine check is delivered
+/// to the task that took it (action-required), which hands it to memory_failure.
+pub trait PmemPlatform: Platform {
+    fn pmem_load(&self, addr: u64, buf: &mut [u8]) -> impl Future<Output = Result<(), MemError>>;
+    fn pmem_store(&self, addr: u64, data: &[u8]) -> impl Future<Output = Result<(), MemError>>;
+    /// A non-temporal store (write-combining, drained by a fence).
+    fn pmem_ntstore(&self, addr: u64, data: &[u8]) -> impl Future<Output = Result<(), MemError>>;
+    fn clwb(&self, addr: u64) -> impl Future<Output = Result<(), MemError>>;
+    fn clflushopt(&self, addr: u64) -> impl Future<Output = Result<(), MemError>>;
+    fn clflush(&self, addr: u64) -> impl Future<Output = Result<(), MemError>>;
+    fn sfence(&self) -> impl Future<Output = Result<(), MemError>>;
+    fn mfence(&self) -> impl Future<Output = Result<(), MemError>>;
 }
 
 /// Spawns tasks onto a platform. The closure runs on the task's own thread (natively) and

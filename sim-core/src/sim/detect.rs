@@ -125,6 +125,14 @@ pub(super) fn obj_name(s: &State, op: &Op) -> String {
     if op.obj == Op::NONE {
         return String::new();
     }
+    if (Op::MEM_BASE..Op::MEM_END).contains(&op.obj.0) {
+        let addr = (op.obj.0 - Op::MEM_BASE) as u64 * 64;
+        return if op.arg > 1 {
+            format!("pmem {addr:#x} ({} lines)", op.arg)
+        } else {
+            format!("pmem {addr:#x}")
+        };
+    }
     match s.objs.get(op.obj.0 as usize) {
         Some(o) => format!("{}#{}", o.name, op.obj.0),
         None => format!("obj#{}", op.obj.0),
@@ -155,6 +163,7 @@ pub(super) fn describe_op(s: &State, op: &Op) -> String {
         OpKind::WaitqueueActive => format!("waitqueue_active {obj}"),
         OpKind::Read => format!("read {obj}"),
         OpKind::Write => format!("write {obj}"),
+        OpKind::Flush if obj.is_empty() => "fence".into(),
         OpKind::Flush => format!("flush {obj}"),
     }
 }

@@ -24,9 +24,10 @@ pub use manual::{ManualSession, NextStep};
 pub use schedule::Schedule;
 
 use crate::events::{EventHasher, EventKind, EventLog, EventQueue, LogEvent};
+use crate::machine::{Machine, MemError};
 use crate::platform::{
-    Assertion, LockClass, ObjId, Op, OpKind, Platform, Spawner, TaskId, WaitKey, WaiterId, WakeFn,
-    WakeMode,
+    Assertion, LockClass, ObjId, Op, OpKind, Platform, PmemPlatform, Spawner, TaskId, WaitKey,
+    WaiterId, WakeFn, WakeMode,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -140,6 +141,8 @@ struct State {
     extra: Vec<Op>,
     sites: Vec<&'static str>,
     next_waiter: u32,
+    /// The machine under the run, when the model installed one.
+    machine: Option<Machine>,
 }
 
 impl State {
@@ -659,6 +662,70 @@ impl Platform for SimPlatform {
     }
 }
 
+/// One access of the machine model by the current task, on the CPU it runs on (task `i` runs on
+/// CPU `i % cpus`); the latency advances simulated time.
+fn machine_op(
+    what: &str,
+    f: impl FnOnce(&mut Machine, u64, usize) -> Result<u64, MemError>,
+) -> Result<(), MemError> {
+    with_state(|s| {
+        let now = s.now;
+        let task = s.current as usize;
+        let m = s
+            .machine
+            .as_mut()
+            .unwrap_or_else(|| panic!("{what}: the model installed no machine (Sim::set_machine)"));
+        let cpu = task % m.config().cpus.max(1);
+        let ns = f(m, now, cpu)?;
+        s.now = now.saturating_add(ns);
+        Ok(())
+    })
+}
+
+impl PmemPlatform for SimPlatform {
+    async fn pmem_load(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        announce(Op::mem(OpKind::Read, addr, buf.len() as u64)).await;
+        machine_op("load", |m, now, cpu| m.load(now, cpu, addr, buf))
+    }
+
+    async fn pmem_store(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        announce(Op::mem(OpKind::Write, addr, data.len() as u64)).await;
+        machine_op("store", |m, now, cpu| m.store(now, cpu, addr, data))
+    }
+
+    async fn pmem_ntstore(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        announce(Op::mem(OpKind::Write, addr, data.len() as u64)).await;
+        machine_op("ntstore", |m, now, cpu| m.ntstore(now, cpu, addr, data))
+    }
+
+    async fn clwb(&self, addr: u64) -> Result<(), MemError> {
+        announce(Op::mem(OpKind::Flush, addr, 1)).await;
+        machine_op("clwb", |m, now, cpu| m.clwb(now, cpu, addr))
+    }
+
+    async fn clflushopt(&self, addr: u64) -> Result<(), MemError> {
+        announce(Op::mem(OpKind::Flush, addr, 1)).await;
+        machine_op("clflushopt", |m, now, cpu| m.clflushopt(now, cpu, addr))
+    }
+
+    async fn clflush(&self, addr: u64) -> Result<(), MemError> {
+        announce(Op::mem(OpKind::Flush, addr, 1)).await;
+        machine_op("clflush", |m, now, cpu| m.clflush(now, cpu, addr))
+    }
+
+    // A fence orders only its own CPU's stores and flushes with respect to persistence; other
+    // tasks' accesses commute with it, so it touches no shared object.
+    async fn sfence(&self) -> Result<(), MemError> {
+        announce(Op::new(OpKind::Flush, Op::NONE)).await;
+        machine_op("sfence", |m, now, cpu| m.sfence(now, cpu))
+    }
+
+    async fn mfence(&self) -> Result<(), MemError> {
+        announce(Op::new(OpKind::Flush, Op::NONE)).await;
+        machine_op("mfence", |m, now, cpu| m.mfence(now, cpu))
+    }
+}
+
 /// Executor settings for one run.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -730,6 +797,7 @@ impl Sim {
                 extra: Vec::new(),
                 sites: Vec::new(),
                 next_waiter: 0,
+                machine: None,
             });
         });
         Sim {
@@ -775,6 +843,16 @@ impl Sim {
 
     pub fn task_name(&self, t: TaskId) -> String {
         with_state(|s| s.tasks[t.0 as usize].name.clone())
+    }
+
+    /// Install the machine the run's memory operations go to (before the tasks use it).
+    pub fn set_machine(&mut self, m: Machine) {
+        with_state(|s| s.machine = Some(m));
+    }
+
+    /// Look at (or change) the machine: contents, pending lines, crash points.
+    pub fn with_machine<R>(&self, f: impl FnOnce(&mut Machine) -> R) -> Option<R> {
+        with_state(|s| s.machine.as_mut().map(f))
     }
 
     /// The step task `t` will take next.
