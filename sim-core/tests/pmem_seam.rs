@@ -4,7 +4,7 @@
 
 use sim_core::machine::{CrashOptions, Machine, MachineConfig, MemError};
 use sim_core::sim::{ExploreConfig, Sim, SimConfig, Strategy, explore};
-use sim_core::{Platform, PmemPlatform, Spawner};
+use sim_core::{PmemPlatform, Spawner};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
