@@ -347,17 +347,13 @@ fn run_cmd(cmd: &'static str, a: &RunArgs) -> Result<ExitCode, UsageError> {
     {
         return Err(UsageError("--budget-secs must be a positive number".into()));
     }
-    if let Some(path) = &a.events {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !dir.is_dir() || path.is_dir() {
-            return Err(UsageError(format!(
-                "--events {}: expected a file path in an existing directory",
-                path.display()
-            )));
-        }
+    if let Some(path) = &a.events
+        && (!report::parent_dir(path).is_dir() || path.is_dir())
+    {
+        return Err(UsageError(format!(
+            "--events {}: expected a file path in an existing directory",
+            path.display()
+        )));
     }
     if a.runs == Some(0) {
         return Err(UsageError("--runs must be at least 1".into()));

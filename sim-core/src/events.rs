@@ -12,8 +12,6 @@ use std::collections::VecDeque;
 pub enum EventKind {
     /// A task's `sleep` ends.
     TimerExpired(TaskId),
-    /// A media or device completion (machine model).
-    Completion { unit: u32, tag: u64 },
 }
 
 /// One queued event.

@@ -259,7 +259,15 @@ fn huge_pmd_insert_split_and_partial_munmap() {
     });
     assert_eq!(r.warnings.len(), 1);
     assert_eq!(r.warnings[0].name, "insert-pmd-over-existing");
-    assert_eq!(r.end, sim_core::sim::RunEnd::Done);
+    // The WARN let the task run to its end, and the run reports it as its violation.
+    match &r.end {
+        sim_core::sim::RunEnd::Violation(v) => {
+            assert_eq!(v.kind.name(), "assertion:insert-pmd-over-existing");
+            assert_eq!(v.tasks[0].status, "finished");
+        }
+        e => panic!("expected the WARN as the run's violation, got {e:?}"),
+    }
+    assert_eq!(r.out, Some(true));
 }
 
 #[test]

@@ -25,8 +25,6 @@ pub enum ViolationKind {
     StepLimit,
     /// The model code itself panicked (a bug in pmsim, reported rather than crashing).
     ModelPanic,
-    /// A check of the model or trace (data mismatch, unexpected outcome, invariant).
-    Check(String),
 }
 
 impl ViolationKind {
@@ -38,7 +36,6 @@ impl ViolationKind {
             ViolationKind::Assertion(n) => format!("assertion:{n}"),
             ViolationKind::StepLimit => "step-limit".into(),
             ViolationKind::ModelPanic => "model-panic".into(),
-            ViolationKind::Check(n) => format!("check:{n}"),
         }
     }
 }
@@ -81,17 +78,6 @@ impl Violation {
             ),
             task: None,
             line: 0,
-            cycle: Vec::new(),
-            tasks: Vec::new(),
-        }
-    }
-
-    pub fn check(name: &str, message: String, task: Option<TaskId>, line: u32) -> Violation {
-        Violation {
-            kind: ViolationKind::Check(name.to_string()),
-            message,
-            task,
-            line,
             cycle: Vec::new(),
             tasks: Vec::new(),
         }

@@ -9,7 +9,7 @@
 //!
 //! The manual strategy (the GUI's) is [`ManualSession`](super::ManualSession).
 
-use super::{RunEnd, Schedule, Sim, SimConfig, Violation, ViolationKind};
+use super::{RunEnd, Schedule, Sim, SimConfig, Violation};
 use crate::events::EventLog;
 use crate::platform::{Op, TaskId};
 use rand::{RngExt, SeedableRng};
@@ -214,24 +214,6 @@ struct RunResult {
     log: Option<EventLog>,
 }
 
-/// WARN-level assertions turn a clean run into a violation (the run went on, but it is wrong).
-fn end_with_warnings(sim: &Sim, end: RunEnd) -> RunEnd {
-    match end {
-        RunEnd::Done => match sim.warnings().into_iter().next() {
-            Some((task, line, a)) => RunEnd::Violation(sim.finish_violation(Violation {
-                kind: ViolationKind::Assertion(a.name),
-                message: format!("WARN: {}", a.message),
-                task: Some(task),
-                line,
-                cycle: Vec::new(),
-                tasks: Vec::new(),
-            })),
-            None => RunEnd::Done,
-        },
-        e => e,
-    }
-}
-
 fn one_run(
     model: &dyn Model,
     seed: u64,
@@ -246,7 +228,6 @@ fn one_run(
     });
     model.setup(&mut sim);
     let end = sim.run(|s, en| choose(s, en));
-    let end = end_with_warnings(&sim, end);
     RunResult {
         end,
         schedule: Schedule {
@@ -322,18 +303,15 @@ struct Dfs {
     stack: Vec<DfsNode>,
 }
 
-enum DfsRunEnd {
-    End(RunEnd),
-    Redundant,
-}
-
 impl Dfs {
     fn within_bound(&self, preemptions: u32) -> bool {
         self.bound.is_none_or(|b| preemptions <= b)
     }
 
-    /// One run following the stack's choices, extending it with default choices.
-    fn run(&mut self, model: &dyn Model, seed: u64, step_limit: u64) -> (DfsRunEnd, Sim) {
+    /// One run following the stack's choices, extending it with default choices (continue the
+    /// previous task, else the lowest id). With sleep sets, a task is not chosen while asleep;
+    /// a run where every enabled task sleeps only repeats an explored one and is abandoned.
+    fn run(&mut self, model: &dyn Model, seed: u64, step_limit: u64) -> (RunEnd, Sim) {
         let mut sim = Sim::new(SimConfig {
             seed,
             step_limit,
@@ -341,40 +319,29 @@ impl Dfs {
         });
         model.setup(&mut sim);
         let mut sleep: Vec<(TaskId, Op)> = Vec::new();
-        let mut en: Vec<TaskId> = Vec::new();
         let mut awake: Vec<TaskId> = Vec::new();
         let mut depth = 0usize;
         let mut prev: Option<TaskId> = None;
         let mut preemptions = 0u32;
-        loop {
-            if let Some(v) = sim.violation() {
-                let v = sim.finish_violation(v);
-                return (DfsRunEnd::End(RunEnd::Violation(v)), sim);
-            }
-            sim.enabled(&mut en);
-            if en.is_empty() {
-                let end = if sim.all_finished() {
-                    end_with_warnings(&sim, RunEnd::Done)
-                } else {
-                    RunEnd::Violation(sim.finish_violation(sim.diagnose_stuck()))
-                };
-                return (DfsRunEnd::End(end), sim);
-            }
-            if sim.steps() >= step_limit {
-                let v = sim.finish_violation(Violation::step_limit(step_limit));
-                return (DfsRunEnd::End(RunEnd::Violation(v)), sim);
+        let end = sim.run_steps(|sim, en| {
+            // Wake the sleepers whose next step depends on the step just taken.
+            if let Some(last) = prev {
+                if !self.sleep_sets {
+                    sleep.clear();
+                }
+                let fp = sim.last_footprint();
+                sleep.retain(|(t, op)| *t != last && !fp.iter().any(|f| op.depends_on(f)));
             }
             awake.clear();
             awake.extend(en.iter().filter(|t| !sleep.iter().any(|(s, _)| s == *t)));
             let prev_enabled = prev.is_some_and(|p| en.contains(&p));
             let costs = |t: TaskId| (prev_enabled && prev != Some(t)) as u32;
             let chosen = if awake.len() <= 1 {
-                // Nothing to branch on: the one awake task, or none (all asleep: this run
-                // only repeats an explored one).
-                match awake.first() {
-                    Some(&t) if self.within_bound(preemptions + costs(t)) => t,
-                    _ => return (DfsRunEnd::Redundant, sim),
-                }
+                // Nothing to branch on: the one awake task, or none.
+                awake
+                    .first()
+                    .copied()
+                    .filter(|&t| self.within_bound(preemptions + costs(t)))?
             } else if depth < self.stack.len() {
                 let node = &self.stack[depth];
                 sleep.clear();
@@ -389,16 +356,12 @@ impl Dfs {
                 depth += 1;
                 node.chosen
             } else {
-                let pick = if prev_enabled && awake.contains(&prev.unwrap_or(TaskId(u32::MAX))) {
-                    prev
-                } else {
-                    awake
+                let t = match prev {
+                    Some(p) if prev_enabled && awake.contains(&p) => p,
+                    _ => awake
                         .iter()
                         .copied()
-                        .find(|&t| self.within_bound(preemptions + costs(t)))
-                };
-                let Some(t) = pick else {
-                    return (DfsRunEnd::Redundant, sim);
+                        .find(|&t| self.within_bound(preemptions + costs(t)))?,
                 };
                 self.stack.push(DfsNode {
                     enabled: en.iter().map(|&t| (t, sim.next_op(t))).collect(),
@@ -412,15 +375,10 @@ impl Dfs {
                 t
             };
             preemptions += costs(chosen);
-            sim.record_choice(chosen, en.len());
-            sim.step(chosen);
-            if !self.sleep_sets {
-                sleep.clear();
-            }
-            let fp = sim.last_footprint();
-            sleep.retain(|(t, op)| *t != chosen && !fp.iter().any(|f| op.depends_on(f)));
             prev = Some(chosen);
-        }
+            Some(chosen)
+        });
+        (end, sim)
     }
 
     /// Move to the next unexplored branch; false when the search space is exhausted.
@@ -548,7 +506,7 @@ pub fn explore(
                 let (steps, hash) = (sim.steps(), sim.hash());
                 drop(sim);
                 match end {
-                    DfsRunEnd::Redundant => {
+                    RunEnd::Abandoned => {
                         rep.runs += 1;
                         rep.redundant_runs += 1;
                         if !dfs.backtrack() {
@@ -557,7 +515,7 @@ pub fn explore(
                         }
                         continue;
                     }
-                    DfsRunEnd::End(e) => (e, schedule, steps, hash),
+                    e => (e, schedule, steps, hash),
                 }
             }
             Strategy::Replay(s) => {

@@ -110,20 +110,13 @@ impl<'m> ManualSession<'m> {
         true
     }
 
-    /// How the run ended, once nobody can move: `Done` or a violation.
-    pub fn end(&self) -> Option<RunEnd> {
-        let sim = self.sim();
-        if let Some(v) = sim.violation() {
-            return Some(RunEnd::Violation(sim.finish_violation(v)));
-        }
-        if !self.enabled.is_empty() {
-            return None;
-        }
-        Some(if sim.all_finished() {
-            RunEnd::Done
-        } else {
-            RunEnd::Violation(sim.finish_violation(sim.diagnose_stuck()))
-        })
+    /// How the run ended, once it is over: `Done` or a violation (WARNs included).
+    pub fn end(&mut self) -> Option<RunEnd> {
+        let sim = self
+            .sim
+            .as_mut()
+            .expect("a session always has a simulation");
+        sim.check_end(&mut self.enabled)
     }
 
     /// The steps taken so far.

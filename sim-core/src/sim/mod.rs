@@ -358,6 +358,25 @@ fn announce(op: Op) -> Announce {
     Announce { op, done: false }
 }
 
+/// One simulated primitive on object `r`: check that the object belongs to this simulation
+/// and, for a primitive that may sleep, that the task holds no spinlock; announce `op`; once
+/// chosen, apply it.
+async fn sim_op<R>(
+    r: &SimRaw,
+    op: Op,
+    may_sleep: Option<&str>,
+    apply: impl FnOnce(&mut State) -> R,
+) -> R {
+    with_state(|s| {
+        s.check(r);
+        if let Some(what) = may_sleep {
+            s.might_sleep(what);
+        }
+    });
+    announce(op).await;
+    with_state(apply)
+}
+
 /// The simulation platform handle. Zero-sized: the state is the thread's current [`Sim`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SimPlatform;
@@ -392,28 +411,24 @@ impl Platform for SimPlatform {
     }
 
     async fn lock(&self, l: &SimRaw) {
-        let id = with_state(|s| {
+        let sleeps = with_state(|s| {
             let id = s.check(l);
-            if let (_, _, LockClass::Mutex | LockClass::Bit) = s.lock_mut(id) {
-                s.might_sleep("mutex_lock");
-            }
-            id
+            s.lock_mut(id).2 != LockClass::Spin
         });
-        announce(Op::new(OpKind::Lock, l.id)).await;
-        with_state(|s| {
+        let op = Op::new(OpKind::Lock, l.id);
+        sim_op(l, op, sleeps.then_some("mutex_lock"), |s| {
             let cur = s.current;
-            let (_, holder, class) = s.lock_mut(id);
+            let (_, holder, class) = s.lock_mut(l.id.0 as usize);
             *holder = Some(cur);
             if class == LockClass::Spin {
                 s.tasks[cur as usize].spins_held += 1;
             }
         })
+        .await
     }
 
     async fn try_lock(&self, l: &SimRaw) -> bool {
-        with_state(|s| s.check(l));
-        announce(Op::new(OpKind::TryLock, l.id)).await;
-        with_state(|s| {
+        sim_op(l, Op::new(OpKind::TryLock, l.id), None, |s| {
             let cur = s.current;
             let (_, holder, class) = s.lock_mut(l.id.0 as usize);
             if holder.is_some() {
@@ -425,12 +440,14 @@ impl Platform for SimPlatform {
             }
             true
         })
+        .await
     }
 
     async fn unlock(&self, l: &SimRaw) {
-        with_state(|s| s.check(l));
-        announce(Op::new(OpKind::Unlock, l.id)).await;
-        with_state(|s| s.release_lock(l.id.0 as usize))
+        sim_op(l, Op::new(OpKind::Unlock, l.id), None, |s| {
+            s.release_lock(l.id.0 as usize)
+        })
+        .await
     }
 
     fn unlock_now(&self, l: &SimRaw) {
@@ -455,45 +472,36 @@ impl Platform for SimPlatform {
     }
 
     async fn down_read(&self, r: &SimRaw) {
-        with_state(|s| {
-            s.check(r);
-            s.might_sleep("down_read");
-        });
-        announce(Op::new(OpKind::DownRead, r.id)).await;
-        with_state(|s| {
+        let op = Op::new(OpKind::DownRead, r.id);
+        sim_op(r, op, Some("down_read"), |s| {
             let cur = s.current;
             s.rwsem_mut(r.id.0 as usize).1.push(cur);
         })
+        .await
     }
 
     async fn up_read(&self, r: &SimRaw) {
-        with_state(|s| s.check(r));
-        announce(Op::new(OpKind::UpRead, r.id)).await;
-        with_state(|s| s.up(r.id.0 as usize, false))
+        let op = Op::new(OpKind::UpRead, r.id);
+        sim_op(r, op, None, |s| s.up(r.id.0 as usize, false)).await
     }
 
     async fn down_write(&self, r: &SimRaw) {
-        with_state(|s| {
-            s.check(r);
-            s.might_sleep("down_write");
-        });
-        announce(Op::new(OpKind::DownWrite, r.id)).await;
-        with_state(|s| {
+        let op = Op::new(OpKind::DownWrite, r.id);
+        sim_op(r, op, Some("down_write"), |s| {
             let cur = s.current;
             *s.rwsem_mut(r.id.0 as usize).2 = Some(cur);
         })
+        .await
     }
 
     async fn up_write(&self, r: &SimRaw) {
-        with_state(|s| s.check(r));
-        announce(Op::new(OpKind::UpWrite, r.id)).await;
-        with_state(|s| s.up(r.id.0 as usize, true))
+        let op = Op::new(OpKind::UpWrite, r.id);
+        sim_op(r, op, None, |s| s.up(r.id.0 as usize, true)).await
     }
 
     async fn downgrade_write(&self, r: &SimRaw) {
-        with_state(|s| s.check(r));
-        announce(Op::new(OpKind::DowngradeWrite, r.id)).await;
-        with_state(|s| {
+        let op = Op::new(OpKind::DowngradeWrite, r.id);
+        sim_op(r, op, None, |s| {
             let cur = s.current;
             let id = r.id.0 as usize;
             let (name, readers, writer) = s.rwsem_mut(id);
@@ -507,6 +515,7 @@ impl Platform for SimPlatform {
                 );
             }
         })
+        .await
     }
 
     fn up_now(&self, r: &SimRaw, write: bool) {
@@ -541,11 +550,9 @@ impl Platform for SimPlatform {
         exclusive: bool,
         func: WakeFn,
     ) -> WaiterId {
-        with_state(|s| s.check(wq));
         let mut op = Op::new(OpKind::PrepareToWait, wq.id);
         op.arg = key.1;
-        announce(op).await;
-        with_state(|s| {
+        sim_op(wq, op, None, |s| {
             let id = s.next_waiter;
             s.next_waiter += 1;
             let task = s.current;
@@ -571,38 +578,37 @@ impl Platform for SimPlatform {
             });
             WaiterId(id)
         })
+        .await
     }
 
     async fn schedule(&self, wq: &SimRaw, _w: WaiterId) {
-        with_state(|s| {
-            s.check(wq);
-            s.might_sleep("schedule");
-        });
-        announce(Op::new(OpKind::Schedule, wq.id)).await;
+        sim_op(
+            wq,
+            Op::new(OpKind::Schedule, wq.id),
+            Some("schedule"),
+            |_| (),
+        )
+        .await
     }
 
     async fn finish_wait(&self, wq: &SimRaw, w: WaiterId) {
-        with_state(|s| s.check(wq));
-        announce(Op::new(OpKind::FinishWait, wq.id)).await;
-        with_state(|s| {
+        sim_op(wq, Op::new(OpKind::FinishWait, wq.id), None, |s| {
             s.wq_mut(wq.id.0 as usize).retain(|x| x.id != w.0);
             let cur = s.current as usize;
             s.tasks[cur].wait = None;
         })
+        .await
     }
 
     async fn wake_up(&self, wq: &SimRaw, key: WaitKey, mode: WakeMode) -> usize {
-        with_state(|s| s.check(wq));
         let mut op = Op::new(OpKind::Wake, wq.id);
         op.arg = key.1;
-        announce(op).await;
-        with_state(|s| s.wake_up(wq.id.0 as usize, key, mode))
+        sim_op(wq, op, None, |s| s.wake_up(wq.id.0 as usize, key, mode)).await
     }
 
     async fn waitqueue_active(&self, wq: &SimRaw) -> bool {
-        with_state(|s| s.check(wq));
-        announce(Op::new(OpKind::WaitqueueActive, wq.id)).await;
-        with_state(|s| !s.wq_mut(wq.id.0 as usize).is_empty())
+        let op = Op::new(OpKind::WaitqueueActive, wq.id);
+        sim_op(wq, op, None, |s| !s.wq_mut(wq.id.0 as usize).is_empty()).await
     }
 
     async fn yield_point(&self, site: &'static str) {
@@ -865,10 +871,6 @@ impl Sim {
         with_state(|s| s.tasks[t.0 as usize].line)
     }
 
-    pub fn is_finished(&self, t: TaskId) -> bool {
-        with_state(|s| s.tasks[t.0 as usize].status == TaskStatus::Finished)
-    }
-
     /// A readable description of an op ("lock i_pages(3)").
     pub fn describe_op(&self, op: &Op) -> String {
         with_state(|s| detect::describe_op(s, op))
@@ -911,20 +913,45 @@ impl Sim {
         })
     }
 
-    /// Whether every task has finished.
-    pub fn all_finished(&self) -> bool {
-        with_state(|s| s.tasks.iter().all(|t| t.status == TaskStatus::Finished))
-    }
-
     /// The violation raised so far, if any.
     pub fn violation(&self) -> Option<Violation> {
         with_state(|s| s.violation.clone())
     }
 
-    /// Nobody can move and not everyone finished: name the deadlock cycle or the sleeper no one
-    /// can wake.
-    pub fn diagnose_stuck(&self) -> Violation {
-        with_state(|s| detect::diagnose(s))
+    /// Whether the run is over, and how: a violation raised, nobody able to move (every task
+    /// finished, possibly with WARNs; or a deadlock / lost wakeup), or the step limit reached.
+    /// `None` while the run goes on; `enabled` then holds the tasks that can move.
+    pub fn check_end(&mut self, enabled: &mut Vec<TaskId>) -> Option<RunEnd> {
+        if let Some(v) = self.violation() {
+            return Some(RunEnd::Violation(self.finish_violation(v)));
+        }
+        self.enabled(enabled);
+        if enabled.is_empty() {
+            let all_finished =
+                with_state(|s| s.tasks.iter().all(|t| t.status == TaskStatus::Finished));
+            let v = if all_finished {
+                // WARNs let the run go on, but a run that raised one is not clean.
+                let Some((task, line, a)) = with_state(|s| s.warnings.first().cloned()) else {
+                    return Some(RunEnd::Done);
+                };
+                Violation {
+                    kind: ViolationKind::Assertion(a.name),
+                    message: format!("WARN: {}", a.message),
+                    task: Some(task),
+                    line,
+                    cycle: Vec::new(),
+                    tasks: Vec::new(),
+                }
+            } else {
+                with_state(|s| detect::diagnose(s))
+            };
+            return Some(RunEnd::Violation(self.finish_violation(v)));
+        }
+        if self.steps >= self.cfg.step_limit {
+            let v = Violation::step_limit(self.cfg.step_limit);
+            return Some(RunEnd::Violation(self.finish_violation(v)));
+        }
+        None
     }
 
     /// Record a choice among `n_enabled` tasks (for the schedule string).
@@ -934,13 +961,51 @@ impl Sim {
         }
     }
 
+    /// Poll task `idx` as the current task up to its next announcement, or to its end. A panic
+    /// of the model is a violation and ends the task.
+    fn poll_task(&mut self, idx: usize) {
+        with_state(|s| {
+            s.current = idx as u32;
+            s.announced = false;
+        });
+        let fut = self.futures[idx]
+            .as_mut()
+            .expect("a finished task has no next step");
+        let mut cx = Context::from_waker(noop_waker());
+        let res = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+        let finished = with_state(|s| match res {
+            Ok(Poll::Ready(())) => true,
+            Ok(Poll::Pending) => {
+                let name = &s.tasks[idx].name;
+                assert!(
+                    s.announced,
+                    "task {name} awaited a future that is not a Platform operation"
+                );
+                false
+            }
+            Err(payload) => {
+                let msg = panic_message(&payload);
+                s.fatal(
+                    ViolationKind::ModelPanic,
+                    format!("the model panicked: {msg}"),
+                );
+                true
+            }
+        });
+        if finished {
+            with_state(|s| {
+                s.tasks[idx].status = TaskStatus::Finished;
+                s.tasks[idx].next = Op::new(OpKind::Exit, Op::NONE);
+            });
+            self.futures[idx] = None;
+        }
+    }
+
     /// Run task `t` (which must be enabled) up to its next scheduling point.
     pub fn step(&mut self, t: TaskId) {
         let idx = t.0 as usize;
         let ev = with_state(|s| {
             debug_assert!(s.op_enabled(idx), "stepping a task that is not enabled");
-            s.current = t.0;
-            s.announced = false;
             s.extra.clear();
             let task = &s.tasks[idx];
             LogEvent {
@@ -956,115 +1021,45 @@ impl Sim {
             self.log.push(ev);
         }
         self.steps += 1;
-        let fut = self.futures[idx]
-            .as_mut()
-            .expect("a finished task has no next step");
-        let mut cx = Context::from_waker(noop_waker());
-        let res = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
-        let finished = match res {
-            Ok(Poll::Ready(())) => true,
-            Ok(Poll::Pending) => false,
-            Err(payload) => {
-                let msg = panic_message(&payload);
-                with_state(|s| {
-                    s.current = t.0;
-                    s.fatal(
-                        ViolationKind::ModelPanic,
-                        format!("the model panicked: {msg}"),
-                    );
-                    s.tasks[idx].status = TaskStatus::Finished;
-                });
-                self.futures[idx] = None;
-                return;
-            }
-        };
+        self.poll_task(idx);
         self.last_footprint.clear();
         self.last_footprint.push(ev.op);
-        let announced = with_state(|s| {
-            self.last_footprint.extend_from_slice(&s.extra);
-            if finished {
-                s.tasks[idx].status = TaskStatus::Finished;
-                s.tasks[idx].next = Op::new(OpKind::Exit, Op::NONE);
-            }
-            s.announced
-        });
-        if finished {
-            self.futures[idx] = None;
-        } else {
-            assert!(
-                announced,
-                "task {} awaited a future that is not a Platform operation",
-                self.task_name(t)
-            );
-        }
+        with_state(|s| self.last_footprint.extend_from_slice(&s.extra));
     }
 
     /// Run a new task's code up to its first Platform operation. That code touches only the
-    /// task's own state, so it is not a scheduling step (no log event, no preemption).
+    /// task's own state, so it is not a scheduling step (no log event, no preemption). It may
+    /// run inside another task's step (a task spawning one): that step's state is kept.
     fn start_task(&mut self, idx: usize) {
-        let saved = with_state(|s| {
-            let saved = (s.current, s.announced, std::mem::take(&mut s.extra));
-            s.current = idx as u32;
-            s.announced = false;
-            saved
-        });
-        let fut = self.futures[idx].as_mut().expect("a new task has a future");
-        let mut cx = Context::from_waker(noop_waker());
-        let res = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
-        let name = with_state(|s| s.tasks[idx].name.clone());
-        let finished = with_state(|s| {
-            let finished = match res {
-                Ok(Poll::Ready(())) => true,
-                Ok(Poll::Pending) => {
-                    assert!(
-                        s.announced,
-                        "task {name} awaited a future that is not a Platform operation"
-                    );
-                    false
-                }
-                Err(payload) => {
-                    let msg = panic_message(&payload);
-                    s.fatal(
-                        ViolationKind::ModelPanic,
-                        format!("the model panicked: {msg}"),
-                    );
-                    true
-                }
-            };
-            if finished {
-                s.tasks[idx].status = TaskStatus::Finished;
-            }
-            (s.current, s.announced, s.extra) = saved;
-            finished
-        });
-        if finished {
-            self.futures[idx] = None;
-        }
+        let saved = with_state(|s| (s.current, s.announced, std::mem::take(&mut s.extra)));
+        self.poll_task(idx);
+        with_state(|s| (s.current, s.announced, s.extra) = saved);
     }
 
     /// Drive the run to its end, asking `choose` at every step with more than one enabled task.
     pub fn run(&mut self, mut choose: impl FnMut(&Sim, &[TaskId]) -> TaskId) -> RunEnd {
+        self.run_steps(|sim, en| {
+            Some(if en.len() == 1 {
+                en[0]
+            } else {
+                choose(sim, en)
+            })
+        })
+    }
+
+    /// Drive the run to its end, asking `choose` at every step (even with one enabled task);
+    /// `None` abandons the run (`RunEnd::Abandoned`).
+    pub fn run_steps(
+        &mut self,
+        mut choose: impl FnMut(&Sim, &[TaskId]) -> Option<TaskId>,
+    ) -> RunEnd {
         let mut enabled = Vec::with_capacity(self.futures.len());
         loop {
-            if let Some(v) = self.violation() {
-                return RunEnd::Violation(self.finish_violation(v));
+            if let Some(end) = self.check_end(&mut enabled) {
+                return end;
             }
-            self.enabled(&mut enabled);
-            if enabled.is_empty() {
-                if self.all_finished() {
-                    return RunEnd::Done;
-                }
-                let v = self.diagnose_stuck();
-                return RunEnd::Violation(self.finish_violation(v));
-            }
-            if self.steps >= self.cfg.step_limit {
-                let v = Violation::step_limit(self.cfg.step_limit);
-                return RunEnd::Violation(self.finish_violation(v));
-            }
-            let t = if enabled.len() == 1 {
-                enabled[0]
-            } else {
-                choose(self, &enabled)
+            let Some(t) = choose(self, &enabled) else {
+                return RunEnd::Abandoned;
             };
             self.record_choice(t, enabled.len());
             self.step(t);
