@@ -8,8 +8,18 @@ use sim_core::sim::explore::{Determinism, Progress};
 use sim_core::sim::{ExploreConfig, ExploreReport, Sim, Strategy, explore};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Instant;
+
+/// A line of output. A failed write (a closed pipe, a full disk) must not panic; the caller's
+/// writer records it (see `main.rs`).
+macro_rules! outln {
+    ($w:expr) => {
+        let _ = writeln!($w);
+    };
+    ($w:expr, $($t:tt)*) => {
+        let _ = writeln!($w, $($t)*);
+    };
+}
 
 /// What was run.
 pub enum Subject {
@@ -58,9 +68,21 @@ fn strategy_args(cfg: &ExploreConfig) -> String {
     }
 }
 
+/// Where a failure's schedule is shown: inline, or (when long) in a file.
+pub enum ScheduleText<'a> {
+    Inline(&'a str),
+    File(&'a Path),
+}
+
 /// The command that replays a schedule of this subject.
-pub fn replay_command(subject: &Subject, cfg: &ExploreConfig, schedule: &str) -> String {
-    let mut cmd = format!("pmsim replay {} --schedule '{schedule}'", subject.args());
+pub fn replay_command(subject: &Subject, cfg: &ExploreConfig, schedule: ScheduleText) -> String {
+    let how = match schedule {
+        ScheduleText::Inline(s) => format!("--schedule '{s}'"),
+        ScheduleText::File(p) => {
+            format!("--schedule-file {}", shell_quote(&p.display().to_string()))
+        }
+    };
+    let mut cmd = format!("pmsim replay {} {how}", subject.args());
     if cfg.step_limit != ExploreConfig::default().step_limit {
         cmd.push_str(&format!(" --step-limit {}", cfg.step_limit));
     }
@@ -72,6 +94,12 @@ pub struct Outcome<'a> {
     pub subject: &'a Subject,
     pub cfg: &'a ExploreConfig,
     pub report: &'a ExploreReport,
+    /// The failure's schedule was written to this file (a long schedule).
+    pub schedule_file: Option<&'a Path>,
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 #[derive(Serialize)]
@@ -104,11 +132,20 @@ struct JsonFailure<'a> {
     cycle: &'a [u32],
     tasks: &'a [sim_core::sim::TaskReport],
     schedule: String,
+    schedule_file: Option<String>,
     replay: String,
 }
 
 impl Outcome<'_> {
-    pub fn print(&self, json: bool) {
+    fn replay(&self, s: &str) -> String {
+        let how = match self.schedule_file {
+            Some(p) => ScheduleText::File(p),
+            None => ScheduleText::Inline(s),
+        };
+        replay_command(self.subject, self.cfg, how)
+    }
+
+    pub fn print(&self, json: bool, out: &mut dyn Write) {
         let r = self.report;
         if json {
             let failure = r.failure.as_ref().map(|f| {
@@ -122,7 +159,8 @@ impl Outcome<'_> {
                     hash: format!("{:016x}", f.hash),
                     cycle: &f.violation.cycle,
                     tasks: &f.violation.tasks,
-                    replay: replay_command(self.subject, self.cfg, &s),
+                    replay: self.replay(&s),
+                    schedule_file: self.schedule_file.map(|p| p.display().to_string()),
                     schedule: s,
                 }
             });
@@ -148,27 +186,39 @@ impl Outcome<'_> {
                 pmsim_version: env!("CARGO_PKG_VERSION"),
             };
             match serde_json::to_string_pretty(&summary) {
-                Ok(s) => println!("{s}"),
-                Err(e) => eprintln!("pmsim: cannot encode the JSON summary: {e}"),
+                Ok(s) => {
+                    outln!(out, "{s}");
+                }
+                Err(e) => {
+                    outln!(
+                        out,
+                        "{{\"error\": \"cannot encode the JSON summary: {e}\"}}"
+                    );
+                }
             }
             return;
         }
         let seed = match &self.cfg.strategy {
             Strategy::Replay(_) => String::new(),
-            _ => format!(", seed {}", self.cfg.seed),
+            _ => format!(", seed {:#x}", self.cfg.seed),
+        };
+        let strategy = match &self.cfg.strategy {
+            // The schedule itself may be long; the replay line below shows it.
+            Strategy::Replay(_) => "replay".to_string(),
+            _ => strategy_args(self.cfg)
+                .trim_start_matches("--strategy ")
+                .to_string(),
         };
         let mut head = format!(
-            "pmsim {} {}: {}{seed}, {} run{}",
+            "pmsim {} {}: {strategy}{seed}, {}",
             self.command,
             self.subject.describe(),
-            strategy_args(self.cfg).trim_start_matches("--strategy "),
-            r.runs,
-            if r.runs == 1 { "" } else { "s" }
+            plural(r.runs, "run", "runs"),
         );
         if r.redundant_runs > 0 {
             head.push_str(&format!(" ({} cut short by sleep sets)", r.redundant_runs));
         }
-        println!("{head}");
+        outln!(out, "{head}");
         match &r.failure {
             None => {
                 let how = if r.exhausted {
@@ -179,14 +229,17 @@ impl Outcome<'_> {
                 } else {
                     "no violation found".to_string()
                 };
-                println!(
+                outln!(
+                    out,
                     "{how} (longest run {} steps, last event-log hash {:016x})",
-                    r.max_steps, r.last_hash
+                    r.max_steps,
+                    r.last_hash
                 );
             }
             Some(f) => {
                 let v = &f.violation;
-                println!(
+                outln!(
+                    out,
                     "VIOLATION {} in run {} after {} steps{}",
                     v.kind.name(),
                     f.run,
@@ -197,13 +250,25 @@ impl Outcome<'_> {
                         String::new()
                     }
                 );
-                print!("{v}");
+                let _ = write!(out, "{v}");
                 if r.failed_runs > 1 {
-                    println!("{} of {} runs failed", r.failed_runs, r.runs);
+                    outln!(out, "{} of {} runs failed", r.failed_runs, r.runs);
                 }
                 let s = f.schedule.to_string();
-                println!("schedule: {s}");
-                println!("replay:   {}", replay_command(self.subject, self.cfg, &s));
+                match self.schedule_file {
+                    Some(p) => {
+                        outln!(
+                            out,
+                            "schedule: {} characters, written to {}",
+                            s.len(),
+                            p.display()
+                        );
+                    }
+                    None => {
+                        outln!(out, "schedule: {s}");
+                    }
+                }
+                outln!(out, "replay:   {}", self.replay(&s));
             }
         }
     }
@@ -222,6 +287,7 @@ fn determinism_json(subject: &Subject, cfg: &ExploreConfig, fields: serde_json::
 }
 
 pub fn determinism_ok(
+    out: &mut dyn Write,
     json: bool,
     subject: &Subject,
     cfg: &ExploreConfig,
@@ -232,10 +298,11 @@ pub fn determinism_ok(
         let fields = serde_json::json!({
             "result": "deterministic", "hash": format!("{hash:016x}"), "events": events,
         });
-        println!("{}", determinism_json(subject, cfg, fields));
+        outln!(out, "{}", determinism_json(subject, cfg, fields));
     } else {
-        println!(
-            "deterministic: two runs of {} ({}, seed {}) gave the same {events} events, hash {hash:016x}",
+        outln!(
+            out,
+            "deterministic: two runs of {} ({}, seed {:#x}) gave the same {events} events, hash {hash:016x}",
             subject.describe(),
             strategy_args(cfg),
             cfg.seed
@@ -243,7 +310,13 @@ pub fn determinism_ok(
     }
 }
 
-pub fn determinism_diverged(json: bool, subject: &Subject, cfg: &ExploreConfig, d: &Determinism) {
+pub fn determinism_diverged(
+    out: &mut dyn Write,
+    json: bool,
+    subject: &Subject,
+    cfg: &ExploreConfig,
+    d: &Determinism,
+) {
     let Determinism::Diverged {
         index,
         first,
@@ -259,32 +332,34 @@ pub fn determinism_diverged(json: bool, subject: &Subject, cfg: &ExploreConfig, 
             "first_run": first, "second_run": second,
             "hashes": [format!("{:016x}", hashes.0), format!("{:016x}", hashes.1)],
         });
-        println!("{}", determinism_json(subject, cfg, fields));
+        outln!(out, "{}", determinism_json(subject, cfg, fields));
     } else {
-        println!(
+        outln!(
+            out,
             "NONDETERMINISM: two runs of {} with the same seed and strategy differ \
              (hashes {:016x} and {:016x})",
             subject.describe(),
             hashes.0,
             hashes.1
         );
-        println!("first diverging event: #{index}");
-        println!("  first run:  {first}");
-        println!("  second run: {second}");
-        println!(
+        outln!(out, "first diverging event: #{index}");
+        outln!(out, "  first run:  {first}");
+        outln!(out, "  second run: {second}");
+        outln!(
+            out,
             "something in the model bypasses the Platform (wall clock, HashMap order, \
              global state, threads)"
         );
     }
 }
 
-pub fn progress_bar(json: bool, cfg: &ExploreConfig) -> ProgressBar {
+pub fn progress_bar(show: bool, cfg: &ExploreConfig) -> ProgressBar {
     let bar = match (cfg.runs, &cfg.strategy) {
         (Some(n), _) => ProgressBar::new(n),
         (None, Strategy::Random | Strategy::Pct { .. }) => ProgressBar::new(1000),
         _ => ProgressBar::new_spinner(),
     };
-    if json {
+    if !show {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     } else {
         bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(10));
@@ -304,36 +379,6 @@ pub fn progress(bar: &ProgressBar, p: Progress) {
     }
 }
 
-/// The directory a file path lives in (`.` for a bare name).
-pub fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees a partial file and an error leaves no file behind.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file name"))?
-        .to_string_lossy()
-        .to_string();
-    let tmp = dir.join(format!(".{name}.pmsim-tmp-{}", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
-}
-
 #[derive(Serialize)]
 struct BenchRow {
     model: String,
@@ -345,7 +390,7 @@ struct BenchRow {
 }
 
 /// `pmsim bench engine`: the event queue and the strategies on the toy models.
-pub fn bench_engine(iters: u64, json: bool) -> ExitCode {
+pub fn bench_engine(out: &mut dyn Write, iters: u64, json: bool) {
     let mut q = EventQueue::new();
     for i in 0..1024u64 {
         q.push(i * 7, EventKind::TimerExpired(TaskId(i as u32)));
@@ -362,7 +407,9 @@ pub fn bench_engine(iters: u64, json: bool) -> ExitCode {
     }
     let events_per_sec = n as f64 / t.elapsed().as_secs_f64();
     let mut rows = Vec::new();
-    for model in ["abba-fixed", "lost-wakeup-correct", "lw3x4"] {
+    // Every toy; the buggy ones (abba, lost-wakeup) with --keep-going, so that each strategy
+    // runs its whole budget or space instead of stopping at the first failure.
+    for model in sim_core::toys::TOYS {
         for (name, strategy, runs) in [
             ("random", Strategy::Random, Some(iters)),
             ("pct3", Strategy::Pct { depth: 3 }, Some(iters)),
@@ -382,6 +429,7 @@ pub fn bench_engine(iters: u64, json: bool) -> ExitCode {
                 strategy,
                 seed: 1,
                 runs,
+                keep_going: true,
                 ..ExploreConfig::default()
             };
             let t = Instant::now();
@@ -400,16 +448,21 @@ pub fn bench_engine(iters: u64, json: bool) -> ExitCode {
         }
     }
     if json {
-        println!(
+        outln!(
+            out,
             "{}",
             serde_json::json!({ "event_queue_events_per_sec": events_per_sec, "toys": rows })
         );
     } else {
-        println!("event queue: {:.1} M events/s", events_per_sec / 1e6);
-        println!("| model | strategy | schedules | seconds | schedules/s |");
-        println!("|---|---|---|---|---|");
+        outln!(out, "event queue: {:.1} M events/s", events_per_sec / 1e6);
+        outln!(
+            out,
+            "| model | strategy | schedules | seconds | schedules/s |"
+        );
+        outln!(out, "|---|---|---|---|---|");
         for r in &rows {
-            println!(
+            outln!(
+                out,
                 "| {} | {} | {}{} | {:.3} | {:.0}k |",
                 r.model,
                 r.strategy,
@@ -419,10 +472,10 @@ pub fn bench_engine(iters: u64, json: bool) -> ExitCode {
                 r.schedules_per_sec / 1e3
             );
         }
-        println!(
+        outln!(
+            out,
             "shuttle and loom on the same models, in the same process: \
              cargo bench -p sim-core --bench engine"
         );
     }
-    ExitCode::SUCCESS
 }

@@ -2,7 +2,9 @@
 //! statements in program order.
 //!
 //! What runs today: the scheduling statements (`sleep`, `yield`) with their expectations.
-//! Everything that needs the machine model, the memory-management layer or the file system is
+//! The machine model (sim-core) and the memory-management layer with GUP, signals and
+//! memory_failure (sim-mm) exist, but a trace reaches memory only through a file mapped from
+//! daxfs by the DAX core, and neither of those is built yet. Every statement that needs them is
 //! listed by [`unsupported`] before anything runs, so that `run` says plainly what it cannot
 //! execute yet instead of pretending.
 
@@ -19,31 +21,32 @@ pub struct Unsupported {
     pub why: &'static str,
 }
 
+/// Why a statement cannot run in this build, or `None` when it can.
 fn why(op: &Op) -> Option<&'static str> {
-    Some(match op {
-        Op::Sleep { .. } | Op::Yield => return None,
-        Op::Create { .. }
-        | Op::Write { .. }
-        | Op::Read { .. }
-        | Op::Stat { .. }
-        | Op::Truncate { .. }
-        | Op::Fallocate { .. }
-        | Op::Fsync { .. }
-        | Op::Fdatasync { .. }
-        | Op::Unlink { .. }
-        | Op::Reflink { .. }
-        | Op::DioRead { .. } => "file operations need daxfs (sim-fs), which is not built yet",
-        Op::Mmap { .. } | Op::Munmap { .. } | Op::Madvise { .. } | Op::Msync { .. } => {
-            "mappings need the memory-management layer and the DAX core, which are not built yet"
+    use sim_core::trace::OpClass;
+    Some(match op.class() {
+        OpClass::Scheduling => return None,
+        OpClass::File => "file operations need daxfs (sim-fs), which is not built yet",
+        OpClass::Mapping => {
+            "mappings of a file need daxfs and the DAX core (fs/dax.c); the mm layer exists, \
+             but neither of those is built yet"
         }
-        Op::Load { .. } | Op::Store { .. } | Op::Ntstore { .. } | Op::Fault { .. } => {
-            "memory accesses need the machine model and the DAX fault path, which are not built yet"
+        OpClass::Access => {
+            "memory accesses reach the machine model through a DAX mapping, which needs \
+             daxfs and the DAX core fault path (not built yet)"
         }
-        Op::Clwb { .. } | Op::Clflushopt { .. } | Op::Clflush { .. } | Op::Sfence | Op::Mfence => {
-            "flushes and fences need the cache model, which is not wired to traces yet"
+        OpClass::Flush => {
+            "flushes and fences act on the lines of a DAX mapping's accesses; traces get \
+             them with the DAX core and daxfs (not built yet)"
         }
-        Op::Pin { .. } | Op::Unpin { .. } => "pins need GUP (sim-mm), which is not built yet",
-        Op::Poison { .. } => "poison needs the media model and memory_failure, not built yet",
+        OpClass::Pin => {
+            "pins take a DAX mapping's pages; GUP exists (sim-mm), but mappings need daxfs \
+             and the DAX core (not built yet)"
+        }
+        OpClass::Poison => {
+            "the media model and memory_failure exist, but a file offset or pmem address \
+             reaches its owners only through daxfs and the DAX core (not built yet)"
+        }
     })
 }
 
@@ -81,7 +84,8 @@ pub fn unsupported(trace: &Trace) -> Vec<Unsupported> {
             line: ac.pos.line,
             col: ac.pos.col,
             what: "after-crash".into(),
-            why: "crash images and remount are not built yet",
+            why: "crash images exist in the machine model, but the recovery after a crash \
+                  (mount, journal replay, fsck) needs daxfs, which is not built yet",
         });
     }
     out.sort_by_key(|u| (u.line, u.col));
@@ -178,7 +182,16 @@ pub fn machine_config(
         cfg.set("seed", &seed.to_string()).map_err(at)?;
     }
     for p in &m.extra {
-        cfg.set(&p.key, p.value.trim_matches('"')).map_err(|e| {
+        let value = p.value.trim_matches('"');
+        let known = sim_core::machine::MediaParams::keys().contains(&p.key.as_str());
+        if known && let Err(e) = crate::check_media_value(&p.key, value) {
+            return Err((
+                p.pos.line,
+                p.pos.col,
+                format!("machine {}={}: {e}", p.key, p.value),
+            ));
+        }
+        cfg.set(&p.key, value).map_err(|e| {
             (
                 p.pos.line,
                 p.pos.col,

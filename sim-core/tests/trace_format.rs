@@ -678,7 +678,9 @@ impl TreeGen<'_> {
             0 => self.rng.random_range(0..4096),
             1 => self.rng.random_range(0..64) << 12,
             2 => self.rng.random_range(1..8) << 21,
-            _ => self.rng.random(),
+            // Below 2^63, so that an offset plus a length stays within the 2^64 the parser
+            // allows for a range.
+            _ => self.rng.random::<u64>() >> 1,
         }
     }
 
@@ -745,7 +747,7 @@ impl TreeGen<'_> {
             }
             Machine {
                 pos: Pos::default(),
-                cpus: g.opt(|g| g.rng.random_range(1..=u32::MAX)),
+                cpus: g.opt(|g| g.rng.random_range(1..=sim_core::trace::MAX_CPUS)),
                 pmem: g.opt(|g| g.num().max(1)),
                 media: g.opt(|g| *pick(g.rng, Media::ALL)),
                 persist: g.opt(|g| *pick(g.rng, Persist::ALL)),

@@ -52,6 +52,9 @@ pub const TRACE_VERSION: u64 = 1;
 
 /// Effective machine values when the `machine` statement (or one of its keys) is absent.
 pub const DEFAULT_CPUS: u32 = 4;
+/// The most CPUs a `machine cpus=N` may ask for (the machine model's limit; the CLI's tests
+/// check that both agree).
+pub const MAX_CPUS: u32 = 4096;
 /// 256 MiB of simulated pmem.
 pub const DEFAULT_PMEM: u64 = 256 << 20;
 /// Default media preset.
@@ -526,40 +529,71 @@ pub const OP_KEYWORDS: &[&str] = &[
     "yield",
 ];
 
+/// What an operation acts on, which decides what the executor needs to run it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OpClass {
+    /// `sleep`, `yield`: only the scheduler.
+    Scheduling,
+    /// File-system calls on paths (`create`, `write`, ..., `dio-read`).
+    File,
+    /// `mmap`, `munmap`, `madvise`, `msync`.
+    Mapping,
+    /// `load`, `store`, `ntstore`, `fault`.
+    Access,
+    /// `clwb`, `clflushopt`, `clflush`, `sfence`, `mfence`.
+    Flush,
+    /// `pin`, `unpin`.
+    Pin,
+    /// `poison`.
+    Poison,
+}
+
 impl Op {
+    /// The op's keyword and class: the one exhaustive match over `Op` that the rest of pmsim
+    /// derives from (a new op must be placed here, and only here).
+    fn info(&self) -> (&'static str, OpClass) {
+        use OpClass::*;
+        match self {
+            Op::Create { .. } => ("create", File),
+            Op::Write { .. } => ("write", File),
+            Op::Read { .. } => ("read", File),
+            Op::Stat { .. } => ("stat", File),
+            Op::Truncate { .. } => ("truncate", File),
+            Op::Fallocate { .. } => ("fallocate", File),
+            Op::Fsync { .. } => ("fsync", File),
+            Op::Fdatasync { .. } => ("fdatasync", File),
+            Op::Unlink { .. } => ("unlink", File),
+            Op::Reflink { .. } => ("reflink", File),
+            Op::DioRead { .. } => ("dio-read", File),
+            Op::Mmap { .. } => ("mmap", Mapping),
+            Op::Munmap { .. } => ("munmap", Mapping),
+            Op::Msync { .. } => ("msync", Mapping),
+            Op::Madvise { .. } => ("madvise", Mapping),
+            Op::Load { .. } => ("load", Access),
+            Op::Store { .. } => ("store", Access),
+            Op::Ntstore { .. } => ("ntstore", Access),
+            Op::Fault { .. } => ("fault", Access),
+            Op::Clwb { .. } => ("clwb", Flush),
+            Op::Clflushopt { .. } => ("clflushopt", Flush),
+            Op::Clflush { .. } => ("clflush", Flush),
+            Op::Sfence => ("sfence", Flush),
+            Op::Mfence => ("mfence", Flush),
+            Op::Pin { .. } => ("pin", Pin),
+            Op::Unpin { .. } => ("unpin", Pin),
+            Op::Poison { .. } => ("poison", Poison),
+            Op::Sleep { .. } => ("sleep", Scheduling),
+            Op::Yield => ("yield", Scheduling),
+        }
+    }
+
     /// The op's keyword as written in a trace, e.g. `"dio-read"`.
     pub fn keyword(&self) -> &'static str {
-        match self {
-            Op::Create { .. } => "create",
-            Op::Write { .. } => "write",
-            Op::Read { .. } => "read",
-            Op::Stat { .. } => "stat",
-            Op::Truncate { .. } => "truncate",
-            Op::Fallocate { .. } => "fallocate",
-            Op::Fsync { .. } => "fsync",
-            Op::Fdatasync { .. } => "fdatasync",
-            Op::Unlink { .. } => "unlink",
-            Op::Reflink { .. } => "reflink",
-            Op::Mmap { .. } => "mmap",
-            Op::Munmap { .. } => "munmap",
-            Op::Load { .. } => "load",
-            Op::Store { .. } => "store",
-            Op::Ntstore { .. } => "ntstore",
-            Op::Clwb { .. } => "clwb",
-            Op::Clflushopt { .. } => "clflushopt",
-            Op::Clflush { .. } => "clflush",
-            Op::Sfence => "sfence",
-            Op::Mfence => "mfence",
-            Op::Msync { .. } => "msync",
-            Op::Madvise { .. } => "madvise",
-            Op::Fault { .. } => "fault",
-            Op::Pin { .. } => "pin",
-            Op::Unpin { .. } => "unpin",
-            Op::DioRead { .. } => "dio-read",
-            Op::Poison { .. } => "poison",
-            Op::Sleep { .. } => "sleep",
-            Op::Yield => "yield",
-        }
+        self.info().0
+    }
+
+    /// What the op acts on.
+    pub fn class(&self) -> OpClass {
+        self.info().1
     }
 
     /// Which expectation forms fit this op (`ok` and `any` fit every op).

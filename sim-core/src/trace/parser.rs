@@ -161,20 +161,23 @@ impl<'t, 'a> Args<'t, 'a> {
         size(self.take(what)?, what)
     }
 
-    fn opt_size(&mut self, what: &str) -> Res<Option<u64>> {
-        if self.more() {
-            self.size(what).map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-
     fn off(&mut self) -> Res<u64> {
         self.size("an offset OFF")
     }
 
-    fn len(&mut self) -> Res<u64> {
-        self.size("a length LEN")
+    /// A length LEN of a range that starts at `off`: the range must end inside the 64-bit
+    /// space (`off + len <= 2^64`); otherwise the error is at the length.
+    fn len_from(&mut self, off: u64) -> Res<u64> {
+        let what = "a length LEN";
+        let tok = self.take(what)?;
+        let len = size(tok, what)?;
+        if u128::from(off) + u128::from(len) > 1u128 << 64 {
+            return Err(tok.expected_with(
+                format!("a length with OFF + LEN at most 2^64 (OFF is {off:#x})"),
+                " (the range would end past the 64-bit space)",
+            ));
+        }
+        Ok(len)
     }
 
     fn path(&mut self) -> Res<String> {
@@ -189,9 +192,10 @@ impl<'t, 'a> Args<'t, 'a> {
         if !self.more() {
             return Ok(None);
         }
+        let off = self.off()?;
         Ok(Some(Range {
-            off: self.off()?,
-            len: self.len()?,
+            off,
+            len: self.len_from(off)?,
         }))
     }
 }
@@ -500,8 +504,9 @@ impl<'o> Parser<'o> {
             match key.text {
                 "cpus" => {
                     let n = u32::try_from(number(value, "a CPU count")?).ok();
-                    let n = n.filter(|&n| n > 0);
-                    m.cpus = Some(n.ok_or_else(|| bad("a CPU count from 1 to 4294967295".into()))?);
+                    let n = n.filter(|n| (1..=MAX_CPUS).contains(n));
+                    let what = format!("a CPU count from 1 to {MAX_CPUS}");
+                    m.cpus = Some(n.ok_or_else(|| bad(what))?);
                 }
                 "pmem" => {
                     let bytes = Some(size(value, "a pmem size")?).filter(|&b| b > 0);
@@ -801,32 +806,44 @@ impl<'o> Parser<'o> {
         let mut optional = "";
         let op = match kw.text {
             "create" => Op::Create { path: a.path()? },
-            "write" => Op::Write {
-                path: a.path()?,
-                off: a.off()?,
-                len: a.len()?,
-                pattern: a.pattern()?,
-            },
-            "read" => Op::Read {
-                path: a.path()?,
-                off: a.off()?,
-                len: a.len()?,
-            },
+            "write" => {
+                let path = a.path()?;
+                let off = a.off()?;
+                Op::Write {
+                    path,
+                    off,
+                    len: a.len_from(off)?,
+                    pattern: a.pattern()?,
+                }
+            }
+            "read" => {
+                let path = a.path()?;
+                let off = a.off()?;
+                Op::Read {
+                    path,
+                    off,
+                    len: a.len_from(off)?,
+                }
+            }
             "stat" => Op::Stat { path: a.path()? },
             "truncate" => Op::Truncate {
                 path: a.path()?,
                 size: a.size("a size SIZE")?,
             },
-            "fallocate" => Op::Fallocate {
-                path: a.path()?,
-                off: a.off()?,
-                len: a.len()?,
-                mode: if a.more() {
-                    a.pick()?
-                } else {
-                    FallocMode::Alloc
-                },
-            },
+            "fallocate" => {
+                let path = a.path()?;
+                let off = a.off()?;
+                Op::Fallocate {
+                    path,
+                    off,
+                    len: a.len_from(off)?,
+                    mode: if a.more() {
+                        a.pick()?
+                    } else {
+                        FallocMode::Alloc
+                    },
+                }
+            }
             "fsync" => Op::Fsync { path: a.path()? },
             "fdatasync" => Op::Fdatasync { path: a.path()? },
             "unlink" => Op::Unlink { path: a.path()? },
@@ -835,17 +852,31 @@ impl<'o> Parser<'o> {
                 dst: a.path()?,
                 range: match a.more() {
                     false => None,
-                    true => Some(ReflinkRange {
-                        src_off: a.size("a source offset SRCOFF")?,
-                        len: a.len()?,
-                        dst_off: a.size("a destination offset DSTOFF")?,
-                    }),
+                    true => {
+                        let src_off = a.size("a source offset SRCOFF")?;
+                        let len = a.len_from(src_off)?;
+                        let dst_tok = a.peek();
+                        let dst_off = a.size("a destination offset DSTOFF")?;
+                        if u128::from(dst_off) + u128::from(len) > 1u128 << 64
+                            && let Some(t) = dst_tok
+                        {
+                            return Err(t.expected_with(
+                                "a destination offset with DSTOFF + LEN at most 2^64",
+                                " (the range would end past the 64-bit space)",
+                            ));
+                        }
+                        Some(ReflinkRange {
+                            src_off,
+                            len,
+                            dst_off,
+                        })
+                    }
                 },
             },
             "mmap" => {
                 let path = a.path()?;
                 let off = a.off()?;
-                let len = a.len()?;
+                let len = a.len_from(off)?;
                 let sharing = a.pick()?;
                 let mut flags: Vec<&str> = Vec::new();
                 while !a.flag("as") {
@@ -873,13 +904,14 @@ impl<'o> Parser<'o> {
             "munmap" => Op::Munmap {
                 map: self.map(thread, a)?,
             },
-            "load" => Op::Load {
-                at: self.map_off(thread, a)?,
-                len: a.len()?,
-            },
+            "load" => {
+                let at = self.map_off(thread, a)?;
+                let len = a.len_from(at.off)?;
+                Op::Load { at, len }
+            }
             "store" | "ntstore" => {
                 let at = self.map_off(thread, a)?;
-                let len = a.len()?;
+                let len = a.len_from(at.off)?;
                 let pattern = a.pattern()?;
                 match kw.text {
                     "store" => Op::Store { at, len, pattern },
@@ -888,7 +920,10 @@ impl<'o> Parser<'o> {
             }
             "clwb" | "clflushopt" | "clflush" => {
                 let at = self.map_off(thread, a)?;
-                let len = a.opt_size("a length LEN")?.unwrap_or(DEFAULT_FLUSH_LEN);
+                let len = match a.more() {
+                    true => a.len_from(at.off)?,
+                    false => DEFAULT_FLUSH_LEN,
+                };
                 match kw.text {
                     "clwb" => Op::Clwb { at, len },
                     "clflushopt" => Op::Clflushopt { at, len },
@@ -917,7 +952,7 @@ impl<'o> Parser<'o> {
             }
             "pin" => {
                 let at = self.map_off(thread, a)?;
-                let len = a.len()?;
+                let len = a.len_from(at.off)?;
                 a.word("as")?;
                 Op::Pin {
                     at,
@@ -931,7 +966,7 @@ impl<'o> Parser<'o> {
             "dio-read" => {
                 let path = a.path()?;
                 let off = a.off()?;
-                let len = a.len()?;
+                let len = a.len_from(off)?;
                 a.word("into")?;
                 Op::DioRead {
                     path,
@@ -954,8 +989,12 @@ impl<'o> Parser<'o> {
                 } else {
                     return Err(tok.expected("a path or pmem:ADDR"));
                 };
+                let start = match &target {
+                    PoisonTarget::File { off, .. } => *off,
+                    PoisonTarget::Pmem { addr } => *addr,
+                };
                 let len = match a.peek() {
-                    Some(t) if t.text != "notify" => Some(a.len()?),
+                    Some(t) if t.text != "notify" => Some(a.len_from(start)?),
                     _ => None,
                 };
                 let notify = a.flag("notify");

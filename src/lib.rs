@@ -1,0 +1,803 @@
+//! `pmsim`: the command-line front end. See `pmsim --help`.
+//!
+//! The whole command line is [`run`]: arguments in, text out through the given writers, an exit
+//! code back (0 clean, 1 violation found, 2 usage or input error, 3 nondeterminism). `main.rs`
+//! only connects it to the process; the tests call it in-process.
+
+#[macro_use]
+mod report;
+mod output;
+pub mod trace_model;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use report::{Outcome, Subject};
+use sim_core::events::EventLog;
+use sim_core::sim::explore::{Determinism, logged_run};
+use sim_core::sim::{ExploreConfig, Model, Schedule, Sim, Strategy, explore};
+use sim_core::trace::{ParseOptions, Trace, parse_bytes};
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sim_mm::bugs::{BUG_MODES, bug_mode, bug_names};
+
+#[derive(Parser)]
+#[command(
+    name = "pmsim",
+    version,
+    about = "Deterministic simulator of a persistent-memory machine with a Linux-style DAX stack",
+    long_about = "pmsim runs traces (see traces/format/TRACE_FORMAT.md) and its engine's toy \
+models on a deterministic executor: every interleaving point is a scheduling choice, so races \
+can be searched for (explore), replayed bit-exactly (replay) and explained. Traces that need \
+the DAX core or daxfs (mappings, file operations, memory accesses) are refused until those \
+exist: `pmsim run` lists what it cannot execute.\n\n\
+Exit codes: 0 clean, 1 violation found, 2 usage or input error, 3 nondeterminism.",
+    after_help = "Examples:\n  \
+pmsim check-trace traces/format/*.trace\n  \
+pmsim run traces/format/time.trace\n  \
+pmsim explore --toy abba --strategy dfs --preemption-bound 2\n  \
+pmsim replay --toy abba --schedule '1:0:01'\n  \
+pmsim bench engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate traces against the trace format; print each error with file:line:col.
+    CheckTrace {
+        /// Trace files (`.trace`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print each valid trace in canonical form (the printer's output).
+        #[arg(long)]
+        print: bool,
+    },
+    /// List the bug modes (historical kernel behaviours) that `--bug` and `bug NAME` accept.
+    Bugs,
+    /// Run a trace once (default strategy trace-order) and check it.
+    Run(RunArgs),
+    /// Search the interleavings of a trace for a violation.
+    Explore(RunArgs),
+    /// Replay one schedule string bit-exactly (as printed by a failure report).
+    Replay(RunArgs),
+    /// Benchmarks of pmsim itself.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Event queue events/s and schedules/s of the strategies on the toy models. The side-by-side
+    /// comparison with shuttle and loom is `cargo bench -p sim-core --bench engine`.
+    Engine {
+        /// Schedules per toy and strategy (random and pct; dfs runs to exhaustion).
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+        iters: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Latency and bandwidth of the media model in simulated time, beside the published Optane
+    /// characterisation (optane-like rows must be within 15%).
+    Media {
+        /// Media preset: optane-like, cxl-like or dram.
+        #[arg(long, default_value = "optane-like")]
+        media: String,
+        /// Override one media parameter (repeatable), e.g. `--media-param read_ns=300`.
+        #[arg(long = "media-param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum StrategyArg {
+    /// Prefer the thread whose current statement comes first in the file.
+    TraceOrder,
+    /// A uniformly random runnable thread at every choice (seeded).
+    Random,
+    /// Probabilistic concurrency testing; see --depth.
+    Pct,
+    /// Exhaustive depth-first search (sleep sets; see --preemption-bound).
+    Dfs,
+    /// Follow --schedule.
+    Replay,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The trace to run (`.trace`).
+    #[arg(required_unless_present = "toy", conflicts_with = "toy")]
+    trace: Option<PathBuf>,
+    /// Run one of the engine's toy models instead of a trace: abba, abba-fixed, lost-wakeup,
+    /// lost-wakeup-correct, lw3x4, nondeterministic.
+    #[arg(long, value_name = "NAME")]
+    toy: Option<String>,
+    /// Scheduling strategy (default: trace-order for run, random for explore, replay for
+    /// replay).
+    #[arg(long, value_enum)]
+    strategy: Option<StrategyArg>,
+    /// Seed of the model's randomness and of the random strategies, decimal or 0x-hex
+    /// (default: the trace's `machine seed=`, else 0). Not for replay: a schedule carries its
+    /// own seed.
+    #[arg(long, value_parser = parse_seed)]
+    seed: Option<u64>,
+    /// Number of runs (explore; default 1000 for random and pct, until exhausted for dfs).
+    #[arg(long)]
+    runs: Option<u64>,
+    /// Stop exploring after this many seconds of wall-clock time.
+    #[arg(long, value_name = "SECS")]
+    budget_secs: Option<f64>,
+    /// dfs: at most this many preemptions per schedule (none: unbounded, with sleep sets).
+    #[arg(long, value_name = "N")]
+    preemption_bound: Option<u32>,
+    /// pct: the bug depth d (number of ordering constraints; default 2).
+    #[arg(long)]
+    depth: Option<u32>,
+    /// Switch on a historical bug mode (repeatable); see `pmsim bugs`.
+    #[arg(long = "bug", value_name = "NAME")]
+    bugs: Vec<String>,
+    /// A schedule string to replay (`1:SEED:CHOICES`).
+    #[arg(long, value_name = "S", conflicts_with = "schedule_file")]
+    schedule: Option<String>,
+    /// Read the schedule string to replay from FILE (a failure report writes long schedules
+    /// to a file and prints this form).
+    #[arg(long, value_name = "FILE")]
+    schedule_file: Option<PathBuf>,
+    /// Livelock guard: a run longer than this many steps is a violation.
+    #[arg(long, default_value_t = 1_000_000)]
+    step_limit: u64,
+    /// Keep exploring after the first failure and count them.
+    #[arg(long)]
+    keep_going: bool,
+    /// Print one JSON summary object instead of the human report.
+    #[arg(long)]
+    json: bool,
+    /// Write the event log (bincode) of the run, or of the failing run, to FILE (absent or a
+    /// regular file; links, directories and devices are refused).
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+    /// Run twice and compare the event logs; exit 3 naming the first diverging event. With
+    /// --events, the first run's log is written.
+    #[arg(long)]
+    check_determinism: bool,
+}
+
+/// An error for the user, exit code 2. `Plain` is printed as `pmsim: error: MESSAGE`;
+/// `Positioned` already starts with `FILE:LINE:COL: error:` and is printed as it is.
+enum UsageError {
+    Plain(String),
+    Positioned(String),
+}
+
+impl<E: std::fmt::Display> From<E> for UsageError {
+    fn from(e: E) -> Self {
+        UsageError::Plain(e.to_string())
+    }
+}
+
+fn usage(msg: impl Into<String>) -> UsageError {
+    UsageError::Plain(msg.into())
+}
+
+/// The largest trace or schedule file pmsim reads.
+const MAX_INPUT_BYTES: u64 = 64 << 20;
+
+/// The longest `--budget-secs` (about 30 years): a bound that a `Duration` holds.
+const MAX_BUDGET_SECS: f64 = 1e9;
+
+/// A schedule longer than this (in characters) is written to a file, and the replay command
+/// names the file: a command line holds a few thousand characters comfortably.
+const MAX_INLINE_SCHEDULE: usize = 2000;
+
+/// `--seed`: decimal, or hexadecimal with `0x` (schedule strings print their seeds in hex).
+fn parse_seed(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => t.parse::<u64>(),
+    };
+    parsed.map_err(|_| {
+        format!("`{s}` is not a seed (decimal, or hexadecimal with 0x, at most 64 bits)")
+    })
+}
+
+fn known_bug_names() -> String {
+    bug_names().join(", ")
+}
+
+fn read_trace(path: &Path) -> Result<Trace, UsageError> {
+    let bytes = output::read_capped(path, MAX_INPUT_BYTES)
+        .map_err(|e| usage(format!("{}: cannot read the trace: {e}", path.display())))?;
+    let opts = ParseOptions {
+        known_bugs: Some(bug_names()),
+    };
+    parse_bytes(&bytes, &path.display().to_string(), &opts)
+        .map_err(|e| UsageError::Positioned(e.to_string()))
+}
+
+/// A trace's machine line applied to the machine configuration, with media values range
+/// checked, as a positioned error.
+fn check_machine(path: &Path, t: &Trace) -> Result<(), UsageError> {
+    trace_model::machine_config(t)
+        .map(|_| ())
+        .map_err(|(line, col, e)| {
+            UsageError::Positioned(format!("{}:{line}:{col}: error: {e}", path.display()))
+        })
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn check_trace(files: &[PathBuf], print: bool, io: &mut Io) -> u8 {
+    let mut bad = 0;
+    for f in files {
+        let t = match read_trace(f).and_then(|t| check_machine(f, &t).map(|()| t)) {
+            Ok(t) => t,
+            Err(e) => {
+                io.error(&e);
+                bad += 1;
+                continue;
+            }
+        };
+        let mut threads: Vec<&str> = t.all_statements().map(|s| s.thread.as_str()).collect();
+        threads.sort_unstable();
+        threads.dedup();
+        if print {
+            let _ = write!(io.out, "{}", sim_core::trace::print(&t));
+            continue;
+        }
+        outln!(
+            io.out,
+            "{}: ok ({}, {}{})",
+            f.display(),
+            plural(t.all_statements().count(), "statement", "statements"),
+            plural(threads.len(), "thread", "threads"),
+            if t.after_crash.is_some() {
+                ", after-crash section"
+            } else {
+                ""
+            }
+        );
+        for b in &t.header.bugs {
+            if bug_mode(&b.name).is_some_and(|m| !m.available) {
+                outln!(
+                    io.out,
+                    "{}:{}:{}: note: bug mode `{}` is not implemented in this build; \
+                     run and explore will refuse it",
+                    f.display(),
+                    b.pos.line,
+                    b.pos.col,
+                    b.name
+                );
+            }
+        }
+    }
+    if bad > 0 {
+        outln!(io.err, "{bad} of {} traces rejected", files.len());
+        2
+    } else {
+        0
+    }
+}
+
+/// The schedule of `--schedule S` or `--schedule-file FILE`.
+fn schedule_arg(a: &RunArgs) -> Result<Option<Schedule>, UsageError> {
+    if let Some(text) = &a.schedule {
+        return Ok(Some(
+            text.parse::<Schedule>()
+                .map_err(|e| usage(format!("--schedule: {e}")))?,
+        ));
+    }
+    let Some(path) = &a.schedule_file else {
+        return Ok(None);
+    };
+    let bytes = output::read_capped(path, MAX_INPUT_BYTES)
+        .map_err(|e| usage(format!("--schedule-file {}: {e}", path.display())))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        usage(format!(
+            "--schedule-file {}: not UTF-8 text",
+            path.display()
+        ))
+    })?;
+    text.parse::<Schedule>()
+        .map(Some)
+        .map_err(|e| usage(format!("--schedule-file {}: {e}", path.display())))
+}
+
+fn strategy_of(cmd: &str, a: &RunArgs) -> Result<Strategy, UsageError> {
+    let schedule = schedule_arg(a)?;
+    let default = match cmd {
+        "run" => StrategyArg::TraceOrder,
+        "replay" => StrategyArg::Replay,
+        _ => StrategyArg::Random,
+    };
+    let s = a.strategy.unwrap_or(if schedule.is_some() {
+        StrategyArg::Replay
+    } else {
+        default
+    });
+    if schedule.is_some() && s != StrategyArg::Replay {
+        return Err(usage(
+            "--schedule and --schedule-file go with --strategy replay (or the replay command)",
+        ));
+    }
+    if a.preemption_bound.is_some() && s != StrategyArg::Dfs {
+        return Err(usage("--preemption-bound goes with --strategy dfs"));
+    }
+    if a.depth.is_some() && s != StrategyArg::Pct {
+        return Err(usage("--depth goes with --strategy pct"));
+    }
+    if s == StrategyArg::Replay {
+        // A replay runs the schedule once, with the schedule's seed: these would be ignored.
+        let ignored = [
+            (
+                a.runs.is_some(),
+                "--runs: a replay runs its schedule exactly once",
+            ),
+            (
+                a.seed.is_some(),
+                "--seed: a replay uses the seed inside the schedule string (1:SEED:CHOICES)",
+            ),
+            (
+                a.budget_secs.is_some(),
+                "--budget-secs: a replay is one run",
+            ),
+            (a.keep_going, "--keep-going: a replay is one run"),
+        ];
+        if let Some((_, why)) = ignored.iter().find(|(set, _)| *set) {
+            return Err(usage(format!("{why}; drop the flag")));
+        }
+    }
+    Ok(match s {
+        StrategyArg::TraceOrder => Strategy::TraceOrder,
+        StrategyArg::Random => Strategy::Random,
+        StrategyArg::Pct => {
+            let depth = a.depth.unwrap_or(2);
+            if !(1..=1000).contains(&depth) {
+                return Err(usage("--depth must be from 1 to 1000"));
+            }
+            Strategy::Pct { depth }
+        }
+        StrategyArg::Dfs => Strategy::Dfs {
+            preemption_bound: a.preemption_bound,
+        },
+        StrategyArg::Replay => Strategy::Replay(schedule.ok_or_else(|| {
+            usage("replay needs --schedule S or --schedule-file FILE (a failure report prints it)")
+        })?),
+    })
+}
+
+/// What to run: a trace or a toy model as a `Model`, how to name it in reports, and the
+/// trace's own seed.
+type Loaded = (Box<dyn Model>, Subject, Option<u64>);
+
+fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
+    for b in &a.bugs {
+        match bug_mode(b) {
+            None => {
+                return Err(usage(format!(
+                    "--bug {b}: unknown bug mode (known: {})",
+                    known_bug_names()
+                )));
+            }
+            Some(m) if !m.available => {
+                return Err(usage(format!(
+                    "--bug {b}: this bug mode is not implemented in this build yet \
+                     (`pmsim bugs` shows which are)"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(name) = &a.toy {
+        let name = name.clone();
+        if !sim_core::toys::TOYS.contains(&name.as_str()) && name != "nondeterministic" {
+            return Err(usage(format!(
+                "--toy {name}: unknown toy model (known: {}, nondeterministic)",
+                sim_core::toys::TOYS.join(", ")
+            )));
+        }
+        let subject = Subject::Toy(name.clone());
+        let model = move |sim: &mut Sim| {
+            let p = sim.platform();
+            sim_core::toys::build(&name, &p, sim);
+        };
+        return Ok((Box::new(model), subject, None));
+    }
+    let path = a
+        .trace
+        .as_ref()
+        .ok_or_else(|| usage("give a trace file or --toy NAME"))?;
+    let trace = read_trace(path)?;
+    check_machine(path, &trace)?;
+    let missing = trace_model::unsupported(&trace);
+    if !missing.is_empty() {
+        let mut msg = format!(
+            "{}: this build cannot execute {} of the trace yet; nothing was run:",
+            path.display(),
+            plural(missing.len(), "item", "items"),
+        );
+        for u in &missing {
+            msg.push_str(&format!(
+                "\n  {}:{}:{}: `{}`: {}",
+                path.display(),
+                u.line,
+                u.col,
+                u.what,
+                u.why
+            ));
+        }
+        return Err(usage(msg));
+    }
+    let seed = trace.header.machine.as_ref().and_then(|m| m.seed);
+    Ok((
+        Box::new(trace_model::TraceModel::new(trace)),
+        Subject::Trace(path.clone()),
+        seed,
+    ))
+}
+
+/// Refuse an output path before anything runs (and again when writing).
+fn check_output(flag: &str, path: &Path) -> Result<(), UsageError> {
+    output::check_target(path).map_err(|e| usage(format!("{flag} {}: {e}", path.display())))
+}
+
+/// A replay must fit its run exactly: a schedule that runs out before the run ends (the rest
+/// would silently follow trace order) or that has choices left when the run ends (silently cut)
+/// belongs to another trace, model or version.
+fn check_replay_fits(
+    model: &dyn Model,
+    cfg: &ExploreConfig,
+    sched: &Schedule,
+) -> Result<EventLog, UsageError> {
+    let run = logged_run(model, cfg).map_err(|e| usage(format!("replay: {e}")))?;
+    let (given, used) = (sched.choices.len(), run.schedule.choices.len());
+    if used > given {
+        return Err(usage(format!(
+            "replay: the schedule is too short for this run: it has {}, but the run needs more \
+             (it made {used} before ending); is it the schedule of another trace or model?",
+            plural(given, "choice", "choices")
+        )));
+    }
+    if used < given {
+        return Err(usage(format!(
+            "replay: the schedule is too long for this run: the run ended after {} but the \
+             schedule has {given}; is it the schedule of another trace or model?",
+            plural(used, "choice", "choices")
+        )));
+    }
+    Ok(run.log)
+}
+
+/// Run twice with full event logs and compare them: the determinism check, with the first
+/// run's log kept for `--events`.
+fn run_twice(
+    model: &dyn Model,
+    cfg: &ExploreConfig,
+) -> Result<(Determinism, EventLog), UsageError> {
+    let a = logged_run(model, cfg)?;
+    let d = match logged_run(model, cfg) {
+        Ok(b) => match a.log.first_divergence(&b.log) {
+            None if a.log.hash == b.log.hash => Determinism::Same {
+                hash: a.log.hash,
+                events: a.log.events.len(),
+            },
+            d => {
+                let i = d.unwrap_or(0);
+                Determinism::Diverged {
+                    index: i,
+                    first: a.log.describe(i),
+                    second: b.log.describe(i),
+                    hashes: (a.log.hash, b.log.hash),
+                }
+            }
+        },
+        Err(e) => Determinism::Diverged {
+            index: 0,
+            first: "the first run followed the schedule".into(),
+            second: e.0,
+            hashes: (a.log.hash, 0),
+        },
+    };
+    Ok((d, a.log))
+}
+
+/// Write an event log; the error names the file and the failure.
+fn write_events(path: &Path, log: &EventLog) -> Result<(), String> {
+    let bytes = log.to_bincode()?;
+    output::write_atomically(path, &bytes).map_err(|e| {
+        format!(
+            "--events {}: cannot write the event log: {e}",
+            path.display()
+        )
+    })
+}
+
+/// Where a long schedule of a failure goes: beside the event log if there is one, else in the
+/// current directory under a name made of the subject and the run's hash.
+fn schedule_file_path(a: &RunArgs, subject: &Subject, hash: u64) -> PathBuf {
+    if let Some(ev) = &a.events {
+        let mut name = ev.file_name().unwrap_or_default().to_os_string();
+        name.push(".schedule");
+        return output::parent_dir(ev).join(name);
+    }
+    let stem: String = match subject {
+        Subject::Trace(p) => p
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+        Subject::Toy(n) => n.clone(),
+    }
+    .chars()
+    .map(|c| {
+        if c.is_ascii_alphanumeric() || c == '-' {
+            c
+        } else {
+            '_'
+        }
+    })
+    .collect();
+    PathBuf::from(format!("pmsim-{stem}-{hash:016x}.schedule"))
+}
+
+fn run_cmd(cmd: &'static str, a: &RunArgs, io: &mut Io) -> Result<u8, UsageError> {
+    let strategy = strategy_of(cmd, a)?;
+    let (model, subject, trace_seed) = subject_of(a)?;
+    let budget = match a.budget_secs {
+        None => None,
+        Some(b) if b.is_finite() && b > 0.0 && b <= MAX_BUDGET_SECS => {
+            Some(Duration::try_from_secs_f64(b).map_err(|e| usage(format!("--budget-secs: {e}")))?)
+        }
+        Some(_) => {
+            return Err(usage(format!(
+                "--budget-secs must be a positive number of seconds, at most {MAX_BUDGET_SECS:e}"
+            )));
+        }
+    };
+    if let Some(path) = &a.events {
+        check_output("--events", path)?;
+    }
+    if a.runs == Some(0) {
+        return Err(usage("--runs must be at least 1"));
+    }
+    if a.step_limit == 0 {
+        return Err(usage("--step-limit must be at least 1"));
+    }
+    let cfg = ExploreConfig {
+        strategy,
+        seed: a.seed.or(trace_seed).unwrap_or(0),
+        runs: a.runs,
+        budget,
+        step_limit: a.step_limit,
+        keep_going: a.keep_going,
+        ..ExploreConfig::default()
+    };
+    if a.check_determinism {
+        let (d, log) = run_twice(model.as_ref(), &cfg)?;
+        let code = match &d {
+            Determinism::Same { hash, events } => {
+                report::determinism_ok(io.out, a.json, &subject, &cfg, *hash, *events);
+                0
+            }
+            d => {
+                report::determinism_diverged(io.out, a.json, &subject, &cfg, d);
+                3
+            }
+        };
+        if let Some(path) = &a.events
+            && let Err(e) = write_events(path, &log)
+        {
+            io.error(&usage(e));
+            return Ok(code.max(2));
+        }
+        return Ok(code);
+    }
+    // The log of a replay comes from the fit check; of a search, from a rerun of the failure
+    // (or of the first run).
+    let replay_log = match &cfg.strategy {
+        Strategy::Replay(s) => Some(check_replay_fits(model.as_ref(), &cfg, s)?),
+        _ => None,
+    };
+    let bar = report::progress_bar(io.progress && !a.json, &cfg);
+    let rep = explore(model.as_ref(), &cfg, &mut |p| report::progress(&bar, p))?;
+    bar.finish_and_clear();
+    if rep.runs == 0 {
+        return Err(usage(format!(
+            "nothing ran: the search stopped before its first run completed \
+             (--budget-secs {} is too short); no result",
+            a.budget_secs.unwrap_or(0.0)
+        )));
+    }
+    let found = rep.failure.is_some();
+    // Side outputs may fail; the report is printed regardless, and the failure named after it.
+    let mut write_errors: Vec<String> = Vec::new();
+    if let Some(path) = &a.events {
+        let log = match replay_log {
+            Some(log) => Ok(log),
+            None => {
+                let log_cfg = match &rep.failure {
+                    Some(f) => ExploreConfig {
+                        strategy: Strategy::Replay(f.schedule.clone()),
+                        ..cfg.clone()
+                    },
+                    None => cfg.clone(),
+                };
+                logged_run(model.as_ref(), &log_cfg).map(|r| r.log)
+            }
+        };
+        match log {
+            Ok(log) => {
+                if let Err(e) = write_events(path, &log) {
+                    write_errors.push(e);
+                }
+            }
+            Err(e) => write_errors.push(format!("--events: {e}")),
+        }
+    }
+    let mut schedule_file = None;
+    if let Some(f) = &rep.failure {
+        let text = f.schedule.to_string();
+        if text.len() > MAX_INLINE_SCHEDULE {
+            let path = schedule_file_path(a, &subject, f.hash);
+            match output::write_atomically(&path, format!("{text}\n").as_bytes()) {
+                Ok(()) => schedule_file = Some(path),
+                Err(e) => write_errors.push(format!(
+                    "cannot write the schedule to {}: {e} (it is printed inline instead)",
+                    path.display()
+                )),
+            }
+        }
+    }
+    let outcome = Outcome {
+        command: cmd,
+        subject: &subject,
+        cfg: &cfg,
+        report: &rep,
+        schedule_file: schedule_file.as_deref(),
+    };
+    outcome.print(a.json, io.out);
+    for e in &write_errors {
+        io.error(&usage(e.clone()));
+    }
+    Ok(match (found, write_errors.is_empty()) {
+        (true, _) => 1,
+        (false, true) => 0,
+        (false, false) => 2,
+    })
+}
+
+/// Checks one media parameter beyond its syntax: a finite value in a range that describes a
+/// machine (latencies up to one second, a probability up to 1, other quantities up to 2^40).
+pub fn check_media_value(key: &str, value: &str) -> Result<(), String> {
+    let mut p = sim_core::machine::MediaParams::optane_like();
+    p.set(key, value)?;
+    let Some(shown) = p.get(key) else {
+        return Ok(());
+    };
+    let Ok(v) = shown.trim_end_matches("ns").parse::<f64>() else {
+        return Ok(()); // not a number (persist, vendor)
+    };
+    let (max, what) = if key.ends_with("_ns") {
+        (1e9, "1 s (1e9 ns)")
+    } else if key == "tail_probability" {
+        (1.0, "1")
+    } else {
+        ((1u64 << 40) as f64, "2^40")
+    };
+    if !v.is_finite() || !(0.0..=max).contains(&v) {
+        return Err(format!(
+            "media parameter `{key}`: `{value}` is out of range (0 to {what})"
+        ));
+    }
+    Ok(())
+}
+
+fn bench_media(media: &str, params: &[String], json: bool, io: &mut Io) -> Result<u8, UsageError> {
+    let mut overrides = Vec::new();
+    for kv in params {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--media-param {kv}: expected KEY=VALUE")))?;
+        check_media_value(k, v).map_err(|e| usage(format!("--media-param {kv}: {e}")))?;
+        overrides.push((k.to_string(), v.to_string()));
+    }
+    let rep = sim_core::machine::bench::run_media_bench(media, &overrides)
+        .map_err(|e| usage(format!("bench media: {e}")))?;
+    if json {
+        outln!(io.out, "{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        let _ = write!(io.out, "{rep}");
+    }
+    Ok(0)
+}
+
+/// Where [`run`] writes: the report, the errors, and whether to draw progress bars (on the
+/// process's stderr, only when it is a terminal).
+pub struct Io<'a> {
+    pub out: &'a mut dyn Write,
+    pub err: &'a mut dyn Write,
+    pub progress: bool,
+}
+
+impl Io<'_> {
+    fn error(&mut self, e: &UsageError) {
+        match e {
+            UsageError::Plain(m) => {
+                outln!(self.err, "pmsim: error: {m}");
+            }
+            UsageError::Positioned(m) => {
+                outln!(self.err, "{m}");
+            }
+        }
+    }
+}
+
+/// The whole command line: `args` (with the program name first) in, the exit code out.
+pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version go to the output and succeed; usage errors exit 2.
+            let (w, code) = if e.use_stderr() {
+                (&mut *io.err, 2)
+            } else {
+                (&mut *io.out, 0)
+            };
+            let _ = write!(w, "{}", e.render());
+            return code;
+        }
+    };
+    let res = match &cli.cmd {
+        Cmd::CheckTrace { files, print } => Ok(check_trace(files, *print, io)),
+        Cmd::Bugs => {
+            for m in BUG_MODES {
+                let status = if m.available { "available" } else { "planned" };
+                outln!(
+                    io.out,
+                    "{:28} {:9} {}; fixed by {}",
+                    m.name,
+                    status,
+                    m.summary,
+                    m.fixed_by
+                );
+            }
+            let n = BUG_MODES.iter().filter(|m| m.available).count();
+            outln!(
+                io.out,
+                "{n} of {} bug modes are implemented in this build",
+                BUG_MODES.len()
+            );
+            Ok(0)
+        }
+        Cmd::Run(a) => run_cmd("run", a, io),
+        Cmd::Explore(a) => run_cmd("explore", a, io),
+        Cmd::Replay(a) => run_cmd("replay", a, io),
+        Cmd::Bench { what } => match what {
+            BenchCmd::Engine { iters, json } => {
+                report::bench_engine(io.out, *iters, *json);
+                Ok(0)
+            }
+            BenchCmd::Media {
+                media,
+                params,
+                json,
+            } => bench_media(media, params, *json, io),
+        },
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            io.error(&e);
+            2
+        }
+    }
+}
