@@ -643,8 +643,15 @@ fn run_cmd(cmd: &'static str, a: &RunArgs, io: &mut Io) -> Result<u8, UsageError
             Err(e) => write_errors.push(format!("--events: {e}")),
         }
     }
-    let mut schedule_file = None;
-    if let Some(f) = &rep.failure {
+    // A replay names the schedule the way the user gave it; a search writes a long one to a
+    // file.
+    let mut schedule_file = match &cfg.strategy {
+        Strategy::Replay(_) => a.schedule_file.clone(),
+        _ => None,
+    };
+    if let Some(f) = &rep.failure
+        && !matches!(cfg.strategy, Strategy::Replay(_))
+    {
         let text = f.schedule.to_string();
         if text.len() > MAX_INLINE_SCHEDULE {
             let path = schedule_file_path(a, &subject, f.hash);

@@ -257,12 +257,7 @@ impl Outcome<'_> {
                 let s = f.schedule.to_string();
                 match self.schedule_file {
                     Some(p) => {
-                        outln!(
-                            out,
-                            "schedule: {} characters, written to {}",
-                            s.len(),
-                            p.display()
-                        );
+                        outln!(out, "schedule: {} characters, in {}", s.len(), p.display());
                     }
                     None => {
                         outln!(out, "schedule: {s}");
