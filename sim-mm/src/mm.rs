@@ -69,8 +69,9 @@ impl VmFault {
     pub const DONE_COW: VmFault = VmFault(0x1000);
     pub const NEEDDSYNC: VmFault = VmFault(0x2000);
     pub const COMPLETED: VmFault = VmFault(0x4000);
-    /// `VM_FAULT_ERROR`.
-    pub const ERROR: VmFault = VmFault(0x1 | 0x2 | 0x10 | 0x20 | 0x40);
+    /// `VM_FAULT_ERROR` (include/linux/mm_types.h): OOM, SIGBUS, SIGSEGV, HWPOISON,
+    /// HWPOISON_LARGE and FALLBACK. GUP's `faultin_page` treats every one of them as a failure.
+    pub const ERROR: VmFault = VmFault(0x1 | 0x2 | 0x40 | 0x10 | 0x20 | 0x800);
 
     pub fn contains(self, o: VmFault) -> bool {
         self.0 & o.0 != 0

@@ -255,7 +255,29 @@ impl<P: Platform> MemMap<P> {
 
     /// `dax_wait_page_idle`: sleep until every page of the range has refcount 0 (the file system
     /// calls it with its locks dropped; pins go away when their holders unpin).
+    ///
+    /// Idle wake-ups are keyed by 2 MiB folio ([`Self::idle_key`]), so a range over several
+    /// folios waits for each folio in turn, on that folio's key: a put in any of them wakes the
+    /// waiter that is waiting for it. (The kernel waits per folio; a range is the model's
+    /// convenience.)
     pub async fn wait_pages_idle(&self, p: &P, pfn: Pfn, nr: u64) {
+        let end = pfn.saturating_add(nr);
+        let mut start = pfn;
+        while start < end {
+            let folio_end = ((start | (PAGES_PER_SECTION - 1)) + 1).min(end);
+            self.wait_folio_idle(p, start, folio_end - start).await;
+            start = folio_end;
+        }
+    }
+
+    /// [`Self::wait_pages_idle`] within one 2 MiB folio.
+    async fn wait_folio_idle(&self, p: &P, pfn: Pfn, nr: u64) {
+        // Waiter and waker must agree on the key: the whole range is in pfn's folio.
+        debug_assert_eq!(
+            Self::idle_key(pfn),
+            Self::idle_key(pfn + nr.max(1) - 1),
+            "an idle wait crosses a 2 MiB folio"
+        );
         let wq = self.page_waitqueue(pfn & !(PAGES_PER_SECTION - 1));
         loop {
             let w = wq

@@ -194,23 +194,18 @@ pub async fn rmap_walk<P: Platform>(p: &P, world: &MmWorld<P>, pfn: Pfn) -> Vec<
 
 /// `dev_pagemap_mapping_shift`: the size of the device mapping at `address` (PMD_SHIFT for a
 /// devmap huge PMD, PAGE_SHIFT for a devmap PTE, 0 when nothing devmap is mapped). As in Linux it
-/// does not compare the pfn.
+/// does not compare the pfn, and it walks the page table without the page-table lock (memory
+/// failure calls it under `tasklist_lock`): two lockless reads, the PMD and then the PTE, each one
+/// atomic read as the module docs of `mm` describe, with nothing held between them.
 pub async fn dev_pagemap_mapping_shift<P: Platform>(p: &P, mm: &MmStruct<P>, address: u64) -> u32 {
-    let pt = mm.page_table.lock(p).await;
-    let shift = match pt.pmd_get(address) {
+    match mm.pmdp_get_lockless(p, address).await {
         PmdVal::None => 0,
-        PmdVal::Huge(pmd) => {
-            if pmd.present() && pmd.devmap() {
-                crate::dax_entry::PMD_SHIFT
-            } else {
-                0
-            }
-        }
-        PmdVal::Table => match pt.pte_get(address) {
+        PmdVal::Huge(pmd) if pmd.present() && pmd.devmap() => crate::dax_entry::PMD_SHIFT,
+        PmdVal::Huge(_) => 0,
+        // The PTE table may be freed between the two reads; then nothing is mapped there.
+        PmdVal::Table => match mm.ptep_get_lockless(p, address).await {
             Some(pte) if pte.present() && pte.devmap() => PAGE_SHIFT,
             _ => 0,
         },
-    };
-    pt.unlock().await;
-    shift
+    }
 }
