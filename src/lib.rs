@@ -74,7 +74,7 @@ enum Cmd {
 #[derive(Subcommand)]
 enum BenchCmd {
     /// Event queue events/s and schedules/s of the strategies on the toy models. The side-by-side
-    /// comparison with shuttle and loom is `cargo bench -p sim-core --bench engine`.
+    /// comparison with shuttle and loom is `cargo bench -p pmsim-peer-bench --bench engine`.
     Engine {
         /// Schedules per toy and strategy (random and pct; dfs runs to exhaustion).
         #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]

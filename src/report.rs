@@ -470,7 +470,7 @@ pub fn bench_engine(out: &mut dyn Write, iters: u64, json: bool) {
         outln!(
             out,
             "shuttle and loom on the same models, in the same process: \
-             cargo bench -p sim-core --bench engine"
+             cargo bench -p pmsim-peer-bench --bench engine"
         );
     }
 }

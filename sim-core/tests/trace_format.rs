@@ -460,10 +460,8 @@ fn line_endings_and_end_of_file() {
 #[test]
 fn serde_keeps_trees_and_positions() {
     let t = format_trace("after_crash.trace");
-    let config = bincode::config::standard();
-    let bytes = bincode::serde::encode_to_vec(&t, config).expect("encode");
-    let (back, _): (Trace, usize) =
-        bincode::serde::decode_from_slice(&bytes, config).expect("decode");
+    let bytes = sim_core::events::codec::encode(&t).expect("encode");
+    let back: Trace = sim_core::events::codec::decode(&bytes).expect("decode");
     assert_eq!(back, t);
     let lines = |t: &Trace| -> Vec<u32> { t.all_statements().map(|s| s.pos.line).collect() };
     assert_eq!(lines(&back), lines(&t));
