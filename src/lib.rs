@@ -281,7 +281,11 @@ fn check_trace(files: &[PathBuf], print: bool, io: &mut Io) -> u8 {
         }
     }
     if bad > 0 {
-        outln!(io.err, "{bad} of {} traces rejected", files.len());
+        outln!(
+            io.err,
+            "{bad} of {} rejected",
+            plural(files.len(), "trace", "traces")
+        );
         2
     } else {
         0
