@@ -746,7 +746,7 @@ impl TreeGen<'_> {
             Machine {
                 pos: Pos::default(),
                 cpus: g.opt(|g| g.rng.random_range(1..=sim_core::trace::MAX_CPUS)),
-                pmem: g.opt(|g| g.num().max(1)),
+                pmem: g.opt(|g| (g.num() >> 6).max(1) << 6),
                 media: g.opt(|g| *pick(g.rng, Media::ALL)),
                 persist: g.opt(|g| *pick(g.rng, Persist::ALL)),
                 seed: g.opt(|g| g.num()),

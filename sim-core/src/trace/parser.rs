@@ -509,8 +509,10 @@ impl<'o> Parser<'o> {
                     m.cpus = Some(n.ok_or_else(|| bad(what))?);
                 }
                 "pmem" => {
-                    let bytes = Some(size(value, "a pmem size")?).filter(|&b| b > 0);
-                    m.pmem = Some(bytes.ok_or_else(|| bad("a pmem size above zero".into()))?);
+                    // Whole cache lines, as the machine model allocates pmem.
+                    let bytes = Some(size(value, "a pmem size")?).filter(|&b| b > 0 && b % 64 == 0);
+                    let what = "a pmem size that is a positive multiple of 64 bytes";
+                    m.pmem = Some(bytes.ok_or_else(|| bad(what.into()))?);
                 }
                 "media" => {
                     let media = Media::from_keyword(value.text);
