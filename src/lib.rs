@@ -569,6 +569,18 @@ fn run_cmd(cmd: &'static str, a: &RunArgs, io: &mut Io) -> Result<u8, UsageError
     };
     if let Some(path) = &a.events {
         check_output("--events", path)?;
+        // An output never replaces one of the run's inputs.
+        let same = |input: &Option<PathBuf>| {
+            input.as_ref().is_some_and(
+                |i| matches!((i.canonicalize(), path.canonicalize()), (Ok(x), Ok(y)) if x == y),
+            )
+        };
+        if same(&a.trace) || same(&a.schedule_file) {
+            return Err(usage(format!(
+                "--events {}: is an input of this run; pmsim does not overwrite its inputs",
+                path.display()
+            )));
+        }
     }
     if a.runs == Some(0) {
         return Err(usage("--runs must be at least 1"));

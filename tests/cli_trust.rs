@@ -253,6 +253,13 @@ fn events_refuses_links_devices_and_directories_and_replaces_regular_files() {
     use std::os::unix::fs::FileTypeExt;
     let null = std::fs::symlink_metadata("/dev/null").unwrap().file_type();
     assert!(null.is_char_device(), "/dev/null is still a device");
+    // An input of the run is never an output.
+    let trace = d.join("t.trace");
+    std::fs::write(&trace, "pmsim-trace 1\nt1 yield\n").unwrap();
+    let (code, _, err) = pmsim(&["run", &s(&trace), "--events", &s(&trace)]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(std::fs::read(&trace).unwrap(), b"pmsim-trace 1\nt1 yield\n");
+    std::fs::remove_file(&trace).unwrap();
     // A regular file is replaced; no temporary file stays behind.
     let ev = d.join("x.events");
     std::fs::write(&ev, b"old").unwrap();
