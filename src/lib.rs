@@ -106,7 +106,7 @@ enum StrategyArg {
     Pct,
     /// Exhaustive depth-first search (sleep sets; see --preemption-bound).
     Dfs,
-    /// Follow --schedule.
+    /// Follow --schedule or --schedule-file.
     Replay,
 }
 
@@ -598,6 +598,17 @@ fn run_cmd(cmd: &'static str, a: &RunArgs, io: &mut Io) -> Result<u8, UsageError
         ..ExploreConfig::default()
     };
     if a.check_determinism {
+        // The check repeats the first run of the strategy: these would be ignored.
+        let ignored = [
+            (a.runs.is_some(), "--runs"),
+            (a.budget_secs.is_some(), "--budget-secs"),
+            (a.keep_going, "--keep-going"),
+        ];
+        if let Some((_, flag)) = ignored.iter().find(|(set, _)| *set) {
+            return Err(usage(format!(
+                "{flag}: --check-determinism repeats one run; drop the flag"
+            )));
+        }
         let (d, log) = run_twice(model.as_ref(), &cfg)?;
         let code = match &d {
             Determinism::Same { hash, events } => {

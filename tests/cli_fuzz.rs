@@ -209,6 +209,7 @@ fn run_args(rng: &mut StdRng, files: &Files, cmd: &str, v: &mut Vec<String>) {
     }
     let mut budget = false;
     let mut runs = false;
+    let mut determinism = false;
     for _ in 0..rng.random_range(0..6) {
         match rng.random_range(0..17) {
             0 => {
@@ -266,18 +267,22 @@ fn run_args(rng: &mut StdRng, files: &Files, cmd: &str, v: &mut Vec<String>) {
                 v.push("--events".into());
                 v.push(pick(rng, &files.outputs).clone());
             }
-            14 => v.push("--check-determinism".into()),
+            14 => {
+                determinism = true;
+                v.push("--check-determinism".into());
+            }
             15 => v.push(pick(rng, &["--bogus", "-x", "--toy", "--help"]).to_string()),
             _ => v.push(pick(rng, WORDS).to_string()),
         }
     }
     // Keep each case short: a small run count or a short budget, unless it is a replay (one
     // run) or already chose them.
-    if !replaying && !budget {
+    // (--check-determinism repeats one run and refuses both.)
+    if !replaying && !determinism && !budget {
         v.push("--budget-secs".into());
         v.push("0.01".into());
     }
-    if !replaying && !runs && rng.random_bool(0.8) {
+    if !replaying && !determinism && !runs && rng.random_bool(0.8) {
         v.push("--runs".into());
         v.push(pick(rng, &["1", "3", "10"]).to_string());
     }

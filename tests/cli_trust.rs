@@ -77,6 +77,21 @@ fn replay_refuses_flags_it_would_ignore() {
 }
 
 #[test]
+fn check_determinism_refuses_flags_it_would_ignore() {
+    for flag in [
+        &["--runs", "3"][..],
+        &["--budget-secs", "5"],
+        &["--keep-going"],
+    ] {
+        let mut args = vec!["run", "--toy", "lw3x4", "--check-determinism"];
+        args.extend_from_slice(flag);
+        let (code, out, err) = pmsim(&args);
+        assert_eq!(code, 2, "{flag:?}: {out}{err}");
+        assert!(err.contains(flag[0]), "{flag:?}: {err}");
+    }
+}
+
+#[test]
 fn a_search_that_completed_no_run_says_nothing_ran() {
     let (code, out, err) = pmsim(&["explore", "--toy", "abba", "--budget-secs", "0.000000001"]);
     assert_eq!(code, 2, "{out}{err}");
