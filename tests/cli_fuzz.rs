@@ -1,5 +1,6 @@
-//! A fuzz test of the command line itself: random subcommands, flags, values and files, run
-//! in-process through `pmsim::run`. No case may panic or exit with a code outside 0-3.
+//! A fuzz test of the command line itself: random subcommands, flags, values and files, 10,000
+//! cases run in-process through `pmsim::run` and 200 more through the binary. No case may
+//! panic or exit with a code outside 0-3.
 //!
 //! The only test in this binary, because it changes the current directory (a long failing
 //! schedule without `--events` is written to the current directory).
@@ -11,6 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 const CASES: usize = 10_000;
+const SPAWNED: usize = 200;
 
 fn pick<'a, T>(rng: &mut StdRng, xs: &'a [T]) -> &'a T {
     &xs[rng.random_range(0..xs.len())]
@@ -414,6 +416,24 @@ fn fuzz_the_command_line() {
         }
     }
     eprintln!("exit codes 0/1/2/3: {by_code:?}");
+    // A smaller count through the real binary (main.rs: the process's writers and exit code).
+    for i in 0..SPAWNED {
+        let args = case(&mut rng, &files);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_pmsim"))
+            .args(&args[1..])
+            .output()
+            .expect("spawn pmsim");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !err.contains("panicked"),
+            "spawned case {i}: {args:?}\n{err}"
+        );
+        assert!(
+            o.status.code().is_some_and(|c| (0..=3).contains(&c)),
+            "spawned case {i}: {:?}: {args:?}\n{err}",
+            o.status
+        );
+    }
     // The generator reaches every outcome, not only usage errors.
     assert!(
         by_code.iter().all(|&n| n > 0),
