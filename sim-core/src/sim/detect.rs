@@ -139,6 +139,7 @@ pub(super) fn describe_op(s: &State, op: &Op) -> String {
         OpKind::Unlock => format!("unlock {obj}"),
         OpKind::DownRead => format!("down_read {obj}"),
         OpKind::UpRead => format!("up_read {obj}"),
+        OpKind::DownWrite if op.arg == super::RWSEM_QUEUED => format!("down_write {obj} (queued)"),
         OpKind::DownWrite => format!("down_write {obj}"),
         OpKind::UpWrite => format!("up_write {obj}"),
         OpKind::DowngradeWrite => format!("downgrade_write {obj}"),
@@ -162,7 +163,9 @@ fn holds(s: &State, t: u32) -> Vec<String> {
             ObjState::Lock {
                 holder: Some(h), ..
             } if *h == t => out.push(format!("{}#{}", o.name, i)),
-            ObjState::RwSem { readers, writer } => {
+            ObjState::RwSem {
+                readers, writer, ..
+            } => {
                 if *writer == Some(t) {
                     out.push(format!("{}#{} (write)", o.name, i));
                 }
@@ -231,22 +234,15 @@ fn waits_for(s: &State, t: usize) -> Vec<u32> {
             }),
         ) => vec![*h],
         // A task waiting for itself (down_write while holding the semaphore) is a cycle too.
-        (OpKind::DownWrite, Some(ObjState::RwSem { readers, writer })) => {
-            readers.iter().chain(writer.iter()).copied().collect()
-        }
-        (OpKind::DownRead, Some(ObjState::RwSem { writer, .. })) => {
-            let mut v: Vec<u32> = writer.iter().copied().collect();
-            // Queued behind a waiting writer (writer-preferring).
-            for (i, other) in s.tasks.iter().enumerate() {
-                if i != t
-                    && other.status == TaskStatus::Live
-                    && other.next.kind == OpKind::DownWrite
-                    && other.next.obj == op.obj
-                {
-                    v.push(i as u32);
-                }
-            }
-            v
+        (
+            OpKind::DownWrite,
+            Some(ObjState::RwSem {
+                readers, writer, ..
+            }),
+        ) => readers.iter().chain(writer.iter()).copied().collect(),
+        // Queued behind the writers that queued first (writer-preferring).
+        (OpKind::DownRead, Some(ObjState::RwSem { writer, queued, .. })) => {
+            writer.iter().chain(queued.iter()).copied().collect()
         }
         _ => Vec::new(),
     }

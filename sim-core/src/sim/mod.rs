@@ -40,6 +40,11 @@ use std::task::{Context, Poll, Waker};
 
 static GENERATION: AtomicU32 = AtomicU32::new(1);
 
+/// `Op::arg` of a `DownWrite`: the first attempt, which takes the semaphore or queues.
+pub const RWSEM_ATTEMPT: u64 = 0;
+/// `Op::arg` of a `DownWrite`: a queued writer waiting for the semaphore to be free.
+pub const RWSEM_QUEUED: u64 = 1;
+
 thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
 }
@@ -89,6 +94,10 @@ enum ObjState {
     RwSem {
         readers: Vec<u32>,
         writer: Option<u32>,
+        /// Writers whose `down_write` found the semaphore taken and who queued (the kernel's
+        /// `rwsem_down_write_slowpath`). Invariant: a queued writer holds nothing of this
+        /// semaphore and its announced step is `down_write (queued)` on it.
+        queued: Vec<u32>,
     },
     WaitQueue {
         waiters: Vec<WaiterState>,
@@ -195,27 +204,22 @@ impl State {
             ),
             OpKind::DownRead => match &self.objs[op.obj.0 as usize].state {
                 // Writer-preferring (as the kernel's rwsem): a reader waits while a writer
-                // holds the semaphore, or while a writer waits behind the current readers.
-                ObjState::RwSem { readers, writer } => {
-                    writer.is_none() && (readers.is_empty() || !self.writer_waiting(op.obj))
-                }
-                _ => true,
+                // holds the semaphore or has queued for it. A writer that has not yet tried
+                // (its next step is `down_write`) does not keep readers out.
+                ObjState::RwSem { writer, queued, .. } => writer.is_none() && queued.is_empty(),
+                _ => unreachable!("down_read on object {} that is not a rwsem", op.obj.0),
             },
+            // The attempt always runs: it takes a free semaphore or queues the writer.
+            OpKind::DownWrite if op.arg == RWSEM_ATTEMPT => true,
             OpKind::DownWrite => matches!(
                 &self.objs[op.obj.0 as usize].state,
-                ObjState::RwSem { readers, writer: None } if readers.is_empty()
+                ObjState::RwSem { readers, writer: None, .. } if readers.is_empty()
             ),
             OpKind::Schedule => task.wait.is_none_or(|w| w.woken),
             OpKind::Sleep => self.now >= op.arg,
             OpKind::Exit => false,
             _ => true,
         }
-    }
-
-    fn writer_waiting(&self, sem: ObjId) -> bool {
-        self.tasks.iter().any(|t| {
-            t.status == TaskStatus::Live && t.next.kind == OpKind::DownWrite && t.next.obj == sem
-        })
     }
 
     fn announce(&mut self, op: Op) {
@@ -253,7 +257,9 @@ impl State {
     fn rwsem_mut(&mut self, id: usize) -> (&'static str, &mut Vec<u32>, &mut Option<u32>) {
         let o = &mut self.objs[id];
         match &mut o.state {
-            ObjState::RwSem { readers, writer } => (o.name, readers, writer),
+            ObjState::RwSem {
+                readers, writer, ..
+            } => (o.name, readers, writer),
             _ => unreachable!("object {id} is not a rwsem"),
         }
     }
@@ -466,6 +472,7 @@ impl Platform for SimPlatform {
                 ObjState::RwSem {
                     readers: Vec::new(),
                     writer: None,
+                    queued: Vec::new(),
                 },
             )
         })
@@ -486,12 +493,43 @@ impl Platform for SimPlatform {
     }
 
     async fn down_write(&self, r: &SimRaw) {
+        let id = r.id.0 as usize;
         let op = Op::new(OpKind::DownWrite, r.id);
-        sim_op(r, op, Some("down_write"), |s| {
+        // The attempt (`rwsem_write_trylock`): take a free semaphore no other writer queued
+        // for, or queue; only from then on does the writer keep new readers out.
+        let got = sim_op(r, op, Some("down_write"), |s| {
             let cur = s.current;
-            *s.rwsem_mut(r.id.0 as usize).2 = Some(cur);
+            let ObjState::RwSem {
+                readers,
+                writer,
+                queued,
+            } = &mut s.objs[id].state
+            else {
+                unreachable!("object {id} is not a rwsem")
+            };
+            if readers.is_empty() && writer.is_none() && queued.is_empty() {
+                *writer = Some(cur);
+                true
+            } else {
+                queued.push(cur);
+                false
+            }
         })
-        .await
+        .await;
+        if !got {
+            // rwsem_down_write_slowpath: sleep until the semaphore is free, then take it.
+            let mut op = Op::new(OpKind::DownWrite, r.id);
+            op.arg = RWSEM_QUEUED;
+            sim_op(r, op, None, |s| {
+                let cur = s.current;
+                let ObjState::RwSem { writer, queued, .. } = &mut s.objs[id].state else {
+                    unreachable!("object {id} is not a rwsem")
+                };
+                queued.retain(|&w| w != cur);
+                *writer = Some(cur);
+            })
+            .await
+        }
     }
 
     async fn up_write(&self, r: &SimRaw) {
