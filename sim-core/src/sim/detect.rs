@@ -119,6 +119,15 @@ pub(super) fn obj_name(s: &State, op: &Op) -> String {
             format!("pmem {addr:#x}")
         };
     }
+    if (Op::CPU_BASE..Op::CPU_END).contains(&op.obj.0) {
+        return format!("cpu{} clock", op.obj.0 - Op::CPU_BASE);
+    }
+    if op.obj == Op::MACHINE {
+        return "machine".into();
+    }
+    if op.obj == Op::DMESG {
+        return "dmesg".into();
+    }
     match s.objs.get(op.obj.0 as usize) {
         Some(o) => format!("{}#{}", o.name, op.obj.0),
         None => format!("obj#{}", op.obj.0),
@@ -133,7 +142,7 @@ pub(super) fn describe_op(s: &State, op: &Op) -> String {
             "yield at {}",
             s.sites.get(op.arg as usize).copied().unwrap_or("?")
         ),
-        OpKind::Sleep => format!("sleep until t={}ns", op.arg),
+        OpKind::Sleep => format!("sleep {}ns", op.arg),
         OpKind::Lock => format!("lock {obj}"),
         OpKind::TryLock => format!("trylock {obj}"),
         OpKind::Unlock => format!("unlock {obj}"),
