@@ -301,8 +301,8 @@ pub trait Platform: Clone + Send + Sync + 'static {
 
 /// The memory part of the seam: CPU accesses to persistent memory by physical address, on the
 /// CPU the calling task runs on. The simulator routes them into the machine model
-/// ([`crate::machine::Machine`]), charging their latency to the clock of the CPU the task runs on; the native backend
-/// (its own issue) will use a mapped pmem device with real instructions.
+/// ([`crate::machine::Machine`]), charging their latency to that CPU's clock; the native
+/// backend (its own issue) will use a mapped pmem device with real instructions.
 ///
 /// A load that consumes poison returns `MemError::MachineCheck`: the machine check is delivered
 /// to the task that took it (action-required), which hands it to memory_failure.
