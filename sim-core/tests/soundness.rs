@@ -349,3 +349,25 @@ fn random_draws_of_two_tasks_commute() {
         "one value per task whatever the order: {values:?}"
     );
 }
+
+#[test]
+fn the_audit_finds_every_model_here_commuting() {
+    use sim_core::sim::audit::{AuditConfig, audit};
+    let models: Vec<(&str, Box<dyn Model>)> = vec![
+        ("fences on one cpu", Box::new(flush_and_fence("1"))),
+        ("fences on two cpus", Box::new(flush_and_fence("2"))),
+        (
+            "latency and sleep, one cpu",
+            Box::new(latency_and_sleep("1")),
+        ),
+        (
+            "latency and sleep, two cpus",
+            Box::new(latency_and_sleep("2")),
+        ),
+    ];
+    for (name, m) in &models {
+        let rep = audit(m.as_ref(), &AuditConfig::default());
+        assert!(rep.failures.is_empty(), "{name}: {rep}");
+        assert!(rep.pairs > 0, "{name}");
+    }
+}

@@ -665,6 +665,11 @@ impl Machine {
         self.llc.probe(addr / LINE as u64)
     }
 
+    /// A hash of what loads see (the whole pmem, pending stores included).
+    pub fn memory_hash(&self) -> u64 {
+        self.mem.content_hash()
+    }
+
     /// Addresses of the lines with stores that are not durable, in address order.
     pub fn pending_lines(&self) -> Vec<u64> {
         self.persist.lines.keys().map(|l| l * LINE as u64).collect()

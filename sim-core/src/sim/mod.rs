@@ -39,6 +39,7 @@
 //! The executor state lives in a thread-local slot while a [`Sim`] exists, so that the platform
 //! handle [`SimPlatform`] is a zero-sized type (cheap to copy into every task).
 
+pub mod audit;
 mod detect;
 pub mod explore;
 pub mod manual;
@@ -203,6 +204,8 @@ impl State {
     }
 
     fn fatal(&mut self, kind: ViolationKind, message: String) {
+        // The first violation is the run's report: two steps that raise one do not commute.
+        self.extra.push(Op::new(OpKind::Write, Op::DMESG));
         if self.violation.is_none() {
             let task = TaskId(self.current);
             self.violation = Some(Violation {
@@ -745,7 +748,7 @@ impl Platform for SimPlatform {
 
     async fn report(&self, a: Assertion) {
         let fatal = with_state(|s| {
-            // The report is appended to the run's log: two reporting steps do not commute.
+            // WARNs are appended to the run's log in order: two reporting steps do not commute.
             s.extra.push(Op::new(OpKind::Write, Op::DMESG));
             let line = s.tasks[s.current as usize].line;
             if a.fatal {
