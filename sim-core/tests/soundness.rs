@@ -154,7 +154,6 @@ fn a_lock_released_by_a_dropped_guard_wakes_the_sleepers_it_concerns() {
         sim.spawn("t1", move || async move {
             let got = l.try_lock(&p).await;
             note(format!("try_lock {}", got.is_some()));
-            bug_on(&p, got.is_none(), "trylock-failed", || "L was busy".into()).await;
         });
         sim.spawn("t2", move || async move {
             let _g = l2.lock(&p).await;
@@ -162,8 +161,40 @@ fn a_lock_released_by_a_dropped_guard_wakes_the_sleepers_it_concerns() {
         });
     });
     let all = same_outcomes(&m);
-    assert!(all.iter().any(|o| o.end == "assertion:trylock-failed"));
-    assert!(all.iter().any(|o| o.end == "done"));
+    assert!(all.iter().any(|o| o.notes == ["try_lock false"]));
+    assert!(all.iter().any(|o| o.notes == ["try_lock true"]));
+}
+
+#[test]
+fn a_bug_after_a_failed_try_lock_is_found_with_sleep_sets() {
+    // t1 fails its try_lock while t2 holds L; the BUG fires in t2 once it has dropped L.
+    let m = model(|sim| {
+        let p = sim.platform();
+        let l = Arc::new(Mutex::new(&p, "L", ()));
+        let failed = Arc::new(Mutex::new(&p, "failed", false));
+        let (l2, f2) = (l.clone(), failed.clone());
+        sim.spawn("t1", move || async move {
+            let got = l.try_lock(&p).await;
+            let mut f = failed.lock(&p).await;
+            *f = got.is_none();
+            f.unlock().await;
+        });
+        sim.spawn("t2", move || async move {
+            {
+                let _g = l2.lock(&p).await;
+                p.yield_point("holding L").await;
+            }
+            let f = f2.lock(&p).await;
+            let failed = *f;
+            f.unlock().await;
+            bug_on(&p, failed, "trylock-failed", || "t1 found L busy".into()).await;
+        });
+    });
+    let all = same_outcomes(&m);
+    assert!(
+        all.iter().any(|o| o.end == "assertion:trylock-failed"),
+        "{all:#?}"
+    );
 }
 
 #[test]
