@@ -158,6 +158,9 @@ impl Op {
     pub const MACHINE: ObjId = ObjId(0xFFFF_FFFD);
     /// The kernel log: WARN/BUG reports are appended in order, so reporting steps conflict.
     pub const DMESG: ObjId = ObjId(0xFFFF_FFFE);
+    /// The object table: objects are numbered in creation order, so two steps that create
+    /// objects conflict.
+    pub const ALLOC: ObjId = ObjId(0xFFFF_FFFC);
 
     /// The footprint entry for CPU `cpu`'s clock.
     pub fn cpu(kind: OpKind, cpu: usize) -> Op {

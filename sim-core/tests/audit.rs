@@ -205,3 +205,39 @@ fn the_audit_catches_state_shared_outside_the_seam() {
     assert!(!rep.failures.is_empty(), "{rep}");
     println!("{}", rep.failures[0]);
 }
+
+#[test]
+fn objects_created_by_two_steps_make_them_dependent() {
+    // Each task creates a lock at run time and takes it: the ids follow creation order.
+    let model = |sim: &mut Sim| {
+        for name in ["t1", "t2"] {
+            let p = sim.platform();
+            sim.spawn(name, move || async move {
+                p.yield_point("start").await;
+                let m = Mutex::new(&p, "runtime", ());
+                p.yield_point("created").await;
+                let g = m.lock(&p).await;
+                g.unlock().await;
+            });
+        }
+    };
+    clean("runtime objects", &model, &AuditConfig::default());
+    fn without_alloc(a: &[sim_core::Op], b: &[sim_core::Op]) -> bool {
+        let keep = |f: &[sim_core::Op]| -> Vec<sim_core::Op> {
+            f.iter()
+                .copied()
+                .filter(|o| o.obj != sim_core::Op::ALLOC)
+                .collect()
+        };
+        sim_core::platform::footprints_depend(&keep(a), &keep(b))
+    }
+    let rep = audit(
+        &model,
+        &AuditConfig {
+            depend: without_alloc,
+            ..AuditConfig::default()
+        },
+    );
+    assert!(!rep.failures.is_empty(), "{rep}");
+    println!("{}", rep.failures[0]);
+}

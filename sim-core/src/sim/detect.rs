@@ -128,6 +128,9 @@ pub(super) fn obj_name(s: &State, op: &Op) -> String {
     if op.obj == Op::DMESG {
         return "dmesg".into();
     }
+    if op.obj == Op::ALLOC {
+        return "object table".into();
+    }
     match s.objs.get(op.obj.0 as usize) {
         Some(o) => format!("{}#{}", o.name, op.obj.0),
         None => format!("obj#{}", op.obj.0),

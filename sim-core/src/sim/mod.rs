@@ -30,7 +30,9 @@
 //!   the cache's replacement state, the media timing model and the per-CPU persistency state
 //!   are shared, so two memory operations never commute, whatever their lines;
 //! - the releases of guards dropped during the step;
-//! - a write of the kernel log (`Op::DMESG`) when the step reports a BUG or WARN.
+//! - a write of the kernel log (`Op::DMESG`) when the step reports a BUG or WARN;
+//! - a write of the object table (`Op::ALLOC`) when the step creates a lock, rwsem or wait
+//!   queue (ids follow creation order).
 //!
 //! `random_u64` draws from the task's own stream, so draws need no footprint. The explorer
 //! remembers the footprint each explored step really had (`Sim::last_footprint`): a sleeping
@@ -186,7 +188,16 @@ struct State {
 }
 
 impl State {
+    /// Add `op` to the current step's implicit footprint.
+    fn touch(&mut self, op: Op) {
+        if !self.extra.contains(&op) {
+            self.extra.push(op);
+        }
+    }
+
     fn new_obj(&mut self, name: &'static str, state: ObjState) -> SimRaw {
+        // Ids follow creation order (in the model's setup, this touches no step).
+        self.touch(Op::new(OpKind::Write, Op::ALLOC));
         let id = ObjId(self.objs.len() as u32);
         self.objs.push(Obj { name, state });
         SimRaw {
@@ -205,7 +216,7 @@ impl State {
 
     fn fatal(&mut self, kind: ViolationKind, message: String) {
         // The first violation is the run's report: two steps that raise one do not commute.
-        self.extra.push(Op::new(OpKind::Write, Op::DMESG));
+        self.touch(Op::new(OpKind::Write, Op::DMESG));
         if self.violation.is_none() {
             let task = TaskId(self.current);
             self.violation = Some(Violation {
@@ -276,7 +287,7 @@ impl State {
     /// The current task's CPU, recording that this step moves its clock.
     fn moves_clock(&mut self) -> usize {
         let c = self.cpu_of(self.current as usize);
-        self.extra.push(Op::cpu(OpKind::Write, c));
+        self.touch(Op::cpu(OpKind::Write, c));
         c
     }
 
@@ -517,7 +528,7 @@ impl Platform for SimPlatform {
     fn unlock_now(&self, l: &SimRaw) {
         try_with_state(|s| {
             if l.gen_ == s.gen_ {
-                s.extra.push(Op::new(OpKind::Unlock, l.id));
+                s.touch(Op::new(OpKind::Unlock, l.id));
                 s.release_lock(l.id.0 as usize);
             }
         })
@@ -622,7 +633,7 @@ impl Platform for SimPlatform {
                 } else {
                     OpKind::UpRead
                 };
-                s.extra.push(Op::new(kind, r.id));
+                s.touch(Op::new(kind, r.id));
                 s.up(r.id.0 as usize, write);
             }
         })
@@ -749,7 +760,7 @@ impl Platform for SimPlatform {
     async fn report(&self, a: Assertion) {
         let fatal = with_state(|s| {
             // WARNs are appended to the run's log in order: two reporting steps do not commute.
-            s.extra.push(Op::new(OpKind::Write, Op::DMESG));
+            s.touch(Op::new(OpKind::Write, Op::DMESG));
             let line = s.tasks[s.current as usize].line;
             if a.fatal {
                 let name = a.name.clone();
@@ -786,7 +797,7 @@ fn machine_op(
             panic!("{what}: the model installed no machine (Sim::set_machine)");
         }
         let cpu = s.moves_clock();
-        s.extra.push(Op::new(OpKind::Write, Op::MACHINE));
+        s.touch(Op::new(OpKind::Write, Op::MACHINE));
         let now = s.clock(cpu);
         let m = s.machine.as_mut().expect("checked above");
         let ns = f(m, now, cpu)?;
