@@ -140,7 +140,30 @@ fn images_per_second(stores: usize, materialize: bool) -> (f64, usize) {
     (images as f64 / start.elapsed().as_secs_f64(), per_point)
 }
 
+/// Executor cost alone: the same number of steps, each a yield (no machine access).
+fn yields_per_second() -> f64 {
+    let mut sim = Sim::new(SimConfig {
+        step_limit: u64::MAX,
+        ..SimConfig::default()
+    });
+    for cpu in 0..CPUS {
+        let p = sim.platform();
+        sim.spawn(&format!("cpu{cpu}"), move || async move {
+            for _ in 0..N / CPUS {
+                p.yield_point("step").await;
+            }
+        });
+    }
+    let start = Instant::now();
+    let end = sim.run(|sim, en| en[sim.steps() as usize % en.len()]);
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(end, RunEnd::Done);
+    N as f64 / secs
+}
+
 fn main() {
+    let steps = yields_per_second();
+    println!("executor steps (yields, 4 tasks), no machine:              {steps:>12.0} steps/s");
     let ops = workload();
     let seam = ops_per_second_seam(&ops);
     let bare = ops_per_second_bare(&ops);

@@ -168,11 +168,6 @@ impl Op {
         Op::new(kind, ObjId(Op::CPU_BASE + (cpu % span) as u32))
     }
 
-    /// Whether this op touches pmem (a line range, or a fence with no line).
-    pub fn is_memory(&self) -> bool {
-        self.lines().is_some() || (self.kind == OpKind::Flush && self.obj == Op::NONE)
-    }
-
     /// The op touching `len` bytes of pmem at `addr` (at least one line).
     pub fn mem(kind: OpKind, addr: u64, len: u64) -> Op {
         let first = addr / 64;

@@ -594,6 +594,7 @@ impl Platform for SimPlatform {
                 let ObjState::RwSem { writer, queued, .. } = &mut s.objs[id].state else {
                     unreachable!("object {id} is not a rwsem")
                 };
+                debug_assert!(queued.contains(&cur) && writer.is_none());
                 queued.retain(|&w| w != cur);
                 *writer = Some(cur);
             })
