@@ -24,7 +24,7 @@
 use super::{ObjState, RunEnd, Sim, SimConfig, State, detect, with_state};
 use crate::events::{EventLog, LogEvent};
 use crate::machine::CrashOptions;
-use crate::platform::{Op, OpKind, TaskId, footprints_depend};
+use crate::platform::{ObjId, Op, OpKind, TaskId, footprints_depend};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt;
@@ -324,7 +324,26 @@ fn execute(
 
 fn describe(fp: &[Op]) -> String {
     fp.iter()
-        .map(|o| format!("{:?} {:#x} {}", o.kind, o.obj.0, o.arg))
+        .map(|o| {
+            let obj = match o.obj {
+                Op::NONE => String::new(),
+                Op::MACHINE => " machine".into(),
+                Op::DMESG => " dmesg".into(),
+                Op::ALLOC => " object-table".into(),
+                ObjId(id) if (Op::CPU_BASE..Op::CPU_END).contains(&id) => {
+                    format!(" cpu{}-clock", id - Op::CPU_BASE)
+                }
+                ObjId(id) if (Op::MEM_BASE..Op::MEM_END).contains(&id) => {
+                    format!(
+                        " pmem {:#x}+{} line(s)",
+                        u64::from(id - Op::MEM_BASE) * 64,
+                        o.arg
+                    )
+                }
+                ObjId(id) => format!(" obj#{id}"),
+            };
+            format!("{:?}{obj}", o.kind)
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
