@@ -280,6 +280,16 @@ mod sleep_sets {
     }
 
     #[test]
+    fn the_history_models_commute_under_the_audit() {
+        use sim_core::sim::audit::{AuditConfig, audit};
+        for bug in [false, true] {
+            let rep = audit(&history(bug), &AuditConfig::default());
+            assert!(rep.failures.is_empty(), "{rep}");
+            assert!(rep.independent > 0, "{rep}");
+        }
+    }
+
+    #[test]
     fn dfs_finds_an_order_dependent_bug_bounded_and_unbounded() {
         for bound in [Some(2), None] {
             let cfg = ExploreConfig {
@@ -529,6 +539,14 @@ mod rwsem_arrival {
             SEEN.with(|s| s.borrow().contains("two readers inside")),
             "no explored run had both readers inside before the writer"
         );
+    }
+
+    #[test]
+    fn the_rwsem_model_commutes_under_the_audit() {
+        use sim_core::sim::audit::{AuditConfig, audit};
+        let rep = audit(&readers_and_writer, &AuditConfig::default());
+        assert!(rep.failures.is_empty(), "{rep}");
+        assert!(rep.pairs > 0, "{rep}");
     }
 
     #[test]
