@@ -131,6 +131,10 @@ fn same_outcomes(model: &dyn Model) -> BTreeSet<Outcome> {
         "sleep sets ({reduced_runs} runs) lost outcomes plain DFS ({plain_runs} runs) reaches"
     );
     assert!(reduced_runs <= plain_runs);
+    println!(
+        "{} outcomes: plain DFS {plain_runs} runs, sleep sets {reduced_runs}",
+        plain.len()
+    );
     plain
 }
 

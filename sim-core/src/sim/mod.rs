@@ -1011,7 +1011,9 @@ impl Sim {
         with_state(|s| s.warnings.clone())
     }
 
-    /// The footprint of the last step (announced op plus implicit releases).
+    /// The footprint of the last step: its announced op plus everything it touched implicitly
+    /// (its CPU's clock, the machine, releases of dropped guards, the kernel log, the object
+    /// table; see "Footprints").
     pub fn last_footprint(&self) -> &[Op] {
         &self.last_footprint
     }
