@@ -1,10 +1,14 @@
 //! Throughput of the machine model on one core (wall-clock, not simulated time):
-//! simulated pmem operations per second (mixed load/store/clwb/fence) and crash images built
-//! per second (k = 2 over 16 pending lines). Run with `cargo bench -p sim-core --bench machine`.
+//! simulated pmem operations per second (mixed load/store/clwb/fence), through the seam (four
+//! simulated tasks on four CPUs, the path a run takes) and on the bare `Machine`, each CPU with
+//! its own clock (`sim` "Time"); and crash images built per second (k = 2 over 16 pending
+//! lines). Run with `cargo bench -p sim-core --bench machine`.
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sim_core::machine::{CrashOptions, Machine, MachineConfig};
+use sim_core::sim::{RunEnd, Sim, SimConfig};
+use sim_core::{Platform, PmemPlatform, Spawner};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -17,14 +21,16 @@ enum Op {
     Sfence(usize),
 }
 
-fn ops_per_second() -> f64 {
-    const N: usize = 2_000_000;
+const N: usize = 2_000_000;
+const CPUS: usize = 4;
+
+fn workload() -> Vec<Op> {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     // 4 CPUs over a 1 MiB working set: 45% loads, 30% stores, 5% non-temporal stores,
     // 12% clwb, 8% sfence.
-    let ops: Vec<Op> = (0..N)
+    (0..N)
         .map(|i| {
-            let cpu = i % 4;
+            let cpu = i % CPUS;
             let addr = rng.random_range(0..(1u64 << 20) / 8) * 8;
             match rng.random_range(0..100) {
                 0..45 => Op::Load(cpu, addr),
@@ -34,24 +40,67 @@ fn ops_per_second() -> f64 {
                 _ => Op::Sfence(cpu),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The bare machine: each CPU's clock advances by its own operations' latency.
+fn ops_per_second_bare(ops: &[Op]) -> f64 {
     let mut m = Machine::new(MachineConfig::default()).expect("default machine");
-    let mut now = 0u64;
+    let mut now = [0u64; CPUS];
     let mut buf = [0u8; 8];
     let start = Instant::now();
-    for op in &ops {
-        let r = match *op {
-            Op::Load(c, a) => m.load(now, c, a, &mut buf),
-            Op::Store(c, a) => m.store(now, c, a, &now.to_le_bytes()),
-            Op::NtStore(c, a) => m.ntstore(now, c, a, &now.to_le_bytes()),
-            Op::Clwb(c, a) => m.clwb(now, c, a),
-            Op::Sfence(c) => m.sfence(now, c),
+    for op in ops {
+        let (c, r) = match *op {
+            Op::Load(c, a) => (c, m.load(now[c], c, a, &mut buf)),
+            Op::Store(c, a) => (c, m.store(now[c], c, a, &now[c].to_le_bytes())),
+            Op::NtStore(c, a) => (c, m.ntstore(now[c], c, a, &now[c].to_le_bytes())),
+            Op::Clwb(c, a) => (c, m.clwb(now[c], c, a)),
+            Op::Sfence(c) => (c, m.sfence(now[c], c)),
         };
-        now += r.expect("in range") / 4 + 1;
+        now[c] += r.expect("in range");
     }
     let secs = start.elapsed().as_secs_f64();
     black_box(&m);
-    N as f64 / secs
+    ops.len() as f64 / secs
+}
+
+/// Through the seam: task `c` runs CPU `c`'s operations; the scheduler takes the tasks in turn.
+fn ops_per_second_seam(ops: &[Op]) -> f64 {
+    let mut sim = Sim::new(SimConfig {
+        step_limit: u64::MAX,
+        ..SimConfig::default()
+    });
+    sim.set_machine(Machine::new(MachineConfig::default()).expect("default machine"));
+    for cpu in 0..CPUS {
+        let mine: Vec<Op> = ops
+            .iter()
+            .copied()
+            .filter(|op| match *op {
+                Op::Load(c, _) | Op::Store(c, _) | Op::NtStore(c, _) | Op::Clwb(c, _) => c == cpu,
+                Op::Sfence(c) => c == cpu,
+            })
+            .collect();
+        let p = sim.platform();
+        sim.spawn(&format!("cpu{cpu}"), move || async move {
+            let mut buf = [0u8; 8];
+            for op in mine {
+                let r = match op {
+                    Op::Load(_, a) => p.pmem_load(a, &mut buf).await,
+                    Op::Store(_, a) => p.pmem_store(a, &p.now_ns().to_le_bytes()).await,
+                    Op::NtStore(_, a) => p.pmem_ntstore(a, &p.now_ns().to_le_bytes()).await,
+                    Op::Clwb(_, a) => p.clwb(a).await,
+                    Op::Sfence(_) => p.sfence().await,
+                };
+                r.expect("in range");
+            }
+        });
+    }
+    let start = Instant::now();
+    let end = sim.run(|sim, en| en[sim.steps() as usize % en.len()]);
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(end, RunEnd::Done);
+    black_box(&sim);
+    ops.len() as f64 / secs
 }
 
 /// Images per second at k = 2 over 16 pending lines with `stores` stores each; with
@@ -91,9 +140,37 @@ fn images_per_second(stores: usize, materialize: bool) -> (f64, usize) {
     (images as f64 / start.elapsed().as_secs_f64(), per_point)
 }
 
+/// Executor cost alone: the same number of steps, each a yield (no machine access).
+fn yields_per_second() -> f64 {
+    let mut sim = Sim::new(SimConfig {
+        step_limit: u64::MAX,
+        ..SimConfig::default()
+    });
+    for cpu in 0..CPUS {
+        let p = sim.platform();
+        sim.spawn(&format!("cpu{cpu}"), move || async move {
+            for _ in 0..N / CPUS {
+                p.yield_point("step").await;
+            }
+        });
+    }
+    let start = Instant::now();
+    let end = sim.run(|sim, en| en[sim.steps() as usize % en.len()]);
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(end, RunEnd::Done);
+    N as f64 / secs
+}
+
 fn main() {
-    let ops = ops_per_second();
-    println!("pmem operations (load/store/ntstore/clwb/sfence mix): {ops:>12.0} ops/s");
+    let steps = yields_per_second();
+    println!("executor steps (yields, 4 tasks), no machine:              {steps:>12.0} steps/s");
+    let ops = workload();
+    let seam = ops_per_second_seam(&ops);
+    let bare = ops_per_second_bare(&ops);
+    println!(
+        "pmem operations (load/store/ntstore/clwb/sfence mix), through the seam: {seam:>12.0} ops/s"
+    );
+    println!("pmem operations, same mix on the bare machine:             {bare:>12.0} ops/s");
     for (stores, materialize) in [(1, false), (3, false), (1, true)] {
         let (rate, per_point) = images_per_second(stores, materialize);
         println!(

@@ -218,8 +218,14 @@ impl Platform for NativePlatform {
         s.up(false)
     }
 
+    // As the simulator's: the attempt takes a free semaphore no writer queued for; otherwise
+    // the writer queues, and from then on (not before) new readers wait behind it.
     async fn down_write(&self, s: &NativeRwSem) {
         let mut g = locked(&s.st);
+        if !g.writer && g.readers == 0 && g.waiting_writers == 0 {
+            g.writer = true;
+            return;
+        }
         g.waiting_writers += 1;
         while g.writer || g.readers > 0 {
             g = s.cv.wait(g).unwrap_or_else(|e| e.into_inner());

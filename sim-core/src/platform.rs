@@ -10,7 +10,8 @@
 //! that own the protected data: [`SpinLock`], [`Mutex`], [`RwSem`]. Releasing is a scheduling
 //! point too, so guards are released with an explicit `unlock(...).await`; dropping a guard
 //! releases it without a scheduling point (the simulator records the release as part of the
-//! current step, so exploration stays sound).
+//! current step's footprint, and the explorer keeps the footprint each step really had, so
+//! exploration stays sound).
 
 use crate::machine::MemError;
 use serde::{Deserialize, Serialize};
@@ -147,6 +148,25 @@ impl Op {
     pub const MEM_BASE: u32 = 0x8000_0000;
     /// The last id of the line range (exclusive).
     pub const MEM_END: u32 = 0xC000_0000;
+    /// CPU `c`'s clock has the id `CPU_BASE + c` (see `sim` "Time"): a footprint reads it
+    /// (every step: the event log records the time) or writes it (memory latency, sleeps).
+    pub const CPU_BASE: u32 = 0xC000_0000;
+    /// The last CPU id (exclusive).
+    pub const CPU_END: u32 = 0xF000_0000;
+    /// The machine model as one object: caches, media timing and persistency state are
+    /// shared by every memory operation (see `sim` "Footprints").
+    pub const MACHINE: ObjId = ObjId(0xFFFF_FFFD);
+    /// The kernel log: WARN/BUG reports are appended in order, so reporting steps conflict.
+    pub const DMESG: ObjId = ObjId(0xFFFF_FFFE);
+    /// The object table: objects are numbered in creation order, so two steps that create
+    /// objects conflict.
+    pub const ALLOC: ObjId = ObjId(0xFFFF_FFFC);
+
+    /// The footprint entry for CPU `cpu`'s clock.
+    pub fn cpu(kind: OpKind, cpu: usize) -> Op {
+        let span = (Op::CPU_END - Op::CPU_BASE) as usize;
+        Op::new(kind, ObjId(Op::CPU_BASE + (cpu % span) as u32))
+    }
 
     /// The op touching `len` bytes of pmem at `addr` (at least one line).
     pub fn mem(kind: OpKind, addr: u64, len: u64) -> Op {
@@ -170,8 +190,9 @@ impl Op {
         Op { kind, obj, arg: 0 }
     }
 
-    /// Whether this step and `other` are dependent (same object, not both reads). Steps that
-    /// touch nothing shared commute with everything.
+    /// Whether these two accesses are dependent (same object, not both reads). Accesses of
+    /// nothing shared commute with everything. A step's full footprint is a list of accesses
+    /// (see [`footprints_depend`]).
     pub fn depends_on(&self, other: &Op) -> bool {
         if let (Some((a, n)), Some((b, m))) = (self.lines(), other.lines()) {
             // Memory ops: dependent when their line ranges overlap.
@@ -180,6 +201,12 @@ impl Op {
         }
         self.obj != Op::NONE && self.obj == other.obj && self.kind.conflicts(other.kind)
     }
+}
+
+/// Whether two steps with these footprints (announced op plus implicit accesses, see
+/// `sim::Sim::last_footprint`) may not commute.
+pub fn footprints_depend(a: &[Op], b: &[Op]) -> bool {
+    a.iter().any(|x| b.iter().any(|y| x.depends_on(y)))
 }
 
 /// A BUG/WARN analogue raised by model code: a violation, not a panic.
@@ -272,8 +299,8 @@ pub trait Platform: Clone + Send + Sync + 'static {
 
 /// The memory part of the seam: CPU accesses to persistent memory by physical address, on the
 /// CPU the calling task runs on. The simulator routes them into the machine model
-/// ([`crate::machine::Machine`]), charging their latency to simulated time; the native backend
-/// (its own issue) will use a mapped pmem device with real instructions.
+/// ([`crate::machine::Machine`]), charging their latency to that CPU's clock; the native
+/// backend (its own issue) will use a mapped pmem device with real instructions.
 ///
 /// A load that consumes poison returns `MemError::MachineCheck`: the machine check is delivered
 /// to the task that took it (action-required), which hands it to memory_failure.

@@ -1,6 +1,8 @@
 //! The media bench of the optane-like preset against the published characterisation.
 
-use sim_core::machine::bench::{TOLERANCE_PCT, run_media_bench, run_media_comparison};
+use sim_core::machine::bench::{
+    MediaBenchReport, TOLERANCE_PCT, run_media_bench, run_media_comparison,
+};
 
 #[test]
 fn optane_like_rows_are_within_tolerance_of_the_paper() {
@@ -15,6 +17,7 @@ fn optane_like_rows_are_within_tolerance_of_the_paper() {
         .map(|r| format!("{} / {}: {:.2} vs {:?}", r.group, r.name, r.model, r.paper))
         .collect();
     assert!(bad.is_empty(), "rows beyond {TOLERANCE_PCT}%: {bad:#?}");
+    latencies_through_the_seam_are_the_machine_latencies(&report);
 }
 
 #[test]
@@ -48,4 +51,53 @@ fn the_full_report_has_both_matrices_and_prints_them() {
     println!("{text}");
     assert!(text.contains("read, random 64 B") && text.contains("ntstore write bandwidth"));
     assert!(report.out_of_tolerance().is_empty(), "{text}");
+}
+
+/// The bench measures latencies through a Sim; the same operations on a bare Machine, each
+/// starting when the previous one ended, give the same figures: the seam adds no time.
+fn latencies_through_the_seam_are_the_machine_latencies(report: &MediaBenchReport) {
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use sim_core::machine::{Machine, MachineConfig};
+    const REGION: u64 = 1 << 30;
+    const SEED: u64 = 0x5eed;
+    let machine = || {
+        let mut cfg = MachineConfig::new("optane-like").unwrap();
+        cfg.set("cpus", "1").unwrap();
+        cfg.set("pmem", "1GiB").unwrap();
+        Machine::new(cfg).unwrap()
+    };
+    let mut m = machine();
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let (mut t, mut buf) = (0u64, [0u8; 8]);
+    for _ in 0..1024 {
+        let addr = rng.random_range(0..REGION / 64) * 64;
+        t += m.load(t, 0, addr, &mut buf).unwrap();
+    }
+    let random_read = t as f64 / 1024.0;
+    let mut m = machine();
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let (mut t, mut total) = (0u64, 0u64);
+    for _ in 0..64 {
+        t += 100_000;
+        let start = t;
+        let base = rng.random_range(0..REGION / 4096) * 4096;
+        for a in (base..base + 4096).step_by(64) {
+            t += m.store(t, 0, a, &[0xa5; 64]).unwrap();
+            t += m.clwb(t, 0, a).unwrap();
+        }
+        t += m.sfence(t, 0).unwrap();
+        total += t - start;
+    }
+    let persist_4k = total as f64 / 64.0;
+    let row = |name: &str| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("row {name}"))
+            .model
+    };
+    assert_eq!(row("read, random 64 B"), random_read);
+    assert_eq!(row("persist 4 KiB, store+clwb+sfence"), persist_4k);
 }

@@ -193,3 +193,20 @@ fn checking_for_pins_before_unmapping_frees_a_pinned_block() {
     let f = rep.failure.expect("dfs finds the race");
     assert_eq!(f.violation.kind.name(), "assertion:block-freed-while-busy");
 }
+
+#[test]
+fn the_race_models_commute_under_the_audit() {
+    use sim_core::sim::audit::{AuditConfig, audit};
+    for busy_first in [false, true] {
+        let rep = audit(
+            &model(busy_first, Arc::default()),
+            &AuditConfig {
+                runs: 30,
+                ..AuditConfig::default()
+            },
+        );
+        println!("busy_first={busy_first}: {rep}");
+        assert!(rep.failures.is_empty(), "{rep}");
+        assert!(rep.independent > 0, "{rep}");
+    }
+}

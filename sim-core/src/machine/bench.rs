@@ -3,10 +3,14 @@
 //! Izraelevitz et al., 2019; values as given in pm_hw.md section 1). The paper values appear
 //! only in the comparison column: the model's figures come from running the model.
 //!
-//! - Latencies drive a `Machine`: dependent 64 B loads (sequential, then random over 1 GiB),
-//!   and persists of 64 B and 4 KiB to random 4 KiB-aligned addresses, one at a time with idle
-//!   time between them: per line a store and a clwb (or a non-temporal store), then one sfence.
-//! - Bandwidths drive the `MediaModel` the way an out-of-order core does: each thread issues
+//! - Latencies are measured the way a run sees them: one simulated task on CPU 0 of a machine
+//!   (a `Sim` with `set_machine`) issues the operations through the Platform seam and reads its
+//!   CPU's clock (`now_ns`) around them: dependent 64 B loads (sequential, then random over
+//!   1 GiB), and persists of 64 B and 4 KiB to random 4 KiB-aligned addresses, one at a time
+//!   with idle time (`sleep_ns`) between them: per line a store and a clwb (or a non-temporal
+//!   store), then one sfence.
+//! - Bandwidths drive the `MediaModel` directly, the way an out-of-order core does (the seam's
+//!   operations complete one at a time per task, so they cannot overlap): each thread issues
 //!   accesses of one size to random size-aligned addresses over 1 GiB without waiting for them,
 //!   limited by its fill buffers (`mlp`); reads cost one issue slot per line, non-temporal
 //!   writes `ntstore_ns` per line, write-backs `store_miss_ns + flush_ns` per line. The first
@@ -15,11 +19,15 @@
 
 use super::params::MediaParams;
 use super::timing::{MediaModel, PS, WriteKind};
-use super::{Machine, MachineConfig};
+use super::{Machine, MachineConfig, MemError};
+use crate::platform::{Platform, PmemPlatform, Spawner};
+use crate::sim::{RunEnd, Sim, SimConfig, SimPlatform};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
 
 /// Largest |model - paper| / paper, in percent, the optane-like rows must stay within.
 pub const TOLERANCE_PCT: f64 = 15.0;
@@ -253,52 +261,82 @@ fn bench_machine(p: &MediaParams) -> Result<Machine, String> {
     })
 }
 
+/// Runs `body` as the only task of a simulation, on CPU 0 of the bench machine, and returns
+/// its result: the path every run's memory operations take.
+fn on_cpu0<T, F, Fut>(p: &MediaParams, body: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce(SimPlatform) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, MemError>> + 'static,
+{
+    let mut sim = Sim::new(SimConfig {
+        step_limit: u64::MAX,
+        ..SimConfig::default()
+    });
+    sim.set_machine(bench_machine(p)?);
+    // The task's result leaves the simulation through this slot (bench code, not a model).
+    let out = Arc::new(std::sync::Mutex::new(None));
+    let slot = out.clone();
+    let plat = sim.platform();
+    sim.spawn("bench", move || async move {
+        let r = body(plat).await;
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    });
+    if let RunEnd::Violation(v) = sim.run(|_, en| en[0]) {
+        return Err(v.to_string());
+    }
+    drop(sim);
+    let r = out.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match r {
+        Some(r) => r.map_err(|e| e.to_string()),
+        None => Err("the bench task did not finish".into()),
+    }
+}
+
 /// Mean latency of 1024 dependent 64 B loads, sequential or random.
 fn read_latency(p: &MediaParams, random: bool) -> Result<f64, String> {
     const N: u64 = 1024;
-    let mut m = bench_machine(p)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let mut t = 0;
-    let mut buf = [0u8; 8];
-    for i in 0..N {
-        let addr = if random {
-            rng.random_range(0..REGION / 64) * 64
-        } else {
-            i * 64
-        };
-        t += m.load(t, 0, addr, &mut buf).map_err(|e| e.to_string())?;
-    }
-    Ok(t as f64 / N as f64)
+    on_cpu0(p, move |p| async move {
+        let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+        let mut buf = [0u8; 8];
+        let start = p.now_ns();
+        for i in 0..N {
+            let addr = if random {
+                rng.random_range(0..REGION / 64) * 64
+            } else {
+                i * 64
+            };
+            p.pmem_load(addr, &mut buf).await?;
+        }
+        Ok((p.now_ns() - start) as f64 / N as f64)
+    })
 }
 
 /// Mean latency to persist `bytes` at random 4 KiB-aligned addresses, from an idle machine.
 fn persist_latency(p: &MediaParams, bytes: u64, nt: bool) -> Result<f64, String> {
     const REPS: u64 = 64;
     const IDLE_NS: u64 = 100_000;
-    let mut m = bench_machine(p)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let data = [0xa5u8; 64];
-    let mut t = 0;
-    let mut total = 0;
-    for _ in 0..REPS {
-        t += IDLE_NS;
-        let start = t;
-        let base = rng.random_range(0..REGION / 4096) * 4096;
-        let run = |m: &mut Machine, mut t: u64| -> Result<u64, super::MemError> {
+    on_cpu0(p, move |p| async move {
+        let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+        let data = [0xa5u8; 64];
+        let mut total = 0;
+        for _ in 0..REPS {
+            p.sleep_ns(IDLE_NS).await;
+            let start = p.now_ns();
+            let base = rng.random_range(0..REGION / 4096) * 4096;
             for a in (base..base + bytes).step_by(64) {
                 if nt {
-                    t += m.ntstore(t, 0, a, &data)?;
+                    p.pmem_ntstore(a, &data).await?;
                 } else {
-                    t += m.store(t, 0, a, &data)?;
-                    t += m.clwb(t, 0, a)?;
+                    p.pmem_store(a, &data).await?;
+                    p.clwb(a).await?;
                 }
             }
-            Ok(t + m.sfence(t, 0)?)
-        };
-        t = run(&mut m, t).map_err(|e| e.to_string())?;
-        total += t - start;
-    }
-    Ok(total as f64 / REPS as f64)
+            p.sfence().await?;
+            total += p.now_ns() - start;
+        }
+        Ok(total as f64 / REPS as f64)
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 //!
 //! It is a plain, synchronous, deterministic data structure: no tasks, no futures, no wall
 //! clock, no hash-order iteration. The executor calls one method per memory operation with the
-//! current simulated time `now` (ns) and the CPU the task runs on, and advances the task's
-//! time by the latency (ns) the method returns.
+//! clock `now` (ns) of the CPU the task runs on, and advances that CPU's clock by the latency
+//! (ns) the method returns (the time model is described once, in `crate::sim`, "Time").
 //!
 //! # API
 //! ```text
@@ -663,6 +663,11 @@ impl Machine {
     /// inspection; does not count as a use).
     pub fn cached(&self, addr: u64) -> Option<bool> {
         self.llc.probe(addr / LINE as u64)
+    }
+
+    /// A hash of what loads see (the whole pmem, pending stores included).
+    pub fn memory_hash(&self) -> u64 {
+        self.mem.content_hash()
     }
 
     /// Addresses of the lines with stores that are not durable, in address order.

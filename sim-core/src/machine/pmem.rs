@@ -83,6 +83,29 @@ impl Pmem {
         v
     }
 
+    /// A hash of the content (FNV-1a over every page that is not all zero, with its number):
+    /// equal images hash equal however they were written.
+    pub fn content_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: u8| {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        };
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            let Some(chunk) = chunk else { continue };
+            for (i, page) in chunk.pages.iter().enumerate() {
+                let Some(page) = page else { continue };
+                if page.iter().all(|&b| b == 0) {
+                    continue;
+                }
+                let pfn = (c * CHUNK_PAGES + i) as u64;
+                pfn.to_le_bytes().into_iter().for_each(&mut eat);
+                page.iter().copied().for_each(&mut eat);
+            }
+        }
+        h
+    }
+
     fn page(&self, pfn: u64) -> Option<&Page> {
         let chunk = self
             .chunks

@@ -119,6 +119,18 @@ pub(super) fn obj_name(s: &State, op: &Op) -> String {
             format!("pmem {addr:#x}")
         };
     }
+    if (Op::CPU_BASE..Op::CPU_END).contains(&op.obj.0) {
+        return format!("cpu{} clock", op.obj.0 - Op::CPU_BASE);
+    }
+    if op.obj == Op::MACHINE {
+        return "machine".into();
+    }
+    if op.obj == Op::DMESG {
+        return "dmesg".into();
+    }
+    if op.obj == Op::ALLOC {
+        return "object table".into();
+    }
     match s.objs.get(op.obj.0 as usize) {
         Some(o) => format!("{}#{}", o.name, op.obj.0),
         None => format!("obj#{}", op.obj.0),
@@ -133,12 +145,13 @@ pub(super) fn describe_op(s: &State, op: &Op) -> String {
             "yield at {}",
             s.sites.get(op.arg as usize).copied().unwrap_or("?")
         ),
-        OpKind::Sleep => format!("sleep until t={}ns", op.arg),
+        OpKind::Sleep => format!("sleep {}ns", op.arg),
         OpKind::Lock => format!("lock {obj}"),
         OpKind::TryLock => format!("trylock {obj}"),
         OpKind::Unlock => format!("unlock {obj}"),
         OpKind::DownRead => format!("down_read {obj}"),
         OpKind::UpRead => format!("up_read {obj}"),
+        OpKind::DownWrite if op.arg == super::RWSEM_QUEUED => format!("down_write {obj} (queued)"),
         OpKind::DownWrite => format!("down_write {obj}"),
         OpKind::UpWrite => format!("up_write {obj}"),
         OpKind::DowngradeWrite => format!("downgrade_write {obj}"),
@@ -162,7 +175,9 @@ fn holds(s: &State, t: u32) -> Vec<String> {
             ObjState::Lock {
                 holder: Some(h), ..
             } if *h == t => out.push(format!("{}#{}", o.name, i)),
-            ObjState::RwSem { readers, writer } => {
+            ObjState::RwSem {
+                readers, writer, ..
+            } => {
                 if *writer == Some(t) {
                     out.push(format!("{}#{} (write)", o.name, i));
                 }
@@ -231,22 +246,15 @@ fn waits_for(s: &State, t: usize) -> Vec<u32> {
             }),
         ) => vec![*h],
         // A task waiting for itself (down_write while holding the semaphore) is a cycle too.
-        (OpKind::DownWrite, Some(ObjState::RwSem { readers, writer })) => {
-            readers.iter().chain(writer.iter()).copied().collect()
-        }
-        (OpKind::DownRead, Some(ObjState::RwSem { writer, .. })) => {
-            let mut v: Vec<u32> = writer.iter().copied().collect();
-            // Queued behind a waiting writer (writer-preferring).
-            for (i, other) in s.tasks.iter().enumerate() {
-                if i != t
-                    && other.status == TaskStatus::Live
-                    && other.next.kind == OpKind::DownWrite
-                    && other.next.obj == op.obj
-                {
-                    v.push(i as u32);
-                }
-            }
-            v
+        (
+            OpKind::DownWrite,
+            Some(ObjState::RwSem {
+                readers, writer, ..
+            }),
+        ) => readers.iter().chain(writer.iter()).copied().collect(),
+        // Queued behind the writers that queued first (writer-preferring).
+        (OpKind::DownRead, Some(ObjState::RwSem { writer, queued, .. })) => {
+            writer.iter().chain(queued.iter()).copied().collect()
         }
         _ => Vec::new(),
     }

@@ -11,7 +11,7 @@
 
 use super::{RunEnd, Schedule, Sim, SimConfig, Violation};
 use crate::events::EventLog;
-use crate::platform::{Op, TaskId};
+use crate::platform::{Op, TaskId, footprints_depend};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -214,12 +214,17 @@ struct RunResult {
     log: Option<EventLog>,
 }
 
+/// Called at the end of every complete run of a search with the run's simulation (the machine,
+/// the tasks) and how it ended; runs abandoned as redundant are not complete.
+pub type Observer<'a> = &'a mut dyn FnMut(&Sim, &RunEnd);
+
 fn one_run(
     model: &dyn Model,
     seed: u64,
     step_limit: u64,
     record_log: bool,
     choose: &mut dyn FnMut(&Sim, &[TaskId]) -> TaskId,
+    observe: Observer,
 ) -> RunResult {
     let mut sim = Sim::new(SimConfig {
         seed,
@@ -228,6 +233,7 @@ fn one_run(
     });
     model.setup(&mut sim);
     let end = sim.run(|s, en| choose(s, en));
+    observe(&sim, &end);
     RunResult {
         end,
         schedule: Schedule {
@@ -247,6 +253,7 @@ fn replay_run(
     sched: &Schedule,
     step_limit: u64,
     record_log: bool,
+    observe: Observer,
 ) -> Result<RunResult, ExploreError> {
     let mut i = 0usize;
     let mut bad: Option<String> = None;
@@ -274,17 +281,32 @@ fn replay_run(
             None => trace_order(sim, en),
         }
     };
-    let r = one_run(model, sched.seed, step_limit, record_log, &mut chooser);
+    let r = one_run(
+        model,
+        sched.seed,
+        step_limit,
+        record_log,
+        &mut chooser,
+        observe,
+    );
     if let Some(b) = bad {
         return Err(ExploreError(b));
     }
     Ok(r)
 }
 
+/// A step's footprint: its announced op plus what it touched implicitly (its CPU's clock, the
+/// machine, locks released by dropped guards, the kernel log).
+type Footprint = Vec<Op>;
+
 struct DfsNode {
-    enabled: Vec<(TaskId, Op)>,
-    sleep_entry: Vec<(TaskId, Op)>,
+    enabled: Vec<TaskId>,
+    sleep_entry: Vec<(TaskId, Footprint)>,
     done: Vec<TaskId>,
+    /// The footprint each explored task's step had from this node, recorded when it ran. A
+    /// sleeping task is represented by this, not by its announced op: the announcement does
+    /// not show what the step will release or touch on the way to its next announcement.
+    footprints: Vec<(TaskId, Footprint)>,
     chosen: TaskId,
     prev: Option<TaskId>,
     preemptions: u32,
@@ -293,7 +315,13 @@ struct DfsNode {
 impl DfsNode {
     fn preempts(&self, t: TaskId) -> bool {
         self.prev
-            .is_some_and(|p| p != t && self.enabled.iter().any(|(x, _)| *x == p))
+            .is_some_and(|p| p != t && self.enabled.contains(&p))
+    }
+
+    fn record(&mut self, t: TaskId, fp: &[Op]) {
+        if !self.footprints.iter().any(|(x, _)| *x == t) {
+            self.footprints.push((t, fp.to_vec()));
+        }
     }
 }
 
@@ -318,19 +346,24 @@ impl Dfs {
             record_log: false,
         });
         model.setup(&mut sim);
-        let mut sleep: Vec<(TaskId, Op)> = Vec::new();
+        let mut sleep: Vec<(TaskId, Footprint)> = Vec::new();
         let mut awake: Vec<TaskId> = Vec::new();
         let mut depth = 0usize;
         let mut prev: Option<TaskId> = None;
+        // The node at which the last step was chosen, if it was a branching point.
+        let mut last_node: Option<usize> = None;
         let mut preemptions = 0u32;
         let end = sim.run_steps(|sim, en| {
-            // Wake the sleepers whose next step depends on the step just taken.
+            // Wake the sleepers whose step depends on the step just taken.
             if let Some(last) = prev {
+                let fp = sim.last_footprint();
+                if let Some(d) = last_node.take() {
+                    self.stack[d].record(last, fp);
+                }
                 if !self.sleep_sets {
                     sleep.clear();
                 }
-                let fp = sim.last_footprint();
-                sleep.retain(|(t, op)| *t != last && !fp.iter().any(|f| op.depends_on(f)));
+                sleep.retain(|(t, s)| *t != last && !footprints_depend(s, fp));
             }
             awake.clear();
             awake.extend(en.iter().filter(|t| !sleep.iter().any(|(s, _)| s == *t)));
@@ -345,14 +378,17 @@ impl Dfs {
             } else if depth < self.stack.len() {
                 let node = &self.stack[depth];
                 sleep.clear();
-                sleep.extend(node.sleep_entry.iter().copied());
+                sleep.extend(node.sleep_entry.iter().cloned());
                 for d in &node.done {
+                    // An explored sibling sleeps with the footprint it had (every explored
+                    // sibling ran from here in an earlier run, so it was recorded).
                     if *d != node.chosen
-                        && let Some(e) = node.enabled.iter().find(|(t, _)| t == d)
+                        && let Some(e) = node.footprints.iter().find(|(t, _)| t == d)
                     {
-                        sleep.push(*e);
+                        sleep.push(e.clone());
                     }
                 }
+                last_node = Some(depth);
                 depth += 1;
                 node.chosen
             } else {
@@ -364,13 +400,15 @@ impl Dfs {
                         .find(|&t| self.within_bound(preemptions + costs(t)))?,
                 };
                 self.stack.push(DfsNode {
-                    enabled: en.iter().map(|&t| (t, sim.next_op(t))).collect(),
+                    enabled: en.to_vec(),
                     sleep_entry: sleep.clone(),
                     done: vec![t],
+                    footprints: Vec::new(),
                     chosen: t,
                     prev,
                     preemptions,
                 });
+                last_node = Some(depth);
                 depth += 1;
                 t
             };
@@ -378,13 +416,16 @@ impl Dfs {
             prev = Some(chosen);
             Some(chosen)
         });
+        if let (Some(d), Some(last)) = (last_node, prev) {
+            self.stack[d].record(last, sim.last_footprint());
+        }
         (end, sim)
     }
 
     /// Move to the next unexplored branch; false when the search space is exhausted.
     fn backtrack(&mut self) -> bool {
         while let Some(node) = self.stack.last_mut() {
-            let next = node.enabled.iter().map(|(t, _)| *t).find(|t| {
+            let next = node.enabled.iter().copied().find(|t| {
                 !node.done.contains(t)
                     && !node.sleep_entry.iter().any(|(s, _)| s == t)
                     && self
@@ -419,6 +460,17 @@ pub fn explore(
     model: &dyn Model,
     cfg: &ExploreConfig,
     progress: &mut dyn FnMut(Progress),
+) -> Result<ExploreReport, ExploreError> {
+    explore_observed(model, cfg, progress, &mut |_, _| {})
+}
+
+/// [`explore`], calling `observe` at the end of every complete run (to collect final states:
+/// crash images, data, outcomes).
+pub fn explore_observed(
+    model: &dyn Model,
+    cfg: &ExploreConfig,
+    progress: &mut dyn FnMut(Progress),
+    observe: Observer,
 ) -> Result<ExploreReport, ExploreError> {
     let started = Instant::now();
     let default_runs = match cfg.strategy {
@@ -474,13 +526,20 @@ pub fn explore(
         let seed = run_seed(cfg.seed, i, &cfg.strategy);
         let (end, schedule, steps, hash) = match &cfg.strategy {
             Strategy::TraceOrder => {
-                let r = one_run(model, seed, cfg.step_limit, false, &mut trace_order);
+                let r = one_run(
+                    model,
+                    seed,
+                    cfg.step_limit,
+                    false,
+                    &mut trace_order,
+                    observe,
+                );
                 (r.end, r.schedule, r.steps, r.hash)
             }
             Strategy::Random => {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7261_6e64_6f6d);
                 let mut choose = |_: &Sim, en: &[TaskId]| en[rng.random_range(0..en.len())];
-                let r = one_run(model, seed, cfg.step_limit, false, &mut choose);
+                let r = one_run(model, seed, cfg.step_limit, false, &mut choose, observe);
                 (r.end, r.schedule, r.steps, r.hash)
             }
             Strategy::Pct { .. } => {
@@ -491,7 +550,7 @@ pub fn explore(
                         run.get_or_insert_with(|| pct.start(&mut rng_sched, sim.task_count()))
                             .choose(en)
                     };
-                    one_run(model, seed, cfg.step_limit, false, &mut choose)
+                    one_run(model, seed, cfg.step_limit, false, &mut choose, observe)
                 };
                 let decisions = r.schedule.choices.len() as u64;
                 pct.k = pct.k.max(decisions);
@@ -499,6 +558,9 @@ pub fn explore(
             }
             Strategy::Dfs { .. } => {
                 let (end, sim) = dfs.run(model, seed, cfg.step_limit);
+                if end != RunEnd::Abandoned {
+                    observe(&sim, &end);
+                }
                 let schedule = Schedule {
                     seed,
                     choices: sim.choices().to_vec(),
@@ -519,7 +581,7 @@ pub fn explore(
                 }
             }
             Strategy::Replay(s) => {
-                let r = replay_run(model, s, cfg.step_limit, false)?;
+                let r = replay_run(model, s, cfg.step_limit, false, observe)?;
                 (r.end, r.schedule, r.steps, r.hash)
             }
         };
@@ -575,11 +637,18 @@ pub struct LoggedRun {
 pub fn logged_run(model: &dyn Model, cfg: &ExploreConfig) -> Result<LoggedRun, ExploreError> {
     let seed = run_seed(cfg.seed, 0, &cfg.strategy);
     let r = match &cfg.strategy {
-        Strategy::Replay(s) => replay_run(model, s, cfg.step_limit, true)?,
+        Strategy::Replay(s) => replay_run(model, s, cfg.step_limit, true, &mut |_, _| {})?,
         Strategy::Random => {
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7261_6e64_6f6d);
             let mut choose = |_: &Sim, en: &[TaskId]| en[rng.random_range(0..en.len())];
-            one_run(model, seed, cfg.step_limit, true, &mut choose)
+            one_run(
+                model,
+                seed,
+                cfg.step_limit,
+                true,
+                &mut choose,
+                &mut |_, _| {},
+            )
         }
         Strategy::Dfs { .. } => {
             // The first DFS run takes the default choice (no preemption, lowest id) everywhere.
@@ -592,11 +661,23 @@ pub fn logged_run(model: &dyn Model, cfg: &ExploreConfig) -> Result<LoggedRun, E
                 prev = Some(t);
                 t
             };
-            one_run(model, seed, cfg.step_limit, true, &mut choose)
+            one_run(
+                model,
+                seed,
+                cfg.step_limit,
+                true,
+                &mut choose,
+                &mut |_, _| {},
+            )
         }
-        Strategy::TraceOrder | Strategy::Pct { .. } => {
-            one_run(model, seed, cfg.step_limit, true, &mut trace_order)
-        }
+        Strategy::TraceOrder | Strategy::Pct { .. } => one_run(
+            model,
+            seed,
+            cfg.step_limit,
+            true,
+            &mut trace_order,
+            &mut |_, _| {},
+        ),
     };
     Ok(LoggedRun {
         end: r.end,

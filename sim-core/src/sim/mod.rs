@@ -4,15 +4,44 @@
 //! ([`Op`]) and returns `Pending`; the executor then knows, for every task, what it will do next
 //! and whether it can (a lock held by another task, a sleep not yet woken). A strategy picks one
 //! enabled task, the executor polls it, the task performs its announced operation and runs on,
-//! touching only its own state, up to its next announcement. Simulated time advances through an
-//! event queue only when no task can move.
+//! touching only its own state, up to its next announcement.
 //!
 //! Given the model, a seed and the sequence of choices, a run is a pure function: the event log
 //! (and its hash) is identical bit for bit.
 //!
+//! # Time
+//! One model, per-CPU clocks with a global order of events. Task `i` runs on CPU `i % cpus` of
+//! the machine the model installed (without a machine, every task has a CPU of its own), and
+//! each CPU has a clock in ns, starting at 0. The scheduler's choices, not the clocks, order the
+//! steps of a run: that order is the global order of events, and shared resources (the cache,
+//! the media pipelines) serve requests in it. A memory operation starts at its CPU's clock and
+//! advances it by its latency; `sleep_ns(ns)` is a scheduling point after which the CPU's clock
+//! has moved on by `ns` (other tasks may or may not have run meanwhile: the scheduler chooses);
+//! every other step takes no time. `now_ns` returns the CPU's clock, and the event log records
+//! each step at its CPU's clock. `Sim::now_ns` is the latest clock.
+//!
+//! # Footprints
+//! The explorer treats two steps as independent when their footprints do not conflict
+//! (`platform::footprints_depend`), and two independent steps must commute on everything a
+//! run can observe. A step's footprint is its announced op plus:
+//! - a read of its CPU's clock (the event log records the time; `now_ns` reads it);
+//! - for a memory operation or a sleep, a write of its CPU's clock;
+//! - for a memory operation (fences included), a write of the whole machine (`Op::MACHINE`):
+//!   the cache's replacement state, the media timing model and the per-CPU persistency state
+//!   are shared, so two memory operations never commute, whatever their lines;
+//! - the releases of guards dropped during the step;
+//! - a write of the kernel log (`Op::DMESG`) when the step reports a BUG or WARN;
+//! - a write of the object table (`Op::ALLOC`) when the step creates a lock, rwsem or wait
+//!   queue (ids follow creation order).
+//!
+//! `random_u64` draws from the task's own stream, so draws need no footprint. The explorer
+//! remembers the footprint each explored step really had (`Sim::last_footprint`): a sleeping
+//! task is represented by that, never by its announcement alone.
+//!
 //! The executor state lives in a thread-local slot while a [`Sim`] exists, so that the platform
 //! handle [`SimPlatform`] is a zero-sized type (cheap to copy into every task).
 
+pub mod audit;
 mod detect;
 pub mod explore;
 pub mod manual;
@@ -23,7 +52,7 @@ pub use explore::{ExploreConfig, ExploreReport, Failure, Model, Strategy, explor
 pub use manual::{ManualSession, NextStep};
 pub use schedule::Schedule;
 
-use crate::events::{EventHasher, EventKind, EventLog, EventQueue, LogEvent};
+use crate::events::{EventHasher, EventLog, LogEvent};
 use crate::machine::{Machine, MemError};
 use crate::platform::{
     Assertion, LockClass, ObjId, Op, OpKind, Platform, PmemPlatform, Spawner, TaskId, WaitKey,
@@ -39,6 +68,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll, Waker};
 
 static GENERATION: AtomicU32 = AtomicU32::new(1);
+
+/// `Op::arg` of a `DownWrite`: the first attempt, which takes the semaphore or queues.
+pub const RWSEM_ATTEMPT: u64 = 0;
+/// `Op::arg` of a `DownWrite`: a queued writer waiting for the semaphore to be free.
+pub const RWSEM_QUEUED: u64 = 1;
 
 thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
@@ -89,6 +123,10 @@ enum ObjState {
     RwSem {
         readers: Vec<u32>,
         writer: Option<u32>,
+        /// Writers whose `down_write` found the semaphore taken and who queued (the kernel's
+        /// `rwsem_down_write_slowpath`). Invariant: a queued writer holds nothing of this
+        /// semaphore and its announced step is `down_write (queued)` on it.
+        queued: Vec<u32>,
     },
     WaitQueue {
         waiters: Vec<WaiterState>,
@@ -123,17 +161,21 @@ struct TaskState {
     status: TaskStatus,
     line: u32,
     wait: Option<TaskWait>,
+    /// Invariant: the number of spinlocks this task holds (it must not sleep while > 0).
     spins_held: u32,
+    /// The task's own random stream (`random_u64`), so that draws of two tasks commute.
+    rng: ChaCha8Rng,
 }
 
 struct State {
     gen_: u32,
-    now: u64,
+    seed: u64,
+    /// Per-CPU clocks in ns (see "Time"); a CPU without an entry is at 0.
+    clocks: Vec<u64>,
     current: u32,
     announced: bool,
     tasks: Vec<TaskState>,
     objs: Vec<Obj>,
-    events: EventQueue,
     rng: ChaCha8Rng,
     violation: Option<Violation>,
     warnings: Vec<(TaskId, u32, Assertion)>,
@@ -146,7 +188,16 @@ struct State {
 }
 
 impl State {
+    /// Add `op` to the current step's implicit footprint.
+    fn touch(&mut self, op: Op) {
+        if !self.extra.contains(&op) {
+            self.extra.push(op);
+        }
+    }
+
     fn new_obj(&mut self, name: &'static str, state: ObjState) -> SimRaw {
+        // Ids follow creation order (in the model's setup, this touches no step).
+        self.touch(Op::new(OpKind::Write, Op::ALLOC));
         let id = ObjId(self.objs.len() as u32);
         self.objs.push(Obj { name, state });
         SimRaw {
@@ -164,6 +215,8 @@ impl State {
     }
 
     fn fatal(&mut self, kind: ViolationKind, message: String) {
+        // The first violation is the run's report: two steps that raise one do not commute.
+        self.touch(Op::new(OpKind::Write, Op::DMESG));
         if self.violation.is_none() {
             let task = TaskId(self.current);
             self.violation = Some(Violation {
@@ -195,27 +248,47 @@ impl State {
             ),
             OpKind::DownRead => match &self.objs[op.obj.0 as usize].state {
                 // Writer-preferring (as the kernel's rwsem): a reader waits while a writer
-                // holds the semaphore, or while a writer waits behind the current readers.
-                ObjState::RwSem { readers, writer } => {
-                    writer.is_none() && (readers.is_empty() || !self.writer_waiting(op.obj))
-                }
-                _ => true,
+                // holds the semaphore or has queued for it. A writer that has not yet tried
+                // (its next step is `down_write`) does not keep readers out.
+                ObjState::RwSem { writer, queued, .. } => writer.is_none() && queued.is_empty(),
+                _ => unreachable!("down_read on object {} that is not a rwsem", op.obj.0),
             },
+            // The attempt always runs: it takes a free semaphore or queues the writer.
+            OpKind::DownWrite if op.arg == RWSEM_ATTEMPT => true,
             OpKind::DownWrite => matches!(
                 &self.objs[op.obj.0 as usize].state,
-                ObjState::RwSem { readers, writer: None } if readers.is_empty()
+                ObjState::RwSem { readers, writer: None, .. } if readers.is_empty()
             ),
             OpKind::Schedule => task.wait.is_none_or(|w| w.woken),
-            OpKind::Sleep => self.now >= op.arg,
             OpKind::Exit => false,
             _ => true,
         }
     }
 
-    fn writer_waiting(&self, sem: ObjId) -> bool {
-        self.tasks.iter().any(|t| {
-            t.status == TaskStatus::Live && t.next.kind == OpKind::DownWrite && t.next.obj == sem
-        })
+    /// The CPU task `t` runs on: `t % cpus` of the machine; without one, a CPU of its own.
+    fn cpu_of(&self, t: usize) -> usize {
+        match &self.machine {
+            Some(m) => t % m.config().cpus.max(1),
+            None => t,
+        }
+    }
+
+    fn clock(&self, cpu: usize) -> u64 {
+        self.clocks.get(cpu).copied().unwrap_or(0)
+    }
+
+    fn clock_mut(&mut self, cpu: usize) -> &mut u64 {
+        if cpu >= self.clocks.len() {
+            self.clocks.resize(cpu + 1, 0);
+        }
+        &mut self.clocks[cpu]
+    }
+
+    /// The current task's CPU, recording that this step moves its clock.
+    fn moves_clock(&mut self) -> usize {
+        let c = self.cpu_of(self.current as usize);
+        self.touch(Op::cpu(OpKind::Write, c));
+        c
     }
 
     fn announce(&mut self, op: Op) {
@@ -253,7 +326,9 @@ impl State {
     fn rwsem_mut(&mut self, id: usize) -> (&'static str, &mut Vec<u32>, &mut Option<u32>) {
         let o = &mut self.objs[id];
         match &mut o.state {
-            ObjState::RwSem { readers, writer } => (o.name, readers, writer),
+            ObjState::RwSem {
+                readers, writer, ..
+            } => (o.name, readers, writer),
             _ => unreachable!("object {id} is not a rwsem"),
         }
     }
@@ -453,7 +528,7 @@ impl Platform for SimPlatform {
     fn unlock_now(&self, l: &SimRaw) {
         try_with_state(|s| {
             if l.gen_ == s.gen_ {
-                s.extra.push(Op::new(OpKind::Unlock, l.id));
+                s.touch(Op::new(OpKind::Unlock, l.id));
                 s.release_lock(l.id.0 as usize);
             }
         })
@@ -466,6 +541,7 @@ impl Platform for SimPlatform {
                 ObjState::RwSem {
                     readers: Vec::new(),
                     writer: None,
+                    queued: Vec::new(),
                 },
             )
         })
@@ -486,12 +562,44 @@ impl Platform for SimPlatform {
     }
 
     async fn down_write(&self, r: &SimRaw) {
+        let id = r.id.0 as usize;
         let op = Op::new(OpKind::DownWrite, r.id);
-        sim_op(r, op, Some("down_write"), |s| {
+        // The attempt (`rwsem_write_trylock`): take a free semaphore no other writer queued
+        // for, or queue; only from then on does the writer keep new readers out.
+        let got = sim_op(r, op, Some("down_write"), |s| {
             let cur = s.current;
-            *s.rwsem_mut(r.id.0 as usize).2 = Some(cur);
+            let ObjState::RwSem {
+                readers,
+                writer,
+                queued,
+            } = &mut s.objs[id].state
+            else {
+                unreachable!("object {id} is not a rwsem")
+            };
+            if readers.is_empty() && writer.is_none() && queued.is_empty() {
+                *writer = Some(cur);
+                true
+            } else {
+                queued.push(cur);
+                false
+            }
         })
-        .await
+        .await;
+        if !got {
+            // rwsem_down_write_slowpath: sleep until the semaphore is free, then take it.
+            let mut op = Op::new(OpKind::DownWrite, r.id);
+            op.arg = RWSEM_QUEUED;
+            sim_op(r, op, None, |s| {
+                let cur = s.current;
+                let ObjState::RwSem { writer, queued, .. } = &mut s.objs[id].state else {
+                    unreachable!("object {id} is not a rwsem")
+                };
+                debug_assert!(queued.contains(&cur) && writer.is_none());
+                queued.retain(|&w| w != cur);
+                *writer = Some(cur);
+            })
+            .await
+        }
     }
 
     async fn up_write(&self, r: &SimRaw) {
@@ -526,7 +634,7 @@ impl Platform for SimPlatform {
                 } else {
                     OpKind::UpRead
                 };
-                s.extra.push(Op::new(kind, r.id));
+                s.touch(Op::new(kind, r.id));
                 s.up(r.id.0 as usize, write);
             }
         })
@@ -617,25 +725,33 @@ impl Platform for SimPlatform {
         announce(op).await;
     }
 
+    // The CPU's clock: every step's footprint reads it already.
     fn now_ns(&self) -> u64 {
-        with_state(|s| s.now)
+        with_state(|s| s.clock(s.cpu_of(s.current as usize)))
     }
 
+    // See "Time": the sleeper may be scheduled at any point (other tasks may or may not run
+    // meanwhile, as the scheduler chooses); its CPU's clock moves on by `ns`.
     async fn sleep_ns(&self, ns: u64) {
-        let deadline = with_state(|s| {
-            s.might_sleep("msleep");
-            let d = s.now.saturating_add(ns);
-            let t = TaskId(s.current);
-            s.events.push(d, EventKind::TimerExpired(t));
-            d
-        });
+        with_state(|s| s.might_sleep("msleep"));
         let mut op = Op::new(OpKind::Sleep, Op::NONE);
-        op.arg = deadline;
+        op.arg = ns;
         announce(op).await;
+        with_state(|s| {
+            let c = s.moves_clock();
+            let clock = s.clock_mut(c);
+            *clock = clock.saturating_add(ns);
+        })
     }
 
     fn random_u64(&self) -> u64 {
-        with_state(|s| s.rng.next_u64())
+        with_state(|s| {
+            let cur = s.current as usize;
+            match s.tasks.get_mut(cur) {
+                Some(t) => t.rng.next_u64(),
+                None => s.rng.next_u64(),
+            }
+        })
     }
 
     fn current_task(&self) -> TaskId {
@@ -644,6 +760,8 @@ impl Platform for SimPlatform {
 
     async fn report(&self, a: Assertion) {
         let fatal = with_state(|s| {
+            // WARNs are appended to the run's log in order: two reporting steps do not commute.
+            s.touch(Op::new(OpKind::Write, Op::DMESG));
             let line = s.tasks[s.current as usize].line;
             if a.fatal {
                 let name = a.name.clone();
@@ -669,21 +787,22 @@ impl Platform for SimPlatform {
 }
 
 /// One access of the machine model by the current task, on the CPU it runs on (task `i` runs on
-/// CPU `i % cpus`); the latency advances simulated time.
+/// CPU `i % cpus`), starting at that CPU's clock; the latency advances the clock. The step
+/// writes the machine and the clock (see "Footprints").
 fn machine_op(
     what: &str,
     f: impl FnOnce(&mut Machine, u64, usize) -> Result<u64, MemError>,
 ) -> Result<(), MemError> {
     with_state(|s| {
-        let now = s.now;
-        let task = s.current as usize;
-        let m = s
-            .machine
-            .as_mut()
-            .unwrap_or_else(|| panic!("{what}: the model installed no machine (Sim::set_machine)"));
-        let cpu = task % m.config().cpus.max(1);
+        if s.machine.is_none() {
+            panic!("{what}: the model installed no machine (Sim::set_machine)");
+        }
+        let cpu = s.moves_clock();
+        s.touch(Op::new(OpKind::Write, Op::MACHINE));
+        let now = s.clock(cpu);
+        let m = s.machine.as_mut().expect("checked above");
         let ns = f(m, now, cpu)?;
-        s.now = now.saturating_add(ns);
+        *s.clock_mut(cpu) = now.saturating_add(ns);
         Ok(())
     })
 }
@@ -719,8 +838,8 @@ impl PmemPlatform for SimPlatform {
         machine_op("clflush", |m, now, cpu| m.clflush(now, cpu, addr))
     }
 
-    // A fence orders only its own CPU's stores and flushes with respect to persistence; other
-    // tasks' accesses commute with it, so it touches no shared object.
+    // A fence announces no line, but it drains its CPU's write-backs and write-combining
+    // buffer: like every memory op it writes the machine (see "Footprints").
     async fn sfence(&self) -> Result<(), MemError> {
         announce(Op::new(OpKind::Flush, Op::NONE)).await;
         machine_op("sfence", |m, now, cpu| m.sfence(now, cpu))
@@ -791,12 +910,12 @@ impl Sim {
             );
             *s = Some(State {
                 gen_,
-                now: 0,
+                seed: cfg.seed,
+                clocks: Vec::new(),
                 current: 0,
                 announced: false,
                 tasks: Vec::new(),
                 objs: Vec::new(),
-                events: EventQueue::new(),
                 rng: ChaCha8Rng::seed_from_u64(cfg.seed),
                 violation: None,
                 warnings: Vec::new(),
@@ -833,8 +952,19 @@ impl Sim {
         self.steps
     }
 
+    /// The latest time any CPU's clock reached.
     pub fn now_ns(&self) -> u64 {
-        with_state(|s| s.now)
+        with_state(|s| s.clocks.iter().copied().max().unwrap_or(0))
+    }
+
+    /// The clock of CPU `cpu` (see "Time").
+    pub fn cpu_clock(&self, cpu: usize) -> u64 {
+        with_state(|s| s.clock(cpu))
+    }
+
+    /// The CPU task `t` runs on.
+    pub fn task_cpu(&self, t: TaskId) -> usize {
+        with_state(|s| s.cpu_of(t.0 as usize))
     }
 
     /// The hash of the event log so far.
@@ -881,33 +1011,20 @@ impl Sim {
         with_state(|s| s.warnings.clone())
     }
 
-    /// The footprint of the last step (announced op plus implicit releases).
+    /// The footprint of the last step: its announced op plus everything it touched implicitly
+    /// (its CPU's clock, the machine, releases of dropped guards, the kernel log, the object
+    /// table; see "Footprints").
     pub fn last_footprint(&self) -> &[Op] {
         &self.last_footprint
     }
 
-    /// Fill `out` with the tasks that can take a step now, in id order. Advances simulated time
-    /// to the next event when nobody can move but a timer is pending.
+    /// Fill `out` with the tasks that can take a step now, in id order.
     pub fn enabled(&mut self, out: &mut Vec<TaskId>) {
         out.clear();
         with_state(|s| {
-            loop {
-                for t in 0..s.tasks.len() {
-                    if s.op_enabled(t) {
-                        out.push(TaskId(t as u32));
-                    }
-                }
-                if !out.is_empty() {
-                    return;
-                }
-                match s.events.pop() {
-                    Some(e) => {
-                        s.now = s.now.max(e.time);
-                        while s.events.peek_time().is_some_and(|t| t <= s.now) {
-                            s.events.pop();
-                        }
-                    }
-                    None => return,
+            for t in 0..s.tasks.len() {
+                if s.op_enabled(t) {
+                    out.push(TaskId(t as u32));
                 }
             }
         })
@@ -1008,14 +1125,19 @@ impl Sim {
             debug_assert!(s.op_enabled(idx), "stepping a task that is not enabled");
             s.extra.clear();
             let task = &s.tasks[idx];
-            LogEvent {
-                step: self.steps as u32,
-                task: t,
-                op: task.next,
-                time: s.now,
-                line: task.line,
-            }
+            let cpu = s.cpu_of(idx);
+            (
+                LogEvent {
+                    step: self.steps as u32,
+                    task: t,
+                    op: task.next,
+                    time: s.clock(cpu),
+                    line: task.line,
+                },
+                cpu,
+            )
         });
+        let (ev, cpu) = ev;
         self.hasher.event(&ev);
         if self.cfg.record_log {
             self.log.push(ev);
@@ -1024,6 +1146,8 @@ impl Sim {
         self.poll_task(idx);
         self.last_footprint.clear();
         self.last_footprint.push(ev.op);
+        // The event log records the step's time: every step reads its CPU's clock.
+        self.last_footprint.push(Op::cpu(OpKind::Read, cpu));
         with_state(|s| self.last_footprint.extend_from_slice(&s.extra));
     }
 
@@ -1033,7 +1157,12 @@ impl Sim {
     fn start_task(&mut self, idx: usize) {
         let saved = with_state(|s| (s.current, s.announced, std::mem::take(&mut s.extra)));
         self.poll_task(idx);
-        with_state(|s| (s.current, s.announced, s.extra) = saved);
+        with_state(|s| {
+            // What the new task's first code touched belongs to the spawning step.
+            let touched = std::mem::take(&mut s.extra);
+            (s.current, s.announced, s.extra) = saved;
+            s.extra.extend(touched);
+        });
     }
 
     /// Drive the run to its end, asking `choose` at every step with more than one enabled task.
@@ -1100,6 +1229,9 @@ impl Spawner<SimPlatform> for Sim {
                 line: 0,
                 wait: None,
                 spins_held: 0,
+                rng: ChaCha8Rng::seed_from_u64(
+                    s.seed ^ (s.tasks.len() as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                ),
             });
             s.tasks.len() - 1
         });
