@@ -307,3 +307,470 @@ fn wait_entry_unlocked_exclusive_sees_the_slot_empty() {
     };
     clean(&explore(&model, &dfs(None), &mut |_| {}).unwrap());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fault fixtures
+
+use sim_core::TaskId;
+use sim_mm::MmStruct;
+use sim_mm::dax::fault::{
+    Access, FAULT_FLAG_WRITE, Vmf, dax_fault_check_fallback, dax_iomap_fault, dax_user_access,
+};
+use sim_mm::dax::test_iomap::{BlockState, TestIomap};
+use sim_mm::invariants::check_world;
+use sim_mm::mm::{MmapFlags, VmFault, do_mmap};
+use sim_mm::mm::{VM_READ, VM_SHARED, VM_WRITE, Vma, VmaBounds};
+use sim_mm::pgtable::{HUGE_ZERO_PFN, PmdVal, ZERO_PFN};
+use sim_mm::signal::create_process;
+use sim_mm::xarray::{PAGECACHE_TAG_DIRTY, XaItem};
+
+/// Pages of pmem, and the file size (4 MiB: two PMD ranges).
+const PMEM_PAGES: u64 = 4096;
+const I_SIZE: u64 = 4 << 20;
+
+/// One process's mapping of the file.
+struct Map {
+    mm: Arc<MmStruct<P>>,
+    addr: u64,
+}
+
+/// The DAX core, one file on the test file system, and processes mapping it.
+struct Fx {
+    dax: Arc<Dax<P>>,
+    m: Arc<AddressSpace<P>>,
+    fs: Arc<TestIomap<P>>,
+    maps: Vec<Map>,
+}
+
+impl Fx {
+    /// File page `pgoff` in process `i`'s mapping.
+    fn addr(&self, i: usize, pgoff: u64) -> u64 {
+        self.maps[i].addr + pgoff * PAGE_SIZE
+    }
+    async fn access(&self, p: &P, i: usize, pgoff: u64, write: bool) -> Access {
+        dax_user_access(
+            &self.dax,
+            p,
+            &self.maps[i].mm,
+            self.addr(i, pgoff),
+            write,
+            &*self.fs,
+        )
+        .await
+    }
+    async fn item(&self, p: &P, index: u64) -> Option<XaItem> {
+        let xa = self.m.i_pages.lock(p).await;
+        let it = xa.lookup(index);
+        xa.unlock().await;
+        it
+    }
+    async fn pmd(&self, p: &P, i: usize, pgoff: u64) -> PmdVal {
+        self.maps[i]
+            .mm
+            .pmdp_get_lockless(p, self.addr(i, pgoff))
+            .await
+    }
+    /// The mm invariants, quiescent.
+    async fn check(&self, p: &P) {
+        let v = check_world(p, &self.dax.world, true).await;
+        bug_on(p, !v.is_empty(), "mm-invariant", || format!("{v:?}")).await;
+    }
+}
+
+/// How a fixture's file and mappings look.
+#[derive(Clone, Copy)]
+struct Spec {
+    bugs: BugSet,
+    /// Preallocated written blocks: (file page, pages); a 512-page run is 2 MiB aligned.
+    prealloc: &'static [(u64, u64)],
+    unwritten: &'static [(u64, u64)],
+    /// One mapping per entry: (flags, first file page, pages); process i+1 runs task i+1.
+    maps: &'static [(MmapFlags, u64, u64)],
+}
+
+const SH: MmapFlags = MmapFlags {
+    shared: true,
+    sync: false,
+    write: true,
+    nohuge: false,
+};
+const SH_NOHUGE: MmapFlags = MmapFlags { nohuge: true, ..SH };
+const SH_SYNC: MmapFlags = MmapFlags { sync: true, ..SH };
+const PRIV: MmapFlags = MmapFlags {
+    shared: false,
+    ..SH
+};
+
+async fn build(p: &P, s: Spec) -> Fx {
+    let w = world(p, PMEM_PAGES, false);
+    let m = w.new_mapping(p, 1).await;
+    let dax = Arc::new(Dax::new(p, w.clone(), s.bugs));
+    let mut fs = TestIomap::new(p, I_SIZE, 0..PMEM_PAGES);
+    for &(page, nr) in s.prealloc {
+        fs.inode_mut()
+            .prealloc(page, nr, BlockState::Written)
+            .unwrap();
+    }
+    for &(page, nr) in s.unwritten {
+        fs.inode_mut()
+            .prealloc(page, nr, BlockState::Unwritten)
+            .unwrap();
+    }
+    let mut maps = vec![];
+    for (i, &(flags, pgoff, pages)) in s.maps.iter().enumerate() {
+        let (_, mm) = create_process(p, &w, "proc", &[TaskId(i as u32 + 1)]).await;
+        let addr = do_mmap(p, &mm, &m, pgoff, pages * PAGE_SIZE, flags)
+            .await
+            .unwrap();
+        // Address of file page 0 in this mapping (pgoff-relative helpers add the offset).
+        maps.push(Map {
+            mm,
+            addr: addr - pgoff * PAGE_SIZE,
+        });
+    }
+    Fx {
+        dax,
+        m,
+        fs: Arc::new(fs),
+        maps,
+    }
+}
+
+fn one_map(flags: MmapFlags) -> &'static [(MmapFlags, u64, u64)] {
+    Box::leak(Box::new([(flags, 0, I_SIZE / PAGE_SIZE)]))
+}
+
+fn spec(maps: &'static [(MmapFlags, u64, u64)]) -> Spec {
+    Spec {
+        bugs: BugSet::NONE,
+        prealloc: &[],
+        unwritten: &[],
+        maps,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One task: each path through the test iomap
+
+#[test]
+fn a_read_of_a_hole_maps_the_zero_page_and_a_write_allocates() {
+    let out = run1(|p| async move {
+        let fx = build(&p, spec(one_map(SH_NOHUGE))).await;
+        let r = fx.access(&p, 0, 3, false).await;
+        let hole = fx.item(&p, 3).await.unwrap();
+        // The write replaces the zero entry with the new block, dirty, and maps it writable.
+        let w = fx.access(&p, 0, 3, true).await;
+        let blk = fx.item(&p, 3).await.unwrap();
+        let pg = match w {
+            Access::Mapped { pfn, .. } => fx.dax.world.memmap.page(&p, pfn).await,
+            _ => Default::default(),
+        };
+        let nrpages = fx.m.i_pages.lock(&p).await.nrpages;
+        fx.check(&p).await;
+        (r, hole, w, blk, pg, nrpages)
+    })
+    .ok();
+    let (r, hole, w, blk, pg, nrpages) = out;
+    assert_eq!(
+        r,
+        Access::Mapped {
+            pfn: ZERO_PFN,
+            huge: false
+        }
+    );
+    assert!(dax_is_zero_entry(hole.entry) && !dax_is_locked(hole.entry));
+    let Access::Mapped { pfn, huge: false } = w else {
+        panic!("{w:?}")
+    };
+    assert!(pfn >= BASE_PFN);
+    assert_eq!(blk.entry, dax_make_entry(pfn, 0));
+    assert!(blk.has_mark(PAGECACHE_TAG_DIRTY));
+    assert_eq!((pg.mapping, pg.index, pg.mapcount), (1, 3, 1));
+    assert_eq!(nrpages, 1);
+}
+
+#[test]
+fn pmd_faults_map_blocks_and_the_huge_zero_page() {
+    let s = Spec {
+        prealloc: &[(512, 512)],
+        ..spec(one_map(SH))
+    };
+    let out = run1(move |p| async move {
+        let fx = build(&p, s).await;
+        let blk = fx.access(&p, 0, 600, false).await;
+        let hole = fx.access(&p, 0, 5, false).await;
+        let e_blk = fx.item(&p, 600).await.unwrap();
+        let e_hole = fx.item(&p, 5).await.unwrap();
+        let pg = fx.dax.world.memmap.page(&p, BASE_PFN + 88).await;
+        fx.check(&p).await;
+        (blk, hole, e_blk, e_hole, pg)
+    })
+    .ok();
+    let (blk, hole, e_blk, e_hole, pg) = out;
+    // The preallocated 2 MiB run is device pages 0..512 (aligned): pfn BASE + 88 for page 600.
+    assert_eq!(
+        blk,
+        Access::Mapped {
+            pfn: BASE_PFN + 88,
+            huge: true
+        }
+    );
+    assert_eq!((e_blk.index, e_blk.order), (512, PMD_ORDER));
+    assert_eq!(e_blk.entry, dax_make_entry(BASE_PFN, DAX_PMD));
+    assert_eq!(
+        hole,
+        Access::Mapped {
+            pfn: HUGE_ZERO_PFN + 5,
+            huge: true
+        }
+    );
+    assert_eq!(
+        e_hole.entry,
+        dax_make_entry(HUGE_ZERO_PFN, DAX_PMD | DAX_ZERO_PAGE)
+    );
+    // Every page of the PMD folio is associated.
+    assert_eq!((pg.mapping, pg.index), (1, 600));
+}
+
+#[test]
+fn a_pte_write_downgrades_a_huge_zero_pmd() {
+    let out = run1(|p| async move {
+        let fx = build(
+            &p,
+            spec(Box::leak(Box::new([(SH, 0, 1024), (SH_NOHUGE, 0, 1024)]))),
+        )
+        .await;
+        // Process 0 reads the hole through the huge zero page; process 1 writes one page.
+        let r = fx.access(&p, 0, 7, false).await;
+        let w = fx.access(&p, 1, 9, true).await;
+        let pmd0 = fx.pmd(&p, 0, 7).await;
+        let e9 = fx.item(&p, 9).await;
+        let e7 = fx.item(&p, 7).await;
+        let r2 = fx.access(&p, 0, 9, false).await;
+        fx.check(&p).await;
+        (r, w, pmd0, e9, e7, r2)
+    })
+    .ok();
+    let (r, w, pmd0, e9, e7, r2) = out;
+    assert_eq!(
+        r,
+        Access::Mapped {
+            pfn: HUGE_ZERO_PFN + 7,
+            huge: true
+        }
+    );
+    let Access::Mapped { pfn, huge: false } = w else {
+        panic!("{w:?}")
+    };
+    // The zero PMD was unmapped everywhere and the PMD entry deleted.
+    assert_eq!(pmd0, PmdVal::None);
+    assert_eq!(e9.unwrap().entry, dax_make_entry(pfn, 0));
+    assert!(e7.is_none());
+    // Process 0 now sees the block (a PMD fault falls back over the PTE entry).
+    assert_eq!(r2, Access::Mapped { pfn, huge: false });
+}
+
+#[test]
+fn pmd_faults_fall_back_when_they_cannot_map_a_whole_pmd() {
+    let s = Spec {
+        prealloc: &[(0, 1024)],
+        ..spec(Box::leak(Box::new([
+            (PRIV, 0, 1024), // private write
+            (SH, 0, 256),    // VMA smaller than a PMD
+        ])))
+    };
+    let out = run1(move |p| async move {
+        let fx = build(&p, s).await;
+        let mut r = vec![];
+        r.push(fx.access(&p, 0, 700, true).await);
+        r.push(fx.access(&p, 1, 10, false).await);
+        // A PTE entry in the range (page 10): the next PMD fault there falls back.
+        r.push(fx.access(&p, 0, 20, false).await);
+        // The colour of the address and of the file offset differ.
+        let vma = Vma {
+            b: VmaBounds {
+                vm_start: 0x7f00_0000_1000,
+                vm_end: 0x7f00_0080_1000,
+                vm_pgoff: 0,
+                vm_flags: VM_SHARED | VM_READ | VM_WRITE,
+            },
+            vm_file: fx.m.clone(),
+        };
+        let vmf = Vmf::new(&fx.maps[0].mm, &vma, 0x7f00_0020_1000, 0);
+        let xas = XaState::new_order(vmf.pgoff, PMD_ORDER);
+        let colour = dax_fault_check_fallback(&vmf, &xas, 1024);
+        // Past the end of the file (the PMD would cover pages >= max_pgoff).
+        let vma2 = Vma {
+            b: VmaBounds {
+                vm_start: 0x7f00_0000_0000,
+                ..vma.b
+            },
+            ..vma.clone()
+        };
+        let vmf2 = Vmf::new(&fx.maps[0].mm, &vma2, 0x7f00_0020_0000, 0);
+        let xas2 = XaState::new_order(vmf2.pgoff, PMD_ORDER);
+        let eof = dax_fault_check_fallback(&vmf2, &xas2, 1000);
+        let fits = dax_fault_check_fallback(&vmf2, &xas2, 1024);
+        fx.check(&p).await;
+        (r, colour, eof, fits)
+    })
+    .ok();
+    let (out, colour, eof, fits) = out;
+    assert!(colour && eof && !fits);
+    for (i, a) in out.iter().enumerate() {
+        assert!(
+            matches!(a, Access::Mapped { huge: false, .. }),
+            "{i}: {a:?}"
+        );
+    }
+    // The private write got an anonymous copy.
+    let Access::Mapped { pfn, .. } = out[0] else {
+        unreachable!()
+    };
+    assert!(pfn < BASE_PFN);
+}
+
+#[test]
+fn faults_beyond_eof_get_sigbus() {
+    let out = run1(|p| async move {
+        let fx = build(&p, spec(Box::leak(Box::new([(SH, 0, 2048)])))).await;
+        (
+            fx.access(&p, 0, 1024, false).await,
+            fx.access(&p, 0, 1500, true).await,
+        )
+    })
+    .ok();
+    assert_eq!(out.0, Access::Failed(VmFault::SIGBUS));
+    assert_eq!(out.1, Access::Failed(VmFault::SIGBUS));
+}
+
+#[test]
+fn map_sync_faults_return_needdsync_until_the_metadata_is_durable() {
+    let out = run1(|p| async move {
+        let fx = build(&p, spec(one_map(SH_SYNC))).await;
+        let mm = fx.maps[0].mm.clone();
+        let vmas = mm.mmap_lock.read(&p).await;
+        let vma = vmas.vma_lookup(fx.addr(0, 4)).unwrap().clone();
+        vmas.unlock().await;
+        // The bare DAX fault (no file system around it): NEEDDSYNC with the pfn, nothing mapped,
+        // no DIRTY mark yet.
+        let vmf = Vmf::new(&mm, &vma, fx.addr(0, 4), FAULT_FLAG_WRITE);
+        let il = fx.m.invalidate_lock.read(&p).await;
+        let (ret, pfn) = dax_iomap_fault(&fx.dax, &p, &vmf, 0, &*fx.fs).await;
+        il.unlock().await;
+        let before = fx.item(&p, 4).await.unwrap();
+        let pte = mm.ptep_get_lockless(&p, fx.addr(0, 4)).await;
+        // Through the file system: fsync, then the writable mapping and the DIRTY mark.
+        let a = fx.access(&p, 0, 4, true).await;
+        let after = fx.item(&p, 4).await.unwrap();
+        let meta_dirty = fx.fs.inode(&p).await.meta_dirty;
+        fx.check(&p).await;
+        (ret, pfn, before, pte, a, after, meta_dirty)
+    })
+    .ok();
+    let (ret, pfn, before, pte, a, after, meta_dirty) = out;
+    assert!(ret.contains(VmFault::NEEDDSYNC), "{ret:?}");
+    assert!(ret.contains(VmFault::MAJOR), "a new block: {ret:?}");
+    assert!(pfn.is_some());
+    assert!(!before.has_mark(PAGECACHE_TAG_DIRTY));
+    assert!(pte.is_none_or(|p| !p.present()));
+    assert_eq!(
+        a,
+        Access::Mapped {
+            pfn: pfn.unwrap(),
+            huge: false
+        }
+    );
+    assert!(after.has_mark(PAGECACHE_TAG_DIRTY));
+    assert!(!meta_dirty);
+}
+
+#[test]
+fn a_write_after_a_read_fault_makes_the_pte_writable_and_dirties_the_entry() {
+    let s = Spec {
+        prealloc: &[(0, 8)],
+        unwritten: &[(8, 1)],
+        ..spec(one_map(SH_NOHUGE))
+    };
+    let out = run1(move |p| async move {
+        let fx = build(&p, s).await;
+        let r = fx.access(&p, 0, 2, false).await;
+        let clean = fx.item(&p, 2).await.unwrap();
+        let w = fx.access(&p, 0, 2, true).await;
+        let dirty = fx.item(&p, 2).await.unwrap();
+        let pte = fx.maps[0]
+            .mm
+            .ptep_get_lockless(&p, fx.addr(0, 2))
+            .await
+            .unwrap();
+        // Unwritten blocks read as zeros, and a write converts them in place.
+        let u = fx.access(&p, 0, 8, false).await;
+        let uw = fx.access(&p, 0, 8, true).await;
+        fx.check(&p).await;
+        (r, clean, w, dirty, pte, u, uw)
+    })
+    .ok();
+    let (r, clean, w, dirty, pte, u, uw) = out;
+    assert_eq!(r, w);
+    assert!(!clean.has_mark(PAGECACHE_TAG_DIRTY));
+    assert!(dirty.has_mark(PAGECACHE_TAG_DIRTY));
+    assert!(pte.write() && pte.dirty());
+    assert_eq!(
+        u,
+        Access::Mapped {
+            pfn: ZERO_PFN,
+            huge: false
+        }
+    );
+    assert_eq!(
+        uw,
+        Access::Mapped {
+            pfn: BASE_PFN + 8,
+            huge: false
+        }
+    );
+}
+
+#[test]
+fn a_private_write_copies_and_leaves_the_file_alone() {
+    let s = Spec {
+        prealloc: &[(0, 4)],
+        ..spec(Box::leak(Box::new([(PRIV, 0, 1024), (SH_NOHUGE, 0, 1024)])))
+    };
+    let out = run1(move |p| async move {
+        let fx = build(&p, s).await;
+        // Private write to a page never read: do_cow_fault.
+        let c1 = fx.access(&p, 0, 1, true).await;
+        // Private write after a read: wp_page_copy.
+        let r = fx.access(&p, 0, 2, false).await;
+        let c2 = fx.access(&p, 0, 2, true).await;
+        let shared = fx.access(&p, 1, 1, false).await;
+        let e1 = fx.item(&p, 1).await;
+        fx.check(&p).await;
+        (c1, r, c2, shared, e1)
+    })
+    .ok();
+    let (c1, r, c2, shared, e1) = out;
+    let (Access::Mapped { pfn: a1, .. }, Access::Mapped { pfn: a2, .. }) = (c1, c2) else {
+        panic!("{c1:?} {c2:?}")
+    };
+    assert!(a1 < BASE_PFN && a2 < BASE_PFN && a1 != a2);
+    assert_eq!(
+        r,
+        Access::Mapped {
+            pfn: BASE_PFN + 2,
+            huge: false
+        }
+    );
+    assert_eq!(
+        shared,
+        Access::Mapped {
+            pfn: BASE_PFN + 1,
+            huge: false
+        }
+    );
+    assert!(
+        !e1.unwrap().has_mark(PAGECACHE_TAG_DIRTY),
+        "the file page is clean"
+    );
+}

@@ -35,11 +35,12 @@
 //! nothing else; each decision point says which mode it honours.
 
 pub mod entry;
+pub mod fault;
 pub mod iomap;
 pub mod test_iomap;
 
 use crate::world::MmWorld;
-use sim_core::{Platform, WaitQueue};
+use sim_core::{Platform, SpinLock, WaitQueue};
 use std::fmt;
 use std::sync::Arc;
 
@@ -182,7 +183,13 @@ pub struct Dax<P: Platform> {
     pub bugs: BugSet,
     /// `wait_table[DAX_WAIT_TABLE_ENTRIES]`.
     wait_table: Box<[WaitQueue<P>]>,
+    /// The next free anonymous (DRAM) pfn for copy-on-write pages (the page allocator).
+    anon_next: SpinLock<P, u64>,
 }
+
+/// The first pfn the model hands out for anonymous pages: DRAM above the zero pages, below
+/// the pmem (pfn 0x100000 and up).
+pub const ANON_BASE_PFN: u64 = 0x2000;
 
 impl<P: Platform> Dax<P> {
     /// `init_dax_wait_table`.
@@ -194,7 +201,17 @@ impl<P: Platform> Dax<P> {
             world,
             bugs,
             wait_table,
+            anon_next: SpinLock::new(p, "anon_pages", ANON_BASE_PFN),
         }
+    }
+
+    /// `alloc_page(GFP_HIGHUSER_MOVABLE)` for a copy-on-write fault: a fresh anonymous pfn.
+    pub async fn alloc_anon_page(&self, p: &P) -> u64 {
+        let mut g = self.anon_next.lock(p).await;
+        let pfn = *g;
+        *g += 1;
+        drop(g);
+        pfn
     }
 
     /// Whether bug mode `b` is on.
