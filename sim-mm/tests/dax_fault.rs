@@ -318,15 +318,17 @@ use sim_mm::dax::fault::{
 };
 use sim_mm::dax::test_iomap::{BlockState, TestIomap};
 use sim_mm::invariants::check_world;
-use sim_mm::mm::{MmapFlags, VmFault, do_mmap};
+use sim_mm::mm::{MmapFlags, VmFault, do_mmap, madvise_dontneed};
 use sim_mm::mm::{VM_READ, VM_SHARED, VM_WRITE, Vma, VmaBounds};
 use sim_mm::pgtable::{HUGE_ZERO_PFN, PmdVal, ZERO_PFN};
 use sim_mm::signal::create_process;
 use sim_mm::xarray::{PAGECACHE_TAG_DIRTY, XaItem};
 
 /// Pages of pmem, and the file size (4 MiB: two PMD ranges).
-const PMEM_PAGES: u64 = 4096;
+const PMEM_PAGES: u64 = 1024;
 const I_SIZE: u64 = 4 << 20;
+/// The wait table of the exhaustive tests: 64 buckets (see `Dax::with_wait_table_bits`).
+const WAIT_BITS: u32 = 6;
 
 /// One process's mapping of the file.
 struct Map {
@@ -381,6 +383,10 @@ impl Fx {
 #[derive(Clone, Copy)]
 struct Spec {
     bugs: BugSet,
+    /// `DAX_WAIT_TABLE_BITS` (12 in the kernel; smaller tables make runs cheaper).
+    wait_bits: u32,
+    /// Pages of pmem (the device the file system allocates from).
+    pmem_pages: u64,
     /// Preallocated written blocks: (file page, pages); a 512-page run is 2 MiB aligned.
     prealloc: &'static [(u64, u64)],
     unwritten: &'static [(u64, u64)],
@@ -402,10 +408,10 @@ const PRIV: MmapFlags = MmapFlags {
 };
 
 async fn build(p: &P, s: Spec) -> Fx {
-    let w = world(p, PMEM_PAGES, false);
+    let w = world(p, s.pmem_pages, false);
     let m = w.new_mapping(p, 1).await;
-    let dax = Arc::new(Dax::new(p, w.clone(), s.bugs));
-    let mut fs = TestIomap::new(p, I_SIZE, 0..PMEM_PAGES);
+    let dax = Arc::new(Dax::with_wait_table_bits(p, w.clone(), s.bugs, s.wait_bits));
+    let mut fs = TestIomap::new(p, I_SIZE, 0..s.pmem_pages);
     for &(page, nr) in s.prealloc {
         fs.inode_mut()
             .prealloc(page, nr, BlockState::Written)
@@ -443,6 +449,8 @@ fn one_map(flags: MmapFlags) -> &'static [(MmapFlags, u64, u64)] {
 fn spec(maps: &'static [(MmapFlags, u64, u64)]) -> Spec {
     Spec {
         bugs: BugSet::NONE,
+        wait_bits: 12,
+        pmem_pages: PMEM_PAGES,
         prealloc: &[],
         unwritten: &[],
         maps,
@@ -772,5 +780,456 @@ fn a_private_write_copies_and_leaves_the_file_alone() {
     assert!(
         !e1.unwrap().has_mark(PAGECACHE_TAG_DIRTY),
         "the file page is clean"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Races, explored with dfs
+
+use sim_core::Mutex;
+
+/// One racing access: (process, file page, write).
+type Op3 = (usize, u64, bool);
+
+/// What the last task to finish checks, before the mm invariants.
+type Check = fn(Arc<Fx>, P) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// A race: the fixture of `s`; in the setup, the accesses of `pre` and then the zap of the
+/// processes in `zap` (their page tables emptied, the xarray kept); then one task per access
+/// of `ops`. The last task to finish runs `check` and the mm invariants. An access that fails
+/// (SIGBUS, OOM, ...) is a violation.
+#[derive(Clone, Copy)]
+struct Race {
+    s: Spec,
+    pre: &'static [Op3],
+    zap: &'static [usize],
+    ops: &'static [Op3],
+    check: Option<Check>,
+}
+
+fn race(r: Race) -> impl Model {
+    move |sim: &mut Sim| {
+        let p = sim.platform();
+        let out = Arc::new(std::sync::Mutex::new(None));
+        let o = out.clone();
+        sim.spawn("setup", move || async move {
+            let fx = build(&p, r.s).await;
+            for &(proc, pgoff, write) in r.pre {
+                let a = fx.access(&p, proc, pgoff, write).await;
+                assert!(matches!(a, Access::Mapped { .. }), "setup access: {a:?}");
+            }
+            for &proc in r.zap {
+                let mm = &fx.maps[proc].mm;
+                let vmas = mm.mmap_lock.read(&p).await;
+                let (s, e) = vmas
+                    .iter()
+                    .next()
+                    .map(|v| (v.b.vm_start, v.b.vm_end))
+                    .unwrap();
+                drop(vmas);
+                madvise_dontneed(&p, &fx.dax.world, mm, s, e - s)
+                    .await
+                    .unwrap();
+            }
+            *o.lock().unwrap() = Some(Arc::new(fx));
+        });
+        sim.run(|_, en| en[0]);
+        let fx: Arc<Fx> = out.lock().unwrap().take().unwrap();
+        let done = Arc::new(Mutex::new(&p, "done", 0usize));
+        for &(proc, pgoff, write) in r.ops {
+            let name = format!(
+                "p{proc} {} {pgoff:#x}",
+                if write { "write" } else { "read" }
+            );
+            let (fx, done) = (fx.clone(), done.clone());
+            sim.spawn(&name, move || async move {
+                let a = fx.access(&p, proc, pgoff, write).await;
+                bug_on(
+                    &p,
+                    matches!(a, Access::Failed(_)),
+                    "dax-fault-failed",
+                    || format!("access of page {pgoff:#x} by process {proc}: {a:?}"),
+                )
+                .await;
+                let mut n = done.lock(&p).await;
+                *n += 1;
+                let last = *n == r.ops.len();
+                drop(n);
+                if last {
+                    if let Some(c) = r.check {
+                        c(fx.clone(), p).await;
+                    }
+                    fx.check(&p).await;
+                }
+            });
+        }
+    }
+}
+
+fn seed001(bugs: BugSet) -> impl Model {
+    // Two PTE faults and a PMD fault on the 2 MiB range at file page 0x200 (three processes;
+    // the first two map the file without huge pages).
+    static OPS: [Op3; 3] = [(0, 0x205, true), (1, 0x258, false), (2, 0x208, false)];
+    let s = Spec {
+        bugs,
+        wait_bits: WAIT_BITS,
+        pmem_pages: 512,
+        prealloc: &[(0x200, 512)],
+        unwritten: &[],
+        maps: &[(SH_NOHUGE, 0, 1024), (SH_NOHUGE, 0, 1024), (SH, 0, 1024)],
+    };
+    race(Race {
+        s,
+        pre: &[],
+        zap: &[],
+        ops: &OPS,
+        check: None,
+    })
+}
+
+#[test]
+fn seed_001_pmd_fault_racing_two_pte_faults() {
+    // Today's core: the PMD fault falls back on the PTE entries; every schedule within two
+    // preemptions is clean.
+    let rep = explore(&seed001(BugSet::NONE), &dfs(Some(2)), &mut |_| {}).unwrap();
+    eprintln!("seed 001, default core: {} runs", rep.runs);
+    clean(&rep);
+    // pmd-missed-wakeup: the PMD fault sleeps on {xa, 0x200} for the PTE entry at 0x205 and
+    // nobody ever wakes that key.
+    let bugs = BugSet::of(&[DaxBug::PmdMissedWakeup]);
+    let rep = explore(&seed001(bugs), &dfs(Some(2)), &mut |_| {}).unwrap();
+    let f = rep.failure.expect("dfs finds the missed wake-up");
+    eprintln!("{}", f.violation);
+    assert_eq!(f.violation.kind.name(), "lost-wakeup");
+    let sleeper = f
+        .violation
+        .tasks
+        .iter()
+        .find(|t| t.wait_key.is_some())
+        .unwrap();
+    assert_eq!(sleeper.name, "p2 read 0x208");
+    assert!(sleeper.wait_key.as_ref().unwrap().contains("{0x1, 0x200}"));
+}
+
+#[test]
+#[ignore]
+fn prof_setup() {
+    let t = std::time::Instant::now();
+    let m = |sim: &mut Sim| {
+        let p = sim.platform();
+        sim.spawn("setup", move || async move {
+            let _fx = build(
+                &p,
+                Spec {
+                    bugs: BugSet::NONE,
+                    wait_bits: 12,
+                    pmem_pages: 512,
+                    prealloc: &[(0x200, 512)],
+                    unwritten: &[],
+                    maps: &[(SH_NOHUGE, 0, 1024), (SH_NOHUGE, 0, 1024), (SH, 0, 1024)],
+                },
+            )
+            .await;
+        });
+        sim.run(|_, en| en[0]);
+    };
+    let cfg = ExploreConfig {
+        strategy: Strategy::Random,
+        runs: Some(200),
+        ..ExploreConfig::default()
+    };
+    explore(&m, &cfg, &mut |_| {}).unwrap();
+    eprintln!("setup: {:?}/run", t.elapsed() / 200);
+    let t = std::time::Instant::now();
+    let m = |sim: &mut Sim| {
+        let p = sim.platform();
+        sim.spawn("setup", move || async move {
+            let w = world(&p, PMEM_PAGES, false);
+            let _d = Dax::new(&p, w.clone(), BugSet::NONE);
+        });
+        sim.run(|_, en| en[0]);
+    };
+    explore(&m, &cfg, &mut |_| {}).unwrap();
+    eprintln!("world+dax: {:?}/run", t.elapsed() / 200);
+}
+
+#[test]
+#[ignore]
+fn prof_seed() {
+    let cfg = ExploreConfig {
+        strategy: Strategy::Random,
+        runs: Some(200),
+        ..ExploreConfig::default()
+    };
+    let t = std::time::Instant::now();
+    let r = explore(&seed001(BugSet::NONE), &cfg, &mut |_| {}).unwrap();
+    eprintln!(
+        "seed001: {:?}/run, max steps {}",
+        t.elapsed() / 200,
+        r.max_steps
+    );
+}
+
+/// Explore `r` with the mode off (clean, whole space) and on (a failure named `want`).
+fn off_and_on(r: Race, bug: DaxBug, bound: Option<u32>, want: &str) -> sim_core::sim::Violation {
+    let rep = explore(&race(r), &dfs(bound), &mut |_| {}).unwrap();
+    eprintln!("{bug} off: {} runs", rep.runs);
+    clean(&rep);
+    let on = Race {
+        s: Spec {
+            bugs: BugSet::of(&[bug]),
+            ..r.s
+        },
+        ..r
+    };
+    let rep = explore(&race(on), &dfs(bound), &mut |_| {}).unwrap();
+    let f = rep
+        .failure
+        .unwrap_or_else(|| panic!("{bug}: dfs finds nothing in {} runs", rep.runs));
+    let text = f.violation.to_string();
+    eprintln!("{bug} on, run {}: {}", f.run, &text[..text.len().min(400)]);
+    assert!(
+        f.violation.kind.name().contains(want),
+        "{bug}: expected {want}, got {}",
+        f.violation
+    );
+    f.violation
+}
+
+fn spec_race(maps: &'static [(MmapFlags, u64, u64)]) -> Spec {
+    Spec {
+        wait_bits: WAIT_BITS,
+        pmem_pages: 1024,
+        ..spec(maps)
+    }
+}
+
+static TWO_NOHUGE: [(MmapFlags, u64, u64); 2] = [(SH_NOHUGE, 0, 1024), (SH_NOHUGE, 0, 1024)];
+static HUGE_AND_NOHUGE: [(MmapFlags, u64, u64); 2] = [(SH, 0, 1024), (SH_NOHUGE, 0, 1024)];
+
+thread_local! {
+    /// Runs (of this test thread) whose final check found the data-loss state.
+    static DATA_LOSS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The entry at `index` must be the block the file system holds there, and every process's
+/// mapping of `index` must map that block (or nothing).
+fn check_block_at<const INDEX: u64>(
+    fx: Arc<Fx>,
+    p: P,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(async move {
+        let dev = fx.fs.inode(&p).await.dev_page(INDEX);
+        let e = fx.item(&p, INDEX).await.map(|i| i.entry);
+        let want = dev.map(|d| BASE_PFN + d);
+        let pfn_ok = match (e, want) {
+            (Some(e), Some(pfn)) => {
+                e.is_value() && !dax_is_zero_entry(e) && !dax_is_empty_entry(e) && {
+                    let it = fx.item(&p, INDEX).await.unwrap();
+                    dax_to_pfn(e) + (INDEX - it.index) == pfn
+                }
+            }
+            (_, None) => true,
+            _ => false,
+        };
+        if !pfn_ok {
+            DATA_LOSS.with(|c| c.set(c.get() + 1));
+        }
+        bug_on(&p, !pfn_ok, "dax-data-loss", || {
+            format!(
+                "page {INDEX:#x} has block pfn {want:#x?}, but the xarray holds {:?}: the data \
+                 written there is not what the file shows",
+                e.map(|e| decode_radix_entry(e.0))
+            )
+        })
+        .await;
+        for (i, m) in fx.maps.iter().enumerate() {
+            let addr = fx.addr(i, INDEX);
+            let mapped = match m.mm.pmdp_get_lockless(&p, addr).await {
+                PmdVal::Huge(pmd) => Some(pmd.pfn() + (INDEX & PG_PMD_COLOUR)),
+                PmdVal::Table => {
+                    m.mm.ptep_get_lockless(&p, addr)
+                        .await
+                        .filter(|t| t.present())
+                        .map(|t| t.pfn())
+                }
+                PmdVal::None => None,
+            };
+            let stale = matches!((mapped, want), (Some(got), Some(w)) if got != w);
+            bug_on(&p, stale, "dax-stale-mapping", || {
+                format!(
+                    "process {i} maps page {INDEX:#x} to pfn {:#x} (a zero page: {}), the file's \
+                     block is pfn {:#x}",
+                    mapped.unwrap_or(0),
+                    mapped.is_some_and(
+                        |x| x == ZERO_PFN || (HUGE_ZERO_PFN..HUGE_ZERO_PFN + 512).contains(&x)
+                    ),
+                    want.unwrap_or(0)
+                )
+            })
+            .await;
+        }
+    })
+}
+
+#[test]
+fn racing_faults_on_one_hole_default_core_is_clean() {
+    // A read and a write of one hole page, and a write of its neighbour, from two processes:
+    // every interleaving within two preemptions ends with the block in the xarray and mapped.
+    let r = Race {
+        s: spec_race(&TWO_NOHUGE),
+        pre: &[],
+        zap: &[],
+        ops: &[(0, 3, false), (1, 3, true)],
+        check: Some(check_block_at::<3>),
+    };
+    let rep = explore(&race(r), &dfs(None), &mut |_| {}).unwrap();
+    eprintln!("hole read/write: {} runs", rep.runs);
+    clean(&rep);
+}
+
+#[test]
+fn no_entry_lock_loses_the_block_to_a_racing_hole_read() {
+    // T0 reads the hole and decides "zero page"; T1 allocates, maps and dirties the block;
+    // without entry locks T0 then stores its zero entry over T1's block entry.
+    let r = Race {
+        s: spec_race(&TWO_NOHUGE),
+        pre: &[],
+        zap: &[],
+        ops: &[(0, 3, false), (1, 3, true)],
+        check: Some(check_block_at::<3>),
+    };
+    off_and_on(r, DaxBug::NoEntryLock, None, "dax-");
+    // The first failure dfs meets may be another face of the race (both faults associating the
+    // new block); every failing interleaving is counted, and some lose the block.
+    let on = Race {
+        s: Spec {
+            bugs: BugSet::of(&[DaxBug::NoEntryLock]),
+            ..r.s
+        },
+        ..r
+    };
+    DATA_LOSS.with(|c| c.set(0));
+    let cfg = ExploreConfig {
+        keep_going: true,
+        ..dfs(None)
+    };
+    let rep = explore(&race(on), &cfg, &mut |_| {}).unwrap();
+    let lost = DATA_LOSS.with(|c| c.get());
+    eprintln!(
+        "no-entry-lock: {} of {} runs fail, {lost} lose the block",
+        rep.failed_runs, rep.runs
+    );
+    assert!(lost > 0);
+}
+
+#[test]
+fn pmd_conflict_before_null_makes_every_pmd_fault_fall_back() {
+    fn all_huge(fx: Arc<Fx>, p: P) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+        Box::pin(async move {
+            for pg in [0x10u64] {
+                let huge = matches!(fx.pmd(&p, 0, pg).await, PmdVal::Huge(_));
+                bug_on(&p, !huge, "pmd-fault-fell-back", || {
+                    format!("page {pg:#x}: a PMD fault over an empty range fell back to PTEs")
+                })
+                .await;
+            }
+        })
+    }
+    let r = Race {
+        s: Spec {
+            prealloc: &[(0, 1024)],
+            ..spec_race(&HUGE_AND_NOHUGE)
+        },
+        pre: &[],
+        zap: &[],
+        ops: &[(0, 0x10, false)],
+        check: Some(all_huge),
+    };
+    off_and_on(
+        r,
+        DaxBug::PmdConflictBeforeNull,
+        None,
+        "assertion:pmd-fault-fell-back",
+    );
+}
+
+#[test]
+fn hole_wake_next_strands_a_waiter_of_a_downgraded_zero_pmd() {
+    // Process 0 maps the hole with the huge zero page (setup). Three PTE writes in process 1
+    // find the zero PMD entry locked by the first of them, which downgrades it: the entry
+    // vanishes, so every waiter must be woken.
+    let r = Race {
+        s: spec_race(&HUGE_AND_NOHUGE),
+        pre: &[(0, 0, false)],
+        zap: &[],
+        ops: &[(1, 1, true), (1, 2, true), (1, 3, true)],
+        check: None,
+    };
+    let v = off_and_on(r, DaxBug::HoleWakeNext, Some(1), "lost-wakeup");
+    let sleeper = v.tasks.iter().find_map(|t| t.wait_key.clone()).unwrap();
+    assert!(sleeper.contains("{0x1, 0x0}"), "{sleeper}");
+}
+
+#[test]
+fn pmd_pte_collide_without_the_recheck_after_the_entry_lock() {
+    // A private mapping read through a PMD and written through PTEs (CoW), as generic/437:
+    // the PMD entry exists (setup read, then the mapping zapped); one thread reads (PMD fault),
+    // one writes (CoW PTE fault).
+    static PRIV_MAP: [(MmapFlags, u64, u64); 1] = [(PRIV, 0, 1024)];
+    let r = Race {
+        s: Spec {
+            prealloc: &[(0, 512)],
+            ..spec_race(&PRIV_MAP)
+        },
+        pre: &[(0, 5, false)],
+        zap: &[0],
+        ops: &[(0, 5, false), (0, 9, true)],
+        check: None,
+    };
+    // Unbounded, the two faults can undo each other forever (the read maps the PMD, the write
+    // splits it and its PTE fault backs off on the new PMD, ...), as they could in Linux under
+    // an adversarial scheduler: two preemptions keep the search to fair-enough schedules.
+    off_and_on(r, DaxBug::PmdPteCollide, Some(2), "assertion:");
+}
+
+#[test]
+fn stale_huge_zero_page_stays_mapped_over_new_blocks() {
+    // Process 0 reads the hole through the huge zero page; process 1 writes page 9 (PTE),
+    // which downgrades the zero PMD entry and allocates. Process 0 must not keep seeing zeros.
+    let r = Race {
+        s: spec_race(&HUGE_AND_NOHUGE),
+        pre: &[],
+        zap: &[],
+        ops: &[(0, 5, false), (1, 9, true)],
+        check: Some(check_block_at::<9>),
+    };
+    off_and_on(
+        r,
+        DaxBug::StaleHugeZeroPage,
+        None,
+        "assertion:dax-stale-mapping",
+    );
+}
+
+#[test]
+fn mixed_mapping_association_orphans_the_rest_of_the_pmd() {
+    // A PMD entry (setup read by process 0, then zapped); process 1 reads one page of it with
+    // a PTE fault, which keeps the PMD entry: all 512 pages must stay associated.
+    let r = Race {
+        s: Spec {
+            prealloc: &[(0, 512)],
+            ..spec_race(&HUGE_AND_NOHUGE)
+        },
+        pre: &[(0, 5, false)],
+        zap: &[0],
+        ops: &[(1, 9, false), (0, 7, false)],
+        check: None,
+    };
+    off_and_on(
+        r,
+        DaxBug::MixedMappingAssociation,
+        None,
+        "assertion:mm-invariant",
     );
 }

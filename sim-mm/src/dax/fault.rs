@@ -125,11 +125,11 @@ pub async fn grab_mapping_entry<P: Platform>(
     let mut pmd_downgrade = false;
     if !entry.is_null() {
         if dax_is_conflict(entry) {
-            xa.unlock().await;
+            drop(xa);
             return Err(VmFault::FALLBACK);
         }
         if !entry.is_value() {
-            xa.unlock().await;
+            drop(xa);
             return Err(VmFault::SIGBUS);
         }
         if order == 0 {
@@ -138,7 +138,7 @@ pub async fn grab_mapping_entry<P: Platform>(
         } else if dax_is_pte_entry(entry) {
             // Reached only with pmd-missed-wakeup (the code before the order argument): the
             // lookup returned a smaller, now unlocked entry; put it back and fall back.
-            xa.unlock().await;
+            drop(xa);
             put_unlocked_entry(dax, p, mapping, xas, entry, WakeMode::Next).await;
             return Err(VmFault::FALLBACK);
         }
@@ -152,7 +152,7 @@ pub async fn grab_mapping_entry<P: Platform>(
         // stale-huge-zero-page: the huge zero page stayed mapped over the range that is
         // about to get blocks (the unmap cd656375f946 and its neighbours added).
         if dax_is_zero_entry(entry) && !dax.bug(DaxBug::StaleHugeZeroPage) {
-            xa.unlock().await;
+            drop(xa);
             unmap_mapping_pages(
                 p,
                 &dax.world,
@@ -196,7 +196,7 @@ pub async fn grab_mapping_entry<P: Platform>(
         }
         xa.nrpages += 1 << order;
     }
-    xa.unlock().await;
+    drop(xa);
     Ok(entry)
 }
 
@@ -273,7 +273,7 @@ pub async fn dax_insert_entry<P: Platform>(
                 crate::xarray::xa_to_value(entry) | crate::dax_entry::DAX_LOCKED,
             );
             mark(&mut xa, xas, write, dirty, shared);
-            xa.unlock().await;
+            drop(xa);
             warn_on(p, old != expect, "dax-insert-entry-changed", || {
                 format!(
                     "dax_insert_entry: ino {} index {:#x}: found {old:?}, expected {expect:?}",
@@ -284,7 +284,7 @@ pub async fn dax_insert_entry<P: Platform>(
         } else {
             xa.xas_store(xas, new_entry);
             mark(&mut xa, xas, write, dirty, shared);
-            xa.unlock().await;
+            drop(xa);
         }
         entry = new_entry;
     } else {
@@ -300,7 +300,7 @@ pub async fn dax_insert_entry<P: Platform>(
         let mut xa = mapping.i_pages.lock(p).await;
         xa.xas_load(xas);
         mark(&mut xa, xas, write, dirty, shared);
-        xa.unlock().await;
+        drop(xa);
     }
     entry
 }
@@ -694,13 +694,13 @@ pub async fn dax_insert_pfn_mkwrite<P: Platform>(
     // Did we race with someone splitting the entry?
     if entry.is_null() || dax_is_conflict(entry) || (order == 0 && !dax_is_pte_entry(entry)) {
         put_unlocked_entry(dax, p, mapping, &xas, entry, WakeMode::Next).await;
-        xa.unlock().await;
+        drop(xa);
         // dax_insert_pfn_mkwrite_no_entry
         return VmFault::NOPAGE;
     }
     xa.xas_set_mark(&xas, PAGECACHE_TAG_DIRTY);
     dax_lock_entry(&mut xa, &mut xas, entry);
-    xa.unlock().await;
+    drop(xa);
     let ret = if order == 0 {
         vmf_insert_page_mkwrite(p, &dax.world, vmf.mm, &vmf.vma.b, vmf.address, pfn, true).await
     } else if order == PMD_ORDER {
@@ -752,7 +752,7 @@ pub async fn dax_fs_fault<P: Platform, I: IomapOps<P>>(
             None => VmFault::SIGBUS,
         };
     }
-    il.unlock().await;
+    drop(il);
     ret
 }
 
@@ -873,7 +873,7 @@ pub async fn dax_user_access<P: Platform, I: IomapOps<P>>(
             Some(vma) if write && !vma.b.writable() => VmFault::SIGSEGV,
             Some(vma) => dax_handle_mm_fault(dax, p, mm, vma, address, write, ops).await,
         };
-        vmas.unlock().await;
+        drop(vmas);
         if ret.is_error() {
             return Access::Failed(ret);
         }

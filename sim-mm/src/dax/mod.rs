@@ -18,6 +18,12 @@
 //! sleep (the simulator flags `sleep-in-atomic`); an entry lock is held across everything but is
 //! never taken while one is held by the same task (faults lock one entry).
 //!
+//! **Releases.** Guards of Platform locks are released by `drop` (no scheduling point of its
+//! own: the release belongs to the step that last touched the protected data). Nothing between
+//! that step and the release is visible to another task, so a separate release step would only
+//! add interleavings equivalent to existing ones, and a bounded search would spend its
+//! preemptions on them.
+//!
 //! **Waiting.** A task that finds an entry locked queues itself on one of 4096 hashed wait
 //! queues ([`DAX_WAIT_TABLE_ENTRIES`]) keyed `{xa, entry_start}` *before* it drops the i_pages
 //! lock, and every unlocker changes the entry under that lock and wakes after it: a waiter
@@ -181,7 +187,8 @@ impl fmt::Debug for BugSet {
 pub struct Dax<P: Platform> {
     pub world: Arc<MmWorld<P>>,
     pub bugs: BugSet,
-    /// `wait_table[DAX_WAIT_TABLE_ENTRIES]`.
+    /// `wait_table[DAX_WAIT_TABLE_ENTRIES]` (`1 << wait_bits` buckets).
+    wait_bits: u32,
     wait_table: Box<[WaitQueue<P>]>,
     /// The next free anonymous (DRAM) pfn for copy-on-write pages (the page allocator).
     anon_next: SpinLock<P, u64>,
@@ -192,14 +199,23 @@ pub struct Dax<P: Platform> {
 pub const ANON_BASE_PFN: u64 = 0x2000;
 
 impl<P: Platform> Dax<P> {
-    /// `init_dax_wait_table`.
+    /// `init_dax_wait_table`: the kernel's 4096 buckets.
     pub fn new(p: &P, world: Arc<MmWorld<P>>, bugs: BugSet) -> Dax<P> {
-        let wait_table = (0..DAX_WAIT_TABLE_ENTRIES)
+        Dax::with_wait_table_bits(p, world, bugs, DAX_WAIT_TABLE_BITS)
+    }
+
+    /// A wait table of `1 << bits` buckets (1 ..= 12). Fewer buckets change only which keys
+    /// share a queue: waking is filtered by key, so no waiter behaves differently, while each
+    /// simulated run creates (and a search re-creates) fewer objects. Exhaustive tests use it.
+    pub fn with_wait_table_bits(p: &P, world: Arc<MmWorld<P>>, bugs: BugSet, bits: u32) -> Dax<P> {
+        let bits = bits.clamp(1, DAX_WAIT_TABLE_BITS);
+        let wait_table = (0..1usize << bits)
             .map(|_| WaitQueue::new(p, "dax_wait_table"))
             .collect();
         Dax {
             world,
             bugs,
+            wait_bits: bits,
             wait_table,
             anon_next: SpinLock::new(p, "anon_pages", ANON_BASE_PFN),
         }
@@ -223,6 +239,11 @@ impl<P: Platform> Dax<P> {
     /// Bucket `i` of the wait table.
     pub fn wait_queue(&self, i: usize) -> &WaitQueue<P> {
         &self.wait_table[i]
+    }
+
+    /// `DAX_WAIT_TABLE_BITS` of this table.
+    pub fn wait_table_bits(&self) -> u32 {
+        self.wait_bits
     }
 
     /// The `(1 << PMD_ORDER)`-page zero folio and the 4 KiB zero page (DRAM pfns, no struct
