@@ -608,7 +608,8 @@ pub async fn vmf_insert_page_mkwrite<P: Platform>(
     }
     let _ = pt.set_pte(addr, pte);
     world.memmap.page_add_file_rmap(p, pfn, 1).await;
-    pt.unlock().await;
+    // Released with the rmap step: nothing after it is visible to another task.
+    drop(pt);
     VmFault::NOPAGE
 }
 

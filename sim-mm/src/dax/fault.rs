@@ -773,15 +773,17 @@ pub async fn dax_handle_mm_fault<P: Platform, I: IomapOps<P>>(
 ) -> VmFault {
     let flags = FAULT_FLAG_USER | if write { FAULT_FLAG_WRITE } else { 0 };
     let mut vmf = Vmf::new(mm, vma, address, flags);
-    match mm.pmdp_get_lockless(p, address).await {
+    let mut pmd = mm.pmdp_get_lockless(p, address).await;
+    match pmd {
         PmdVal::None if vma.b.huge_allowed() => {
             // create_huge_pmd
             let ret = dax_fs_fault(dax, p, &vmf, PMD_ORDER, ops).await;
             if !ret.contains(VmFault::FALLBACK) {
                 return ret;
             }
+            pmd = mm.pmdp_get_lockless(p, address).await;
         }
-        PmdVal::Huge(pmd) if write && !pmd.write() => {
+        PmdVal::Huge(huge) if write && !huge.write() => {
             // wp_huge_pmd
             if vma.b.shared() {
                 vmf.flags |= FAULT_FLAG_MKWRITE;
@@ -792,12 +794,19 @@ pub async fn dax_handle_mm_fault<P: Platform, I: IomapOps<P>>(
                 vmf.flags &= !FAULT_FLAG_MKWRITE;
             }
             split_huge_pmd(p, &dax.world, mm, address).await;
+            pmd = mm.pmdp_get_lockless(p, address).await;
         }
         PmdVal::Huge(_) => return VmFault(0), // spurious: huge_pmd_set_accessed
         _ => {}
     }
-    // handle_pte_fault
-    let pte = mm.ptep_get_lockless(p, address).await.unwrap_or_default();
+    // handle_pte_fault: where the PMD is none there is no PTE to read (the read of the PMD
+    // above stands for the kernel's two reads, with nothing of this task in between).
+    let pte = match pmd {
+        PmdVal::Table => mm.ptep_get_lockless(p, address).await.unwrap_or_default(),
+        PmdVal::None => Default::default(),
+        // A huge PMD appeared meanwhile: retry the access.
+        PmdVal::Huge(_) => return VmFault(0),
+    };
     if !pte.present() {
         if write && !vma.b.shared() {
             // do_cow_fault: the copy goes into a new anonymous page.

@@ -112,6 +112,47 @@ impl DaxBug {
         }
     }
 
+    /// Where the mode changes the decision (the function and the branch), when this build has
+    /// it; `None` for modes whose decision point lives in writeback, invalidation or memory
+    /// failure code not built here.
+    pub fn mechanism(self) -> Option<&'static str> {
+        Some(match self {
+            DaxBug::PmdMissedWakeup => {
+                "get_next_unlocked_entry: no order check, so a PMD-order lookup sleeps on the \
+                 locked PTE entry keyed on the PMD-aligned xas index (grab_mapping_entry then \
+                 falls back on the PTE entry it got)"
+            }
+            DaxBug::PmdConflictBeforeNull => {
+                "get_next_unlocked_entry: the order test runs before the NULL test, and NULL has \
+                 order 0, so an empty PMD range is a conflict"
+            }
+            DaxBug::NoEntryLock => {
+                "grab_mapping_entry / dax_insert_entry / the fault's unlock: faults neither wait \
+                 for nor take entry locks"
+            }
+            DaxBug::HoleWakeNext => {
+                "grab_mapping_entry, PMD downgrade: the deleted zero/empty PMD entry's waiters \
+                 get WAKE_NEXT instead of WAKE_ALL"
+            }
+            DaxBug::PmdPteCollide => {
+                "dax_iomap_pte_fault / dax_iomap_pmd_fault: no recheck of the PMD slot after \
+                 the entry lock (huge for a PTE fault, a page table for a PMD fault)"
+            }
+            DaxBug::StaleHugeZeroPage => {
+                "grab_mapping_entry (PMD downgrade) and dax_insert_entry (zero -> block): the \
+                 huge zero page is not unmapped before blocks replace it"
+            }
+            DaxBug::MixedMappingAssociation => {
+                "dax_insert_entry: a PTE fault on a block PMD entry disassociates the whole PMD \
+                 and associates one page"
+            }
+            DaxBug::LockEntryExclusiveWait => {
+                "wait_entry_unlocked: an exclusive wait instead of a non-exclusive one"
+            }
+            _ => return None,
+        })
+    }
+
     /// The mode called `name`, if it is a DAX-core mode.
     pub fn from_name(name: &str) -> Option<DaxBug> {
         DaxBug::ALL.into_iter().find(|b| b.name() == name)
@@ -270,6 +311,8 @@ mod tests {
         assert!(!s.on(DaxBug::NoEntryLock));
         assert_eq!(s.iter().count(), 1);
         assert!(BugSet::from_names(&["nope"]).is_err());
+        assert!(DaxBug::PmdMissedWakeup.mechanism().is_some());
+        assert!(DaxBug::ShadowEntries.mechanism().is_none());
         assert!(BugSet::NONE.is_empty());
         assert_eq!(format!("{s:?}"), "{\"pmd-missed-wakeup\"}");
     }
