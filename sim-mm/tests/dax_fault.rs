@@ -1233,3 +1233,119 @@ fn mixed_mapping_association_orphans_the_rest_of_the_pmd() {
         "assertion:mm-invariant",
     );
 }
+
+#[test]
+fn pmd_read_and_write_of_one_hole_range_are_clean() {
+    // Process 0 reads the hole through a PMD (the huge zero page), process 1 writes it through
+    // a PMD (allocating 2 MiB): the zero PMD must be gone wherever the block is mapped.
+    static TWO_HUGE: [(MmapFlags, u64, u64); 2] = [(SH, 0, 1024), (SH, 0, 1024)];
+    let r = Race {
+        s: spec_race(&TWO_HUGE),
+        pre: &[],
+        zap: &[],
+        ops: &[(0, 5, false), (1, 7, true)],
+        check: Some(check_block_at::<7>),
+    };
+    let rep = explore(&race(r), &dfs(None), &mut |_| {}).unwrap();
+    eprintln!("PMD hole read/write: {} runs", rep.runs);
+    clean(&rep);
+}
+
+#[test]
+fn a_map_sync_write_racing_a_read_is_clean() {
+    // A MAP_SYNC write (PMD, NEEDDSYNC, fsync, dax_insert_pfn_mkwrite) and a PTE read of the
+    // same page from another process.
+    static SYNC_AND_NOHUGE: [(MmapFlags, u64, u64); 2] = [(SH_SYNC, 0, 1024), (SH_NOHUGE, 0, 1024)];
+    fn dirty_and_durable(
+        fx: Arc<Fx>,
+        p: P,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+        Box::pin(async move {
+            let it = fx.item(&p, 2).await;
+            let dirty = it.is_some_and(|i| i.has_mark(PAGECACHE_TAG_DIRTY));
+            let meta = fx.fs.inode(&p).await.meta_dirty;
+            bug_on(&p, !dirty || meta, "map-sync-state", || {
+                format!("entry {it:?}, metadata dirty {meta}")
+            })
+            .await;
+            check_block_at::<2>(fx, p).await;
+        })
+    }
+    let r = Race {
+        s: spec_race(&SYNC_AND_NOHUGE),
+        pre: &[],
+        zap: &[],
+        ops: &[(0, 2, true), (1, 2, false)],
+        check: Some(dirty_and_durable),
+    };
+    let rep = explore(&race(r), &dfs(Some(2)), &mut |_| {}).unwrap();
+    eprintln!("MAP_SYNC write/read: {} runs", rep.runs);
+    clean(&rep);
+}
+
+#[test]
+fn write_protect_faults_from_two_processes_are_clean() {
+    // Both processes read page 4 first (read-only PTEs), then both write it: pfn_mkwrite twice,
+    // one DIRTY entry, both PTEs writable.
+    fn both_writable(
+        fx: Arc<Fx>,
+        p: P,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+        Box::pin(async move {
+            let dirty = fx
+                .item(&p, 4)
+                .await
+                .is_some_and(|i| i.has_mark(PAGECACHE_TAG_DIRTY));
+            let mut ok = dirty;
+            for i in 0..2 {
+                let pte = fx.maps[i].mm.ptep_get_lockless(&p, fx.addr(i, 4)).await;
+                ok &= pte.is_some_and(|t| t.present() && t.write());
+            }
+            bug_on(&p, !ok, "wp-fault-state", || {
+                "page 4 not dirty and writable in both".into()
+            })
+            .await;
+        })
+    }
+    let r = Race {
+        s: Spec {
+            prealloc: &[(0, 8)],
+            ..spec_race(&TWO_NOHUGE)
+        },
+        pre: &[(0, 4, false), (1, 4, false)],
+        zap: &[],
+        ops: &[(0, 4, true), (1, 4, true)],
+        check: Some(both_writable),
+    };
+    let rep = explore(&race(r), &dfs(None), &mut |_| {}).unwrap();
+    eprintln!("write-protect faults: {} runs", rep.runs);
+    clean(&rep);
+}
+
+#[test]
+fn gup_faults_pages_in_through_the_dax_handler() {
+    use sim_mm::dax::fault::DaxFaultHandler;
+    use sim_mm::gup::{pin_user_pages_fast, unpin_user_pages};
+    let s = Spec {
+        prealloc: &[(0, 4)],
+        ..spec(one_map(SH_NOHUGE))
+    };
+    let pins = run1(move |p| async move {
+        let fx = build(&p, s).await;
+        let h = DaxFaultHandler {
+            dax: &fx.dax,
+            ops: &*fx.fs,
+        };
+        let mm = fx.maps[0].mm.clone();
+        let pins = pin_user_pages_fast(&p, &fx.dax.world, &mm, fx.addr(0, 1), 2, true, &h)
+            .await
+            .unwrap();
+        let dirty = fx.item(&p, 2).await.unwrap().has_mark(PAGECACHE_TAG_DIRTY);
+        unpin_user_pages(&p, &fx.dax.world, &pins).await;
+        fx.check(&p).await;
+        (pins, dirty)
+    })
+    .ok();
+    assert_eq!(pins.0, vec![BASE_PFN + 1, BASE_PFN + 2]);
+    assert!(pins.1);
+}
