@@ -1349,3 +1349,71 @@ fn gup_faults_pages_in_through_the_dax_handler() {
     assert_eq!(pins.0, vec![BASE_PFN + 1, BASE_PFN + 2]);
     assert!(pins.1);
 }
+
+#[test]
+fn pmd_faults_fall_back_on_short_extents_and_misaligned_blocks() {
+    let out = run1(|p| async move {
+        let mut fx = build(&p, spec(one_map(SH))).await;
+        {
+            let ino = Arc::get_mut(&mut fx.fs).unwrap().inode_mut();
+            // Pages 0..511 mapped, page 511 a hole: the extent is shorter than a PMD.
+            ino.map(0, 0, 511, BlockState::Written, false);
+            // Pages 512..1023 on device pages 513..1024: a whole extent, but not 2 MiB aligned.
+            ino.map(512, 513, 512, BlockState::Written, false);
+        }
+        let short = fx.access(&p, 0, 3, false).await;
+        let misaligned = fx.access(&p, 0, 600, false).await;
+        fx.check(&p).await;
+        (short, misaligned)
+    })
+    .ok();
+    assert_eq!(
+        out.0,
+        Access::Mapped {
+            pfn: BASE_PFN + 3,
+            huge: false
+        }
+    );
+    assert_eq!(
+        out.1,
+        Access::Mapped {
+            pfn: BASE_PFN + 513 + 88,
+            huge: false
+        }
+    );
+}
+
+#[test]
+fn reflinked_blocks_count_their_owners() {
+    // File pages 0 and 1 share one block (reflink within the file): two owners of the page,
+    // so page->mapping is NULL and the share count is 2. A write to page 1 copies it: page 1
+    // gets a new block, and the TOWRITE mark.
+    let out = run1(|p| async move {
+        let mut fx = build(&p, spec(one_map(SH_NOHUGE))).await;
+        {
+            let ino = Arc::get_mut(&mut fx.fs).unwrap().inode_mut();
+            ino.map(0, 7, 1, BlockState::Written, true);
+            ino.map(1, 7, 1, BlockState::Written, true);
+        }
+        let a = fx.access(&p, 0, 0, false).await;
+        let b = fx.access(&p, 0, 1, false).await;
+        let shared = fx.dax.world.memmap.page(&p, BASE_PFN + 7).await;
+        let w = fx.access(&p, 0, 1, true).await;
+        let e1 = fx.item(&p, 1).await.unwrap();
+        let after = fx.dax.world.memmap.page(&p, BASE_PFN + 7).await;
+        fx.check(&p).await;
+        (a, b, shared, w, e1, after)
+    })
+    .ok();
+    let (a, b, shared, w, e1, after) = out;
+    assert_eq!(a, b);
+    assert_eq!((shared.mapping, shared.share), (0, 2));
+    let Access::Mapped { pfn, .. } = w else {
+        panic!("{w:?}")
+    };
+    assert_ne!(pfn, BASE_PFN + 7);
+    assert_eq!(e1.entry, dax_make_entry(pfn, 0));
+    assert!(e1.has_mark(sim_mm::xarray::PAGECACHE_TAG_TOWRITE));
+    // The old block lost one owner.
+    assert_eq!(after.share, 1);
+}

@@ -262,10 +262,12 @@ pub async fn dax_insert_entry<P: Platform>(
     xas.reset();
     let locking = !dax.bug(DaxBug::NoEntryLock);
     let mut entry = entry;
+    let mut xa = mapping.i_pages.lock(p).await;
     if shared || dax_is_zero_entry(entry) || dax_is_empty_entry(entry) {
+        // The pages change owner under the i_pages lock, with the entry store (memory failure
+        // rechecks page->mapping under the same lock).
         dax_disassociate_entry(dax, p, mapping, entry, false).await;
         dax_associate_entry(dax, p, mapping, &vmf.vma.b, vmf.address, new_entry, shared).await;
-        let mut xa = mapping.i_pages.lock(p).await;
         if locking {
             // Only a zero or empty entry (or shared blocks) is swapped for the new one.
             let old = dax_lock_entry(&mut xa, xas, new_entry);
@@ -297,7 +299,6 @@ pub async fn dax_insert_entry<P: Platform>(
             dax_disassociate_entry(dax, p, mapping, entry, false).await;
             dax_associate_entry(dax, p, mapping, &vmf.vma.b, vmf.address, new_entry, shared).await;
         }
-        let mut xa = mapping.i_pages.lock(p).await;
         xa.xas_load(xas);
         mark(&mut xa, xas, write, dirty, shared);
         drop(xa);
