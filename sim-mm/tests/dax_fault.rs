@@ -911,65 +911,6 @@ fn seed_001_pmd_fault_racing_two_pte_faults() {
     assert!(sleeper.wait_key.as_ref().unwrap().contains("{0x1, 0x200}"));
 }
 
-#[test]
-#[ignore]
-fn prof_setup() {
-    let t = std::time::Instant::now();
-    let m = |sim: &mut Sim| {
-        let p = sim.platform();
-        sim.spawn("setup", move || async move {
-            let _fx = build(
-                &p,
-                Spec {
-                    bugs: BugSet::NONE,
-                    wait_bits: 12,
-                    pmem_pages: 512,
-                    prealloc: &[(0x200, 512)],
-                    unwritten: &[],
-                    maps: &[(SH_NOHUGE, 0, 1024), (SH_NOHUGE, 0, 1024), (SH, 0, 1024)],
-                },
-            )
-            .await;
-        });
-        sim.run(|_, en| en[0]);
-    };
-    let cfg = ExploreConfig {
-        strategy: Strategy::Random,
-        runs: Some(200),
-        ..ExploreConfig::default()
-    };
-    explore(&m, &cfg, &mut |_| {}).unwrap();
-    eprintln!("setup: {:?}/run", t.elapsed() / 200);
-    let t = std::time::Instant::now();
-    let m = |sim: &mut Sim| {
-        let p = sim.platform();
-        sim.spawn("setup", move || async move {
-            let w = world(&p, PMEM_PAGES, false);
-            let _d = Dax::new(&p, w.clone(), BugSet::NONE);
-        });
-        sim.run(|_, en| en[0]);
-    };
-    explore(&m, &cfg, &mut |_| {}).unwrap();
-    eprintln!("world+dax: {:?}/run", t.elapsed() / 200);
-}
-
-#[test]
-#[ignore]
-fn prof_seed() {
-    let cfg = ExploreConfig {
-        strategy: Strategy::Random,
-        runs: Some(200),
-        ..ExploreConfig::default()
-    };
-    let t = std::time::Instant::now();
-    let r = explore(&seed001(BugSet::NONE), &cfg, &mut |_| {}).unwrap();
-    eprintln!(
-        "seed001: {:?}/run, max steps {}",
-        t.elapsed() / 200,
-        r.max_steps
-    );
-}
-
 /// Explore `r` with the mode off (clean, whole space) and on (a failure named `want`).
 fn off_and_on(r: Race, bug: DaxBug, bound: Option<u32>, want: &str) -> sim_core::sim::Violation {
     let rep = explore(&race(r), &dfs(bound), &mut |_| {}).unwrap();
@@ -1416,4 +1357,22 @@ fn reflinked_blocks_count_their_owners() {
     assert!(e1.has_mark(sim_mm::xarray::PAGECACHE_TAG_TOWRITE));
     // The old block lost one owner.
     assert_eq!(after.share, 1);
+}
+
+#[test]
+fn fault_runs_are_deterministic() {
+    use sim_core::sim::explore::Determinism;
+    use sim_core::sim::run_twice;
+    for strategy in [Strategy::Random, Strategy::Pct { depth: 2 }] {
+        let cfg = ExploreConfig {
+            strategy,
+            seed: 7,
+            ..ExploreConfig::default()
+        };
+        let d = run_twice(&seed001(BugSet::NONE), &cfg).unwrap();
+        assert!(
+            matches!(d, Determinism::Same { events, .. } if events > 50),
+            "{d:?}"
+        );
+    }
 }
