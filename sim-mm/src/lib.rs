@@ -1,4 +1,4 @@
-//! sim-mm: the memory-management layer of pmsim, and (later) the DAX core.
+//! sim-mm: the memory-management layer of pmsim and the DAX core.
 //!
 //! | module | kernel counterpart |
 //! | --- | --- |
@@ -6,6 +6,7 @@
 //! | [`xarray`] | `struct xarray` of `mapping->i_pages`: multi-order entries, marks, `xas_*` |
 //! | [`bugs`] | the catalogue of bug modes (historical behaviours switched on by `bug NAME`) |
 //! | [`dax_entry`] | the DAX entry encoding of fs/dax.c (bit-identical) |
+//! | [`dax`] | the DAX core of fs/dax.c: entry locking, `grab_mapping_entry`, the fault paths, the `iomap` seam |
 //! | [`pgtable`] | x86-64 PTE/PMD words and one process's page tables |
 //! | [`mm`] | `mm_struct`, VMAs, mmap/munmap, zap, `unmap_mapping_range`, `pfn_mkclean_range`, `split_huge_pmd`, the `vmf_insert_*` helpers |
 //! | [`world`] | address spaces (`i_pages`, `i_mmap`, `invalidate_lock`) and the global tables |
@@ -20,6 +21,7 @@
 //! atomic).
 
 pub mod bugs;
+pub mod dax;
 pub mod dax_entry;
 pub mod gup;
 pub mod invariants;
