@@ -18,7 +18,7 @@ use crate::dax_entry::{
     dax_to_pfn,
 };
 use crate::mm::VmaBounds;
-use crate::page::{MemMapSnapshot, Pfn};
+use crate::page::{MemMapSnapshot, Page, Pfn};
 use crate::pgtable::{Leaf, is_huge_zero_pfn, is_zero_pfn};
 use crate::world::MmWorld;
 use crate::xarray::XArray;
@@ -362,9 +362,21 @@ fn check_pages(
     quiescent: bool,
     out: &mut Vec<Violation>,
 ) {
+    // `mapped` holds pfns of the memmap only, in order: walk it alongside the pages.
+    let mut mapped_iter = mapped.iter().peekable();
     for (i, pg) in s.memmap.pages.iter().enumerate() {
         let pfn = s.memmap.base_pfn + i as u64;
-        let n = mapped.get(&pfn).copied().unwrap_or(0);
+        let n = match mapped_iter.peek() {
+            Some(&(&f, &n)) if f == pfn => {
+                mapped_iter.next();
+                n
+            }
+            _ => 0,
+        };
+        // An untouched page (no counts, flags or owner) that nothing maps breaks no rule below.
+        if n == 0 && *pg == Page::default() {
+            continue;
+        }
         // mapcount equals the number of present leaves mapping the page.
         if pg.mapcount != n {
             out.push(Violation::MapcountMismatch {
@@ -606,7 +618,13 @@ pub fn install_checks(sim: &mut Sim, world: &Arc<MmWorld<SimPlatform>>, policy: 
     let p = sim.platform();
     if policy.every_step {
         let w = world.clone();
-        sim.add_step_check(move |_| failure(check(&peek_snapshot(&p, &w)?, false), "mid-run"));
+        sim.add_step_check(move |info| {
+            // A step that released no lock changed nothing a peek sees.
+            if !info.released_a_lock() {
+                return None;
+            }
+            failure(check(&peek_snapshot(&p, &w)?, false), "mid-run")
+        });
     }
     if policy.at_end {
         let w = world.clone();
@@ -634,7 +652,7 @@ mod tests {
     use super::*;
     use crate::dax_entry::{DAX_PMD, PMD_SIZE, dax_make_entry};
     use crate::mm::{VM_READ, VM_SHARED, VM_WRITE};
-    use crate::page::{PG_BLOCK_FREE, Page};
+    use crate::page::PG_BLOCK_FREE;
     use crate::pgtable::{_PAGE_RW, _PAGE_SPECIAL, Pmd, Pte, ZERO_PFN};
 
     const B: Pfn = 0x10_0000;

@@ -11,7 +11,7 @@
 //! then skips what it cannot see, since a half-done update is no violation.
 
 use super::{Sim, SimRaw, State, ViolationKind, panic_message, with_state};
-use crate::platform::TaskId;
+use crate::platform::{Op, OpKind, TaskId};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// A broken invariant found by a check.
@@ -25,15 +25,33 @@ pub struct CheckFailure {
 
 /// What a step check is told about the step that just ran.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct StepInfo {
+pub struct StepInfo<'a> {
     /// The step's index in the run (from 0).
     pub step: u64,
     /// The task that took it.
     pub task: TaskId,
+    /// What the step touched: its announced op and the locks it released by dropping guards.
+    pub footprint: &'a [Op],
+}
+
+impl StepInfo<'_> {
+    /// Whether the step released a lock or a write-held semaphore (an explicit unlock or a
+    /// guard drop). Data behind a lock changes only while its holder has it, and a peek sees
+    /// the change only once it is released, in the footprint of the step that releases it; so
+    /// after a step that released nothing, every peek returns what it returned before, or
+    /// `None` (the step took a lock). Checks over peeked data can skip such steps.
+    pub fn released_a_lock(&self) -> bool {
+        self.footprint.iter().any(|op| {
+            matches!(
+                op.kind,
+                OpKind::Unlock | OpKind::UpWrite | OpKind::DowngradeWrite
+            )
+        })
+    }
 }
 
 /// A check run after every step.
-pub type StepCheck = Box<dyn FnMut(&StepInfo) -> Option<CheckFailure>>;
+pub type StepCheck = Box<dyn for<'a> FnMut(&StepInfo<'a>) -> Option<CheckFailure>>;
 /// A check run once, when every task has finished.
 pub type EndCheck = Box<dyn FnMut() -> Option<CheckFailure>>;
 
@@ -74,6 +92,19 @@ pub(super) fn peek<R>(
     free.then(f)
 }
 
+/// Read the machine the run installed (`Sim::set_machine`) from a check, between steps: its
+/// caches, pending lines and durable contents (`Machine::peek_durable`), as a crash would see
+/// them. `None` without a machine. Refused from model code, like the other peeks.
+pub fn peek_machine<R>(f: impl FnOnce(&crate::machine::Machine) -> R) -> Option<R> {
+    with_state(|s| {
+        assert!(
+            !s.polling,
+            "a machine peek from inside a task: peeks are for checks between steps"
+        );
+        s.machine.as_ref().map(f)
+    })
+}
+
 /// Run `f` as a check: the executor state knows a check runs (so that model code in it cannot
 /// change the run), and a panic of the check becomes a failure instead of unwinding through the
 /// driver.
@@ -92,7 +123,10 @@ fn run_check(f: impl FnOnce() -> Option<CheckFailure>) -> Option<CheckFailure> {
 impl Sim {
     /// Register a check the executor runs after every step (while step checks are enabled).
     /// The first failure ends the run, charged to the task whose step broke the invariant.
-    pub fn add_step_check(&mut self, f: impl FnMut(&StepInfo) -> Option<CheckFailure> + 'static) {
+    pub fn add_step_check(
+        &mut self,
+        f: impl for<'a> FnMut(&StepInfo<'a>) -> Option<CheckFailure> + 'static,
+    ) {
         self.hooks.step.push(Box::new(f));
     }
 
@@ -118,6 +152,7 @@ impl Sim {
         let info = StepInfo {
             step: self.steps - 1,
             task,
+            footprint: &self.last_footprint,
         };
         let checks = &mut self.hooks.step;
         let failure = run_check(|| checks.iter_mut().find_map(|c| c(&info)));

@@ -21,7 +21,7 @@ pub mod schedule;
 
 pub use detect::{TaskReport, Violation, ViolationKind};
 pub use explore::{ExploreConfig, ExploreReport, Failure, Model, Strategy, explore, run_twice};
-pub use hooks::{CheckFailure, EndCheck, StepCheck, StepInfo};
+pub use hooks::{CheckFailure, EndCheck, StepCheck, StepInfo, peek_machine};
 pub use manual::{ManualSession, NextStep};
 pub use schedule::Schedule;
 

@@ -35,8 +35,11 @@
 //! nothing else; each decision point says which mode it honours.
 
 pub mod entry;
+pub mod invalidate;
 pub mod iomap;
+pub mod memory_failure;
 pub mod test_iomap;
+pub mod writeback;
 
 use crate::world::MmWorld;
 use sim_core::{Platform, WaitQueue};
