@@ -14,8 +14,8 @@
 
 use crate::MappingId;
 use crate::dax_entry::{
-    DAX_LOCKED, PAGE_SHIFT, dax_entry_nr_pfns, dax_flags, dax_is_empty_entry, dax_is_zero_entry,
-    dax_to_pfn,
+    DAX_LOCKED, PAGE_SHIFT, dax_entry_nr_pfns, dax_flags, dax_is_empty_entry, dax_is_pmd_entry,
+    dax_is_zero_entry, dax_to_pfn,
 };
 use crate::mm::VmaBounds;
 use crate::page::{MemMapSnapshot, Page, Pfn};
@@ -336,14 +336,14 @@ fn check_leaf_entry(
     let e = it.entry;
     let huge = leaf.size() > 1 << PAGE_SHIFT;
     // The leaf's level: a huge leaf needs a PMD entry (a PTE may map part of a PMD entry).
-    let level_ok = !huge || dax_entry_nr_pfns(e) == PG_PMD_NR;
+    let level_ok = !huge || dax_is_pmd_entry(e);
     // The leaf's content: a zero page for a zero entry, else the entry's block at this index.
     let content_ok = if zero {
         dax_is_zero_entry(e)
     } else {
         !dax_is_zero_entry(e)
             && !dax_is_empty_entry(e)
-            && pfn == dax_to_pfn(e) + (index - it.index) % dax_entry_nr_pfns(e)
+            && pfn == dax_to_pfn(e) + (index - it.index) % dax_entry_nr_pfns(e).max(1)
     };
     if !(level_ok && content_ok) {
         out.push(Violation::LeafEntryMismatch {

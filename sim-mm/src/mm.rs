@@ -608,7 +608,8 @@ pub async fn vmf_insert_page_mkwrite<P: Platform>(
     }
     let _ = pt.set_pte(addr, pte);
     world.memmap.page_add_file_rmap(p, pfn, 1).await;
-    pt.unlock().await;
+    // Released with the rmap step: nothing after it is visible to another task.
+    drop(pt);
     VmFault::NOPAGE
 }
 
@@ -693,7 +694,8 @@ pub async fn vmf_insert_folio_pmd<P: Platform>(
         }
         PmdVal::Table => warn = Some("a PTE table is installed".to_string()),
     }
-    pt.unlock().await;
+    // Released with the last step that touched it (no scheduling point of its own).
+    drop(pt);
     if let Some(w) = warn {
         warn_on(p, true, "insert-pmd-over-existing", || {
             format!("vmf_insert_folio_pmd at {haddr:#x} for pfn {pfn:#x}: {w}")

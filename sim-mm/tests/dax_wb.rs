@@ -109,7 +109,9 @@ fn setup(sim: &mut Sim, bugs: BugSet, threads: &[u32]) -> Arc<Fx> {
                 memory_failure_early_kill: true,
             },
         ));
-        let dax = Arc::new(Dax::new(&p, w.clone(), bugs));
+        // 64 wait-table buckets instead of 4096: fewer objects per run, same wake-ups (waking
+        // is filtered by key).
+        let dax = Arc::new(Dax::with_wait_table_bits(&p, w.clone(), bugs, 6));
         let m = w.new_mapping(&p, 1).await;
         let m2 = w.new_mapping(&p, 2).await;
         populate(&p, &w, &m, 0, PTE_PFN, false).await;
@@ -338,7 +340,7 @@ fn tag_pages_for_writeback_tags_the_dirty_entries_of_the_range() {
         xa.xas_set_mark(&XaState::new(0), PAGECACHE_TAG_DIRTY);
         xa.xas_set_mark(&XaState::new(PMD_IDX), PAGECACHE_TAG_DIRTY);
         xa.unlock().await;
-        tag_pages_for_writeback(&p, &fx.m, 1, 700).await;
+        tag_pages_for_writeback(&fx.dax, &p, &fx.m, 1, 700).await;
         let xa = fx.m.i_pages.lock(&p).await;
         // Index 0 is outside the range, index 1 is clean, the PMD entry (512..1024) is tagged.
         let tagged = (

@@ -6,7 +6,7 @@
 //! (`{xa, entry_start}`) and is woken by the unlocker. Functions that take the i_pages lock
 //! across a sleep take the guard by value and hand it back, so "i_pages lock held" is a type.
 
-use super::{Dax, DaxBug};
+use super::{Dax, DaxBug, Release};
 use crate::dax_entry::{
     DAX_LOCKED, PG_PMD_COLOUR, dax_entry_nr_pfns, dax_entry_order, dax_is_conflict,
     dax_is_empty_entry, dax_is_locked, dax_is_pmd_entry, dax_is_zero_entry, dax_to_pfn,
@@ -49,11 +49,21 @@ pub fn exceptional_entry_key(mapping_id: u32, entry_start: u64) -> WaitKey {
 /// PMD-aligned xas index, because `xas_find_conflict` does not move it: the root of the 2019
 /// missed wakeup.)
 pub fn dax_entry_key(mapping_id: u32, xas: &XaState, entry: XaEntry) -> (WaitKey, usize) {
+    dax_entry_key_bits(mapping_id, xas, entry, super::DAX_WAIT_TABLE_BITS)
+}
+
+/// [`dax_entry_key`] for a table of `1 << bits` buckets.
+pub fn dax_entry_key_bits(
+    mapping_id: u32,
+    xas: &XaState,
+    entry: XaEntry,
+    bits: u32,
+) -> (WaitKey, usize) {
     let mut index = xas.xa_index;
     if dax_is_pmd_entry(entry) {
         index &= !PG_PMD_COLOUR;
     }
-    let bucket = hash_long(xa_ptr(mapping_id) ^ index, super::DAX_WAIT_TABLE_BITS) as usize;
+    let bucket = hash_long(xa_ptr(mapping_id) ^ index, bits) as usize;
     (exceptional_entry_key(mapping_id, index), bucket)
 }
 
@@ -64,7 +74,7 @@ pub fn dax_entry_waitqueue<'d, P: Platform>(
     xas: &XaState,
     entry: XaEntry,
 ) -> (&'d WaitQueue<P>, WaitKey) {
-    let (key, bucket) = dax_entry_key(mapping.id.0, xas, entry);
+    let (key, bucket) = dax_entry_key_bits(mapping.id.0, xas, entry, dax.wait_table_bits());
     (dax.wait_queue(bucket), key)
 }
 
@@ -107,7 +117,7 @@ async fn sleep_on_entry<P: Platform>(
     let w = wq
         .prepare_to_wait(p, key, exclusive, wake_exceptional_entry_func)
         .await;
-    xa.unlock().await;
+    xa.release(dax.release_steps).await;
     wq.schedule(p, w).await;
     wq.finish_wait(p, w).await;
 }
@@ -180,7 +190,7 @@ pub async fn wait_entry_unlocked_exclusive<'a, P: Platform>(
             .await;
         // The next load looks at the same index again.
         xas.reset();
-        xa.unlock().await;
+        xa.release(dax.release_steps).await;
         wq.schedule(p, w).await;
         wq.finish_wait(p, w).await;
         xa = mapping.i_pages.lock(p).await;
@@ -255,7 +265,7 @@ pub async fn dax_unlock_entry<P: Platform>(
     xas.reset();
     let mut xa = mapping.i_pages.lock(p).await;
     let old = xa.xas_store(xas, entry);
-    xa.unlock().await;
+    xa.release(dax.release_steps).await;
     bug_on(
         p,
         !old.is_value() || !dax_is_locked(old),

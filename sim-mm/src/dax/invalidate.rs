@@ -22,7 +22,7 @@ use super::entry::{
     wait_entry_unlocked_exclusive,
 };
 use super::writeback::XA_CHECK_SCHED;
-use super::{Dax, DaxBug};
+use super::{Dax, DaxBug, Release};
 use crate::dax_entry::{
     PAGE_SHIFT, dax_entry_nr_pfns, dax_entry_order, dax_is_empty_entry, dax_is_zero_entry,
     dax_to_pfn,
@@ -78,7 +78,7 @@ pub async fn __dax_invalidate_entry<P: Platform>(
         WakeMode::All
     };
     put_unlocked_entry(dax, p, mapping, &xas, entry, mode).await;
-    xa.unlock().await;
+    xa.release(dax.release_steps).await;
     removed
 }
 
@@ -205,11 +205,11 @@ pub async fn dax_layout_busy_page_range<P: Platform>(
         xas.set(next);
         scanned += 1;
         if scanned.is_multiple_of(XA_CHECK_SCHED) {
-            xa.unlock().await;
+            xa.release(dax.release_steps).await;
             xa = mapping.i_pages.lock(p).await;
         }
     }
-    xa.unlock().await;
+    xa.release(dax.release_steps).await;
     page
 }
 
@@ -252,7 +252,7 @@ pub async fn dax_delete_mapping_range<P: Platform>(
         }
         xas.set(next);
     }
-    xa.unlock().await;
+    xa.release(dax.release_steps).await;
 }
 
 /// What a file system does while [`dax_break_layout`] waits for a busy page (`cb` of
@@ -352,7 +352,7 @@ pub async fn __remove_mapping<P: Platform>(
     let mut xas = XaState::new(index);
     let folio = xa.xas_load(&mut xas);
     if !folio.is_pointer() {
-        xa.unlock().await;
+        xa.release(dax.release_steps).await;
         return false;
     }
     // Every mapping of the model is a DAX mapping (`dax_mapping(mapping)`).
@@ -365,6 +365,6 @@ pub async fn __remove_mapping<P: Platform>(
     xa.xas_store(&mut xas, shadow);
     xa.xas_init_marks(&xas);
     xa.nrpages -= 1;
-    xa.unlock().await;
+    xa.release(dax.release_steps).await;
     true
 }

@@ -19,7 +19,7 @@
 //! the i_pages lock tells whether the page still belongs to it.
 
 use super::entry::{dax_lock_entry, dax_unlock_entry, wait_entry_unlocked};
-use super::{Dax, DaxBug};
+use super::{Dax, DaxBug, Release};
 use crate::dax_entry::{dax_is_empty_entry, dax_is_locked, dax_is_zero_entry, dax_to_pfn};
 use crate::memory_failure::{DaxCookie, DaxEntryLocking};
 use crate::world::{AddressSpace, MappingState, MmWorld};
@@ -35,6 +35,7 @@ pub const DAX_NO_ENTRY: DaxCookie = !0;
 /// Read `page->mapping` and follow it, as under `rcu_read_lock`: `None` for a page without a
 /// mapping. Following a freed address space is a use after free (a model BUG).
 async fn folio_mapping_rcu<P: Platform>(
+    dax: &Dax<P>,
     p: &P,
     world: &MmWorld<P>,
     pfn: Pfn,
@@ -46,7 +47,7 @@ async fn folio_mapping_rcu<P: Platform>(
         Some(MappingState::Freed { host }) => Err((id, *host)),
         None => Err((id, 0)),
     });
-    t.unlock().await;
+    t.release(dax.release_steps).await;
     match r? {
         Ok(m) => Some(m),
         Err((id, host)) => {
@@ -82,7 +83,7 @@ impl<P: Platform> DaxEntryLocking<P> for Dax<P> {
             return dax_lock_page_2018(p, world, pfn).await;
         }
         loop {
-            let Some(mapping) = folio_mapping_rcu(p, world, pfn).await else {
+            let Some(mapping) = folio_mapping_rcu(self, p, world, pfn).await else {
                 return 0;
             };
             // (device-dax, `S_ISCHR(mapping->host->i_mode)`, returns ~0 unlocked: every mapping
@@ -91,7 +92,7 @@ impl<P: Platform> DaxEntryLocking<P> for Dax<P> {
             let page = world.memmap.page(p, pfn).await;
             if page.mapping != mapping.id.0 {
                 // Truncated (or reassociated) meanwhile: look again.
-                xa.unlock().await;
+                xa.release(self.release_steps).await;
                 continue;
             }
             let mut xas = XaState::new(page.index);
@@ -99,7 +100,7 @@ impl<P: Platform> DaxEntryLocking<P> for Dax<P> {
             if !entry.is_value() {
                 // An associated page always has its entry (invariants.rs, at rest and under
                 // the i_pages lock); anything else is a bug of the caller's model.
-                xa.unlock().await;
+                xa.release(self.release_steps).await;
                 warn_on(p, true, "dax-lock-folio-no-entry", || {
                     format!(
                         "dax_lock_folio: pfn {pfn:#x} belongs to ino {} index {:#x}, which holds {entry:?}",
@@ -115,7 +116,7 @@ impl<P: Platform> DaxEntryLocking<P> for Dax<P> {
                 continue;
             }
             dax_lock_entry(&mut xa, &mut xas, entry);
-            xa.unlock().await;
+            xa.release(self.release_steps).await;
             return entry.0;
         }
     }
@@ -163,7 +164,7 @@ impl<P: Platform> DaxEntryLocking<P> for Dax<P> {
                 // The entry's first page (the head of a PMD entry), as fs/dax.c.
                 (entry.0, Some(dax_to_pfn(entry)))
             };
-            xa.unlock().await;
+            xa.release(self.release_steps).await;
             return r;
         }
     }

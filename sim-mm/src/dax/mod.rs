@@ -18,6 +18,13 @@
 //! sleep (the simulator flags `sleep-in-atomic`); an entry lock is held across everything but is
 //! never taken while one is held by the same task (faults lock one entry).
 //!
+//! **Releases.** Guards of Platform locks are released by [`Release::release`], which by
+//! default drops them (no scheduling point of its own: the release belongs to the step that
+//! last touched the protected data). Nothing between that step and the release is visible to
+//! another task, so a separate release step would only add interleavings equivalent to existing
+//! ones, and a bounded search would spend its preemptions on them. `Dax::release_steps` turns
+//! the separate steps back on; a test compares the final states both reach.
+//!
 //! **Waiting.** A task that finds an entry locked queues itself on one of 4096 hashed wait
 //! queues ([`DAX_WAIT_TABLE_ENTRIES`]) keyed `{xa, entry_start}` *before* it drops the i_pages
 //! lock, and every unlocker changes the entry under that lock and wakes after it: a waiter
@@ -32,9 +39,16 @@
 //! - a block-backed entry's pages point back at it (`mapping`, `index`), at rest.
 //!
 //! **Bug modes** ([`DaxBug`]) switch one decision back to a historical behaviour and change
-//! nothing else; each decision point says which mode it honours.
+//! nothing else; each decision point says which mode it honours ([`DaxBug::mechanism`]).
+//!
+//! **Not modelled here.** Page contents (a new block is zero by definition; the CoW copy and
+//! `dax_iomap_copy_around` move no bytes; `dax_direct_access` only translates), the fs_dax
+//! tracepoints, `__mark_inode_dirty`, `iomap_iter` over more than one extent per fault (a fault
+//! asks once), the per-PMD page-table locks (one lock per mm, see `mm.rs`), and the
+//! `xas_nomem` retry (allocation never fails).
 
 pub mod entry;
+pub mod fault;
 pub mod invalidate;
 pub mod iomap;
 pub mod memory_failure;
@@ -42,8 +56,10 @@ pub mod test_iomap;
 pub mod writeback;
 
 use crate::world::MmWorld;
-use sim_core::{Platform, WaitQueue};
+use sim_core::platform::{RwSemReadGuard, SpinLockGuard};
+use sim_core::{Platform, SpinLock, WaitQueue};
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 pub use crate::xarray::XArray;
@@ -106,6 +122,47 @@ impl DaxBug {
             DaxBug::MixedMappingAssociation => "mixed-mapping-association",
             DaxBug::LockEntryExclusiveWait => "lock-entry-exclusive-wait",
         }
+    }
+
+    /// Where the mode changes the decision (the function and the branch), when this build has
+    /// it; `None` for modes whose decision point lives in writeback, invalidation or memory
+    /// failure code not built here.
+    pub fn mechanism(self) -> Option<&'static str> {
+        Some(match self {
+            DaxBug::PmdMissedWakeup => {
+                "get_next_unlocked_entry: no order check, so a PMD-order lookup sleeps on the \
+                 locked PTE entry keyed on the PMD-aligned xas index (grab_mapping_entry then \
+                 falls back on the PTE entry it got)"
+            }
+            DaxBug::PmdConflictBeforeNull => {
+                "get_next_unlocked_entry: the order test runs before the NULL test, and NULL has \
+                 order 0, so an empty PMD range is a conflict"
+            }
+            DaxBug::NoEntryLock => {
+                "grab_mapping_entry / dax_insert_entry / the fault's unlock: faults neither wait \
+                 for nor take entry locks"
+            }
+            DaxBug::HoleWakeNext => {
+                "grab_mapping_entry, PMD downgrade: the deleted zero/empty PMD entry's waiters \
+                 get WAKE_NEXT instead of WAKE_ALL"
+            }
+            DaxBug::PmdPteCollide => {
+                "dax_iomap_pte_fault / dax_iomap_pmd_fault: no recheck of the PMD slot after \
+                 the entry lock (huge for a PTE fault, a page table for a PMD fault)"
+            }
+            DaxBug::StaleHugeZeroPage => {
+                "grab_mapping_entry (PMD downgrade) and dax_insert_entry (zero -> block): the \
+                 huge zero page is not unmapped before blocks replace it"
+            }
+            DaxBug::MixedMappingAssociation => {
+                "dax_insert_entry: a PTE fault on a block PMD entry disassociates the whole PMD \
+                 and associates one page"
+            }
+            DaxBug::LockEntryExclusiveWait => {
+                "wait_entry_unlocked: an exclusive wait instead of a non-exclusive one"
+            }
+            _ => return None,
+        })
     }
 
     /// The mode called `name`, if it is a DAX-core mode.
@@ -183,21 +240,77 @@ impl fmt::Debug for BugSet {
 pub struct Dax<P: Platform> {
     pub world: Arc<MmWorld<P>>,
     pub bugs: BugSet,
-    /// `wait_table[DAX_WAIT_TABLE_ENTRIES]`.
+    /// Release locks with a scheduling point of their own (`unlock().await`) instead of with
+    /// the step that last touched the data (see the module notes). Off by default.
+    pub release_steps: bool,
+    /// `wait_table[DAX_WAIT_TABLE_ENTRIES]` (`1 << wait_bits` buckets).
+    wait_bits: u32,
     wait_table: Box<[WaitQueue<P>]>,
+    /// The next free anonymous (DRAM) pfn for copy-on-write pages (the page allocator).
+    anon_next: SpinLock<P, u64>,
 }
 
+/// How the DAX core releases a lock guard: with the current step (drop), or, with `step`, as a
+/// scheduling point of its own.
+pub trait Release {
+    fn release(self, step: bool) -> impl Future<Output = ()>;
+}
+
+impl<P: Platform, T> Release for SpinLockGuard<'_, P, T> {
+    async fn release(self, step: bool) {
+        if step {
+            self.unlock().await
+        } else {
+            drop(self)
+        }
+    }
+}
+
+impl<P: Platform, T> Release for RwSemReadGuard<'_, P, T> {
+    async fn release(self, step: bool) {
+        if step {
+            self.unlock().await
+        } else {
+            drop(self)
+        }
+    }
+}
+
+/// The first pfn the model hands out for anonymous pages: DRAM above the zero pages, below
+/// the pmem (pfn 0x100000 and up).
+pub const ANON_BASE_PFN: u64 = 0x2000;
+
 impl<P: Platform> Dax<P> {
-    /// `init_dax_wait_table`.
+    /// `init_dax_wait_table`: the kernel's 4096 buckets.
     pub fn new(p: &P, world: Arc<MmWorld<P>>, bugs: BugSet) -> Dax<P> {
-        let wait_table = (0..DAX_WAIT_TABLE_ENTRIES)
+        Dax::with_wait_table_bits(p, world, bugs, DAX_WAIT_TABLE_BITS)
+    }
+
+    /// A wait table of `1 << bits` buckets (1 ..= 12). Fewer buckets change only which keys
+    /// share a queue: waking is filtered by key, so no waiter behaves differently, while each
+    /// simulated run creates (and a search re-creates) fewer objects. Exhaustive tests use it.
+    pub fn with_wait_table_bits(p: &P, world: Arc<MmWorld<P>>, bugs: BugSet, bits: u32) -> Dax<P> {
+        let bits = bits.clamp(1, DAX_WAIT_TABLE_BITS);
+        let wait_table = (0..1usize << bits)
             .map(|_| WaitQueue::new(p, "dax_wait_table"))
             .collect();
         Dax {
             world,
             bugs,
+            release_steps: false,
+            wait_bits: bits,
             wait_table,
+            anon_next: SpinLock::new(p, "anon_pages", ANON_BASE_PFN),
         }
+    }
+
+    /// `alloc_page(GFP_HIGHUSER_MOVABLE)` for a copy-on-write fault: a fresh anonymous pfn.
+    pub async fn alloc_anon_page(&self, p: &P) -> u64 {
+        let mut g = self.anon_next.lock(p).await;
+        let pfn = *g;
+        *g += 1;
+        drop(g);
+        pfn
     }
 
     /// Whether bug mode `b` is on.
@@ -209,6 +322,11 @@ impl<P: Platform> Dax<P> {
     /// Bucket `i` of the wait table.
     pub fn wait_queue(&self, i: usize) -> &WaitQueue<P> {
         &self.wait_table[i]
+    }
+
+    /// `DAX_WAIT_TABLE_BITS` of this table.
+    pub fn wait_table_bits(&self) -> u32 {
+        self.wait_bits
     }
 
     /// The `(1 << PMD_ORDER)`-page zero folio and the 4 KiB zero page (DRAM pfns, no struct
@@ -235,6 +353,8 @@ mod tests {
         assert!(!s.on(DaxBug::NoEntryLock));
         assert_eq!(s.iter().count(), 1);
         assert!(BugSet::from_names(&["nope"]).is_err());
+        assert!(DaxBug::PmdMissedWakeup.mechanism().is_some());
+        assert!(DaxBug::ShadowEntries.mechanism().is_none());
         assert!(BugSet::NONE.is_empty());
         assert_eq!(format!("{s:?}"), "{\"pmd-missed-wakeup\"}");
     }

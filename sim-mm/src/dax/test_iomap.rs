@@ -1,11 +1,11 @@
 //! A small file system answering iomap calls for one file, for tests, benches and toy models
-//! until daxfs exists: a per-page extent map (written, unwritten, shared) over a pool of device
-//! pages, `i_size`, and a "metadata not yet durable" flag that MAP_SYNC faults see as
+//! until daxfs exists: an extent map (written, unwritten, shared) over a bump allocator of
+//! device pages, `i_size`, and a "metadata not yet durable" flag that MAP_SYNC faults see as
 //! `IOMAP_F_DIRTY`. Its state sits behind one Platform spinlock (the file system's ILOCK).
 //!
-//! Allocation for a write takes the lowest free run of device pages (aligned to its length when
-//! that is a whole PMD, so that PMD faults can map it); block contents are not modelled (a new
-//! block is "zeroed" by definition).
+//! Allocation for a write takes the next device pages (aligned when a whole PMD is allocated,
+//! so that PMD faults can map it); blocks are never freed or reused, and block contents are not
+//! modelled (a new block is "zeroed" by definition).
 
 use super::iomap::{
     IOMAP_F_DIRTY, IOMAP_F_NEW, IOMAP_F_SHARED, IOMAP_WRITE, Iomap, IomapOps, IomapPair, IomapType,
@@ -13,32 +13,36 @@ use super::iomap::{
 use crate::Errno;
 use crate::dax_entry::{PAGE_SHIFT, PAGE_SIZE, PG_PMD_NR};
 use sim_core::{Platform, SpinLock};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-/// The state of one file page's block.
+/// The state of an extent's blocks.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum BlockState {
     Written,
     Unwritten,
 }
 
-/// One file page's block.
+/// One extent of the file: `len` file pages on device pages from `dev_page`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Block {
-    /// Device page (from the start of the pmem device).
+pub struct Extent {
+    pub len: u64,
+    /// Device page (from the start of the pmem device) of the first file page.
     pub dev_page: u64,
     pub state: BlockState,
     /// Shared with another file (reflink): a write copies it first.
     pub shared: bool,
 }
 
-/// The file: its size, its blocks, the free device pages.
+/// The file: its size, its extents, the device allocator.
 #[derive(Clone, Debug, Default)]
 pub struct TestInode {
     pub i_size: u64,
-    /// File page -> block.
-    pub blocks: BTreeMap<u64, Block>,
-    pub free: BTreeSet<u64>,
+    /// First file page -> extent (extents never overlap).
+    pub extents: BTreeMap<u64, Extent>,
+    /// Next device page the bump allocator hands out, and its end (exclusive). Blocks are never
+    /// reused.
+    pub next_dev: u64,
+    pub dev_end: u64,
     /// Allocations or conversions not yet made durable by an fsync.
     pub meta_dirty: bool,
     /// Calls of `iomap_begin` and blocks allocated, for tests.
@@ -47,65 +51,101 @@ pub struct TestInode {
 }
 
 impl TestInode {
-    /// The run of file pages from `page` (at most `max` long) that are all holes, or all blocks
-    /// with one state, contiguous on the device.
-    fn run(&self, page: u64, max: u64) -> u64 {
-        let first = self.blocks.get(&page).copied();
-        let mut n = 1;
-        while n < max {
-            let next = self.blocks.get(&(page + n)).copied();
-            let same = match (first, next) {
-                (None, None) => true,
-                (Some(a), Some(b)) => {
-                    b.state == a.state && b.shared == a.shared && b.dev_page == a.dev_page + n
-                }
-                _ => false,
-            };
-            if !same {
-                break;
-            }
-            n += 1;
-        }
-        n
+    /// The extent covering file page `page`, with its first page.
+    pub fn lookup(&self, page: u64) -> Option<(u64, Extent)> {
+        let (&s, &e) = self.extents.range(..=page).next_back()?;
+        (page - s < e.len).then_some((s, e))
     }
 
-    /// The lowest free run of `nr` device pages (aligned to a PMD when `nr` is one).
-    fn alloc_run(&mut self, nr: u64) -> Option<u64> {
-        let start = self
-            .free
-            .iter()
-            .copied()
-            .filter(|d| nr != PG_PMD_NR || d % nr == 0)
-            .find(|&d| (d..d + nr).all(|x| self.free.contains(&x)))?;
-        for d in start..start + nr {
-            self.free.remove(&d);
+    /// The device page of file page `page`, if it has a block.
+    pub fn dev_page(&self, page: u64) -> Option<u64> {
+        self.lookup(page).map(|(s, e)| e.dev_page + (page - s))
+    }
+
+    /// How many pages from `page` (at most `max`) are in one extent, or all a hole.
+    fn run(&self, page: u64, max: u64) -> u64 {
+        match self.lookup(page) {
+            Some((s, e)) => (e.len - (page - s)).min(max),
+            None => {
+                let next = self
+                    .extents
+                    .range(page..)
+                    .next()
+                    .map_or(u64::MAX, |(&k, _)| k);
+                (next - page).min(max)
+            }
         }
+    }
+
+    /// `nr` fresh device pages (aligned to a PMD when `nr` is one).
+    fn alloc_run(&mut self, nr: u64) -> Option<u64> {
+        let align = if nr == PG_PMD_NR { nr } else { 1 };
+        let start = self.next_dev.div_ceil(align) * align;
+        if start + nr > self.dev_end {
+            return None;
+        }
+        self.next_dev = start + nr;
         self.allocated += nr;
         Some(start)
     }
 
-    /// Map file pages `page .. page + nr` to device pages from `dev_page`.
-    pub fn map(&mut self, page: u64, dev_page: u64, nr: u64, state: BlockState, shared: bool) {
-        for i in 0..nr {
-            self.free.remove(&(dev_page + i));
-            self.blocks.insert(
-                page + i,
-                Block {
-                    dev_page: dev_page + i,
-                    state,
-                    shared,
+    /// Cut the extent covering `page` so that one starts there.
+    fn split_at(&mut self, page: u64) {
+        if let Some((s, e)) = self.lookup(page)
+            && s < page
+        {
+            let head = page - s;
+            self.extents.insert(s, Extent { len: head, ..e });
+            self.extents.insert(
+                page,
+                Extent {
+                    len: e.len - head,
+                    dev_page: e.dev_page + head,
+                    ..e
                 },
             );
         }
     }
 
-    /// Preallocate `nr` file pages from `page` (aligned to `nr` on the device when possible);
-    /// returns the first device page.
+    /// Map file pages `page .. page + nr` to device pages from `dev_page`, replacing what was
+    /// there.
+    pub fn map(&mut self, page: u64, dev_page: u64, nr: u64, state: BlockState, shared: bool) {
+        self.split_at(page);
+        self.split_at(page + nr);
+        let old: Vec<u64> = self
+            .extents
+            .range(page..page + nr)
+            .map(|(&k, _)| k)
+            .collect();
+        for k in old {
+            self.extents.remove(&k);
+        }
+        let new = Extent {
+            len: nr,
+            dev_page,
+            state,
+            shared,
+        };
+        // Extend the extent before it when the blocks follow on (sequential allocation).
+        match self.extents.range_mut(..page).next_back() {
+            Some((&s, prev))
+                if s + prev.len == page
+                    && prev.dev_page + prev.len == dev_page
+                    && (prev.state, prev.shared) == (state, shared) =>
+            {
+                prev.len += nr;
+            }
+            _ => {
+                self.extents.insert(page, new);
+            }
+        }
+        self.next_dev = self.next_dev.max(dev_page + nr);
+    }
+
+    /// Preallocate `nr` file pages from `page` (aligned on the device if a whole PMD); returns
+    /// the first device page.
     pub fn prealloc(&mut self, page: u64, nr: u64, state: BlockState) -> Option<u64> {
-        let align = if nr >= PG_PMD_NR { PG_PMD_NR } else { 1 };
-        let d = self
-            .alloc_run(nr.max(align))
-            .or_else(|| self.alloc_run(nr))?;
+        let d = self.alloc_run(nr)?;
         self.map(page, d, nr, state, false);
         Some(d)
     }
@@ -119,73 +159,63 @@ impl TestInode {
         let n = self.run(page, max);
         let off = page << PAGE_SHIFT;
         let hole = Iomap::hole(off, 0);
-        let cur = self.blocks.get(&page).copied();
-        let mk = |b: Block, n: u64, typ: IomapType, flags: u16| Iomap {
-            addr: b.dev_page << PAGE_SHIFT,
+        let mk = |dev: u64, n: u64, typ: IomapType, flags: u16| Iomap {
+            addr: dev << PAGE_SHIFT,
             offset: off,
             length: n << PAGE_SHIFT,
             typ,
             flags,
         };
         let dirty = |m: bool| if write && m { IOMAP_F_DIRTY } else { 0 };
+        let cur = self.lookup(page).map(|(s, e)| (e.dev_page + (page - s), e));
         match cur {
             None if !write => Ok(IomapPair {
                 iomap: Iomap::hole(off, n << PAGE_SHIFT),
                 srcmap: hole,
             }),
             None => {
-                // Allocate the hole (as much of it as the request covers, aligned if a PMD).
+                // Allocate the hole (as much of it as the request covers).
                 let (d, n) = match self.alloc_run(n) {
                     Some(d) => (d, n),
                     None => (self.alloc_run(1).ok_or(Errno::ENOMEM)?, 1),
                 };
                 self.map(page, d, n, BlockState::Written, false);
                 self.meta_dirty = true;
-                let b = self.blocks[&page];
                 Ok(IomapPair {
-                    iomap: mk(b, n, IomapType::Mapped, IOMAP_F_NEW | dirty(true)),
+                    iomap: mk(d, n, IomapType::Mapped, IOMAP_F_NEW | dirty(true)),
                     srcmap: hole,
                 })
             }
-            Some(b) if write && b.shared => {
+            Some((dev, e)) if write && e.shared => {
                 // Copy on write: new blocks, the old ones as the source.
-                let old = mk(b, n, IomapType::Mapped, 0);
                 let (d, n) = match self.alloc_run(n) {
                     Some(d) => (d, n),
                     None => (self.alloc_run(1).ok_or(Errno::ENOMEM)?, 1),
                 };
                 self.map(page, d, n, BlockState::Written, false);
                 self.meta_dirty = true;
-                let nb = self.blocks[&page];
                 Ok(IomapPair {
-                    iomap: mk(nb, n, IomapType::Mapped, IOMAP_F_SHARED | dirty(true)),
-                    srcmap: Iomap {
-                        length: n << PAGE_SHIFT,
-                        ..old
-                    },
+                    iomap: mk(d, n, IomapType::Mapped, IOMAP_F_SHARED | dirty(true)),
+                    srcmap: mk(dev, n, IomapType::Mapped, 0),
                 })
             }
-            Some(b) if b.state == BlockState::Unwritten && write => {
+            Some((dev, e)) if e.state == BlockState::Unwritten && write => {
                 // Convert (and zero) for a DAX write.
-                for i in 0..n {
-                    if let Some(x) = self.blocks.get_mut(&(page + i)) {
-                        x.state = BlockState::Written;
-                    }
-                }
+                self.map(page, dev, n, BlockState::Written, false);
                 self.meta_dirty = true;
                 Ok(IomapPair {
-                    iomap: mk(b, n, IomapType::Mapped, IOMAP_F_NEW | dirty(true)),
+                    iomap: mk(dev, n, IomapType::Mapped, IOMAP_F_NEW | dirty(true)),
                     srcmap: hole,
                 })
             }
-            Some(b) => {
-                let typ = match b.state {
+            Some((dev, e)) => {
+                let typ = match e.state {
                     BlockState::Written => IomapType::Mapped,
                     BlockState::Unwritten => IomapType::Unwritten,
                 };
-                let sh = if b.shared { IOMAP_F_SHARED } else { 0 };
+                let sh = if e.shared { IOMAP_F_SHARED } else { 0 };
                 Ok(IomapPair {
-                    iomap: mk(b, n, typ, sh | dirty(self.meta_dirty)),
+                    iomap: mk(dev, n, typ, sh | dirty(self.meta_dirty)),
                     srcmap: hole,
                 })
             }
@@ -207,7 +237,8 @@ impl<P: Platform> TestIomap<P> {
                 "test_ilock",
                 TestInode {
                     i_size,
-                    free: dev_pages.collect(),
+                    next_dev: dev_pages.start,
+                    dev_end: dev_pages.end,
                     ..TestInode::default()
                 },
             ),
@@ -223,7 +254,7 @@ impl<P: Platform> TestIomap<P> {
     pub async fn inode(&self, p: &P) -> TestInode {
         let g = self.ilock.lock(p).await;
         let s = g.clone();
-        g.unlock().await;
+        drop(g);
         s
     }
 }
@@ -245,7 +276,7 @@ impl<P: Platform> IomapOps<P> for TestIomap<P> {
     ) -> Result<IomapPair, Errno> {
         let mut g = self.ilock.lock(p).await;
         let r = g.begin(pos, length, flags);
-        g.unlock().await;
+        drop(g);
         r
     }
 
@@ -270,7 +301,7 @@ impl<P: Platform> IomapOps<P> for TestIomap<P> {
     ) -> Result<(), Errno> {
         let mut g = self.ilock.lock(p).await;
         g.meta_dirty = false;
-        g.unlock().await;
+        drop(g);
         Ok(())
     }
 }
@@ -282,7 +313,7 @@ mod tests {
     fn inode() -> TestInode {
         TestInode {
             i_size: 8 << 20,
-            free: (0..2048).collect(),
+            dev_end: 2048,
             ..TestInode::default()
         }
     }
@@ -329,6 +360,6 @@ mod tests {
         assert!(w.iomap.has(IOMAP_F_SHARED));
         assert_ne!(w.iomap.addr, 100 << PAGE_SHIFT);
         assert_eq!(w.srcmap().addr, 100 << PAGE_SHIFT);
-        assert!(!i.blocks[&0].shared);
+        assert!(!i.lookup(0).unwrap().1.shared);
     }
 }

@@ -29,7 +29,7 @@
 use super::entry::{
     XaGuard, dax_lock_entry, dax_wake_entry, get_next_unlocked_entry, put_unlocked_entry,
 };
-use super::{Dax, DaxBug};
+use super::{Dax, DaxBug, Release};
 use crate::dax_entry::{
     PAGE_SHIFT, PAGE_SIZE, dax_entry_order, dax_is_empty_entry, dax_is_locked, dax_is_zero_entry,
     dax_to_pfn,
@@ -122,6 +122,7 @@ pub async fn dax_flush<P: PmemPlatform>(p: &P, dev: &DaxDevice, pfn: Pfn, nr: u6
 /// page range `start ..= end` (under the i_pages lock; the kernel drops it every
 /// [`XA_CHECK_SCHED`] entries, which needs more entries than a model run has).
 pub async fn tag_pages_for_writeback<P: Platform>(
+    dax: &Dax<P>,
     p: &P,
     mapping: &AddressSpace<P>,
     start: u64,
@@ -136,7 +137,7 @@ pub async fn tag_pages_for_writeback<P: Platform>(
         }
         xa.xas_set_mark(&xas, PAGECACHE_TAG_TOWRITE);
     }
-    xa.unlock().await;
+    xa.release(dax.release_steps).await;
 }
 
 /// The 4.9 `dax_mapping_entry_mkclean` (before f729c8c9b24f), for bug mode
@@ -264,7 +265,7 @@ pub async fn dax_writeback_one<'a, P: PmemPlatform>(
     // finds it locked and waits, so it cannot return before our flush is done.
     dax_lock_entry(&mut xa, xas, entry);
     xa.xas_clear_mark(xas, PAGECACHE_TAG_TOWRITE);
-    xa.unlock().await;
+    xa.release(dax.release_steps).await;
 
     // A range starting inside a PMD entry writes back the whole PMD.
     let pfn = dax_to_pfn(entry);
@@ -282,7 +283,7 @@ pub async fn dax_writeback_one<'a, P: PmemPlatform>(
             pfn_mkclean_range(p, vma, pfn, count, index).await;
         }
     }
-    tree.unlock().await;
+    tree.release(dax.release_steps).await;
 
     dax_flush(p, dev, pfn, count).await;
 
@@ -309,13 +310,13 @@ pub async fn dax_writeback_mapping_range<P: PmemPlatform>(
     // (`i_blkbits != PAGE_SHIFT` -> -EIO: every inode of the model has 4 KiB blocks.)
     let xa = mapping.i_pages.lock(p).await;
     let empty = xa.xa_empty();
-    xa.unlock().await;
+    xa.release(dax.release_steps).await;
     if empty || wbc.sync_mode != WbSyncMode::All {
         return Ok(Vec::new());
     }
     let start_index = wbc.range_start >> PAGE_SHIFT;
     let end_index = wbc.range_end >> PAGE_SHIFT;
-    tag_pages_for_writeback(p, mapping, start_index, end_index).await;
+    tag_pages_for_writeback(dax, p, mapping, start_index, end_index).await;
 
     let mut done = Vec::new();
     let mut ret = Ok(());
@@ -343,10 +344,10 @@ pub async fn dax_writeback_mapping_range<P: PmemPlatform>(
         xas.set(next);
         scanned += 1;
         if scanned.is_multiple_of(XA_CHECK_SCHED) {
-            xa.unlock().await;
+            xa.release(dax.release_steps).await;
             xa = mapping.i_pages.lock(p).await;
         }
     }
-    xa.unlock().await;
+    xa.release(dax.release_steps).await;
     ret.map(|()| done)
 }
