@@ -604,8 +604,12 @@ impl Default for CheckPolicy {
 }
 
 fn failure(vs: Vec<Violation>, when: &str) -> Option<CheckFailure> {
+    const SHOWN: usize = 4;
     let first = vs.first()?;
-    let list: Vec<String> = vs.iter().map(|v| v.to_string()).collect();
+    let mut list: Vec<String> = vs.iter().take(SHOWN).map(|v| v.to_string()).collect();
+    if vs.len() > SHOWN {
+        list.push(format!("and {} more", vs.len() - SHOWN));
+    }
     Some(CheckFailure {
         name: first.name().to_string(),
         message: format!("{when}: {}", list.join("; ")),
