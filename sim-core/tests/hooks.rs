@@ -360,3 +360,41 @@ fn native_peek_is_a_try_lock() {
     block_on(w.unlock());
     assert_eq!(s.peek(&p, |v| *v), Some(1));
 }
+
+#[test]
+fn step_info_says_which_steps_released_a_lock() {
+    let seen = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let model = {
+        let seen = seen.clone();
+        move |sim: &mut Sim| {
+            let p = sim.platform();
+            let l = Arc::new(SpinLock::new(&p, "l", 0u32));
+            let s = Arc::new(RwSem::new(&p, "s", 0u32));
+            let seen = seen.clone();
+            sim.add_step_check(move |info| {
+                seen.borrow_mut().push(info.released_a_lock());
+                None
+            });
+            sim.spawn("t", move || async move {
+                let p = SimPlatform;
+                let g = l.lock(&p).await; // lock: no
+                g.unlock().await; // unlock: yes
+                let mut g = l.lock(&p).await; // lock: no
+                *g += 1;
+                // yield: yes, since the drop that follows it runs in the same step.
+                p.yield_point("held").await;
+                drop(g);
+                let r = s.read(&p).await; // down_read: no
+                r.unlock().await; // up_read: no (readers publish nothing)
+                let w = s.write(&p).await; // down_write: no
+                w.unlock().await; // up_write: yes
+            });
+        }
+    };
+    let rep = dfs(&model, None);
+    assert!(rep.failure.is_none());
+    assert_eq!(
+        *seen.borrow(),
+        vec![false, true, false, true, false, false, false, true]
+    );
+}

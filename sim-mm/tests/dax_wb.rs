@@ -24,8 +24,8 @@ use sim_mm::dax::entry::{
 };
 use sim_mm::dax::invalidate::{
     __dax_invalidate_entry, __remove_mapping, LLONG_MAX, WaitIdle, dax_break_layout,
-    dax_delete_mapping_entry, dax_invalidate_mapping_entry_sync, dax_layout_busy_page_range,
-    pack_shadow,
+    dax_break_layout_final, dax_delete_mapping_entry, dax_delete_mapping_range,
+    dax_invalidate_mapping_entry_sync, dax_layout_busy_page_range, pack_shadow,
 };
 use sim_mm::dax::memory_failure::DAX_NO_ENTRY;
 use sim_mm::dax::writeback::{
@@ -606,6 +606,32 @@ fn break_layout_without_a_waiter_stops_at_a_busy_page_and_otherwise_deletes_the_
         // The blocks can go back to the allocator now.
         fx.w.memmap.set_block_free(&p, PTE_PFN, 1, true).await;
         fx.w.memmap.set_block_free(&p, PMD_PFN, 512, true).await;
+    });
+}
+
+#[test]
+fn delete_mapping_range_takes_the_entries_of_the_range_and_final_breaking_all() {
+    one(BugSet::NONE, |fx, p| async move {
+        user_store(&fx, &p, fx.addr_of(1), 1, false).await;
+        sim_mm::mm::unmap_mapping_pages(&p, &fx.w, &fx.m, 0, 0, false).await;
+        // Bytes of index 1 only (the dirty entry goes too: truncate ignores the marks).
+        dax_delete_mapping_range(&fx.dax, &p, &fx.m, PAGE_SIZE, 2 * PAGE_SIZE - 1).await;
+        let xa = fx.m.i_pages.lock(&p).await;
+        let (e0, e1, nr) = (xa.xa_load(0), xa.xa_load(1), xa.nrpages);
+        xa.unlock().await;
+        assert!(e0.is_value() && e1.is_null());
+        assert_eq!(nr, 1 + 512);
+        // Eviction: wait for nothing (no pins), map nothing, delete everything.
+        user_store(&fx, &p, fx.addr_of(PMD_IDX), 1, true).await;
+        dax_break_layout_final(&fx.dax, &p, &fx.m).await;
+        let xa = fx.m.i_pages.lock(&p).await;
+        let (n, nr) = (xa.nr_entries(), xa.nrpages);
+        xa.unlock().await;
+        assert_eq!((n, nr), (0, 0));
+        assert_eq!(
+            fx.mm.pmdp_get_lockless(&p, fx.addr_of(PMD_IDX)).await,
+            PmdVal::None
+        );
     });
 }
 
@@ -1357,4 +1383,66 @@ fn finding_a_second_fsync_skips_the_entry_the_first_is_flushing() {
     );
     // The fsync that returned wrote nothing back: it skipped the entry the other one holds.
     assert!(v.message.contains("Some([Skipped])"), "{v}");
+}
+
+/// Write faults through the real fault path (`dax_user_access` over the test iomap, allocating
+/// blocks) racing fsync: at the end no writable leaf maps a clean entry, and the mm invariants
+/// hold at every step.
+fn faults_vs_fsync() -> impl Model {
+    use sim_mm::dax::fault::{Access, dax_user_access};
+    use sim_mm::dax::test_iomap::TestIomap;
+    move |sim: &mut Sim| {
+        let p = sim.platform();
+        let out = Arc::new(std::sync::Mutex::new(None));
+        let o = out.clone();
+        sim.spawn("setup", move || async move {
+            let w = world(&p, 64, false);
+            let m = w.new_mapping(&p, 1).await;
+            let dax = Arc::new(Dax::with_wait_table_bits(&p, w.clone(), BugSet::NONE, 6));
+            let fs = Arc::new(TestIomap::new(&p, 4 * PAGE_SIZE, 0..64));
+            let (_, mm) = create_process(&p, &w, "user", &[TaskId(1)]).await;
+            let addr = do_mmap(&p, &mm, &m, 0, 4 * PAGE_SIZE, SHARED_RW)
+                .await
+                .unwrap();
+            *o.lock().unwrap() = Some((w, m, dax, fs, mm, addr));
+        });
+        sim.run(|_, en| en[0]);
+        let (w, m, dax, fs, mm, addr) = out.lock().unwrap().take().unwrap();
+        install_checks(sim, &w, EVERY_STEP);
+        let (mc, mmc) = (m.clone(), mm.clone());
+        sim.add_end_check(move || {
+            let leaves = mmc.page_table.peek(&p, |pt| pt.all_leaves())?;
+            let xa = mc.i_pages.peek(&p, |xa| xa.clone())?;
+            let bad = leaves.iter().find(|l| {
+                l.write() && !xa.xa_get_mark((l.addr() - addr) >> PAGE_SHIFT, PAGECACHE_TAG_DIRTY)
+            })?;
+            Some(CheckFailure {
+                name: "writable-leaf-of-clean-entry".into(),
+                message: format!("{bad:?}"),
+            })
+        });
+        let (d, f, mmu) = (dax.clone(), fs.clone(), mm.clone());
+        sim.spawn("writer", move || async move {
+            for page in [0, 1] {
+                let r = dax_user_access(&d, &p, &mmu, addr + page * PAGE_SIZE, true, &*f).await;
+                assert!(matches!(r, Access::Mapped { .. }), "{r:?}");
+            }
+        });
+        sim.spawn("fsync", move || async move {
+            let dev = DaxDevice {
+                base_pfn: BASE_PFN,
+                write_cache: false,
+            };
+            dax_writeback_mapping_range(&dax, &p, &m, &dev, &WritebackControl::fsync_all())
+                .await
+                .unwrap();
+        });
+    }
+}
+
+#[test]
+fn write_faults_racing_fsync_through_the_fault_path_are_clean() {
+    let rep = run(&faults_vs_fsync(), &dfs(Some(2)));
+    clean(&rep);
+    assert!(rep.runs > 10, "{} runs", rep.runs);
 }

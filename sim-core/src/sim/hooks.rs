@@ -39,7 +39,8 @@ impl StepInfo<'_> {
     /// guard drop). Data behind a lock changes only while its holder has it, and a peek sees
     /// the change only once it is released, in the footprint of the step that releases it; so
     /// after a step that released nothing, every peek returns what it returned before, or
-    /// `None` (the step took a lock). Checks over peeked data can skip such steps.
+    /// `None` (the step took a lock). Checks over peeked data can skip such steps; a check of
+    /// the machine ([`peek_machine`]) cannot, since memory operations take no lock.
     pub fn released_a_lock(&self) -> bool {
         self.footprint.iter().any(|op| {
             matches!(
