@@ -1446,3 +1446,66 @@ fn write_faults_racing_fsync_through_the_fault_path_are_clean() {
     clean(&rep);
     assert!(rep.runs > 10, "{} runs", rep.runs);
 }
+
+/// The file system's path of memory failure (`notify_failure` -> `mf_dax_kill_procs`), which
+/// locks entries by index through the DAX core: file 1 owns `PTE_PFN` at index 0.
+struct File1Holder(Arc<Fx>);
+
+impl sim_mm::memory_failure::DaxHolder<P> for File1Holder {
+    async fn notify_failure(
+        &self,
+        p: &P,
+        w: &MmWorld<P>,
+        offset: u64,
+        len: u64,
+        mf_flags: u32,
+        ctx: &MfContext,
+    ) -> Result<(), Errno> {
+        assert_eq!((offset, len), ((PTE_PFN - BASE_PFN) * PAGE_SIZE, PAGE_SIZE));
+        let fx = &self.0;
+        sim_mm::memory_failure::mf_dax_kill_procs(p, w, &fx.m, 0, 1, mf_flags, ctx, &*fx.dax).await
+    }
+}
+
+/// Memory failure through the file system's rmap while an fsync holds the entry it locks.
+fn holder_mf_vs_fsync() -> impl Model {
+    model(BugSet::NONE, true, |sim, fx| {
+        let p = sim.platform();
+        {
+            let f = fx.clone();
+            sim.spawn("store", move || async move {
+                user_store(&f, &p, f.addr_of(0), 1, false).await;
+            });
+            sim.run(|_, en| en[0]);
+        }
+        let f = fx.clone();
+        sim.spawn("fsync", move || async move {
+            let dev = DaxDevice {
+                write_cache: false,
+                ..f.dev
+            };
+            let wbc = WritebackControl::fsync_all();
+            dax_writeback_mapping_range(&f.dax, &p, &f.m, &dev, &wbc)
+                .await
+                .unwrap();
+        });
+        sim.spawn("memory_failure", move || async move {
+            let ctx = MfContext::default();
+            let holder = File1Holder(fx.clone());
+            let r = memory_failure(&p, &fx.w, PTE_PFN, 0, &ctx, &holder, &*fx.dax).await;
+            assert_eq!(r.rc, Ok(()));
+            // The process mapped the page: it was unmapped and signalled.
+            let tl = fx.w.tasks.lock(&p).await;
+            let sig = tl.threads.get(&TaskId(1)).unwrap().pending.clone();
+            drop(tl);
+            assert!(sig.iter().any(|s| s.signo == Signal::SIGBUS), "{sig:?}");
+        });
+    })
+}
+
+#[test]
+fn memory_failure_through_the_file_system_waits_for_the_entry_lock() {
+    let rep = run(&holder_mf_vs_fsync(), &dfs(None));
+    clean(&rep);
+    assert!(rep.runs > 1);
+}
