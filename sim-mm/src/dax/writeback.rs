@@ -233,7 +233,11 @@ pub async fn dax_writeback_one<'a, P: PmemPlatform>(
     }
     if dax_is_locked(entry) {
         let old_entry = entry;
-        // As fs/dax.c: with the iteration's xa_state, which `xas_find_conflict` continues from.
+        // As fs/dax.c: with the iteration's xa_state, which `xas_find_conflict` continues from
+        // *after* this entry's slot, so it returns NULL at once instead of waiting, and the
+        // entry is skipped below as "punched out", while its holder may still be flushing it
+        // (a model finding, tests/dax_wb.rs `finding_a_second_fsync_...`; the comment at the
+        // lock below assumes the opposite).
         (xa, entry) = get_next_unlocked_entry(dax, p, mapping, xa, xas, 0).await;
         // Punched out or reallocated (pfns compared: the lock bit and the type may differ), or
         // already done by another fsync.
