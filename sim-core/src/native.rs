@@ -198,6 +198,16 @@ impl Platform for NativePlatform {
         l.release()
     }
 
+    // Natively a peek is a try-lock: `None` when another thread holds the lock.
+    fn peek_lock<R>(&self, l: &NativeLock, f: impl FnOnce() -> R) -> Option<R> {
+        if !l.try_acquire() {
+            return None;
+        }
+        let r = f();
+        l.release();
+        Some(r)
+    }
+
     fn new_rwsem(&self, _name: &'static str) -> NativeRwSem {
         NativeRwSem {
             st: Mutex::new(RwState::default()),
@@ -248,6 +258,20 @@ impl Platform for NativePlatform {
 
     fn up_now(&self, s: &NativeRwSem, write: bool) {
         s.up(write)
+    }
+
+    // A try-down_read: `None` while a writer holds the semaphore or waits for it.
+    fn peek_rwsem<R>(&self, s: &NativeRwSem, f: impl FnOnce() -> R) -> Option<R> {
+        {
+            let mut g = locked(&s.st);
+            if g.writer || g.waiting_writers > 0 {
+                return None;
+            }
+            g.readers += 1;
+        }
+        let r = f();
+        s.up(false);
+        Some(r)
     }
 
     fn new_waitqueue(&self, _name: &'static str) -> NativeWaitQueue {

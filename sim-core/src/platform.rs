@@ -241,6 +241,12 @@ pub trait Platform: Clone + Send + Sync + 'static {
     fn unlock(&self, l: &Self::RawLock) -> impl Future<Output = ()>;
     /// Release without a scheduling point (guard drop).
     fn unlock_now(&self, l: &Self::RawLock);
+    /// A lock-aware peek: run `f` (which reads the lock's data) only if no task holds `l`, and
+    /// return `None` otherwise (the data may be mid-update). The simulator allows it only between
+    /// steps (step and end hooks, tests after a run): it is no step, announces nothing and leaves
+    /// every trace of the run unchanged. Natively it is a try-lock around `f`, so `None` also
+    /// means "contended".
+    fn peek_lock<R>(&self, l: &Self::RawLock, f: impl FnOnce() -> R) -> Option<R>;
 
     fn new_rwsem(&self, name: &'static str) -> Self::RawRwSem;
     fn down_read(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
@@ -251,6 +257,9 @@ pub trait Platform: Clone + Send + Sync + 'static {
     fn downgrade_write(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
     /// Release without a scheduling point (guard drop); `write` says which side is held.
     fn up_now(&self, s: &Self::RawRwSem, write: bool);
+    /// The lock-aware peek of a semaphore: run `f` unless a writer holds `s` (readers do not
+    /// change the data). Same rules as [`Platform::peek_lock`].
+    fn peek_rwsem<R>(&self, s: &Self::RawRwSem, f: impl FnOnce() -> R) -> Option<R>;
 
     fn new_waitqueue(&self, name: &'static str) -> Self::RawWaitQueue;
     /// `prepare_to_wait[_exclusive]`: queue the calling task with `key` and `func`; from here a
@@ -398,6 +407,15 @@ macro_rules! guarded_lock {
             pub fn get_mut(&mut self) -> &mut T {
                 self.data.get_mut()
             }
+
+            /// Read the data without taking the lock and without a scheduling point, or `None`
+            /// while a task holds the lock (see [`Platform::peek_lock`]: for checks between steps).
+            pub fn peek<R>(&self, p: &P, f: impl FnOnce(&T) -> R) -> Option<R> {
+                // SAFETY: `peek_lock` runs the closure only while no guard exists (the simulator:
+                // no holder and no task running; natively: the raw lock is held by the peek), so
+                // nothing writes the data meanwhile.
+                p.peek_lock(&self.raw, || f(unsafe { &*self.data.get() }))
+            }
         }
 
         pub struct $guard<'a, P: Platform, T> {
@@ -496,6 +514,14 @@ impl<P: Platform, T> RwSem<P, T> {
 
     pub fn get_mut(&mut self) -> &mut T {
         self.data.get_mut()
+    }
+
+    /// Read the data without a scheduling point, or `None` while a writer holds the semaphore
+    /// (see [`Platform::peek_rwsem`]: for checks between steps).
+    pub fn peek<R>(&self, p: &P, f: impl FnOnce(&T) -> R) -> Option<R> {
+        // SAFETY: `peek_rwsem` runs the closure only while no writer guard exists; readers only
+        // read.
+        p.peek_rwsem(&self.raw, || f(unsafe { &*self.data.get() }))
     }
 }
 

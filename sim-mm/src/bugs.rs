@@ -44,14 +44,18 @@ pub const BUG_MODES: &[BugMode] = &[
     BugMode {
         name: "shadow-entries",
         fixed_by: "f9fe48bece3a (4.5, 2015)",
-        summary: "workingset shadow entries are stored in a DAX mapping and later misread as DAX entries",
-        available: false,
+        summary: "__remove_mapping leaves a workingset shadow entry in a DAX mapping (no \
+                  !dax_mapping check); DAX paths misread it as an entry (its workingset bit reads \
+                  as DAX_LOCKED, so they wait forever)",
+        available: true,
     },
     BugMode {
         name: "mf-speculative-page-lock",
         fixed_by: "c2a7d2a11552 (4.19, 2018)",
-        summary: "memory_failure drops xa_lock and locks pages speculatively instead of dax_lock_mapping_entry",
-        available: false,
+        summary: "dax_lock_folio takes the page lock (the 2018 v1 design) instead of the DAX entry \
+                  lock with the page->mapping recheck, so truncate and eviction run under memory \
+                  failure, which then follows page->mapping into a freed inode",
+        available: true,
     },
     BugMode {
         name: "hole-wake-next",
@@ -62,14 +66,17 @@ pub const BUG_MODES: &[BugMode] = &[
     BugMode {
         name: "invalidate-wake-next",
         fixed_by: "237388320def (5.13, 2021)",
-        summary: "invalidating an entry wakes one waiter, which finds NULL and passes the wake-up on to nobody",
-        available: false,
+        summary: "__dax_invalidate_entry wakes with WAKE_NEXT instead of WAKE_ALL: the one woken \
+                  waiter finds NULL and passes the wake-up on to nobody",
+        available: true,
     },
     BugMode {
         name: "busy-scan-skips-locked",
         fixed_by: "\"fs/dax: Don't skip locked entries when scanning entries\" (6.15)",
-        summary: "the layout-busy scan advances past a locked entry and misses DMA-pinned pages",
-        available: false,
+        summary: "dax_layout_busy_page_range waits with get_unlocked_entry on the iteration's \
+                  xa_state, whose xas_find_conflict looks past the locked entry: its DMA-pinned \
+                  pages are missed and the blocks freed under DMA",
+        available: true,
     },
     BugMode {
         name: "pmd-pte-collide",
@@ -86,14 +93,24 @@ pub const BUG_MODES: &[BugMode] = &[
     BugMode {
         name: "pmd-writeback-no-wrprotect",
         fixed_by: "f729c8c9b24f (4.10)",
-        summary: "writeback cleans a PMD without write-protecting it, so later stores skip the next flush",
-        available: false,
+        summary: "dax_writeback_one cleans a PMD without write-protecting it (pmd_mkclean only): \
+                  later stores through it neither fault nor dirty the entry, and the next fsync \
+                  skips their flush",
+        available: true,
     },
     BugMode {
         name: "mixed-mapping-association",
         fixed_by: "1571c029a2ff (5.2)",
         summary: "a PTE fault on a PMD entry disassociates the whole PMD and re-associates one page",
         available: false,
+    },
+    BugMode {
+        name: "lock-entry-exclusive-wait",
+        fixed_by: "\"dax: Avoid losing wakeup in dax_lock_mapping_entry\" (4.20, 2018)",
+        summary: "dax_lock_folio/dax_lock_mapping_entry wait exclusively; woken, they may find \
+                  the entry changed and leave without locking it or passing the wake-up on, so \
+                  the next waiter sleeps forever",
+        available: true,
     },
     BugMode {
         name: "reflink-page-mapping",

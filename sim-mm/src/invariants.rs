@@ -3,8 +3,10 @@
 //! [`check`] is a pure function over an [`MmSnapshot`] and returns structured [`Violation`]s
 //! (it never reports through the Platform, so the executor can call it between any two steps).
 //! [`snapshot`] builds the snapshot by taking every lock in turn: use it at the end of a run or
-//! from a single task while nothing else runs. Checking at an arbitrary step of a running
-//! simulation needs a way to read guarded data without taking the locks (see the crate notes).
+//! from a single task while nothing else runs. [`peek_snapshot`] builds it between two steps of
+//! a running simulation with the lock-aware peeks (no step, no scheduling point), and
+//! [`install_checks`] registers both forms with a [`Sim`]: the non-quiescent rules after every
+//! step, the quiescent ones when every task has finished.
 //!
 //! Some invariants only hold when no operation is half done (a zap drops mapcounts under the
 //! page-table lock but references only after the TLB flush; an entry is locked while a fault
@@ -12,19 +14,21 @@
 
 use crate::MappingId;
 use crate::dax_entry::{
-    DAX_LOCKED, PAGE_SHIFT, dax_entry_nr_pfns, dax_flags, dax_is_empty_entry, dax_is_zero_entry,
-    dax_to_pfn,
+    DAX_LOCKED, PAGE_SHIFT, dax_entry_nr_pfns, dax_flags, dax_is_empty_entry, dax_is_pmd_entry,
+    dax_is_zero_entry, dax_to_pfn,
 };
 use crate::mm::VmaBounds;
-use crate::page::{MemMapSnapshot, Pfn};
+use crate::page::{MemMapSnapshot, Page, Pfn};
 use crate::pgtable::{Leaf, is_huge_zero_pfn, is_zero_pfn};
 use crate::world::MmWorld;
 use crate::xarray::XArray;
 use crate::{MmId, dax_entry::PG_PMD_NR};
 use serde::{Deserialize, Serialize};
 use sim_core::Platform;
+use sim_core::sim::{CheckFailure, Sim, SimPlatform};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// One process's view: its VMAs (with the file each maps) and every present leaf.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -103,6 +107,18 @@ pub enum Violation {
         addr: u64,
         pfn: Pfn,
     },
+    LeafWithoutEntry {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+    },
+    LeafEntryMismatch {
+        mm: MmId,
+        addr: u64,
+        pfn: Pfn,
+        huge: bool,
+        entry: u64,
+    },
     MapcountMismatch {
         pfn: Pfn,
         mapcount: u32,
@@ -168,6 +184,8 @@ impl Violation {
             Violation::MappedWithoutMapcount { .. } => "mapped-without-mapcount",
             Violation::WrongAssociation { .. } => "wrong-association",
             Violation::MappedAfterFree { .. } => "mapped-after-free",
+            Violation::LeafWithoutEntry { .. } => "leaf-without-entry",
+            Violation::LeafEntryMismatch { .. } => "leaf-entry-mismatch",
             Violation::MapcountMismatch { .. } => "mapcount-mismatch",
             Violation::RefcountMismatch { .. } => "refcount-mismatch",
             Violation::PinsExceedRefs { .. } => "pins-exceed-refs",
@@ -226,6 +244,7 @@ fn check_mm(
         if leaf.write() && !vma.writable() {
             out.push(Violation::WritableInReadOnlyVma { mm: id, addr });
         }
+        check_leaf_entry(s, mm, leaf, vma, *file, out);
         if leaf.special() {
             // Special leaves are the zero pages, and they are never writable.
             if !(is_zero_pfn(pfn) || is_huge_zero_pfn(pfn)) {
@@ -288,15 +307,76 @@ fn check_mm(
     }
 }
 
+/// A leaf of a file mapping that maps pmem or a zero page is backed by the DAX entry at its
+/// index, of its level: fs/dax.c stores the entry before it maps (`dax_insert_entry`, then
+/// `vmf_insert_*`) and unmaps before it deletes or downgrades one (`__dax_invalidate_entry`,
+/// the PMD downgrade of `grab_mapping_entry`). Anonymous CoW copies have no entry.
+fn check_leaf_entry(
+    s: &MmSnapshot,
+    mm: &MmView,
+    leaf: &Leaf,
+    vma: &VmaBounds,
+    file: MappingId,
+    out: &mut Vec<Violation>,
+) {
+    let (addr, pfn) = (leaf.addr(), leaf.pfn());
+    let zero = is_zero_pfn(pfn) || is_huge_zero_pfn(pfn);
+    let Some(m) = s.mappings.iter().find(|m| m.id == file) else {
+        return;
+    };
+    if !zero && s.memmap.get(pfn).is_none() {
+        return;
+    }
+    let index = vma.linear_page_index(addr);
+    let id = mm.id;
+    let Some(it) = m.xa.lookup(index).filter(|it| it.entry.is_value()) else {
+        out.push(Violation::LeafWithoutEntry { mm: id, addr, pfn });
+        return;
+    };
+    let e = it.entry;
+    let huge = leaf.size() > 1 << PAGE_SHIFT;
+    // The leaf's level: a huge leaf needs a PMD entry (a PTE may map part of a PMD entry).
+    let level_ok = !huge || dax_is_pmd_entry(e);
+    // The leaf's content: a zero page for a zero entry, else the entry's block at this index.
+    let content_ok = if zero {
+        dax_is_zero_entry(e)
+    } else {
+        !dax_is_zero_entry(e)
+            && !dax_is_empty_entry(e)
+            && pfn == dax_to_pfn(e) + (index - it.index) % dax_entry_nr_pfns(e).max(1)
+    };
+    if !(level_ok && content_ok) {
+        out.push(Violation::LeafEntryMismatch {
+            mm: id,
+            addr,
+            pfn,
+            huge,
+            entry: e.0,
+        });
+    }
+}
+
 fn check_pages(
     s: &MmSnapshot,
     mapped: &BTreeMap<Pfn, u32>,
     quiescent: bool,
     out: &mut Vec<Violation>,
 ) {
+    // `mapped` holds pfns of the memmap only, in order: walk it alongside the pages.
+    let mut mapped_iter = mapped.iter().peekable();
     for (i, pg) in s.memmap.pages.iter().enumerate() {
         let pfn = s.memmap.base_pfn + i as u64;
-        let n = mapped.get(&pfn).copied().unwrap_or(0);
+        let n = match mapped_iter.peek() {
+            Some(&(&f, &n)) if f == pfn => {
+                mapped_iter.next();
+                n
+            }
+            _ => 0,
+        };
+        // An untouched page (no counts, flags or owner) that nothing maps breaks no rule below.
+        if n == 0 && *pg == Page::default() {
+            continue;
+        }
         // mapcount equals the number of present leaves mapping the page.
         if pg.mapcount != n {
             out.push(Violation::MapcountMismatch {
@@ -464,6 +544,104 @@ pub async fn snapshot<P: Platform>(p: &P, world: &MmWorld<P>) -> MmSnapshot {
     }
 }
 
+/// [`snapshot`] built between two steps through lock-aware peeks, or `None` while a task holds
+/// one of the locks it reads (the data may be mid-update; the step after will tell).
+pub fn peek_snapshot<P: Platform>(p: &P, world: &MmWorld<P>) -> Option<MmSnapshot> {
+    let memmap = world.memmap.peek_snapshot(p)?;
+    let (live, freed_mappings) = world.mappings.peek(p, |t| {
+        (t.live().cloned().collect::<Vec<_>>(), t.freed_ids())
+    })?;
+    let mut mappings = Vec::with_capacity(live.len());
+    for m in &live {
+        let xa = m.i_pages.peek(p, |xa| xa.clone())?;
+        mappings.push(MappingView { id: m.id, xa });
+    }
+    let mm_list = world.tasks.peek(p, |tl| {
+        tl.procs
+            .values()
+            .map(|pr| pr.mm.clone())
+            .collect::<Vec<_>>()
+    })?;
+    let mut mms = Vec::with_capacity(mm_list.len());
+    for mm in mm_list {
+        let vmas = mm
+            .mmap_lock
+            .peek(p, |v| v.iter().map(|v| (v.b, v.vm_file.id)).collect())?;
+        let leaves = mm.page_table.peek(p, |pt| pt.all_leaves())?;
+        mms.push(MmView {
+            id: mm.id,
+            vmas,
+            leaves,
+        });
+    }
+    Some(MmSnapshot {
+        memmap,
+        mms,
+        mappings,
+        freed_mappings,
+    })
+}
+
+/// When the invariants of a world are checked during a simulated run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct CheckPolicy {
+    /// After every step (the non-quiescent rules, on a peeked snapshot; steps after which a
+    /// lock the snapshot needs is held are skipped).
+    pub every_step: bool,
+    /// When every task has finished (every rule, quiescent).
+    pub at_end: bool,
+}
+
+impl Default for CheckPolicy {
+    /// Every step in debug builds (tests), only at the end in release builds (where the CLI's
+    /// `--check-invariants` asks for every step).
+    fn default() -> Self {
+        CheckPolicy {
+            every_step: cfg!(debug_assertions),
+            at_end: true,
+        }
+    }
+}
+
+fn failure(vs: Vec<Violation>, when: &str) -> Option<CheckFailure> {
+    const SHOWN: usize = 4;
+    let first = vs.first()?;
+    let mut list: Vec<String> = vs.iter().take(SHOWN).map(|v| v.to_string()).collect();
+    if vs.len() > SHOWN {
+        list.push(format!("and {} more", vs.len() - SHOWN));
+    }
+    Some(CheckFailure {
+        name: first.name().to_string(),
+        message: format!("{when}: {}", list.join("; ")),
+    })
+}
+
+/// Register the invariants of `world` as step and end checks of `sim` (see [`CheckPolicy`]).
+/// The checks only peek: they change neither the run's steps nor its choices.
+pub fn install_checks(sim: &mut Sim, world: &Arc<MmWorld<SimPlatform>>, policy: CheckPolicy) {
+    let p = sim.platform();
+    if policy.every_step {
+        let w = world.clone();
+        sim.add_step_check(move |info| {
+            // A step that released no lock changed nothing a peek sees.
+            if !info.released_a_lock() {
+                return None;
+            }
+            failure(check(&peek_snapshot(&p, &w)?, false), "mid-run")
+        });
+    }
+    if policy.at_end {
+        let w = world.clone();
+        sim.add_end_check(move || match peek_snapshot(&p, &w) {
+            Some(snap) => failure(check(&snap, true), "at the end"),
+            None => Some(CheckFailure {
+                name: "lock-held-at-end".into(),
+                message: "every task finished, but an mm lock is still held".into(),
+            }),
+        });
+    }
+}
+
 /// [`snapshot`] then [`check`].
 pub async fn check_world<P: Platform>(
     p: &P,
@@ -478,7 +656,7 @@ mod tests {
     use super::*;
     use crate::dax_entry::{DAX_PMD, PMD_SIZE, dax_make_entry};
     use crate::mm::{VM_READ, VM_SHARED, VM_WRITE};
-    use crate::page::{PG_BLOCK_FREE, Page};
+    use crate::page::PG_BLOCK_FREE;
     use crate::pgtable::{_PAGE_RW, _PAGE_SPECIAL, Pmd, Pte, ZERO_PFN};
 
     const B: Pfn = 0x10_0000;
@@ -621,6 +799,56 @@ mod tests {
         broken("mapped-after-free", |s| {
             page(s, B + 1).flags |= PG_BLOCK_FREE
         });
+    }
+
+    #[test]
+    fn each_leaf_entry_invariant_fails_on_a_broken_state() {
+        broken("leaf-without-entry", |s| {
+            s.mappings[0].xa.xa_erase(0);
+            s.mappings[0].xa.nrpages -= 1;
+        });
+        // A zero page mapped over a hole that has no zero entry.
+        broken("leaf-without-entry", |s| {
+            let pte = Pte::mk(ZERO_PFN, _PAGE_SPECIAL);
+            add_leaf(
+                s,
+                Leaf::Pte {
+                    addr: VA + 0x1000,
+                    pte,
+                },
+            )
+        });
+        // The PTE maps another block than its entry's.
+        broken("leaf-entry-mismatch", |s| {
+            s.mms[0].leaves[0] = Leaf::Pte {
+                addr: VA,
+                pte: Pte::mk(B + 2, _PAGE_RW),
+            }
+        });
+        // A huge leaf over an entry that is not a PMD entry.
+        broken("leaf-entry-mismatch", |s| {
+            s.mappings[0]
+                .xa
+                .xa_store_order(512, 9, dax_make_entry(B + 512, 0));
+        });
+        // A zero page over a block entry.
+        broken("leaf-entry-mismatch", |s| {
+            s.mms[0].leaves[0] = Leaf::Pte {
+                addr: VA,
+                pte: Pte::mk(ZERO_PFN, _PAGE_SPECIAL),
+            }
+        });
+        // A PTE mapping one page of a PMD entry is fine.
+        let mut s = good();
+        s.mms[0].leaves[1] = Leaf::Pte {
+            addr: VA + PMD_SIZE + 0x3000,
+            pte: Pte::mk(B + 512 + 3, _PAGE_RW),
+        };
+        let n: Vec<_> = names(&s, false)
+            .into_iter()
+            .filter(|n| n.starts_with("leaf-"))
+            .collect();
+        assert!(n.is_empty(), "{n:?}");
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub enum Errno {
     EINVAL = 22,
     EOPNOTSUPP = 95,
     EHWPOISON = 133,
+    /// Kernel-internal: interrupted by a signal, restart the system call.
+    ERESTARTSYS = 512,
 }
 
 impl fmt::Display for Errno {

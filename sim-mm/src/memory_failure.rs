@@ -5,8 +5,9 @@
 //! (`dax_holder_notify_failure` -> [`DaxHolder::notify_failure`]; daxfs implements it with its own
 //! rmap and calls [`mf_dax_kill_procs`] per owner); if there is no holder (-EOPNOTSUPP), the
 //! generic path `mf_generic_kill_procs` follows `page->mapping`/`index`. Both lock the DAX entry
-//! through [`DaxEntryLocking`] (the DAX core implements it; [`NoDaxLocking`] stands in until
-//! then), mark the page HWPoison, collect the processes mapping it (`collect_procs_*`), unmap the
+//! through [`DaxEntryLocking`] (the DAX core, `crate::dax::Dax`, implements it with the entry
+//! locks of fs/dax.c; [`NoDaxLocking`] takes no lock, for tests of this layer alone), mark the
+//! page HWPoison, collect the processes mapping it (`collect_procs_*`), unmap the
 //! largest mapping size found, and signal (`kill_procs`): the consuming thread gets
 //! `BUS_MCEERR_AR`, others `BUS_MCEERR_AO` if they asked for early kill, a process whose address
 //! could not be found gets SIGKILL. The result is logged as Linux logs it ("recovery action for

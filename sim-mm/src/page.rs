@@ -440,6 +440,20 @@ impl<P: Platform> MemMap<P> {
             .await;
     }
 
+    /// A copy of every page through lock-aware peeks, for checks between steps; `None` while a
+    /// task holds a section lock (a section lock is never held across a scheduling point, so
+    /// between steps it never is).
+    pub fn peek_snapshot(&self, p: &P) -> Option<MemMapSnapshot> {
+        let mut pages = Vec::with_capacity(self.nr_pages as usize);
+        for s in &self.sections {
+            s.peek(p, |g| pages.extend_from_slice(g))?;
+        }
+        Some(MemMapSnapshot {
+            base_pfn: self.base_pfn,
+            pages,
+        })
+    }
+
     /// A copy of every page (locks each section in turn; for quiescent states only).
     pub async fn snapshot(&self, p: &P) -> MemMapSnapshot {
         let mut pages = Vec::with_capacity(self.nr_pages as usize);

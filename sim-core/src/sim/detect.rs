@@ -25,6 +25,9 @@ pub enum ViolationKind {
     StepLimit,
     /// The model code itself panicked (a bug in pmsim, reported rather than crashing).
     ModelPanic,
+    /// A step or end check registered by the model found a broken invariant; the name says
+    /// which.
+    Invariant(String),
 }
 
 impl ViolationKind {
@@ -36,6 +39,7 @@ impl ViolationKind {
             ViolationKind::Assertion(n) => format!("assertion:{n}"),
             ViolationKind::StepLimit => "step-limit".into(),
             ViolationKind::ModelPanic => "model-panic".into(),
+            ViolationKind::Invariant(n) => format!("invariant:{n}"),
         }
     }
 }

@@ -44,11 +44,13 @@
 pub mod audit;
 mod detect;
 pub mod explore;
+mod hooks;
 pub mod manual;
 pub mod schedule;
 
 pub use detect::{TaskReport, Violation, ViolationKind};
 pub use explore::{ExploreConfig, ExploreReport, Failure, Model, Strategy, explore, run_twice};
+pub use hooks::{CheckFailure, EndCheck, StepCheck, StepInfo, peek_machine};
 pub use manual::{ManualSession, NextStep};
 pub use schedule::Schedule;
 
@@ -185,6 +187,10 @@ struct State {
     next_waiter: u32,
     /// The machine under the run, when the model installed one.
     machine: Option<Machine>,
+    /// A task's future is being polled (model code runs): peeks are refused.
+    polling: bool,
+    /// A step or end check runs: it may peek, not change the run.
+    in_check: bool,
 }
 
 impl State {
@@ -196,6 +202,10 @@ impl State {
     }
 
     fn new_obj(&mut self, name: &'static str, state: ObjState) -> SimRaw {
+        assert!(
+            !self.in_check,
+            "a check created the simulated object {name}"
+        );
         // Ids follow creation order (in the model's setup, this touches no step).
         self.touch(Op::new(OpKind::Write, Op::ALLOC));
         let id = ObjId(self.objs.len() as u32);
@@ -534,6 +544,10 @@ impl Platform for SimPlatform {
         })
     }
 
+    fn peek_lock<R>(&self, l: &SimRaw, f: impl FnOnce() -> R) -> Option<R> {
+        hooks::peek(l, |s, id| s.lock_mut(id).1.is_none(), f)
+    }
+
     fn new_rwsem(&self, name: &'static str) -> SimRaw {
         with_state(|s| {
             s.new_obj(
@@ -638,6 +652,10 @@ impl Platform for SimPlatform {
                 s.up(r.id.0 as usize, write);
             }
         })
+    }
+
+    fn peek_rwsem<R>(&self, r: &SimRaw, f: impl FnOnce() -> R) -> Option<R> {
+        hooks::peek(r, |s, id| s.rwsem_mut(id).2.is_none(), f)
     }
 
     fn new_waitqueue(&self, name: &'static str) -> SimRaw {
@@ -746,6 +764,7 @@ impl Platform for SimPlatform {
 
     fn random_u64(&self) -> u64 {
         with_state(|s| {
+            assert!(!s.in_check, "a check drew a random number");
             let cur = s.current as usize;
             match s.tasks.get_mut(cur) {
                 Some(t) => t.rng.next_u64(),
@@ -897,6 +916,8 @@ pub struct Sim {
     choices: Vec<u32>,
     /// Footprint of the last step: its announced op plus implicit touches.
     last_footprint: Vec<Op>,
+    /// Step and end checks registered by the model.
+    hooks: hooks::Hooks,
 }
 
 impl Sim {
@@ -923,6 +944,8 @@ impl Sim {
                 sites: Vec::new(),
                 next_waiter: 0,
                 machine: None,
+                polling: false,
+                in_check: false,
             });
         });
         Sim {
@@ -933,6 +956,7 @@ impl Sim {
             log: Vec::new(),
             choices: Vec::new(),
             last_footprint: Vec::new(),
+            hooks: hooks::Hooks::default(),
         }
     }
 
@@ -1049,7 +1073,10 @@ impl Sim {
             let v = if all_finished {
                 // WARNs let the run go on, but a run that raised one is not clean.
                 let Some((task, line, a)) = with_state(|s| s.warnings.first().cloned()) else {
-                    return Some(RunEnd::Done);
+                    return Some(match self.run_end_checks() {
+                        Some(v) => RunEnd::Violation(self.finish_violation(v)),
+                        None => RunEnd::Done,
+                    });
                 };
                 Violation {
                     kind: ViolationKind::Assertion(a.name),
@@ -1081,15 +1108,17 @@ impl Sim {
     /// Poll task `idx` as the current task up to its next announcement, or to its end. A panic
     /// of the model is a violation and ends the task.
     fn poll_task(&mut self, idx: usize) {
-        with_state(|s| {
+        let polling = with_state(|s| {
             s.current = idx as u32;
             s.announced = false;
+            std::mem::replace(&mut s.polling, true)
         });
         let fut = self.futures[idx]
             .as_mut()
             .expect("a finished task has no next step");
         let mut cx = Context::from_waker(noop_waker());
         let res = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+        with_state(|s| s.polling = polling);
         let finished = with_state(|s| match res {
             Ok(Poll::Ready(())) => true,
             Ok(Poll::Pending) => {
@@ -1149,6 +1178,7 @@ impl Sim {
         // The event log records the step's time: every step reads its CPU's clock.
         self.last_footprint.push(Op::cpu(OpKind::Read, cpu));
         with_state(|s| self.last_footprint.extend_from_slice(&s.extra));
+        self.run_step_checks(t);
     }
 
     /// Run a new task's code up to its first Platform operation. That code touches only the
@@ -1245,6 +1275,7 @@ impl Drop for Sim {
         // Task futures may hold guards whose drop releases simulated locks: drop them while
         // the state still exists, then clear the thread's slot.
         self.futures.clear();
+        self.clear_hooks();
         STATE.with(|s| {
             if let Ok(mut s) = s.try_borrow_mut() {
                 *s = None;

@@ -49,8 +49,11 @@
 
 pub mod entry;
 pub mod fault;
+pub mod invalidate;
 pub mod iomap;
+pub mod memory_failure;
 pub mod test_iomap;
+pub mod writeback;
 
 use crate::world::MmWorld;
 use sim_core::platform::{RwSemReadGuard, SpinLockGuard};
