@@ -1,0 +1,747 @@
+//! The mounted file system: mkfs, mount (journal recovery), unmount, fsck of the media, and
+//! the metadata operations that change extents (create, allocation, reflink, freeing blocks).
+//!
+//! In core: the namespace and inode cache (one mutex, the directory's lock), each inode's
+//! [`InodeCore`] behind its `ILOCK`, the allocator behind its mutex, the journal behind the log
+//! mutex. A metadata change builds its units (inode record, bitmap and refcount lines) while
+//! holding the locks of what it changed, and inserts them into the CIL before releasing them
+//! ([`Daxfs::commit_trans`]).
+
+use crate::FsError;
+use crate::alloc::AllocState;
+use crate::extent::{self, ExtentMap};
+use crate::fsck::{FsckReport, fsck_image};
+use crate::journal::{
+    JournalState, Log, empty_header, parse_journal, sfence, store_clwb, xlog_force,
+};
+use crate::layout::{DiskInode, Extent, Geometry, INODE_SIZE, MAX_EXTENTS, NAME_MAX, Superblock};
+use sim_core::platform::Platform;
+use sim_core::{Mutex, PmemPlatform, RwSem};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// An inode's in-core state (under its `ILOCK`).
+#[derive(Clone, Debug, Default)]
+pub struct InodeCore {
+    pub disk: DiskInode,
+    /// The log sequence its last change went into (0: none since mount). The metadata is
+    /// durable once the log's `committed_seq` reaches it.
+    pub logged_seq: u64,
+}
+
+/// An in-core inode.
+pub struct Inode<P: Platform> {
+    pub ino: u64,
+    /// `i_rwsem` (XFS IOLOCK).
+    pub i_rwsem: RwSem<P, ()>,
+    /// `ILOCK`: the inode's size and extent map.
+    pub ilock: Mutex<P, InodeCore>,
+}
+
+/// The namespace (flat: path -> inode) and the inode cache of every in-use inode.
+pub struct Namespace<P: Platform> {
+    pub names: BTreeMap<String, u64>,
+    pub inodes: BTreeMap<u64, Arc<Inode<P>>>,
+}
+
+/// What mount found in the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountInfo {
+    /// A committed transaction was replayed: its sequence number and record count.
+    pub replayed: Option<(u64, usize)>,
+    /// An uncommitted transaction was discarded: its sequence number and why.
+    pub discarded: Option<(u64, String)>,
+    /// The superblock said the last unmount was clean.
+    pub was_clean: bool,
+}
+
+/// A mounted daxfs.
+pub struct Daxfs<P: Platform> {
+    pub geo: Geometry,
+    pub pmem_size: u64,
+    pub mount_info: MountInfo,
+    pub ns: Mutex<P, Namespace<P>>,
+    pub alloc: Mutex<P, AllocState>,
+    pub log: Mutex<P, Log>,
+}
+
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// Write zeros over `addr .. addr + len` with non-temporal stores and fence them: durable
+/// zeros (the pmem driver's zeroing; `XFS_BMAPI_ZERO`).
+pub async fn zero_range<P: PmemPlatform>(p: &P, addr: u64, len: u64) -> Result<(), FsError> {
+    let mut a = addr;
+    while a < addr + len {
+        let n = (addr + len - a).min(ZEROS.len() as u64);
+        p.pmem_ntstore(a, &ZEROS[..n as usize])
+            .await
+            .map_err(FsError::from_mem)?;
+        a += n;
+    }
+    sfence(p).await
+}
+
+/// Read `len` bytes at `addr` through CPU loads.
+async fn load<P: PmemPlatform>(p: &P, addr: u64, len: u64) -> Result<Vec<u8>, String> {
+    let mut v = vec![0u8; len as usize];
+    p.pmem_load(addr, &mut v)
+        .await
+        .map_err(|e| format!("metadata at {addr:#x} unreadable: {e}"))?;
+    Ok(v)
+}
+
+/// `mkfs.daxfs`: write an empty file system over a device of `pmem_size` bytes with blocks of
+/// `blocksize` bytes. Everything but the superblock is written and made durable first, then the
+/// superblock, so a crash during mkfs leaves no valid file system.
+pub async fn mkfs<P: PmemPlatform>(
+    p: &P,
+    pmem_size: u64,
+    blocksize: u64,
+) -> Result<Geometry, String> {
+    let geo = Geometry::new(pmem_size, blocksize)?;
+    let mem = |e: FsError| format!("mkfs: {e}");
+    // Superblock invalid first, then every metadata block zeroed.
+    zero_range(p, 0, geo.meta_bytes()).await.map_err(mem)?;
+    let mut bitmap = vec![0u8; geo.data_start.div_ceil(8) as usize];
+    for b in 0..geo.data_start {
+        bitmap[(b / 8) as usize] |= 1 << (b % 8);
+    }
+    store_clwb(p, geo.addr(geo.bitmap_start), &bitmap)
+        .await
+        .map_err(mem)?;
+    store_clwb(p, geo.journal_addr(), &empty_header(0))
+        .await
+        .map_err(mem)?;
+    sfence(p).await.map_err(mem)?;
+    let sb = Superblock { geo, clean: true };
+    store_clwb(p, 0, &sb.encode()).await.map_err(mem)?;
+    sfence(p).await.map_err(mem)?;
+    Ok(geo)
+}
+
+/// The metadata after journal recovery, computed without touching the media: what mount
+/// writes back, and what a crash-image checker inspects.
+#[derive(Clone, Debug)]
+pub struct Recovered {
+    pub geo: Geometry,
+    /// Bytes `0 .. geo.meta_bytes()` with the committed transaction (if any) applied.
+    pub meta: Vec<u8>,
+    pub info: MountInfo,
+    /// The last journal sequence number used.
+    pub seq: u64,
+    /// The in-place writes of the replayed transaction.
+    pub writes: Vec<(u64, Vec<u8>)>,
+}
+
+/// Journal recovery on the metadata bytes `meta` of a file system with geometry `geo`.
+pub fn recover_meta(
+    geo: Geometry,
+    was_clean: bool,
+    mut meta: Vec<u8>,
+) -> Result<Recovered, String> {
+    let ja = geo.journal_addr() as usize;
+    let mut info = MountInfo {
+        replayed: None,
+        discarded: None,
+        was_clean,
+    };
+    let mut writes = Vec::new();
+    let seq = match parse_journal(&meta[ja..ja + geo.journal_bytes() as usize]) {
+        JournalState::Empty { seq } => seq,
+        JournalState::Corrupt(e) => {
+            return Err(format!("journal (block {}): {e}", geo.journal_start));
+        }
+        JournalState::Uncommitted { seq, why } => {
+            info.discarded = Some((seq, why));
+            seq
+        }
+        JournalState::Committed { seq, records } => {
+            let lo = geo.addr(geo.itable_start);
+            for (addr, data) in &records {
+                let end = addr + data.len() as u64;
+                if *addr < lo || end > geo.meta_bytes() {
+                    return Err(format!(
+                        "journal (block {}): transaction {seq} writes {addr:#x}..{end:#x}, \
+                         outside the inode table, bitmap and refcounts",
+                        geo.journal_start
+                    ));
+                }
+            }
+            for (addr, data) in &records {
+                meta[*addr as usize..*addr as usize + data.len()].copy_from_slice(data);
+            }
+            info.replayed = Some((seq, records.len()));
+            writes = records;
+            seq
+        }
+    };
+    if info.replayed.is_some() || info.discarded.is_some() {
+        meta[ja..ja + 64].copy_from_slice(&empty_header(seq));
+    }
+    Ok(Recovered {
+        geo,
+        meta,
+        info,
+        seq,
+        writes,
+    })
+}
+
+/// The in-use inodes of recovered metadata, by number (errors name the block).
+pub fn inodes_of(geo: &Geometry, meta: &[u8]) -> Result<BTreeMap<u64, DiskInode>, String> {
+    let mut out = BTreeMap::new();
+    for ino in 1..=geo.ninodes {
+        let a = geo.inode_addr(ino) as usize;
+        let d = DiskInode::decode(&meta[a..a + INODE_SIZE as usize]).map_err(|e| {
+            format!(
+                "inode table (block {}): inode {ino}: {e}",
+                a as u64 / geo.blocksize
+            )
+        })?;
+        if d.in_use {
+            out.insert(ino, d);
+        }
+    }
+    Ok(out)
+}
+
+impl<P: PmemPlatform> Daxfs<P> {
+    /// Mount the file system on a device of `pmem_size` bytes: check the superblock, recover
+    /// the journal (replay a committed transaction, discard an uncommitted one), mark the
+    /// superblock in use, load inodes, bitmap and refcounts. Errors name the structure and
+    /// block.
+    pub async fn mount(p: &P, pmem_size: u64) -> Result<Arc<Daxfs<P>>, String> {
+        let sbb = load(p, 0, 128).await?;
+        let sb = Superblock::decode(&sbb, pmem_size)
+            .map_err(|e| format!("superblock (block 0): {e}"))?;
+        let geo = sb.geo;
+        let meta = load(p, 0, geo.meta_bytes()).await?;
+        let rec = recover_meta(geo, sb.clean, meta)?;
+        let mem = |e: FsError| format!("journal (block {}): recovery: {e}", geo.journal_start);
+        // Replay in place, then mark the journal empty (also when a transaction was
+        // discarded, so that it is never looked at again).
+        if !rec.writes.is_empty() {
+            for (addr, data) in &rec.writes {
+                store_clwb(p, *addr, data).await.map_err(mem)?;
+            }
+            sfence(p).await.map_err(mem)?;
+        }
+        if rec.info.replayed.is_some() || rec.info.discarded.is_some() {
+            store_clwb(p, geo.journal_addr(), &empty_header(rec.seq))
+                .await
+                .map_err(mem)?;
+            sfence(p).await.map_err(mem)?;
+        }
+        let (meta, info, seq) = (rec.meta, rec.info, rec.seq);
+        // In use from here: a crash before unmount leaves `clean` false.
+        let sb = Superblock { geo, clean: false };
+        store_clwb(p, 0, &sb.encode())
+            .await
+            .map_err(|e| format!("superblock (block 0): {e}"))?;
+        sfence(p)
+            .await
+            .map_err(|e| format!("superblock (block 0): {e}"))?;
+        let mut names = BTreeMap::new();
+        let mut inodes = BTreeMap::new();
+        for (ino, d) in inodes_of(&geo, &meta)? {
+            names.insert(d.name.clone(), ino);
+            inodes.insert(ino, Arc::new(Inode::new(p, ino, d)));
+        }
+        let bm = geo.addr(geo.bitmap_start) as usize;
+        let rc = geo.addr(geo.refcount_start) as usize;
+        let alloc = AllocState::from_media(
+            geo,
+            &meta[bm..bm + (geo.bitmap_blocks * geo.blocksize) as usize],
+            &meta[rc..rc + (geo.refcount_blocks * geo.blocksize) as usize],
+        );
+        Ok(Arc::new(Daxfs {
+            geo,
+            pmem_size,
+            mount_info: info,
+            ns: Mutex::new(p, "daxfs_namespace", Namespace { names, inodes }),
+            alloc: Mutex::new(p, "daxfs_alloc", alloc),
+            log: Mutex::new(p, "daxfs_log", Log::new(&geo, seq)),
+        }))
+    }
+
+    /// Unmount: force the log (every change durable and checkpointed), mark the superblock
+    /// clean.
+    pub async fn unmount(&self, p: &P) -> Result<(), FsError> {
+        let mut log = self.log.lock(p).await;
+        xlog_force(p, &self.geo, &mut log).await?;
+        let sb = Superblock {
+            geo: self.geo,
+            clean: true,
+        };
+        store_clwb(p, 0, &sb.encode()).await?;
+        sfence(p).await?;
+        log.shutdown = true;
+        drop(log);
+        Ok(())
+    }
+
+    /// fsck of what is on the media now (changes still in the CIL are not there yet), read
+    /// through CPU loads.
+    pub async fn fsck_media(p: &P, pmem_size: u64) -> FsckReport {
+        // Read the superblock, then the metadata (the only sizes fsck asks for).
+        let sb = load(p, 0, 128).await;
+        let geo = sb
+            .as_ref()
+            .ok()
+            .and_then(|b| Superblock::decode(b, pmem_size).ok())
+            .map(|s| s.geo);
+        let meta = match geo {
+            Some(g) => load(p, 0, g.meta_bytes()).await,
+            None => sb.clone(),
+        };
+        let mut read = |addr: u64, buf: &mut [u8]| -> Result<(), String> {
+            let m = meta.as_ref().map_err(|e| e.clone())?;
+            let end = addr as usize + buf.len();
+            if end > m.len() {
+                return Err(format!("{addr:#x}+{} past the metadata read", buf.len()));
+            }
+            buf.copy_from_slice(&m[addr as usize..end]);
+            Ok(())
+        };
+        fsck_image(&mut read, pmem_size)
+    }
+
+    /// `xfs_log_force`: make every logged change durable.
+    pub async fn log_force(&self, p: &P) -> Result<(), FsError> {
+        let mut log = self.log.lock(p).await;
+        let r = xlog_force(p, &self.geo, &mut log).await;
+        drop(log);
+        r
+    }
+
+    /// `xfs_log_force_seq`: make the changes up to sequence `seq` durable.
+    pub async fn log_force_seq(&self, p: &P, seq: u64) -> Result<(), FsError> {
+        let mut log = self.log.lock(p).await;
+        let r = if log.is_durable(seq) {
+            Ok(())
+        } else {
+            xlog_force(p, &self.geo, &mut log).await
+        };
+        drop(log);
+        r
+    }
+
+    /// Whether log sequence `seq` is durable (one locked read of the log).
+    pub async fn is_durable(&self, p: &P, seq: u64) -> bool {
+        if seq == 0 {
+            return true;
+        }
+        let log = self.log.lock(p).await;
+        let d = log.is_durable(seq);
+        drop(log);
+        d
+    }
+
+    /// `xfs_trans_commit`: insert one transaction's units into the CIL (forcing the log first
+    /// when they would not fit); returns the sequence they belong to. Called with the locks of
+    /// everything the units captured still held.
+    pub async fn commit_trans(&self, p: &P, units: Vec<(u64, Vec<u8>)>) -> Result<u64, FsError> {
+        let need: u64 = units.iter().map(|(_, d)| Log::record_bytes(d.len())).sum();
+        let mut log = self.log.lock(p).await;
+        if log.shutdown {
+            drop(log);
+            return Err(FsError::EIO);
+        }
+        if need > log.capacity {
+            // One transaction larger than the journal (a reflink of a huge range): refused
+            // before anything changed on media. XFS would roll it into several transactions.
+            drop(log);
+            return Err(FsError::ENOSPC);
+        }
+        if log.cil_bytes + need > log.capacity {
+            xlog_force(p, &self.geo, &mut log).await?;
+        }
+        log.insert(units);
+        let seq = log.open_seq;
+        drop(log);
+        Ok(seq)
+    }
+
+    /// The inode named `name`.
+    pub async fn lookup(&self, p: &P, name: &str) -> Option<Arc<Inode<P>>> {
+        let ns = self.ns.lock(p).await;
+        let r = ns.names.get(name).and_then(|i| ns.inodes.get(i)).cloned();
+        drop(ns);
+        r
+    }
+
+    /// Create an empty file `name` (a path). EEXIST, ENAMETOOLONG, EINVAL (not a path), ENOSPC
+    /// (no free inode).
+    pub async fn create(&self, p: &P, name: &str) -> Result<Arc<Inode<P>>, FsError> {
+        if !name.starts_with('/') {
+            return Err(FsError::EINVAL);
+        }
+        if name.len() > NAME_MAX {
+            return Err(FsError::ENAMETOOLONG);
+        }
+        let mut ns = self.ns.lock(p).await;
+        if ns.names.contains_key(name) {
+            drop(ns);
+            return Err(FsError::EEXIST);
+        }
+        let Some(ino) = (1..=self.geo.ninodes).find(|i| !ns.inodes.contains_key(i)) else {
+            drop(ns);
+            return Err(FsError::ENOSPC);
+        };
+        let disk = DiskInode {
+            in_use: true,
+            name: name.to_string(),
+            generation: 1,
+            ..DiskInode::default()
+        };
+        let units = vec![(self.geo.inode_addr(ino), disk.encode())];
+        let seq = match self.commit_trans(p, units).await {
+            Ok(s) => s,
+            Err(e) => {
+                drop(ns);
+                return Err(e);
+            }
+        };
+        let inode = Arc::new(Inode::with_core(
+            p,
+            ino,
+            InodeCore {
+                disk,
+                logged_seq: seq,
+            },
+        ));
+        ns.names.insert(name.to_string(), ino);
+        ns.inodes.insert(ino, inode.clone());
+        drop(ns);
+        Ok(inode)
+    }
+
+    /// The inode record unit of `ino` for a transaction.
+    pub fn inode_unit(&self, ino: u64, d: &DiskInode) -> (u64, Vec<u8>) {
+        (self.geo.inode_addr(ino), d.encode())
+    }
+
+    /// Allocate blocks for file blocks `fb .. fb + n` of `core` that are holes (unwritten
+    /// when `unwritten`, else written and zeroed), and set the size to at least `new_size`.
+    /// Called with the inode's ILOCK held (`core`). Stops at the first error (ENOSPC when
+    /// the device or the inode's extent list is full), keeping what was allocated before.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn alloc_range(
+        &self,
+        p: &P,
+        ino: u64,
+        core: &mut InodeCore,
+        fb: u64,
+        n: u64,
+        unwritten: bool,
+        new_size: u64,
+    ) -> Result<(), FsError> {
+        let mut b = fb;
+        let end = fb + n;
+        while b < end {
+            let (cur, run) = extent::run(&core.disk.extents, b, end - b);
+            if cur.is_some() {
+                b += run;
+                continue;
+            }
+            self.alloc_hole(p, ino, core, b, run, unwritten).await?;
+            // The allocation may be shorter than the hole: go on from wherever it ended.
+        }
+        if new_size > core.disk.size {
+            core.disk.size = new_size;
+            let seq = self
+                .commit_trans(p, vec![self.inode_unit(ino, &core.disk)])
+                .await?;
+            core.logged_seq = seq;
+        }
+        Ok(())
+    }
+
+    /// One allocation for the hole at file block `fb` (at most `n` blocks): returns the
+    /// extent it mapped. Holds the allocator across zeroing and the transaction, so no other
+    /// transaction logs these bitmap bits before the extent that owns them (XFS zeroes inside
+    /// the allocation transaction, `XFS_BMAPI_ZERO`).
+    pub async fn alloc_hole(
+        &self,
+        p: &P,
+        ino: u64,
+        core: &mut InodeCore,
+        fb: u64,
+        n: u64,
+        unwritten: bool,
+    ) -> Result<Extent, FsError> {
+        let mut a = self.alloc.lock(p).await;
+        let (d, got) = match a.alloc(fb, n) {
+            Ok(x) => x,
+            Err(e) => {
+                drop(a);
+                return Err(e);
+            }
+        };
+        let e = Extent {
+            dev: d,
+            len: got,
+            unwritten,
+        };
+        if extent::count_after_replace(&core.disk.extents, fb, e) > MAX_EXTENTS {
+            a.free(d, got);
+            a.take_dirty();
+            drop(a);
+            return Err(FsError::ENOSPC);
+        }
+        if !unwritten && let Err(err) = zero_range(p, self.geo.addr(d), self.geo.addr(got)).await {
+            a.free(d, got);
+            a.take_dirty();
+            drop(a);
+            return Err(err);
+        }
+        extent::replace(&mut core.disk.extents, fb, e);
+        let mut units = a.take_dirty();
+        units.push(self.inode_unit(ino, &core.disk));
+        let r = self.commit_trans(p, units).await;
+        drop(a);
+        core.logged_seq = r?;
+        Ok(e)
+    }
+
+    /// Remove file blocks `fb .. fb + n` of the inode (`core`, ILOCK held) and drop its
+    /// reference to their blocks (freed unless shared): the block side of truncate and punch
+    /// hole. The caller has already broken DAX layouts and removed the mapping's entries.
+    pub async fn free_range(
+        &self,
+        p: &P,
+        ino: u64,
+        core: &mut InodeCore,
+        fb: u64,
+        n: u64,
+    ) -> Result<(), FsError> {
+        let mut trial = core.disk.extents.clone();
+        extent::remove_range(&mut trial, fb, n);
+        if trial.len() > MAX_EXTENTS {
+            // Punching the middle of an extent when the list is full.
+            return Err(FsError::ENOSPC);
+        }
+        let mut a = self.alloc.lock(p).await;
+        let gone = extent::remove_range(&mut core.disk.extents, fb, n);
+        for e in &gone {
+            a.free(e.dev, e.len);
+        }
+        let mut units = a.take_dirty();
+        units.push(self.inode_unit(ino, &core.disk));
+        let r = self.commit_trans(p, units).await;
+        drop(a);
+        core.logged_seq = r?;
+        Ok(())
+    }
+
+    /// Change the size; blocks wholly past the new end of file are freed (the block side of
+    /// truncate: the caller breaks layouts and removes DAX entries first).
+    pub async fn set_size(&self, p: &P, inode: &Inode<P>, size: u64) -> Result<(), FsError> {
+        if size > i64::MAX as u64 {
+            return Err(FsError::EFBIG);
+        }
+        let mut core = inode.ilock.lock(p).await;
+        let r = async {
+            let first_gone = size.div_ceil(self.geo.blocksize);
+            let last = core
+                .disk
+                .extents
+                .iter()
+                .next_back()
+                .map_or(0, |(&s, e)| s + e.len);
+            core.disk.size = size;
+            if last > first_gone {
+                self.free_range(p, inode.ino, &mut core, first_gone, last - first_gone)
+                    .await
+            } else {
+                let seq = self
+                    .commit_trans(p, vec![self.inode_unit(inode.ino, &core.disk)])
+                    .await?;
+                core.logged_seq = seq;
+                Ok(())
+            }
+        }
+        .await;
+        drop(core);
+        r
+    }
+
+    /// `fallocate(mode 0 or KEEP_SIZE)`: unwritten extents over the holes of `off .. off +
+    /// len`; the size grows to `off + len` unless `keep_size`.
+    pub async fn fallocate(
+        &self,
+        p: &P,
+        inode: &Inode<P>,
+        off: u64,
+        len: u64,
+        keep_size: bool,
+    ) -> Result<(), FsError> {
+        let end = off.checked_add(len).ok_or(FsError::EFBIG)?;
+        if len == 0 {
+            return Err(FsError::EINVAL);
+        }
+        if end > i64::MAX as u64 {
+            return Err(FsError::EFBIG);
+        }
+        let bs = self.geo.blocksize;
+        let (fb, eb) = (off / bs, end.div_ceil(bs));
+        let mut core = inode.ilock.lock(p).await;
+        let new_size = if keep_size { 0 } else { end };
+        let r = self
+            .alloc_range(p, inode.ino, &mut core, fb, eb - fb, true, new_size)
+            .await;
+        drop(core);
+        r
+    }
+
+    /// Preallocate written (zeroed) blocks over `off .. off + len` (the trace's `file ...
+    /// prealloc`), 2 MiB-aligned where the allocator can; the size grows to `off + len`.
+    pub async fn prealloc(
+        &self,
+        p: &P,
+        inode: &Inode<P>,
+        off: u64,
+        len: u64,
+    ) -> Result<(), FsError> {
+        let end = off.checked_add(len).ok_or(FsError::EFBIG)?;
+        let bs = self.geo.blocksize;
+        let (fb, eb) = (off / bs, end.div_ceil(bs));
+        let mut core = inode.ilock.lock(p).await;
+        let r = self
+            .alloc_range(p, inode.ino, &mut core, fb, eb - fb, false, end)
+            .await;
+        drop(core);
+        r
+    }
+
+    /// FICLONERANGE: share the blocks of `src` from `src_off` for `len` bytes into `dst` at
+    /// `dst_off` (holes in the source punch the destination); `len` 0 means to the source's
+    /// end of file. Offsets are block-aligned, and so is `len` unless the range ends at the
+    /// source's EOF (EINVAL otherwise); overlapping ranges of one file are EINVAL. The
+    /// destination grows to cover the range. Both ILOCKs are taken in inode-number order. The
+    /// caller holds both IOLOCKs and MMAPLOCKs and has broken layouts of the destination range.
+    pub async fn reflink(
+        &self,
+        p: &P,
+        src: &Inode<P>,
+        dst: &Inode<P>,
+        src_off: u64,
+        len: u64,
+        dst_off: u64,
+    ) -> Result<(), FsError> {
+        let bs = self.geo.blocksize;
+        if !src_off.is_multiple_of(bs) || !dst_off.is_multiple_of(bs) {
+            return Err(FsError::EINVAL);
+        }
+        let same = src.ino == dst.ino;
+        // ILOCKs in inode-number order.
+        let (mut g1, mut g2) = if same {
+            (src.ilock.lock(p).await, None)
+        } else if src.ino < dst.ino {
+            let a = src.ilock.lock(p).await;
+            (a, Some(dst.ilock.lock(p).await))
+        } else {
+            let b = dst.ilock.lock(p).await;
+            let a = src.ilock.lock(p).await;
+            (a, Some(b))
+        };
+        let r = async {
+            let src_size = g1.disk.size;
+            let len = if len == 0 {
+                src_size.saturating_sub(src_off)
+            } else {
+                len
+            };
+            let src_end = src_off.checked_add(len).ok_or(FsError::EINVAL)?;
+            let dst_end = dst_off.checked_add(len).ok_or(FsError::EINVAL)?;
+            if len == 0 || src_end > src_size {
+                return Err(FsError::EINVAL);
+            }
+            if !len.is_multiple_of(bs) && src_end != src_size {
+                return Err(FsError::EINVAL);
+            }
+            if same && src_off < dst_end && dst_off < src_end {
+                return Err(FsError::EINVAL);
+            }
+            let (sfb, nb, dfb) = (src_off / bs, len.div_ceil(bs), dst_off / bs);
+            // The source runs (a copy: the destination may be the same inode).
+            let mut runs: Vec<(u64, Option<Extent>, u64)> = Vec::new();
+            let mut b = 0;
+            while b < nb {
+                let (cur, n) = extent::run(&g1.disk.extents, sfb + b, nb - b);
+                runs.push((b, cur, n));
+                b += n;
+            }
+            let dmap: &mut ExtentMap = match g2.as_mut() {
+                Some(g) => &mut g.disk.extents,
+                None => &mut g1.disk.extents,
+            };
+            let mut trial = dmap.clone();
+            for &(o, cur, n) in &runs {
+                match cur {
+                    Some(e) => {
+                        extent::replace(&mut trial, dfb + o, e);
+                    }
+                    None => {
+                        extent::remove_range(&mut trial, dfb + o, n);
+                    }
+                }
+            }
+            if trial.len() > MAX_EXTENTS {
+                return Err(FsError::ENOSPC);
+            }
+            let mut a = self.alloc.lock(p).await;
+            for &(o, cur, n) in &runs {
+                let gone = match cur {
+                    Some(e) => {
+                        a.share(e.dev, e.len);
+                        extent::replace(dmap, dfb + o, e)
+                    }
+                    None => extent::remove_range(dmap, dfb + o, n),
+                };
+                for g in gone {
+                    a.free(g.dev, g.len);
+                }
+            }
+            let dst_core = match g2.as_mut() {
+                Some(g) => &mut **g,
+                None => &mut *g1,
+            };
+            if dst_end > dst_core.disk.size {
+                dst_core.disk.size = dst_end;
+            }
+            let mut units = a.take_dirty();
+            units.push(self.inode_unit(dst.ino, &dst_core.disk));
+            let r = self.commit_trans(p, units).await;
+            drop(a);
+            let seq = r?;
+            dst_core.logged_seq = seq;
+            Ok(())
+        }
+        .await;
+        drop(g2);
+        drop(g1);
+        r
+    }
+}
+
+impl<P: Platform> Inode<P> {
+    pub fn new(p: &P, ino: u64, disk: DiskInode) -> Inode<P> {
+        Inode::with_core(
+            p,
+            ino,
+            InodeCore {
+                disk,
+                logged_seq: 0,
+            },
+        )
+    }
+
+    pub fn with_core(p: &P, ino: u64, core: InodeCore) -> Inode<P> {
+        Inode {
+            ino,
+            i_rwsem: RwSem::new(p, "i_rwsem", ()),
+            ilock: Mutex::new(p, "xfs_ilock", core),
+        }
+    }
+}

@@ -1,0 +1,728 @@
+//! daxfs on the simulated pmem: mkfs/mount/unmount, journal recovery across crash images,
+//! fsck on clean and corrupted images, allocation, iomap answers, reflink refcounts, and
+//! concurrent allocation explored with dfs.
+
+use sim_core::machine::{CrashImage, CrashOptions, Machine, MachineConfig, Pmem};
+use sim_core::platform::bug_on;
+use sim_core::sim::{ExploreConfig, RunEnd, Sim, SimConfig, SimPlatform, Strategy, explore};
+use sim_core::{Mutex, Spawner};
+use sim_fs::fs::{inodes_of, recover_meta};
+use sim_fs::journal::CommitPhase;
+use sim_fs::layout::{Geometry, PMD_SIZE, Superblock};
+use sim_fs::{Daxfs, DaxfsFile, FsError, FsckReport, fsck_image, mkfs};
+use sim_mm::dax::iomap::{
+    IOMAP_F_DIRTY, IOMAP_F_NEW, IOMAP_F_SHARED, IOMAP_WRITE, IomapOps, IomapType,
+};
+use std::future::Future;
+use std::sync::Arc;
+
+type P = SimPlatform;
+const MIB: u64 = 1 << 20;
+const BS: u64 = 4096;
+
+fn machine(size: u64) -> Machine {
+    let mut cfg = MachineConfig::default();
+    cfg.set("pmem", &size.to_string()).unwrap();
+    cfg.set("cpus", "2").unwrap();
+    Machine::new(cfg).unwrap()
+}
+
+/// Run `f` as the only task on `m`; returns its result and the simulation (for the machine).
+fn run<T, F, Fut>(m: Machine, f: F) -> (T, Sim)
+where
+    T: Send + 'static,
+    F: FnOnce(P) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let mut sim = Sim::new(SimConfig::default());
+    sim.set_machine(m);
+    let p = sim.platform();
+    let out = Arc::new(std::sync::Mutex::new(None));
+    let o = out.clone();
+    sim.spawn("t0", move || async move {
+        let r = f(p).await;
+        *o.lock().unwrap() = Some(r);
+    });
+    let end = sim.run(|_, en| en[0]);
+    assert_eq!(end, RunEnd::Done, "run ended {end:?}");
+    let r = out.lock().unwrap().take().expect("task result");
+    (r, sim)
+}
+
+/// The machine a power failure leaves now: only what is durable.
+/// The machine a power failure leaves now: only what is durable. Ends the simulation.
+fn crash_now(sim: Sim) -> Machine {
+    let m = sim
+        .with_machine(|m| {
+            let cp = m.crash_point();
+            cp.recover(&persisted_image(), m.config()).unwrap()
+        })
+        .unwrap();
+    drop(sim);
+    m
+}
+
+fn persisted_image() -> CrashImage {
+    CrashImage {
+        delta: vec![],
+        lines: vec![],
+        hash: 0,
+    }
+}
+
+/// The durable content of the device now.
+fn durable_pmem(sim: &Sim) -> Pmem {
+    sim.with_machine(|m| m.crash_point().persisted().clone())
+        .unwrap()
+}
+
+fn fsck_pmem(pm: &Pmem) -> FsckReport {
+    let size = pm.size();
+    fsck_image(
+        &mut |a, buf| pm.read(a, buf).map_err(|e| e.to_string()),
+        size,
+    )
+}
+
+/// Recovered metadata of `pm` (journal applied in memory), with fsck of the result.
+fn recover_pmem(pm: &Pmem) -> (sim_fs::fs::Recovered, FsckReport) {
+    let mut sb = [0u8; 128];
+    pm.read(0, &mut sb).unwrap();
+    let s = Superblock::decode(&sb, pm.size()).unwrap();
+    let mut meta = vec![0u8; s.geo.meta_bytes() as usize];
+    pm.read(0, &mut meta).unwrap();
+    let rec = recover_meta(s.geo, s.clean, meta).unwrap();
+    let m = rec.meta.clone();
+    let report = fsck_image(
+        &mut |a, buf| {
+            if a as usize + buf.len() <= m.len() {
+                buf.copy_from_slice(&m[a as usize..a as usize + buf.len()]);
+                Ok(())
+            } else {
+                pm.read(a, buf).map_err(|e| e.to_string())
+            }
+        },
+        pm.size(),
+    );
+    (rec, report)
+}
+
+fn names(rec: &sim_fs::fs::Recovered) -> Vec<String> {
+    inodes_of(&rec.geo, &rec.meta)
+        .unwrap()
+        .into_values()
+        .map(|d| d.name)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn mkfs_mount_unmount_round_trip() {
+    let size = 16 * MIB;
+    let ((extents, info1), sim) = run(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = Daxfs::mount(&p, size).await.unwrap();
+        let info1 = fs.mount_info.clone();
+        let a = fs.create(&p, "/a").await.unwrap();
+        let b = fs.create(&p, "/b").await.unwrap();
+        assert_eq!(fs.create(&p, "/a").await.err(), Some(FsError::EEXIST));
+        assert_eq!(fs.create(&p, "a").await.err(), Some(FsError::EINVAL));
+        fs.prealloc(&p, &a, 0, 4 * MIB).await.unwrap();
+        fs.fallocate(&p, &b, 8192, 3 * BS, false).await.unwrap();
+        let extents = a.ilock.lock(&p).await.disk.extents.clone();
+        fs.unmount(&p).await.unwrap();
+        (extents, info1)
+    });
+    assert!(info1.was_clean, "a fresh file system is clean");
+    assert_eq!((info1.replayed, info1.discarded.clone()), (None, None));
+    let pm = durable_pmem(&sim);
+    let r = fsck_pmem(&pm);
+    assert!(r.is_clean(), "{r}");
+    assert_eq!((r.inodes, r.used_blocks), (2, 1024 + 3));
+    // Remount (only what was durable survives the machine): everything is there.
+    let m = crash_now(sim);
+    let ((info2, ext2, size_b), sim) = run(m, move |p| async move {
+        let fs = Daxfs::mount(&p, size).await.unwrap();
+        let a = fs.lookup(&p, "/a").await.unwrap();
+        let b = fs.lookup(&p, "/b").await.unwrap();
+        let ext = a.ilock.lock(&p).await.disk.extents.clone();
+        let sb = b.ilock.lock(&p).await.disk.size;
+        fs.unmount(&p).await.unwrap();
+        (fs.mount_info.clone(), ext, sb)
+    });
+    assert!(info2.was_clean, "unmount marked the superblock clean");
+    assert_eq!(ext2, extents);
+    assert_eq!(size_b, 8192 + 3 * BS);
+    assert!(fsck_pmem(&durable_pmem(&sim)).is_clean());
+}
+
+#[test]
+fn mount_refuses_what_is_not_a_daxfs_and_mkfs_refuses_bad_geometry() {
+    let size = 4 * MIB;
+    let (r, _) = run(machine(size), move |p| async move {
+        let none = Daxfs::mount(&p, size).await.err().unwrap();
+        let bs = mkfs(&p, size, 3000).await.err().unwrap();
+        let small = mkfs(&p, 2 * MIB, BS).await.err().unwrap();
+        (none, bs, small)
+    });
+    assert!(
+        r.0.starts_with("superblock (block 0): bad magic"),
+        "{}",
+        r.0
+    );
+    assert!(r.1.contains("power of two"), "{}", r.1);
+    assert!(r.2.contains("too small"), "{}", r.2);
+}
+
+#[test]
+fn every_allowed_block_size_makes_a_clean_file_system_with_aligned_extents() {
+    for bs in [4096u64, 16384, 65536, 2 * MIB] {
+        let size = 32 * MIB;
+        let (ext, sim) = run(machine(size), move |p| async move {
+            mkfs(&p, size, bs).await.unwrap();
+            let fs = Daxfs::mount(&p, size).await.unwrap();
+            let f = fs.create(&p, "/f").await.unwrap();
+            fs.prealloc(&p, &f, 0, 4 * MIB).await.unwrap();
+            fs.unmount(&p).await.unwrap();
+            let e = f.ilock.lock(&p).await.disk.extents.clone();
+            (e, fs.geo)
+        });
+        let (ext, geo) = ext;
+        for (&fb, e) in &ext {
+            assert_eq!(
+                (geo.addr(e.dev) % PMD_SIZE),
+                (geo.addr(fb) % PMD_SIZE),
+                "bs {bs}"
+            );
+        }
+        let r = fsck_pmem(&durable_pmem(&sim));
+        assert!(r.is_clean(), "bs {bs}: {r}");
+    }
+}
+
+/// A crash at every step of a log force, in every image with at most one pending line
+/// persisted out of order, recovers to the state before the transaction or after it, with a
+/// clean fsck; a crash after the commit record always gives the new state.
+#[test]
+fn a_crash_during_a_log_force_recovers_the_old_or_the_new_state() {
+    let size = 4 * MIB;
+    // Stage 1: a file system with /old, durable.
+    let (_, sim) = run(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = Daxfs::mount(&p, size).await.unwrap();
+        let f = fs.create(&p, "/old").await.unwrap();
+        fs.prealloc(&p, &f, 0, 8 * BS).await.unwrap();
+        fs.log_force(&p).await.unwrap();
+    });
+    let base = crash_now(sim);
+    let started = Arc::new(std::sync::Mutex::new(false));
+    // Stage 2: /new is created and allocated, then the log forced; stop after `limit` steps.
+    let stage2 = |m: Machine, limit: Option<u64>, started: Arc<std::sync::Mutex<bool>>| {
+        let mut sim = Sim::new(SimConfig::default());
+        sim.set_machine(m);
+        let p = sim.platform();
+        let st = started.clone();
+        sim.spawn("t0", move || async move {
+            let fs = Daxfs::mount(&p, size).await.unwrap();
+            let f = fs.create(&p, "/new").await.unwrap();
+            fs.prealloc(&p, &f, 0, 3 * BS).await.unwrap();
+            let g = fs.lookup(&p, "/old").await.unwrap();
+            fs.reflink(&p, &g, &f, 0, 2 * BS, 4 * BS).await.unwrap();
+            *st.lock().unwrap() = true;
+            fs.log_force(&p).await.unwrap();
+        });
+        let mut first = None;
+        let mut n = 0u64;
+        let end = sim.run_steps(|_, en| {
+            if first.is_none() && *started.lock().unwrap() {
+                first = Some(n);
+            }
+            n += 1;
+            if limit.is_some_and(|l| n > l) {
+                None
+            } else {
+                Some(en[0])
+            }
+        });
+        (sim, end, first, n)
+    };
+    let (sim0, end, first, total) = stage2(base.clone_for_test(), None, started.clone());
+    drop(sim0);
+    assert_eq!(end, RunEnd::Done);
+    let first = first.expect("the force started");
+    let mut outcomes = std::collections::BTreeMap::new();
+    for limit in first..=total {
+        let (sim, _, _, _) = stage2(
+            base.clone_for_test(),
+            Some(limit),
+            Arc::new(std::sync::Mutex::new(false)),
+        );
+        sim.with_machine(|m| {
+            let cp = m.crash_point();
+            let opts = CrashOptions {
+                k: 1,
+                torn: true,
+                dedup: true,
+            };
+            for img in cp.images(opts) {
+                let pm = cp.materialize(&img);
+                let (rec, report) = recover_pmem(&pm);
+                assert!(report.is_clean(), "step {limit}: {report}");
+                let n = names(&rec);
+                let new = n.contains(&"/new".to_string());
+                if new {
+                    let inodes = inodes_of(&rec.geo, &rec.meta).unwrap();
+                    let d = inodes.values().find(|d| d.name == "/new").unwrap();
+                    // The whole transaction or nothing: 3 own blocks and 2 shared.
+                    assert_eq!(d.extents.values().map(|e| e.len).sum::<u64>(), 5);
+                    assert_eq!(report.shared_blocks, 2);
+                }
+                *outcomes.entry(new).or_insert(0u64) += 1;
+            }
+        });
+    }
+    assert!(
+        outcomes.contains_key(&false) && outcomes.contains_key(&true),
+        "{outcomes:?}"
+    );
+}
+
+trait CloneForTest {
+    fn clone_for_test(&self) -> Machine;
+}
+
+impl CloneForTest for Machine {
+    fn clone_for_test(&self) -> Machine {
+        let cp = self.crash_point();
+        cp.recover(&persisted_image(), self.config()).unwrap()
+    }
+}
+
+/// The phases of a log force through the real mount: stopped before the commit record is
+/// durable, the transaction is discarded; after, it is replayed.
+#[test]
+fn mount_replays_committed_and_discards_uncommitted_transactions() {
+    let size = 4 * MIB;
+    for phase in [
+        CommitPhase::LogWritten,
+        CommitPhase::Committed,
+        CommitPhase::Checkpointed,
+    ] {
+        let (_, sim) = run(machine(size), move |p| async move {
+            mkfs(&p, size, BS).await.unwrap();
+            let fs = Daxfs::mount(&p, size).await.unwrap();
+            let f = fs.create(&p, "/f").await.unwrap();
+            fs.prealloc(&p, &f, 0, 2 * BS).await.unwrap();
+            fs.log.lock(&p).await.stop_at = Some(phase);
+            assert_eq!(fs.log_force(&p).await, Err(FsError::EIO));
+            // The log is shut down: nothing more reaches the media.
+            assert_eq!(fs.create(&p, "/g").await.err(), Some(FsError::EIO));
+        });
+        let m = crash_now(sim);
+        let ((info, found), sim) = run(m, move |p| async move {
+            let fs = Daxfs::mount(&p, size).await.unwrap();
+            let found = fs.lookup(&p, "/f").await.is_some();
+            fs.unmount(&p).await.unwrap();
+            (fs.mount_info.clone(), found)
+        });
+        assert!(!info.was_clean);
+        match phase {
+            CommitPhase::LogWritten => {
+                assert!(!found, "uncommitted: old state");
+                assert!(info.discarded.is_some() && info.replayed.is_none());
+            }
+            _ => {
+                assert!(found, "committed: new state ({phase:?})");
+                assert!(info.replayed.is_some() && info.discarded.is_none());
+            }
+        }
+        let r = fsck_pmem(&durable_pmem(&sim));
+        assert!(r.is_clean(), "{phase:?}: {r}");
+    }
+}
+
+/// A clean image and its geometry, with /a (4 blocks at a known place), /b reflinked from /a.
+fn sample_image() -> (Pmem, Geometry) {
+    let size = 4 * MIB;
+    let (geo, sim) = run(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = Daxfs::mount(&p, size).await.unwrap();
+        let a = fs.create(&p, "/a").await.unwrap();
+        fs.prealloc(&p, &a, 0, 4 * BS).await.unwrap();
+        let b = fs.create(&p, "/b").await.unwrap();
+        fs.reflink(&p, &a, &b, 0, 2 * BS, 0).await.unwrap();
+        fs.unmount(&p).await.unwrap();
+        fs.geo
+    });
+    (durable_pmem(&sim), geo)
+}
+
+#[test]
+fn fsck_names_the_structure_and_block_of_each_corruption() {
+    let (clean, g) = sample_image();
+    let r = fsck_pmem(&clean);
+    assert!(r.is_clean(), "{r}");
+    assert_eq!((r.inodes, r.used_blocks, r.shared_blocks), (2, 4, 2));
+    let d0 = g.data_start;
+    let bitmap_block = g.bitmap_start + d0 / 8 / g.blocksize;
+    let rc_block = g.refcount_start + d0 * 4 / g.blocksize;
+    let ino1 = g.inode_addr(1);
+    let ino2 = g.inode_addr(2);
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&mut Pmem)>,
+        &'static str,
+        u64,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "superblock checksum",
+            Box::new(|pm| flip(pm, 40)),
+            "superblock",
+            0,
+            "checksum",
+        ),
+        (
+            "owned block marked free",
+            Box::new(move |pm| clear_bit(pm, &g, d0 + 3)),
+            "block bitmap",
+            bitmap_block,
+            "owned by inode 1 but marked free",
+        ),
+        (
+            "leaked block",
+            Box::new(move |pm| set_bit(pm, &g, d0 + 100)),
+            "block bitmap",
+            bitmap_block,
+            "leaked",
+        ),
+        (
+            "metadata block marked free",
+            Box::new(move |pm| clear_bit(pm, &g, g.itable_start)),
+            "block bitmap",
+            g.bitmap_start,
+            "(inode table) is marked free",
+        ),
+        (
+            "refcount too high",
+            Box::new(move |pm| put32(pm, g.refcount_addr(d0), 3)),
+            "refcount table",
+            rc_block,
+            "refcount 3 but 2 owner(s)",
+        ),
+        (
+            "refcount lost: overlapping extents",
+            Box::new(move |pm| {
+                put32(pm, g.refcount_addr(d0), 0);
+                put32(pm, g.refcount_addr(d0 + 1), 0);
+            }),
+            "refcount table",
+            rc_block,
+            "overlapping extents",
+        ),
+        (
+            "extent outside the data region",
+            // /a's first extent's device block -> a journal block.
+            Box::new(move |pm| put64(pm, ino1 + 128 + 8, 2)),
+            "inode table",
+            ino1 / g.blocksize,
+            "outside the data region",
+        ),
+        (
+            "duplicate name",
+            Box::new(move |pm| {
+                let mut b = [0u8; 1];
+                pm.read(ino1 + 33, &mut b).unwrap();
+                pm.write(ino2 + 33, &b).unwrap();
+            }),
+            "inode table",
+            ino2 / g.blocksize,
+            "also inode 1's",
+        ),
+        (
+            "bad inode magic",
+            Box::new(move |pm| flip(pm, ino2)),
+            "inode table",
+            ino2 / g.blocksize,
+            "inode 2: bad magic",
+        ),
+        (
+            "journal header",
+            Box::new(move |pm| flip(pm, g.journal_addr())),
+            "journal",
+            g.journal_start,
+            "header magic",
+        ),
+    ];
+    for (what, corrupt, structure, block, msg) in cases {
+        let mut pm = clean.clone();
+        corrupt(&mut pm);
+        let r = fsck_pmem(&pm);
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.structure == structure && p.block == block && p.message.contains(msg)),
+            "{what}: expected {structure} (block {block}): ..{msg}.., got:\n{r}"
+        );
+    }
+}
+
+fn flip(pm: &mut Pmem, a: u64) {
+    let mut b = [0u8; 1];
+    pm.read(a, &mut b).unwrap();
+    b[0] ^= 0x55;
+    pm.write(a, &b).unwrap();
+}
+
+fn put32(pm: &mut Pmem, a: u64, v: u32) {
+    pm.write(a, &v.to_le_bytes()).unwrap();
+}
+
+fn put64(pm: &mut Pmem, a: u64, v: u64) {
+    pm.write(a, &v.to_le_bytes()).unwrap();
+}
+
+fn clear_bit(pm: &mut Pmem, g: &Geometry, blk: u64) {
+    let a = g.bitmap_byte(blk);
+    let mut b = [0u8; 1];
+    pm.read(a, &mut b).unwrap();
+    b[0] &= !(1 << (blk % 8));
+    pm.write(a, &b).unwrap();
+}
+
+fn set_bit(pm: &mut Pmem, g: &Geometry, blk: u64) {
+    let a = g.bitmap_byte(blk);
+    let mut b = [0u8; 1];
+    pm.read(a, &mut b).unwrap();
+    b[0] |= 1 << (blk % 8);
+    pm.write(a, &b).unwrap();
+}
+
+#[test]
+fn allocation_is_pmd_aligned_and_a_full_device_gives_enospc() {
+    let size = 8 * MIB;
+    let ((ext, errs, geo), sim) = run(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = Daxfs::mount(&p, size).await.unwrap();
+        let small = fs.create(&p, "/small").await.unwrap();
+        fs.prealloc(&p, &small, 0, BS).await.unwrap();
+        let big = fs.create(&p, "/big").await.unwrap();
+        fs.prealloc(&p, &big, 0, 2 * MIB).await.unwrap();
+        let ext = big.ilock.lock(&p).await.disk.extents.clone();
+        // Fill the device: ENOSPC, not a panic; what was allocated stays consistent.
+        let fill = fs.create(&p, "/fill").await.unwrap();
+        let e1 = fs.prealloc(&p, &fill, 0, 16 * MIB).await;
+        let e2 = fs.fallocate(&p, &fill, 32 * MIB, BS, false).await;
+        let file = DaxfsFile::new(fs.clone(), fill.clone());
+        let e3 = file
+            .iomap_begin_fs(&p, 64 * MIB, BS, IOMAP_WRITE)
+            .await
+            .err();
+        let e4 = file.iomap_begin(&p, 64 * MIB, BS, IOMAP_WRITE).await.err();
+        fs.unmount(&p).await.unwrap();
+        (ext, (e1.err(), e2.err(), e3, e4), fs.geo)
+    });
+    assert_eq!(ext.len(), 1, "one extent: {ext:?}");
+    let (&fb, e) = ext.iter().next().unwrap();
+    assert_eq!((fb, e.len, geo.addr(e.dev) % PMD_SIZE), (0, 512, 0));
+    assert_eq!(
+        errs,
+        (
+            Some(FsError::ENOSPC),
+            Some(FsError::ENOSPC),
+            Some(FsError::ENOSPC),
+            Some(sim_mm::Errno::EIO)
+        )
+    );
+    let r = fsck_pmem(&durable_pmem(&sim));
+    assert!(r.is_clean(), "{r}");
+    assert_eq!(r.used_blocks, geo.nblocks - geo.data_start);
+}
+
+#[test]
+fn iomap_answers_for_holes_unwritten_mapped_and_shared_extents() {
+    let size = 8 * MIB;
+    let (out, sim) = run(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = Daxfs::mount(&p, size).await.unwrap();
+        let f = fs.create(&p, "/f").await.unwrap();
+        fs.set_size(&p, &f, 4 * MIB).await.unwrap();
+        let file = DaxfsFile::new(fs.clone(), f.clone());
+        let mut out = Vec::new();
+        // A hole: read -> Hole up to the request.
+        let h = file.iomap_begin(&p, 5 * BS, 3 * BS, 0).await.unwrap();
+        out.push(format!(
+            "{:?} {} {}",
+            h.iomap.typ, h.iomap.offset, h.iomap.length
+        ));
+        // Write fault on the hole: allocated, NEW, DIRTY (not committed).
+        let w = file.iomap_begin(&p, 5 * BS, BS, IOMAP_WRITE).await.unwrap();
+        assert_eq!(w.iomap.typ, IomapType::Mapped);
+        assert!(w.iomap.has(IOMAP_F_NEW) && w.iomap.has(IOMAP_F_DIRTY));
+        let blk = w.iomap.addr;
+        // Read again: Mapped, same block.
+        let r = file.iomap_begin(&p, 5 * BS, BS, 0).await.unwrap();
+        assert_eq!((r.iomap.typ, r.iomap.addr), (IomapType::Mapped, blk));
+        assert!(!r.iomap.has(IOMAP_F_DIRTY), "reads never carry F_DIRTY");
+        // A write of the mapped block: DIRTY until the fsync of MAP_SYNC.
+        let w2 = file.iomap_begin(&p, 5 * BS, BS, IOMAP_WRITE).await.unwrap();
+        assert!(w2.iomap.has(IOMAP_F_DIRTY) && !w2.iomap.has(IOMAP_F_NEW));
+        file.fsync_range(&p, 0, u64::MAX, false).await.unwrap();
+        let w3 = file.iomap_begin(&p, 5 * BS, BS, IOMAP_WRITE).await.unwrap();
+        assert_eq!(w3.iomap.flags, 0, "durable metadata: no F_DIRTY");
+        // Unwritten (fallocate): read -> Unwritten; write -> converted, NEW.
+        fs.fallocate(&p, &f, 16 * BS, 2 * BS, true).await.unwrap();
+        let u = file.iomap_begin(&p, 16 * BS, 2 * BS, 0).await.unwrap();
+        assert_eq!(
+            (u.iomap.typ, u.iomap.length),
+            (IomapType::Unwritten, 2 * BS)
+        );
+        let uw = file
+            .iomap_begin(&p, 16 * BS, BS, IOMAP_WRITE)
+            .await
+            .unwrap();
+        assert_eq!(uw.iomap.typ, IomapType::Mapped);
+        assert!(uw.iomap.has(IOMAP_F_NEW));
+        assert_eq!(uw.iomap.addr, u.iomap.addr, "converted in place");
+        // A PMD-sized write fault on an aligned hole gets a PMD-aligned extent.
+        let pmd = file
+            .iomap_begin(&p, 2 * MIB, 2 * MIB, IOMAP_WRITE)
+            .await
+            .unwrap();
+        assert_eq!((pmd.iomap.length, pmd.iomap.addr % PMD_SIZE), (2 * MIB, 0));
+        // Shared (reflink): read -> SHARED; write -> copy on write with the old as srcmap.
+        let g = fs.create(&p, "/g").await.unwrap();
+        fs.reflink(&p, &f, &g, 5 * BS, BS, 0).await.unwrap();
+        let gf = DaxfsFile::new(fs.clone(), g.clone());
+        let s = gf.iomap_begin(&p, 0, BS, 0).await.unwrap();
+        assert!(s.iomap.has(IOMAP_F_SHARED));
+        assert_eq!(s.iomap.addr, blk);
+        let c = gf.iomap_begin(&p, 0, BS, IOMAP_WRITE).await.unwrap();
+        assert!(c.iomap.has(IOMAP_F_SHARED));
+        assert_ne!(c.iomap.addr, blk);
+        assert_eq!((c.srcmap().typ, c.srcmap().addr), (IomapType::Mapped, blk));
+        // After the copy, neither file shares the block any more.
+        let again = file.iomap_begin(&p, 5 * BS, BS, 0).await.unwrap();
+        assert!(!again.iomap.has(IOMAP_F_SHARED));
+        assert_eq!(file.i_size(&p).await, 4 * MIB);
+        fs.unmount(&p).await.unwrap();
+        out
+    });
+    assert_eq!(out, vec![format!("Hole {} {}", 5 * BS, 3 * BS)]);
+    let r = fsck_pmem(&durable_pmem(&sim));
+    assert!(r.is_clean(), "{r}");
+    assert_eq!(r.shared_blocks, 0);
+}
+
+#[test]
+fn reflink_counts_owners_and_freeing_drops_them() {
+    let size = 8 * MIB;
+    let (counts, sim) = run(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = Daxfs::mount(&p, size).await.unwrap();
+        let a = fs.create(&p, "/a").await.unwrap();
+        fs.prealloc(&p, &a, 0, 4 * BS).await.unwrap();
+        let dev = a.ilock.lock(&p).await.disk.extents[&0].dev;
+        let b = fs.create(&p, "/b").await.unwrap();
+        let c = fs.create(&p, "/c").await.unwrap();
+        fs.reflink(&p, &a, &b, 0, 0, 0).await.unwrap();
+        fs.reflink(&p, &a, &c, BS, BS, 0).await.unwrap();
+        let owners = |fs: Arc<Daxfs<P>>, p: P| async move {
+            let al = fs.alloc.lock(&p).await;
+            let v: Vec<u32> = (dev..dev + 4).map(|d| al.owners(d)).collect();
+            drop(al);
+            v
+        };
+        let mut counts = vec![owners(fs.clone(), p).await];
+        // Overlapping ranges of one file, and unaligned offsets: EINVAL.
+        assert_eq!(
+            fs.reflink(&p, &a, &a, 0, 2 * BS, BS).await.err(),
+            Some(FsError::EINVAL)
+        );
+        assert_eq!(
+            fs.reflink(&p, &a, &b, 100, BS, 0).await.err(),
+            Some(FsError::EINVAL)
+        );
+        // Truncating /b drops its references.
+        fs.set_size(&p, &b, 0).await.unwrap();
+        counts.push(owners(fs.clone(), p).await);
+        fs.set_size(&p, &a, 0).await.unwrap();
+        counts.push(owners(fs.clone(), p).await);
+        fs.unmount(&p).await.unwrap();
+        counts
+    });
+    assert_eq!(
+        counts,
+        vec![vec![2, 3, 2, 2], vec![1, 2, 1, 1], vec![0, 1, 0, 0]]
+    );
+    let r = fsck_pmem(&durable_pmem(&sim));
+    assert!(r.is_clean(), "{r}");
+    assert_eq!((r.used_blocks, r.shared_blocks), (1, 0));
+}
+
+/// Two tasks allocate through iomap concurrently (one file, neighbouring blocks; and a second
+/// file): in every interleaving the extents are disjoint and the file system checks clean
+/// after a log force.
+#[test]
+fn concurrent_write_faults_allocate_disjoint_blocks_in_every_interleaving() {
+    let size = 4 * MIB;
+    let model = move |sim: &mut Sim| {
+        sim.set_machine(machine(size));
+        let p = sim.platform();
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let s = slot.clone();
+        sim.spawn("setup", move || async move {
+            mkfs(&p, size, BS).await.unwrap();
+            let fs = Daxfs::mount(&p, size).await.unwrap();
+            let f = fs.create(&p, "/f").await.unwrap();
+            let g = fs.create(&p, "/g").await.unwrap();
+            fs.log_force(&p).await.unwrap();
+            *s.lock().unwrap() = Some((fs, f, g));
+        });
+        sim.run(|_, en| en[0]);
+        let (fs, f, g) = slot.lock().unwrap().take().unwrap();
+        let p = sim.platform();
+        let done = Arc::new(Mutex::new(&p, "done", Vec::<u64>::new()));
+        for (name, inode, pos) in [("t1", f.clone(), 0u64), ("t2", f.clone(), BS), ("t3", g, 0)] {
+            let (fs, done) = (fs.clone(), done.clone());
+            sim.spawn(name, move || async move {
+                let file = DaxfsFile::new(fs.clone(), inode);
+                let m = file.iomap_begin(&p, pos, BS, IOMAP_WRITE).await.unwrap();
+                let mut d = done.lock(&p).await;
+                d.push(m.iomap.addr / BS);
+                if d.len() == 3 {
+                    let mut seen = d.clone();
+                    let all = d.clone();
+                    seen.sort();
+                    seen.dedup();
+                    let n = seen.len();
+                    let seen = all;
+                    bug_on(&p, n != 3, "daxfs-double-allocation", || {
+                        format!("blocks {seen:?}")
+                    })
+                    .await;
+                    fs.log_force(&p).await.unwrap();
+                    let r = Daxfs::<P>::fsck_media(&p, size).await;
+                    bug_on(&p, !r.is_clean(), "daxfs-fsck", || r.to_string()).await;
+                }
+                drop(d);
+            });
+        }
+    };
+    let cfg = ExploreConfig {
+        strategy: Strategy::Dfs {
+            preemption_bound: Some(1),
+        },
+        ..ExploreConfig::default()
+    };
+    let rep = explore(&model, &cfg, &mut |_| {}).unwrap();
+    assert!(
+        rep.failure.is_none(),
+        "{}",
+        rep.failure.as_ref().unwrap().violation
+    );
+    assert!(rep.exhausted);
+    assert!(rep.runs > 10, "runs: {}", rep.runs);
+}
