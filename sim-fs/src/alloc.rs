@@ -20,6 +20,9 @@ pub struct AllocState {
     pub refcount: BTreeMap<u64, u32>,
     /// Free data blocks.
     pub free: u64,
+    /// Lines of the on-media bitmap and refcount table changed since the last `take_dirty`.
+    /// Invariant: empty whenever the allocator mutex is free (every changer takes them into
+    /// its transaction, or drops them after undoing its change, in the same critical section).
     dirty_bitmap: BTreeSet<u64>,
     dirty_refcount: BTreeSet<u64>,
 }

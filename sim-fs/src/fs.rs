@@ -100,8 +100,19 @@ pub async fn mkfs<P: PmemPlatform>(
 ) -> Result<Geometry, String> {
     let geo = Geometry::new(pmem_size, blocksize)?;
     let mem = |e: FsError| format!("mkfs: {e}");
-    // Superblock invalid first, then every metadata block zeroed.
-    zero_range(p, 0, geo.meta_bytes()).await.map_err(mem)?;
+    // Superblock invalid first, then the inode table, bitmap and refcounts zeroed (the journal
+    // needs only its header: records are checked against the commit record's checksum).
+    zero_range(p, 0, 128).await.map_err(mem)?;
+    let itable = geo.addr(geo.itable_start);
+    zero_range(p, itable, geo.ninodes * INODE_SIZE)
+        .await
+        .map_err(mem)?;
+    zero_range(p, geo.addr(geo.bitmap_start), geo.bitmap_used_bytes())
+        .await
+        .map_err(mem)?;
+    zero_range(p, geo.addr(geo.refcount_start), geo.refcount_used_bytes())
+        .await
+        .map_err(mem)?;
     let mut bitmap = vec![0u8; geo.data_start.div_ceil(8) as usize];
     for b in 0..geo.data_start {
         bitmap[(b / 8) as usize] |= 1 << (b % 8);

@@ -236,7 +236,7 @@ fn check_meta(geo: &Geometry, meta: &[u8], r: &mut FsckReport) {
             );
         }
     }
-    for b in geo.nblocks..geo.bitmap_blocks * bs * 8 {
+    for b in geo.nblocks..geo.bitmap_used_bytes() * 8 {
         if bit(b) {
             r.add(
                 "block bitmap",

