@@ -387,6 +387,8 @@ struct Spec {
     wait_bits: u32,
     /// Pages of pmem (the device the file system allocates from).
     pmem_pages: u64,
+    /// `Dax::release_steps`: every lock release its own scheduling point.
+    release_steps: bool,
     /// Preallocated written blocks: (file page, pages); a 512-page run is 2 MiB aligned.
     prealloc: &'static [(u64, u64)],
     unwritten: &'static [(u64, u64)],
@@ -410,7 +412,9 @@ const PRIV: MmapFlags = MmapFlags {
 async fn build(p: &P, s: Spec) -> Fx {
     let w = world(p, s.pmem_pages, false);
     let m = w.new_mapping(p, 1).await;
-    let dax = Arc::new(Dax::with_wait_table_bits(p, w.clone(), s.bugs, s.wait_bits));
+    let mut dax = Dax::with_wait_table_bits(p, w.clone(), s.bugs, s.wait_bits);
+    dax.release_steps = s.release_steps;
+    let dax = Arc::new(dax);
     let mut fs = TestIomap::new(p, I_SIZE, 0..s.pmem_pages);
     for &(page, nr) in s.prealloc {
         fs.inode_mut()
@@ -451,6 +455,7 @@ fn spec(maps: &'static [(MmapFlags, u64, u64)]) -> Spec {
         bugs: BugSet::NONE,
         wait_bits: 12,
         pmem_pages: PMEM_PAGES,
+        release_steps: false,
         prealloc: &[],
         unwritten: &[],
         maps,
@@ -805,6 +810,36 @@ struct Race {
     zap: &'static [usize],
     ops: &'static [Op3],
     check: Option<Check>,
+    /// Record each run's final state in `FINAL`.
+    record: bool,
+}
+
+thread_local! {
+    /// The final states of the runs of a race with `record` (this test thread's).
+    static FINAL: std::cell::RefCell<std::collections::BTreeSet<String>> =
+        const { std::cell::RefCell::new(std::collections::BTreeSet::new()) };
+}
+
+/// Everything a run leaves behind: the pages that are not idle, every leaf of every page
+/// table, every xarray entry with its marks, nrpages.
+async fn final_state(fx: &Fx, p: &P) -> String {
+    let s = sim_mm::invariants::snapshot(p, &fx.dax.world).await;
+    let base = s.memmap.base_pfn;
+    let pages: Vec<_> = s
+        .memmap
+        .pages
+        .iter()
+        .enumerate()
+        .filter(|(_, pg)| **pg != Default::default())
+        .map(|(i, pg)| (base + i as u64, *pg))
+        .collect();
+    let leaves: Vec<_> = s.mms.iter().map(|m| (m.id, m.leaves.clone())).collect();
+    let xas: Vec<_> = s
+        .mappings
+        .iter()
+        .map(|m| (m.id, m.xa.nrpages, m.xa.all_items().collect::<Vec<_>>()))
+        .collect();
+    format!("{pages:?}\n{leaves:?}\n{xas:?}")
 }
 
 fn race(r: Race) -> impl Model {
@@ -860,6 +895,10 @@ fn race(r: Race) -> impl Model {
                         c(fx.clone(), p).await;
                     }
                     fx.check(&p).await;
+                    if r.record {
+                        let st = final_state(&fx, &p).await;
+                        FINAL.with(|f| f.borrow_mut().insert(st));
+                    }
                 }
             });
         }
@@ -874,6 +913,7 @@ fn seed001(bugs: BugSet) -> impl Model {
         bugs,
         wait_bits: WAIT_BITS,
         pmem_pages: 512,
+        release_steps: false,
         prealloc: &[(0x200, 512)],
         unwritten: &[],
         maps: &[(SH_NOHUGE, 0, 1024), (SH_NOHUGE, 0, 1024), (SH, 0, 1024)],
@@ -884,6 +924,7 @@ fn seed001(bugs: BugSet) -> impl Model {
         zap: &[],
         ops: &OPS,
         check: None,
+        record: false,
     })
 }
 
@@ -909,65 +950,6 @@ fn seed_001_pmd_fault_racing_two_pte_faults() {
         .unwrap();
     assert_eq!(sleeper.name, "p2 read 0x208");
     assert!(sleeper.wait_key.as_ref().unwrap().contains("{0x1, 0x200}"));
-}
-
-#[test]
-#[ignore]
-fn prof_setup() {
-    let t = std::time::Instant::now();
-    let m = |sim: &mut Sim| {
-        let p = sim.platform();
-        sim.spawn("setup", move || async move {
-            let _fx = build(
-                &p,
-                Spec {
-                    bugs: BugSet::NONE,
-                    wait_bits: 12,
-                    pmem_pages: 512,
-                    prealloc: &[(0x200, 512)],
-                    unwritten: &[],
-                    maps: &[(SH_NOHUGE, 0, 1024), (SH_NOHUGE, 0, 1024), (SH, 0, 1024)],
-                },
-            )
-            .await;
-        });
-        sim.run(|_, en| en[0]);
-    };
-    let cfg = ExploreConfig {
-        strategy: Strategy::Random,
-        runs: Some(200),
-        ..ExploreConfig::default()
-    };
-    explore(&m, &cfg, &mut |_| {}).unwrap();
-    eprintln!("setup: {:?}/run", t.elapsed() / 200);
-    let t = std::time::Instant::now();
-    let m = |sim: &mut Sim| {
-        let p = sim.platform();
-        sim.spawn("setup", move || async move {
-            let w = world(&p, PMEM_PAGES, false);
-            let _d = Dax::new(&p, w.clone(), BugSet::NONE);
-        });
-        sim.run(|_, en| en[0]);
-    };
-    explore(&m, &cfg, &mut |_| {}).unwrap();
-    eprintln!("world+dax: {:?}/run", t.elapsed() / 200);
-}
-
-#[test]
-#[ignore]
-fn prof_seed() {
-    let cfg = ExploreConfig {
-        strategy: Strategy::Random,
-        runs: Some(200),
-        ..ExploreConfig::default()
-    };
-    let t = std::time::Instant::now();
-    let r = explore(&seed001(BugSet::NONE), &cfg, &mut |_| {}).unwrap();
-    eprintln!(
-        "seed001: {:?}/run, max steps {}",
-        t.elapsed() / 200,
-        r.max_steps
-    );
 }
 
 /// Explore `r` with the mode off (clean, whole space) and on (a failure named `want`).
@@ -1006,6 +988,7 @@ fn spec_race(maps: &'static [(MmapFlags, u64, u64)]) -> Spec {
 
 static TWO_NOHUGE: [(MmapFlags, u64, u64); 2] = [(SH_NOHUGE, 0, 1024), (SH_NOHUGE, 0, 1024)];
 static HUGE_AND_NOHUGE: [(MmapFlags, u64, u64); 2] = [(SH, 0, 1024), (SH_NOHUGE, 0, 1024)];
+static TWO_HUGE: [(MmapFlags, u64, u64); 2] = [(SH, 0, 1024), (SH, 0, 1024)];
 
 thread_local! {
     /// Runs (of this test thread) whose final check found the data-loss state.
@@ -1074,18 +1057,72 @@ fn check_block_at<const INDEX: u64>(
 
 #[test]
 fn racing_faults_on_one_hole_default_core_is_clean() {
-    // A read and a write of one hole page, and a write of its neighbour, from two processes:
-    // every interleaving within two preemptions ends with the block in the xarray and mapped.
+    // A read and a write of one hole page from two processes: every interleaving ends with the
+    // block in the xarray, and mapped wherever the page is mapped.
     let r = Race {
         s: spec_race(&TWO_NOHUGE),
         pre: &[],
         zap: &[],
         ops: &[(0, 3, false), (1, 3, true)],
         check: Some(check_block_at::<3>),
+        record: false,
     };
     let rep = explore(&race(r), &dfs(None), &mut |_| {}).unwrap();
     eprintln!("hole read/write: {} runs", rep.runs);
     clean(&rep);
+}
+
+/// The final states of every run of `r` under unbounded dfs, with releases merged into the
+/// previous step (the default) and as steps of their own.
+fn final_states(r: Race) -> [(u64, std::collections::BTreeSet<String>); 2] {
+    [false, true].map(|steps| {
+        let r = Race {
+            s: Spec {
+                release_steps: steps,
+                ..r.s
+            },
+            record: true,
+            ..r
+        };
+        FINAL.with(|f| f.borrow_mut().clear());
+        let rep = explore(&race(r), &dfs(None), &mut |_| {}).unwrap();
+        clean(&rep);
+        (rep.runs, FINAL.with(|f| f.take()))
+    })
+}
+
+#[test]
+fn releasing_with_the_last_step_reaches_the_same_final_states() {
+    // The DAX core drops its guards instead of making each release a scheduling point (see
+    // sim_mm::dax, "Releases"). Both granularities, searched exhaustively, end in the same set
+    // of states, on races that end in several different states.
+    for r in [
+        Race {
+            s: spec_race(&TWO_NOHUGE),
+            pre: &[],
+            zap: &[],
+            ops: &[(0, 3, false), (1, 3, true)],
+            check: None,
+            record: false,
+        },
+        Race {
+            s: spec_race(&TWO_HUGE),
+            pre: &[],
+            zap: &[],
+            ops: &[(0, 5, false), (1, 7, true)],
+            check: None,
+            record: false,
+        },
+    ] {
+        let [(n0, merged), (n1, stepped)] = final_states(r);
+        eprintln!(
+            "{} final states; {n0} runs merged, {n1} runs with release steps",
+            merged.len()
+        );
+        assert!(merged.len() >= 2, "the race has several outcomes");
+        assert!(n1 > n0, "release steps add interleavings");
+        assert_eq!(merged, stepped);
+    }
 }
 
 #[test]
@@ -1098,6 +1135,7 @@ fn no_entry_lock_loses_the_block_to_a_racing_hole_read() {
         zap: &[],
         ops: &[(0, 3, false), (1, 3, true)],
         check: Some(check_block_at::<3>),
+        record: false,
     };
     off_and_on(r, DaxBug::NoEntryLock, None, "dax-");
     // The first failure dfs meets may be another face of the race (both faults associating the
@@ -1145,6 +1183,7 @@ fn pmd_conflict_before_null_makes_every_pmd_fault_fall_back() {
         zap: &[],
         ops: &[(0, 0x10, false)],
         check: Some(all_huge),
+        record: false,
     };
     off_and_on(
         r,
@@ -1165,6 +1204,7 @@ fn hole_wake_next_strands_a_waiter_of_a_downgraded_zero_pmd() {
         zap: &[],
         ops: &[(1, 1, true), (1, 2, true), (1, 3, true)],
         check: None,
+        record: false,
     };
     let v = off_and_on(r, DaxBug::HoleWakeNext, Some(1), "lost-wakeup");
     let sleeper = v.tasks.iter().find_map(|t| t.wait_key.clone()).unwrap();
@@ -1186,6 +1226,7 @@ fn pmd_pte_collide_without_the_recheck_after_the_entry_lock() {
         zap: &[0],
         ops: &[(0, 5, false), (0, 9, true)],
         check: None,
+        record: false,
     };
     // Unbounded, the two faults can undo each other forever (the read maps the PMD, the write
     // splits it and its PTE fault backs off on the new PMD, ...), as they could in Linux under
@@ -1203,11 +1244,12 @@ fn stale_huge_zero_page_stays_mapped_over_new_blocks() {
         zap: &[],
         ops: &[(0, 5, false), (1, 9, true)],
         check: Some(check_block_at::<9>),
+        record: false,
     };
     off_and_on(
         r,
         DaxBug::StaleHugeZeroPage,
-        None,
+        Some(2),
         "assertion:dax-stale-mapping",
     );
 }
@@ -1225,6 +1267,7 @@ fn mixed_mapping_association_orphans_the_rest_of_the_pmd() {
         zap: &[0],
         ops: &[(1, 9, false), (0, 7, false)],
         check: None,
+        record: false,
     };
     off_and_on(
         r,
@@ -1238,13 +1281,13 @@ fn mixed_mapping_association_orphans_the_rest_of_the_pmd() {
 fn pmd_read_and_write_of_one_hole_range_are_clean() {
     // Process 0 reads the hole through a PMD (the huge zero page), process 1 writes it through
     // a PMD (allocating 2 MiB): the zero PMD must be gone wherever the block is mapped.
-    static TWO_HUGE: [(MmapFlags, u64, u64); 2] = [(SH, 0, 1024), (SH, 0, 1024)];
     let r = Race {
         s: spec_race(&TWO_HUGE),
         pre: &[],
         zap: &[],
         ops: &[(0, 5, false), (1, 7, true)],
         check: Some(check_block_at::<7>),
+        record: false,
     };
     let rep = explore(&race(r), &dfs(None), &mut |_| {}).unwrap();
     eprintln!("PMD hole read/write: {} runs", rep.runs);
@@ -1277,6 +1320,7 @@ fn a_map_sync_write_racing_a_read_is_clean() {
         zap: &[],
         ops: &[(0, 2, true), (1, 2, false)],
         check: Some(dirty_and_durable),
+        record: false,
     };
     let rep = explore(&race(r), &dfs(Some(2)), &mut |_| {}).unwrap();
     eprintln!("MAP_SYNC write/read: {} runs", rep.runs);
@@ -1316,6 +1360,7 @@ fn write_protect_faults_from_two_processes_are_clean() {
         zap: &[],
         ops: &[(0, 4, true), (1, 4, true)],
         check: Some(both_writable),
+        record: false,
     };
     let rep = explore(&race(r), &dfs(None), &mut |_| {}).unwrap();
     eprintln!("write-protect faults: {} runs", rep.runs);
@@ -1348,4 +1393,90 @@ fn gup_faults_pages_in_through_the_dax_handler() {
     .ok();
     assert_eq!(pins.0, vec![BASE_PFN + 1, BASE_PFN + 2]);
     assert!(pins.1);
+}
+
+#[test]
+fn pmd_faults_fall_back_on_short_extents_and_misaligned_blocks() {
+    let out = run1(|p| async move {
+        let mut fx = build(&p, spec(one_map(SH))).await;
+        {
+            let ino = Arc::get_mut(&mut fx.fs).unwrap().inode_mut();
+            // Pages 0..511 mapped, page 511 a hole: the extent is shorter than a PMD.
+            ino.map(0, 0, 511, BlockState::Written, false);
+            // Pages 512..1023 on device pages 513..1024: a whole extent, but not 2 MiB aligned.
+            ino.map(512, 513, 512, BlockState::Written, false);
+        }
+        let short = fx.access(&p, 0, 3, false).await;
+        let misaligned = fx.access(&p, 0, 600, false).await;
+        fx.check(&p).await;
+        (short, misaligned)
+    })
+    .ok();
+    assert_eq!(
+        out.0,
+        Access::Mapped {
+            pfn: BASE_PFN + 3,
+            huge: false
+        }
+    );
+    assert_eq!(
+        out.1,
+        Access::Mapped {
+            pfn: BASE_PFN + 513 + 88,
+            huge: false
+        }
+    );
+}
+
+#[test]
+fn reflinked_blocks_count_their_owners() {
+    // File pages 0 and 1 share one block (reflink within the file): two owners of the page,
+    // so page->mapping is NULL and the share count is 2. A write to page 1 copies it: page 1
+    // gets a new block, and the TOWRITE mark.
+    let out = run1(|p| async move {
+        let mut fx = build(&p, spec(one_map(SH_NOHUGE))).await;
+        {
+            let ino = Arc::get_mut(&mut fx.fs).unwrap().inode_mut();
+            ino.map(0, 7, 1, BlockState::Written, true);
+            ino.map(1, 7, 1, BlockState::Written, true);
+        }
+        let a = fx.access(&p, 0, 0, false).await;
+        let b = fx.access(&p, 0, 1, false).await;
+        let shared = fx.dax.world.memmap.page(&p, BASE_PFN + 7).await;
+        let w = fx.access(&p, 0, 1, true).await;
+        let e1 = fx.item(&p, 1).await.unwrap();
+        let after = fx.dax.world.memmap.page(&p, BASE_PFN + 7).await;
+        fx.check(&p).await;
+        (a, b, shared, w, e1, after)
+    })
+    .ok();
+    let (a, b, shared, w, e1, after) = out;
+    assert_eq!(a, b);
+    assert_eq!((shared.mapping, shared.share), (0, 2));
+    let Access::Mapped { pfn, .. } = w else {
+        panic!("{w:?}")
+    };
+    assert_ne!(pfn, BASE_PFN + 7);
+    assert_eq!(e1.entry, dax_make_entry(pfn, 0));
+    assert!(e1.has_mark(sim_mm::xarray::PAGECACHE_TAG_TOWRITE));
+    // The old block lost one owner.
+    assert_eq!(after.share, 1);
+}
+
+#[test]
+fn fault_runs_are_deterministic() {
+    use sim_core::sim::explore::Determinism;
+    use sim_core::sim::run_twice;
+    for strategy in [Strategy::Random, Strategy::Pct { depth: 2 }] {
+        let cfg = ExploreConfig {
+            strategy,
+            seed: 7,
+            ..ExploreConfig::default()
+        };
+        let d = run_twice(&seed001(BugSet::NONE), &cfg).unwrap();
+        assert!(
+            matches!(d, Determinism::Same { events, .. } if events > 50),
+            "{d:?}"
+        );
+    }
 }

@@ -6,7 +6,7 @@
 //! (`{xa, entry_start}`) and is woken by the unlocker. Functions that take the i_pages lock
 //! across a sleep take the guard by value and hand it back, so "i_pages lock held" is a type.
 
-use super::{Dax, DaxBug};
+use super::{Dax, DaxBug, Release};
 use crate::dax_entry::{
     DAX_LOCKED, PG_PMD_COLOUR, dax_entry_nr_pfns, dax_entry_order, dax_is_conflict,
     dax_is_empty_entry, dax_is_locked, dax_is_pmd_entry, dax_is_zero_entry, dax_to_pfn,
@@ -117,7 +117,7 @@ async fn sleep_on_entry<P: Platform>(
     let w = wq
         .prepare_to_wait(p, key, exclusive, wake_exceptional_entry_func)
         .await;
-    drop(xa);
+    xa.release(dax.release_steps).await;
     wq.schedule(p, w).await;
     wq.finish_wait(p, w).await;
 }
@@ -190,7 +190,7 @@ pub async fn wait_entry_unlocked_exclusive<'a, P: Platform>(
             .await;
         // The next load looks at the same index again.
         xas.reset();
-        drop(xa);
+        xa.release(dax.release_steps).await;
         wq.schedule(p, w).await;
         wq.finish_wait(p, w).await;
         xa = mapping.i_pages.lock(p).await;
@@ -265,7 +265,7 @@ pub async fn dax_unlock_entry<P: Platform>(
     xas.reset();
     let mut xa = mapping.i_pages.lock(p).await;
     let old = xa.xas_store(xas, entry);
-    drop(xa);
+    xa.release(dax.release_steps).await;
     bug_on(
         p,
         !old.is_value() || !dax_is_locked(old),

@@ -19,7 +19,7 @@ use super::iomap::{
     IOMAP_DAX, IOMAP_F_DIRTY, IOMAP_F_NEW, IOMAP_F_SHARED, IOMAP_FAULT, IOMAP_WRITE, IomapOps,
     IomapPair, IomapType,
 };
-use super::{Dax, DaxBug};
+use super::{Dax, DaxBug, Release};
 use crate::dax_entry::{
     DAX_EMPTY, DAX_PMD, DAX_ZERO_PAGE, PAGE_SHIFT, PAGE_SIZE, PG_PMD_COLOUR, PG_PMD_NR, PMD_ORDER,
     PMD_SIZE, dax_entry_order, dax_is_conflict, dax_is_empty_entry, dax_is_pmd_entry,
@@ -125,11 +125,11 @@ pub async fn grab_mapping_entry<P: Platform>(
     let mut pmd_downgrade = false;
     if !entry.is_null() {
         if dax_is_conflict(entry) {
-            drop(xa);
+            xa.release(dax.release_steps).await;
             return Err(VmFault::FALLBACK);
         }
         if !entry.is_value() {
-            drop(xa);
+            xa.release(dax.release_steps).await;
             return Err(VmFault::SIGBUS);
         }
         if order == 0 {
@@ -138,7 +138,7 @@ pub async fn grab_mapping_entry<P: Platform>(
         } else if dax_is_pte_entry(entry) {
             // Reached only with pmd-missed-wakeup (the code before the order argument): the
             // lookup returned a smaller, now unlocked entry; put it back and fall back.
-            drop(xa);
+            xa.release(dax.release_steps).await;
             put_unlocked_entry(dax, p, mapping, xas, entry, WakeMode::Next).await;
             return Err(VmFault::FALLBACK);
         }
@@ -152,7 +152,7 @@ pub async fn grab_mapping_entry<P: Platform>(
         // stale-huge-zero-page: the huge zero page stayed mapped over the range that is
         // about to get blocks (the unmap cd656375f946 and its neighbours added).
         if dax_is_zero_entry(entry) && !dax.bug(DaxBug::StaleHugeZeroPage) {
-            drop(xa);
+            xa.release(dax.release_steps).await;
             unmap_mapping_pages(
                 p,
                 &dax.world,
@@ -196,7 +196,7 @@ pub async fn grab_mapping_entry<P: Platform>(
         }
         xa.nrpages += 1 << order;
     }
-    drop(xa);
+    xa.release(dax.release_steps).await;
     Ok(entry)
 }
 
@@ -262,10 +262,12 @@ pub async fn dax_insert_entry<P: Platform>(
     xas.reset();
     let locking = !dax.bug(DaxBug::NoEntryLock);
     let mut entry = entry;
+    let mut xa = mapping.i_pages.lock(p).await;
     if shared || dax_is_zero_entry(entry) || dax_is_empty_entry(entry) {
+        // The pages change owner under the i_pages lock, with the entry store (memory failure
+        // rechecks page->mapping under the same lock).
         dax_disassociate_entry(dax, p, mapping, entry, false).await;
         dax_associate_entry(dax, p, mapping, &vmf.vma.b, vmf.address, new_entry, shared).await;
-        let mut xa = mapping.i_pages.lock(p).await;
         if locking {
             // Only a zero or empty entry (or shared blocks) is swapped for the new one.
             let old = dax_lock_entry(&mut xa, xas, new_entry);
@@ -273,7 +275,7 @@ pub async fn dax_insert_entry<P: Platform>(
                 crate::xarray::xa_to_value(entry) | crate::dax_entry::DAX_LOCKED,
             );
             mark(&mut xa, xas, write, dirty, shared);
-            drop(xa);
+            xa.release(dax.release_steps).await;
             warn_on(p, old != expect, "dax-insert-entry-changed", || {
                 format!(
                     "dax_insert_entry: ino {} index {:#x}: found {old:?}, expected {expect:?}",
@@ -284,7 +286,7 @@ pub async fn dax_insert_entry<P: Platform>(
         } else {
             xa.xas_store(xas, new_entry);
             mark(&mut xa, xas, write, dirty, shared);
-            drop(xa);
+            xa.release(dax.release_steps).await;
         }
         entry = new_entry;
     } else {
@@ -297,10 +299,9 @@ pub async fn dax_insert_entry<P: Platform>(
             dax_disassociate_entry(dax, p, mapping, entry, false).await;
             dax_associate_entry(dax, p, mapping, &vmf.vma.b, vmf.address, new_entry, shared).await;
         }
-        let mut xa = mapping.i_pages.lock(p).await;
         xa.xas_load(xas);
         mark(&mut xa, xas, write, dirty, shared);
-        drop(xa);
+        xa.release(dax.release_steps).await;
     }
     entry
 }
@@ -694,13 +695,13 @@ pub async fn dax_insert_pfn_mkwrite<P: Platform>(
     // Did we race with someone splitting the entry?
     if entry.is_null() || dax_is_conflict(entry) || (order == 0 && !dax_is_pte_entry(entry)) {
         put_unlocked_entry(dax, p, mapping, &xas, entry, WakeMode::Next).await;
-        drop(xa);
+        xa.release(dax.release_steps).await;
         // dax_insert_pfn_mkwrite_no_entry
         return VmFault::NOPAGE;
     }
     xa.xas_set_mark(&xas, PAGECACHE_TAG_DIRTY);
     dax_lock_entry(&mut xa, &mut xas, entry);
-    drop(xa);
+    xa.release(dax.release_steps).await;
     let ret = if order == 0 {
         vmf_insert_page_mkwrite(p, &dax.world, vmf.mm, &vmf.vma.b, vmf.address, pfn, true).await
     } else if order == PMD_ORDER {
@@ -752,7 +753,7 @@ pub async fn dax_fs_fault<P: Platform, I: IomapOps<P>>(
             None => VmFault::SIGBUS,
         };
     }
-    drop(il);
+    il.release(dax.release_steps).await;
     ret
 }
 
@@ -882,7 +883,7 @@ pub async fn dax_user_access<P: Platform, I: IomapOps<P>>(
             Some(vma) if write && !vma.b.writable() => VmFault::SIGSEGV,
             Some(vma) => dax_handle_mm_fault(dax, p, mm, vma, address, write, ops).await,
         };
-        drop(vmas);
+        vmas.release(dax.release_steps).await;
         if ret.is_error() {
             return Access::Failed(ret);
         }

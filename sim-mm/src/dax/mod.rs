@@ -18,11 +18,12 @@
 //! sleep (the simulator flags `sleep-in-atomic`); an entry lock is held across everything but is
 //! never taken while one is held by the same task (faults lock one entry).
 //!
-//! **Releases.** Guards of Platform locks are released by `drop` (no scheduling point of its
-//! own: the release belongs to the step that last touched the protected data). Nothing between
-//! that step and the release is visible to another task, so a separate release step would only
-//! add interleavings equivalent to existing ones, and a bounded search would spend its
-//! preemptions on them.
+//! **Releases.** Guards of Platform locks are released by [`Release::release`], which by
+//! default drops them (no scheduling point of its own: the release belongs to the step that
+//! last touched the protected data). Nothing between that step and the release is visible to
+//! another task, so a separate release step would only add interleavings equivalent to existing
+//! ones, and a bounded search would spend its preemptions on them. `Dax::release_steps` turns
+//! the separate steps back on; a test compares the final states both reach.
 //!
 //! **Waiting.** A task that finds an entry locked queues itself on one of 4096 hashed wait
 //! queues ([`DAX_WAIT_TABLE_ENTRIES`]) keyed `{xa, entry_start}` *before* it drops the i_pages
@@ -38,7 +39,13 @@
 //! - a block-backed entry's pages point back at it (`mapping`, `index`), at rest.
 //!
 //! **Bug modes** ([`DaxBug`]) switch one decision back to a historical behaviour and change
-//! nothing else; each decision point says which mode it honours.
+//! nothing else; each decision point says which mode it honours ([`DaxBug::mechanism`]).
+//!
+//! **Not modelled here.** Page contents (a new block is zero by definition; the CoW copy and
+//! `dax_iomap_copy_around` move no bytes; `dax_direct_access` only translates), the fs_dax
+//! tracepoints, `__mark_inode_dirty`, `iomap_iter` over more than one extent per fault (a fault
+//! asks once), the per-PMD page-table locks (one lock per mm, see `mm.rs`), and the
+//! `xas_nomem` retry (allocation never fails).
 
 pub mod entry;
 pub mod fault;
@@ -46,8 +53,10 @@ pub mod iomap;
 pub mod test_iomap;
 
 use crate::world::MmWorld;
+use sim_core::platform::{RwSemReadGuard, SpinLockGuard};
 use sim_core::{Platform, SpinLock, WaitQueue};
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 pub use crate::xarray::XArray;
@@ -228,11 +237,40 @@ impl fmt::Debug for BugSet {
 pub struct Dax<P: Platform> {
     pub world: Arc<MmWorld<P>>,
     pub bugs: BugSet,
+    /// Release locks with a scheduling point of their own (`unlock().await`) instead of with
+    /// the step that last touched the data (see the module notes). Off by default.
+    pub release_steps: bool,
     /// `wait_table[DAX_WAIT_TABLE_ENTRIES]` (`1 << wait_bits` buckets).
     wait_bits: u32,
     wait_table: Box<[WaitQueue<P>]>,
     /// The next free anonymous (DRAM) pfn for copy-on-write pages (the page allocator).
     anon_next: SpinLock<P, u64>,
+}
+
+/// How the DAX core releases a lock guard: with the current step (drop), or, with `step`, as a
+/// scheduling point of its own.
+pub trait Release {
+    fn release(self, step: bool) -> impl Future<Output = ()>;
+}
+
+impl<P: Platform, T> Release for SpinLockGuard<'_, P, T> {
+    async fn release(self, step: bool) {
+        if step {
+            self.unlock().await
+        } else {
+            drop(self)
+        }
+    }
+}
+
+impl<P: Platform, T> Release for RwSemReadGuard<'_, P, T> {
+    async fn release(self, step: bool) {
+        if step {
+            self.unlock().await
+        } else {
+            drop(self)
+        }
+    }
 }
 
 /// The first pfn the model hands out for anonymous pages: DRAM above the zero pages, below
@@ -256,6 +294,7 @@ impl<P: Platform> Dax<P> {
         Dax {
             world,
             bugs,
+            release_steps: false,
             wait_bits: bits,
             wait_table,
             anon_next: SpinLock::new(p, "anon_pages", ANON_BASE_PFN),

@@ -120,15 +120,25 @@ impl TestInode {
         for k in old {
             self.extents.remove(&k);
         }
-        self.extents.insert(
-            page,
-            Extent {
-                len: nr,
-                dev_page,
-                state,
-                shared,
-            },
-        );
+        let new = Extent {
+            len: nr,
+            dev_page,
+            state,
+            shared,
+        };
+        // Extend the extent before it when the blocks follow on (sequential allocation).
+        match self.extents.range_mut(..page).next_back() {
+            Some((&s, prev))
+                if s + prev.len == page
+                    && prev.dev_page + prev.len == dev_page
+                    && (prev.state, prev.shared) == (state, shared) =>
+            {
+                prev.len += nr;
+            }
+            _ => {
+                self.extents.insert(page, new);
+            }
+        }
         self.next_dev = self.next_dev.max(dev_page + nr);
     }
 
