@@ -15,8 +15,10 @@ use crate::journal::{
     JournalState, Log, empty_header, parse_journal, sfence, store_clwb, xlog_force,
 };
 use crate::layout::{DiskInode, Extent, Geometry, INODE_SIZE, MAX_EXTENTS, NAME_MAX, Superblock};
-use sim_core::platform::Platform;
+use crate::locks::{FsLock, Held, LockDep};
+use sim_core::platform::{MutexGuard, Platform, RwSemReadGuard, RwSemWriteGuard};
 use sim_core::{Mutex, PmemPlatform, RwSem};
+use sim_mm::world::{AddressSpace, MmWorld};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -32,6 +34,8 @@ pub struct InodeCore {
 /// An in-core inode.
 pub struct Inode<P: Platform> {
     pub ino: u64,
+    /// `inode->i_mapping`: the DAX entries, `i_mmap`, and `invalidate_lock` (MMAPLOCK).
+    pub mapping: Arc<AddressSpace<P>>,
     /// `i_rwsem` (XFS IOLOCK).
     pub i_rwsem: RwSem<P, ()>,
     /// `ILOCK`: the inode's size and extent map.
@@ -57,6 +61,9 @@ pub struct MountInfo {
 
 /// A mounted daxfs.
 pub struct Daxfs<P: Platform> {
+    pub world: Arc<MmWorld<P>>,
+    /// The lock-order check (see `locks.rs`).
+    pub lockdep: LockDep,
     pub geo: Geometry,
     pub pmem_size: u64,
     pub mount_info: MountInfo,
@@ -221,7 +228,12 @@ impl<P: PmemPlatform> Daxfs<P> {
     /// the journal (replay a committed transaction, discard an uncommitted one), mark the
     /// superblock in use, load inodes, bitmap and refcounts. Errors name the structure and
     /// block.
-    pub async fn mount(p: &P, pmem_size: u64) -> Result<Arc<Daxfs<P>>, String> {
+    /// `world` is the mm layer the inodes' address spaces live in.
+    pub async fn mount(
+        p: &P,
+        pmem_size: u64,
+        world: Arc<MmWorld<P>>,
+    ) -> Result<Arc<Daxfs<P>>, String> {
         let sbb = load(p, 0, 128).await?;
         let sb = Superblock::decode(&sbb, pmem_size)
             .map_err(|e| format!("superblock (block 0): {e}"))?;
@@ -256,7 +268,8 @@ impl<P: PmemPlatform> Daxfs<P> {
         let mut inodes = BTreeMap::new();
         for (ino, d) in inodes_of(&geo, &meta)? {
             names.insert(d.name.clone(), ino);
-            inodes.insert(ino, Arc::new(Inode::new(p, ino, d)));
+            let mapping = world.new_mapping(p, ino).await;
+            inodes.insert(ino, Arc::new(Inode::new(p, ino, d, mapping)));
         }
         let bm = geo.addr(geo.bitmap_start) as usize;
         let rc = geo.addr(geo.refcount_start) as usize;
@@ -266,6 +279,8 @@ impl<P: PmemPlatform> Daxfs<P> {
             &meta[rc..rc + (geo.refcount_blocks * geo.blocksize) as usize],
         );
         Ok(Arc::new(Daxfs {
+            world,
+            lockdep: LockDep::default(),
             geo,
             pmem_size,
             mount_info: info,
@@ -275,10 +290,90 @@ impl<P: PmemPlatform> Daxfs<P> {
         }))
     }
 
+    /// `xfs_ilock(ip, XFS_ILOCK_EXCL)`.
+    pub async fn ilock<'a>(
+        &'a self,
+        p: &P,
+        inode: &'a Inode<P>,
+    ) -> Held<'a, MutexGuard<'a, P, InodeCore>> {
+        Held::take(
+            p,
+            &self.lockdep,
+            FsLock::Ilock,
+            inode.ino,
+            inode.ilock.lock(p),
+        )
+        .await
+    }
+
+    /// `xfs_ilock(ip, XFS_IOLOCK_EXCL)`: `i_rwsem` for writing.
+    pub async fn iolock_excl<'a>(
+        &'a self,
+        p: &P,
+        inode: &'a Inode<P>,
+    ) -> Held<'a, RwSemWriteGuard<'a, P, ()>> {
+        Held::take(
+            p,
+            &self.lockdep,
+            FsLock::Iolock,
+            inode.ino,
+            inode.i_rwsem.write(p),
+        )
+        .await
+    }
+
+    /// `xfs_ilock(ip, XFS_IOLOCK_SHARED)`.
+    pub async fn iolock_shared<'a>(
+        &'a self,
+        p: &P,
+        inode: &'a Inode<P>,
+    ) -> Held<'a, RwSemReadGuard<'a, P, ()>> {
+        Held::take(
+            p,
+            &self.lockdep,
+            FsLock::Iolock,
+            inode.ino,
+            inode.i_rwsem.read(p),
+        )
+        .await
+    }
+
+    /// `xfs_ilock(ip, XFS_MMAPLOCK_EXCL)`: the mapping's `invalidate_lock` for writing.
+    pub async fn mmaplock_excl<'a>(
+        &'a self,
+        p: &P,
+        inode: &'a Inode<P>,
+    ) -> Held<'a, RwSemWriteGuard<'a, P, ()>> {
+        let l = inode.mapping.invalidate_lock.write(p);
+        Held::take(p, &self.lockdep, FsLock::Mmaplock, inode.ino, l).await
+    }
+
+    /// `xfs_ilock(ip, XFS_MMAPLOCK_SHARED)`.
+    pub async fn mmaplock_shared<'a>(
+        &'a self,
+        p: &P,
+        inode: &'a Inode<P>,
+    ) -> Held<'a, RwSemReadGuard<'a, P, ()>> {
+        let l = inode.mapping.invalidate_lock.read(p);
+        Held::take(p, &self.lockdep, FsLock::Mmaplock, inode.ino, l).await
+    }
+
+    pub async fn lock_ns(&self, p: &P) -> Held<'_, MutexGuard<'_, P, Namespace<P>>> {
+        Held::take(p, &self.lockdep, FsLock::Namespace, 0, self.ns.lock(p)).await
+    }
+
+    pub async fn lock_alloc(&self, p: &P) -> Held<'_, MutexGuard<'_, P, AllocState>> {
+        Held::take(p, &self.lockdep, FsLock::Alloc, 0, self.alloc.lock(p)).await
+    }
+
+    pub async fn lock_log(&self, p: &P) -> Held<'_, MutexGuard<'_, P, Log>> {
+        Held::take(p, &self.lockdep, FsLock::Log, 0, self.log.lock(p)).await
+    }
+
     /// Unmount: force the log (every change durable and checkpointed), mark the superblock
     /// clean.
     pub async fn unmount(&self, p: &P) -> Result<(), FsError> {
-        let mut log = self.log.lock(p).await;
+        let mut log = self.lock_log(p).await;
         xlog_force(p, &self.geo, &mut log).await?;
         let sb = Superblock {
             geo: self.geo,
@@ -319,7 +414,7 @@ impl<P: PmemPlatform> Daxfs<P> {
 
     /// `xfs_log_force`: make every logged change durable.
     pub async fn log_force(&self, p: &P) -> Result<(), FsError> {
-        let mut log = self.log.lock(p).await;
+        let mut log = self.lock_log(p).await;
         let r = xlog_force(p, &self.geo, &mut log).await;
         drop(log);
         r
@@ -327,7 +422,7 @@ impl<P: PmemPlatform> Daxfs<P> {
 
     /// `xfs_log_force_seq`: make the changes up to sequence `seq` durable.
     pub async fn log_force_seq(&self, p: &P, seq: u64) -> Result<(), FsError> {
-        let mut log = self.log.lock(p).await;
+        let mut log = self.lock_log(p).await;
         let r = if log.is_durable(seq) {
             Ok(())
         } else {
@@ -342,7 +437,7 @@ impl<P: PmemPlatform> Daxfs<P> {
         if seq == 0 {
             return true;
         }
-        let log = self.log.lock(p).await;
+        let log = self.lock_log(p).await;
         let d = log.is_durable(seq);
         drop(log);
         d
@@ -353,7 +448,7 @@ impl<P: PmemPlatform> Daxfs<P> {
     /// everything the units captured still held.
     pub async fn commit_trans(&self, p: &P, units: Vec<(u64, Vec<u8>)>) -> Result<u64, FsError> {
         let need: u64 = units.iter().map(|(_, d)| Log::record_bytes(d.len())).sum();
-        let mut log = self.log.lock(p).await;
+        let mut log = self.lock_log(p).await;
         if log.shutdown {
             drop(log);
             return Err(FsError::EIO);
@@ -375,7 +470,7 @@ impl<P: PmemPlatform> Daxfs<P> {
 
     /// The inode named `name`.
     pub async fn lookup(&self, p: &P, name: &str) -> Option<Arc<Inode<P>>> {
-        let ns = self.ns.lock(p).await;
+        let ns = self.lock_ns(p).await;
         let r = ns.names.get(name).and_then(|i| ns.inodes.get(i)).cloned();
         drop(ns);
         r
@@ -390,7 +485,7 @@ impl<P: PmemPlatform> Daxfs<P> {
         if name.len() > NAME_MAX {
             return Err(FsError::ENAMETOOLONG);
         }
-        let mut ns = self.ns.lock(p).await;
+        let mut ns = self.lock_ns(p).await;
         if ns.names.contains_key(name) {
             drop(ns);
             return Err(FsError::EEXIST);
@@ -413,6 +508,7 @@ impl<P: PmemPlatform> Daxfs<P> {
                 return Err(e);
             }
         };
+        let mapping = self.world.new_mapping(p, ino).await;
         let inode = Arc::new(Inode::with_core(
             p,
             ino,
@@ -420,6 +516,7 @@ impl<P: PmemPlatform> Daxfs<P> {
                 disk,
                 logged_seq: seq,
             },
+            mapping,
         ));
         ns.names.insert(name.to_string(), ino);
         ns.inodes.insert(ino, inode.clone());
@@ -481,7 +578,7 @@ impl<P: PmemPlatform> Daxfs<P> {
         n: u64,
         unwritten: bool,
     ) -> Result<Extent, FsError> {
-        let mut a = self.alloc.lock(p).await;
+        let mut a = self.lock_alloc(p).await;
         let (d, got) = match a.alloc(fb, n) {
             Ok(x) => x,
             Err(e) => {
@@ -532,7 +629,7 @@ impl<P: PmemPlatform> Daxfs<P> {
             // Punching the middle of an extent when the list is full.
             return Err(FsError::ENOSPC);
         }
-        let mut a = self.alloc.lock(p).await;
+        let mut a = self.lock_alloc(p).await;
         let gone = extent::remove_range(&mut core.disk.extents, fb, n);
         for e in &gone {
             a.free(e.dev, e.len);
@@ -545,13 +642,17 @@ impl<P: PmemPlatform> Daxfs<P> {
         Ok(())
     }
 
-    /// Change the size; blocks wholly past the new end of file are freed (the block side of
-    /// truncate: the caller breaks layouts and removes DAX entries first).
+    /// Change the size under IOLOCK and MMAPLOCK exclusive; blocks wholly past the new end of
+    /// file are freed (the block side of truncate). Not done yet: breaking DAX layouts and
+    /// removing DAX entries before the blocks are freed.
     pub async fn set_size(&self, p: &P, inode: &Inode<P>, size: u64) -> Result<(), FsError> {
         if size > i64::MAX as u64 {
             return Err(FsError::EFBIG);
         }
-        let mut core = inode.ilock.lock(p).await;
+        // XFS: IOLOCK and MMAPLOCK exclusive before anything that frees or allocates blocks.
+        let io = self.iolock_excl(p, inode).await;
+        let mm = self.mmaplock_excl(p, inode).await;
+        let mut core = self.ilock(p, inode).await;
         let r = async {
             let first_gone = size.div_ceil(self.geo.blocksize);
             let last = core
@@ -574,6 +675,8 @@ impl<P: PmemPlatform> Daxfs<P> {
         }
         .await;
         drop(core);
+        drop(mm);
+        drop(io);
         r
     }
 
@@ -596,12 +699,17 @@ impl<P: PmemPlatform> Daxfs<P> {
         }
         let bs = self.geo.blocksize;
         let (fb, eb) = (off / bs, end.div_ceil(bs));
-        let mut core = inode.ilock.lock(p).await;
+        // XFS: IOLOCK and MMAPLOCK exclusive before anything that frees or allocates blocks.
+        let io = self.iolock_excl(p, inode).await;
+        let mm = self.mmaplock_excl(p, inode).await;
+        let mut core = self.ilock(p, inode).await;
         let new_size = if keep_size { 0 } else { end };
         let r = self
             .alloc_range(p, inode.ino, &mut core, fb, eb - fb, true, new_size)
             .await;
         drop(core);
+        drop(mm);
+        drop(io);
         r
     }
 
@@ -617,11 +725,16 @@ impl<P: PmemPlatform> Daxfs<P> {
         let end = off.checked_add(len).ok_or(FsError::EFBIG)?;
         let bs = self.geo.blocksize;
         let (fb, eb) = (off / bs, end.div_ceil(bs));
-        let mut core = inode.ilock.lock(p).await;
+        // XFS: IOLOCK and MMAPLOCK exclusive before anything that frees or allocates blocks.
+        let io = self.iolock_excl(p, inode).await;
+        let mm = self.mmaplock_excl(p, inode).await;
+        let mut core = self.ilock(p, inode).await;
         let r = self
             .alloc_range(p, inode.ino, &mut core, fb, eb - fb, false, end)
             .await;
         drop(core);
+        drop(mm);
+        drop(io);
         r
     }
 
@@ -629,8 +742,9 @@ impl<P: PmemPlatform> Daxfs<P> {
     /// `dst_off` (holes in the source punch the destination); `len` 0 means to the source's
     /// end of file. Offsets are block-aligned, and so is `len` unless the range ends at the
     /// source's EOF (EINVAL otherwise); overlapping ranges of one file are EINVAL. The
-    /// destination grows to cover the range. Both ILOCKs are taken in inode-number order. The
-    /// caller holds both IOLOCKs and MMAPLOCKs and has broken layouts of the destination range.
+    /// destination grows to cover the range. Takes both IOLOCKs, MMAPLOCKs and ILOCKs in
+    /// inode-number order. Not done yet: breaking the destination's DAX layouts and removing its
+    /// DAX entries before its old blocks are freed (the DAX core's invalidation side).
     pub async fn reflink(
         &self,
         p: &P,
@@ -645,15 +759,33 @@ impl<P: PmemPlatform> Daxfs<P> {
             return Err(FsError::EINVAL);
         }
         let same = src.ino == dst.ino;
-        // ILOCKs in inode-number order.
-        let (mut g1, mut g2) = if same {
-            (src.ilock.lock(p).await, None)
-        } else if src.ino < dst.ino {
-            let a = src.ilock.lock(p).await;
-            (a, Some(dst.ilock.lock(p).await))
+        // `xfs_ilock2_io_mmap`: both IOLOCKs, then both MMAPLOCKs, each pair in inode-number
+        // order; then the ILOCKs in the same order.
+        let (lo, hi) = if src.ino <= dst.ino {
+            (src, dst)
         } else {
-            let b = dst.ilock.lock(p).await;
-            let a = src.ilock.lock(p).await;
+            (dst, src)
+        };
+        let io1 = self.iolock_excl(p, lo).await;
+        let io2 = if same {
+            None
+        } else {
+            Some(self.iolock_excl(p, hi).await)
+        };
+        let mm1 = self.mmaplock_excl(p, lo).await;
+        let mm2 = if same {
+            None
+        } else {
+            Some(self.mmaplock_excl(p, hi).await)
+        };
+        let (mut g1, mut g2) = if same {
+            (self.ilock(p, src).await, None)
+        } else if src.ino < dst.ino {
+            let a = self.ilock(p, src).await;
+            (a, Some(self.ilock(p, dst).await))
+        } else {
+            let b = self.ilock(p, dst).await;
+            let a = self.ilock(p, src).await;
             (a, Some(b))
         };
         let r = async {
@@ -701,7 +833,7 @@ impl<P: PmemPlatform> Daxfs<P> {
             if trial.len() > MAX_EXTENTS {
                 return Err(FsError::ENOSPC);
             }
-            let mut a = self.alloc.lock(p).await;
+            let mut a = self.lock_alloc(p).await;
             for &(o, cur, n) in &runs {
                 let gone = match cur {
                     Some(e) => {
@@ -732,12 +864,13 @@ impl<P: PmemPlatform> Daxfs<P> {
         .await;
         drop(g2);
         drop(g1);
+        drop((mm2, mm1, io2, io1));
         r
     }
 }
 
 impl<P: Platform> Inode<P> {
-    pub fn new(p: &P, ino: u64, disk: DiskInode) -> Inode<P> {
+    pub fn new(p: &P, ino: u64, disk: DiskInode, mapping: Arc<AddressSpace<P>>) -> Inode<P> {
         Inode::with_core(
             p,
             ino,
@@ -745,12 +878,14 @@ impl<P: Platform> Inode<P> {
                 disk,
                 logged_seq: 0,
             },
+            mapping,
         )
     }
 
-    pub fn with_core(p: &P, ino: u64, core: InodeCore) -> Inode<P> {
+    pub fn with_core(p: &P, ino: u64, core: InodeCore, mapping: Arc<AddressSpace<P>>) -> Inode<P> {
         Inode {
             ino,
+            mapping,
             i_rwsem: RwSem::new(p, "i_rwsem", ()),
             ilock: Mutex::new(p, "xfs_ilock", core),
         }

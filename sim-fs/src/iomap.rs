@@ -92,7 +92,7 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                 srcmap: no_src,
             });
         };
-        let mut a = fs.alloc.lock(p).await;
+        let mut a = fs.lock_alloc(p).await;
         let (shared, sn) = a.shared_run(cur.dev, n);
         let cur = Extent { len: sn, ..cur };
         if write && shared {
@@ -206,7 +206,7 @@ async fn copy_edges<P: PmemPlatform>(
 
 impl<P: PmemPlatform> IomapOps<P> for DaxfsFile<P> {
     async fn i_size(&self, p: &P) -> u64 {
-        let g = self.inode.ilock.lock(p).await;
+        let g = self.fs.ilock(p, &self.inode).await;
         let s = g.disk.size;
         drop(g);
         s
@@ -219,7 +219,7 @@ impl<P: PmemPlatform> IomapOps<P> for DaxfsFile<P> {
         length: u64,
         flags: u32,
     ) -> Result<IomapPair, Errno> {
-        let mut g = self.inode.ilock.lock(p).await;
+        let mut g = self.fs.ilock(p, &self.inode).await;
         let r = self.begin_locked(p, &mut g, pos, length, flags).await;
         drop(g);
         r.map_err(FsError::to_mm)
@@ -244,7 +244,7 @@ impl<P: PmemPlatform> IomapOps<P> for DaxfsFile<P> {
         _end: u64,
         _datasync: bool,
     ) -> Result<(), Errno> {
-        let g = self.inode.ilock.lock(p).await;
+        let g = self.fs.ilock(p, &self.inode).await;
         let seq = g.logged_seq;
         drop(g);
         self.fs.log_force_seq(p, seq).await.map_err(FsError::to_mm)
@@ -261,7 +261,7 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         length: u64,
         flags: u32,
     ) -> Result<IomapPair, FsError> {
-        let mut g = self.inode.ilock.lock(p).await;
+        let mut g = self.fs.ilock(p, &self.inode).await;
         let r = self.begin_locked(p, &mut g, pos, length, flags).await;
         drop(g);
         r

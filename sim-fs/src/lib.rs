@@ -9,6 +9,7 @@
 //! | [`extent`] | an inode's extent map as plain data | `xfs_bmap.c` |
 //! | [`fs`] | the mounted file system: mkfs, mount, unmount, create, fallocate, reflink, truncate of blocks | `xfs_super.c`, `xfs_inode.c`, `xfs_reflink.c` |
 //! | [`iomap`] | `iomap_begin`/`iomap_end` for the DAX core | `xfs_iomap.c` (`xfs_dax_write_iomap_ops`) |
+//! | [`locks`] | the lock order and its lockdep-style check | `lockdep`, `xfs_ilock` |
 //! | [`fsck`] | check every structure and cross-reference, naming structure and block | `xfs_repair -n` |
 //!
 //! **Locks** (Platform primitives; outermost first): `i_rwsem` (IOLOCK) -> the mapping's
@@ -18,8 +19,8 @@
 //! is made and inserted into the CIL with the locks of the state it captured still held, so the
 //! CIL never holds an older copy of a unit over a newer one.
 //!
-//! Not built yet (later steps of the daxfs issue): file operations (read/write/truncate with
-//! DAX layout breaking, unlink), notify_failure, the lock-order checker, the trace runner.
+//! Not built yet (later steps of the daxfs issue): file operations (read/write, truncate and
+//! fallocate with DAX layout breaking, unlink), notify_failure, the trace runner.
 
 pub mod alloc;
 pub mod extent;
@@ -28,6 +29,7 @@ pub mod fsck;
 pub mod iomap;
 pub mod journal;
 pub mod layout;
+pub mod locks;
 
 pub use fs::{Daxfs, Inode, InodeCore, MountInfo, mkfs};
 pub use fsck::{FsckReport, Problem, fsck_image};

@@ -13,6 +13,7 @@ use sim_fs::{Daxfs, DaxfsFile, FsError, FsckReport, fsck_image, mkfs};
 use sim_mm::dax::iomap::{
     IOMAP_F_DIRTY, IOMAP_F_NEW, IOMAP_F_SHARED, IOMAP_WRITE, IomapOps, IomapType,
 };
+use sim_mm::world::{MmConfig, MmWorld};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -115,6 +116,12 @@ fn names(rec: &sim_fs::fs::Recovered) -> Vec<String> {
         .collect()
 }
 
+/// Mount with an mm world whose memmap covers the device (pfn 0x100000 = device page 0).
+async fn mount(p: &P, size: u64) -> Result<Arc<Daxfs<P>>, String> {
+    let w = Arc::new(MmWorld::new(p, 0x10_0000, size / 4096, MmConfig::default()));
+    Daxfs::mount(p, size, w).await
+}
+
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -122,7 +129,7 @@ fn mkfs_mount_unmount_round_trip() {
     let size = 16 * MIB;
     let ((extents, info1), sim) = run(machine(size), move |p| async move {
         mkfs(&p, size, BS).await.unwrap();
-        let fs = Daxfs::mount(&p, size).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
         let info1 = fs.mount_info.clone();
         let a = fs.create(&p, "/a").await.unwrap();
         let b = fs.create(&p, "/b").await.unwrap();
@@ -143,7 +150,7 @@ fn mkfs_mount_unmount_round_trip() {
     // Remount (only what was durable survives the machine): everything is there.
     let m = crash_now(sim);
     let ((info2, ext2, size_b), sim) = run(m, move |p| async move {
-        let fs = Daxfs::mount(&p, size).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
         let a = fs.lookup(&p, "/a").await.unwrap();
         let b = fs.lookup(&p, "/b").await.unwrap();
         let ext = a.ilock.lock(&p).await.disk.extents.clone();
@@ -161,7 +168,7 @@ fn mkfs_mount_unmount_round_trip() {
 fn mount_refuses_what_is_not_a_daxfs_and_mkfs_refuses_bad_geometry() {
     let size = 4 * MIB;
     let (r, _) = run(machine(size), move |p| async move {
-        let none = Daxfs::mount(&p, size).await.err().unwrap();
+        let none = mount(&p, size).await.err().unwrap();
         let bs = mkfs(&p, size, 3000).await.err().unwrap();
         let small = mkfs(&p, 2 * MIB, BS).await.err().unwrap();
         (none, bs, small)
@@ -181,7 +188,7 @@ fn every_allowed_block_size_makes_a_clean_file_system_with_aligned_extents() {
         let size = 16 * MIB;
         let (ext, sim) = run(machine(size), move |p| async move {
             mkfs(&p, size, bs).await.unwrap();
-            let fs = Daxfs::mount(&p, size).await.unwrap();
+            let fs = mount(&p, size).await.unwrap();
             let f = fs.create(&p, "/f").await.unwrap();
             fs.prealloc(&p, &f, 0, 4 * MIB).await.unwrap();
             fs.unmount(&p).await.unwrap();
@@ -210,7 +217,7 @@ fn a_crash_during_a_log_force_recovers_the_old_or_the_new_state() {
     // Stage 1: a file system with /old, durable.
     let (_, sim) = run(machine(size), move |p| async move {
         mkfs(&p, size, BS).await.unwrap();
-        let fs = Daxfs::mount(&p, size).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
         let f = fs.create(&p, "/old").await.unwrap();
         fs.prealloc(&p, &f, 0, 8 * BS).await.unwrap();
         fs.log_force(&p).await.unwrap();
@@ -224,7 +231,7 @@ fn a_crash_during_a_log_force_recovers_the_old_or_the_new_state() {
         let p = sim.platform();
         let st = started.clone();
         sim.spawn("t0", move || async move {
-            let fs = Daxfs::mount(&p, size).await.unwrap();
+            let fs = mount(&p, size).await.unwrap();
             let f = fs.create(&p, "/new").await.unwrap();
             fs.prealloc(&p, &f, 0, 3 * BS).await.unwrap();
             let g = fs.lookup(&p, "/old").await.unwrap();
@@ -312,7 +319,7 @@ fn mount_replays_committed_and_discards_uncommitted_transactions() {
     ] {
         let (_, sim) = run(machine(size), move |p| async move {
             mkfs(&p, size, BS).await.unwrap();
-            let fs = Daxfs::mount(&p, size).await.unwrap();
+            let fs = mount(&p, size).await.unwrap();
             let f = fs.create(&p, "/f").await.unwrap();
             fs.prealloc(&p, &f, 0, 2 * BS).await.unwrap();
             fs.log.lock(&p).await.stop_at = Some(phase);
@@ -322,7 +329,7 @@ fn mount_replays_committed_and_discards_uncommitted_transactions() {
         });
         let m = crash_now(sim);
         let ((info, found), sim) = run(m, move |p| async move {
-            let fs = Daxfs::mount(&p, size).await.unwrap();
+            let fs = mount(&p, size).await.unwrap();
             let found = fs.lookup(&p, "/f").await.is_some();
             fs.unmount(&p).await.unwrap();
             (fs.mount_info.clone(), found)
@@ -348,7 +355,7 @@ fn sample_image() -> (Pmem, Geometry) {
     let size = 4 * MIB;
     let (geo, sim) = run(machine(size), move |p| async move {
         mkfs(&p, size, BS).await.unwrap();
-        let fs = Daxfs::mount(&p, size).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
         let a = fs.create(&p, "/a").await.unwrap();
         fs.prealloc(&p, &a, 0, 4 * BS).await.unwrap();
         let b = fs.create(&p, "/b").await.unwrap();
@@ -506,7 +513,7 @@ fn allocation_is_pmd_aligned_and_a_full_device_gives_enospc() {
     let size = 8 * MIB;
     let ((ext, errs, geo), sim) = run(machine(size), move |p| async move {
         mkfs(&p, size, BS).await.unwrap();
-        let fs = Daxfs::mount(&p, size).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
         let small = fs.create(&p, "/small").await.unwrap();
         fs.prealloc(&p, &small, 0, BS).await.unwrap();
         let big = fs.create(&p, "/big").await.unwrap();
@@ -547,7 +554,7 @@ fn iomap_answers_for_holes_unwritten_mapped_and_shared_extents() {
     let size = 8 * MIB;
     let (out, sim) = run(machine(size), move |p| async move {
         mkfs(&p, size, BS).await.unwrap();
-        let fs = Daxfs::mount(&p, size).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
         let f = fs.create(&p, "/f").await.unwrap();
         fs.set_size(&p, &f, 4 * MIB).await.unwrap();
         let file = DaxfsFile::new(fs.clone(), f.clone());
@@ -622,7 +629,7 @@ fn reflink_counts_owners_and_freeing_drops_them() {
     let size = 8 * MIB;
     let (counts, sim) = run(machine(size), move |p| async move {
         mkfs(&p, size, BS).await.unwrap();
-        let fs = Daxfs::mount(&p, size).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
         let a = fs.create(&p, "/a").await.unwrap();
         fs.prealloc(&p, &a, 0, 4 * BS).await.unwrap();
         let dev = a.ilock.lock(&p).await.disk.extents[&0].dev;
@@ -676,7 +683,7 @@ fn concurrent_write_faults_allocate_disjoint_blocks_in_every_interleaving() {
         let s = slot.clone();
         sim.spawn("setup", move || async move {
             mkfs(&p, size, BS).await.unwrap();
-            let fs = Daxfs::mount(&p, size).await.unwrap();
+            let fs = mount(&p, size).await.unwrap();
             let f = fs.create(&p, "/f").await.unwrap();
             let g = fs.create(&p, "/g").await.unwrap();
             fs.log_force(&p).await.unwrap();
@@ -726,4 +733,204 @@ fn concurrent_write_faults_allocate_disjoint_blocks_in_every_interleaving() {
     );
     assert!(rep.exhausted);
     assert!(rep.runs > 10, "runs: {}", rep.runs);
+}
+
+/// Run `f` as the only task; how the run ended.
+fn run_end<F, Fut>(m: Machine, f: F) -> RunEnd
+where
+    F: FnOnce(P) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let mut sim = Sim::new(SimConfig::default());
+    sim.set_machine(m);
+    let p = sim.platform();
+    sim.spawn("t0", move || f(p));
+    sim.run(|_, en| en[0])
+}
+
+fn fatal_name(end: &RunEnd) -> Option<String> {
+    match end {
+        RunEnd::Violation(v) => Some(v.kind.name()),
+        _ => None,
+    }
+}
+
+#[test]
+fn lockdep_reports_locks_taken_out_of_order() {
+    let size = 4 * MIB;
+    // The documented order is clean, and tracked: IOLOCK -> MMAPLOCK -> ILOCK -> allocator.
+    let end = run_end(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
+        let a = fs.create(&p, "/a").await.unwrap();
+        let b = fs.create(&p, "/b").await.unwrap();
+        let io = fs.iolock_excl(&p, &a).await;
+        let mm = fs.mmaplock_excl(&p, &a).await;
+        let i1 = fs.ilock(&p, &a).await;
+        let i2 = fs.ilock(&p, &b).await;
+        let al = fs.lock_alloc(&p).await;
+        use sim_core::Platform;
+        assert_eq!(fs.lockdep.held_by(p.current_task()).len(), 5);
+        drop((al, i2, i1, mm, io));
+        assert!(fs.lockdep.held_by(p.current_task()).is_empty());
+    });
+    assert_eq!(end, RunEnd::Done);
+    // ILOCK, then IOLOCK of the same inode: reported before it is taken.
+    let end = run_end(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
+        let a = fs.create(&p, "/a").await.unwrap();
+        let i = fs.ilock(&p, &a).await;
+        let io = fs.iolock_excl(&p, &a).await;
+        drop((io, i));
+    });
+    assert_eq!(
+        fatal_name(&end).as_deref(),
+        Some("assertion:lockdep-daxfs-lock-order")
+    );
+    // Two ILOCKs against inode-number order.
+    let end = run_end(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
+        let a = fs.create(&p, "/a").await.unwrap();
+        let b = fs.create(&p, "/b").await.unwrap();
+        let i2 = fs.ilock(&p, &b).await;
+        let i1 = fs.ilock(&p, &a).await;
+        drop((i1, i2));
+    });
+    let RunEnd::Violation(v) = &end else {
+        panic!("{end:?}")
+    };
+    assert!(
+        v.message
+            .contains("Ilock (inode 1) while holding Ilock (inode 2)"),
+        "{}",
+        v.message
+    );
+    // The allocator while the log is held (what a transaction commit must never do).
+    let end = run_end(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
+        let l = fs.lock_log(&p).await;
+        let a = fs.lock_alloc(&p).await;
+        drop((a, l));
+    });
+    assert_eq!(
+        fatal_name(&end).as_deref(),
+        Some("assertion:lockdep-daxfs-lock-order")
+    );
+}
+
+/// Two reflinks in opposite directions and a write fault race: the locks are always taken in
+/// order (no deadlock, no lockdep report), and the result checks clean.
+#[test]
+fn opposite_reflinks_and_a_write_fault_never_deadlock() {
+    let size = 4 * MIB;
+    let model = move |sim: &mut Sim| {
+        sim.set_machine(machine(size));
+        let p = sim.platform();
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let s = slot.clone();
+        sim.spawn("setup", move || async move {
+            mkfs(&p, size, BS).await.unwrap();
+            let fs = mount(&p, size).await.unwrap();
+            let a = fs.create(&p, "/a").await.unwrap();
+            let b = fs.create(&p, "/b").await.unwrap();
+            fs.prealloc(&p, &a, 0, 2 * BS).await.unwrap();
+            fs.prealloc(&p, &b, 0, 2 * BS).await.unwrap();
+            fs.log_force(&p).await.unwrap();
+            *s.lock().unwrap() = Some((fs, a, b));
+        });
+        sim.run(|_, en| en[0]);
+        let (fs, a, b) = slot.lock().unwrap().take().unwrap();
+        let p = sim.platform();
+        let done = Arc::new(Mutex::new(&p, "done", 0u32));
+        let racers: [(&str, u8); 3] = [("ab", 0), ("ba", 1), ("fault", 2)];
+        for (name, what) in racers {
+            let (fs, a, b, done) = (fs.clone(), a.clone(), b.clone(), done.clone());
+            sim.spawn(name, move || async move {
+                match what {
+                    0 => fs.reflink(&p, &a, &b, 0, BS, BS).await.unwrap(),
+                    1 => fs.reflink(&p, &b, &a, 0, BS, BS).await.unwrap(),
+                    _ => {
+                        let f = DaxfsFile::new(fs.clone(), b.clone());
+                        f.iomap_begin(&p, BS, BS, IOMAP_WRITE).await.unwrap();
+                    }
+                }
+                let mut d = done.lock(&p).await;
+                *d += 1;
+                if *d == 3 {
+                    fs.log_force(&p).await.unwrap();
+                    let r = Daxfs::<P>::fsck_media(&p, size).await;
+                    bug_on(&p, !r.is_clean(), "daxfs-fsck", || r.to_string()).await;
+                }
+                drop(d);
+            });
+        }
+    };
+    let cfg = ExploreConfig {
+        strategy: Strategy::Dfs {
+            preemption_bound: Some(1),
+        },
+        ..ExploreConfig::default()
+    };
+    let rep = explore(&model, &cfg, &mut |_| {}).unwrap();
+    assert!(
+        rep.failure.is_none(),
+        "{}",
+        rep.failure.as_ref().unwrap().violation
+    );
+    assert!(rep.exhausted);
+    assert!(rep.runs > 10, "runs: {}", rep.runs);
+}
+
+/// The DAX core faulting on daxfs: a write to a hole allocates a 2 MiB-aligned extent and is
+/// mapped by a PMD; a 4 KiB-aligned small allocation is mapped by PTEs; the pfns are the
+/// device blocks of the extents.
+#[test]
+fn dax_faults_on_daxfs_map_pmds_over_aligned_extents() {
+    use sim_mm::dax::Dax;
+    use sim_mm::dax::fault::{Access, dax_user_access};
+    use sim_mm::mm::{MmapFlags, do_mmap};
+    use sim_mm::signal::create_process;
+    let size = 16 * MIB;
+    let (out, sim) = run(machine(size), move |p| async move {
+        use sim_core::Platform;
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
+        let f = fs.create(&p, "/f").await.unwrap();
+        fs.set_size(&p, &f, 4 * MIB).await.unwrap();
+        let dax = Dax::new(&p, fs.world.clone(), sim_mm::dax::BugSet::NONE);
+        let (_, mm) = create_process(&p, &fs.world, "a", &[p.current_task()]).await;
+        let flags = MmapFlags {
+            shared: true,
+            sync: false,
+            write: true,
+            nohuge: false,
+        };
+        let addr = do_mmap(&p, &mm, &f.mapping, 0, 4 * MIB, flags)
+            .await
+            .unwrap();
+        let file = DaxfsFile::new(fs.clone(), f.clone());
+        let w = dax_user_access(&dax, &p, &mm, addr + 2 * MIB + 8192, true, &file).await;
+        let r = dax_user_access(&dax, &p, &mm, addr + 4096, false, &file).await;
+        let ext = f.ilock.lock(&p).await.disk.extents.clone();
+        fs.unmount(&p).await.unwrap();
+        (w, r, ext, fs.geo)
+    });
+    drop(sim);
+    let (w, r, ext, geo) = out;
+    // The write faulted a whole PMD in: one 512-block extent at file block 512.
+    let e = ext[&512];
+    assert_eq!((e.len, geo.addr(e.dev) % PMD_SIZE), (512, 0));
+    assert_eq!(
+        w,
+        Access::Mapped {
+            pfn: 0x10_0000 + e.dev + 2,
+            huge: true
+        }
+    );
+    // The read of the hole below maps the (huge) zero page: no blocks allocated there.
+    assert!(matches!(r, Access::Mapped { .. }));
+    assert_eq!(ext.len(), 1, "{ext:?}");
 }
