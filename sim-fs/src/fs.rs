@@ -29,6 +29,13 @@ pub struct InodeCore {
     /// The log sequence its last change went into (0: none since mount). The metadata is
     /// durable once the log's `committed_seq` reaches it.
     pub logged_seq: u64,
+    /// A sequence this inode has seen durable (`committed_seq` read under the log mutex);
+    /// invariant: `durable_seen <= log.committed_seq`, so `logged_seq <= durable_seen` proves
+    /// durability without taking the log mutex.
+    pub durable_seen: u64,
+    /// The inode may have shared blocks (XFS's reflink inode flag): set by reflink on both
+    /// inodes and at mount, never cleared. Without it `iomap_begin` skips the refcounts.
+    pub reflink: bool,
 }
 
 /// An in-core inode.
@@ -264,13 +271,6 @@ impl<P: PmemPlatform> Daxfs<P> {
         sfence(p)
             .await
             .map_err(|e| format!("superblock (block 0): {e}"))?;
-        let mut names = BTreeMap::new();
-        let mut inodes = BTreeMap::new();
-        for (ino, d) in inodes_of(&geo, &meta)? {
-            names.insert(d.name.clone(), ino);
-            let mapping = world.new_mapping(p, ino).await;
-            inodes.insert(ino, Arc::new(Inode::new(p, ino, d, mapping)));
-        }
         let bm = geo.addr(geo.bitmap_start) as usize;
         let rc = geo.addr(geo.refcount_start) as usize;
         let alloc = AllocState::from_media(
@@ -278,6 +278,22 @@ impl<P: PmemPlatform> Daxfs<P> {
             &meta[bm..bm + (geo.bitmap_blocks * geo.blocksize) as usize],
             &meta[rc..rc + (geo.refcount_blocks * geo.blocksize) as usize],
         );
+        let mut names = BTreeMap::new();
+        let mut inodes = BTreeMap::new();
+        for (ino, d) in inodes_of(&geo, &meta)? {
+            names.insert(d.name.clone(), ino);
+            let reflink = d
+                .extents
+                .values()
+                .any(|e| alloc.refcount.range(e.dev..e.dev + e.len).next().is_some());
+            let mapping = world.new_mapping(p, ino).await;
+            let core = InodeCore {
+                disk: d,
+                reflink,
+                ..InodeCore::default()
+            };
+            inodes.insert(ino, Arc::new(Inode::with_core(p, ino, core, mapping)));
+        }
         Ok(Arc::new(Daxfs {
             world,
             lockdep: LockDep::default(),
@@ -432,15 +448,16 @@ impl<P: PmemPlatform> Daxfs<P> {
         r
     }
 
-    /// Whether log sequence `seq` is durable (one locked read of the log).
-    pub async fn is_durable(&self, p: &P, seq: u64) -> bool {
-        if seq == 0 {
+    /// Whether the inode's metadata (`core`, ILOCK held) is durable: without the log mutex
+    /// when the inode has already seen its last change durable.
+    pub async fn inode_durable(&self, p: &P, core: &mut InodeCore) -> bool {
+        if core.logged_seq <= core.durable_seen {
             return true;
         }
         let log = self.lock_log(p).await;
-        let d = log.is_durable(seq);
+        core.durable_seen = log.committed_seq;
         drop(log);
-        d
+        core.logged_seq <= core.durable_seen
     }
 
     /// `xfs_trans_commit`: insert one transaction's units into the CIL (forcing the log first
@@ -515,6 +532,7 @@ impl<P: PmemPlatform> Daxfs<P> {
             InodeCore {
                 disk,
                 logged_seq: seq,
+                ..InodeCore::default()
             },
             mapping,
         ));
@@ -846,10 +864,12 @@ impl<P: PmemPlatform> Daxfs<P> {
                     a.free(g.dev, g.len);
                 }
             }
+            g1.reflink = true;
             let dst_core = match g2.as_mut() {
                 Some(g) => &mut **g,
                 None => &mut *g1,
             };
+            dst_core.reflink = true;
             if dst_end > dst_core.disk.size {
                 dst_core.disk.size = dst_end;
             }
@@ -876,7 +896,7 @@ impl<P: Platform> Inode<P> {
             ino,
             InodeCore {
                 disk,
-                logged_seq: 0,
+                ..InodeCore::default()
             },
             mapping,
         )

@@ -92,10 +92,22 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                 srcmap: no_src,
             });
         };
-        let mut a = fs.lock_alloc(p).await;
-        let (shared, sn) = a.shared_run(cur.dev, n);
+        // The refcounts are read (and, for copy on write, changed) under the allocator mutex;
+        // an inode that never took part in a reflink has no shared blocks.
+        let mut alloc = if core.reflink {
+            Some(fs.lock_alloc(p).await)
+        } else {
+            None
+        };
+        let (shared, sn) = match &alloc {
+            Some(a) => a.shared_run(cur.dev, n),
+            None => (false, n),
+        };
         let cur = Extent { len: sn, ..cur };
         if write && shared {
+            let mut a = alloc
+                .take()
+                .expect("shared blocks were seen under the allocator");
             // Copy on write.
             let r = async {
                 let (d, got) = a.alloc(fb, sn)?;
@@ -140,7 +152,7 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                 },
             });
         }
-        drop(a);
+        drop(alloc);
         if write && cur.unwritten {
             // Zero, then convert (one transaction after the zeroes are durable).
             crate::fs::zero_range(p, fs.geo.addr(cur.dev), fs.geo.addr(cur.len)).await?;
@@ -166,7 +178,7 @@ impl<P: PmemPlatform> DaxfsFile<P> {
             IomapType::Mapped
         };
         let mut fl = if shared { IOMAP_F_SHARED } else { 0 };
-        if write && !fs.is_durable(p, core.logged_seq).await {
+        if write && !fs.inode_durable(p, core).await {
             fl |= IOMAP_F_DIRTY;
         }
         Ok(IomapPair {
@@ -264,6 +276,63 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         let mut g = self.fs.ilock(p, &self.inode).await;
         let r = self.begin_locked(p, &mut g, pos, length, flags).await;
         drop(g);
+        r
+    }
+}
+
+impl<P: PmemPlatform> DaxfsFile<P> {
+    /// `fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`, the block side: under IOLOCK
+    /// and MMAPLOCK exclusive, the blocks wholly inside `off .. off + len` lose this file's
+    /// reference (freed unless shared), and the bytes of partial blocks at the edges are
+    /// zeroed on the media (after a copy on write if the block is shared; holes and unwritten
+    /// blocks already read as zeros). Not done yet: breaking DAX layouts and removing the DAX
+    /// entries of the range first (the DAX core's invalidation side), and zeroing through the
+    /// DAX core (`dax_zero_range`) rather than with direct stores.
+    pub async fn punch_hole(&self, p: &P, off: u64, len: u64) -> Result<(), FsError> {
+        let fs = &self.fs;
+        let bs = fs.geo.blocksize;
+        let end = off.checked_add(len).ok_or(FsError::EFBIG)?;
+        if len == 0 {
+            return Err(FsError::EINVAL);
+        }
+        let io = fs.iolock_excl(p, &self.inode).await;
+        let mm = fs.mmaplock_excl(p, &self.inode).await;
+        let mut core = fs.ilock(p, &self.inode).await;
+        let r = async {
+            let (first, last) = (off.div_ceil(bs), end / bs);
+            // The partial blocks at the edges (one block when the range is inside it).
+            let (up, down) = (off.div_ceil(bs) * bs, end / bs * bs);
+            let mut edges = Vec::new();
+            if !off.is_multiple_of(bs) {
+                edges.push((off, end.min(up)));
+            }
+            if !end.is_multiple_of(bs) && down >= up {
+                edges.push((down, end));
+            }
+            for (lo, hi) in edges {
+                let (cur, _) = extent::run(&core.disk.extents, lo / bs, 1);
+                match cur {
+                    None => {}
+                    Some(e) if e.unwritten => {}
+                    Some(_) => {
+                        let m = self
+                            .begin_locked(p, &mut core, lo, hi - lo, IOMAP_WRITE)
+                            .await?;
+                        let addr = m.iomap.device_addr(lo);
+                        crate::fs::zero_range(p, addr, hi - lo).await?;
+                    }
+                }
+            }
+            if first < last {
+                fs.free_range(p, self.inode.ino, &mut core, first, last - first)
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        drop(core);
+        drop(mm);
+        drop(io);
         r
     }
 }

@@ -934,3 +934,65 @@ fn dax_faults_on_daxfs_map_pmds_over_aligned_extents() {
     assert!(matches!(r, Access::Mapped { .. }));
     assert_eq!(ext.len(), 1, "{ext:?}");
 }
+
+#[test]
+fn punch_hole_frees_whole_blocks_and_zeroes_partial_ones() {
+    use sim_core::PmemPlatform;
+    let size = 8 * MIB;
+    let (out, sim) = run(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
+        let f = fs.create(&p, "/f").await.unwrap();
+        fs.prealloc(&p, &f, 0, 8 * BS).await.unwrap();
+        let dev = f.ilock.lock(&p).await.disk.extents[&0].dev;
+        let base = fs.geo.addr(dev);
+        // Fill the file's blocks with 0xab (durably).
+        p.pmem_ntstore(base, &vec![0xab; 8 * BS as usize])
+            .await
+            .unwrap();
+        p.sfence().await.unwrap();
+        // Share block 6 with /g: punching it must keep /g's copy.
+        let g = fs.create(&p, "/g").await.unwrap();
+        fs.reflink(&p, &f, &g, 6 * BS, BS, 0).await.unwrap();
+        let file = DaxfsFile::new(fs.clone(), f.clone());
+        // Bytes 100 .. 3 blocks + 200: block 0 partly zeroed, 1 and 2 freed, 3 partly zeroed.
+        file.punch_hole(&p, 100, 3 * BS + 100).await.unwrap();
+        // All of block 6 (shared): only the reference goes.
+        file.punch_hole(&p, 6 * BS, BS).await.unwrap();
+        // Inside one block: zeroed in place.
+        file.punch_hole(&p, 5 * BS + 10, 20).await.unwrap();
+        assert_eq!(file.punch_hole(&p, 0, 0).await, Err(FsError::EINVAL));
+        let ext: Vec<(u64, u64)> = f
+            .ilock
+            .lock(&p)
+            .await
+            .disk
+            .extents
+            .iter()
+            .map(|(&k, e)| (k, e.len))
+            .collect();
+        let mut bytes = vec![0u8; 8 * BS as usize];
+        p.pmem_load(base, &mut bytes).await.unwrap();
+        let al = fs.alloc.lock(&p).await;
+        let owners: Vec<u32> = (dev..dev + 8).map(|d| al.owners(d)).collect();
+        drop(al);
+        fs.unmount(&p).await.unwrap();
+        (ext, bytes, owners)
+    });
+    let (ext, bytes, owners) = out;
+    assert_eq!(ext, vec![(0, 1), (3, 3), (7, 1)]);
+    assert_eq!(owners, vec![1, 0, 0, 1, 1, 1, 1, 1]);
+    let b = BS as usize;
+    assert!(bytes[..100].iter().all(|&x| x == 0xab));
+    assert!(bytes[100..b].iter().all(|&x| x == 0));
+    assert!(bytes[3 * b..3 * b + 200].iter().all(|&x| x == 0));
+    assert!(bytes[3 * b + 200..4 * b].iter().all(|&x| x == 0xab));
+    assert!(bytes[5 * b + 10..5 * b + 30].iter().all(|&x| x == 0));
+    assert_eq!(bytes[5 * b + 30], 0xab);
+    assert!(
+        bytes[6 * b..7 * b].iter().all(|&x| x == 0xab),
+        "/g's block untouched"
+    );
+    let r = fsck_pmem(&durable_pmem(&sim));
+    assert!(r.is_clean(), "{r}");
+}
