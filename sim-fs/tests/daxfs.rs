@@ -996,3 +996,127 @@ fn punch_hole_frees_whole_blocks_and_zeroes_partial_ones() {
     let r = fsck_pmem(&durable_pmem(&sim));
     assert!(r.is_clean(), "{r}");
 }
+
+/// MAP_SYNC on daxfs: a write fault that allocates sees `IOMAP_F_DIRTY`, so the DAX core syncs
+/// (`dax_finish_sync_fault` -> `fsync_range` -> log force) before mapping; a crash right after
+/// the fault keeps the allocation. Without MAP_SYNC the allocation is not yet durable.
+#[test]
+fn map_sync_write_faults_make_the_allocation_durable_before_mapping() {
+    use sim_mm::dax::Dax;
+    use sim_mm::dax::fault::{Access, dax_user_access};
+    use sim_mm::mm::{MmapFlags, do_mmap};
+    use sim_mm::signal::create_process;
+    let size = 8 * MIB;
+    for sync in [true, false] {
+        let (acc, sim) = run(machine(size), move |p| async move {
+            use sim_core::Platform;
+            mkfs(&p, size, BS).await.unwrap();
+            let fs = mount(&p, size).await.unwrap();
+            let f = fs.create(&p, "/f").await.unwrap();
+            fs.set_size(&p, &f, 64 * BS).await.unwrap();
+            fs.log_force(&p).await.unwrap();
+            let dax = Dax::new(&p, fs.world.clone(), sim_mm::dax::BugSet::NONE);
+            let (_, mm) = create_process(&p, &fs.world, "a", &[p.current_task()]).await;
+            let flags = MmapFlags {
+                shared: true,
+                sync,
+                write: true,
+                nohuge: true,
+            };
+            let addr = do_mmap(&p, &mm, &f.mapping, 0, 64 * BS, flags)
+                .await
+                .unwrap();
+            let file = DaxfsFile::new(fs.clone(), f.clone());
+            let a = dax_user_access(&dax, &p, &mm, addr + 3 * BS, true, &file).await;
+            // The power fails here: no unmount.
+            a
+        });
+        assert!(matches!(acc, Access::Mapped { huge: false, .. }), "{acc:?}");
+        let (rec, report) = recover_pmem(&crash_now(sim).crash_point().persisted().clone());
+        assert!(report.is_clean(), "{report}");
+        let inodes = inodes_of(&rec.geo, &rec.meta).unwrap();
+        let f = inodes.values().find(|d| d.name == "/f").unwrap();
+        assert_eq!(
+            f.extents.contains_key(&3),
+            sync,
+            "sync {sync}: {:?}",
+            f.extents
+        );
+    }
+}
+
+#[test]
+fn an_inode_whose_extent_list_is_full_gets_enospc() {
+    let size = 8 * MIB;
+    let (r, sim) = run(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
+        let f = fs.create(&p, "/f").await.unwrap();
+        let file = DaxfsFile::new(fs.clone(), f.clone());
+        let mut n = 0;
+        // Every other block: extents that never merge.
+        let err = loop {
+            match file.iomap_begin_fs(&p, 2 * n * BS, BS, IOMAP_WRITE).await {
+                Ok(_) => n += 1,
+                Err(e) => break e,
+            }
+        };
+        fs.unmount(&p).await.unwrap();
+        (n, err)
+    });
+    assert_eq!(r, (sim_fs::layout::MAX_EXTENTS as u64, FsError::ENOSPC));
+    let report = fsck_pmem(&durable_pmem(&sim));
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.used_blocks, sim_fs::layout::MAX_EXTENTS as u64);
+}
+
+/// Two write faults on the same hole: one allocates (NEW), the other finds the block.
+#[test]
+fn racing_write_faults_on_one_hole_allocate_once() {
+    let size = 4 * MIB;
+    let model = move |sim: &mut Sim| {
+        sim.set_machine(machine(size));
+        let p = sim.platform();
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let s = slot.clone();
+        sim.spawn("setup", move || async move {
+            mkfs(&p, size, BS).await.unwrap();
+            let fs = mount(&p, size).await.unwrap();
+            let f = fs.create(&p, "/f").await.unwrap();
+            *s.lock().unwrap() = Some(DaxfsFile::new(fs, f));
+        });
+        sim.run(|_, en| en[0]);
+        let file = slot.lock().unwrap().take().unwrap();
+        let p = sim.platform();
+        let seen = Arc::new(Mutex::new(&p, "seen", Vec::<(u64, bool)>::new()));
+        for name in ["t1", "t2"] {
+            let (file, seen) = (file.clone(), seen.clone());
+            sim.spawn(name, move || async move {
+                let m = file.iomap_begin(&p, 0, BS, IOMAP_WRITE).await.unwrap();
+                let mut s = seen.lock(&p).await;
+                s.push((m.iomap.addr, m.iomap.has(IOMAP_F_NEW)));
+                if s.len() == 2 {
+                    let (a, b) = (s[0], s[1]);
+                    bug_on(&p, a.0 != b.0 || a.1 == b.1, "daxfs-double-alloc", || {
+                        format!("{a:?} {b:?}")
+                    })
+                    .await;
+                }
+                drop(s);
+            });
+        }
+    };
+    let cfg = ExploreConfig {
+        strategy: Strategy::Dfs {
+            preemption_bound: None,
+        },
+        ..ExploreConfig::default()
+    };
+    let rep = explore(&model, &cfg, &mut |_| {}).unwrap();
+    assert!(
+        rep.failure.is_none(),
+        "{}",
+        rep.failure.as_ref().unwrap().violation
+    );
+    assert!(rep.exhausted && rep.runs >= 2, "runs {}", rep.runs);
+}
