@@ -81,6 +81,9 @@ pub struct Daxfs<P: Platform> {
 
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
+/// Blocks one reflink transaction remaps at most (64 refcount lines in the journal).
+pub const REFLINK_CHUNK: u64 = 1024;
+
 /// Write zeros over `addr .. addr + len` with non-temporal stores and fence them: durable
 /// zeros (the pmem driver's zeroing; `XFS_BMAPI_ZERO`).
 pub async fn zero_range<P: PmemPlatform>(p: &P, addr: u64, len: u64) -> Result<(), FsError> {
@@ -833,52 +836,60 @@ impl<P: PmemPlatform> Daxfs<P> {
                 runs.push((b, cur, n));
                 b += n;
             }
-            let dmap: &mut ExtentMap = match g2.as_mut() {
-                Some(g) => &mut g.disk.extents,
-                None => &mut g1.disk.extents,
-            };
-            let mut trial = dmap.clone();
+            // One transaction per chunk of at most REFLINK_CHUNK blocks (XFS: one per extent),
+            // so that no transaction outgrows the journal; each leaves a consistent file
+            // system, and a crash in between leaves the destination partly remapped.
+            let mut chunks: Vec<(u64, Option<Extent>, u64)> = Vec::new();
             for &(o, cur, n) in &runs {
-                match cur {
-                    Some(e) => {
-                        extent::replace(&mut trial, dfb + o, e);
-                    }
-                    None => {
-                        extent::remove_range(&mut trial, dfb + o, n);
-                    }
+                let mut c = 0;
+                while c < n {
+                    let k = (n - c).min(REFLINK_CHUNK);
+                    let piece = cur.map(|e| Extent {
+                        dev: e.dev + c,
+                        len: k,
+                        unwritten: e.unwritten,
+                    });
+                    chunks.push((o + c, piece, k));
+                    c += k;
                 }
             }
-            if trial.len() > MAX_EXTENTS {
-                return Err(FsError::ENOSPC);
-            }
-            let mut a = self.lock_alloc(p).await;
-            for &(o, cur, n) in &runs {
-                let gone = match cur {
-                    Some(e) => {
-                        a.share(e.dev, e.len);
-                        extent::replace(dmap, dfb + o, e)
-                    }
-                    None => extent::remove_range(dmap, dfb + o, n),
-                };
-                for g in gone {
-                    a.free(g.dev, g.len);
+            let apply = |map: &mut ExtentMap, o: u64, cur: Option<Extent>, n: u64| match cur {
+                Some(e) => extent::replace(map, dfb + o, e),
+                None => extent::remove_range(map, dfb + o, n),
+            };
+            // Refuse before changing anything when some step would overflow the extent list.
+            let mut trial = match g2.as_ref() {
+                Some(g) => g.disk.extents.clone(),
+                None => g1.disk.extents.clone(),
+            };
+            for &(o, cur, n) in &chunks {
+                apply(&mut trial, o, cur, n);
+                if trial.len() > MAX_EXTENTS {
+                    return Err(FsError::ENOSPC);
                 }
             }
             g1.reflink = true;
-            let dst_core = match g2.as_mut() {
-                Some(g) => &mut **g,
-                None => &mut *g1,
+            let dst_core: &mut InodeCore = match g2.as_mut() {
+                Some(g) => g,
+                None => &mut g1,
             };
             dst_core.reflink = true;
-            if dst_end > dst_core.disk.size {
-                dst_core.disk.size = dst_end;
+            for &(o, cur, n) in &chunks {
+                let mut a = self.lock_alloc(p).await;
+                if let Some(e) = cur {
+                    a.share(e.dev, e.len);
+                }
+                for g in apply(&mut dst_core.disk.extents, o, cur, n) {
+                    a.free(g.dev, g.len);
+                }
+                let covered = (dfb + o + n) * bs;
+                dst_core.disk.size = dst_core.disk.size.max(covered.min(dst_end));
+                let mut units = a.take_dirty();
+                units.push(self.inode_unit(dst.ino, &dst_core.disk));
+                let r = self.commit_trans(p, units).await;
+                drop(a);
+                dst_core.logged_seq = r?;
             }
-            let mut units = a.take_dirty();
-            units.push(self.inode_unit(dst.ino, &dst_core.disk));
-            let r = self.commit_trans(p, units).await;
-            drop(a);
-            let seq = r?;
-            dst_core.logged_seq = seq;
             Ok(())
         }
         .await;
