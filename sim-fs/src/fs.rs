@@ -12,7 +12,8 @@ use crate::alloc::AllocState;
 use crate::extent::{self, ExtentMap};
 use crate::fsck::{FsckReport, fsck_image};
 use crate::journal::{
-    JournalState, Log, empty_header, parse_journal, sfence, store_clwb, xlog_force,
+    JH_MAGIC, JHEADER, JournalState, Log, empty_header, parse_journal, sfence, store_clwb,
+    xlog_force,
 };
 use crate::layout::{DiskInode, Extent, Geometry, INODE_SIZE, MAX_EXTENTS, NAME_MAX, Superblock};
 use crate::locks::{FsLock, Held, LockDep};
@@ -105,6 +106,45 @@ async fn load<P: PmemPlatform>(p: &P, addr: u64, len: u64) -> Result<Vec<u8>, St
         .await
         .map_err(|e| format!("metadata at {addr:#x} unreadable: {e}"))?;
     Ok(v)
+}
+
+/// The metadata bytes `0 .. geo.meta_bytes()` as mount and fsck need them, read through CPU
+/// loads: the superblock, the journal header (and the transaction it announces, if any), the
+/// inode records, and the bitmap and refcount lines that hold blocks. Unused tails of regions
+/// read as zeros (mkfs never writes them).
+pub async fn load_meta<P: PmemPlatform>(p: &P, geo: &Geometry) -> Result<Vec<u8>, String> {
+    let mut meta = vec![0u8; geo.meta_bytes() as usize];
+    let get = async |meta: &mut Vec<u8>, addr: u64, len: u64| -> Result<(), String> {
+        let a = addr as usize;
+        p.pmem_load(addr, &mut meta[a..a + len as usize])
+            .await
+            .map_err(|e| format!("metadata at {addr:#x} unreadable: {e}"))
+    };
+    get(&mut meta, 0, 128).await?;
+    let j = geo.journal_addr();
+    get(&mut meta, j, JHEADER).await?;
+    if crate::layout::get_u32(&meta, j as usize) == JH_MAGIC {
+        get(&mut meta, j + JHEADER, geo.journal_bytes() - JHEADER).await?;
+    }
+    get(
+        &mut meta,
+        geo.addr(geo.itable_start),
+        geo.ninodes * INODE_SIZE,
+    )
+    .await?;
+    get(
+        &mut meta,
+        geo.addr(geo.bitmap_start),
+        geo.bitmap_used_bytes(),
+    )
+    .await?;
+    get(
+        &mut meta,
+        geo.addr(geo.refcount_start),
+        geo.refcount_used_bytes(),
+    )
+    .await?;
+    Ok(meta)
 }
 
 /// `mkfs.daxfs`: write an empty file system over a device of `pmem_size` bytes with blocks of
@@ -248,7 +288,7 @@ impl<P: PmemPlatform> Daxfs<P> {
         let sb = Superblock::decode(&sbb, pmem_size)
             .map_err(|e| format!("superblock (block 0): {e}"))?;
         let geo = sb.geo;
-        let meta = load(p, 0, geo.meta_bytes()).await?;
+        let meta = load_meta(p, &geo).await?;
         let rec = recover_meta(geo, sb.clean, meta)?;
         let mem = |e: FsError| format!("journal (block {}): recovery: {e}", geo.journal_start);
         // Replay in place, then mark the journal empty (also when a transaction was
@@ -416,7 +456,7 @@ impl<P: PmemPlatform> Daxfs<P> {
             .and_then(|b| Superblock::decode(b, pmem_size).ok())
             .map(|s| s.geo);
         let meta = match geo {
-            Some(g) => load(p, 0, g.meta_bytes()).await,
+            Some(g) => load_meta(p, &g).await,
             None => sb.clone(),
         };
         let mut read = |addr: u64, buf: &mut [u8]| -> Result<(), String> {
