@@ -8,7 +8,7 @@
 //! | [`alloc`] | block bitmap and refcounts in core; 2 MiB-aligned allocation | `xfs_alloc.c`, `xfs_refcount.c` |
 //! | [`extent`] | an inode's extent map as plain data | `xfs_bmap.c` |
 //! | [`fs`] | the mounted file system: mkfs, mount, unmount, create, fallocate, reflink, truncate of blocks | `xfs_super.c`, `xfs_inode.c`, `xfs_reflink.c` |
-//! | [`iomap`] | `iomap_begin`/`iomap_end` for the DAX core | `xfs_iomap.c` (`xfs_dax_write_iomap_ops`) |
+//! | [`iomap`] | `iomap_begin`/`iomap_end` for the DAX core; punch hole | `xfs_iomap.c` (`xfs_dax_write_iomap_ops`) |
 //! | [`locks`] | the lock order and its lockdep-style check | `lockdep`, `xfs_ilock` |
 //! | [`fsck`] | check every structure and cross-reference, naming structure and block | `xfs_repair -n` |
 //!
@@ -17,10 +17,14 @@
 //! `iomap_begin` holding an entry lock) -> the namespace mutex -> `ILOCK` (per inode; two are
 //! taken in inode-number order) -> the allocator mutex -> the log mutex. Every metadata change
 //! is made and inserted into the CIL with the locks of the state it captured still held, so the
-//! CIL never holds an older copy of a unit over a newer one.
+//! CIL never holds an older copy of a unit over a newer one. [`locks::LockDep`] checks the
+//! order at every acquisition through `Daxfs::{iolock_*, mmaplock_*, ilock, lock_*}`.
 //!
-//! Not built yet (later steps of the daxfs issue): file operations (read/write, truncate and
-//! fallocate with DAX layout breaking, unlink), notify_failure, the trace runner.
+//! Not built yet (later steps of the daxfs issue): file operations (read/write, stat, unlink
+//! with deferred freeing, fsync of data, fallocate zero/collapse/insert), breaking DAX layouts
+//! (`dax_layout_busy_page_range`) and removing DAX entries before truncate, punch and reflink
+//! free blocks, notify_failure through the file system's rmap, the `no-mmaplock` and
+//! `reflink-page-mapping` bug modes, the trace runner.
 
 pub mod alloc;
 pub mod extent;

@@ -190,7 +190,7 @@ fn every_allowed_block_size_makes_a_clean_file_system_with_aligned_extents() {
             mkfs(&p, size, bs).await.unwrap();
             let fs = mount(&p, size).await.unwrap();
             let f = fs.create(&p, "/f").await.unwrap();
-            fs.prealloc(&p, &f, 0, 4 * MIB).await.unwrap();
+            fs.prealloc(&p, &f, 0, 2 * MIB).await.unwrap();
             fs.unmount(&p).await.unwrap();
             let e = f.ilock.lock(&p).await.disk.extents.clone();
             (e, fs.geo)
