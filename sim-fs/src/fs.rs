@@ -15,8 +15,11 @@ use crate::journal::{
     JH_MAGIC, JHEADER, JournalState, Log, empty_header, parse_journal, sfence, store_clwb,
     xlog_force,
 };
-use crate::layout::{DiskInode, Extent, Geometry, INODE_SIZE, MAX_EXTENTS, NAME_MAX, Superblock};
+use crate::layout::{
+    DiskInode, Extent, Geometry, INODE_F_ORPHAN, INODE_SIZE, MAX_EXTENTS, NAME_MAX, Superblock,
+};
 use crate::locks::{FsLock, Held, LockDep};
+use sim_core::platform::bug_on;
 use sim_core::platform::{MutexGuard, Platform, RwSemReadGuard, RwSemWriteGuard};
 use sim_core::{Mutex, PmemPlatform, RwSem};
 use sim_mm::world::{AddressSpace, MmWorld};
@@ -65,6 +68,8 @@ pub struct MountInfo {
     pub discarded: Option<(u64, String)>,
     /// The superblock said the last unmount was clean.
     pub was_clean: bool,
+    /// Unlinked inodes whose blocks mount freed.
+    pub orphans: Vec<u64>,
 }
 
 /// A mounted daxfs.
@@ -212,6 +217,7 @@ pub fn recover_meta(
         replayed: None,
         discarded: None,
         was_clean,
+        orphans: Vec::new(),
     };
     let mut writes = Vec::new();
     let seq = match parse_journal(&meta[ja..ja + geo.journal_bytes() as usize]) {
@@ -323,8 +329,13 @@ impl<P: PmemPlatform> Daxfs<P> {
         );
         let mut names = BTreeMap::new();
         let mut inodes = BTreeMap::new();
+        let mut orphans = Vec::new();
         for (ino, d) in inodes_of(&geo, &meta)? {
-            names.insert(d.name.clone(), ino);
+            if d.flags & INODE_F_ORPHAN != 0 {
+                orphans.push(ino);
+            } else {
+                names.insert(d.name.clone(), ino);
+            }
             let reflink = d
                 .extents
                 .values()
@@ -337,7 +348,9 @@ impl<P: PmemPlatform> Daxfs<P> {
             };
             inodes.insert(ino, Arc::new(Inode::with_core(p, ino, core, mapping)));
         }
-        Ok(Arc::new(Daxfs {
+        let mut info = info;
+        info.orphans = orphans.clone();
+        let fs = Arc::new(Daxfs {
             world,
             lockdep: LockDep::default(),
             geo,
@@ -346,7 +359,86 @@ impl<P: PmemPlatform> Daxfs<P> {
             ns: Mutex::new(p, "daxfs_namespace", Namespace { names, inodes }),
             alloc: Mutex::new(p, "daxfs_alloc", alloc),
             log: Mutex::new(p, "daxfs_log", Log::new(&geo, seq)),
-        }))
+        });
+        // Inodes unlinked before the crash while still in use (`xlog_recover_process_iunlinks`):
+        // nobody can use them now, so their blocks go.
+        for ino in orphans {
+            let inode = fs.lock_ns(p).await.inodes.get(&ino).cloned();
+            if let Some(inode) = inode {
+                fs.evict(p, &inode)
+                    .await
+                    .map_err(|e| format!("inode table: freeing orphan inode {ino}: {e}"))?;
+            }
+        }
+        Ok(fs)
+    }
+
+    /// `unlink(2)`, the name side: the name goes and the inode is marked an orphan (logged), so
+    /// that a crash before [`Daxfs::evict`] frees its blocks at the next mount. The caller
+    /// evicts the inode when its last user (open file, mapping, pin) goes.
+    pub async fn unlink(&self, p: &P, name: &str) -> Result<Arc<Inode<P>>, FsError> {
+        let mut ns = self.lock_ns(p).await;
+        let Some(&ino) = ns.names.get(name) else {
+            drop(ns);
+            return Err(FsError::ENOENT);
+        };
+        let inode = ns.inodes[&ino].clone();
+        let mut core = self.ilock(p, &inode).await;
+        core.disk.flags |= INODE_F_ORPHAN;
+        let r = self
+            .commit_trans(p, vec![self.inode_unit(ino, &core.disk)])
+            .await;
+        match r {
+            Ok(seq) => {
+                core.logged_seq = seq;
+                ns.names.remove(name);
+            }
+            Err(_) => core.disk.flags &= !INODE_F_ORPHAN,
+        }
+        drop(core);
+        drop(ns);
+        r.map(|_| inode)
+    }
+
+    /// `evict_inode` of an unlinked inode: its blocks lose this file's references, its record
+    /// is freed, and its address space is destroyed (the mm layer BUGs if it still has DAX
+    /// entries or mappings: blocks must not go while mapped).
+    pub async fn evict(&self, p: &P, inode: &Inode<P>) -> Result<(), FsError> {
+        let mut ns = self.lock_ns(p).await;
+        let mut core = self.ilock(p, inode).await;
+        // Only unlinked inodes are evicted.
+        let orphan = core.disk.flags & INODE_F_ORPHAN != 0;
+        bug_on(p, !orphan, "daxfs-evict-linked-inode", || {
+            format!("evicting inode {} which still has a name", inode.ino)
+        })
+        .await;
+        let r = async {
+            let mut a = self.lock_alloc(p).await;
+            for e in core.disk.extents.values() {
+                a.free(e.dev, e.len);
+            }
+            let mut units = a.take_dirty();
+            units.push(self.inode_unit(inode.ino, &DiskInode::default()));
+            let r = self.commit_trans(p, units).await;
+            drop(a);
+            r
+        }
+        .await;
+        let r = match r {
+            Ok(seq) => {
+                core.disk = DiskInode::default();
+                core.logged_seq = seq;
+                ns.inodes.remove(&inode.ino);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        drop(core);
+        drop(ns);
+        if r.is_ok() {
+            self.world.destroy_mapping(p, &inode.mapping).await;
+        }
+        r
     }
 
     /// `xfs_ilock(ip, XFS_ILOCK_EXCL)`.

@@ -153,7 +153,9 @@ fn check_meta(geo: &Geometry, meta: &[u8], r: &mut FsckReport) {
                 format!("inode {ino}: name {:?} is not a path", inode.name),
             );
         }
-        if let Some(other) = names.insert(inode.name.clone(), ino) {
+        // An orphan (unlinked, blocks not yet freed) has no name any more.
+        let orphan = inode.flags & crate::layout::INODE_F_ORPHAN != 0;
+        if !orphan && let Some(other) = names.insert(inode.name.clone(), ino) {
             r.add(
                 "inode table",
                 blk,

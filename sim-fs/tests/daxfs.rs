@@ -1120,3 +1120,62 @@ fn racing_write_faults_on_one_hole_allocate_once() {
     );
     assert!(rep.exhausted && rep.runs >= 2, "runs {}", rep.runs);
 }
+
+/// unlink keeps the blocks of an inode still in use (an orphan, durable); evict frees them; a
+/// crash in between frees them at the next mount.
+#[test]
+fn unlinked_inodes_are_freed_by_evict_or_by_the_next_mount() {
+    let size = 8 * MIB;
+    let (used, sim) = run(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
+        let a = fs.create(&p, "/a").await.unwrap();
+        fs.prealloc(&p, &a, 0, 4 * BS).await.unwrap();
+        let b = fs.create(&p, "/b").await.unwrap();
+        fs.prealloc(&p, &b, 0, 2 * BS).await.unwrap();
+        assert_eq!(fs.unlink(&p, "/nope").await.err(), Some(FsError::ENOENT));
+        // /a: unlinked and evicted; /b: unlinked while "still mapped", then the power fails.
+        let a2 = fs.unlink(&p, "/a").await.unwrap();
+        assert!(fs.lookup(&p, "/a").await.is_none());
+        fs.evict(&p, &a2).await.unwrap();
+        fs.unlink(&p, "/b").await.unwrap();
+        // The name is free again while the orphan still holds its blocks.
+        let b2 = fs.create(&p, "/b").await.unwrap();
+        fs.prealloc(&p, &b2, 0, BS).await.unwrap();
+        fs.log_force(&p).await.unwrap();
+        fs.alloc.lock(&p).await.free
+    });
+    let pm = durable_pmem(&sim);
+    let r = fsck_pmem(&pm);
+    assert!(r.is_clean(), "{r}");
+    assert_eq!(
+        (r.inodes, r.used_blocks),
+        (2, 3),
+        "the orphan keeps its 2 blocks"
+    );
+    let m = crash_now(sim);
+    let ((info, free2), sim) = run(m, move |p| async move {
+        let fs = mount(&p, size).await.unwrap();
+        assert!(fs.lookup(&p, "/b").await.is_some());
+        let free = fs.alloc.lock(&p).await.free;
+        fs.unmount(&p).await.unwrap();
+        (fs.mount_info.clone(), free)
+    });
+    assert_eq!(info.orphans.len(), 1);
+    assert_eq!(free2, used + 2);
+    let r = fsck_pmem(&durable_pmem(&sim));
+    drop(sim);
+    assert!(r.is_clean(), "{r}");
+    assert_eq!((r.inodes, r.used_blocks), (1, 1));
+    // Evicting an inode that still has a name is a BUG.
+    let end = run_end(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
+        let a = fs.create(&p, "/a").await.unwrap();
+        let _ = fs.evict(&p, &a).await;
+    });
+    assert_eq!(
+        fatal_name(&end).as_deref(),
+        Some("assertion:daxfs-evict-linked-inode")
+    );
+}
