@@ -7,7 +7,7 @@
 //! | [`journal`] | the redo journal: CIL, log force, recovery | `xfs_log*.c`, `xfs_log_recover.c` |
 //! | [`alloc`] | block bitmap and refcounts in core; 2 MiB-aligned allocation | `xfs_alloc.c`, `xfs_refcount.c` |
 //! | [`extent`] | an inode's extent map as plain data | `xfs_bmap.c` |
-//! | [`fs`] | the mounted file system: mkfs, mount, unmount, create, fallocate, reflink, truncate of blocks | `xfs_super.c`, `xfs_inode.c`, `xfs_reflink.c` |
+//! | [`fs`] | the mounted file system: mkfs, mount (journal and orphan recovery), unmount, create, unlink/evict, fallocate, reflink, truncate of blocks | `xfs_super.c`, `xfs_inode.c`, `xfs_reflink.c` |
 //! | [`iomap`] | `iomap_begin`/`iomap_end` for the DAX core; punch hole | `xfs_iomap.c` (`xfs_dax_write_iomap_ops`) |
 //! | [`locks`] | the lock order and its lockdep-style check | `lockdep`, `xfs_ilock` |
 //! | [`fsck`] | check every structure and cross-reference, naming structure and block | `xfs_repair -n` |
@@ -20,8 +20,8 @@
 //! CIL never holds an older copy of a unit over a newer one. [`locks::LockDep`] checks the
 //! order at every acquisition through `Daxfs::{iolock_*, mmaplock_*, ilock, lock_*}`.
 //!
-//! Not built yet (later steps of the daxfs issue): file operations (read/write, stat, unlink
-//! with deferred freeing, fsync of data, fallocate zero/collapse/insert), breaking DAX layouts
+//! Not built yet (later steps of the daxfs issue): file operations (read/write, stat, fsync of
+//! data, fallocate zero/collapse/insert; deciding when an unlinked inode's last user is gone), breaking DAX layouts
 //! (`dax_layout_busy_page_range`) and removing DAX entries before truncate, punch and reflink
 //! free blocks, notify_failure through the file system's rmap, the `no-mmaplock` and
 //! `reflink-page-mapping` bug modes, the trace runner.
