@@ -10,7 +10,7 @@
 use crate::FsError;
 use crate::alloc::AllocState;
 use crate::extent::{self, ExtentMap};
-use crate::fsck::{FsckReport, fsck_image};
+use crate::fsck::{FsckReport, Problem, fsck_image};
 use crate::journal::{
     JH_MAGIC, JHEADER, JournalState, Log, empty_header, parse_journal, sfence, store_clwb,
     xlog_force,
@@ -19,6 +19,7 @@ use crate::layout::{
     DiskInode, Extent, Geometry, INODE_F_ORPHAN, INODE_SIZE, MAX_EXTENTS, NAME_MAX, Superblock,
 };
 use crate::locks::{FsLock, Held, LockDep};
+use sim_core::machine::MemError;
 use sim_core::platform::bug_on;
 use sim_core::platform::{MutexGuard, Platform, RwSemReadGuard, RwSemWriteGuard};
 use sim_core::{Mutex, PmemPlatform, RwSem};
@@ -117,13 +118,25 @@ async fn load<P: PmemPlatform>(p: &P, addr: u64, len: u64) -> Result<Vec<u8>, St
 /// loads: the superblock, the journal header (and the transaction it announces, if any), the
 /// inode records, and the bitmap and refcount lines that hold blocks. Unused tails of regions
 /// read as zeros (mkfs never writes them).
-pub async fn load_meta<P: PmemPlatform>(p: &P, geo: &Geometry) -> Result<Vec<u8>, String> {
+pub async fn load_meta<P: PmemPlatform>(p: &P, geo: &Geometry) -> Result<Vec<u8>, Problem> {
     let mut meta = vec![0u8; geo.meta_bytes() as usize];
-    let get = async |meta: &mut Vec<u8>, addr: u64, len: u64| -> Result<(), String> {
+    let get = async |meta: &mut Vec<u8>, addr: u64, len: u64| -> Result<(), Problem> {
         let a = addr as usize;
         p.pmem_load(addr, &mut meta[a..a + len as usize])
             .await
-            .map_err(|e| format!("metadata at {addr:#x} unreadable: {e}"))
+            .map_err(|e| {
+                // Name the block that failed (the poisoned one for a machine check).
+                let at = match e {
+                    MemError::MachineCheck(mc) => mc.addr,
+                    _ => addr,
+                };
+                let block = at / geo.blocksize;
+                Problem {
+                    structure: geo.region_of(block),
+                    block,
+                    message: format!("unreadable: {e}"),
+                }
+            })
     };
     get(&mut meta, 0, 128).await?;
     let j = geo.journal_addr();
@@ -294,7 +307,7 @@ impl<P: PmemPlatform> Daxfs<P> {
         let sb = Superblock::decode(&sbb, pmem_size)
             .map_err(|e| format!("superblock (block 0): {e}"))?;
         let geo = sb.geo;
-        let meta = load_meta(p, &geo).await?;
+        let meta = load_meta(p, &geo).await.map_err(|e| e.to_string())?;
         let rec = recover_meta(geo, sb.clean, meta)?;
         let mem = |e: FsError| format!("journal (block {}): recovery: {e}", geo.journal_start);
         // Replay in place, then mark the journal empty (also when a transaction was
@@ -541,23 +554,32 @@ impl<P: PmemPlatform> Daxfs<P> {
     /// through CPU loads.
     pub async fn fsck_media(p: &P, pmem_size: u64) -> FsckReport {
         // Read the superblock, then the metadata (the only sizes fsck asks for).
-        let sb = load(p, 0, 128).await;
-        let geo = sb
-            .as_ref()
-            .ok()
-            .and_then(|b| Superblock::decode(b, pmem_size).ok())
-            .map(|s| s.geo);
-        let meta = match geo {
-            Some(g) => load_meta(p, &g).await,
-            None => sb.clone(),
+        let sb = match load(p, 0, 128).await {
+            Ok(b) => b,
+            Err(e) => {
+                let mut r = FsckReport::default();
+                r.add("superblock", 0, e);
+                return r;
+            }
+        };
+        let meta = match Superblock::decode(&sb, pmem_size) {
+            Ok(s) => match load_meta(p, &s.geo).await {
+                Ok(m) => m,
+                Err(e) => {
+                    let mut r = FsckReport::default();
+                    r.add(e.structure, e.block, e.message);
+                    return r;
+                }
+            },
+            // fsck_image reports the bad superblock.
+            Err(_) => sb,
         };
         let mut read = |addr: u64, buf: &mut [u8]| -> Result<(), String> {
-            let m = meta.as_ref().map_err(|e| e.clone())?;
             let end = addr as usize + buf.len();
-            if end > m.len() {
+            if end > meta.len() {
                 return Err(format!("{addr:#x}+{} past the metadata read", buf.len()));
             }
-            buf.copy_from_slice(&m[addr as usize..end]);
+            buf.copy_from_slice(&meta[addr as usize..end]);
             Ok(())
         };
         fsck_image(&mut read, pmem_size)

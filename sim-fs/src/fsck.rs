@@ -54,7 +54,8 @@ impl FsckReport {
         self.problems.is_empty()
     }
 
-    fn add(&mut self, structure: &'static str, block: u64, message: String) {
+    /// Record a problem (listing at most [`FsckReport::MAX_PROBLEMS`]).
+    pub fn add(&mut self, structure: &'static str, block: u64, message: String) {
         if self.problems.len() < Self::MAX_PROBLEMS {
             self.problems.push(Problem {
                 structure,

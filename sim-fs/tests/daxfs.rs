@@ -1179,3 +1179,31 @@ fn unlinked_inodes_are_freed_by_evict_or_by_the_next_mount() {
         Some("assertion:daxfs-evict-linked-inode")
     );
 }
+
+/// Poisoned metadata: mount refuses, and fsck reports the structure and block.
+#[test]
+fn poisoned_metadata_is_reported_with_its_structure_and_block() {
+    let size = 4 * MIB;
+    let (geo, sim) = run(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
+        fs.unmount(&p).await.unwrap();
+        fs.geo
+    });
+    let mut m = crash_now(sim);
+    let at = geo.addr(geo.itable_start) + 3 * 1024;
+    m.inject_poison(at, 64).unwrap();
+    let ((err, report), _sim) = run(m, move |p| async move {
+        let err = mount(&p, size).await.err().unwrap();
+        let report = Daxfs::<P>::fsck_media(&p, size).await;
+        (err, report)
+    });
+    let block = at / BS;
+    assert!(
+        err.starts_with(&format!("inode table (block {block}): unreadable")),
+        "{err}"
+    );
+    assert_eq!(report.problems.len(), 1, "{report}");
+    let pr = &report.problems[0];
+    assert_eq!((pr.structure, pr.block), ("inode table", block));
+}
