@@ -88,8 +88,16 @@ pub struct Daxfs<P: Platform> {
 
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
-/// Blocks one reflink transaction remaps at most (64 refcount lines in the journal).
+/// Blocks one reflink or freeing transaction covers at most (64 bitmap or refcount lines in
+/// the journal), so that no transaction outgrows the journal.
 pub const REFLINK_CHUNK: u64 = 1024;
+
+// The largest chunk transaction (refcount and bitmap lines of the shared source blocks and of
+// the freed destination blocks, and an inode record) fits the smallest journal (16 KiB).
+const _: () = assert!(
+    2 * (REFLINK_CHUNK / 16 + 2) * 80 + 2 * (REFLINK_CHUNK / 512 + 2) * 80 + 1024 + 16
+        <= 16 * 1024 - 128
+);
 
 /// Write zeros over `addr .. addr + len` with non-temporal stores and fence them: durable
 /// zeros (the pmem driver's zeroing; `XFS_BMAPI_ZERO`).
@@ -585,6 +593,65 @@ impl<P: PmemPlatform> Daxfs<P> {
         fsck_image(&mut read, pmem_size)
     }
 
+    /// Check that the in-core state is what the media holds once the log is forced: every
+    /// inode record, every bitmap and refcount line in use. Returns the mismatches (empty when
+    /// consistent). Takes the namespace, every ILOCK (by inode number), the allocator and the
+    /// log: a quiescent check for the end of a run.
+    pub async fn verify_incore(&self, p: &P) -> Result<Vec<String>, FsError> {
+        let ns = self.lock_ns(p).await;
+        let inodes: Vec<Arc<Inode<P>>> = ns.inodes.values().cloned().collect();
+        let mut cores = Vec::new();
+        for i in &inodes {
+            cores.push((i.ino, self.ilock(p, i).await));
+        }
+        let a = self.lock_alloc(p).await;
+        let forced = self.log_force(p).await;
+        let meta = match forced {
+            Ok(()) => load_meta(p, &self.geo).await.map_err(|_| FsError::EIO),
+            Err(e) => Err(e),
+        };
+        let mut out = Vec::new();
+        if let Ok(meta) = &meta {
+            let g = &self.geo;
+            let mut expect: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+            for (ino, core) in &cores {
+                expect.insert(*ino, core.disk.encode());
+            }
+            for ino in 1..=g.ninodes {
+                let at = g.inode_addr(ino) as usize;
+                let want = expect
+                    .remove(&ino)
+                    .unwrap_or_else(|| DiskInode::default().encode());
+                if meta[at..at + INODE_SIZE as usize] != want[..] {
+                    out.push(format!(
+                        "inode {ino}: in-core record differs from the media"
+                    ));
+                }
+            }
+            let line = 64u64;
+            let bm = g.addr(g.bitmap_start);
+            for unit in (bm..bm + g.bitmap_used_bytes()).step_by(line as usize) {
+                if meta[unit as usize..(unit + line) as usize] != a.bitmap_line(unit)[..] {
+                    out.push(format!(
+                        "bitmap line {unit:#x}: in-core differs from the media"
+                    ));
+                }
+            }
+            let rc = g.addr(g.refcount_start);
+            for unit in (rc..rc + g.refcount_used_bytes()).step_by(line as usize) {
+                if meta[unit as usize..(unit + line) as usize] != a.refcount_line(unit)[..] {
+                    out.push(format!(
+                        "refcount line {unit:#x}: in-core differs from the media"
+                    ));
+                }
+            }
+        }
+        drop(a);
+        drop(cores);
+        drop(ns);
+        meta.map(|_| out)
+    }
+
     /// `xfs_log_force`: make every logged change durable.
     pub async fn log_force(&self, p: &P) -> Result<(), FsError> {
         let mut log = self.lock_log(p).await;
@@ -798,22 +865,50 @@ impl<P: PmemPlatform> Daxfs<P> {
         fb: u64,
         n: u64,
     ) -> Result<(), FsError> {
+        let end = fb + n;
+        // Transactions of at most REFLINK_CHUNK file blocks each, from the first mapped block
+        // on (a sparse range costs one per extent, not one per chunk of holes).
+        let mut chunks = Vec::new();
+        let mut c = fb;
+        while c < end {
+            let start = match extent::lookup(&core.disk.extents, c) {
+                Some(_) => c,
+                None => match core.disk.extents.range(c..end).next() {
+                    Some((&k, _)) => k,
+                    None => break,
+                },
+            };
+            let stop = end.min(start + REFLINK_CHUNK);
+            chunks.push((c, stop));
+            c = stop;
+        }
+        // Refuse before changing anything when a step would overflow the extent list
+        // (punching the middle of an extent when the list is full).
         let mut trial = core.disk.extents.clone();
-        extent::remove_range(&mut trial, fb, n);
-        if trial.len() > MAX_EXTENTS {
-            // Punching the middle of an extent when the list is full.
-            return Err(FsError::ENOSPC);
+        for &(lo, hi) in &chunks {
+            extent::remove_range(&mut trial, lo, hi - lo);
+            if trial.len() > MAX_EXTENTS {
+                return Err(FsError::ENOSPC);
+            }
         }
-        let mut a = self.lock_alloc(p).await;
-        let gone = extent::remove_range(&mut core.disk.extents, fb, n);
-        for e in &gone {
-            a.free(e.dev, e.len);
+        if chunks.is_empty() {
+            // Nothing mapped: the inode (its size, say) is logged alone.
+            core.logged_seq = self
+                .commit_trans(p, vec![self.inode_unit(ino, &core.disk)])
+                .await?;
+            return Ok(());
         }
-        let mut units = a.take_dirty();
-        units.push(self.inode_unit(ino, &core.disk));
-        let r = self.commit_trans(p, units).await;
-        drop(a);
-        core.logged_seq = r?;
+        for (lo, hi) in chunks {
+            let mut a = self.lock_alloc(p).await;
+            for e in extent::remove_range(&mut core.disk.extents, lo, hi - lo) {
+                a.free(e.dev, e.len);
+            }
+            let mut units = a.take_dirty();
+            units.push(self.inode_unit(ino, &core.disk));
+            let r = self.commit_trans(p, units).await;
+            drop(a);
+            core.logged_seq = r?;
+        }
         Ok(())
     }
 

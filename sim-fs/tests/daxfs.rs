@@ -138,6 +138,7 @@ fn mkfs_mount_unmount_round_trip() {
         fs.prealloc(&p, &a, 0, 4 * MIB).await.unwrap();
         fs.fallocate(&p, &b, 8192, 3 * BS, false).await.unwrap();
         let extents = a.ilock.lock(&p).await.disk.extents.clone();
+        assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
         fs.unmount(&p).await.unwrap();
         (extents, info1)
     });
@@ -155,6 +156,7 @@ fn mkfs_mount_unmount_round_trip() {
         let b = fs.lookup(&p, "/b").await.unwrap();
         let ext = a.ilock.lock(&p).await.disk.extents.clone();
         let sb = b.ilock.lock(&p).await.disk.size;
+        assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
         fs.unmount(&p).await.unwrap();
         (fs.mount_info.clone(), ext, sb)
     });
@@ -191,6 +193,7 @@ fn every_allowed_block_size_makes_a_clean_file_system_with_aligned_extents() {
             let fs = mount(&p, size).await.unwrap();
             let f = fs.create(&p, "/f").await.unwrap();
             fs.prealloc(&p, &f, 0, 2 * MIB).await.unwrap();
+            assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
             fs.unmount(&p).await.unwrap();
             let e = f.ilock.lock(&p).await.disk.extents.clone();
             (e, fs.geo)
@@ -331,6 +334,7 @@ fn mount_replays_committed_and_discards_uncommitted_transactions() {
         let ((info, found), sim) = run(m, move |p| async move {
             let fs = mount(&p, size).await.unwrap();
             let found = fs.lookup(&p, "/f").await.is_some();
+            assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
             fs.unmount(&p).await.unwrap();
             (fs.mount_info.clone(), found)
         });
@@ -360,6 +364,7 @@ fn sample_image() -> (Pmem, Geometry) {
         fs.prealloc(&p, &a, 0, 4 * BS).await.unwrap();
         let b = fs.create(&p, "/b").await.unwrap();
         fs.reflink(&p, &a, &b, 0, 2 * BS, 0).await.unwrap();
+        assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
         fs.unmount(&p).await.unwrap();
         fs.geo
     });
@@ -529,6 +534,7 @@ fn allocation_is_pmd_aligned_and_a_full_device_gives_enospc() {
             .await
             .err();
         let e4 = file.iomap_begin(&p, 64 * MIB, BS, IOMAP_WRITE).await.err();
+        assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
         fs.unmount(&p).await.unwrap();
         (ext, (e1.err(), e2.err(), e3, e4), fs.geo)
     });
@@ -615,6 +621,7 @@ fn iomap_answers_for_holes_unwritten_mapped_and_shared_extents() {
         let again = file.iomap_begin(&p, 5 * BS, BS, 0).await.unwrap();
         assert!(!again.iomap.has(IOMAP_F_SHARED));
         assert_eq!(file.i_size(&p).await, 4 * MIB);
+        assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
         fs.unmount(&p).await.unwrap();
         out
     });
@@ -658,6 +665,7 @@ fn reflink_counts_owners_and_freeing_drops_them() {
         counts.push(owners(fs.clone(), p).await);
         fs.set_size(&p, &a, 0).await.unwrap();
         counts.push(owners(fs.clone(), p).await);
+        assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
         fs.unmount(&p).await.unwrap();
         counts
     });
@@ -711,7 +719,8 @@ fn concurrent_write_faults_allocate_disjoint_blocks_in_every_interleaving() {
                         format!("blocks {seen:?}")
                     })
                     .await;
-                    fs.log_force(&p).await.unwrap();
+                    let v = fs.verify_incore(&p).await.unwrap();
+                    bug_on(&p, !v.is_empty(), "daxfs-incore", || format!("{v:?}")).await;
                     let r = Daxfs::<P>::fsck_media(&p, size).await;
                     bug_on(&p, !r.is_clean(), "daxfs-fsck", || r.to_string()).await;
                 }
@@ -860,7 +869,8 @@ fn opposite_reflinks_and_a_write_fault_never_deadlock() {
                 let mut d = done.lock(&p).await;
                 *d += 1;
                 if *d == 3 {
-                    fs.log_force(&p).await.unwrap();
+                    let v = fs.verify_incore(&p).await.unwrap();
+                    bug_on(&p, !v.is_empty(), "daxfs-incore", || format!("{v:?}")).await;
                     let r = Daxfs::<P>::fsck_media(&p, size).await;
                     bug_on(&p, !r.is_clean(), "daxfs-fsck", || r.to_string()).await;
                 }
@@ -915,6 +925,7 @@ fn dax_faults_on_daxfs_map_pmds_over_aligned_extents() {
         let w = dax_user_access(&dax, &p, &mm, addr + 2 * MIB + 8192, true, &file).await;
         let r = dax_user_access(&dax, &p, &mm, addr + 4096, false, &file).await;
         let ext = f.ilock.lock(&p).await.disk.extents.clone();
+        assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
         fs.unmount(&p).await.unwrap();
         (w, r, ext, fs.geo)
     });
@@ -976,6 +987,7 @@ fn punch_hole_frees_whole_blocks_and_zeroes_partial_ones() {
         let al = fs.alloc.lock(&p).await;
         let owners: Vec<u32> = (dev..dev + 8).map(|d| al.owners(d)).collect();
         drop(al);
+        assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
         fs.unmount(&p).await.unwrap();
         (ext, bytes, owners)
     });
@@ -1061,6 +1073,7 @@ fn an_inode_whose_extent_list_is_full_gets_enospc() {
                 Err(e) => break e,
             }
         };
+        assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
         fs.unmount(&p).await.unwrap();
         (n, err)
     });
@@ -1158,6 +1171,7 @@ fn unlinked_inodes_are_freed_by_evict_or_by_the_next_mount() {
         let fs = mount(&p, size).await.unwrap();
         assert!(fs.lookup(&p, "/b").await.is_some());
         let free = fs.alloc.lock(&p).await.free;
+        assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
         fs.unmount(&p).await.unwrap();
         (fs.mount_info.clone(), free)
     });
@@ -1187,6 +1201,7 @@ fn poisoned_metadata_is_reported_with_its_structure_and_block() {
     let (geo, sim) = run(machine(size), move |p| async move {
         mkfs(&p, size, BS).await.unwrap();
         let fs = mount(&p, size).await.unwrap();
+        assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
         fs.unmount(&p).await.unwrap();
         fs.geo
     });
