@@ -735,6 +735,7 @@ fn concurrent_write_faults_allocate_disjoint_blocks_in_every_interleaving() {
         ..ExploreConfig::default()
     };
     let rep = explore(&model, &cfg, &mut |_| {}).unwrap();
+    eprintln!("dfs: {} runs ({} redundant)", rep.runs, rep.redundant_runs);
     assert!(
         rep.failure.is_none(),
         "{}",
@@ -885,6 +886,7 @@ fn opposite_reflinks_and_a_write_fault_never_deadlock() {
         ..ExploreConfig::default()
     };
     let rep = explore(&model, &cfg, &mut |_| {}).unwrap();
+    eprintln!("dfs: {} runs ({} redundant)", rep.runs, rep.redundant_runs);
     assert!(
         rep.failure.is_none(),
         "{}",
@@ -1126,6 +1128,7 @@ fn racing_write_faults_on_one_hole_allocate_once() {
         ..ExploreConfig::default()
     };
     let rep = explore(&model, &cfg, &mut |_| {}).unwrap();
+    eprintln!("dfs: {} runs ({} redundant)", rep.runs, rep.redundant_runs);
     assert!(
         rep.failure.is_none(),
         "{}",
