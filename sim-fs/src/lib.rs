@@ -1,5 +1,80 @@
-//! daxfs, the DAX file system of pmsim: on-media layout, redo journal, iomap, the XFS locking
-//! discipline (i_rwsem, invalidate_lock), file operations, mkfs/mount/fsck.
+//! daxfs, the DAX file system of pmsim: on-media layout, redo journal, allocator, extent maps,
+//! iomap for the DAX core, mkfs/mount/unmount/fsck.
 //!
-//! Not built yet: this crate currently only holds its place in the dependency chain
-//! sim-core <- sim-mm <- sim-fs <- {CLI, GUI}. Nothing here is reachable from the CLI.
+//! | file | what | kernel twin |
+//! | --- | --- | --- |
+//! | [`layout`] | the on-media format (region table, superblock, inode records) | `xfs_format.h` |
+//! | [`journal`] | the redo journal: CIL, log force, recovery | `xfs_log*.c`, `xfs_log_recover.c` |
+//! | [`alloc`] | block bitmap and refcounts in core; 2 MiB-aligned allocation | `xfs_alloc.c`, `xfs_refcount.c` |
+//! | [`extent`] | an inode's extent map as plain data | `xfs_bmap.c` |
+//! | [`fs`] | the mounted file system: mkfs, mount (journal and orphan recovery), unmount, create, unlink/evict, fallocate, reflink, truncate of blocks | `xfs_super.c`, `xfs_inode.c`, `xfs_reflink.c` |
+//! | [`iomap`] | `iomap_begin`/`iomap_end` for the DAX core; punch hole | `xfs_iomap.c` (`xfs_dax_write_iomap_ops`) |
+//! | [`locks`] | the lock order and its lockdep-style check | `lockdep`, `xfs_ilock` |
+//! | [`fsck`] | check every structure and cross-reference, naming structure and block | `xfs_repair -n` |
+//!
+//! **Locks** (Platform primitives; outermost first): `i_rwsem` (IOLOCK) -> the mapping's
+//! `invalidate_lock` (MMAPLOCK) -> the DAX core's locks (mmap_lock, entry locks; faults call
+//! `iomap_begin` holding an entry lock) -> the namespace mutex -> `ILOCK` (per inode; two are
+//! taken in inode-number order) -> the allocator mutex -> the log mutex. Every metadata change
+//! is made and inserted into the CIL with the locks of the state it captured still held, so the
+//! CIL never holds an older copy of a unit over a newer one. [`locks::LockDep`] checks the
+//! order at every acquisition through `Daxfs::{iolock_*, mmaplock_*, ilock, lock_*}`.
+//!
+//! Not built yet (later steps of the daxfs issue): file operations (read/write, stat, fsync of
+//! data, fallocate zero/collapse/insert; deciding when an unlinked inode's last user is gone), breaking DAX layouts
+//! (`dax_layout_busy_page_range`) and removing DAX entries before truncate, punch and reflink
+//! free blocks, notify_failure through the file system's rmap, the `no-mmaplock` and
+//! `reflink-page-mapping` bug modes, the trace runner.
+
+pub mod alloc;
+pub mod extent;
+pub mod fs;
+pub mod fsck;
+pub mod iomap;
+pub mod journal;
+pub mod layout;
+pub mod locks;
+
+pub use fs::{Daxfs, Inode, InodeCore, MountInfo, mkfs};
+pub use fsck::{FsckReport, Problem, fsck_image};
+pub use iomap::DaxfsFile;
+
+use sim_core::machine::MemError;
+use std::fmt;
+
+/// Errors of file-system operations, named after their errnos (x86-64 values).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FsError {
+    ENOENT = 2,
+    EIO = 5,
+    EEXIST = 17,
+    EINVAL = 22,
+    EFBIG = 27,
+    ENOSPC = 28,
+    ENAMETOOLONG = 36,
+}
+
+impl FsError {
+    /// A failed media access: a machine check on metadata or a range outside the device.
+    pub fn from_mem(_: MemError) -> FsError {
+        FsError::EIO
+    }
+
+    /// The DAX core's errno. sim-mm's `Errno` has no ENOSPC yet: ENOSPC (and the other
+    /// file-system errors) reach a fault as EIO, which `dax_fault_return` turns into SIGBUS
+    /// exactly as the kernel's `vmf_error(-ENOSPC)` does.
+    pub fn to_mm(self) -> sim_mm::Errno {
+        match self {
+            FsError::EINVAL => sim_mm::Errno::EINVAL,
+            _ => sim_mm::Errno::EIO,
+        }
+    }
+}
+
+impl fmt::Display for FsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl std::error::Error for FsError {}

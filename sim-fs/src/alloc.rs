@@ -1,0 +1,293 @@
+//! The block allocator: the in-core block bitmap and refcounts (one allocation group; XFS's AGF
+//! and refcount btree), inside the file system's allocator mutex.
+//!
+//! A block is free, in use by one owner (bitmap bit set, refcount 0), or shared by `n >= 2`
+//! owners (bit set, refcount `n`). Every change marks the 64-byte lines of the on-media bitmap
+//! and refcount table it touched; [`AllocState::take_dirty`] hands them to the transaction.
+
+use crate::FsError;
+use crate::layout::Geometry;
+use sim_core::machine::LINE;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The allocator's state.
+#[derive(Clone, Debug)]
+pub struct AllocState {
+    geo: Geometry,
+    /// Bit `b % 64` of word `b / 64`: block `b` is in use.
+    pub bitmap: Vec<u64>,
+    /// Shared blocks only: block -> number of owners (>= 2).
+    pub refcount: BTreeMap<u64, u32>,
+    /// Free data blocks.
+    pub free: u64,
+    /// Lines of the on-media bitmap and refcount table changed since the last `take_dirty`.
+    /// Invariant: empty whenever the allocator mutex is free (every changer takes them into
+    /// its transaction, or drops them after undoing its change, in the same critical section).
+    dirty_bitmap: BTreeSet<u64>,
+    dirty_refcount: BTreeSet<u64>,
+}
+
+/// Bytes per dirty unit of the bitmap and the refcount table.
+const UNIT: u64 = LINE as u64;
+
+impl AllocState {
+    /// From the on-media bitmap bytes and refcount table bytes.
+    pub fn from_media(geo: Geometry, bitmap: &[u8], refcounts: &[u8]) -> AllocState {
+        let words = geo.nblocks.div_ceil(64) as usize;
+        let mut bm = vec![0u64; words];
+        for b in 0..geo.nblocks {
+            if bitmap[(b / 8) as usize] & (1 << (b % 8)) != 0 {
+                bm[(b / 64) as usize] |= 1 << (b % 64);
+            }
+        }
+        let mut refcount = BTreeMap::new();
+        for b in 0..geo.nblocks {
+            let o = (b * 4) as usize;
+            let rc = u32::from_le_bytes(refcounts[o..o + 4].try_into().unwrap());
+            if rc >= 2 {
+                refcount.insert(b, rc);
+            }
+        }
+        let used = (geo.data_start..geo.nblocks)
+            .filter(|&b| bm[(b / 64) as usize] & (1 << (b % 64)) != 0)
+            .count() as u64;
+        AllocState {
+            geo,
+            bitmap: bm,
+            refcount,
+            free: geo.nblocks - geo.data_start - used,
+            dirty_bitmap: BTreeSet::new(),
+            dirty_refcount: BTreeSet::new(),
+        }
+    }
+
+    pub fn in_use(&self, b: u64) -> bool {
+        self.bitmap[(b / 64) as usize] & (1 << (b % 64)) != 0
+    }
+
+    /// Owners of block `b` (0 free, 1 in use, `n` shared).
+    pub fn owners(&self, b: u64) -> u32 {
+        match self.refcount.get(&b) {
+            Some(&n) => n,
+            None => self.in_use(b) as u32,
+        }
+    }
+
+    fn set(&mut self, b: u64, used: bool) {
+        let (w, m) = ((b / 64) as usize, 1u64 << (b % 64));
+        // Only a free block is allocated and only a used one freed.
+        assert_eq!(self.bitmap[w] & m != 0, !used, "block {b} state");
+        self.bitmap[w] ^= m;
+        if used {
+            self.free -= 1;
+        } else {
+            self.free += 1;
+        }
+        self.dirty_bitmap
+            .insert(self.geo.bitmap_byte(b) / UNIT * UNIT);
+    }
+
+    fn set_refcount(&mut self, b: u64, n: u32) {
+        if n >= 2 {
+            self.refcount.insert(b, n);
+        } else {
+            self.refcount.remove(&b);
+        }
+        self.dirty_refcount
+            .insert(self.geo.refcount_addr(b) / UNIT * UNIT);
+    }
+
+    /// Length of the free run from `b` (at most `max`).
+    fn free_run(&self, b: u64, max: u64) -> u64 {
+        let end = (b + max).min(self.geo.nblocks);
+        let mut x = b;
+        while x < end && !self.in_use(x) {
+            x += 1;
+        }
+        x - b
+    }
+
+    /// The first free data block at or after `b`.
+    fn next_free(&self, mut b: u64) -> Option<u64> {
+        while b < self.geo.nblocks {
+            let w = self.bitmap[(b / 64) as usize] >> (b % 64);
+            if w == u64::MAX >> (b % 64) {
+                b = (b / 64 + 1) * 64;
+                continue;
+            }
+            if !self.in_use(b) {
+                return Some(b);
+            }
+            b += 1;
+        }
+        None
+    }
+
+    /// Allocate up to `want` blocks for file block `fblock`: returns `(first block, count)`,
+    /// count >= 1. For a request of 2 MiB or more the run is placed so that device and file
+    /// offsets agree modulo 2 MiB (a PMD fault can map it), whole when such a run is free,
+    /// else one 2 MiB piece of it; otherwise (or when no aligned run is free) the first free
+    /// run. ENOSPC when no block is free.
+    pub fn alloc(&mut self, fblock: u64, want: u64) -> Result<(u64, u64), FsError> {
+        assert!(want >= 1);
+        let pmd = self.geo.pmd_blocks();
+        let mut found = None;
+        if pmd > 1 && want >= pmd {
+            for len in [want, pmd] {
+                let mut d = self.geo.data_start + (fblock % pmd);
+                while d + len <= self.geo.nblocks {
+                    if self.free_run(d, len) == len {
+                        found = Some((d, len));
+                        break;
+                    }
+                    d += pmd;
+                }
+                if found.is_some() {
+                    break;
+                }
+            }
+        }
+        if found.is_none() {
+            let d = self.next_free(self.geo.data_start).ok_or(FsError::ENOSPC)?;
+            found = Some((d, self.free_run(d, want)));
+        }
+        let (d, n) = found.expect("found");
+        for b in d..d + n {
+            self.set(b, true);
+        }
+        Ok((d, n))
+    }
+
+    /// Allocate exactly blocks `d .. d + n` (they must be free): mkfs and tests.
+    pub fn alloc_at(&mut self, d: u64, n: u64) {
+        for b in d..d + n {
+            self.set(b, true);
+        }
+    }
+
+    /// Drop one owner of each block of `d .. d + n`: shared blocks lose a reference, others
+    /// are freed.
+    pub fn free(&mut self, d: u64, n: u64) {
+        for b in d..d + n {
+            match self.refcount.get(&b) {
+                Some(&rc) => self.set_refcount(b, rc - 1),
+                None => self.set(b, false),
+            }
+        }
+    }
+
+    /// Add one owner to each (in-use) block of `d .. d + n` (reflink).
+    pub fn share(&mut self, d: u64, n: u64) {
+        for b in d..d + n {
+            // Only blocks somebody owns are shared.
+            assert!(self.in_use(b), "sharing free block {b}");
+            let rc = self.owners(b);
+            self.set_refcount(b, rc + 1);
+        }
+    }
+
+    /// Whether block `d` is shared, and for how many blocks from `d` (at most `max`) that
+    /// stays the same.
+    pub fn shared_run(&self, d: u64, max: u64) -> (bool, u64) {
+        let shared = self.refcount.contains_key(&d);
+        let mut n = 1;
+        while n < max && self.refcount.contains_key(&(d + n)) == shared {
+            n += 1;
+        }
+        (shared, n)
+    }
+
+    /// The on-media content of every bitmap and refcount line changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        for unit in std::mem::take(&mut self.dirty_bitmap) {
+            out.push((unit, self.bitmap_line(unit)));
+        }
+        for unit in std::mem::take(&mut self.dirty_refcount) {
+            out.push((unit, self.refcount_line(unit)));
+        }
+        out
+    }
+
+    /// The bitmap bytes of the 64-byte unit at device address `unit`.
+    pub fn bitmap_line(&self, unit: u64) -> Vec<u8> {
+        let first_byte = unit - self.geo.addr(self.geo.bitmap_start);
+        (0..UNIT)
+            .map(|i| {
+                let byte = first_byte + i;
+                let w = (byte / 8) as usize;
+                if w < self.bitmap.len() {
+                    (self.bitmap[w] >> ((byte % 8) * 8)) as u8
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+
+    /// The refcount bytes of the 64-byte unit at device address `unit`.
+    pub fn refcount_line(&self, unit: u64) -> Vec<u8> {
+        let first = (unit - self.geo.addr(self.geo.refcount_start)) / 4;
+        let mut v = Vec::with_capacity(UNIT as usize);
+        for b in first..first + UNIT / 4 {
+            v.extend_from_slice(&self.refcount.get(&b).copied().unwrap_or(0).to_le_bytes());
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(size: u64) -> AllocState {
+        let geo = Geometry::new(size, 4096).unwrap();
+        let mut bm = vec![0u8; (geo.bitmap_blocks * 4096) as usize];
+        for b in 0..geo.data_start {
+            bm[(b / 8) as usize] |= 1 << (b % 8);
+        }
+        let rc = vec![0u8; (geo.refcount_blocks * 4096) as usize];
+        AllocState::from_media(geo, &bm, &rc)
+    }
+
+    #[test]
+    fn pmd_requests_get_aligned_runs_and_small_ones_first_fit() {
+        let mut a = state(16 << 20);
+        let ds = a.geo.data_start;
+        assert_eq!(ds % 512, 0);
+        let (d, n) = a.alloc(0, 1).unwrap();
+        assert_eq!((d, n), (ds, 1));
+        // A 2 MiB request for file block 512 skips the partly used first 2 MiB.
+        let (d, n) = a.alloc(512, 512).unwrap();
+        assert_eq!((d % 512, n), (0, 512));
+        assert_eq!(d, ds + 512);
+        // File block 3 + 512: device offset agrees modulo 2 MiB.
+        let (d, n) = a.alloc(515, 512).unwrap();
+        assert_eq!(((d - 3) % 512, n), (0, 512));
+        let free = a.free;
+        a.free(d, n);
+        assert_eq!(a.free, free + 512);
+        // Sharing and freeing shared blocks.
+        a.share(ds, 1);
+        assert_eq!(a.owners(ds), 2);
+        assert_eq!(a.shared_run(ds, 4), (true, 1));
+        a.free(ds, 1);
+        assert_eq!(a.owners(ds), 1);
+        a.free(ds, 1);
+        assert_eq!(a.owners(ds), 0);
+        // Fill up: ENOSPC, never a panic.
+        let mut got = 0;
+        loop {
+            match a.alloc(0, 100) {
+                Ok((_, n)) => got += n,
+                Err(e) => {
+                    assert_eq!(e, FsError::ENOSPC);
+                    break;
+                }
+            }
+        }
+        assert_eq!(a.free, 0);
+        assert!(got > 0);
+        assert!(!a.take_dirty().is_empty());
+    }
+}

@@ -1,0 +1,1173 @@
+//! The mounted file system: mkfs, mount (journal recovery), unmount, fsck of the media, and
+//! the metadata operations that change extents (create, allocation, reflink, freeing blocks).
+//!
+//! In core: the namespace and inode cache (one mutex, the directory's lock), each inode's
+//! [`InodeCore`] behind its `ILOCK`, the allocator behind its mutex, the journal behind the log
+//! mutex. A metadata change builds its units (inode record, bitmap and refcount lines) while
+//! holding the locks of what it changed, and inserts them into the CIL before releasing them
+//! ([`Daxfs::commit_trans`]).
+
+use crate::FsError;
+use crate::alloc::AllocState;
+use crate::extent::{self, ExtentMap};
+use crate::fsck::{FsckReport, Problem, fsck_image};
+use crate::journal::{
+    JH_MAGIC, JHEADER, JournalState, Log, empty_header, parse_journal, sfence, store_clwb,
+    xlog_force,
+};
+use crate::layout::{
+    DiskInode, Extent, Geometry, INODE_F_ORPHAN, INODE_SIZE, MAX_EXTENTS, NAME_MAX, Superblock,
+};
+use crate::locks::{FsLock, Held, LockDep};
+use sim_core::machine::MemError;
+use sim_core::platform::bug_on;
+use sim_core::platform::{MutexGuard, Platform, RwSemReadGuard, RwSemWriteGuard};
+use sim_core::{Mutex, PmemPlatform, RwSem};
+use sim_mm::world::{AddressSpace, MmWorld};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// An inode's in-core state (under its `ILOCK`).
+#[derive(Clone, Debug, Default)]
+pub struct InodeCore {
+    pub disk: DiskInode,
+    /// The log sequence its last change went into (0: none since mount). The metadata is
+    /// durable once the log's `committed_seq` reaches it.
+    pub logged_seq: u64,
+    /// A sequence this inode has seen durable (`committed_seq` read under the log mutex);
+    /// invariant: `durable_seen <= log.committed_seq`, so `logged_seq <= durable_seen` proves
+    /// durability without taking the log mutex.
+    pub durable_seen: u64,
+    /// The inode may have shared blocks (XFS's reflink inode flag): set by reflink on both
+    /// inodes and at mount, never cleared. Without it `iomap_begin` skips the refcounts.
+    pub reflink: bool,
+}
+
+/// An in-core inode.
+pub struct Inode<P: Platform> {
+    pub ino: u64,
+    /// `inode->i_mapping`: the DAX entries, `i_mmap`, and `invalidate_lock` (MMAPLOCK).
+    pub mapping: Arc<AddressSpace<P>>,
+    /// `i_rwsem` (XFS IOLOCK).
+    pub i_rwsem: RwSem<P, ()>,
+    /// `ILOCK`: the inode's size and extent map.
+    pub ilock: Mutex<P, InodeCore>,
+}
+
+/// The namespace (flat: path -> inode) and the inode cache of every in-use inode.
+pub struct Namespace<P: Platform> {
+    pub names: BTreeMap<String, u64>,
+    pub inodes: BTreeMap<u64, Arc<Inode<P>>>,
+}
+
+/// What mount found in the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountInfo {
+    /// A committed transaction was replayed: its sequence number and record count.
+    pub replayed: Option<(u64, usize)>,
+    /// An uncommitted transaction was discarded: its sequence number and why.
+    pub discarded: Option<(u64, String)>,
+    /// The superblock said the last unmount was clean.
+    pub was_clean: bool,
+    /// Unlinked inodes whose blocks mount freed.
+    pub orphans: Vec<u64>,
+}
+
+/// A mounted daxfs.
+pub struct Daxfs<P: Platform> {
+    pub world: Arc<MmWorld<P>>,
+    /// The lock-order check (see `locks.rs`).
+    pub lockdep: LockDep,
+    pub geo: Geometry,
+    pub pmem_size: u64,
+    pub mount_info: MountInfo,
+    pub ns: Mutex<P, Namespace<P>>,
+    pub alloc: Mutex<P, AllocState>,
+    pub log: Mutex<P, Log>,
+}
+
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// Blocks one reflink or freeing transaction covers at most (64 bitmap or refcount lines in
+/// the journal), so that no transaction outgrows the journal.
+pub const REFLINK_CHUNK: u64 = 1024;
+
+// The largest chunk transaction (refcount and bitmap lines of the shared source blocks and of
+// the freed destination blocks, and an inode record) fits the smallest journal (16 KiB).
+const _: () = assert!(
+    2 * (REFLINK_CHUNK / 16 + 2) * 80 + 2 * (REFLINK_CHUNK / 512 + 2) * 80 + 1024 + 16
+        <= 16 * 1024 - 128
+);
+
+/// Write zeros over `addr .. addr + len` with non-temporal stores and fence them: durable
+/// zeros (the pmem driver's zeroing; `XFS_BMAPI_ZERO`).
+pub async fn zero_range<P: PmemPlatform>(p: &P, addr: u64, len: u64) -> Result<(), FsError> {
+    let mut a = addr;
+    while a < addr + len {
+        let n = (addr + len - a).min(ZEROS.len() as u64);
+        p.pmem_ntstore(a, &ZEROS[..n as usize])
+            .await
+            .map_err(FsError::from_mem)?;
+        a += n;
+    }
+    sfence(p).await
+}
+
+/// Read `len` bytes at `addr` through CPU loads.
+async fn load<P: PmemPlatform>(p: &P, addr: u64, len: u64) -> Result<Vec<u8>, String> {
+    let mut v = vec![0u8; len as usize];
+    p.pmem_load(addr, &mut v)
+        .await
+        .map_err(|e| format!("metadata at {addr:#x} unreadable: {e}"))?;
+    Ok(v)
+}
+
+/// The metadata bytes `0 .. geo.meta_bytes()` as mount and fsck need them, read through CPU
+/// loads: the superblock, the journal header (and the transaction it announces, if any), the
+/// inode records, and the bitmap and refcount lines that hold blocks. Unused tails of regions
+/// read as zeros (mkfs never writes them).
+pub async fn load_meta<P: PmemPlatform>(p: &P, geo: &Geometry) -> Result<Vec<u8>, Problem> {
+    let mut meta = vec![0u8; geo.meta_bytes() as usize];
+    let get = async |meta: &mut Vec<u8>, addr: u64, len: u64| -> Result<(), Problem> {
+        let a = addr as usize;
+        p.pmem_load(addr, &mut meta[a..a + len as usize])
+            .await
+            .map_err(|e| {
+                // Name the block that failed (the poisoned one for a machine check).
+                let at = match e {
+                    MemError::MachineCheck(mc) => mc.addr,
+                    _ => addr,
+                };
+                let block = at / geo.blocksize;
+                Problem {
+                    structure: geo.region_of(block),
+                    block,
+                    message: format!("unreadable: {e}"),
+                }
+            })
+    };
+    get(&mut meta, 0, 128).await?;
+    let j = geo.journal_addr();
+    get(&mut meta, j, JHEADER).await?;
+    if crate::layout::get_u32(&meta, j as usize) == JH_MAGIC {
+        get(&mut meta, j + JHEADER, geo.journal_bytes() - JHEADER).await?;
+    }
+    get(
+        &mut meta,
+        geo.addr(geo.itable_start),
+        geo.ninodes * INODE_SIZE,
+    )
+    .await?;
+    get(
+        &mut meta,
+        geo.addr(geo.bitmap_start),
+        geo.bitmap_used_bytes(),
+    )
+    .await?;
+    get(
+        &mut meta,
+        geo.addr(geo.refcount_start),
+        geo.refcount_used_bytes(),
+    )
+    .await?;
+    Ok(meta)
+}
+
+/// `mkfs.daxfs`: write an empty file system over a device of `pmem_size` bytes with blocks of
+/// `blocksize` bytes. Everything but the superblock is written and made durable first, then the
+/// superblock, so a crash during mkfs leaves no valid file system.
+pub async fn mkfs<P: PmemPlatform>(
+    p: &P,
+    pmem_size: u64,
+    blocksize: u64,
+) -> Result<Geometry, String> {
+    let geo = Geometry::new(pmem_size, blocksize)?;
+    let mem = |e: FsError| format!("mkfs: {e}");
+    // Superblock invalid first, then the inode table, bitmap and refcounts zeroed (the journal
+    // needs only its header: records are checked against the commit record's checksum).
+    zero_range(p, 0, 128).await.map_err(mem)?;
+    let itable = geo.addr(geo.itable_start);
+    zero_range(p, itable, geo.ninodes * INODE_SIZE)
+        .await
+        .map_err(mem)?;
+    zero_range(p, geo.addr(geo.bitmap_start), geo.bitmap_used_bytes())
+        .await
+        .map_err(mem)?;
+    zero_range(p, geo.addr(geo.refcount_start), geo.refcount_used_bytes())
+        .await
+        .map_err(mem)?;
+    let mut bitmap = vec![0u8; geo.data_start.div_ceil(8) as usize];
+    for b in 0..geo.data_start {
+        bitmap[(b / 8) as usize] |= 1 << (b % 8);
+    }
+    store_clwb(p, geo.addr(geo.bitmap_start), &bitmap)
+        .await
+        .map_err(mem)?;
+    store_clwb(p, geo.journal_addr(), &empty_header(0))
+        .await
+        .map_err(mem)?;
+    sfence(p).await.map_err(mem)?;
+    let sb = Superblock { geo, clean: true };
+    store_clwb(p, 0, &sb.encode()).await.map_err(mem)?;
+    sfence(p).await.map_err(mem)?;
+    Ok(geo)
+}
+
+/// The metadata after journal recovery, computed without touching the media: what mount
+/// writes back, and what a crash-image checker inspects.
+#[derive(Clone, Debug)]
+pub struct Recovered {
+    pub geo: Geometry,
+    /// Bytes `0 .. geo.meta_bytes()` with the committed transaction (if any) applied.
+    pub meta: Vec<u8>,
+    pub info: MountInfo,
+    /// The last journal sequence number used.
+    pub seq: u64,
+    /// The in-place writes of the replayed transaction.
+    pub writes: Vec<(u64, Vec<u8>)>,
+}
+
+/// Journal recovery on the metadata bytes `meta` of a file system with geometry `geo`.
+pub fn recover_meta(
+    geo: Geometry,
+    was_clean: bool,
+    mut meta: Vec<u8>,
+) -> Result<Recovered, String> {
+    let ja = geo.journal_addr() as usize;
+    let mut info = MountInfo {
+        replayed: None,
+        discarded: None,
+        was_clean,
+        orphans: Vec::new(),
+    };
+    let mut writes = Vec::new();
+    let seq = match parse_journal(&meta[ja..ja + geo.journal_bytes() as usize]) {
+        JournalState::Empty { seq } => seq,
+        JournalState::Corrupt(e) => {
+            return Err(format!("journal (block {}): {e}", geo.journal_start));
+        }
+        JournalState::Uncommitted { seq, why } => {
+            info.discarded = Some((seq, why));
+            seq
+        }
+        JournalState::Committed { seq, records } => {
+            let lo = geo.addr(geo.itable_start);
+            for (addr, data) in &records {
+                let end = addr + data.len() as u64;
+                if *addr < lo || end > geo.meta_bytes() {
+                    return Err(format!(
+                        "journal (block {}): transaction {seq} writes {addr:#x}..{end:#x}, \
+                         outside the inode table, bitmap and refcounts",
+                        geo.journal_start
+                    ));
+                }
+            }
+            for (addr, data) in &records {
+                meta[*addr as usize..*addr as usize + data.len()].copy_from_slice(data);
+            }
+            info.replayed = Some((seq, records.len()));
+            writes = records;
+            seq
+        }
+    };
+    if info.replayed.is_some() || info.discarded.is_some() {
+        meta[ja..ja + 64].copy_from_slice(&empty_header(seq));
+    }
+    Ok(Recovered {
+        geo,
+        meta,
+        info,
+        seq,
+        writes,
+    })
+}
+
+/// The in-use inodes of recovered metadata, by number (errors name the block).
+pub fn inodes_of(geo: &Geometry, meta: &[u8]) -> Result<BTreeMap<u64, DiskInode>, String> {
+    let mut out = BTreeMap::new();
+    for ino in 1..=geo.ninodes {
+        let a = geo.inode_addr(ino) as usize;
+        let d = DiskInode::decode(&meta[a..a + INODE_SIZE as usize]).map_err(|e| {
+            format!(
+                "inode table (block {}): inode {ino}: {e}",
+                a as u64 / geo.blocksize
+            )
+        })?;
+        if d.in_use {
+            out.insert(ino, d);
+        }
+    }
+    Ok(out)
+}
+
+impl<P: PmemPlatform> Daxfs<P> {
+    /// Mount the file system on a device of `pmem_size` bytes: check the superblock, recover
+    /// the journal (replay a committed transaction, discard an uncommitted one), mark the
+    /// superblock in use, load inodes, bitmap and refcounts. Errors name the structure and
+    /// block.
+    /// `world` is the mm layer the inodes' address spaces live in.
+    pub async fn mount(
+        p: &P,
+        pmem_size: u64,
+        world: Arc<MmWorld<P>>,
+    ) -> Result<Arc<Daxfs<P>>, String> {
+        let sbb = load(p, 0, 128).await?;
+        let sb = Superblock::decode(&sbb, pmem_size)
+            .map_err(|e| format!("superblock (block 0): {e}"))?;
+        let geo = sb.geo;
+        let meta = load_meta(p, &geo).await.map_err(|e| e.to_string())?;
+        let rec = recover_meta(geo, sb.clean, meta)?;
+        let mem = |e: FsError| format!("journal (block {}): recovery: {e}", geo.journal_start);
+        // Replay in place, then mark the journal empty (also when a transaction was
+        // discarded, so that it is never looked at again).
+        if !rec.writes.is_empty() {
+            for (addr, data) in &rec.writes {
+                store_clwb(p, *addr, data).await.map_err(mem)?;
+            }
+            sfence(p).await.map_err(mem)?;
+        }
+        if rec.info.replayed.is_some() || rec.info.discarded.is_some() {
+            store_clwb(p, geo.journal_addr(), &empty_header(rec.seq))
+                .await
+                .map_err(mem)?;
+            sfence(p).await.map_err(mem)?;
+        }
+        let (meta, info, seq) = (rec.meta, rec.info, rec.seq);
+        // In use from here: a crash before unmount leaves `clean` false.
+        let sb = Superblock { geo, clean: false };
+        store_clwb(p, 0, &sb.encode())
+            .await
+            .map_err(|e| format!("superblock (block 0): {e}"))?;
+        sfence(p)
+            .await
+            .map_err(|e| format!("superblock (block 0): {e}"))?;
+        let bm = geo.addr(geo.bitmap_start) as usize;
+        let rc = geo.addr(geo.refcount_start) as usize;
+        let alloc = AllocState::from_media(
+            geo,
+            &meta[bm..bm + (geo.bitmap_blocks * geo.blocksize) as usize],
+            &meta[rc..rc + (geo.refcount_blocks * geo.blocksize) as usize],
+        );
+        let mut names = BTreeMap::new();
+        let mut inodes = BTreeMap::new();
+        let mut orphans = Vec::new();
+        for (ino, d) in inodes_of(&geo, &meta)? {
+            if d.flags & INODE_F_ORPHAN != 0 {
+                orphans.push(ino);
+            } else {
+                names.insert(d.name.clone(), ino);
+            }
+            let reflink = d
+                .extents
+                .values()
+                .any(|e| alloc.refcount.range(e.dev..e.dev + e.len).next().is_some());
+            let mapping = world.new_mapping(p, ino).await;
+            let core = InodeCore {
+                disk: d,
+                reflink,
+                ..InodeCore::default()
+            };
+            inodes.insert(ino, Arc::new(Inode::with_core(p, ino, core, mapping)));
+        }
+        let mut info = info;
+        info.orphans = orphans.clone();
+        let fs = Arc::new(Daxfs {
+            world,
+            lockdep: LockDep::default(),
+            geo,
+            pmem_size,
+            mount_info: info,
+            ns: Mutex::new(p, "daxfs_namespace", Namespace { names, inodes }),
+            alloc: Mutex::new(p, "daxfs_alloc", alloc),
+            log: Mutex::new(p, "daxfs_log", Log::new(&geo, seq)),
+        });
+        // Inodes unlinked before the crash while still in use (`xlog_recover_process_iunlinks`):
+        // nobody can use them now, so their blocks go.
+        for ino in orphans {
+            let inode = fs.lock_ns(p).await.inodes.get(&ino).cloned();
+            if let Some(inode) = inode {
+                fs.evict(p, &inode)
+                    .await
+                    .map_err(|e| format!("inode table: freeing orphan inode {ino}: {e}"))?;
+            }
+        }
+        Ok(fs)
+    }
+
+    /// `unlink(2)`, the name side: the name goes and the inode is marked an orphan (logged), so
+    /// that a crash before [`Daxfs::evict`] frees its blocks at the next mount. The caller
+    /// evicts the inode when its last user (open file, mapping, pin) goes.
+    pub async fn unlink(&self, p: &P, name: &str) -> Result<Arc<Inode<P>>, FsError> {
+        let mut ns = self.lock_ns(p).await;
+        let Some(&ino) = ns.names.get(name) else {
+            drop(ns);
+            return Err(FsError::ENOENT);
+        };
+        let inode = ns.inodes[&ino].clone();
+        let mut core = self.ilock(p, &inode).await;
+        core.disk.flags |= INODE_F_ORPHAN;
+        let r = self
+            .commit_trans(p, vec![self.inode_unit(ino, &core.disk)])
+            .await;
+        match r {
+            Ok(seq) => {
+                core.logged_seq = seq;
+                ns.names.remove(name);
+            }
+            Err(_) => core.disk.flags &= !INODE_F_ORPHAN,
+        }
+        drop(core);
+        drop(ns);
+        r.map(|_| inode)
+    }
+
+    /// `evict_inode` of an unlinked inode: its blocks lose this file's references, its record
+    /// is freed, and its address space is destroyed (the mm layer BUGs if it still has DAX
+    /// entries or mappings: blocks must not go while mapped).
+    pub async fn evict(&self, p: &P, inode: &Inode<P>) -> Result<(), FsError> {
+        let mut ns = self.lock_ns(p).await;
+        let mut core = self.ilock(p, inode).await;
+        // Only unlinked inodes are evicted.
+        let orphan = core.disk.flags & INODE_F_ORPHAN != 0;
+        bug_on(p, !orphan, "daxfs-evict-linked-inode", || {
+            format!("evicting inode {} which still has a name", inode.ino)
+        })
+        .await;
+        let r = async {
+            let mut a = self.lock_alloc(p).await;
+            for e in core.disk.extents.values() {
+                a.free(e.dev, e.len);
+            }
+            let mut units = a.take_dirty();
+            units.push(self.inode_unit(inode.ino, &DiskInode::default()));
+            let r = self.commit_trans(p, units).await;
+            drop(a);
+            r
+        }
+        .await;
+        let r = match r {
+            Ok(seq) => {
+                core.disk = DiskInode::default();
+                core.logged_seq = seq;
+                ns.inodes.remove(&inode.ino);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        drop(core);
+        drop(ns);
+        if r.is_ok() {
+            self.world.destroy_mapping(p, &inode.mapping).await;
+        }
+        r
+    }
+
+    /// `xfs_ilock(ip, XFS_ILOCK_EXCL)`.
+    pub async fn ilock<'a>(
+        &'a self,
+        p: &P,
+        inode: &'a Inode<P>,
+    ) -> Held<'a, MutexGuard<'a, P, InodeCore>> {
+        Held::take(
+            p,
+            &self.lockdep,
+            FsLock::Ilock,
+            inode.ino,
+            inode.ilock.lock(p),
+        )
+        .await
+    }
+
+    /// `xfs_ilock(ip, XFS_IOLOCK_EXCL)`: `i_rwsem` for writing.
+    pub async fn iolock_excl<'a>(
+        &'a self,
+        p: &P,
+        inode: &'a Inode<P>,
+    ) -> Held<'a, RwSemWriteGuard<'a, P, ()>> {
+        Held::take(
+            p,
+            &self.lockdep,
+            FsLock::Iolock,
+            inode.ino,
+            inode.i_rwsem.write(p),
+        )
+        .await
+    }
+
+    /// `xfs_ilock(ip, XFS_IOLOCK_SHARED)`.
+    pub async fn iolock_shared<'a>(
+        &'a self,
+        p: &P,
+        inode: &'a Inode<P>,
+    ) -> Held<'a, RwSemReadGuard<'a, P, ()>> {
+        Held::take(
+            p,
+            &self.lockdep,
+            FsLock::Iolock,
+            inode.ino,
+            inode.i_rwsem.read(p),
+        )
+        .await
+    }
+
+    /// `xfs_ilock(ip, XFS_MMAPLOCK_EXCL)`: the mapping's `invalidate_lock` for writing.
+    pub async fn mmaplock_excl<'a>(
+        &'a self,
+        p: &P,
+        inode: &'a Inode<P>,
+    ) -> Held<'a, RwSemWriteGuard<'a, P, ()>> {
+        let l = inode.mapping.invalidate_lock.write(p);
+        Held::take(p, &self.lockdep, FsLock::Mmaplock, inode.ino, l).await
+    }
+
+    /// `xfs_ilock(ip, XFS_MMAPLOCK_SHARED)`.
+    pub async fn mmaplock_shared<'a>(
+        &'a self,
+        p: &P,
+        inode: &'a Inode<P>,
+    ) -> Held<'a, RwSemReadGuard<'a, P, ()>> {
+        let l = inode.mapping.invalidate_lock.read(p);
+        Held::take(p, &self.lockdep, FsLock::Mmaplock, inode.ino, l).await
+    }
+
+    pub async fn lock_ns(&self, p: &P) -> Held<'_, MutexGuard<'_, P, Namespace<P>>> {
+        Held::take(p, &self.lockdep, FsLock::Namespace, 0, self.ns.lock(p)).await
+    }
+
+    pub async fn lock_alloc(&self, p: &P) -> Held<'_, MutexGuard<'_, P, AllocState>> {
+        Held::take(p, &self.lockdep, FsLock::Alloc, 0, self.alloc.lock(p)).await
+    }
+
+    pub async fn lock_log(&self, p: &P) -> Held<'_, MutexGuard<'_, P, Log>> {
+        Held::take(p, &self.lockdep, FsLock::Log, 0, self.log.lock(p)).await
+    }
+
+    /// Unmount: force the log (every change durable and checkpointed), mark the superblock
+    /// clean.
+    pub async fn unmount(&self, p: &P) -> Result<(), FsError> {
+        let mut log = self.lock_log(p).await;
+        xlog_force(p, &self.geo, &mut log).await?;
+        let sb = Superblock {
+            geo: self.geo,
+            clean: true,
+        };
+        store_clwb(p, 0, &sb.encode()).await?;
+        sfence(p).await?;
+        log.shutdown = true;
+        drop(log);
+        Ok(())
+    }
+
+    /// fsck of what is on the media now (changes still in the CIL are not there yet), read
+    /// through CPU loads.
+    pub async fn fsck_media(p: &P, pmem_size: u64) -> FsckReport {
+        // Read the superblock, then the metadata (the only sizes fsck asks for).
+        let sb = match load(p, 0, 128).await {
+            Ok(b) => b,
+            Err(e) => {
+                let mut r = FsckReport::default();
+                r.add("superblock", 0, e);
+                return r;
+            }
+        };
+        let meta = match Superblock::decode(&sb, pmem_size) {
+            Ok(s) => match load_meta(p, &s.geo).await {
+                Ok(m) => m,
+                Err(e) => {
+                    let mut r = FsckReport::default();
+                    r.add(e.structure, e.block, e.message);
+                    return r;
+                }
+            },
+            // fsck_image reports the bad superblock.
+            Err(_) => sb,
+        };
+        let mut read = |addr: u64, buf: &mut [u8]| -> Result<(), String> {
+            let end = addr as usize + buf.len();
+            if end > meta.len() {
+                return Err(format!("{addr:#x}+{} past the metadata read", buf.len()));
+            }
+            buf.copy_from_slice(&meta[addr as usize..end]);
+            Ok(())
+        };
+        fsck_image(&mut read, pmem_size)
+    }
+
+    /// Check that the in-core state is what the media holds once the log is forced: every
+    /// inode record, every bitmap and refcount line in use. Returns the mismatches (empty when
+    /// consistent). Takes the namespace, every ILOCK (by inode number), the allocator and the
+    /// log: a quiescent check for the end of a run.
+    pub async fn verify_incore(&self, p: &P) -> Result<Vec<String>, FsError> {
+        let ns = self.lock_ns(p).await;
+        let inodes: Vec<Arc<Inode<P>>> = ns.inodes.values().cloned().collect();
+        let mut cores = Vec::new();
+        for i in &inodes {
+            cores.push((i.ino, self.ilock(p, i).await));
+        }
+        let a = self.lock_alloc(p).await;
+        let forced = self.log_force(p).await;
+        let meta = match forced {
+            Ok(()) => load_meta(p, &self.geo).await.map_err(|_| FsError::EIO),
+            Err(e) => Err(e),
+        };
+        let mut out = Vec::new();
+        if let Ok(meta) = &meta {
+            let g = &self.geo;
+            let mut expect: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+            for (ino, core) in &cores {
+                expect.insert(*ino, core.disk.encode());
+            }
+            for ino in 1..=g.ninodes {
+                let at = g.inode_addr(ino) as usize;
+                let want = expect
+                    .remove(&ino)
+                    .unwrap_or_else(|| DiskInode::default().encode());
+                if meta[at..at + INODE_SIZE as usize] != want[..] {
+                    out.push(format!(
+                        "inode {ino}: in-core record differs from the media"
+                    ));
+                }
+            }
+            let line = 64u64;
+            let bm = g.addr(g.bitmap_start);
+            for unit in (bm..bm + g.bitmap_used_bytes()).step_by(line as usize) {
+                if meta[unit as usize..(unit + line) as usize] != a.bitmap_line(unit)[..] {
+                    out.push(format!(
+                        "bitmap line {unit:#x}: in-core differs from the media"
+                    ));
+                }
+            }
+            let rc = g.addr(g.refcount_start);
+            for unit in (rc..rc + g.refcount_used_bytes()).step_by(line as usize) {
+                if meta[unit as usize..(unit + line) as usize] != a.refcount_line(unit)[..] {
+                    out.push(format!(
+                        "refcount line {unit:#x}: in-core differs from the media"
+                    ));
+                }
+            }
+        }
+        drop(a);
+        drop(cores);
+        drop(ns);
+        meta.map(|_| out)
+    }
+
+    /// `xfs_log_force`: make every logged change durable.
+    pub async fn log_force(&self, p: &P) -> Result<(), FsError> {
+        let mut log = self.lock_log(p).await;
+        let r = xlog_force(p, &self.geo, &mut log).await;
+        drop(log);
+        r
+    }
+
+    /// `xfs_log_force_seq`: make the changes up to sequence `seq` durable.
+    pub async fn log_force_seq(&self, p: &P, seq: u64) -> Result<(), FsError> {
+        let mut log = self.lock_log(p).await;
+        let r = if log.is_durable(seq) {
+            Ok(())
+        } else {
+            xlog_force(p, &self.geo, &mut log).await
+        };
+        drop(log);
+        r
+    }
+
+    /// Whether the inode's metadata (`core`, ILOCK held) is durable: without the log mutex
+    /// when the inode has already seen its last change durable.
+    pub async fn inode_durable(&self, p: &P, core: &mut InodeCore) -> bool {
+        if core.logged_seq <= core.durable_seen {
+            return true;
+        }
+        let log = self.lock_log(p).await;
+        core.durable_seen = log.committed_seq;
+        drop(log);
+        core.logged_seq <= core.durable_seen
+    }
+
+    /// `xfs_trans_commit`: insert one transaction's units into the CIL (forcing the log first
+    /// when they would not fit); returns the sequence they belong to. Called with the locks of
+    /// everything the units captured still held.
+    pub async fn commit_trans(&self, p: &P, units: Vec<(u64, Vec<u8>)>) -> Result<u64, FsError> {
+        let need: u64 = units.iter().map(|(_, d)| Log::record_bytes(d.len())).sum();
+        let mut log = self.lock_log(p).await;
+        if log.shutdown {
+            drop(log);
+            return Err(FsError::EIO);
+        }
+        if need > log.capacity {
+            // One transaction larger than the journal (a reflink of a huge range): refused
+            // before anything changed on media. XFS would roll it into several transactions.
+            drop(log);
+            return Err(FsError::ENOSPC);
+        }
+        if log.cil_bytes + need > log.capacity {
+            xlog_force(p, &self.geo, &mut log).await?;
+        }
+        log.insert(units);
+        let seq = log.open_seq;
+        drop(log);
+        Ok(seq)
+    }
+
+    /// The inode named `name`.
+    pub async fn lookup(&self, p: &P, name: &str) -> Option<Arc<Inode<P>>> {
+        let ns = self.lock_ns(p).await;
+        let r = ns.names.get(name).and_then(|i| ns.inodes.get(i)).cloned();
+        drop(ns);
+        r
+    }
+
+    /// Create an empty file `name` (a path). EEXIST, ENAMETOOLONG, EINVAL (not a path), ENOSPC
+    /// (no free inode).
+    pub async fn create(&self, p: &P, name: &str) -> Result<Arc<Inode<P>>, FsError> {
+        if !name.starts_with('/') {
+            return Err(FsError::EINVAL);
+        }
+        if name.len() > NAME_MAX {
+            return Err(FsError::ENAMETOOLONG);
+        }
+        let mut ns = self.lock_ns(p).await;
+        if ns.names.contains_key(name) {
+            drop(ns);
+            return Err(FsError::EEXIST);
+        }
+        let Some(ino) = (1..=self.geo.ninodes).find(|i| !ns.inodes.contains_key(i)) else {
+            drop(ns);
+            return Err(FsError::ENOSPC);
+        };
+        let disk = DiskInode {
+            in_use: true,
+            name: name.to_string(),
+            generation: 1,
+            ..DiskInode::default()
+        };
+        let units = vec![(self.geo.inode_addr(ino), disk.encode())];
+        let seq = match self.commit_trans(p, units).await {
+            Ok(s) => s,
+            Err(e) => {
+                drop(ns);
+                return Err(e);
+            }
+        };
+        let mapping = self.world.new_mapping(p, ino).await;
+        let inode = Arc::new(Inode::with_core(
+            p,
+            ino,
+            InodeCore {
+                disk,
+                logged_seq: seq,
+                ..InodeCore::default()
+            },
+            mapping,
+        ));
+        ns.names.insert(name.to_string(), ino);
+        ns.inodes.insert(ino, inode.clone());
+        drop(ns);
+        Ok(inode)
+    }
+
+    /// The inode record unit of `ino` for a transaction.
+    pub fn inode_unit(&self, ino: u64, d: &DiskInode) -> (u64, Vec<u8>) {
+        (self.geo.inode_addr(ino), d.encode())
+    }
+
+    /// Allocate blocks for file blocks `fb .. fb + n` of `core` that are holes (unwritten
+    /// when `unwritten`, else written and zeroed), and set the size to at least `new_size`.
+    /// Called with the inode's ILOCK held (`core`). Stops at the first error (ENOSPC when
+    /// the device or the inode's extent list is full), keeping what was allocated before.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn alloc_range(
+        &self,
+        p: &P,
+        ino: u64,
+        core: &mut InodeCore,
+        fb: u64,
+        n: u64,
+        unwritten: bool,
+        new_size: u64,
+    ) -> Result<(), FsError> {
+        let mut b = fb;
+        let end = fb + n;
+        while b < end {
+            let (cur, run) = extent::run(&core.disk.extents, b, end - b);
+            if cur.is_some() {
+                b += run;
+                continue;
+            }
+            self.alloc_hole(p, ino, core, b, run, unwritten).await?;
+            // The allocation may be shorter than the hole: go on from wherever it ended.
+        }
+        if new_size > core.disk.size {
+            core.disk.size = new_size;
+            let seq = self
+                .commit_trans(p, vec![self.inode_unit(ino, &core.disk)])
+                .await?;
+            core.logged_seq = seq;
+        }
+        Ok(())
+    }
+
+    /// One allocation for the hole at file block `fb` (at most `n` blocks): returns the
+    /// extent it mapped. Holds the allocator across zeroing and the transaction, so no other
+    /// transaction logs these bitmap bits before the extent that owns them (XFS zeroes inside
+    /// the allocation transaction, `XFS_BMAPI_ZERO`).
+    pub async fn alloc_hole(
+        &self,
+        p: &P,
+        ino: u64,
+        core: &mut InodeCore,
+        fb: u64,
+        n: u64,
+        unwritten: bool,
+    ) -> Result<Extent, FsError> {
+        let mut a = self.lock_alloc(p).await;
+        let (d, got) = match a.alloc(fb, n) {
+            Ok(x) => x,
+            Err(e) => {
+                drop(a);
+                return Err(e);
+            }
+        };
+        let e = Extent {
+            dev: d,
+            len: got,
+            unwritten,
+        };
+        if extent::count_after_replace(&core.disk.extents, fb, e) > MAX_EXTENTS {
+            a.free(d, got);
+            a.take_dirty();
+            drop(a);
+            return Err(FsError::ENOSPC);
+        }
+        if !unwritten && let Err(err) = zero_range(p, self.geo.addr(d), self.geo.addr(got)).await {
+            a.free(d, got);
+            a.take_dirty();
+            drop(a);
+            return Err(err);
+        }
+        extent::replace(&mut core.disk.extents, fb, e);
+        let mut units = a.take_dirty();
+        units.push(self.inode_unit(ino, &core.disk));
+        let r = self.commit_trans(p, units).await;
+        drop(a);
+        core.logged_seq = r?;
+        Ok(e)
+    }
+
+    /// Remove file blocks `fb .. fb + n` of the inode (`core`, ILOCK held) and drop its
+    /// reference to their blocks (freed unless shared): the block side of truncate and punch
+    /// hole. The caller has already broken DAX layouts and removed the mapping's entries.
+    pub async fn free_range(
+        &self,
+        p: &P,
+        ino: u64,
+        core: &mut InodeCore,
+        fb: u64,
+        n: u64,
+    ) -> Result<(), FsError> {
+        let end = fb + n;
+        // Transactions of at most REFLINK_CHUNK file blocks each, from the first mapped block
+        // on (a sparse range costs one per extent, not one per chunk of holes).
+        let mut chunks = Vec::new();
+        let mut c = fb;
+        while c < end {
+            let start = match extent::lookup(&core.disk.extents, c) {
+                Some(_) => c,
+                None => match core.disk.extents.range(c..end).next() {
+                    Some((&k, _)) => k,
+                    None => break,
+                },
+            };
+            let stop = end.min(start + REFLINK_CHUNK);
+            chunks.push((c, stop));
+            c = stop;
+        }
+        // Refuse before changing anything when a step would overflow the extent list
+        // (punching the middle of an extent when the list is full).
+        let mut trial = core.disk.extents.clone();
+        for &(lo, hi) in &chunks {
+            extent::remove_range(&mut trial, lo, hi - lo);
+            if trial.len() > MAX_EXTENTS {
+                return Err(FsError::ENOSPC);
+            }
+        }
+        if chunks.is_empty() {
+            // Nothing mapped: the inode (its size, say) is logged alone.
+            core.logged_seq = self
+                .commit_trans(p, vec![self.inode_unit(ino, &core.disk)])
+                .await?;
+            return Ok(());
+        }
+        for (lo, hi) in chunks {
+            let mut a = self.lock_alloc(p).await;
+            for e in extent::remove_range(&mut core.disk.extents, lo, hi - lo) {
+                a.free(e.dev, e.len);
+            }
+            let mut units = a.take_dirty();
+            units.push(self.inode_unit(ino, &core.disk));
+            let r = self.commit_trans(p, units).await;
+            drop(a);
+            core.logged_seq = r?;
+        }
+        Ok(())
+    }
+
+    /// Change the size under IOLOCK and MMAPLOCK exclusive; blocks wholly past the new end of
+    /// file are freed (the block side of truncate). Not done yet: breaking DAX layouts and
+    /// removing DAX entries before the blocks are freed.
+    pub async fn set_size(&self, p: &P, inode: &Inode<P>, size: u64) -> Result<(), FsError> {
+        if size > i64::MAX as u64 {
+            return Err(FsError::EFBIG);
+        }
+        // XFS: IOLOCK and MMAPLOCK exclusive before anything that frees or allocates blocks.
+        let io = self.iolock_excl(p, inode).await;
+        let mm = self.mmaplock_excl(p, inode).await;
+        let mut core = self.ilock(p, inode).await;
+        let r = async {
+            let first_gone = size.div_ceil(self.geo.blocksize);
+            let last = core
+                .disk
+                .extents
+                .iter()
+                .next_back()
+                .map_or(0, |(&s, e)| s + e.len);
+            core.disk.size = size;
+            if last > first_gone {
+                self.free_range(p, inode.ino, &mut core, first_gone, last - first_gone)
+                    .await
+            } else {
+                let seq = self
+                    .commit_trans(p, vec![self.inode_unit(inode.ino, &core.disk)])
+                    .await?;
+                core.logged_seq = seq;
+                Ok(())
+            }
+        }
+        .await;
+        drop(core);
+        drop(mm);
+        drop(io);
+        r
+    }
+
+    /// `fallocate(mode 0 or KEEP_SIZE)`: unwritten extents over the holes of `off .. off +
+    /// len`; the size grows to `off + len` unless `keep_size`.
+    pub async fn fallocate(
+        &self,
+        p: &P,
+        inode: &Inode<P>,
+        off: u64,
+        len: u64,
+        keep_size: bool,
+    ) -> Result<(), FsError> {
+        let end = off.checked_add(len).ok_or(FsError::EFBIG)?;
+        if len == 0 {
+            return Err(FsError::EINVAL);
+        }
+        if end > i64::MAX as u64 {
+            return Err(FsError::EFBIG);
+        }
+        let bs = self.geo.blocksize;
+        let (fb, eb) = (off / bs, end.div_ceil(bs));
+        // XFS: IOLOCK and MMAPLOCK exclusive before anything that frees or allocates blocks.
+        let io = self.iolock_excl(p, inode).await;
+        let mm = self.mmaplock_excl(p, inode).await;
+        let mut core = self.ilock(p, inode).await;
+        let new_size = if keep_size { 0 } else { end };
+        let r = self
+            .alloc_range(p, inode.ino, &mut core, fb, eb - fb, true, new_size)
+            .await;
+        drop(core);
+        drop(mm);
+        drop(io);
+        r
+    }
+
+    /// Preallocate written (zeroed) blocks over `off .. off + len` (the trace's `file ...
+    /// prealloc`), 2 MiB-aligned where the allocator can; the size grows to `off + len`.
+    pub async fn prealloc(
+        &self,
+        p: &P,
+        inode: &Inode<P>,
+        off: u64,
+        len: u64,
+    ) -> Result<(), FsError> {
+        let end = off.checked_add(len).ok_or(FsError::EFBIG)?;
+        let bs = self.geo.blocksize;
+        let (fb, eb) = (off / bs, end.div_ceil(bs));
+        // XFS: IOLOCK and MMAPLOCK exclusive before anything that frees or allocates blocks.
+        let io = self.iolock_excl(p, inode).await;
+        let mm = self.mmaplock_excl(p, inode).await;
+        let mut core = self.ilock(p, inode).await;
+        let r = self
+            .alloc_range(p, inode.ino, &mut core, fb, eb - fb, false, end)
+            .await;
+        drop(core);
+        drop(mm);
+        drop(io);
+        r
+    }
+
+    /// FICLONERANGE: share the blocks of `src` from `src_off` for `len` bytes into `dst` at
+    /// `dst_off` (holes in the source punch the destination); `len` 0 means to the source's
+    /// end of file. Offsets are block-aligned, and so is `len` unless the range ends at the
+    /// source's EOF (EINVAL otherwise); overlapping ranges of one file are EINVAL. The
+    /// destination grows to cover the range. Takes both IOLOCKs, MMAPLOCKs and ILOCKs in
+    /// inode-number order. Not done yet: breaking the destination's DAX layouts and removing its
+    /// DAX entries before its old blocks are freed (the DAX core's invalidation side).
+    pub async fn reflink(
+        &self,
+        p: &P,
+        src: &Inode<P>,
+        dst: &Inode<P>,
+        src_off: u64,
+        len: u64,
+        dst_off: u64,
+    ) -> Result<(), FsError> {
+        let bs = self.geo.blocksize;
+        if !src_off.is_multiple_of(bs) || !dst_off.is_multiple_of(bs) {
+            return Err(FsError::EINVAL);
+        }
+        let same = src.ino == dst.ino;
+        // `xfs_ilock2_io_mmap`: both IOLOCKs, then both MMAPLOCKs, each pair in inode-number
+        // order; then the ILOCKs in the same order.
+        let (lo, hi) = if src.ino <= dst.ino {
+            (src, dst)
+        } else {
+            (dst, src)
+        };
+        let io1 = self.iolock_excl(p, lo).await;
+        let io2 = if same {
+            None
+        } else {
+            Some(self.iolock_excl(p, hi).await)
+        };
+        let mm1 = self.mmaplock_excl(p, lo).await;
+        let mm2 = if same {
+            None
+        } else {
+            Some(self.mmaplock_excl(p, hi).await)
+        };
+        let (mut g1, mut g2) = if same {
+            (self.ilock(p, src).await, None)
+        } else if src.ino < dst.ino {
+            let a = self.ilock(p, src).await;
+            (a, Some(self.ilock(p, dst).await))
+        } else {
+            let b = self.ilock(p, dst).await;
+            let a = self.ilock(p, src).await;
+            (a, Some(b))
+        };
+        let r = async {
+            let src_size = g1.disk.size;
+            let len = if len == 0 {
+                src_size.saturating_sub(src_off)
+            } else {
+                len
+            };
+            let src_end = src_off.checked_add(len).ok_or(FsError::EINVAL)?;
+            let dst_end = dst_off.checked_add(len).ok_or(FsError::EINVAL)?;
+            if len == 0 || src_end > src_size {
+                return Err(FsError::EINVAL);
+            }
+            if !len.is_multiple_of(bs) && src_end != src_size {
+                return Err(FsError::EINVAL);
+            }
+            if same && src_off < dst_end && dst_off < src_end {
+                return Err(FsError::EINVAL);
+            }
+            let (sfb, nb, dfb) = (src_off / bs, len.div_ceil(bs), dst_off / bs);
+            // The source runs (a copy: the destination may be the same inode).
+            let mut runs: Vec<(u64, Option<Extent>, u64)> = Vec::new();
+            let mut b = 0;
+            while b < nb {
+                let (cur, n) = extent::run(&g1.disk.extents, sfb + b, nb - b);
+                runs.push((b, cur, n));
+                b += n;
+            }
+            // One transaction per chunk of at most REFLINK_CHUNK blocks (XFS: one per extent),
+            // so that no transaction outgrows the journal; each leaves a consistent file
+            // system, and a crash in between leaves the destination partly remapped.
+            let mut chunks: Vec<(u64, Option<Extent>, u64)> = Vec::new();
+            for &(o, cur, n) in &runs {
+                let mut c = 0;
+                while c < n {
+                    let k = (n - c).min(REFLINK_CHUNK);
+                    let piece = cur.map(|e| Extent {
+                        dev: e.dev + c,
+                        len: k,
+                        unwritten: e.unwritten,
+                    });
+                    chunks.push((o + c, piece, k));
+                    c += k;
+                }
+            }
+            let apply = |map: &mut ExtentMap, o: u64, cur: Option<Extent>, n: u64| match cur {
+                Some(e) => extent::replace(map, dfb + o, e),
+                None => extent::remove_range(map, dfb + o, n),
+            };
+            // Refuse before changing anything when some step would overflow the extent list.
+            let mut trial = match g2.as_ref() {
+                Some(g) => g.disk.extents.clone(),
+                None => g1.disk.extents.clone(),
+            };
+            for &(o, cur, n) in &chunks {
+                apply(&mut trial, o, cur, n);
+                if trial.len() > MAX_EXTENTS {
+                    return Err(FsError::ENOSPC);
+                }
+            }
+            g1.reflink = true;
+            let dst_core: &mut InodeCore = match g2.as_mut() {
+                Some(g) => g,
+                None => &mut g1,
+            };
+            dst_core.reflink = true;
+            for &(o, cur, n) in &chunks {
+                let mut a = self.lock_alloc(p).await;
+                if let Some(e) = cur {
+                    a.share(e.dev, e.len);
+                }
+                for g in apply(&mut dst_core.disk.extents, o, cur, n) {
+                    a.free(g.dev, g.len);
+                }
+                let covered = (dfb + o + n) * bs;
+                dst_core.disk.size = dst_core.disk.size.max(covered.min(dst_end));
+                let mut units = a.take_dirty();
+                units.push(self.inode_unit(dst.ino, &dst_core.disk));
+                let r = self.commit_trans(p, units).await;
+                drop(a);
+                dst_core.logged_seq = r?;
+            }
+            Ok(())
+        }
+        .await;
+        drop(g2);
+        drop(g1);
+        drop((mm2, mm1, io2, io1));
+        r
+    }
+}
+
+impl<P: Platform> Inode<P> {
+    pub fn new(p: &P, ino: u64, disk: DiskInode, mapping: Arc<AddressSpace<P>>) -> Inode<P> {
+        Inode::with_core(
+            p,
+            ino,
+            InodeCore {
+                disk,
+                ..InodeCore::default()
+            },
+            mapping,
+        )
+    }
+
+    pub fn with_core(p: &P, ino: u64, core: InodeCore, mapping: Arc<AddressSpace<P>>) -> Inode<P> {
+        Inode {
+            ino,
+            mapping,
+            i_rwsem: RwSem::new(p, "i_rwsem", ()),
+            ilock: Mutex::new(p, "xfs_ilock", core),
+        }
+    }
+}
