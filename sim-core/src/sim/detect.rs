@@ -55,6 +55,20 @@ pub struct TaskReport {
     pub holds: Vec<String>,
     /// For a sleeper: the wait queue and key it sleeps on.
     pub wait_key: Option<String>,
+    /// The model functions it is in, outermost first (`Platform::enter_fn`); empty for models
+    /// that do not mark them and for finished tasks.
+    #[serde(default)]
+    pub path: Vec<String>,
+    /// Its last wake-up: the queue and key it woke, and from which call path.
+    #[serde(default)]
+    pub last_wake: Option<String>,
+}
+
+impl TaskReport {
+    /// The call path as the report prints it: `f > g > h`.
+    pub fn path_text(&self) -> String {
+        self.path.join(" > ")
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -102,6 +116,12 @@ impl fmt::Display for Violation {
                 write!(f, ", sleeps on {k}")?;
             }
             writeln!(f)?;
+            if !t.path.is_empty() {
+                writeln!(f, "    in {}", t.path_text())?;
+            }
+            if let Some(w) = &t.last_wake {
+                writeln!(f, "    last woke {w}")?;
+            }
         }
         Ok(())
     }
@@ -230,6 +250,19 @@ pub(super) fn task_reports(s: &State) -> Vec<TaskReport> {
                 line: task.line,
                 holds: holds(s, t as u32),
                 wait_key: wait_key(s, t),
+                path: task.path.iter().map(|f| f.to_string()).collect(),
+                last_wake: task.last_wake.as_ref().map(|(wq, key, mode, path)| {
+                    let name = s.objs.get(wq.0 as usize).map(|o| o.name).unwrap_or("?");
+                    let mode = match mode {
+                        crate::platform::WakeMode::Next => "WAKE_NEXT",
+                        crate::platform::WakeMode::All => "WAKE_ALL",
+                    };
+                    let mut w = format!("{name}#{} key {key} ({mode})", wq.0);
+                    if !path.is_empty() {
+                        w.push_str(&format!(" in {}", path.join(" > ")));
+                    }
+                    w
+                }),
             }
         })
         .collect()
@@ -325,11 +358,17 @@ pub(super) fn diagnose(s: &State) -> Violation {
         let story: Vec<String> = sleepers
             .iter()
             .map(|&t| {
+                let path = &s.tasks[t].path;
                 format!(
-                    "{} sleeps on {} holding [{}]",
+                    "{} sleeps on {} holding [{}]{}",
                     s.tasks[t].name,
                     wait_key(s, t).unwrap_or_default(),
-                    holds(s, t as u32).join(", ")
+                    holds(s, t as u32).join(", "),
+                    if path.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" in {}", path.join(" > "))
+                    }
                 )
             })
             .collect();
