@@ -185,6 +185,8 @@ struct State {
     rng: ChaCha8Rng,
     violation: Option<Violation>,
     warnings: Vec<(TaskId, u32, Assertion)>,
+    /// The reporting task's call path at each WARN (for the report of a run that ends with one).
+    warning_paths: Vec<Vec<&'static str>>,
     /// Objects touched by the current step besides its announced op (guard drops).
     extra: Vec<Op>,
     sites: Vec<&'static str>,
@@ -779,6 +781,8 @@ impl Platform for SimPlatform {
                 s.fatal(ViolationKind::Assertion(name), a.message.clone());
             } else {
                 s.warnings.push((TaskId(s.current), line, a.clone()));
+                let path = s.tasks[s.current as usize].path.clone();
+                s.warning_paths.push(path);
             }
             a.fatal
         });
@@ -947,6 +951,7 @@ impl Sim {
                 rng: ChaCha8Rng::seed_from_u64(cfg.seed),
                 violation: None,
                 warnings: Vec::new(),
+                warning_paths: Vec::new(),
                 extra: Vec::new(),
                 sites: Vec::new(),
                 next_waiter: 0,
@@ -1084,9 +1089,15 @@ impl Sim {
                 let Some((task, line, a)) = with_state(|s| s.warnings.first().cloned()) else {
                     return Some(RunEnd::Done);
                 };
+                let path = with_state(|s| s.warning_paths.first().cloned().unwrap_or_default());
+                let within = if path.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (in {})", path.join(" > "))
+                };
                 Violation {
                     kind: ViolationKind::Assertion(a.name),
-                    message: format!("WARN: {}", a.message),
+                    message: format!("WARN: {}{within}", a.message),
                     task: Some(task),
                     line,
                     cycle: Vec::new(),

@@ -50,6 +50,7 @@
 pub mod entry;
 pub mod fault;
 pub mod iomap;
+pub mod models;
 pub mod test_iomap;
 
 use crate::world::MmWorld;
