@@ -6,6 +6,7 @@
 //! | [`iomap`] | what the file system answers for a file range | `struct iomap`, `struct iomap_ops` |
 //! | [`fault`] | `grab_mapping_entry`, the PTE and PMD fault paths, holes, MAP_SYNC, CoW | `dax_iomap_fault` and its helpers |
 //! | [`test_iomap`] | a small in-memory file system answering iomap calls (tests, benches, toys) | (none) |
+//! | [`models`] | built-in races on the fault paths, one per fault-half bug mode (`pmsim --model`) | (none) |
 //!
 //! Writeback, invalidation and memory failure on DAX entries build on [`entry`] in sibling files.
 //!
@@ -39,7 +40,13 @@
 //! - a block-backed entry's pages point back at it (`mapping`, `index`), at rest.
 //!
 //! **Bug modes** ([`DaxBug`]) switch one decision back to a historical behaviour and change
-//! nothing else; each decision point says which mode it honours ([`DaxBug::mechanism`]).
+//! nothing else; each decision point says which mode it honours ([`DaxBug::mechanism`], the one
+//! statement of each mechanism, which the catalogue `crate::bugs` and `pmsim bugs` show).
+//!
+//! **Call paths.** The DAX functions (and the mm helpers they call) mark themselves with
+//! `p.enter_fn("kernel_name")`, so reports show where each task is
+//! (`dax_iomap_pmd_fault > grab_mapping_entry > get_next_unlocked_entry`); this is task-local
+//! bookkeeping, not a step, and changes no footprint.
 //!
 //! **Not modelled here.** Page contents (a new block is zero by definition; the CoW copy and
 //! `dax_iomap_copy_around` move no bytes; `dax_direct_access` only translates), the fs_dax
