@@ -282,14 +282,25 @@ fn check_trace(files: &[PathBuf], print: bool, io: &mut Io) -> u8 {
             }
         );
         for b in &t.header.bugs {
-            if bug_mode(&b.name).is_some_and(|m| !m.available) {
+            let Some(m) = bug_mode(&b.name) else {
+                continue;
+            };
+            let at = format!("{}:{}:{}", f.display(), b.pos.line, b.pos.col);
+            if !m.available {
                 outln!(
                     io.out,
-                    "{}:{}:{}: note: bug mode `{}` is not implemented in this build; \
+                    "{at}: note: bug mode `{}` is not implemented in this build; \
                      run and explore will refuse it",
-                    f.display(),
-                    b.pos.line,
-                    b.pos.col,
+                    b.name
+                );
+            } else if let Some(model) = m.model() {
+                // Implemented in the DAX core, which traces reach only through daxfs.
+                outln!(
+                    io.out,
+                    "{at}: note: bug mode `{}` is implemented in the DAX core, which traces \
+                     reach through daxfs (not built yet); run and explore will refuse it here; \
+                     `pmsim explore --model {model} --bug {}` shows it",
+                    b.name,
                     b.name
                 );
             }

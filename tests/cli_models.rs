@@ -277,4 +277,26 @@ fn bug_modes_a_subject_cannot_reach_are_usage_errors() {
         "{}",
         err(&o)
     );
+    // A trace naming an implemented mode is valid; running it is refused at the mode's
+    // statement (traces reach the DAX core through daxfs), pointing at the model.
+    let trace = "traces/format/pmd_missed_wakeup.trace";
+    let o = pmsim(&["check-trace", trace]);
+    assert_eq!(code(&o), 0);
+    assert!(
+        out(&o).contains(
+            "pmd_missed_wakeup.trace:3:5: note: bug mode `pmd-missed-wakeup` is implemented"
+        ),
+        "{}",
+        out(&o)
+    );
+    let o = pmsim(&["run", trace]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        err(&o).contains(
+            "pmd_missed_wakeup.trace:3:5: `bug pmd-missed-wakeup`: this bug mode is implemented \
+             in the DAX core"
+        ),
+        "{}",
+        err(&o)
+    );
 }
