@@ -268,6 +268,15 @@ pub(super) fn task_reports(s: &State) -> Vec<TaskReport> {
         .collect()
 }
 
+/// ` in f > g` for a task inside model functions, else nothing.
+fn in_path(path: &[&'static str]) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!(" in {}", path.join(" > "))
+    }
+}
+
 /// Who `t` waits for, as wait-for edges.
 fn waits_for(s: &State, t: usize) -> Vec<u32> {
     let op = s.tasks[t].next;
@@ -334,10 +343,11 @@ pub(super) fn diagnose(s: &State) -> Violation {
             .map(|&t| {
                 let task = &s.tasks[t as usize];
                 format!(
-                    "{} holds [{}] and waits to {}",
+                    "{} holds [{}] and waits to {}{}",
                     task.name,
                     holds(s, t).join(", "),
-                    describe_op(s, &task.next)
+                    describe_op(s, &task.next),
+                    in_path(&task.path)
                 )
             })
             .collect();
@@ -358,17 +368,12 @@ pub(super) fn diagnose(s: &State) -> Violation {
         let story: Vec<String> = sleepers
             .iter()
             .map(|&t| {
-                let path = &s.tasks[t].path;
                 format!(
                     "{} sleeps on {} holding [{}]{}",
                     s.tasks[t].name,
                     wait_key(s, t).unwrap_or_default(),
                     holds(s, t as u32).join(", "),
-                    if path.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" in {}", path.join(" > "))
-                    }
+                    in_path(&s.tasks[t].path)
                 )
             })
             .collect();
