@@ -25,6 +25,11 @@ macro_rules! outln {
 pub enum Subject {
     Trace(PathBuf),
     Toy(String),
+    /// A built-in DAX model (`sim_mm::dax::models`) with the bug modes switched on.
+    Model {
+        name: String,
+        bugs: Vec<String>,
+    },
 }
 
 impl Subject {
@@ -32,14 +37,25 @@ impl Subject {
         match self {
             Subject::Trace(p) => p.display().to_string(),
             Subject::Toy(n) => format!("toy model {n}"),
+            Subject::Model { name, bugs } if bugs.is_empty() => format!("DAX model {name}"),
+            Subject::Model { name, bugs } => {
+                format!("DAX model {name} with bug {}", bugs.join(", "))
+            }
         }
     }
 
-    /// The arguments that name the subject on a command line.
+    /// The arguments that name the subject on a command line (a model with its bug modes).
     fn args(&self) -> String {
         match self {
             Subject::Trace(p) => shell_quote(&p.display().to_string()),
             Subject::Toy(n) => format!("--toy {}", shell_quote(n)),
+            Subject::Model { name, bugs } => {
+                let mut a = format!("--model {}", shell_quote(name));
+                for b in bugs {
+                    a.push_str(&format!(" --bug {}", shell_quote(b)));
+                }
+                a
+            }
         }
     }
 }

@@ -2,9 +2,10 @@
 //! statements in program order.
 //!
 //! What runs today: the scheduling statements (`sleep`, `yield`) with their expectations.
-//! The machine model (sim-core) and the memory-management layer with GUP, signals and
-//! memory_failure (sim-mm) exist, but a trace reaches memory only through a file mapped from
-//! daxfs by the DAX core, and neither of those is built yet. Every statement that needs them is
+//! The machine model (sim-core), the memory-management layer with GUP, signals and
+//! memory_failure, and the DAX core's fault half (sim-mm) exist, but a trace reaches memory
+//! only through a file mapped from daxfs, which is not built yet (the built-in DAX models,
+//! `sim_mm::dax::models`, reach the DAX core without it). Every statement that needs daxfs is
 //! listed by [`unsupported`] before anything runs, so that `run` says plainly what it cannot
 //! execute yet instead of pretending.
 
@@ -18,7 +19,7 @@ pub struct Unsupported {
     pub line: u32,
     pub col: u32,
     pub what: String,
-    pub why: &'static str,
+    pub why: String,
 }
 
 /// Why a statement cannot run in this build, or `None` when it can.
@@ -28,24 +29,24 @@ fn why(op: &Op) -> Option<&'static str> {
         OpClass::Scheduling => return None,
         OpClass::File => "file operations need daxfs (sim-fs), which is not built yet",
         OpClass::Mapping => {
-            "mappings of a file need daxfs and the DAX core (fs/dax.c); the mm layer exists, \
-             but neither of those is built yet"
+            "mappings of a file need daxfs (sim-fs), which is not built yet; the DAX core \
+             exists and the built-in models reach it (`pmsim explore --model NAME`)"
         }
         OpClass::Access => {
-            "memory accesses reach the machine model through a DAX mapping, which needs \
-             daxfs and the DAX core fault path (not built yet)"
+            "memory accesses reach the machine model through a DAX mapping of a daxfs file, \
+             and daxfs is not built yet (the DAX core fault path exists: `--model`)"
         }
         OpClass::Flush => {
             "flushes and fences act on the lines of a DAX mapping's accesses; traces get \
-             them with the DAX core and daxfs (not built yet)"
+             them with daxfs (not built yet)"
         }
         OpClass::Pin => {
-            "pins take a DAX mapping's pages; GUP exists (sim-mm), but mappings need daxfs \
-             and the DAX core (not built yet)"
+            "pins take a DAX mapping's pages; GUP and the DAX core exist, but mappings of \
+             trace files need daxfs (not built yet)"
         }
         OpClass::Poison => {
             "the media model and memory_failure exist, but a file offset or pmem address \
-             reaches its owners only through daxfs and the DAX core (not built yet)"
+             reaches its owners only through daxfs (not built yet)"
         }
     })
 }
@@ -58,15 +59,25 @@ pub fn unsupported(trace: &Trace) -> Vec<Unsupported> {
             line: f.pos.line,
             col: f.pos.col,
             what: format!("file {}", f.path),
-            why: "files need daxfs (sim-fs), which is not built yet",
+            why: "files need daxfs (sim-fs), which is not built yet".into(),
         });
     }
     for b in &trace.header.bugs {
+        let mode = sim_mm::bugs::bug_mode(&b.name);
+        let why = match mode.and_then(|m| m.available.then(|| m.model()).flatten()) {
+            Some(model) => format!(
+                "this bug mode is implemented in the DAX core, which traces reach through daxfs \
+                 (not built yet); the built-in model shows it: \
+                 `pmsim explore --model {model} --bug {}`",
+                b.name
+            ),
+            None => "this bug mode is not implemented yet (`pmsim bugs` lists them)".into(),
+        };
         out.push(Unsupported {
             line: b.pos.line,
             col: b.pos.col,
             what: format!("bug {}", b.name),
-            why: "this bug mode is not implemented yet (`pmsim bugs` lists them)",
+            why,
         });
     }
     for s in &trace.statements {
@@ -75,7 +86,7 @@ pub fn unsupported(trace: &Trace) -> Vec<Unsupported> {
                 line: s.pos.line,
                 col: s.pos.col,
                 what: format!("{} {}", s.thread, s.op.keyword()),
-                why,
+                why: why.into(),
             });
         }
     }
@@ -85,7 +96,8 @@ pub fn unsupported(trace: &Trace) -> Vec<Unsupported> {
             col: ac.pos.col,
             what: "after-crash".into(),
             why: "crash images exist in the machine model, but the recovery after a crash \
-                  (mount, journal replay, fsck) needs daxfs, which is not built yet",
+                  (mount, journal replay, fsck) needs daxfs, which is not built yet"
+                .into(),
         });
     }
     out.sort_by_key(|u| (u.line, u.col));

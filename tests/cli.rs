@@ -190,6 +190,7 @@ fn usage_errors_exit_2_without_output() {
     for args in [
         vec!["run"],
         vec!["run", "--toy", "nope"],
+        vec!["run", "--toy", "abba", "--bug", "no-mmaplock"],
         vec!["run", "--toy", "abba", "--bug", "pmd-missed-wakeup"],
         vec!["explore", "--toy", "abba", "--strategy", "bogus"],
         vec!["replay", "--toy", "abba"],

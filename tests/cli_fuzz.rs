@@ -206,7 +206,18 @@ fn run_args(rng: &mut StdRng, files: &Files, cmd: &str, v: &mut Vec<String>) {
             ];
             v.push(pick(rng, &toys).to_string());
         }
-        5..=8 => v.push(pick(rng, &files.inputs).clone()),
+        5..=7 => v.push(pick(rng, &files.inputs).clone()),
+        8 => {
+            v.push("--model".into());
+            let models = [
+                "seed-001",
+                "no-entry-lock",
+                "hole-wake-next",
+                "mixed-mapping",
+                "nope",
+            ];
+            v.push(pick(rng, &models).to_string());
+        }
         _ => {}
     }
     let mut budget = false;
@@ -247,7 +258,19 @@ fn run_args(rng: &mut StdRng, files: &Files, cmd: &str, v: &mut Vec<String>) {
             }
             7 => {
                 v.push("--bug".into());
-                v.push(pick(rng, &["pmd-missed-wakeup", "nope", ""]).to_string());
+                v.push(
+                    pick(
+                        rng,
+                        &[
+                            "pmd-missed-wakeup",
+                            "no-entry-lock",
+                            "no-mmaplock",
+                            "nope",
+                            "",
+                        ],
+                    )
+                    .to_string(),
+                );
             }
             8 => {
                 replaying = true;

@@ -304,6 +304,37 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// Tell the scheduler which trace line the task is about to execute (used by the
     /// `trace-order` strategy and by reports). No scheduling point.
     fn set_line(&self, line: u32);
+
+    /// Mark that the calling task enters the model function `name` (a kernel name such as
+    /// `grab_mapping_entry`); the returned guard marks the exit when dropped. Reports show each
+    /// task's path (`dax_iomap_pmd_fault > grab_mapping_entry > get_next_unlocked_entry`).
+    ///
+    /// Not a scheduling point, and no footprint: the path is the task's own bookkeeping, read
+    /// only by reports, touching nothing another task can see, so every step commutes with it
+    /// exactly as before. Natively it does nothing.
+    fn enter_fn(&self, name: &'static str) -> FnGuard<Self> {
+        self.push_fn(name);
+        FnGuard { p: self.clone() }
+    }
+
+    /// Push `name` on the calling task's call path (see [`Platform::enter_fn`]; use that).
+    fn push_fn(&self, _name: &'static str) {}
+
+    /// Pop the innermost function of the calling task's call path.
+    fn pop_fn(&self) {}
+}
+
+/// The guard of [`Platform::enter_fn`]: leaving the function (return, or the task's future
+/// dropped) pops it from the task's call path.
+#[must_use = "the function is left when the guard is dropped; bind it (`let _fn = ...`)"]
+pub struct FnGuard<P: Platform> {
+    p: P,
+}
+
+impl<P: Platform> Drop for FnGuard<P> {
+    fn drop(&mut self) {
+        self.p.pop_fn();
+    }
 }
 
 /// The memory part of the seam: CPU accesses to persistent memory by physical address, on the

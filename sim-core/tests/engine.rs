@@ -617,3 +617,66 @@ fn native_readers_overlap_while_the_writer_has_not_arrived() {
         assert!(r.join().is_clean());
     }
 }
+
+/// A lost wake-up inside named functions: t1 sleeps in `outer > inner`, t2 wakes another key
+/// from `waker` and finishes.
+fn lost_wakeup_in_functions(marked: bool) -> impl Fn(&mut Sim) {
+    use sim_core::platform::{Platform, Spawner, WaitKey, WaitQueue, wake_key_eq};
+    use std::sync::Arc;
+    move |sim: &mut Sim| {
+        let p = sim.platform();
+        let wq = Arc::new(WaitQueue::new(&p, "wq"));
+        let w1 = wq.clone();
+        sim.spawn("t1", move || async move {
+            let _f = marked.then(|| p.enter_fn("outer"));
+            {
+                let _g = marked.then(|| p.enter_fn("helper"));
+                p.yield_point("helper").await;
+            }
+            let _g = marked.then(|| p.enter_fn("inner"));
+            let w = w1
+                .prepare_to_wait(&p, WaitKey(1, 1), true, wake_key_eq)
+                .await;
+            w1.schedule(&p, w).await;
+            w1.finish_wait(&p, w).await;
+        });
+        sim.spawn("t2", move || async move {
+            let _f = marked.then(|| p.enter_fn("waker"));
+            wq.wake_up(&p, WaitKey(1, 2), sim_core::WakeMode::Next)
+                .await;
+        });
+    }
+}
+
+#[test]
+fn reports_name_each_tasks_call_path_and_the_paths_change_no_search() {
+    let cfg = ExploreConfig {
+        strategy: dfs(None),
+        keep_going: true,
+        ..ExploreConfig::default()
+    };
+    let marked = explore(&lost_wakeup_in_functions(true), &cfg, &mut |_| {}).unwrap();
+    let plain = explore(&lost_wakeup_in_functions(false), &cfg, &mut |_| {}).unwrap();
+    // Entering and leaving functions is not a step: the same runs, the same event logs.
+    assert_eq!(
+        (marked.runs, marked.failed_runs, marked.last_hash),
+        (plain.runs, plain.failed_runs, plain.last_hash)
+    );
+    let f = marked.failure.expect("the wake-up of another key is lost");
+    let v = &f.violation;
+    assert_eq!(v.kind, ViolationKind::LostWakeup, "{v}");
+    // `helper` was left before the sleep; `inner` is where t1 sleeps.
+    assert_eq!(v.tasks[0].path, vec!["outer", "inner"]);
+    assert!(v.message.contains("in outer > inner"), "{}", v.message);
+    assert!(v.to_string().contains("    in outer > inner\n"), "{v}");
+    // A finished task has left every function, and its last wake-up says where it came from.
+    assert_eq!(v.tasks[1].status, "finished");
+    assert!(v.tasks[1].path.is_empty());
+    let woke = v.tasks[1].last_wake.as_deref().unwrap();
+    assert!(
+        woke.ends_with("key {0x1, 0x2} (WAKE_NEXT) in waker"),
+        "{woke}"
+    );
+    let unmarked = plain.failure.unwrap().violation;
+    assert!(unmarked.tasks[0].path.is_empty());
+}

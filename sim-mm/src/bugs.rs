@@ -3,7 +3,9 @@
 //!
 //! A name in this catalogue is part of the trace format (an unknown name is an error that lists
 //! these). `available` says whether this build implements the behaviour; `run` and `explore`
-//! refuse the ones that are not, instead of pretending.
+//! refuse the ones that are not, instead of pretending. An implemented mode's mechanism (where
+//! it changes the kernel's decision) is stated once, in `DaxBug::mechanism`, and the built-in
+//! model that shows it is `dax::models::model_for`.
 
 /// One historical behaviour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,13 +23,13 @@ pub const BUG_MODES: &[BugMode] = &[
         name: "pmd-missed-wakeup",
         fixed_by: "23c84eb78375 (5.3, 2019)",
         summary: "a PMD fault sleeps on the PMD-aligned key while the PTE entry's owner wakes its own index",
-        available: false,
+        available: true,
     },
     BugMode {
         name: "pmd-conflict-before-null",
         fixed_by: "6370740e5f8e (5.4, 2019)",
         summary: "the order conflict is checked before NULL, so every PMD fault falls back to PTEs",
-        available: false,
+        available: true,
     },
     BugMode {
         name: "no-mmaplock",
@@ -39,7 +41,7 @@ pub const BUG_MODES: &[BugMode] = &[
         name: "no-entry-lock",
         fixed_by: "ac401cc78242 (4.7, 2016)",
         summary: "simultaneous faults on one hole race without DAX entry locks (the loser zeroes the winner's data)",
-        available: false,
+        available: true,
     },
     BugMode {
         name: "shadow-entries",
@@ -61,7 +63,7 @@ pub const BUG_MODES: &[BugMode] = &[
         name: "hole-wake-next",
         fixed_by: "965d004af540 (4.10, 2016)",
         summary: "replacing a locked empty entry with a hole wakes one waiter instead of all",
-        available: false,
+        available: true,
     },
     BugMode {
         name: "invalidate-wake-next",
@@ -82,13 +84,13 @@ pub const BUG_MODES: &[BugMode] = &[
         name: "pmd-pte-collide",
         fixed_by: "\"dax: Fix race between colliding PMD & PTE entries\" (4.12)",
         summary: "the page-table level is not rechecked after taking the entry lock",
-        available: false,
+        available: true,
     },
     BugMode {
         name: "stale-huge-zero-page",
         fixed_by: "cd656375f946 (4.12)",
         summary: "a huge zero page stays mapped after write(2) allocated blocks under it",
-        available: false,
+        available: true,
     },
     BugMode {
         name: "pmd-writeback-no-wrprotect",
@@ -102,7 +104,7 @@ pub const BUG_MODES: &[BugMode] = &[
         name: "mixed-mapping-association",
         fixed_by: "1571c029a2ff (5.2)",
         summary: "a PTE fault on a PMD entry disassociates the whole PMD and re-associates one page",
-        available: false,
+        available: true,
     },
     BugMode {
         name: "lock-entry-exclusive-wait",
@@ -120,6 +122,38 @@ pub const BUG_MODES: &[BugMode] = &[
     },
 ];
 
+impl BugMode {
+    /// The DAX-core mode of this name (`None` for modes that belong to the file system).
+    pub fn dax_bug(&self) -> Option<crate::dax::DaxBug> {
+        crate::dax::DaxBug::from_name(self.name)
+    }
+
+    /// Where the mode changes the kernel's decision (the function and the branch), when this
+    /// build implements it. The text lives once, in [`crate::dax::DaxBug::mechanism`].
+    pub fn mechanism(&self) -> Option<&'static str> {
+        self.dax_bug().and_then(|b| b.mechanism())
+    }
+
+    /// The built-in model (`pmsim explore --model NAME`) that shows the mode, if one does.
+    pub fn model(&self) -> Option<&'static str> {
+        self.dax_bug()
+            .and_then(crate::dax::models::model_for)
+            .map(|m| m.name)
+    }
+
+    /// Where an implemented mode can be switched on in this build.
+    pub fn reachable(&self) -> &'static str {
+        match self.dax_bug() {
+            _ if !self.available => "nowhere yet",
+            Some(b) if crate::dax::models::reaches(b) => {
+                "the built-in DAX models (--model); traces once daxfs exists"
+            }
+            Some(_) => "the DAX core's own tests; no built-in model or trace reaches it yet",
+            None => "traces on daxfs",
+        }
+    }
+}
+
 /// The bug mode called `name`, if the catalogue has it.
 pub fn bug_mode(name: &str) -> Option<&'static BugMode> {
     BUG_MODES.iter().find(|b| b.name == name)
@@ -133,6 +167,26 @@ pub fn bug_names() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mode_is_implemented_exactly_when_it_has_a_mechanism() {
+        for m in BUG_MODES {
+            match m.dax_bug() {
+                Some(b) => assert_eq!(m.available, b.mechanism().is_some(), "{}", m.name),
+                // The file system's modes wait for daxfs.
+                None => assert!(!m.available, "{}", m.name),
+            }
+            if m.available {
+                assert!(m.mechanism().is_some() && m.reachable() != "nowhere yet");
+            }
+        }
+        // Every mode of the fault half is implemented and shown by a built-in model.
+        for b in crate::dax::models::FAULT_MODES {
+            let m = bug_mode(b.name()).expect("in the catalogue");
+            assert!(m.available, "{}", m.name);
+            assert!(m.model().is_some(), "{}", m.name);
+        }
+    }
 
     #[test]
     fn names_are_unique_and_well_formed() {

@@ -429,6 +429,7 @@ pub async fn unmap_mapping_pages<P: Platform>(
     nr: u64,
     even_cows: bool,
 ) -> usize {
+    let _fn = p.enter_fn("unmap_mapping_pages");
     let first = start;
     let last = if nr == 0 {
         u64::MAX
@@ -474,6 +475,7 @@ pub async fn split_huge_pmd<P: Platform>(
     mm: &MmStruct<P>,
     address: u64,
 ) -> bool {
+    let _fn = p.enter_fn("split_huge_pmd");
     let haddr = address & !(PMD_SIZE - 1);
     let mut pt = mm.page_table.lock(p).await;
     let old = match pt.pmd_get(haddr) {
@@ -566,6 +568,7 @@ pub async fn vmf_insert_page_mkwrite<P: Platform>(
     pfn: Pfn,
     write: bool,
 ) -> VmFault {
+    let _fn = p.enter_fn("vmf_insert_page_mkwrite");
     let addr = addr & !(PAGE_SIZE - 1);
     if !vma.contains(addr) || !world.memmap.pfn_valid(pfn) {
         return VmFault::SIGBUS;
@@ -622,6 +625,7 @@ pub async fn vmf_insert_zero_page<P: Platform>(
     vma: &VmaBounds,
     addr: u64,
 ) -> VmFault {
+    let _fn = p.enter_fn("vmf_insert_zero_page");
     let addr = addr & !(PAGE_SIZE - 1);
     if !vma.contains(addr) {
         return VmFault::SIGBUS;
@@ -650,6 +654,7 @@ pub async fn vmf_insert_folio_pmd<P: Platform>(
     pfn: Pfn,
     write: bool,
 ) -> VmFault {
+    let _fn = p.enter_fn("vmf_insert_folio_pmd");
     let haddr = addr & !(PMD_SIZE - 1);
     if haddr < vma.vm_start || haddr + PMD_SIZE > vma.vm_end {
         return VmFault::SIGBUS;
@@ -714,6 +719,7 @@ pub async fn vmf_insert_huge_zero_pmd<P: Platform>(
     vma: &VmaBounds,
     addr: u64,
 ) -> bool {
+    let _fn = p.enter_fn("vmf_insert_huge_zero_pmd");
     let haddr = addr & !(PMD_SIZE - 1);
     if haddr < vma.vm_start || haddr + PMD_SIZE > vma.vm_end {
         return false;
@@ -737,6 +743,7 @@ pub async fn vmf_insert_anon_page<P: Platform>(
     addr: u64,
     anon_pfn: Pfn,
 ) -> VmFault {
+    let _fn = p.enter_fn("vmf_insert_anon_page");
     let addr = addr & !(PAGE_SIZE - 1);
     if !vma.contains(addr) || world.memmap.pfn_valid(anon_pfn) {
         return VmFault::SIGBUS;

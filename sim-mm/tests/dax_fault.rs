@@ -950,6 +950,29 @@ fn seed_001_pmd_fault_racing_two_pte_faults() {
         .unwrap();
     assert_eq!(sleeper.name, "p2 read 0x208");
     assert!(sleeper.wait_key.as_ref().unwrap().contains("{0x1, 0x200}"));
+    // The report names the DAX functions on each task's path: the PMD fault sleeps inside
+    // get_next_unlocked_entry; the PTE fault that held 0x205 woke its own index on the way out.
+    assert!(
+        sleeper
+            .path_text()
+            .ends_with("dax_iomap_pmd_fault > grab_mapping_entry > get_next_unlocked_entry"),
+        "{}",
+        sleeper.path_text()
+    );
+    assert!(f.violation.message.contains("in exc_page_fault > "));
+    let pte = f
+        .violation
+        .tasks
+        .iter()
+        .find(|t| t.name == "p0 write 0x205")
+        .unwrap();
+    assert_eq!(pte.status, "finished");
+    let woke = pte.last_wake.as_deref().unwrap_or_default();
+    assert!(woke.contains("key {0x1, 0x205}"), "{woke}");
+    assert!(
+        woke.ends_with("dax_iomap_pte_fault > dax_unlock_entry > dax_wake_entry"),
+        "{woke}"
+    );
 }
 
 /// Explore `r` with the mode off (clean, whole space) and on (a failure named `want`).

@@ -143,13 +143,14 @@ fn observe_state(s: &mut State) -> Vec<String> {
             )
         });
         out.push(format!(
-            "task {i} {} {:?} next `{}` line {} spins {} wait {:?}",
+            "task {i} {} {:?} next `{}` line {} spins {} wait {:?} path {:?}",
             t.name,
             t.status,
             detect::describe_op(s, &t.next),
             t.line,
             t.spins_held,
-            wait
+            wait,
+            t.path
         ));
     }
     for (i, o) in s.objs.iter().enumerate() {

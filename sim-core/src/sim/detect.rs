@@ -59,6 +59,20 @@ pub struct TaskReport {
     pub holds: Vec<String>,
     /// For a sleeper: the wait queue and key it sleeps on.
     pub wait_key: Option<String>,
+    /// The model functions it is in, outermost first (`Platform::enter_fn`); empty for models
+    /// that do not mark them and for finished tasks.
+    #[serde(default)]
+    pub path: Vec<String>,
+    /// Its last wake-up: the queue and key it woke, and from which call path.
+    #[serde(default)]
+    pub last_wake: Option<String>,
+}
+
+impl TaskReport {
+    /// The call path as the report prints it: `f > g > h`.
+    pub fn path_text(&self) -> String {
+        self.path.join(" > ")
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -106,6 +120,12 @@ impl fmt::Display for Violation {
                 write!(f, ", sleeps on {k}")?;
             }
             writeln!(f)?;
+            if !t.path.is_empty() {
+                writeln!(f, "    in {}", t.path_text())?;
+            }
+            if let Some(w) = &t.last_wake {
+                writeln!(f, "    last woke {w}")?;
+            }
         }
         Ok(())
     }
@@ -234,9 +254,31 @@ pub(super) fn task_reports(s: &State) -> Vec<TaskReport> {
                 line: task.line,
                 holds: holds(s, t as u32),
                 wait_key: wait_key(s, t),
+                path: task.path.iter().map(|f| f.to_string()).collect(),
+                last_wake: task.last_wake.as_ref().map(|(wq, key, mode, path)| {
+                    let name = s.objs.get(wq.0 as usize).map(|o| o.name).unwrap_or("?");
+                    let mode = match mode {
+                        crate::platform::WakeMode::Next => "WAKE_NEXT",
+                        crate::platform::WakeMode::All => "WAKE_ALL",
+                    };
+                    let mut w = format!("{name}#{} key {key} ({mode})", wq.0);
+                    if !path.is_empty() {
+                        w.push_str(&format!(" in {}", path.join(" > ")));
+                    }
+                    w
+                }),
             }
         })
         .collect()
+}
+
+/// ` in f > g` for a task inside model functions, else nothing.
+fn in_path(path: &[&'static str]) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!(" in {}", path.join(" > "))
+    }
 }
 
 /// Who `t` waits for, as wait-for edges.
@@ -305,10 +347,11 @@ pub(super) fn diagnose(s: &State) -> Violation {
             .map(|&t| {
                 let task = &s.tasks[t as usize];
                 format!(
-                    "{} holds [{}] and waits to {}",
+                    "{} holds [{}] and waits to {}{}",
                     task.name,
                     holds(s, t).join(", "),
-                    describe_op(s, &task.next)
+                    describe_op(s, &task.next),
+                    in_path(&task.path)
                 )
             })
             .collect();
@@ -330,10 +373,11 @@ pub(super) fn diagnose(s: &State) -> Violation {
             .iter()
             .map(|&t| {
                 format!(
-                    "{} sleeps on {} holding [{}]",
+                    "{} sleeps on {} holding [{}]{}",
                     s.tasks[t].name,
                     wait_key(s, t).unwrap_or_default(),
-                    holds(s, t as u32).join(", ")
+                    holds(s, t as u32).join(", "),
+                    in_path(&s.tasks[t].path)
                 )
             })
             .collect();

@@ -167,6 +167,12 @@ struct TaskState {
     spins_held: u32,
     /// The task's own random stream (`random_u64`), so that draws of two tasks commute.
     rng: ChaCha8Rng,
+    /// The model functions the task is in, outermost first (`Platform::enter_fn`). Task-local
+    /// bookkeeping for reports: no step's footprint includes it.
+    path: Vec<&'static str>,
+    /// The task's last wake-up (queue, key, mode, and its call path then), for reports: a lost
+    /// wake-up is explained by who woke which key from where. Task-local, like `path`.
+    last_wake: Option<(ObjId, WaitKey, WakeMode, Vec<&'static str>)>,
 }
 
 struct State {
@@ -181,6 +187,8 @@ struct State {
     rng: ChaCha8Rng,
     violation: Option<Violation>,
     warnings: Vec<(TaskId, u32, Assertion)>,
+    /// The reporting task's call path at each WARN (for the report of a run that ends with one).
+    warning_paths: Vec<Vec<&'static str>>,
     /// Objects touched by the current step besides its announced op (guard drops).
     extra: Vec<Op>,
     sites: Vec<&'static str>,
@@ -729,7 +737,12 @@ impl Platform for SimPlatform {
     async fn wake_up(&self, wq: &SimRaw, key: WaitKey, mode: WakeMode) -> usize {
         let mut op = Op::new(OpKind::Wake, wq.id);
         op.arg = key.1;
-        sim_op(wq, op, None, |s| s.wake_up(wq.id.0 as usize, key, mode)).await
+        sim_op(wq, op, None, |s| {
+            let t = &mut s.tasks[s.current as usize];
+            t.last_wake = Some((wq.id, key, mode, t.path.clone()));
+            s.wake_up(wq.id.0 as usize, key, mode)
+        })
+        .await
     }
 
     async fn waitqueue_active(&self, wq: &SimRaw) -> bool {
@@ -787,6 +800,8 @@ impl Platform for SimPlatform {
                 s.fatal(ViolationKind::Assertion(name), a.message.clone());
             } else {
                 s.warnings.push((TaskId(s.current), line, a.clone()));
+                let path = s.tasks[s.current as usize].path.clone();
+                s.warning_paths.push(path);
             }
             a.fatal
         });
@@ -801,6 +816,23 @@ impl Platform for SimPlatform {
         with_state(|s| {
             let cur = s.current as usize;
             s.tasks[cur].line = line;
+        })
+    }
+
+    // The call path is the task's own (see `TaskState::path`): no footprint, no announcement.
+    fn push_fn(&self, name: &'static str) {
+        with_state(|s| {
+            let cur = s.current as usize;
+            s.tasks[cur].path.push(name);
+        })
+    }
+
+    // Also runs when a finished simulation drops a task's future: then there is nothing to pop.
+    fn pop_fn(&self) {
+        try_with_state(|s| {
+            if let Some(t) = s.tasks.get_mut(s.current as usize) {
+                t.path.pop();
+            }
         })
     }
 }
@@ -940,6 +972,7 @@ impl Sim {
                 rng: ChaCha8Rng::seed_from_u64(cfg.seed),
                 violation: None,
                 warnings: Vec::new(),
+                warning_paths: Vec::new(),
                 extra: Vec::new(),
                 sites: Vec::new(),
                 next_waiter: 0,
@@ -1020,6 +1053,11 @@ impl Sim {
         with_state(|s| s.tasks[t.0 as usize].next)
     }
 
+    /// The model functions task `t` is in, outermost first (`Platform::enter_fn`).
+    pub fn task_path(&self, t: TaskId) -> Vec<&'static str> {
+        with_state(|s| s.tasks[t.0 as usize].path.clone())
+    }
+
     /// The trace line task `t` is executing.
     pub fn task_line(&self, t: TaskId) -> u32 {
         with_state(|s| s.tasks[t.0 as usize].line)
@@ -1078,9 +1116,15 @@ impl Sim {
                         None => RunEnd::Done,
                     });
                 };
+                let path = with_state(|s| s.warning_paths.first().cloned().unwrap_or_default());
+                let within = if path.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (in {})", path.join(" > "))
+                };
                 Violation {
                     kind: ViolationKind::Assertion(a.name),
-                    message: format!("WARN: {}", a.message),
+                    message: format!("WARN: {}{within}", a.message),
                     task: Some(task),
                     line,
                     cycle: Vec::new(),
@@ -1259,6 +1303,8 @@ impl Spawner<SimPlatform> for Sim {
                 line: 0,
                 wait: None,
                 spins_held: 0,
+                path: Vec::new(),
+                last_wake: None,
                 rng: ChaCha8Rng::seed_from_u64(
                     s.seed ^ (s.tasks.len() as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
                 ),

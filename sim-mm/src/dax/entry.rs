@@ -98,6 +98,7 @@ pub async fn dax_wake_entry<P: Platform>(
     entry: XaEntry,
     mode: DaxWakeMode,
 ) {
+    let _fn = p.enter_fn("dax_wake_entry");
     let (wq, key) = dax_entry_waitqueue(dax, mapping, xas, entry);
     wq.wake_up(p, key, mode).await;
 }
@@ -137,6 +138,7 @@ pub async fn get_next_unlocked_entry<'a, P: Platform>(
     xas: &mut XaState,
     order: u8,
 ) -> (XaGuard<'a, P>, XaEntry) {
+    let _fn = p.enter_fn("get_next_unlocked_entry");
     loop {
         let entry = xa.xas_find_conflict(xas);
         // pmd-conflict-before-null (the 5.3 code of 23c84eb78375): the order test ran first,
@@ -183,6 +185,7 @@ pub async fn wait_entry_unlocked_exclusive<'a, P: Platform>(
     xas: &mut XaState,
     mut entry: XaEntry,
 ) -> (XaGuard<'a, P>, XaEntry) {
+    let _fn = p.enter_fn("wait_entry_unlocked_exclusive");
     while entry.is_value() && dax_is_locked(entry) {
         let (wq, key) = dax_entry_waitqueue(dax, mapping, xas, entry);
         let w = wq
@@ -215,6 +218,7 @@ pub async fn wait_entry_unlocked<P: Platform>(
     xas: &XaState,
     entry: XaEntry,
 ) {
+    let _fn = p.enter_fn("wait_entry_unlocked");
     // lock-entry-exclusive-wait: the exclusive wait before 25bbe21bf427; a woken task that
     // found the entry gone never passed the wake-up on.
     let exclusive = dax.bug(DaxBug::LockEntryExclusiveWait);
@@ -232,6 +236,7 @@ pub async fn put_unlocked_entry<P: Platform>(
     entry: XaEntry,
     mode: DaxWakeMode,
 ) {
+    let _fn = p.enter_fn("put_unlocked_entry");
     if !entry.is_null() && !dax_is_conflict(entry) {
         dax_wake_entry(dax, p, mapping, xas, entry, mode).await;
     }
@@ -253,6 +258,7 @@ pub async fn dax_unlock_entry<P: Platform>(
     xas: &mut XaState,
     entry: XaEntry,
 ) {
+    let _fn = p.enter_fn("dax_unlock_entry");
     // Invariant (both sides of one store): the entry we store is unlocked, the one we replace
     // is locked (by us).
     bug_on(p, dax_is_locked(entry), "dax-unlock-locked-entry", || {
@@ -294,6 +300,7 @@ pub async fn dax_associate_entry<P: Platform>(
     entry: XaEntry,
     shared: bool,
 ) {
+    let _fn = p.enter_fn("dax_associate_entry");
     if dax_is_zero_entry(entry) || dax_is_empty_entry(entry) {
         return;
     }
@@ -338,6 +345,7 @@ pub async fn dax_disassociate_entry<P: Platform>(
     entry: XaEntry,
     trunc: bool,
 ) {
+    let _fn = p.enter_fn("dax_disassociate_entry");
     if !entry.is_value() || dax_is_zero_entry(entry) || dax_is_empty_entry(entry) {
         return;
     }

@@ -108,6 +108,7 @@ pub async fn grab_mapping_entry<P: Platform>(
     xas: &mut XaState,
     order: u8,
 ) -> Result<XaEntry, VmFault> {
+    let _fn = p.enter_fn("grab_mapping_entry");
     let index = xas.xa_index;
     // no-entry-lock (before ac401cc78242, 4.7): faults neither waited for nor took entry locks.
     let locking = !dax.bug(DaxBug::NoEntryLock);
@@ -233,6 +234,7 @@ pub async fn dax_insert_entry<P: Platform>(
     pfn: Pfn,
     flags: u64,
 ) -> XaEntry {
+    let _fn = p.enter_fn("dax_insert_entry");
     let mapping = vmf.mapping();
     let new_entry = dax_make_entry(pfn, flags);
     let write = iomap_flags & IOMAP_WRITE != 0;
@@ -352,6 +354,7 @@ pub async fn dax_load_hole<P: Platform>(
     iomap: &IomapPair,
     entry: &mut XaEntry,
 ) -> VmFault {
+    let _fn = p.enter_fn("dax_load_hole");
     let (zero, _) = dax.zero_pfns();
     *entry = dax_insert_entry(
         dax,
@@ -379,6 +382,7 @@ pub async fn dax_pmd_load_hole<P: Platform>(
     iomap: &IomapPair,
     entry: &mut XaEntry,
 ) -> VmFault {
+    let _fn = p.enter_fn("dax_pmd_load_hole");
     *entry = dax_insert_entry(
         dax,
         p,
@@ -408,6 +412,7 @@ async fn dax_fault_cow_page<P: Platform>(
     vmf: &Vmf<'_, P>,
     iomap: &IomapPair,
 ) -> VmFault {
+    let _fn = p.enter_fn("dax_fault_cow_page");
     match iomap.iomap.typ {
         IomapType::Hole | IomapType::Unwritten | IomapType::Mapped => {}
         _ => return dax_fault_return(Errno::EIO),
@@ -436,6 +441,7 @@ async fn dax_fault_iter<P: Platform>(
     entry: &mut XaEntry,
     pmd: bool,
 ) -> VmFault {
+    let _fn = p.enter_fn("dax_fault_iter");
     let size = if pmd { PMD_SIZE } else { PAGE_SIZE };
     let pos = xas.xa_index << PAGE_SHIFT;
     let write = iomap_flags & IOMAP_WRITE != 0;
@@ -507,6 +513,7 @@ pub async fn dax_iomap_pte_fault<P: Platform, I: IomapOps<P>>(
     pfnp: &mut Option<Pfn>,
     ops: &I,
 ) -> VmFault {
+    let _fn = p.enter_fn("dax_iomap_pte_fault");
     let mapping = vmf.mapping();
     let mut xas = XaState::new(vmf.pgoff);
     let pos = vmf.pgoff << PAGE_SHIFT;
@@ -602,6 +609,7 @@ pub async fn dax_iomap_pmd_fault<P: Platform, I: IomapOps<P>>(
     pfnp: &mut Option<Pfn>,
     ops: &I,
 ) -> VmFault {
+    let _fn = p.enter_fn("dax_iomap_pmd_fault");
     let mapping = vmf.mapping();
     let mut xas = XaState::new_order(vmf.pgoff, PMD_ORDER);
     let mut flags = IOMAP_DAX | IOMAP_FAULT;
@@ -669,6 +677,7 @@ pub async fn dax_iomap_fault<P: Platform, I: IomapOps<P>>(
     order: u8,
     ops: &I,
 ) -> (VmFault, Option<Pfn>) {
+    let _fn = p.enter_fn("dax_iomap_fault");
     let mut pfn = None;
     let ret = match order {
         0 => dax_iomap_pte_fault(dax, p, vmf, &mut pfn, ops).await,
@@ -688,6 +697,7 @@ pub async fn dax_insert_pfn_mkwrite<P: Platform>(
     pfn: Pfn,
     order: u8,
 ) -> VmFault {
+    let _fn = p.enter_fn("dax_insert_pfn_mkwrite");
     let mapping = vmf.mapping();
     let mut xas = XaState::new_order(vmf.pgoff, order);
     let xa = mapping.i_pages.lock(p).await;
@@ -723,6 +733,7 @@ pub async fn dax_finish_sync_fault<P: Platform, I: IomapOps<P>>(
     pfn: Pfn,
     ops: &I,
 ) -> VmFault {
+    let _fn = p.enter_fn("dax_finish_sync_fault");
     let start = vmf.pgoff << PAGE_SHIFT;
     let len = PAGE_SIZE << order;
     if ops
@@ -745,6 +756,7 @@ pub async fn dax_fs_fault<P: Platform, I: IomapOps<P>>(
     order: u8,
     ops: &I,
 ) -> VmFault {
+    let _fn = p.enter_fn("->huge_fault");
     let il = vmf.mapping().invalidate_lock.read(p).await;
     let (mut ret, pfn) = dax_iomap_fault(dax, p, vmf, order, ops).await;
     if ret.contains(VmFault::NEEDDSYNC) {
@@ -772,6 +784,7 @@ pub async fn dax_handle_mm_fault<P: Platform, I: IomapOps<P>>(
     write: bool,
     ops: &I,
 ) -> VmFault {
+    let _fn = p.enter_fn("handle_mm_fault");
     let flags = FAULT_FLAG_USER | if write { FAULT_FLAG_WRITE } else { 0 };
     let mut vmf = Vmf::new(mm, vma, address, flags);
     let mut pmd = mm.pmdp_get_lockless(p, address).await;
@@ -872,6 +885,7 @@ pub async fn dax_user_access<P: Platform, I: IomapOps<P>>(
     write: bool,
     ops: &I,
 ) -> Access {
+    let _fn = p.enter_fn("exc_page_fault");
     use crate::mm::HwAccess;
     for _ in 0..16 {
         if let HwAccess::Mapped { pfn, huge } = mm.hw_access(p, address, write).await {

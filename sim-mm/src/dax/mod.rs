@@ -6,6 +6,7 @@
 //! | [`iomap`] | what the file system answers for a file range | `struct iomap`, `struct iomap_ops` |
 //! | [`fault`] | `grab_mapping_entry`, the PTE and PMD fault paths, holes, MAP_SYNC, CoW | `dax_iomap_fault` and its helpers |
 //! | [`test_iomap`] | a small in-memory file system answering iomap calls (tests, benches, toys) | (none) |
+//! | [`models`] | built-in races on the fault paths, one per fault-half bug mode (`pmsim --model`) | (none) |
 //!
 //! Writeback, invalidation and memory failure on DAX entries build on [`entry`] in sibling files.
 //!
@@ -39,7 +40,13 @@
 //! - a block-backed entry's pages point back at it (`mapping`, `index`), at rest.
 //!
 //! **Bug modes** ([`DaxBug`]) switch one decision back to a historical behaviour and change
-//! nothing else; each decision point says which mode it honours ([`DaxBug::mechanism`]).
+//! nothing else; each decision point says which mode it honours ([`DaxBug::mechanism`], the one
+//! statement of each mechanism, which the catalogue `crate::bugs` and `pmsim bugs` show).
+//!
+//! **Call paths.** The DAX functions (and the mm helpers they call) mark themselves with
+//! `p.enter_fn("kernel_name")`, so reports show where each task is
+//! (`dax_iomap_pmd_fault > grab_mapping_entry > get_next_unlocked_entry`); this is task-local
+//! bookkeeping, not a step, and changes no footprint.
 //!
 //! **Not modelled here.** Page contents (a new block is zero by definition; the CoW copy and
 //! `dax_iomap_copy_around` move no bytes; `dax_direct_access` only translates), the fs_dax
@@ -52,6 +59,7 @@ pub mod fault;
 pub mod invalidate;
 pub mod iomap;
 pub mod memory_failure;
+pub mod models;
 pub mod test_iomap;
 pub mod writeback;
 
@@ -160,6 +168,25 @@ impl DaxBug {
             }
             DaxBug::LockEntryExclusiveWait => {
                 "wait_entry_unlocked: an exclusive wait instead of a non-exclusive one"
+            }
+            DaxBug::ShadowEntries => {
+                "__remove_mapping: the workingset shadow entry is stored in a DAX mapping (no \
+                 !dax_mapping check)"
+            }
+            DaxBug::MfSpeculativePageLock => {
+                "dax_lock_folio: lock_page instead of the entry lock with the page->mapping \
+                 recheck"
+            }
+            DaxBug::InvalidateWakeNext => {
+                "__dax_invalidate_entry: put_unlocked_entry with WAKE_NEXT instead of WAKE_ALL"
+            }
+            DaxBug::BusyScanSkipsLocked => {
+                "dax_layout_busy_page_range: get_unlocked_entry on the iteration's xa_state \
+                 instead of wait_entry_unlocked_exclusive"
+            }
+            DaxBug::PmdWritebackNoWrprotect => {
+                "dax_writeback_one: PMDs cleaned but not write-protected (4.9 \
+                 dax_mapping_entry_mkclean)"
             }
             _ => return None,
         })
@@ -344,17 +371,14 @@ mod tests {
     fn bug_names_are_in_the_catalogue() {
         for b in DaxBug::ALL {
             assert_eq!(DaxBug::from_name(b.name()), Some(b));
-            if b != DaxBug::LockEntryExclusiveWait {
-                assert!(crate::bugs::bug_mode(b.name()).is_some(), "{b}");
-            }
+            assert!(crate::bugs::bug_mode(b.name()).is_some(), "{b}");
+            assert!(b.mechanism().is_some(), "{b} has no mechanism");
         }
         let s = BugSet::from_names(&["pmd-missed-wakeup", "no-mmaplock"]).unwrap();
         assert!(s.on(DaxBug::PmdMissedWakeup));
         assert!(!s.on(DaxBug::NoEntryLock));
         assert_eq!(s.iter().count(), 1);
         assert!(BugSet::from_names(&["nope"]).is_err());
-        assert!(DaxBug::PmdMissedWakeup.mechanism().is_some());
-        assert!(DaxBug::ShadowEntries.mechanism().is_none());
         assert!(BugSet::NONE.is_empty());
         assert_eq!(format!("{s:?}"), "{\"pmd-missed-wakeup\"}");
     }

@@ -1,0 +1,302 @@
+//! End-to-end tests of the built-in DAX models (`--model`): search, replay, reports, outputs,
+//! and the errors of bug modes a subject cannot reach.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn pmsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pmsim"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("pmsim runs")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited normally")
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The violation part of a human report: after its kind line (which names the run) up to the
+/// schedule line.
+fn violation(s: &str) -> Vec<String> {
+    s.lines()
+        .skip_while(|l| !l.starts_with("VIOLATION"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("schedule:"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Split a printed replay command into its arguments (single quotes only, as pmsim prints).
+fn replay_args(report: &str) -> Vec<String> {
+    let line = report
+        .lines()
+        .find_map(|l| l.strip_prefix("replay:   pmsim "))
+        .expect("a replay line");
+    let mut args = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    args.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        args.push(cur);
+    }
+    args
+}
+
+#[test]
+fn seed_001_is_found_by_every_strategy_and_its_replay_reproduces_it() {
+    for strategy in [
+        vec![],
+        vec!["--strategy", "random"],
+        vec!["--strategy", "pct", "--depth", "3", "--seed", "7"],
+        vec!["--strategy", "dfs", "--preemption-bound", "2"],
+    ] {
+        let mut args = vec![
+            "explore",
+            "--model",
+            "seed-001",
+            "--bug",
+            "pmd-missed-wakeup",
+        ];
+        args.extend(&strategy);
+        let o = pmsim(&args);
+        assert_eq!(code(&o), 1, "{args:?}: {} {}", out(&o), err(&o));
+        let report = out(&o);
+        if strategy.is_empty() {
+            // The default strategy for a model is pct.
+            assert!(report.contains(": pct --depth 2, seed 0x0"), "{report}");
+        }
+        assert!(report.contains("VIOLATION lost-wakeup"), "{report}");
+        // The report names the DAX functions on each task's path.
+        assert!(
+            report.contains(
+                "in exc_page_fault > handle_mm_fault > ->huge_fault > dax_iomap_fault > \
+                 dax_iomap_pmd_fault > grab_mapping_entry > get_next_unlocked_entry"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains("dax_iomap_pte_fault > dax_unlock_entry > dax_wake_entry"),
+            "{report}"
+        );
+        let replay = replay_args(&report);
+        assert_eq!(
+            &replay[..5],
+            [
+                "replay",
+                "--model",
+                "seed-001",
+                "--bug",
+                "pmd-missed-wakeup"
+            ]
+        );
+        let refs: Vec<&str> = replay.iter().map(String::as_str).collect();
+        let again = pmsim(&refs);
+        assert_eq!(code(&again), 1, "{refs:?}: {}", err(&again));
+        assert_eq!(violation(&out(&again)), violation(&report));
+        // Without the mode the same schedule does not fit (another run), or runs clean.
+        let without: Vec<&str> = refs
+            .iter()
+            .copied()
+            .filter(|a| *a != "--bug" && *a != "pmd-missed-wakeup")
+            .collect();
+        assert_ne!(code(&pmsim(&without)), 1, "{without:?}");
+    }
+}
+
+#[test]
+fn seed_001_without_the_mode_exhausts_the_bounded_space_clean() {
+    let o = pmsim(&[
+        "explore",
+        "--model",
+        "seed-001",
+        "--strategy",
+        "dfs",
+        "--preemption-bound",
+        "2",
+    ]);
+    assert_eq!(code(&o), 0, "{} {}", out(&o), err(&o));
+    let report = out(&o);
+    assert!(
+        report.contains("exhausted the search space: no violation in any schedule"),
+        "{report}"
+    );
+    assert!(report.contains("10544 runs"), "{report}");
+}
+
+#[test]
+fn every_model_finds_its_mode_with_the_default_strategy() {
+    let bugs = pmsim(&["bugs"]);
+    let listing = out(&bugs);
+    let help = out(&pmsim(&["help", "explore"]));
+    for m in &sim_mm::dax::models::MODELS {
+        let mode = m.shows.name();
+        // `pmsim bugs` and `pmsim help explore` name the model.
+        assert!(
+            listing.contains(&format!(
+                "model: pmsim explore --model {} --bug {mode}",
+                m.name
+            )),
+            "{listing}"
+        );
+        assert!(help.contains(&format!("{} ({mode}", m.name)), "{help}");
+        let o = pmsim(&["explore", "--model", m.name, "--bug", mode, "--json"]);
+        assert_eq!(code(&o), 1, "{}: {}", m.name, err(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+        assert_eq!(v["result"], "violation");
+        let kind = v["failure"]["kind"].as_str().unwrap();
+        assert!(kind.starts_with(m.finds), "{}: {kind}", m.name);
+        assert!(
+            v["failure"]["replay"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("--model {} --bug {mode}", m.name))
+        );
+        assert!(v["failure"]["tasks"][0]["path"].is_array());
+    }
+    for line in listing
+        .lines()
+        .filter(|l| !l.starts_with(' ') && l.contains(" implemented ") && l.contains("fixed by"))
+    {
+        let name = line.split_whitespace().next().unwrap();
+        assert!(
+            listing.contains(&format!("--bug {name}\n")) || listing.contains("reachable from"),
+            "{name}"
+        );
+    }
+    assert!(listing.contains("mechanism: get_next_unlocked_entry: no order check"));
+}
+
+#[test]
+fn events_and_json_of_a_model_run() {
+    let dir = std::env::temp_dir().join(format!("pmsim-cli-models-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ev = dir.join("seed.events");
+    let ev_s = ev.display().to_string();
+    let o = pmsim(&[
+        "explore",
+        "--model",
+        "seed-001",
+        "--bug",
+        "pmd-missed-wakeup",
+        "--json",
+        "--events",
+        &ev_s,
+    ]);
+    assert_eq!(code(&o), 1, "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(
+        v["subject"],
+        "DAX model seed-001 with bug pmd-missed-wakeup"
+    );
+    let tasks = v["failure"]["tasks"].as_array().unwrap();
+    let sleeper = tasks
+        .iter()
+        .find(|t| t["status"] == "asleep")
+        .expect("a sleeper");
+    assert_eq!(
+        sleeper["path"].as_array().unwrap().last().unwrap(),
+        "get_next_unlocked_entry"
+    );
+    let log = sim_core::events::EventLog::from_bincode(&std::fs::read(&ev).unwrap()).unwrap();
+    assert_eq!(
+        format!("{:016x}", log.hash),
+        v["failure"]["hash"].as_str().unwrap()
+    );
+    assert_eq!(
+        log.tasks,
+        ["setup", "p0 write 0x205", "p1 read 0x258", "p2 read 0x208"]
+    );
+    // A clean run's log, and the determinism check.
+    let o = pmsim(&["run", "--model", "no-entry-lock", "--events", &ev_s]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let o = pmsim(&[
+        "run",
+        "--model",
+        "no-entry-lock",
+        "--bug",
+        "no-entry-lock",
+        "--strategy",
+        "random",
+        "--check-determinism",
+    ]);
+    assert_eq!(code(&o), 0, "{} {}", out(&o), err(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bug_modes_a_subject_cannot_reach_are_usage_errors() {
+    for args in [
+        // An implemented mode on a toy or a trace: no DAX core there.
+        vec!["run", "--toy", "abba", "--bug", "pmd-missed-wakeup"],
+        vec!["run", "traces/format/time.trace", "--bug", "hole-wake-next"],
+        // A mode decided outside the fault paths, or not implemented.
+        vec![
+            "run",
+            "--model",
+            "seed-001",
+            "--bug",
+            "invalidate-wake-next",
+        ],
+        vec!["run", "--model", "seed-001", "--bug", "no-mmaplock"],
+        vec!["run", "--model", "seed-001", "--bug", "nope"],
+        vec!["run", "--model", "nope"],
+        vec!["run", "--model", "seed-001", "--toy", "abba"],
+        vec!["run", "--model", "seed-001", "traces/format/time.trace"],
+    ] {
+        let o = pmsim(&args);
+        assert_eq!(code(&o), 2, "{args:?}: {} {}", out(&o), err(&o));
+        assert!(o.stdout.is_empty(), "{args:?}");
+        assert!(!err(&o).contains("panicked"), "{args:?}");
+    }
+    let o = pmsim(&["run", "--toy", "abba", "--bug", "pmd-missed-wakeup"]);
+    assert!(
+        err(&o).contains("pmsim explore --model seed-001 --bug pmd-missed-wakeup"),
+        "{}",
+        err(&o)
+    );
+    // A trace naming an implemented mode is valid; running it is refused at the mode's
+    // statement (traces reach the DAX core through daxfs), pointing at the model.
+    let trace = "traces/format/pmd_missed_wakeup.trace";
+    let o = pmsim(&["check-trace", trace]);
+    assert_eq!(code(&o), 0);
+    assert!(
+        out(&o).contains(
+            "pmd_missed_wakeup.trace:3:5: note: bug mode `pmd-missed-wakeup` is implemented"
+        ),
+        "{}",
+        out(&o)
+    );
+    let o = pmsim(&["run", trace]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        err(&o).contains(
+            "pmd_missed_wakeup.trace:3:5: `bug pmd-missed-wakeup`: this bug mode is implemented \
+             in the DAX core"
+        ),
+        "{}",
+        err(&o)
+    );
+}
