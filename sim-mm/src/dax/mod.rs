@@ -132,9 +132,8 @@ impl DaxBug {
         }
     }
 
-    /// Where the mode changes the decision (the function and the branch), when this build has
-    /// it; `None` for modes whose decision point lives in writeback, invalidation or memory
-    /// failure code not built here.
+    /// Where the mode changes the decision (the function and the branch). Every DAX-core mode
+    /// has one; the `Option` matches `BugMode::mechanism`, where file-system modes have none yet.
     pub fn mechanism(self) -> Option<&'static str> {
         Some(match self {
             DaxBug::PmdMissedWakeup => {
@@ -188,7 +187,6 @@ impl DaxBug {
                 "dax_writeback_one: PMDs cleaned but not write-protected (4.9 \
                  dax_mapping_entry_mkclean)"
             }
-            _ => return None,
         })
     }
 
