@@ -113,6 +113,9 @@ pub struct ExploreReport {
     pub last_hash: u64,
     /// Longest run, in steps.
     pub max_steps: u64,
+    /// Steps (scheduling points) of every run, redundant DFS runs included.
+    #[serde(default)]
+    pub total_steps: u64,
     /// Whether the search stopped because of the budget or the run count rather than finishing.
     pub stopped_early: bool,
 }
@@ -489,6 +492,7 @@ pub fn explore_observed(
         failure: None,
         last_hash: 0,
         max_steps: 0,
+        total_steps: 0,
         stopped_early: false,
     };
     let mut rng_sched = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -570,6 +574,7 @@ pub fn explore_observed(
                 match end {
                     RunEnd::Abandoned => {
                         rep.runs += 1;
+                        rep.total_steps += steps;
                         rep.redundant_runs += 1;
                         if !dfs.backtrack() {
                             rep.exhausted = true;
@@ -586,6 +591,7 @@ pub fn explore_observed(
             }
         };
         rep.runs += 1;
+        rep.total_steps += steps;
         rep.max_steps = rep.max_steps.max(steps);
         rep.last_hash = hash;
         if let RunEnd::Violation(v) = end {

@@ -32,7 +32,10 @@
 //! - the releases of guards dropped during the step;
 //! - a write of the kernel log (`Op::DMESG`) when the step reports a BUG or WARN;
 //! - a write of the object table (`Op::ALLOC`) when the step creates a lock, rwsem or wait
-//!   queue (ids follow creation order).
+//!   queue (ids follow creation order); a spawn announces a write of it too (task ids follow
+//!   creation order);
+//! - a write of the task's exit (`Op::task`) in the step where the task finishes: a join
+//!   announces a read of it, enabled once the task has finished.
 //!
 //! `random_u64` draws from the task's own stream, so draws need no footprint. The explorer
 //! remembers the footprint each explored step really had (`Sim::last_footprint`): a sleeping
@@ -185,6 +188,9 @@ struct State {
     next_waiter: u32,
     /// The machine under the run, when the model installed one.
     machine: Option<Machine>,
+    /// Tasks spawned by the task being polled, whose futures the executor has not taken yet.
+    /// Invariant: empty between polls, and `tasks.len() == futures.len() + spawned.len()`.
+    spawned: Vec<TaskFuture>,
 }
 
 impl State {
@@ -204,6 +210,21 @@ impl State {
             id,
             gen_: self.gen_,
         }
+    }
+
+    /// A new live task named `name`; its future is added by the caller.
+    fn push_task(&mut self, name: &str) -> usize {
+        let seed = self.seed ^ (self.tasks.len() as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.tasks.push(TaskState {
+            name: name.to_string(),
+            next: Op::new(OpKind::Exit, Op::NONE),
+            status: TaskStatus::Live,
+            line: 0,
+            wait: None,
+            spins_held: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        });
+        self.tasks.len() - 1
     }
 
     fn check(&self, r: &SimRaw) -> usize {
@@ -260,6 +281,9 @@ impl State {
                 ObjState::RwSem { readers, writer: None, .. } if readers.is_empty()
             ),
             OpKind::Schedule => task.wait.is_none_or(|w| w.woken),
+            OpKind::Join => op
+                .task_of()
+                .is_some_and(|c| self.tasks[c.0 as usize].status == TaskStatus::Finished),
             OpKind::Exit => false,
             _ => true,
         }
@@ -452,6 +476,13 @@ async fn sim_op<R>(
     with_state(apply)
 }
 
+/// A task started by a task ([`Platform::spawn`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimTask {
+    pub id: TaskId,
+    gen_: u32,
+}
+
 /// The simulation platform handle. Zero-sized: the state is the thread's current [`Sim`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SimPlatform;
@@ -472,6 +503,7 @@ impl Platform for SimPlatform {
     type RawLock = SimRaw;
     type RawRwSem = SimRaw;
     type RawWaitQueue = SimRaw;
+    type RawTask = SimTask;
 
     fn new_lock(&self, class: LockClass, name: &'static str) -> SimRaw {
         with_state(|s| {
@@ -784,6 +816,36 @@ impl Platform for SimPlatform {
             s.tasks[cur].line = line;
         })
     }
+
+    // The new task exists from this step on; the executor takes its future after the poll
+    // and runs its first code (up to its first announcement) within this step.
+    async fn spawn<F, Fut>(&self, name: &str, f: F) -> SimTask
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        announce(Op::new(OpKind::Spawn, Op::ALLOC)).await;
+        let fut: TaskFuture = Box::pin(f());
+        with_state(|s| {
+            let idx = s.push_task(name);
+            s.spawned.push(fut);
+            SimTask {
+                id: TaskId(idx as u32),
+                gen_: s.gen_,
+            }
+        })
+    }
+
+    async fn join(&self, t: &SimTask) {
+        with_state(|s| {
+            assert_eq!(
+                t.gen_, s.gen_,
+                "a task was joined outside the simulation that created it"
+            );
+            s.might_sleep("join");
+        });
+        announce(Op::task(OpKind::Join, t.id.0 as usize)).await;
+    }
 }
 
 /// One access of the machine model by the current task, on the CPU it runs on (task `i` runs on
@@ -923,6 +985,7 @@ impl Sim {
                 sites: Vec::new(),
                 next_waiter: 0,
                 machine: None,
+                spawned: Vec::new(),
             });
         });
         Sim {
@@ -1113,8 +1176,26 @@ impl Sim {
             with_state(|s| {
                 s.tasks[idx].status = TaskStatus::Finished;
                 s.tasks[idx].next = Op::new(OpKind::Exit, Op::NONE);
+                // The exit a join waits for.
+                s.touch(Op::task(OpKind::Write, idx));
             });
             self.futures[idx] = None;
+        }
+        // Tasks this poll spawned: their first code runs within the same step.
+        loop {
+            let Some(fut) = with_state(|s| {
+                if s.spawned.is_empty() {
+                    None
+                } else {
+                    Some(s.spawned.remove(0))
+                }
+            }) else {
+                break;
+            };
+            let child = self.futures.len();
+            self.futures.push(Some(fut));
+            debug_assert!(with_state(|s| s.tasks.len() >= self.futures.len()));
+            self.start_task(child);
         }
     }
 
@@ -1221,20 +1302,7 @@ impl Spawner<SimPlatform> for Sim {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        let idx = with_state(|s| {
-            s.tasks.push(TaskState {
-                name: name.to_string(),
-                next: Op::new(OpKind::Exit, Op::NONE),
-                status: TaskStatus::Live,
-                line: 0,
-                wait: None,
-                spins_held: 0,
-                rng: ChaCha8Rng::seed_from_u64(
-                    s.seed ^ (s.tasks.len() as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                ),
-            });
-            s.tasks.len() - 1
-        });
+        let idx = with_state(|s| s.push_task(name));
         self.futures.push(Some(Box::pin(f())));
         self.start_task(idx);
     }
