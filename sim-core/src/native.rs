@@ -213,6 +213,13 @@ impl Platform for NativePlatform {
         l.release()
     }
 
+    async fn read_once<R>(&self, l: &NativeLock, f: impl FnOnce() -> R) -> R {
+        l.acquire();
+        let r = f();
+        l.release();
+        r
+    }
+
     fn new_rwsem(&self, _name: &'static str) -> NativeRwSem {
         NativeRwSem {
             st: Mutex::new(RwState::default()),

@@ -265,6 +265,11 @@ pub trait Platform: Clone + Send + Sync + 'static {
     fn unlock(&self, l: &Self::RawLock) -> impl Future<Output = ()>;
     /// Release without a scheduling point (guard drop).
     fn unlock_now(&self, l: &Self::RawLock);
+    /// `READ_ONCE` of data `l` protects, without taking `l` (`pmdp_get_lockless`,
+    /// `ptep_get_lockless`): a scheduling point announced as a read of `l`, then `f`. It never
+    /// waits for the holder, so it adds no lock order. Natively `f` runs with `l` held for its
+    /// duration (Rust forbids a read racing the holder's writes); `f` must not block.
+    fn read_once<R>(&self, l: &Self::RawLock, f: impl FnOnce() -> R) -> impl Future<Output = R>;
 
     fn new_rwsem(&self, name: &'static str) -> Self::RawRwSem;
     fn down_read(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
@@ -449,6 +454,17 @@ macro_rules! guarded_lock {
             /// The raw lock, for reports and lock-order assertions.
             pub fn raw(&self) -> &P::RawLock {
                 &self.raw
+            }
+
+            /// Read the data without taking the lock (a lockless `READ_ONCE`; see
+            /// [`Platform::read_once`]). `f` sees the data as the holder's last completed step
+            /// left it.
+            pub async fn read_once<R>(&self, p: &P, f: impl FnOnce(&T) -> R) -> R {
+                // SAFETY: in the simulator one task runs at a time, from one scheduling point to
+                // the next, and `f` runs inside the reader's step: no holder code runs while the
+                // shared reference exists, and it does not outlive `f`. Natively the platform
+                // holds the raw lock around `f`.
+                p.read_once(&self.raw, || f(unsafe { &*self.data.get() })).await
             }
 
             /// The data, when nothing else can reach the lock.

@@ -105,8 +105,8 @@ fn pct_and_random_find_abba_within_1000_runs() {
         Strategy::Pct { depth: 2 },
         Strategy::Pct { depth: 3 },
     ] {
-        for seed in 0..5 {
-            let rep = run("abba", strategy.clone(), Some(1000), seed);
+        for (name, seed) in (0..5).flat_map(|s| [("abba", s), ("abba-main", s)]) {
+            let rep = run(name, strategy.clone(), Some(1000), seed);
             let f = rep
                 .failure
                 .unwrap_or_else(|| panic!("{strategy:?} seed {seed}: not found"));
@@ -670,5 +670,62 @@ fn native_readers_overlap_while_the_writer_has_not_arrived() {
             g.unlock().await;
         });
         assert!(r.join().is_clean());
+    }
+}
+
+#[test]
+fn a_long_random_schedule_prints_at_least_twice_shorter_and_replays() {
+    use sim_core::platform::{Mutex, Spawner};
+    use sim_core::sim::explore::logged_run;
+    use std::sync::Arc;
+    // Four tasks taking one lock 300 times each: over a thousand random choices among 1 to 4.
+    let model = |sim: &mut Sim| {
+        let p = sim.platform();
+        let m = Arc::new(Mutex::new(&p, "M", 0u64));
+        for name in ["t1", "t2", "t3", "t4"] {
+            let m = m.clone();
+            sim.spawn(name, move || async move {
+                for _ in 0..300 {
+                    let mut g = m.lock(&p).await;
+                    *g += 1;
+                    g.unlock().await;
+                }
+            });
+        }
+    };
+    let cfg = ExploreConfig {
+        strategy: Strategy::Random,
+        seed: 11,
+        ..ExploreConfig::default()
+    };
+    let run = logged_run(&model, &cfg).unwrap();
+    let s = run.schedule;
+    assert!(s.choices.len() > 1000, "{} choices", s.choices.len());
+    let (v1, v2) = (s.to_v1(), s.to_v2());
+    println!(
+        "{} choices: v1 {} chars, v2 {} chars",
+        s.choices.len(),
+        v1.len(),
+        v2.len()
+    );
+    assert!(
+        2 * v2.len() <= v1.len(),
+        "v1 {} chars, v2 {}",
+        v1.len(),
+        v2.len()
+    );
+    assert_eq!(s.to_string(), v2);
+    for text in [&v1, &v2] {
+        let parsed: Schedule = text.parse().unwrap();
+        assert_eq!(parsed, s);
+        let again = logged_run(
+            &model,
+            &ExploreConfig {
+                strategy: Strategy::Replay(parsed),
+                ..ExploreConfig::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(again.log.hash, run.log.hash, "the replay is the same run");
     }
 }

@@ -470,3 +470,31 @@ fn the_main_shaped_toys_lose_no_outcome_to_sleep_sets() {
         println!("{name}: {} outcomes", all.len());
     }
 }
+
+/// A holder changes the two words a lock protects in two steps; a lockless reader
+/// (`read_once`) must be able to see the state between them.
+#[test]
+fn a_lockless_read_sees_each_step_of_the_holder_and_sleep_sets_keep_it() {
+    let m = model(|sim| {
+        let p = sim.platform();
+        let l = Arc::new(sim_core::platform::SpinLock::new(&p, "ptl", (0u32, 0u32)));
+        let l2 = l.clone();
+        sim.spawn("holder", move || async move {
+            let mut g = l.lock(&p).await;
+            g.0 = 1;
+            p.yield_point("between the two stores").await;
+            g.1 = 1;
+            g.unlock().await;
+        });
+        sim.spawn("reader", move || async move {
+            let v = l2.read_once(&p, |v| *v).await;
+            note(format!("{v:?}"));
+        });
+    });
+    let seen: BTreeSet<_> = same_outcomes(&m).into_iter().map(|o| o.notes).collect();
+    let expect: BTreeSet<Vec<String>> = ["(0, 0)", "(1, 0)", "(1, 1)"]
+        .iter()
+        .map(|s| vec![s.to_string()])
+        .collect();
+    assert_eq!(seen, expect);
+}

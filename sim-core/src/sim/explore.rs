@@ -190,6 +190,22 @@ impl Pct {
 }
 
 impl PctRun {
+    /// Give the tasks spawned since the last choice (task ids `prio.len()..tasks`) distinct
+    /// random initial priorities: each takes a random rank among the initial priorities
+    /// (those at `depth` and above), the ones from that rank up move one up.
+    fn grow(&mut self, rng: &mut ChaCha8Rng, depth: u32, tasks: usize) {
+        while self.prio.len() < tasks {
+            let initial = self.prio.iter().filter(|&&x| x >= depth as u64).count();
+            let p = depth as u64 + rng.random_range(0..=initial) as u64;
+            for x in &mut self.prio {
+                if *x >= p {
+                    *x += 1;
+                }
+            }
+            self.prio.push(p);
+        }
+    }
+
     fn choose(&mut self, en: &[TaskId]) -> TaskId {
         self.count += 1;
         let best = |prio: &[u64]| {
@@ -551,8 +567,10 @@ pub fn explore_observed(
                 let r = {
                     // Priorities are drawn at the first choice, once every task exists.
                     let mut choose = |sim: &Sim, en: &[TaskId]| {
-                        run.get_or_insert_with(|| pct.start(&mut rng_sched, sim.task_count()))
-                            .choose(en)
+                        let r =
+                            run.get_or_insert_with(|| pct.start(&mut rng_sched, sim.task_count()));
+                        r.grow(&mut rng_sched, pct.depth, sim.task_count());
+                        r.choose(en)
                     };
                     one_run(model, seed, cfg.step_limit, false, &mut choose, observe)
                 };

@@ -30,6 +30,9 @@
 //!   the cache's replacement state, the media timing model and the per-CPU persistency state
 //!   are shared, so two memory operations never commute, whatever their lines;
 //! - the releases of guards dropped during the step;
+//! - a write of every lock the task holds at the end of the step: the holder may have changed
+//!   the data it protects anywhere between its lock and unlock steps, and a lockless reader
+//!   (`read_once`, announced as a read of the lock) must not commute with those changes;
 //! - a write of the kernel log (`Op::DMESG`) when the step reports a BUG or WARN;
 //! - a write of the object table (`Op::ALLOC`) when the step creates a lock, rwsem or wait
 //!   queue (ids follow creation order); a spawn announces a write of it too (task ids follow
@@ -166,6 +169,8 @@ struct TaskState {
     wait: Option<TaskWait>,
     /// Invariant: the number of spinlocks this task holds (it must not sleep while > 0).
     spins_held: u32,
+    /// Invariant: the spinlocks and mutexes this task holds, in acquisition order.
+    locks_held: Vec<ObjId>,
     /// The task's own random stream (`random_u64`), so that draws of two tasks commute.
     rng: ChaCha8Rng,
 }
@@ -222,6 +227,7 @@ impl State {
             line: 0,
             wait: None,
             spins_held: 0,
+            locks_held: Vec::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
         });
         self.tasks.len() - 1
@@ -342,9 +348,11 @@ impl State {
             return;
         }
         *holder = None;
+        let t = &mut self.tasks[cur as usize];
         if class == LockClass::Spin {
-            self.tasks[cur as usize].spins_held -= 1;
+            t.spins_held -= 1;
         }
+        t.locks_held.retain(|&l| l.0 as usize != id);
     }
 
     fn rwsem_mut(&mut self, id: usize) -> (&'static str, &mut Vec<u32>, &mut Option<u32>) {
@@ -527,9 +535,11 @@ impl Platform for SimPlatform {
             let cur = s.current;
             let (_, holder, class) = s.lock_mut(l.id.0 as usize);
             *holder = Some(cur);
+            let t = &mut s.tasks[cur as usize];
             if class == LockClass::Spin {
-                s.tasks[cur as usize].spins_held += 1;
+                t.spins_held += 1;
             }
+            t.locks_held.push(l.id);
         })
         .await
     }
@@ -542,9 +552,11 @@ impl Platform for SimPlatform {
                 return false;
             }
             *holder = Some(cur);
+            let t = &mut s.tasks[cur as usize];
             if class == LockClass::Spin {
-                s.tasks[cur as usize].spins_held += 1;
+                t.spins_held += 1;
             }
+            t.locks_held.push(l.id);
             true
         })
         .await
@@ -564,6 +576,18 @@ impl Platform for SimPlatform {
                 s.release_lock(l.id.0 as usize);
             }
         })
+    }
+
+    // Announced as a read of the lock: dependent with the lock and unlock steps and with every
+    // step of the holder (each writes the locks its task holds, see "Footprints"), independent
+    // of other readers. The data is consistent at step granularity: a task's code runs alone
+    // from one scheduling point to the next, so `f` sees every holder step either completely
+    // or not at all, never a half-done one. That is what READ_ONCE of one word gives the
+    // kernel (a PTE or PMD value from before or after a store, never torn); what the holder
+    // changes in two steps, the reader can see half of, as in the kernel.
+    async fn read_once<R>(&self, l: &SimRaw, f: impl FnOnce() -> R) -> R {
+        sim_op(l, Op::new(OpKind::Read, l.id), None, |_| ()).await;
+        f()
     }
 
     fn new_rwsem(&self, name: &'static str) -> SimRaw {
@@ -1229,7 +1253,13 @@ impl Sim {
         self.last_footprint.push(ev.op);
         // The event log records the step's time: every step reads its CPU's clock.
         self.last_footprint.push(Op::cpu(OpKind::Read, cpu));
-        with_state(|s| self.last_footprint.extend_from_slice(&s.extra));
+        with_state(|s| {
+            self.last_footprint.extend_from_slice(&s.extra);
+            // The holder's changes to the data its locks protect (see "Footprints").
+            for &l in &s.tasks[idx].locks_held {
+                self.last_footprint.push(Op::new(OpKind::Write, l));
+            }
+        });
     }
 
     /// Run a new task's code up to its first Platform operation. That code touches only the
