@@ -309,9 +309,10 @@ pub trait Platform: Clone + Send + Sync + 'static {
 
     /// An explicit scheduling point at a named site (e.g. `"dax_iomap_pte_fault:after_lock"`).
     fn yield_point(&self, site: &'static str) -> impl Future<Output = ()>;
-    /// Simulated (or, natively, monotonic) time in nanoseconds.
+    /// The calling task's CPU clock in nanoseconds (`sim` "Time"; natively monotonic time).
     fn now_ns(&self) -> u64;
-    /// Let `ns` of (simulated) time pass.
+    /// A scheduling point after which the task's CPU clock has advanced by `ns` (natively a
+    /// real sleep). The scheduler, not time, decides what runs meanwhile.
     fn sleep_ns(&self, ns: u64) -> impl Future<Output = ()>;
     /// A seeded random number: every random choice of the model goes through here.
     fn random_u64(&self) -> u64;

@@ -18,7 +18,7 @@
 //! binary re-executed in a child process (`PEER_BENCH_LOOM=MODEL:BOUND`) and killed at the cap.
 //! Shuttle's own output for a failing run (the panic and the schedule) goes to /dev/null.
 
-use sim_core::events::{EventKind, EventQueue};
+use sim_core::events::EventQueue;
 use sim_core::platform::TaskId;
 use sim_core::sim::{ExploreConfig, Sim, Strategy, explore};
 use sim_core::toys;
@@ -213,7 +213,7 @@ fn event_queue_bench() -> f64 {
     let mut q = EventQueue::new();
     let mut x = 0x2545_f491_4f6c_dd1du64;
     for i in 0..1024u64 {
-        q.push(i * 7, EventKind::TimerExpired(TaskId(i as u32)));
+        q.push(i * 7, TaskId(i as u32));
     }
     let n = 20_000_000u64;
     let t = Instant::now();
