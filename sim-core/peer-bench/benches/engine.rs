@@ -396,9 +396,9 @@ fn loom_measured(name: &str, bound: u32, cap: Duration) -> String {
         return "not measured (spawn failed)".into();
     };
     let t = Instant::now();
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(st)) => break st,
             Ok(None) if t.elapsed() < cap => std::thread::sleep(Duration::from_millis(20)),
             _ => {
                 let _ = child.kill();
@@ -406,7 +406,7 @@ fn loom_measured(name: &str, bound: u32, cap: Duration) -> String {
                 return format!("bound {bound}: did not finish in {} s", cap.as_secs());
             }
         }
-    }
+    };
     let mut out = String::new();
     if let Some(mut o) = child.stdout.take() {
         use std::io::Read;
@@ -424,7 +424,8 @@ fn loom_measured(name: &str, bound: u32, cap: Duration) -> String {
         (Some(n), Some(secs), _) => {
             format!("bound {bound}: failure at execution {n} ({secs:.3} s)")
         }
-        _ => format!("bound {bound}: no result"),
+        // Loom aborts the process on some failures (a deadlock) before the count is printed.
+        _ => format!("bound {bound}: failed, the child ended without a count ({status})"),
     }
 }
 
