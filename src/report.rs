@@ -2,7 +2,7 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use sim_core::events::{EventKind, EventQueue};
+use sim_core::events::EventQueue;
 use sim_core::platform::TaskId;
 use sim_core::sim::explore::{Determinism, Progress};
 use sim_core::sim::{ExploreConfig, ExploreReport, Sim, Strategy, explore};
@@ -404,7 +404,7 @@ struct BenchRow {
 pub fn bench_engine(out: &mut dyn Write, iters: u64, json: bool) {
     let mut q = EventQueue::new();
     for i in 0..1024u64 {
-        q.push(i * 7, EventKind::TimerExpired(TaskId(i as u32)));
+        q.push(i * 7, TaskId(i as u32));
     }
     let n = 10_000_000u64;
     let mut x = 0x2545_f491_4f6c_dd1du64;

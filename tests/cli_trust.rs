@@ -401,7 +401,8 @@ fn a_long_failing_schedule_is_written_to_a_file_that_replays() {
     let d = scratch("long");
     let trace = d.join("long.trace");
     let mut text = String::from("pmsim-trace 1\n");
-    for _ in 0..1500 {
+    // Long enough that even the packed (version 2) schedule passes the inline limit.
+    for _ in 0..8000 {
         text.push_str("t1 yield\nt2 yield\n");
     }
     std::fs::write(&trace, text).unwrap();
@@ -412,7 +413,7 @@ fn a_long_failing_schedule_is_written_to_a_file_that_replays() {
         "--strategy",
         "random",
         "--step-limit",
-        "2500",
+        "14000",
         "--events",
         &s(&ev),
     ];

@@ -1,33 +1,31 @@
-//! The event queue of simulated time and the event log of a run.
+//! The event log of a run, and an event queue of timed events.
 //!
-//! Events are plain data ordered by `(time, sequence)`: two events at the same simulated time
-//! come out in the order they were scheduled, so a run never depends on heap internals.
+//! A run's time is per-CPU clocks (`sim` "Time"): the scheduler's choices order the steps, and
+//! each logged event carries its CPU's clock. No run uses the event queue: sleeps are
+//! scheduling points, not timers. It stays as the discrete-event building block for timed
+//! machine events (its speed is benchmarked); its events are plain data ordered by
+//! `(time, sequence)`, so two events at the same time come out in the order they were queued.
+//! (Its old payload `EventKind::TimerExpired` is gone; it was never part of an event log, so
+//! no `--events` file changes.)
 
 use crate::platform::{Op, TaskId};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
-/// What happens when a timed event fires.
+/// One queued event with its payload `K`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
-pub enum EventKind {
-    /// A task's `sleep` ends.
-    TimerExpired(TaskId),
-}
-
-/// One queued event.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
-pub struct TimedEvent {
+pub struct TimedEvent<K> {
     pub time: u64,
     pub seq: u64,
-    pub kind: EventKind,
+    pub kind: K,
 }
 
 /// A queued event.
 #[derive(Clone, Copy, Debug)]
-struct Entry {
+struct Entry<K> {
     time: u64,
     seq: u64,
-    kind: EventKind,
+    kind: K,
 }
 
 const BUCKETS: usize = 65;
@@ -42,9 +40,9 @@ const BUCKETS: usize = 65;
 /// it is refilled (and sorted by sequence) only when empty, and a push at that time has a
 /// larger sequence number than everything already there.
 #[derive(Debug, Clone)]
-pub struct EventQueue {
-    due: VecDeque<Entry>,
-    buckets: Vec<Vec<Entry>>,
+pub struct EventQueue<K> {
+    due: VecDeque<Entry<K>>,
+    buckets: Vec<Vec<Entry<K>>>,
     /// Bit `i` set when bucket `i` (1..=64) is non-empty.
     nonempty: u128,
     last: u64,
@@ -52,7 +50,7 @@ pub struct EventQueue {
     next_seq: u64,
 }
 
-impl Default for EventQueue {
+impl<K: Copy> Default for EventQueue<K> {
     fn default() -> Self {
         EventQueue {
             due: VecDeque::new(),
@@ -65,13 +63,13 @@ impl Default for EventQueue {
     }
 }
 
-impl EventQueue {
+impl<K: Copy> EventQueue<K> {
     pub fn new() -> Self {
         Self::default()
     }
 
     #[inline]
-    fn put(&mut self, e: Entry) {
+    fn put(&mut self, e: Entry<K>) {
         let b = (64 - (e.time ^ self.last).leading_zeros()) as usize;
         if b == 0 {
             self.due.push_back(e);
@@ -82,7 +80,7 @@ impl EventQueue {
     }
 
     /// Schedule `kind` at simulated time `time`; returns its sequence number.
-    pub fn push(&mut self, time: u64, kind: EventKind) -> u64 {
+    pub fn push(&mut self, time: u64, kind: K) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         let time = time.max(self.last);
@@ -118,7 +116,7 @@ impl EventQueue {
     }
 
     /// Remove and return the earliest event.
-    pub fn pop(&mut self) -> Option<TimedEvent> {
+    pub fn pop(&mut self) -> Option<TimedEvent<K>> {
         if !self.settle() {
             return None;
         }
@@ -157,7 +155,8 @@ pub struct LogEvent {
     pub task: TaskId,
     /// The operation the step performed (what the task had announced).
     pub op: Op,
-    /// Simulated time when the step ran, in ns.
+    /// The clock of the task's CPU when the step ran, in ns (`sim` "Time": per-CPU clocks;
+    /// the step order, not this time, is the order of events).
     pub time: u64,
     /// The trace line the task was executing (0 when not running a trace).
     pub line: u32,
@@ -292,7 +291,7 @@ mod tests {
                 x ^= x << 17;
                 if !x.is_multiple_of(3) || reference.is_empty() {
                     let t = now + (x >> 20) % spread;
-                    let seq = q.push(t, EventKind::TimerExpired(TaskId(0)));
+                    let seq = q.push(t, 0u32);
                     reference.push((t, seq));
                 } else {
                     reference.sort_unstable();
@@ -310,19 +309,12 @@ mod tests {
     #[test]
     fn same_time_events_come_out_in_push_order() {
         let mut q = EventQueue::new();
-        q.push(10, EventKind::TimerExpired(TaskId(2)));
-        q.push(5, EventKind::TimerExpired(TaskId(9)));
-        q.push(10, EventKind::TimerExpired(TaskId(1)));
+        q.push(10, 2u32);
+        q.push(5, 9u32);
+        q.push(10, 1u32);
         let order: Vec<_> = std::iter::from_fn(|| q.pop())
             .map(|e| (e.time, e.kind))
             .collect();
-        assert_eq!(
-            order,
-            vec![
-                (5, EventKind::TimerExpired(TaskId(9))),
-                (10, EventKind::TimerExpired(TaskId(2))),
-                (10, EventKind::TimerExpired(TaskId(1))),
-            ]
-        );
+        assert_eq!(order, vec![(5, 9u32), (10, 2u32), (10, 1u32),]);
     }
 }

@@ -4,7 +4,8 @@
 //! - [`platform`]: the seam (`Platform`, guarded locks, wait queues).
 //! - [`sim`]: the deterministic executor, strategies, failure detection, schedules.
 //! - [`native`]: the same seam on OS threads.
-//! - [`events`]: the event queue of simulated time and the event log.
+//! - [`events`]: the event log of a run (each step at its CPU's clock) and an event queue
+//!   (unused by runs: time is per-CPU clocks, `sim` "Time").
 //! - [`machine`]: CPUs' caches with x86 persistency, NVDIMM media timing, poison, crash images.
 //! - [`trace`]: the trace format (parser and printer).
 //! - [`toys`]: small models that exercise the engine.

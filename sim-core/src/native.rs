@@ -55,7 +55,21 @@ thread_local! {
     static LINE: Cell<u32> = const { Cell::new(0) };
     static TOKEN: Arc<Token> = Arc::new(Token { woken: Mutex::new(true), cv: Condvar::new() });
     static RNG: RefCell<ChaCha8Rng> = RefCell::new(ChaCha8Rng::seed_from_u64(0));
-    static REPORTS: RefCell<Option<Reports>> = const { RefCell::new(None) };
+    static RUNNER: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+}
+
+/// What the threads of one [`NativeRunner`] share: every thread started (by the runner or by a
+/// task), the reports, the seed and the next task id.
+struct Shared {
+    threads: Mutex<Vec<JoinHandle<Result<(), String>>>>,
+    reports: Reports,
+    seed: u64,
+    next_id: AtomicU32,
+}
+
+/// A task's end, for `join`: set when its thread has run its future (or stopped).
+pub struct NativeTask {
+    done: Arc<(Mutex<bool>, Condvar)>,
 }
 
 static NEXT_WAITER: AtomicU32 = AtomicU32::new(0);
@@ -172,6 +186,7 @@ impl Platform for NativePlatform {
     type RawLock = NativeLock;
     type RawRwSem = NativeRwSem;
     type RawWaitQueue = NativeWaitQueue;
+    type RawTask = NativeTask;
 
     fn new_lock(&self, class: LockClass, _name: &'static str) -> NativeLock {
         NativeLock {
@@ -206,6 +221,13 @@ impl Platform for NativePlatform {
         let r = f();
         l.release();
         Some(r)
+    }
+
+    async fn read_once<R>(&self, l: &NativeLock, f: impl FnOnce() -> R) -> R {
+        l.acquire();
+        let r = f();
+        l.release();
+        r
     }
 
     fn new_rwsem(&self, _name: &'static str) -> NativeRwSem {
@@ -362,9 +384,9 @@ impl Platform for NativePlatform {
     async fn report(&self, a: Assertion) {
         let task = std::thread::current().name().unwrap_or("?").to_string();
         let fatal = a.fatal;
-        REPORTS.with(|r| {
+        RUNNER.with(|r| {
             if let Some(r) = r.borrow().as_ref() {
-                locked(r).push((task, a));
+                locked(&r.reports).push((task, a));
             }
         });
         if fatal {
@@ -375,6 +397,73 @@ impl Platform for NativePlatform {
     fn set_line(&self, line: u32) {
         LINE.with(|l| l.set(line));
     }
+
+    async fn spawn<F, Fut>(&self, name: &str, f: F) -> NativeTask
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let shared = RUNNER
+            .with(|r| r.borrow().clone())
+            .expect("Platform::spawn on a thread that no NativeRunner started");
+        start_thread(&shared, name, f)
+    }
+
+    async fn join(&self, t: &NativeTask) {
+        let (m, cv) = &*t.done;
+        let mut g = locked(m);
+        while !*g {
+            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Start task `name` on its own thread of the runner `shared`.
+fn start_thread<F, Fut>(shared: &Arc<Shared>, name: &str, f: F) -> NativeTask
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let seed = shared.seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let done = Arc::new((Mutex::new(false), Condvar::new()));
+    let (sh, d) = (shared.clone(), done.clone());
+    let handle = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            TASK.with(|t| t.set(id));
+            RNG.with(|r| *r.borrow_mut() = ChaCha8Rng::seed_from_u64(seed));
+            RUNNER.with(|r| *r.borrow_mut() = Some(sh));
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| block_on(f())));
+            // The end a join waits for (also after a BUG or a panic).
+            *locked(&d.0) = true;
+            d.1.notify_all();
+            RUNNER.with(|r| *r.borrow_mut() = None);
+            match res {
+                Ok(()) => Ok(()),
+                Err(p) if p.is::<NativeBug>() => Ok(()),
+                Err(p) => Err(p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into())),
+            }
+        });
+    match handle {
+        Ok(h) => locked(&shared.threads).push(h),
+        Err(e) => {
+            *locked(&done.0) = true;
+            locked(&shared.reports).push((
+                name.to_string(),
+                Assertion {
+                    fatal: true,
+                    name: "spawn-failed".into(),
+                    message: format!("could not start a thread: {e}"),
+                },
+            ));
+        }
+    }
+    NativeTask { done }
 }
 
 /// Drive a future whose every await completes at once (all native operations block instead of
@@ -391,11 +480,10 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
     }
 }
 
-/// Spawns each task on its own OS thread; `join` waits for all of them.
+/// Spawns each task on its own OS thread; `join` waits for all of them, including the tasks
+/// that tasks started.
 pub struct NativeRunner {
-    threads: Vec<JoinHandle<Result<(), String>>>,
-    reports: Reports,
-    seed: u64,
+    shared: Arc<Shared>,
 }
 
 /// How a native run ended.
@@ -416,9 +504,12 @@ impl NativeOutcome {
 impl NativeRunner {
     pub fn new(seed: u64) -> Self {
         NativeRunner {
-            threads: Vec::new(),
-            reports: Arc::new(Mutex::new(Vec::new())),
-            seed,
+            shared: Arc::new(Shared {
+                threads: Mutex::new(Vec::new()),
+                reports: Arc::new(Mutex::new(Vec::new())),
+                seed,
+                next_id: AtomicU32::new(0),
+            }),
         }
     }
 
@@ -428,14 +519,19 @@ impl NativeRunner {
 
     pub fn join(self) -> NativeOutcome {
         let mut out = NativeOutcome::default();
-        for t in self.threads {
+        // A thread is registered before it runs, so a task's children are registered before
+        // the task's own thread ends: pop until nothing is left.
+        loop {
+            // Not held while joining: the thread may still register children.
+            let next = locked(&self.shared.threads).pop();
+            let Some(t) = next else { break };
             match t.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(msg)) => out.panics.push(msg),
                 Err(_) => out.panics.push("thread could not be joined".into()),
             }
         }
-        out.reports = std::mem::take(&mut *locked(&self.reports));
+        out.reports = std::mem::take(&mut *locked(&self.shared.reports));
         out
     }
 }
@@ -446,38 +542,6 @@ impl Spawner<NativePlatform> for NativeRunner {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        let id = self.threads.len() as u32;
-        let reports = self.reports.clone();
-        let seed = self.seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let handle = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
-                TASK.with(|t| t.set(id));
-                RNG.with(|r| *r.borrow_mut() = ChaCha8Rng::seed_from_u64(seed));
-                REPORTS.with(|r| *r.borrow_mut() = Some(reports));
-                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| block_on(f())));
-                match res {
-                    Ok(()) => Ok(()),
-                    Err(p) if p.is::<NativeBug>() => Ok(()),
-                    Err(p) => Err(p
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "panic".into())),
-                }
-            });
-        match handle {
-            Ok(h) => self.threads.push(h),
-            Err(e) => {
-                locked(&self.reports).push((
-                    name.to_string(),
-                    Assertion {
-                        fatal: true,
-                        name: "spawn-failed".into(),
-                        message: format!("could not start a thread: {e}"),
-                    },
-                ));
-            }
-        }
+        start_thread(&self.shared, name, f);
     }
 }

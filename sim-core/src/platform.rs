@@ -118,6 +118,10 @@ pub enum OpKind {
     Flush,
     /// The task ended, or stopped after a BUG.
     Exit,
+    /// `Platform::spawn`: create a task (a write of the task table, `Op::ALLOC`).
+    Spawn,
+    /// `JoinHandle::join`: wait until a task has finished (a read of its exit, `Op::task`).
+    Join,
 }
 
 impl OpKind {
@@ -126,7 +130,7 @@ impl OpKind {
         use OpKind::*;
         !matches!(
             (self, other),
-            (Read, Read) | (WaitqueueActive, WaitqueueActive)
+            (Read, Read) | (WaitqueueActive, WaitqueueActive) | (Join, Join)
         )
     }
 }
@@ -153,6 +157,11 @@ impl Op {
     pub const CPU_BASE: u32 = 0xC000_0000;
     /// The last CPU id (exclusive).
     pub const CPU_END: u32 = 0xF000_0000;
+    /// Task `t`'s exit has the id `TASK_BASE + t`: a join reads it, the task's last step
+    /// writes it.
+    pub const TASK_BASE: u32 = 0xF000_0000;
+    /// The last task-exit id (exclusive).
+    pub const TASK_END: u32 = 0xFFFF_0000;
     /// The machine model as one object: caches, media timing and persistency state are
     /// shared by every memory operation (see `sim` "Footprints").
     pub const MACHINE: ObjId = ObjId(0xFFFF_FFFD);
@@ -166,6 +175,19 @@ impl Op {
     pub fn cpu(kind: OpKind, cpu: usize) -> Op {
         let span = (Op::CPU_END - Op::CPU_BASE) as usize;
         Op::new(kind, ObjId(Op::CPU_BASE + (cpu % span) as u32))
+    }
+
+    /// The footprint entry for task `t`'s exit.
+    pub fn task(kind: OpKind, t: usize) -> Op {
+        let span = (Op::TASK_END - Op::TASK_BASE) as usize;
+        Op::new(kind, ObjId(Op::TASK_BASE + (t % span) as u32))
+    }
+
+    /// The task whose exit this op touches, if it touches one.
+    pub fn task_of(&self) -> Option<TaskId> {
+        (Op::TASK_BASE..Op::TASK_END)
+            .contains(&self.obj.0)
+            .then(|| TaskId(self.obj.0 - Op::TASK_BASE))
     }
 
     /// The op touching `len` bytes of pmem at `addr` (at least one line).
@@ -229,6 +251,8 @@ pub trait Platform: Clone + Send + Sync + 'static {
     type RawLock: Send + Sync;
     /// A reader/writer semaphore, writer-preferring like the kernel's `rw_semaphore`.
     type RawRwSem: Send + Sync;
+    /// A task started by [`Platform::spawn`], for [`Platform::join`].
+    type RawTask: Send + Sync;
     /// A wait queue head with keyed waiters.
     type RawWaitQueue: Send + Sync;
 
@@ -247,6 +271,11 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// every trace of the run unchanged. Natively it is a try-lock around `f`, so `None` also
     /// means "contended".
     fn peek_lock<R>(&self, l: &Self::RawLock, f: impl FnOnce() -> R) -> Option<R>;
+    /// `READ_ONCE` of data `l` protects, without taking `l` (`pmdp_get_lockless`,
+    /// `ptep_get_lockless`): a scheduling point announced as a read of `l`, then `f`. It never
+    /// waits for the holder, so it adds no lock order. Natively `f` runs with `l` held for its
+    /// duration (Rust forbids a read racing the holder's writes); `f` must not block.
+    fn read_once<R>(&self, l: &Self::RawLock, f: impl FnOnce() -> R) -> impl Future<Output = R>;
 
     fn new_rwsem(&self, name: &'static str) -> Self::RawRwSem;
     fn down_read(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
@@ -289,9 +318,10 @@ pub trait Platform: Clone + Send + Sync + 'static {
 
     /// An explicit scheduling point at a named site (e.g. `"dax_iomap_pte_fault:after_lock"`).
     fn yield_point(&self, site: &'static str) -> impl Future<Output = ()>;
-    /// Simulated (or, natively, monotonic) time in nanoseconds.
+    /// The calling task's CPU clock in nanoseconds (`sim` "Time"; natively monotonic time).
     fn now_ns(&self) -> u64;
-    /// Let `ns` of (simulated) time pass.
+    /// A scheduling point after which the task's CPU clock has advanced by `ns` (natively a
+    /// real sleep). The scheduler, not time, decides what runs meanwhile.
     fn sleep_ns(&self, ns: u64) -> impl Future<Output = ()>;
     /// A seeded random number: every random choice of the model goes through here.
     fn random_u64(&self) -> u64;
@@ -304,6 +334,16 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// Tell the scheduler which trace line the task is about to execute (used by the
     /// `trace-order` strategy and by reports). No scheduling point.
     fn set_line(&self, line: u32);
+
+    /// Start a task from a task (`kthread_run`; shuttle's and loom's `thread::spawn`): a
+    /// scheduling point, then the new task exists and can run. `f` builds the task's future
+    /// (natively on the new thread). Use [`spawn`] for a [`JoinHandle`].
+    fn spawn<F, Fut>(&self, name: &str, f: F) -> impl Future<Output = Self::RawTask>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static;
+    /// Wait until task `t` has finished (a scheduling point enabled once it has).
+    fn join(&self, t: &Self::RawTask) -> impl Future<Output = ()>;
 
     /// Mark that the calling task enters the model function `name` (a kernel name such as
     /// `grab_mapping_entry`); the returned guard marks the exit when dropped. Reports show each
@@ -322,6 +362,29 @@ pub trait Platform: Clone + Send + Sync + 'static {
 
     /// Pop the innermost function of the calling task's call path.
     fn pop_fn(&self) {}
+}
+
+/// A task started with [`spawn`]; [`JoinHandle::join`] waits for its end.
+pub struct JoinHandle<P: Platform> {
+    raw: P::RawTask,
+}
+
+impl<P: Platform> JoinHandle<P> {
+    /// Wait until the task has finished (`kthread_stop`'s wait, `pthread_join`).
+    pub async fn join(self, p: &P) {
+        p.join(&self.raw).await
+    }
+}
+
+/// Start task `name` running `f` from the calling task (a scheduling point).
+pub async fn spawn<P: Platform, F, Fut>(p: &P, name: &str, f: F) -> JoinHandle<P>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    JoinHandle {
+        raw: p.spawn(name, f).await,
+    }
 }
 
 /// The guard of [`Platform::enter_fn`]: leaving the function (return, or the task's future
@@ -432,6 +495,17 @@ macro_rules! guarded_lock {
             /// The raw lock, for reports and lock-order assertions.
             pub fn raw(&self) -> &P::RawLock {
                 &self.raw
+            }
+
+            /// Read the data without taking the lock (a lockless `READ_ONCE`; see
+            /// [`Platform::read_once`]). `f` sees the data as the holder's last completed step
+            /// left it.
+            pub async fn read_once<R>(&self, p: &P, f: impl FnOnce(&T) -> R) -> R {
+                // SAFETY: in the simulator one task runs at a time, from one scheduling point to
+                // the next, and `f` runs inside the reader's step: no holder code runs while the
+                // shared reference exists, and it does not outlive `f`. Natively the platform
+                // holds the raw lock around `f`.
+                p.read_once(&self.raw, || f(unsafe { &*self.data.get() })).await
             }
 
             /// The data, when nothing else can reach the lock.

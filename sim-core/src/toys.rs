@@ -2,8 +2,14 @@
 //! (abba, abba-fixed, lost-wakeup, lost-wakeup-correct, lw3x4) and a deliberately
 //! nondeterministic one. They exercise the engine (tests, benchmarks, `pmsim bench engine`) and
 //! run unchanged on the native platform.
+//!
+//! Each toy comes in two shapes: `NAME`, whose workers are the model's tasks (the objects are
+//! built in the setup), and `NAME-main` ([`TOYS_MAIN`]), the shape of the shuttle and loom
+//! versions: one task `main` builds the objects, spawns the workers and joins them.
 
-use crate::platform::{Mutex, Platform, Spawner, WaitKey, WaitQueue, WakeMode, bug_on};
+use crate::platform::{Mutex, Platform, Spawner, WaitKey, WaitQueue, WakeMode, bug_on, spawn};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,16 +22,76 @@ pub const TOYS: [&str; 5] = [
     "lw3x4",
 ];
 
-/// Build toy `name` on platform `p`; false for an unknown name.
-pub fn build<P: Platform>(name: &str, p: &P, s: &mut impl Spawner<P>) -> bool {
+/// The toys in the shape of the shuttle and loom versions: a `main` task spawns the workers
+/// and joins them.
+pub const TOYS_MAIN: [&str; 5] = [
+    "abba-main",
+    "abba-fixed-main",
+    "lost-wakeup-main",
+    "lost-wakeup-correct-main",
+    "lw3x4-main",
+];
+
+/// One worker of a toy: its name and the code that builds its future.
+type Worker = (
+    String,
+    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>,
+);
+
+/// The workers of toy `name` (building its objects on `p`); `None` for an unknown name.
+fn workers<P: Platform>(name: &str, p: &P) -> Option<Vec<Worker>> {
+    let mut w = Workers(Vec::new());
     match name {
-        "abba" => abba(p, s, false),
-        "abba-fixed" => abba(p, s, true),
-        "lost-wakeup" => lost_wakeup(p, s, false),
-        "lost-wakeup-correct" => lost_wakeup(p, s, true),
-        "lw3x4" => lw3x4(p, s),
-        "nondeterministic" => nondeterministic(p, s),
-        _ => return false,
+        "abba" => abba(p, &mut w, false),
+        "abba-fixed" => abba(p, &mut w, true),
+        "lost-wakeup" => lost_wakeup(p, &mut w, false),
+        "lost-wakeup-correct" => lost_wakeup(p, &mut w, true),
+        "lw3x4" => lw3x4(p, &mut w),
+        "nondeterministic" => nondeterministic(p, &mut w),
+        _ => return None,
+    }
+    Some(w.0)
+}
+
+/// Collects a toy's workers instead of starting them.
+struct Workers(Vec<Worker>);
+
+impl<P: Platform> Spawner<P> for Workers {
+    fn spawn<F, Fut>(&mut self, name: &str, f: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        self.0
+            .push((name.to_string(), Box::new(move || Box::pin(f()))));
+    }
+}
+
+/// Build toy `name` (one of [`TOYS`], [`TOYS_MAIN`] or `nondeterministic`) on platform `p`;
+/// false for an unknown name.
+pub fn build<P: Platform>(name: &str, p: &P, s: &mut impl Spawner<P>) -> bool {
+    if let Some(base) = name.strip_suffix("-main") {
+        if !TOYS.contains(&base) {
+            return false;
+        }
+        let (base, p) = (base.to_string(), p.clone());
+        s.spawn("main", move || async move {
+            let ws = workers(&base, &p).expect("checked above");
+            let mut handles = Vec::with_capacity(ws.len());
+            for (name, f) in ws {
+                handles.push(spawn(&p, &name, f).await);
+            }
+            for h in handles {
+                h.join(&p).await;
+            }
+        });
+        return true;
+    }
+    let Some(ws) = workers(name, p) else {
+        return false;
+    };
+    for (name, f) in ws {
+        s.spawn(&name, f);
     }
     true
 }

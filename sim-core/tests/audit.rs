@@ -19,7 +19,7 @@ fn clean(name: &str, model: &dyn Model, cfg: &AuditConfig) -> u64 {
 #[test]
 fn the_toys_commute() {
     let mut independent = 0;
-    for name in toys::TOYS {
+    for name in toys::TOYS.into_iter().chain(toys::TOYS_MAIN) {
         let model = move |sim: &mut Sim| {
             let p = sim.platform();
             assert!(toys::build(name, &p, sim));

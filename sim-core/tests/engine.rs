@@ -105,8 +105,8 @@ fn pct_and_random_find_abba_within_1000_runs() {
         Strategy::Pct { depth: 2 },
         Strategy::Pct { depth: 3 },
     ] {
-        for seed in 0..5 {
-            let rep = run("abba", strategy.clone(), Some(1000), seed);
+        for (name, seed) in (0..5).flat_map(|s| [("abba", s), ("abba-main", s)]) {
+            let rep = run(name, strategy.clone(), Some(1000), seed);
             let f = rep
                 .failure
                 .unwrap_or_else(|| panic!("{strategy:?} seed {seed}: not found"));
@@ -197,6 +197,61 @@ fn check_determinism_passes_a_correct_toy_and_catches_a_nondeterministic_one() {
 fn correct_toys_run_1000_times_on_native_threads() {
     for name in ["abba-fixed", "lost-wakeup-correct", "lw3x4"] {
         for i in 0..1000 {
+            let mut r = NativeRunner::new(i);
+            let p = r.platform();
+            assert!(toys::build(name, &p, &mut r));
+            let out = r.join();
+            assert!(out.is_clean(), "{name} run {i}: {out:?}");
+        }
+    }
+}
+
+#[test]
+fn the_main_shaped_toys_report_what_the_flat_ones_do() {
+    // abba-main: main (task 0) spawns t1 and t2 and waits to join t1 while they deadlock.
+    let f = run("abba-main", dfs(None), None, 0)
+        .failure
+        .expect("abba-main must deadlock");
+    assert_eq!(f.violation.kind, ViolationKind::Deadlock);
+    assert_eq!(f.violation.cycle, vec![1, 2], "{}", f.violation);
+    assert_eq!(f.violation.tasks[0].next, "join t1#1 exit");
+    let f = run("lost-wakeup-main", dfs(None), None, 0)
+        .failure
+        .expect("lost-wakeup-main must be found");
+    assert_eq!(
+        f.violation.kind,
+        ViolationKind::LostWakeup,
+        "{}",
+        f.violation
+    );
+    assert!(
+        f.violation
+            .message
+            .contains("main blocked at join waiter#1 exit"),
+        "{}",
+        f.violation
+    );
+    // lw3x4-main's space takes 410,166 sleep-set DFS runs (100 s in a debug build): the
+    // benchmark explores it; here random runs.
+    let rep = run("lw3x4-main", Strategy::Random, Some(300), 1);
+    assert!(
+        rep.failure.is_none() && rep.runs == 300,
+        "{:?}",
+        rep.failure
+    );
+    for name in ["abba-fixed-main", "lost-wakeup-correct-main"] {
+        for bound in [None, Some(2)] {
+            let rep = run(name, dfs(bound), None, 0);
+            assert!(rep.failure.is_none(), "{name}: {:?}", rep.failure);
+            assert!(rep.exhausted && rep.runs > 1, "{name}: {} runs", rep.runs);
+        }
+    }
+}
+
+#[test]
+fn the_main_shaped_toys_run_on_native_threads() {
+    for name in ["abba-fixed-main", "lost-wakeup-correct-main", "lw3x4-main"] {
+        for i in 0..300 {
             let mut r = NativeRunner::new(i);
             let p = r.platform();
             assert!(toys::build(name, &p, &mut r));
@@ -679,4 +734,61 @@ fn reports_name_each_tasks_call_path_and_the_paths_change_no_search() {
     );
     let unmarked = plain.failure.unwrap().violation;
     assert!(unmarked.tasks[0].path.is_empty());
+}
+
+#[test]
+fn a_long_random_schedule_prints_at_least_twice_shorter_and_replays() {
+    use sim_core::platform::{Mutex, Spawner};
+    use sim_core::sim::explore::logged_run;
+    use std::sync::Arc;
+    // Four tasks taking one lock 300 times each: over a thousand random choices among 1 to 4.
+    let model = |sim: &mut Sim| {
+        let p = sim.platform();
+        let m = Arc::new(Mutex::new(&p, "M", 0u64));
+        for name in ["t1", "t2", "t3", "t4"] {
+            let m = m.clone();
+            sim.spawn(name, move || async move {
+                for _ in 0..300 {
+                    let mut g = m.lock(&p).await;
+                    *g += 1;
+                    g.unlock().await;
+                }
+            });
+        }
+    };
+    let cfg = ExploreConfig {
+        strategy: Strategy::Random,
+        seed: 11,
+        ..ExploreConfig::default()
+    };
+    let run = logged_run(&model, &cfg).unwrap();
+    let s = run.schedule;
+    assert!(s.choices.len() > 1000, "{} choices", s.choices.len());
+    let (v1, v2) = (s.to_v1(), s.to_v2());
+    println!(
+        "{} choices: v1 {} chars, v2 {} chars",
+        s.choices.len(),
+        v1.len(),
+        v2.len()
+    );
+    assert!(
+        2 * v2.len() <= v1.len(),
+        "v1 {} chars, v2 {}",
+        v1.len(),
+        v2.len()
+    );
+    assert_eq!(s.to_string(), v2);
+    for text in [&v1, &v2] {
+        let parsed: Schedule = text.parse().unwrap();
+        assert_eq!(parsed, s);
+        let again = logged_run(
+            &model,
+            &ExploreConfig {
+                strategy: Strategy::Replay(parsed),
+                ..ExploreConfig::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(again.log.hash, run.log.hash, "the replay is the same run");
+    }
 }

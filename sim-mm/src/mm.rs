@@ -8,13 +8,13 @@
 //! per PMD page; one lock only removes concurrency between faults on different 2 MiB ranges).
 //! Lock order: `mmap_lock` -> `i_mmap_rwsem` -> page-table lock -> memmap section (page atomics).
 //!
-//! **Lockless walkers.** GUP-fast, the fault path's `pmd_none`/`pmd_trans_huge` checks and the
-//! CPU's hardware walker read page-table words without the lock. They are modelled as one atomic
-//! read (take the page-table lock, read, release by drop: one scheduling point, before the read).
-//! A reader therefore waits while a writer is inside its critical section, instead of seeing a
-//! half-done zap; every state such a reader could see in Linux is equivalent, for it, to the state
-//! before or after the writer's section (the entries it reads are either still there, or gone
-//! and it falls back to the locked slow path), so no outcome is lost.
+//! **Lockless walkers.** GUP-fast, the fault path's `pmd_none`/`pmd_trans_huge` checks and
+//! `dev_pagemap_mapping_shift` read page-table words without the lock, as in Linux:
+//! `pmdp_get_lockless`/`ptep_get_lockless` are `SpinLock::read_once` (one scheduling point,
+//! announced as a read of the page-table lock, never waiting for its holder, so they add no lock
+//! order). A reader sees the table as the holder's last completed step left it, which can be
+//! the middle of a zap that spans several steps, as in Linux. The CPU's hardware walker
+//! (`hw_access`) sets accessed and dirty bits, a write: it takes the lock.
 //!
 //! **Counts.** Installing a pmem mapping takes a page reference and a mapcount under the
 //! page-table lock; zapping drops the mapcount under the lock and the reference after the TLB
@@ -307,20 +307,15 @@ impl<P: Platform> MmStruct<P> {
         }
     }
 
-    /// `pmdp_get_lockless`: one atomic read of the PMD slot.
+    /// `pmdp_get_lockless`: one atomic read of the PMD slot, without the page-table lock.
     pub async fn pmdp_get_lockless(&self, p: &P, addr: u64) -> PmdVal {
-        let g = self.page_table.lock(p).await;
-        let v = g.pmd_get(addr);
-        drop(g);
-        v
+        self.page_table.read_once(p, |pt| pt.pmd_get(addr)).await
     }
 
-    /// `ptep_get_lockless`: one atomic read of the PTE (`None`: no PTE table there).
+    /// `ptep_get_lockless`: one atomic read of the PTE (`None`: no PTE table there), without
+    /// the page-table lock.
     pub async fn ptep_get_lockless(&self, p: &P, addr: u64) -> Option<Pte> {
-        let g = self.page_table.lock(p).await;
-        let v = g.pte_get(addr);
-        drop(g);
-        v
+        self.page_table.read_once(p, |pt| pt.pte_get(addr)).await
     }
 
     /// The CPU's page walk for a load or store at `addr`: translates and sets the accessed and

@@ -195,8 +195,8 @@ pub async fn rmap_walk<P: Platform>(p: &P, world: &MmWorld<P>, pfn: Pfn) -> Vec<
 /// `dev_pagemap_mapping_shift`: the size of the device mapping at `address` (PMD_SHIFT for a
 /// devmap huge PMD, PAGE_SHIFT for a devmap PTE, 0 when nothing devmap is mapped). As in Linux it
 /// does not compare the pfn, and it walks the page table without the page-table lock (memory
-/// failure calls it under `tasklist_lock`): two lockless reads, the PMD and then the PTE, each one
-/// atomic read as the module docs of `mm` describe, with nothing held between them.
+/// failure calls it under `tasklist_lock`): two lockless reads (`SpinLock::read_once`), the PMD
+/// and then the PTE, with nothing held between them, so no lock order under `tasklist_lock`.
 pub async fn dev_pagemap_mapping_shift<P: Platform>(p: &P, mm: &MmStruct<P>, address: u64) -> u32 {
     match mm.pmdp_get_lockless(p, address).await {
         PmdVal::None => 0,

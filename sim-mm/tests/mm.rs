@@ -444,3 +444,43 @@ fn gup_pins_through_fast_and_slow_paths() {
     });
     assert!(r.ok());
 }
+
+/// `dev_pagemap_mapping_shift` reads the page table without the page-table lock: a task holding
+/// the ptl and then taking `tasklist_lock` cannot deadlock with memory failure's walk under
+/// `tasklist_lock`. (With the ptl taken by the lockless accessors, DFS finds the ABBA cycle.)
+#[test]
+fn dev_pagemap_mapping_shift_takes_no_ptl_under_tasklist_lock() {
+    use sim_core::Spawner;
+    use sim_core::sim::{ExploreConfig, Sim, Strategy, explore};
+    use sim_mm::rmap::dev_pagemap_mapping_shift;
+    use std::sync::Arc;
+    let model = |sim: &mut Sim| {
+        let p = sim.platform();
+        let w = world(&p, 1024, false);
+        let mm = Arc::new(sim_mm::MmStruct::new(&p, sim_mm::MmId(1)));
+        let (w2, mm2) = (w.clone(), mm.clone());
+        sim.spawn("ptl-holder", move || async move {
+            let pt = mm.page_table.lock(&p).await;
+            let tl = w.tasks.lock(&p).await;
+            tl.unlock().await;
+            pt.unlock().await;
+        });
+        sim.spawn("memory_failure", move || async move {
+            let tl = w2.tasks.lock(&p).await;
+            let shift = dev_pagemap_mapping_shift(&p, &mm2, 0x20_0000).await;
+            assert_eq!(shift, 0, "nothing is mapped");
+            tl.unlock().await;
+        });
+    };
+    for bound in [None, Some(2)] {
+        let cfg = ExploreConfig {
+            strategy: Strategy::Dfs {
+                preemption_bound: bound,
+            },
+            ..ExploreConfig::default()
+        };
+        let rep = explore(&model, &cfg, &mut |_| {}).unwrap();
+        assert!(rep.failure.is_none(), "{}", rep.failure.unwrap().violation);
+        assert!(rep.exhausted && rep.runs > 1);
+    }
+}

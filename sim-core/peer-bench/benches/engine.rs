@@ -1,15 +1,24 @@
 //! `cargo bench -p pmsim-peer-bench --bench engine`: the event queue's events/s, and pmsim on
-//! all five toy models beside shuttle and loom running the same models in the same process:
-//! schedules/s on the three correct models (medians of 3), exhaustive search of the correct
-//! models (pmsim dfs, shuttle dfs, loom at preemption bounds 2 and 3, each measured with a time
-//! cap, never assumed), and the time to the first failure on the two buggy ones.
+//! all five toy models beside shuttle and loom running the same models in the same process.
+//! pmsim runs the `-main` shapes of the toys (`toys::TOYS_MAIN`): a main task builds the
+//! objects, spawns the workers and joins them, as the shuttle and loom versions do. Reported:
+//! - throughput (random, pct2, pct3; medians of 3 seeds): schedules/s and scheduling points/s
+//!   side by side, and pmsim's ratio to shuttle per schedule and per scheduling point. A
+//!   scheduling point is a pmsim step (every announced operation, also with one task able to
+//!   move) and a shuttle `Scheduler::next_task` call (counted by a wrapping scheduler). On the
+//!   buggy models a failing schedule is counted like any other (pmsim keeps going; shuttle is
+//!   restarted after each failure, which is its cost of a failure);
+//! - DFS on the same models: pmsim plain DFS, pmsim DFS with sleep sets, shuttle's DFS, loom at
+//!   preemption bounds 2 and 3: executions and time, each measured with a time cap, never
+//!   assumed (shuttle and loom stop at the first failure of a buggy model);
+//! - the time to the first failure on the two buggy models.
 //!
 //! Environment: `BENCH_ITERS` (default 100000), `BENCH_DFS_SECS` (cap for shuttle's DFS and for
 //! each loom run, default 10). Loom cannot be stopped from inside, so each loom run is this
 //! binary re-executed in a child process (`PEER_BENCH_LOOM=MODEL:BOUND`) and killed at the cap.
 //! Shuttle's own output for a failing run (the panic and the schedule) goes to /dev/null.
 
-use sim_core::events::{EventKind, EventQueue};
+use sim_core::events::EventQueue;
 use sim_core::platform::TaskId;
 use sim_core::sim::{ExploreConfig, Sim, Strategy, explore};
 use sim_core::toys;
@@ -135,34 +144,76 @@ fn toy_model(name: &'static str) -> impl Fn(&mut Sim) {
     }
 }
 
-/// pmsim: (runs, seconds, exhausted, failed)
+/// One pmsim search.
+struct Ours {
+    runs: u64,
+    steps: u64,
+    secs: f64,
+    exhausted: bool,
+    failed_runs: u64,
+}
+
+/// pmsim on toy `name`, keeping going after failures.
 fn pmsim(
     name: &'static str,
     strategy: Strategy,
     runs: Option<u64>,
     seed: u64,
-) -> (u64, f64, bool, bool) {
+    sleep_sets: bool,
+    budget: Option<Duration>,
+) -> Ours {
     let cfg = ExploreConfig {
         strategy,
         seed,
         runs,
+        sleep_sets,
+        budget,
+        keep_going: true,
         ..ExploreConfig::default()
     };
     let t = Instant::now();
     let r = explore(&toy_model(name), &cfg, &mut |_| {}).expect("explore");
-    (
-        r.runs,
-        t.elapsed().as_secs_f64(),
-        r.exhausted,
-        r.failure.is_some(),
-    )
+    Ours {
+        runs: r.runs,
+        steps: r.total_steps,
+        secs: t.elapsed().as_secs_f64(),
+        exhausted: r.exhausted,
+        failed_runs: r.failed_runs,
+    }
+}
+
+/// A shuttle scheduler counting its scheduling points (`next_task` calls).
+struct Counting<S> {
+    inner: S,
+    points: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<S: shuttle::scheduler::Scheduler> shuttle::scheduler::Scheduler for Counting<S> {
+    fn new_execution(&mut self) -> Option<shuttle::scheduler::Schedule> {
+        self.inner.new_execution()
+    }
+
+    fn next_task(
+        &mut self,
+        runnable: &[&shuttle::scheduler::Task],
+        current: Option<shuttle::scheduler::TaskId>,
+        is_yielding: bool,
+    ) -> Option<shuttle::scheduler::TaskId> {
+        self.points
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.next_task(runnable, current, is_yielding)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.inner.next_u64()
+    }
 }
 
 fn event_queue_bench() -> f64 {
     let mut q = EventQueue::new();
     let mut x = 0x2545_f491_4f6c_dd1du64;
     for i in 0..1024u64 {
-        q.push(i * 7, EventKind::TimerExpired(TaskId(i as u32)));
+        q.push(i * 7, TaskId(i as u32));
     }
     let n = 20_000_000u64;
     let t = Instant::now();
@@ -221,50 +272,87 @@ fn strategy_of(sched: &str) -> Strategy {
     }
 }
 
-/// Shuttle on `f` with one scheduler: (schedules started, seconds). A failing model panics
-/// out of shuttle at its first failure; the panic is caught.
+/// One shuttle search.
+struct Theirs {
+    schedules: u64,
+    points: u64,
+    secs: f64,
+    /// The search stopped at a failing schedule.
+    failed: bool,
+}
+
+/// Shuttle on `f` with one scheduler, for at most `iters` schedules (0: DFS to the end) and
+/// `cap`. A failing model panics out of shuttle at its first failure; with `restart`, shuttle
+/// is started again (seed + 1) until `iters` schedules ran.
 fn shuttle_count(
-    f: impl Fn() + Send + Sync + 'static,
+    f: fn(),
     sched: &str,
     iters: u64,
     seed: u64,
     cap: Option<Duration>,
-) -> (u64, f64) {
-    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let c2 = counter.clone();
-    let g = move || {
-        c2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        f()
-    };
-    let n = iters as usize;
+    restart: bool,
+) -> Theirs {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let counter = std::sync::Arc::new(AtomicU64::new(0));
+    let points = std::sync::Arc::new(AtomicU64::new(0));
     let t = Instant::now();
-    quietly(|| {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match sched {
-            "random" => shuttle::Runner::new(
-                shuttle::scheduler::RandomScheduler::new_from_seed(seed, n),
-                shuttle_config(cap),
-            )
-            .run(g),
-            "pct2" | "pct3" => shuttle::Runner::new(
-                shuttle::scheduler::PctScheduler::new_from_seed(
-                    seed,
-                    if sched == "pct2" { 2 } else { 3 },
-                    n,
-                ),
-                shuttle_config(cap),
-            )
-            .run(g),
-            _ => shuttle::Runner::new(
-                shuttle::scheduler::DfsScheduler::new(None, false),
-                shuttle_config(cap),
-            )
-            .run(g),
-        }));
-    });
-    (
-        counter.load(std::sync::atomic::Ordering::Relaxed),
-        t.elapsed().as_secs_f64(),
-    )
+    let mut failed = false;
+    let mut k = 0;
+    loop {
+        let left = iters.saturating_sub(counter.load(Relaxed)) as usize;
+        let c2 = counter.clone();
+        let g = move || {
+            c2.fetch_add(1, Relaxed);
+            f()
+        };
+        let pts = points.clone();
+        let max = cap.map(|c| c.saturating_sub(t.elapsed()));
+        let ok = quietly(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match sched {
+                "random" => shuttle::Runner::new(
+                    Counting {
+                        inner: shuttle::scheduler::RandomScheduler::new_from_seed(seed + k, left),
+                        points: pts,
+                    },
+                    shuttle_config(max),
+                )
+                .run(g),
+                "pct2" | "pct3" => shuttle::Runner::new(
+                    Counting {
+                        inner: shuttle::scheduler::PctScheduler::new_from_seed(
+                            seed + k,
+                            if sched == "pct2" { 2 } else { 3 },
+                            left,
+                        ),
+                        points: pts,
+                    },
+                    shuttle_config(max),
+                )
+                .run(g),
+                _ => shuttle::Runner::new(
+                    Counting {
+                        inner: shuttle::scheduler::DfsScheduler::new(None, false),
+                        points: pts,
+                    },
+                    shuttle_config(max),
+                )
+                .run(g),
+            }))
+            .is_ok()
+        });
+        failed |= !ok;
+        k += 1;
+        let out_of_time = cap.is_some_and(|c| t.elapsed() >= c);
+        if ok || !restart || out_of_time || counter.load(Relaxed) >= iters {
+            break;
+        }
+    }
+    Theirs {
+        schedules: counter.load(Relaxed),
+        points: points.load(Relaxed),
+        secs: t.elapsed().as_secs_f64(),
+        failed,
+    }
 }
 
 /// In the child process: loom on one model at one bound; prints "SCHEDULES SECONDS".
@@ -276,14 +364,21 @@ fn loom_child(spec: &str) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = bound.parse().ok();
     let t = Instant::now();
-    b.check(move || {
-        c2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        f()
+    // A failing model panics out of `check` at its first failure: report where.
+    let ok = quietly(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            b.check(move || {
+                c2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                f()
+            })
+        }))
+        .is_ok()
     });
     println!(
-        "{} {}",
+        "{} {} {}",
         counter.load(std::sync::atomic::Ordering::Relaxed),
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64(),
+        if ok { "exhausted" } else { "failed" }
     );
 }
 
@@ -301,9 +396,9 @@ fn loom_measured(name: &str, bound: u32, cap: Duration) -> String {
         return "not measured (spawn failed)".into();
     };
     let t = Instant::now();
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(st)) => break st,
             Ok(None) if t.elapsed() < cap => std::thread::sleep(Duration::from_millis(20)),
             _ => {
                 let _ = child.kill();
@@ -311,7 +406,7 @@ fn loom_measured(name: &str, bound: u32, cap: Duration) -> String {
                 return format!("bound {bound}: did not finish in {} s", cap.as_secs());
             }
         }
-    }
+    };
     let mut out = String::new();
     if let Some(mut o) = child.stdout.take() {
         use std::io::Read;
@@ -321,9 +416,16 @@ fn loom_measured(name: &str, bound: u32, cap: Duration) -> String {
     match (
         it.next().and_then(|x| x.parse::<u64>().ok()),
         it.next().and_then(|x| x.parse::<f64>().ok()),
+        it.next(),
     ) {
-        (Some(n), Some(secs)) => format!("bound {bound}: exhausted, {n} schedules in {secs:.3} s"),
-        _ => format!("bound {bound}: failed"),
+        (Some(n), Some(secs), Some("exhausted")) => {
+            format!("bound {bound}: exhausted, {n} in {secs:.3} s")
+        }
+        (Some(n), Some(secs), _) => {
+            format!("bound {bound}: failure at execution {n} ({secs:.3} s)")
+        }
+        // Loom aborts the process on some failures (a deadlock) before the count is printed.
+        _ => format!("bound {bound}: failed, the child ended without a count ({status})"),
     }
 }
 
@@ -353,9 +455,11 @@ fn main() {
             .unwrap_or(0)
     );
     println!(
-        "shuttle 0.9 and loom 0.7 run the same models in this process; pmsim's models have no \
-         main thread (shuttle's and loom's spawn and join from one), so their schedule spaces \
-         differ and the ratios are per schedule."
+        "shuttle 0.9 and loom 0.7 run the same models in this process; pmsim runs their shape \
+         (toys::TOYS_MAIN: a main task spawns the workers and joins them). A scheduling point \
+         is a pmsim step or a shuttle next_task call; the two engines do not put them at the \
+         same places (pmsim: every lock, unlock, wait-queue op, spawn and join; shuttle: its \
+         own switch points), so both ratios are shown."
     );
     println!();
 
@@ -369,33 +473,73 @@ fn main() {
     let correct = ["abba-fixed", "lost-wakeup-correct", "lw3x4"];
     let buggy = ["abba", "lost-wakeup"];
     assert_eq!(correct.len() + buggy.len(), toys::TOYS.len());
+    let all: Vec<&'static str> = correct.iter().chain(&buggy).copied().collect();
+    let main_of = |name: &str| -> &'static str {
+        toys::TOYS_MAIN
+            .into_iter()
+            .find(|m| m.strip_suffix("-main") == Some(name))
+            .expect("every toy has a -main shape")
+    };
 
     println!(
-        "throughput on the correct models, {iters} schedules per run, median of 3 (seeds 1..3):"
+        "throughput, {iters} schedules per run, median of 3 (seeds 1..3); failing schedules \
+         of the buggy models count like the others:"
     );
-    println!("| model | strategy | pmsim schedules/s | shuttle schedules/s | ratio |");
-    println!("|---|---|---|---|---|");
-    for name in correct {
+    println!(
+        "| model | strategy | pmsim schedules/s | shuttle schedules/s | per schedule | \
+         pmsim points/s | shuttle points/s | per point | points/schedule pmsim, shuttle |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut worst_per_point = f64::INFINITY;
+    for &name in &all {
         for sched in ["random", "pct2", "pct3"] {
-            let mut ours = Vec::new();
-            let mut theirs = Vec::new();
+            let (mut os, mut op, mut ts, mut tp, mut oppr, mut tppr) =
+                (vec![], vec![], vec![], vec![], vec![], vec![]);
             for seed in 1..=3 {
-                let (runs, secs, _, failed) = pmsim(name, strategy_of(sched), Some(iters), seed);
-                assert!(!failed, "{name} must not fail");
-                ours.push(runs as f64 / secs);
-                let (n, secs) =
-                    shuttle_count(shuttle_models::by_name(name), sched, iters, seed, None);
-                theirs.push(n as f64 / secs);
+                let o = pmsim(
+                    main_of(name),
+                    strategy_of(sched),
+                    Some(iters),
+                    seed,
+                    true,
+                    None,
+                );
+                assert!(
+                    correct.contains(&name) == (o.failed_runs == 0),
+                    "{name}: {} failed runs",
+                    o.failed_runs
+                );
+                os.push(o.runs as f64 / o.secs);
+                op.push(o.steps as f64 / o.secs);
+                oppr.push(o.steps as f64 / o.runs as f64);
+                let t = shuttle_count(
+                    shuttle_models::by_name(name),
+                    sched,
+                    iters,
+                    seed,
+                    None,
+                    true,
+                );
+                ts.push(t.schedules as f64 / t.secs);
+                tp.push(t.points as f64 / t.secs);
+                tppr.push(t.points as f64 / t.schedules.max(1) as f64);
             }
-            let (o, t) = (median(ours), median(theirs));
+            let (os, op, ts, tp) = (median(os), median(op), median(ts), median(tp));
+            worst_per_point = worst_per_point.min(op / tp);
             println!(
-                "| {name} | {sched} | {:.0}k | {:.0}k | {:.2}x |",
-                o / 1e3,
-                t / 1e3,
-                o / t
+                "| {name} | {sched} | {:.0}k | {:.0}k | {:.2}x | {:.2}M | {:.2}M | {:.2}x | {:.1}, {:.1} |",
+                os / 1e3,
+                ts / 1e3,
+                os / ts,
+                op / 1e6,
+                tp / 1e6,
+                op / tp,
+                median(oppr),
+                median(tppr)
             );
         }
     }
+    println!("lowest pmsim/shuttle ratio per scheduling point: {worst_per_point:.2}x");
     println!();
 
     println!("time to the first failure on the buggy models, median over seeds 1..20:");
@@ -417,18 +561,19 @@ fn main() {
                     ..ExploreConfig::default()
                 };
                 let t = Instant::now();
-                let r = explore(&toy_model(name), &cfg, &mut |_| {}).expect("explore");
+                let r = explore(&toy_model(main_of(name)), &cfg, &mut |_| {}).expect("explore");
                 ot.push(t.elapsed().as_secs_f64() * 1e6);
                 or.push(r.failure.map(|f| f.run + 1).unwrap_or(u64::MAX) as f64);
-                let (n, secs) = shuttle_count(
+                let th = shuttle_count(
                     shuttle_models::by_name(name),
                     sched,
                     100_000,
                     seed,
                     Some(cap),
+                    false,
                 );
-                sr.push(n as f64);
-                stt.push(secs * 1e6);
+                sr.push(th.schedules as f64);
+                stt.push(th.secs * 1e6);
             }
             println!(
                 "| {name} | {sched} | {:.1} | {:.0} us | {:.1} | {:.0} us |",
@@ -442,27 +587,53 @@ fn main() {
     println!();
 
     println!(
-        "exhaustive search of the correct models (pmsim dfs: sleep sets, no preemption bound; \
-         shuttle dfs unbounded; loom at preemption bounds 2 and 3; cap {} s each):",
+        "DFS on the same models (pmsim plain: every interleaving; pmsim sleep sets; shuttle \
+         dfs unbounded; loom at preemption bounds 2 and 3; cap {} s each; shuttle and loom \
+         stop at the first failure, pmsim keeps going):",
         cap.as_secs()
     );
-    println!("| model | pmsim dfs | shuttle dfs | loom |");
-    println!("|---|---|---|---|");
-    for name in correct {
-        let (runs, secs, exhausted, failed) = pmsim(name, strategy_of("dfs"), None, 0);
-        assert!(exhausted && !failed);
-        let ours = format!(
-            "exhausted: {runs} schedules in {:.3} s ({:.0}k/s)",
-            secs,
-            runs as f64 / secs / 1e3
-        );
-        let (sn, st) = shuttle_count(shuttle_models::by_name(name), "dfs", 0, 0, Some(cap));
-        let theirs = if st >= cap.as_secs_f64() {
-            format!("NOT exhausted in {} s ({sn} schedules)", cap.as_secs())
+    println!("| model | pmsim plain DFS | pmsim sleep-set DFS | shuttle DFS | loom |");
+    println!("|---|---|---|---|---|");
+    let show = |o: &Ours| {
+        format!(
+            "{}: {} runs ({} failing) in {:.3} s, {:.0}k steps/s",
+            if o.exhausted {
+                "exhausted"
+            } else {
+                "NOT exhausted"
+            },
+            o.runs,
+            o.failed_runs,
+            o.secs,
+            o.steps as f64 / o.secs / 1e3
+        )
+    };
+    for &name in &all {
+        let dfs = strategy_of("dfs");
+        let plain = pmsim(main_of(name), dfs.clone(), None, 0, false, Some(cap));
+        let reduced = pmsim(main_of(name), dfs, None, 0, true, Some(cap));
+        let t = shuttle_count(shuttle_models::by_name(name), "dfs", 0, 0, Some(cap), false);
+        let theirs = if t.failed {
+            format!("failure at schedule {} ({:.3} s)", t.schedules, t.secs)
+        } else if t.secs >= cap.as_secs_f64() {
+            format!(
+                "NOT exhausted in {} s ({} schedules)",
+                cap.as_secs(),
+                t.schedules
+            )
         } else {
-            format!("exhausted: {sn} schedules in {st:.3} s")
+            format!(
+                "exhausted: {} schedules in {:.3} s, {:.0}k points/s",
+                t.schedules,
+                t.secs,
+                t.points as f64 / t.secs / 1e3
+            )
         };
         let loom = [2, 3].map(|b| loom_measured(name, b, cap)).join("; ");
-        println!("| {name} | {ours} | {theirs} | {loom} |");
+        println!(
+            "| {name} | {} | {} | {theirs} | {loom} |",
+            show(&plain),
+            show(&reduced)
+        );
     }
 }

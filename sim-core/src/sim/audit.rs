@@ -331,6 +331,9 @@ fn describe(fp: &[Op]) -> String {
                 Op::MACHINE => " machine".into(),
                 Op::DMESG => " dmesg".into(),
                 Op::ALLOC => " object-table".into(),
+                ObjId(id) if (Op::TASK_BASE..Op::TASK_END).contains(&id) => {
+                    format!(" task{}-exit", id - Op::TASK_BASE)
+                }
                 ObjId(id) if (Op::CPU_BASE..Op::CPU_END).contains(&id) => {
                     format!(" cpu{}-clock", id - Op::CPU_BASE)
                 }

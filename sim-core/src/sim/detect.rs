@@ -155,6 +155,12 @@ pub(super) fn obj_name(s: &State, op: &Op) -> String {
     if op.obj == Op::ALLOC {
         return "object table".into();
     }
+    if let Some(t) = op.task_of() {
+        return match s.tasks.get(t.0 as usize) {
+            Some(task) => format!("{}#{} exit", task.name, t.0),
+            None => format!("task#{} exit", t.0),
+        };
+    }
     match s.objs.get(op.obj.0 as usize) {
         Some(o) => format!("{}#{}", o.name, op.obj.0),
         None => format!("obj#{}", op.obj.0),
@@ -165,6 +171,8 @@ pub(super) fn describe_op(s: &State, op: &Op) -> String {
     let obj = obj_name(s, op);
     match op.kind {
         OpKind::Exit => "exit".into(),
+        OpKind::Spawn => "spawn".into(),
+        OpKind::Join => format!("join {obj}"),
         OpKind::Yield => format!(
             "yield at {}",
             s.sites.get(op.arg as usize).copied().unwrap_or("?")
@@ -284,6 +292,9 @@ fn in_path(path: &[&'static str]) -> String {
 /// Who `t` waits for, as wait-for edges.
 fn waits_for(s: &State, t: usize) -> Vec<u32> {
     let op = s.tasks[t].next;
+    if op.kind == OpKind::Join {
+        return op.task_of().map(|c| c.0).into_iter().collect();
+    }
     match (op.kind, s.objs.get(op.obj.0 as usize).map(|o| &o.state)) {
         (
             OpKind::Lock,

@@ -113,6 +113,9 @@ pub struct ExploreReport {
     pub last_hash: u64,
     /// Longest run, in steps.
     pub max_steps: u64,
+    /// Steps (scheduling points) of every run, redundant DFS runs included.
+    #[serde(default)]
+    pub total_steps: u64,
     /// Whether the search stopped because of the budget or the run count rather than finishing.
     pub stopped_early: bool,
 }
@@ -187,6 +190,22 @@ impl Pct {
 }
 
 impl PctRun {
+    /// Give the tasks spawned since the last choice (task ids `prio.len()..tasks`) distinct
+    /// random initial priorities: each takes a random rank among the initial priorities
+    /// (those at `depth` and above), the ones from that rank up move one up.
+    fn grow(&mut self, rng: &mut ChaCha8Rng, depth: u32, tasks: usize) {
+        while self.prio.len() < tasks {
+            let initial = self.prio.iter().filter(|&&x| x >= depth as u64).count();
+            let p = depth as u64 + rng.random_range(0..=initial) as u64;
+            for x in &mut self.prio {
+                if *x >= p {
+                    *x += 1;
+                }
+            }
+            self.prio.push(p);
+        }
+    }
+
     fn choose(&mut self, en: &[TaskId]) -> TaskId {
         self.count += 1;
         let best = |prio: &[u64]| {
@@ -489,6 +508,7 @@ pub fn explore_observed(
         failure: None,
         last_hash: 0,
         max_steps: 0,
+        total_steps: 0,
         stopped_early: false,
     };
     let mut rng_sched = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -547,8 +567,10 @@ pub fn explore_observed(
                 let r = {
                     // Priorities are drawn at the first choice, once every task exists.
                     let mut choose = |sim: &Sim, en: &[TaskId]| {
-                        run.get_or_insert_with(|| pct.start(&mut rng_sched, sim.task_count()))
-                            .choose(en)
+                        let r =
+                            run.get_or_insert_with(|| pct.start(&mut rng_sched, sim.task_count()));
+                        r.grow(&mut rng_sched, pct.depth, sim.task_count());
+                        r.choose(en)
                     };
                     one_run(model, seed, cfg.step_limit, false, &mut choose, observe)
                 };
@@ -570,6 +592,7 @@ pub fn explore_observed(
                 match end {
                     RunEnd::Abandoned => {
                         rep.runs += 1;
+                        rep.total_steps += steps;
                         rep.redundant_runs += 1;
                         if !dfs.backtrack() {
                             rep.exhausted = true;
@@ -586,6 +609,7 @@ pub fn explore_observed(
             }
         };
         rep.runs += 1;
+        rep.total_steps += steps;
         rep.max_steps = rep.max_steps.max(steps);
         rep.last_hash = hash;
         if let RunEnd::Violation(v) = end {

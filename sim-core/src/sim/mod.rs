@@ -30,9 +30,15 @@
 //!   the cache's replacement state, the media timing model and the per-CPU persistency state
 //!   are shared, so two memory operations never commute, whatever their lines;
 //! - the releases of guards dropped during the step;
+//! - a write of every lock the task holds at the end of the step: the holder may have changed
+//!   the data it protects anywhere between its lock and unlock steps, and a lockless reader
+//!   (`read_once`, announced as a read of the lock) must not commute with those changes;
 //! - a write of the kernel log (`Op::DMESG`) when the step reports a BUG or WARN;
 //! - a write of the object table (`Op::ALLOC`) when the step creates a lock, rwsem or wait
-//!   queue (ids follow creation order).
+//!   queue (ids follow creation order); a spawn announces a write of it too (task ids follow
+//!   creation order);
+//! - a write of the task's exit (`Op::task`) in the step where the task finishes: a join
+//!   announces a read of it, enabled once the task has finished.
 //!
 //! `random_u64` draws from the task's own stream, so draws need no footprint. The explorer
 //! remembers the footprint each explored step really had (`Sim::last_footprint`): a sleeping
@@ -165,6 +171,8 @@ struct TaskState {
     wait: Option<TaskWait>,
     /// Invariant: the number of spinlocks this task holds (it must not sleep while > 0).
     spins_held: u32,
+    /// Invariant: the spinlocks and mutexes this task holds, in acquisition order.
+    locks_held: Vec<ObjId>,
     /// The task's own random stream (`random_u64`), so that draws of two tasks commute.
     rng: ChaCha8Rng,
     /// The model functions the task is in, outermost first (`Platform::enter_fn`). Task-local
@@ -199,6 +207,9 @@ struct State {
     polling: bool,
     /// A step or end check runs: it may peek, not change the run.
     in_check: bool,
+    /// Tasks spawned by the task being polled, whose futures the executor has not taken yet.
+    /// Invariant: empty between polls, and `tasks.len() == futures.len() + spawned.len()`.
+    spawned: Vec<TaskFuture>,
 }
 
 impl State {
@@ -222,6 +233,24 @@ impl State {
             id,
             gen_: self.gen_,
         }
+    }
+
+    /// A new live task named `name`; its future is added by the caller.
+    fn push_task(&mut self, name: &str) -> usize {
+        let seed = self.seed ^ (self.tasks.len() as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.tasks.push(TaskState {
+            name: name.to_string(),
+            next: Op::new(OpKind::Exit, Op::NONE),
+            status: TaskStatus::Live,
+            line: 0,
+            wait: None,
+            spins_held: 0,
+            locks_held: Vec::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            path: Vec::new(),
+            last_wake: None,
+        });
+        self.tasks.len() - 1
     }
 
     fn check(&self, r: &SimRaw) -> usize {
@@ -278,6 +307,9 @@ impl State {
                 ObjState::RwSem { readers, writer: None, .. } if readers.is_empty()
             ),
             OpKind::Schedule => task.wait.is_none_or(|w| w.woken),
+            OpKind::Join => op
+                .task_of()
+                .is_some_and(|c| self.tasks[c.0 as usize].status == TaskStatus::Finished),
             OpKind::Exit => false,
             _ => true,
         }
@@ -336,9 +368,11 @@ impl State {
             return;
         }
         *holder = None;
+        let t = &mut self.tasks[cur as usize];
         if class == LockClass::Spin {
-            self.tasks[cur as usize].spins_held -= 1;
+            t.spins_held -= 1;
         }
+        t.locks_held.retain(|&l| l.0 as usize != id);
     }
 
     fn rwsem_mut(&mut self, id: usize) -> (&'static str, &mut Vec<u32>, &mut Option<u32>) {
@@ -470,6 +504,13 @@ async fn sim_op<R>(
     with_state(apply)
 }
 
+/// A task started by a task ([`Platform::spawn`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimTask {
+    pub id: TaskId,
+    gen_: u32,
+}
+
 /// The simulation platform handle. Zero-sized: the state is the thread's current [`Sim`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SimPlatform;
@@ -490,6 +531,7 @@ impl Platform for SimPlatform {
     type RawLock = SimRaw;
     type RawRwSem = SimRaw;
     type RawWaitQueue = SimRaw;
+    type RawTask = SimTask;
 
     fn new_lock(&self, class: LockClass, name: &'static str) -> SimRaw {
         with_state(|s| {
@@ -513,9 +555,11 @@ impl Platform for SimPlatform {
             let cur = s.current;
             let (_, holder, class) = s.lock_mut(l.id.0 as usize);
             *holder = Some(cur);
+            let t = &mut s.tasks[cur as usize];
             if class == LockClass::Spin {
-                s.tasks[cur as usize].spins_held += 1;
+                t.spins_held += 1;
             }
+            t.locks_held.push(l.id);
         })
         .await
     }
@@ -528,9 +572,11 @@ impl Platform for SimPlatform {
                 return false;
             }
             *holder = Some(cur);
+            let t = &mut s.tasks[cur as usize];
             if class == LockClass::Spin {
-                s.tasks[cur as usize].spins_held += 1;
+                t.spins_held += 1;
             }
+            t.locks_held.push(l.id);
             true
         })
         .await
@@ -554,6 +600,18 @@ impl Platform for SimPlatform {
 
     fn peek_lock<R>(&self, l: &SimRaw, f: impl FnOnce() -> R) -> Option<R> {
         hooks::peek(l, |s, id| s.lock_mut(id).1.is_none(), f)
+    }
+
+    // Announced as a read of the lock: dependent with the lock and unlock steps and with every
+    // step of the holder (each writes the locks its task holds, see "Footprints"), independent
+    // of other readers. The data is consistent at step granularity: a task's code runs alone
+    // from one scheduling point to the next, so `f` sees every holder step either completely
+    // or not at all, never a half-done one. That is what READ_ONCE of one word gives the
+    // kernel (a PTE or PMD value from before or after a store, never torn); what the holder
+    // changes in two steps, the reader can see half of, as in the kernel.
+    async fn read_once<R>(&self, l: &SimRaw, f: impl FnOnce() -> R) -> R {
+        sim_op(l, Op::new(OpKind::Read, l.id), None, |_| ()).await;
+        f()
     }
 
     fn new_rwsem(&self, name: &'static str) -> SimRaw {
@@ -835,6 +893,36 @@ impl Platform for SimPlatform {
             }
         })
     }
+
+    // The new task exists from this step on; the executor takes its future after the poll
+    // and runs its first code (up to its first announcement) within this step.
+    async fn spawn<F, Fut>(&self, name: &str, f: F) -> SimTask
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        announce(Op::new(OpKind::Spawn, Op::ALLOC)).await;
+        let fut: TaskFuture = Box::pin(f());
+        with_state(|s| {
+            let idx = s.push_task(name);
+            s.spawned.push(fut);
+            SimTask {
+                id: TaskId(idx as u32),
+                gen_: s.gen_,
+            }
+        })
+    }
+
+    async fn join(&self, t: &SimTask) {
+        with_state(|s| {
+            assert_eq!(
+                t.gen_, s.gen_,
+                "a task was joined outside the simulation that created it"
+            );
+            s.might_sleep("join");
+        });
+        announce(Op::task(OpKind::Join, t.id.0 as usize)).await;
+    }
 }
 
 /// One access of the machine model by the current task, on the CPU it runs on (task `i` runs on
@@ -979,6 +1067,7 @@ impl Sim {
                 machine: None,
                 polling: false,
                 in_check: false,
+                spawned: Vec::new(),
             });
         });
         Sim {
@@ -1186,8 +1275,26 @@ impl Sim {
             with_state(|s| {
                 s.tasks[idx].status = TaskStatus::Finished;
                 s.tasks[idx].next = Op::new(OpKind::Exit, Op::NONE);
+                // The exit a join waits for.
+                s.touch(Op::task(OpKind::Write, idx));
             });
             self.futures[idx] = None;
+        }
+        // Tasks this poll spawned: their first code runs within the same step.
+        loop {
+            let Some(fut) = with_state(|s| {
+                if s.spawned.is_empty() {
+                    None
+                } else {
+                    Some(s.spawned.remove(0))
+                }
+            }) else {
+                break;
+            };
+            let child = self.futures.len();
+            self.futures.push(Some(fut));
+            debug_assert!(with_state(|s| s.tasks.len() >= self.futures.len()));
+            self.start_task(child);
         }
     }
 
@@ -1221,7 +1328,13 @@ impl Sim {
         self.last_footprint.push(ev.op);
         // The event log records the step's time: every step reads its CPU's clock.
         self.last_footprint.push(Op::cpu(OpKind::Read, cpu));
-        with_state(|s| self.last_footprint.extend_from_slice(&s.extra));
+        with_state(|s| {
+            self.last_footprint.extend_from_slice(&s.extra);
+            // The holder's changes to the data its locks protect (see "Footprints").
+            for &l in &s.tasks[idx].locks_held {
+                self.last_footprint.push(Op::new(OpKind::Write, l));
+            }
+        });
         self.run_step_checks(t);
     }
 
@@ -1295,22 +1408,7 @@ impl Spawner<SimPlatform> for Sim {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        let idx = with_state(|s| {
-            s.tasks.push(TaskState {
-                name: name.to_string(),
-                next: Op::new(OpKind::Exit, Op::NONE),
-                status: TaskStatus::Live,
-                line: 0,
-                wait: None,
-                spins_held: 0,
-                path: Vec::new(),
-                last_wake: None,
-                rng: ChaCha8Rng::seed_from_u64(
-                    s.seed ^ (s.tasks.len() as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                ),
-            });
-            s.tasks.len() - 1
-        });
+        let idx = with_state(|s| s.push_task(name));
         self.futures.push(Some(Box::pin(f())));
         self.start_task(idx);
     }
