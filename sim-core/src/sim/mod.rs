@@ -43,6 +43,7 @@
 
 pub mod audit;
 mod detect;
+mod dpor;
 pub mod explore;
 pub mod manual;
 pub mod schedule;
