@@ -49,87 +49,117 @@ pub(super) struct Event {
     pub node: Option<usize>,
 }
 
-/// A backtrack point owed: at `node`, one of `initials` (ascending task ids).
-pub(super) struct Owed {
-    pub node: usize,
-    pub initials: Vec<u32>,
+/// The backtrack sets of the DFS tree, as the race analysis sees them.
+pub(super) trait Tree {
+    /// Whether `task` is in `node`'s backtrack set or sleep set (a race whose reversal starts
+    /// with it owes nothing more there).
+    fn covered(&self, node: usize, task: u32) -> bool;
+    /// Whether `task` could move at `node`.
+    fn enabled(&self, node: usize, task: u32) -> bool;
+    /// Add `task` to `node`'s backtrack set.
+    fn add(&mut self, node: usize, task: u32);
 }
 
-/// Vector clock entry: 1 + the index of the latest step of that task that happens before (or
-/// is) the step; 0 for none.
-type Clock = Vec<u32>;
+/// Vector clocks, one row of `tasks` entries per step: 1 + the index of the latest step of that
+/// task that happens before (or is) the step; 0 for none.
+struct Clocks {
+    tasks: usize,
+    rows: Vec<u32>,
+}
 
-/// The vector clocks of a run's steps.
-fn clocks(events: &[Event], tasks: usize) -> Vec<Clock> {
-    let mut out: Vec<Clock> = Vec::with_capacity(events.len());
-    let mut last: Vec<Option<usize>> = vec![None; tasks];
-    for (j, e) in events.iter().enumerate() {
-        let q = e.task as usize;
-        let mut c = match last[q] {
-            Some(p) => out[p].clone(),
-            None => vec![0; tasks],
-        };
-        // Latest first: a step already in the past needs no footprint test.
-        for i in (0..j).rev() {
-            let t = events[i].task as usize;
-            if t != q && c[t] as usize <= i && footprints_depend(&events[i].fp, &e.fp) {
-                let ci = &out[i];
-                for (a, b) in c.iter_mut().zip(ci) {
-                    *a = (*a).max(*b);
+impl Clocks {
+    fn row(&self, k: usize) -> &[u32] {
+        &self.rows[k * self.tasks..(k + 1) * self.tasks]
+    }
+
+    /// The clocks of a run's steps.
+    fn of(events: &[Event], tasks: usize) -> Clocks {
+        let mut rows: Vec<u32> = Vec::with_capacity(events.len() * tasks);
+        let mut last: Vec<Option<usize>> = vec![None; tasks];
+        let mut c = vec![0u32; tasks];
+        for (j, e) in events.iter().enumerate() {
+            let q = e.task as usize;
+            match last[q] {
+                Some(p) => c.copy_from_slice(&rows[p * tasks..(p + 1) * tasks]),
+                None => c.fill(0),
+            }
+            // Latest first: a step already in the past needs no footprint test.
+            for i in (0..j).rev() {
+                let t = events[i].task as usize;
+                if t != q && c[t] as usize <= i && footprints_depend(&events[i].fp, &e.fp) {
+                    for (a, b) in c.iter_mut().zip(&rows[i * tasks..(i + 1) * tasks]) {
+                        *a = (*a).max(*b);
+                    }
                 }
             }
+            c[q] = j as u32 + 1;
+            rows.extend_from_slice(&c);
+            last[q] = Some(j);
         }
-        c[q] = j as u32 + 1;
-        out.push(c);
-        last[q] = Some(j);
+        Clocks { tasks, rows }
     }
-    out
 }
 
-/// The initials of `v = notdep(i).x` where `x` (task `xt`, clock `xc`) is the racing step.
-fn initials(
+/// Owe the race between step `i` and the step `x` (task `xt`, clock `xc`, index `j`): scan the
+/// initials of `v = notdep(i).x`; nothing when one is covered at `i`'s node, else add the first
+/// enabled one; none enabled: the race is not reversible.
+#[allow(clippy::too_many_arguments)]
+fn owe(
+    tree: &mut dyn Tree,
     events: &[Event],
-    clocks: &[Clock],
+    cl: &Clocks,
+    first: &mut [Option<usize>],
     i: usize,
     j: usize,
     xt: u32,
-    xc: &Clock,
-) -> Vec<u32> {
+    xc: &[u32],
+) {
+    let Some(node) = events[i].node else { return };
     let ti = events[i].task as usize;
-    let tasks = xc.len();
-    // First step of each task in v so far.
-    let mut first: Vec<Option<usize>> = vec![None; tasks];
-    let mut out: Vec<u32> = Vec::new();
-    let is_initial = |first: &[Option<usize>], c: &Clock| {
+    first.fill(None);
+    let mut pick: Option<u32> = None;
+    // `x` has a v-predecessor when the latest step of some task that happens before it is at
+    // or after that task's first step in v.
+    let is_initial = |first: &[Option<usize>], c: &[u32]| {
         first
             .iter()
             .zip(c)
             .all(|(f, &ct)| f.is_none_or(|f| ct as usize <= f))
     };
-    for k in i + 1..j {
-        if clocks[k][ti] as usize > i {
+    let mut consider = |t: u32, tree: &mut dyn Tree| -> bool {
+        if tree.covered(node, t) {
+            return true;
+        }
+        if pick.is_none() && tree.enabled(node, t) {
+            pick = Some(t);
+        }
+        false
+    };
+    for (k, ek) in events.iter().enumerate().take(j).skip(i + 1) {
+        let ck = cl.row(k);
+        if ck[ti] as usize > i {
             continue; // happens after i: not in v
         }
-        let t = events[k].task as usize;
+        let t = ek.task as usize;
         if first[t].is_some() {
             continue;
         }
-        if is_initial(&first, &clocks[k]) {
-            out.push(t as u32);
+        if is_initial(first, ck) && consider(t as u32, tree) {
+            return;
         }
         first[t] = Some(k);
     }
-    if first[xt as usize].is_none() && is_initial(&first, xc) {
-        out.push(xt);
+    if first[xt as usize].is_none() && is_initial(first, xc) && consider(xt, tree) {
+        return;
     }
-    out.sort_unstable();
-    out.dedup();
-    out
+    if let Some(t) = pick {
+        tree.add(node, t);
+    }
 }
 
-/// The backtrack points a run owes: for every race, its node and the initials of the reversed
-/// sequence. `pending` lists the tasks with a step not taken at the end of a run cut short.
-pub(super) fn analyse(events: &[Event], tasks: usize, pending: &[u32]) -> Vec<Owed> {
+/// Add to `tree` the backtrack points the run's races owe. `pending` lists the tasks with a
+/// step not taken at the end of a run cut short.
+pub(super) fn analyse(tree: &mut dyn Tree, events: &[Event], tasks: usize, pending: &[u32]) {
     let tasks = tasks.max(
         events
             .iter()
@@ -137,20 +167,13 @@ pub(super) fn analyse(events: &[Event], tasks: usize, pending: &[u32]) -> Vec<Ow
             .max()
             .unwrap_or(0),
     );
-    let cl = clocks(events, tasks);
-    let mut owed = Vec::new();
+    let cl = Clocks::of(events, tasks);
     let mut last: Vec<Option<usize>> = vec![None; tasks];
-    let zero: Clock = vec![0; tasks];
-    let mut push = |node: Option<usize>, initials: Vec<u32>| {
-        if let Some(node) = node
-            && !initials.is_empty()
-        {
-            owed.push(Owed { node, initials });
-        }
-    };
+    let zero = vec![0u32; tasks];
+    let mut first: Vec<Option<usize>> = vec![None; tasks];
     for (j, e) in events.iter().enumerate() {
         let q = e.task as usize;
-        let past = last[q].map_or(&zero, |p| &cl[p]);
+        let past = last[q].map_or(&zero[..], |p| cl.row(p));
         for i in 0..j {
             let t = events[i].task as usize;
             // Positions without a node owe nothing: every other enabled task slept there.
@@ -158,14 +181,14 @@ pub(super) fn analyse(events: &[Event], tasks: usize, pending: &[u32]) -> Vec<Ow
                 continue;
             }
             if footprints_depend(&events[i].fp, &e.fp) {
-                push(events[i].node, initials(events, &cl, i, j, e.task, &cl[j]));
+                owe(tree, events, &cl, &mut first, i, j, e.task, cl.row(j));
             }
         }
         last[q] = Some(j);
     }
     // Pending steps depend on everything: their clock covers every step taken.
     let n = events.len();
-    let mut all: Clock = vec![0; tasks];
+    let mut all = vec![0u32; tasks];
     for (k, e) in events.iter().enumerate() {
         all[e.task as usize] = k as u32 + 1;
     }
@@ -174,16 +197,15 @@ pub(super) fn analyse(events: &[Event], tasks: usize, pending: &[u32]) -> Vec<Ow
             .get(p as usize)
             .copied()
             .flatten()
-            .map_or(&zero, |l| &cl[l]);
+            .map_or(&zero[..], |l| cl.row(l));
         for i in 0..n {
             let t = events[i].task as usize;
             if t == p as usize || events[i].node.is_none() || past[t] as usize > i {
                 continue;
             }
-            push(events[i].node, initials(events, &cl, i, n, p, &all));
+            owe(tree, events, &cl, &mut first, i, n, p, &all);
         }
     }
-    owed
 }
 
 #[cfg(test)]
@@ -199,15 +221,45 @@ mod tests {
         }
     }
 
+    /// Every task enabled everywhere, nothing asleep; records the additions.
+    struct Flat {
+        backtrack: Vec<Vec<u32>>,
+    }
+
+    impl Tree for Flat {
+        fn covered(&self, node: usize, task: u32) -> bool {
+            self.backtrack[node].contains(&task)
+        }
+        fn enabled(&self, _: usize, _: u32) -> bool {
+            true
+        }
+        fn add(&mut self, node: usize, task: u32) {
+            self.backtrack[node].push(task);
+        }
+    }
+
+    /// The backtrack sets after analysing `evs` (each node starts with the task chosen there).
+    fn run(evs: &[Event], tasks: usize, pending: &[u32]) -> Vec<Vec<u32>> {
+        let nodes = evs.iter().filter_map(|e| e.node).max().map_or(0, |n| n + 1);
+        let mut tree = Flat {
+            backtrack: vec![Vec::new(); nodes],
+        };
+        for e in evs {
+            if let Some(n) = e.node {
+                tree.backtrack[n].push(e.task);
+            }
+        }
+        analyse(&mut tree, evs, tasks, pending);
+        tree.backtrack
+    }
+
     #[test]
     fn two_writes_race_and_owe_the_second_writer_first() {
         let evs = [
             ev(0, OpKind::Write, 1, Some(0)),
             ev(1, OpKind::Write, 1, None),
         ];
-        let owed = analyse(&evs, 2, &[]);
-        assert_eq!(owed.len(), 1);
-        assert_eq!((owed[0].node, owed[0].initials.clone()), (0, vec![1]));
+        assert_eq!(run(&evs, 2, &[]), vec![vec![0, 1]]);
     }
 
     #[test]
@@ -216,29 +268,29 @@ mod tests {
             ev(0, OpKind::Write, 1, Some(0)),
             ev(1, OpKind::Write, 2, None),
         ];
-        assert!(analyse(&evs, 2, &[]).is_empty());
+        assert_eq!(run(&evs, 2, &[]), vec![vec![0]]);
         let reads = [
             ev(0, OpKind::Read, 1, Some(0)),
             ev(1, OpKind::Read, 1, None),
         ];
-        assert!(analyse(&reads, 2, &[]).is_empty());
+        assert_eq!(run(&reads, 2, &[]), vec![vec![0]]);
     }
 
     #[test]
     fn a_chain_through_a_third_task_owes_its_initial() {
         // 0 writes x; 2 writes y (independent of 0); 1 reads y then x: the race (0.w x, 1.r x)
-        // reversed is v = [2.w y, 1.r y, 1.r x] minus what happens after 0.w x.
+        // reversed is v = [2.w y, 1.r y, 1.r x]; task 1's first step in v reads y, which task 2
+        // wrote before, so only 2 is an initial.
         let evs = [
             ev(0, OpKind::Write, 1, Some(0)),
             ev(2, OpKind::Write, 2, Some(1)),
             ev(1, OpKind::Read, 2, Some(2)),
             ev(1, OpKind::Read, 1, None),
         ];
-        let owed = analyse(&evs, 3, &[]);
-        let at0: Vec<_> = owed.iter().filter(|o| o.node == 0).collect();
-        assert_eq!(at0.len(), 1);
-        // Task 1's first step in v reads y, which task 2 wrote before: only 2 is an initial.
-        assert_eq!(at0[0].initials, vec![2]);
+        let bt = run(&evs, 3, &[]);
+        assert_eq!(bt[0], vec![0, 2]);
+        // (2.w y, 1.r y) owes 1 before 2's write.
+        assert_eq!(bt[1], vec![2, 1]);
     }
 
     #[test]
@@ -247,8 +299,6 @@ mod tests {
             ev(0, OpKind::Write, 1, Some(0)),
             ev(0, OpKind::Write, 2, None),
         ];
-        let owed = analyse(&evs, 2, &[1]);
-        assert_eq!(owed.len(), 1);
-        assert_eq!((owed[0].node, owed[0].initials.clone()), (0, vec![1]));
+        assert_eq!(run(&evs, 2, &[1]), vec![vec![0, 1]]);
     }
 }

@@ -470,26 +470,31 @@ impl Dfs {
                 .collect(),
             _ => Vec::new(),
         };
-        for o in super::dpor::analyse(&self.events, tasks, &pending) {
-            let node = &mut self.stack[o.node];
-            let covered = o.initials.iter().any(|&t| {
-                node.backtrack.contains(&TaskId(t))
-                    || node.sleep_entry.iter().any(|(s, _)| s.0 == t)
-            });
-            if covered {
-                continue;
-            }
-            // No enabled initial: the race cannot be reversed here (see `dpor.rs`).
-            if let Some(&t) = o
-                .initials
-                .iter()
-                .find(|&&t| node.enabled.contains(&TaskId(t)))
-            {
-                node.backtrack.push(TaskId(t));
-            }
-        }
+        let events = std::mem::take(&mut self.events);
+        super::dpor::analyse(&mut StackTree(&mut self.stack), &events, tasks, &pending);
+        self.events = events;
+    }
+}
+
+/// The DFS stack as the race analysis sees it.
+struct StackTree<'a>(&'a mut Vec<DfsNode>);
+
+impl super::dpor::Tree for StackTree<'_> {
+    fn covered(&self, node: usize, task: u32) -> bool {
+        let n = &self.0[node];
+        n.backtrack.contains(&TaskId(task)) || n.sleep_entry.iter().any(|(s, _)| s.0 == task)
     }
 
+    fn enabled(&self, node: usize, task: u32) -> bool {
+        self.0[node].enabled.contains(&TaskId(task))
+    }
+
+    fn add(&mut self, node: usize, task: u32) {
+        self.0[node].backtrack.push(TaskId(task));
+    }
+}
+
+impl Dfs {
     /// Move to the next unexplored branch; false when the search space is exhausted.
     fn backtrack(&mut self) -> bool {
         while let Some(node) = self.stack.last_mut() {
