@@ -109,7 +109,8 @@ enum StrategyArg {
     Random,
     /// Probabilistic concurrency testing; see --depth.
     Pct,
-    /// Exhaustive depth-first search (sleep sets; see --preemption-bound).
+    /// Exhaustive depth-first search (unbounded: source-set DPOR and sleep sets; see
+    /// --preemption-bound, --no-dpor).
     Dfs,
     /// Follow --schedule or --schedule-file.
     Replay,
@@ -149,9 +150,13 @@ struct RunArgs {
     /// Stop exploring after this many seconds of wall-clock time.
     #[arg(long, value_name = "SECS")]
     budget_secs: Option<f64>,
-    /// dfs: at most this many preemptions per schedule (none: unbounded, with sleep sets).
+    /// dfs: at most this many preemptions per schedule (none: unbounded, with DPOR and sleep
+    /// sets).
     #[arg(long, value_name = "N")]
     preemption_bound: Option<u32>,
+    /// Unbounded dfs: sleep sets alone, without DPOR (to compare; a bound switches DPOR off).
+    #[arg(long)]
+    no_dpor: bool,
     /// pct: the bug depth d (number of ordering constraints; default 2).
     #[arg(long)]
     depth: Option<u32>,
@@ -362,6 +367,9 @@ fn strategy_of(cmd: &str, a: &RunArgs) -> Result<Strategy, UsageError> {
     }
     if a.preemption_bound.is_some() && s != StrategyArg::Dfs {
         return Err(usage("--preemption-bound goes with --strategy dfs"));
+    }
+    if a.no_dpor && s != StrategyArg::Dfs {
+        return Err(usage("--no-dpor goes with --strategy dfs"));
     }
     if a.depth.is_some() && s != StrategyArg::Pct {
         return Err(usage("--depth goes with --strategy pct"));
@@ -661,6 +669,7 @@ fn run_cmd(cmd: &'static str, a: &RunArgs, io: &mut Io) -> Result<u8, UsageError
         budget,
         step_limit: a.step_limit,
         keep_going: a.keep_going,
+        dpor: !a.no_dpor,
         ..ExploreConfig::default()
     };
     if a.check_determinism {

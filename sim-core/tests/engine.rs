@@ -570,8 +570,11 @@ mod rwsem_arrival {
                     see("two readers inside");
                 }
                 p.yield_point("reading").await;
-                inside.fetch_sub(1, SeqCst);
                 g.unlock().await;
+                // Counted out in the releasing step: the counter's order is the semaphore's
+                // (decremented in the yield step, it would race with the other reader's
+                // acquiring step outside the seam).
+                inside.fetch_sub(1, SeqCst);
             });
         }
         sim.spawn("w", move || async move {

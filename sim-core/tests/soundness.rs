@@ -103,13 +103,22 @@ fn outcome(sim: &Sim, end: &RunEnd) -> Outcome {
     }
 }
 
-/// Every outcome of exhaustive DFS, with or without sleep sets, and the complete runs.
-fn outcomes(model: &dyn Model, sleep_sets: bool) -> (BTreeSet<Outcome>, u64) {
+/// How much an exhaustive DFS prunes.
+#[derive(Clone, Copy, Debug)]
+enum Reduction {
+    Plain,
+    SleepSets,
+    Dpor,
+}
+
+/// Every outcome of exhaustive DFS with `reduction`, and the complete runs.
+fn outcomes(model: &dyn Model, reduction: Reduction) -> (BTreeSet<Outcome>, u64) {
     let cfg = ExploreConfig {
         strategy: Strategy::Dfs {
             preemption_bound: None,
         },
-        sleep_sets,
+        sleep_sets: !matches!(reduction, Reduction::Plain),
+        dpor: matches!(reduction, Reduction::Dpor),
         keep_going: true,
         ..ExploreConfig::default()
     };
@@ -122,17 +131,24 @@ fn outcomes(model: &dyn Model, sleep_sets: bool) -> (BTreeSet<Outcome>, u64) {
     (seen, rep.runs - rep.redundant_runs)
 }
 
-/// Plain and reduced DFS reach the same outcomes; returns them.
+/// Plain DFS, DFS with sleep sets and DFS with source-set DPOR reach the same outcomes;
+/// returns them.
 fn same_outcomes(model: &dyn Model) -> BTreeSet<Outcome> {
-    let (plain, plain_runs) = outcomes(model, false);
-    let (reduced, reduced_runs) = outcomes(model, true);
+    let (plain, plain_runs) = outcomes(model, Reduction::Plain);
+    let (reduced, reduced_runs) = outcomes(model, Reduction::SleepSets);
     assert_eq!(
         reduced, plain,
         "sleep sets ({reduced_runs} runs) lost outcomes plain DFS ({plain_runs} runs) reaches"
     );
     assert!(reduced_runs <= plain_runs);
+    let (dpor, dpor_runs) = outcomes(model, Reduction::Dpor);
+    assert_eq!(
+        dpor, plain,
+        "DPOR ({dpor_runs} runs) lost outcomes plain DFS ({plain_runs} runs) reaches"
+    );
+    assert!(dpor_runs <= reduced_runs);
     println!(
-        "{} outcomes: plain DFS {plain_runs} runs, sleep sets {reduced_runs}",
+        "{} outcomes: plain DFS {plain_runs} runs, sleep sets {reduced_runs}, DPOR {dpor_runs}",
         plain.len()
     );
     plain

@@ -210,3 +210,45 @@ fn the_race_models_commute_under_the_audit() {
         assert!(rep.independent > 0, "{rep}");
     }
 }
+
+/// Source-set DPOR against sleep sets alone on both orders (plain DFS does not exhaust this
+/// race quickly; sleep sets are checked against plain DFS in sim-core's tests): the same
+/// outcomes (pin won, unmap won) and the same violation kinds.
+#[test]
+fn dpor_reaches_the_outcomes_and_violations_sleep_sets_reach() {
+    use sim_core::sim::RunEnd;
+    use sim_core::sim::explore::explore_observed;
+    use std::collections::BTreeSet;
+    for busy_first in [false, true] {
+        let seen = |dpor: bool| {
+            let out = Arc::new(Outcomes::default());
+            let cfg = ExploreConfig {
+                dpor,
+                keep_going: true,
+                ..dfs()
+            };
+            let mut ends = BTreeSet::new();
+            let rep = explore_observed(
+                &model(busy_first, out.clone()),
+                &cfg,
+                &mut |_| {},
+                &mut |_, end| {
+                    ends.insert(match end {
+                        RunEnd::Violation(v) => format!("{}: {}", v.kind.name(), v.message),
+                        _ => "done".to_string(),
+                    });
+                },
+            )
+            .unwrap();
+            assert!(rep.exhausted);
+            let pinned = out.pinned.load(Ordering::Relaxed) > 0;
+            let failed = out.failed.load(Ordering::Relaxed) > 0;
+            println!(
+                "busy_first={busy_first} dpor={dpor}: {} runs ({} redundant)",
+                rep.runs, rep.redundant_runs
+            );
+            (ends, pinned, failed)
+        };
+        assert_eq!(seen(true), seen(false), "busy_first={busy_first}");
+    }
+}

@@ -4,7 +4,8 @@
 //! - `random`: a uniformly random enabled task at every choice (ChaCha8, seeded per run).
 //! - `pct`: probabilistic concurrency testing with bug depth `d` (Burckhardt et al. 2010).
 //! - `dfs`: exhaustive stateless depth-first search; without a preemption bound it prunes with
-//!   sleep sets, with a bound it explores every schedule within the bound.
+//!   source-set DPOR and sleep sets (`dpor.rs`), with a bound it explores every schedule within
+//!   the bound (a reduction together with a bound would lose bugs).
 //! - `replay`: follow a schedule string.
 //!
 //! The manual strategy (the GUI's) is [`ManualSession`](super::ManualSession).
@@ -68,6 +69,11 @@ pub struct ExploreConfig {
     /// would be missed (Musuvathi and Qadeer, PLDI'07), so bounded DFS explores every schedule
     /// within the bound.
     pub sleep_sets: bool,
+    /// Unbounded DFS with sleep sets: also explore only the branches source-set DPOR owes
+    /// (`dpor.rs`; on by default). Off: every enabled task is a branch (sleep sets alone).
+    /// Without sleep sets or with a preemption bound it has no effect (DPOR is unsound with a
+    /// bound, for the same reason as sleep sets).
+    pub dpor: bool,
 }
 
 impl Default for ExploreConfig {
@@ -80,6 +86,7 @@ impl Default for ExploreConfig {
             step_limit: 1_000_000,
             keep_going: false,
             sleep_sets: true,
+            dpor: true,
         }
     }
 }
@@ -329,6 +336,8 @@ struct DfsNode {
     chosen: TaskId,
     prev: Option<TaskId>,
     preemptions: u32,
+    /// DPOR: the tasks to explore from here (the first choice, then those races owe).
+    backtrack: Vec<TaskId>,
 }
 
 impl DfsNode {
@@ -347,7 +356,11 @@ impl DfsNode {
 struct Dfs {
     bound: Option<u32>,
     sleep_sets: bool,
+    /// Source-set DPOR on top of sleep sets (unbounded only).
+    dpor: bool,
     stack: Vec<DfsNode>,
+    /// DPOR: the steps of the current run.
+    events: Vec<super::dpor::Event>,
 }
 
 impl Dfs {
@@ -372,10 +385,19 @@ impl Dfs {
         // The node at which the last step was chosen, if it was a branching point.
         let mut last_node: Option<usize> = None;
         let mut preemptions = 0u32;
+        self.events.clear();
+        let dpor = self.dpor;
         let end = sim.run_steps(|sim, en| {
             // Wake the sleepers whose step depends on the step just taken.
             if let Some(last) = prev {
                 let fp = sim.last_footprint();
+                if dpor {
+                    self.events.push(super::dpor::Event {
+                        task: last.0,
+                        fp: fp.to_vec(),
+                        node: last_node,
+                    });
+                }
                 if let Some(d) = last_node.take() {
                     self.stack[d].record(last, fp);
                 }
@@ -426,6 +448,7 @@ impl Dfs {
                     chosen: t,
                     prev,
                     preemptions,
+                    backtrack: vec![t],
                 });
                 last_node = Some(depth);
                 depth += 1;
@@ -435,16 +458,71 @@ impl Dfs {
             prev = Some(chosen);
             Some(chosen)
         });
-        if let (Some(d), Some(last)) = (last_node, prev) {
-            self.stack[d].record(last, sim.last_footprint());
+        // The last step, unless the run was abandoned at a choice (which recorded it).
+        if end != RunEnd::Abandoned
+            && let Some(last) = prev
+        {
+            if dpor {
+                self.events.push(super::dpor::Event {
+                    task: last.0,
+                    fp: sim.last_footprint().to_vec(),
+                    node: last_node,
+                });
+            }
+            if let Some(d) = last_node {
+                self.stack[d].record(last, sim.last_footprint());
+            }
+        }
+        if dpor {
+            self.owe(&sim, &end);
         }
         (end, sim)
     }
 
+    /// DPOR: add the backtrack points the run's races owe (`dpor.rs`).
+    fn owe(&mut self, sim: &Sim, end: &RunEnd) {
+        let tasks = sim.task_count();
+        // A run cut short by a violation leaves steps not taken.
+        let pending: Vec<u32> = match end {
+            RunEnd::Violation(_) => (0..tasks as u32)
+                .filter(|&t| sim.next_op(TaskId(t)).kind != crate::platform::OpKind::Exit)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let events = std::mem::take(&mut self.events);
+        super::dpor::analyse(&mut StackTree(&mut self.stack), &events, tasks, &pending);
+        self.events = events;
+    }
+}
+
+/// The DFS stack as the race analysis sees it.
+struct StackTree<'a>(&'a mut Vec<DfsNode>);
+
+impl super::dpor::Tree for StackTree<'_> {
+    fn covered(&self, node: usize, task: u32) -> bool {
+        let n = &self.0[node];
+        n.backtrack.contains(&TaskId(task)) || n.sleep_entry.iter().any(|(s, _)| s.0 == task)
+    }
+
+    fn enabled(&self, node: usize, task: u32) -> bool {
+        self.0[node].enabled.contains(&TaskId(task))
+    }
+
+    fn add(&mut self, node: usize, task: u32) {
+        self.0[node].backtrack.push(TaskId(task));
+    }
+}
+
+impl Dfs {
     /// Move to the next unexplored branch; false when the search space is exhausted.
     fn backtrack(&mut self) -> bool {
         while let Some(node) = self.stack.last_mut() {
-            let next = node.enabled.iter().copied().find(|t| {
+            let candidates = if self.dpor {
+                &node.backtrack
+            } else {
+                &node.enabled
+            };
+            let next = candidates.iter().copied().find(|t| {
                 !node.done.contains(t)
                     && !node.sleep_entry.iter().any(|(s, _)| s == t)
                     && self
@@ -531,8 +609,11 @@ pub fn explore_observed(
                     preemption_bound: None
                 }
             ),
+        dpor: false,
         stack: Vec::new(),
+        events: Vec::new(),
     };
+    dfs.dpor = dfs.sleep_sets && cfg.dpor;
     loop {
         if target.is_some_and(|t| rep.runs >= t) {
             rep.stopped_early = matches!(cfg.strategy, Strategy::Dfs { .. });

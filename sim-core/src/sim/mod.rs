@@ -49,6 +49,7 @@
 
 pub mod audit;
 mod detect;
+mod dpor;
 pub mod explore;
 mod hooks;
 pub mod manual;

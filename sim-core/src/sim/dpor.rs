@@ -1,0 +1,304 @@
+//! Source-set DPOR (Abdulla, Aronis, Jonsson, Sagonas, "Optimal dynamic partial order
+//! reduction", POPL 2014, Algorithm 1: source sets with sleep sets, no wakeup trees): the race
+//! analysis of one executed run. The DFS driver (`explore.rs`) owns the tree, the sleep sets
+//! and the backtrack sets; this file turns a run into the backtrack points it owes.
+//!
+//! # The model of a run
+//! A run is the sequence of its executed steps, each with the task that took it and the
+//! footprint it really had (`Sim::last_footprint`: the announced op plus what it touched on the
+//! way to its next announcement). Happens-before (hb) is the transitive closure of program
+//! order and of dependence between footprints (`platform::footprints_depend`), computed with
+//! vector clocks. Enabling and disabling are dependence too: a release and the acquire it
+//! unblocks touch the same lock object, a wake-up and the `schedule` it ends the same wait
+//! queue, so an enabling step always happens before the step it enabled.
+//!
+//! # Races
+//! For a step `j` of task `q`, every earlier step `i` of another task whose footprint depends on
+//! `j`'s and that is not in the hb-past of `q`'s previous step is a candidate race (Flanagan
+//! and Godefroid's condition, POPL 2005; it contains Abdulla's immediate races `i <. j` and
+//! also `i` whose only hb-path to `j` enters `j` through another dependence, such as an
+//! acquire whose release unblocked `q`'s acquire: reversing the release alone is impossible,
+//! reversing the acquire is what finds the other lock order). Taking more races than needed
+//! only adds backtrack points, never loses one.
+//!
+//! For a race `(i, j)`, `v = notdep(i).j` is the steps after `i` that do not happen after `i`,
+//! followed by `j`; its initials are the tasks whose first step in `v` has no hb-predecessor in
+//! `v`. The algorithm owes one of them at the state before `i`: nothing when one is already
+//! in that state's backtrack set or sleep set (a sleeping task's branch is covered where it was
+//! explored); otherwise an enabled initial is added. When no initial is enabled before `i`, no
+//! ordering of `v` can run there (every ordering starts with an initial), so the race is not
+//! reversible (`j` needed `i`, e.g. the release that let it acquire) and owes nothing.
+//!
+//! # Runs cut short
+//! A run that ends in a violation (a BUG, a deadlock, a lost wake-up, the step limit) leaves
+//! tasks with a step they never took; plain DFS would also stop there, but the other orders of
+//! that step must still be explored. Each such pending step is analysed as a step whose
+//! footprint depends on everything (over-approximating dependence is always sound): every
+//! earlier step of another task outside the pending task's hb-past is a race. Runs abandoned
+//! because every enabled task sleeps are analysed on their executed steps only, as Algorithm 1
+//! does.
+
+use crate::platform::{Op, footprints_depend};
+
+/// One executed step of a run.
+pub(super) struct Event {
+    pub task: u32,
+    pub fp: Vec<Op>,
+    /// The DFS node at which this step was chosen (None: one task was awake, so the others
+    /// that were enabled there were asleep).
+    pub node: Option<usize>,
+}
+
+/// The backtrack sets of the DFS tree, as the race analysis sees them.
+pub(super) trait Tree {
+    /// Whether `task` is in `node`'s backtrack set or sleep set (a race whose reversal starts
+    /// with it owes nothing more there).
+    fn covered(&self, node: usize, task: u32) -> bool;
+    /// Whether `task` could move at `node`.
+    fn enabled(&self, node: usize, task: u32) -> bool;
+    /// Add `task` to `node`'s backtrack set.
+    fn add(&mut self, node: usize, task: u32);
+}
+
+/// Vector clocks, one row of `tasks` entries per step: 1 + the index of the latest step of that
+/// task that happens before (or is) the step; 0 for none.
+struct Clocks {
+    tasks: usize,
+    rows: Vec<u32>,
+}
+
+impl Clocks {
+    fn row(&self, k: usize) -> &[u32] {
+        &self.rows[k * self.tasks..(k + 1) * self.tasks]
+    }
+
+    /// The clocks of a run's steps.
+    fn of(events: &[Event], tasks: usize) -> Clocks {
+        let mut rows: Vec<u32> = Vec::with_capacity(events.len() * tasks);
+        let mut last: Vec<Option<usize>> = vec![None; tasks];
+        let mut c = vec![0u32; tasks];
+        for (j, e) in events.iter().enumerate() {
+            let q = e.task as usize;
+            match last[q] {
+                Some(p) => c.copy_from_slice(&rows[p * tasks..(p + 1) * tasks]),
+                None => c.fill(0),
+            }
+            // Latest first: a step already in the past needs no footprint test.
+            for i in (0..j).rev() {
+                let t = events[i].task as usize;
+                if t != q && c[t] as usize <= i && footprints_depend(&events[i].fp, &e.fp) {
+                    for (a, b) in c.iter_mut().zip(&rows[i * tasks..(i + 1) * tasks]) {
+                        *a = (*a).max(*b);
+                    }
+                }
+            }
+            c[q] = j as u32 + 1;
+            rows.extend_from_slice(&c);
+            last[q] = Some(j);
+        }
+        Clocks { tasks, rows }
+    }
+}
+
+/// Owe the race between step `i` and the step `x` (task `xt`, clock `xc`, index `j`): scan the
+/// initials of `v = notdep(i).x`; nothing when one is covered at `i`'s node, else add the first
+/// enabled one; none enabled: the race is not reversible.
+#[allow(clippy::too_many_arguments)]
+fn owe(
+    tree: &mut dyn Tree,
+    events: &[Event],
+    cl: &Clocks,
+    first: &mut [Option<usize>],
+    i: usize,
+    j: usize,
+    xt: u32,
+    xc: &[u32],
+) {
+    let Some(node) = events[i].node else { return };
+    let ti = events[i].task as usize;
+    first.fill(None);
+    let mut pick: Option<u32> = None;
+    // `x` has a v-predecessor when the latest step of some task that happens before it is at
+    // or after that task's first step in v.
+    let is_initial = |first: &[Option<usize>], c: &[u32]| {
+        first
+            .iter()
+            .zip(c)
+            .all(|(f, &ct)| f.is_none_or(|f| ct as usize <= f))
+    };
+    let mut consider = |t: u32, tree: &mut dyn Tree| -> bool {
+        if tree.covered(node, t) {
+            return true;
+        }
+        if pick.is_none() && tree.enabled(node, t) {
+            pick = Some(t);
+        }
+        false
+    };
+    for (k, ek) in events.iter().enumerate().take(j).skip(i + 1) {
+        let ck = cl.row(k);
+        if ck[ti] as usize > i {
+            continue; // happens after i: not in v
+        }
+        let t = ek.task as usize;
+        if first[t].is_some() {
+            continue;
+        }
+        if is_initial(first, ck) && consider(t as u32, tree) {
+            return;
+        }
+        first[t] = Some(k);
+    }
+    if first[xt as usize].is_none() && is_initial(first, xc) && consider(xt, tree) {
+        return;
+    }
+    if let Some(t) = pick {
+        tree.add(node, t);
+    }
+}
+
+/// Add to `tree` the backtrack points the run's races owe. `pending` lists the tasks with a
+/// step not taken at the end of a run cut short.
+pub(super) fn analyse(tree: &mut dyn Tree, events: &[Event], tasks: usize, pending: &[u32]) {
+    let tasks = tasks.max(
+        events
+            .iter()
+            .map(|e| e.task as usize + 1)
+            .max()
+            .unwrap_or(0),
+    );
+    let cl = Clocks::of(events, tasks);
+    let mut last: Vec<Option<usize>> = vec![None; tasks];
+    let zero = vec![0u32; tasks];
+    let mut first: Vec<Option<usize>> = vec![None; tasks];
+    for (j, e) in events.iter().enumerate() {
+        let q = e.task as usize;
+        let past = last[q].map_or(&zero[..], |p| cl.row(p));
+        for i in 0..j {
+            let t = events[i].task as usize;
+            // Positions without a node owe nothing: every other enabled task slept there.
+            if t == q || events[i].node.is_none() || past[t] as usize > i {
+                continue;
+            }
+            if footprints_depend(&events[i].fp, &e.fp) {
+                owe(tree, events, &cl, &mut first, i, j, e.task, cl.row(j));
+            }
+        }
+        last[q] = Some(j);
+    }
+    // Pending steps depend on everything: their clock covers every step taken.
+    let n = events.len();
+    let mut all = vec![0u32; tasks];
+    for (k, e) in events.iter().enumerate() {
+        all[e.task as usize] = k as u32 + 1;
+    }
+    for &p in pending {
+        let past = last
+            .get(p as usize)
+            .copied()
+            .flatten()
+            .map_or(&zero[..], |l| cl.row(l));
+        for i in 0..n {
+            let t = events[i].task as usize;
+            if t == p as usize || events[i].node.is_none() || past[t] as usize > i {
+                continue;
+            }
+            owe(tree, events, &cl, &mut first, i, n, p, &all);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::{ObjId, OpKind};
+
+    fn ev(task: u32, kind: OpKind, obj: u32, node: Option<usize>) -> Event {
+        Event {
+            task,
+            fp: vec![Op::new(kind, ObjId(obj))],
+            node,
+        }
+    }
+
+    /// Every task enabled everywhere, nothing asleep; records the additions.
+    struct Flat {
+        backtrack: Vec<Vec<u32>>,
+    }
+
+    impl Tree for Flat {
+        fn covered(&self, node: usize, task: u32) -> bool {
+            self.backtrack[node].contains(&task)
+        }
+        fn enabled(&self, _: usize, _: u32) -> bool {
+            true
+        }
+        fn add(&mut self, node: usize, task: u32) {
+            self.backtrack[node].push(task);
+        }
+    }
+
+    /// The backtrack sets after analysing `evs` (each node starts with the task chosen there).
+    fn run(evs: &[Event], tasks: usize, pending: &[u32]) -> Vec<Vec<u32>> {
+        let nodes = evs.iter().filter_map(|e| e.node).max().map_or(0, |n| n + 1);
+        let mut tree = Flat {
+            backtrack: vec![Vec::new(); nodes],
+        };
+        for e in evs {
+            if let Some(n) = e.node {
+                tree.backtrack[n].push(e.task);
+            }
+        }
+        analyse(&mut tree, evs, tasks, pending);
+        tree.backtrack
+    }
+
+    #[test]
+    fn two_writes_race_and_owe_the_second_writer_first() {
+        let evs = [
+            ev(0, OpKind::Write, 1, Some(0)),
+            ev(1, OpKind::Write, 1, None),
+        ];
+        assert_eq!(run(&evs, 2, &[]), vec![vec![0, 1]]);
+    }
+
+    #[test]
+    fn independent_steps_owe_nothing() {
+        let evs = [
+            ev(0, OpKind::Write, 1, Some(0)),
+            ev(1, OpKind::Write, 2, None),
+        ];
+        assert_eq!(run(&evs, 2, &[]), vec![vec![0]]);
+        let reads = [
+            ev(0, OpKind::Read, 1, Some(0)),
+            ev(1, OpKind::Read, 1, None),
+        ];
+        assert_eq!(run(&reads, 2, &[]), vec![vec![0]]);
+    }
+
+    #[test]
+    fn a_chain_through_a_third_task_owes_its_initial() {
+        // 0 writes x; 2 writes y (independent of 0); 1 reads y then x: the race (0.w x, 1.r x)
+        // reversed is v = [2.w y, 1.r y, 1.r x]; task 1's first step in v reads y, which task 2
+        // wrote before, so only 2 is an initial.
+        let evs = [
+            ev(0, OpKind::Write, 1, Some(0)),
+            ev(2, OpKind::Write, 2, Some(1)),
+            ev(1, OpKind::Read, 2, Some(2)),
+            ev(1, OpKind::Read, 1, None),
+        ];
+        let bt = run(&evs, 3, &[]);
+        assert_eq!(bt[0], vec![0, 2]);
+        // (2.w y, 1.r y) owes 1 before 2's write.
+        assert_eq!(bt[1], vec![2, 1]);
+    }
+
+    #[test]
+    fn a_pending_step_races_with_every_step_outside_its_past() {
+        let evs = [
+            ev(0, OpKind::Write, 1, Some(0)),
+            ev(0, OpKind::Write, 2, None),
+        ];
+        assert_eq!(run(&evs, 2, &[1]), vec![vec![0, 1]]);
+    }
+}
