@@ -149,6 +149,21 @@ fn dpor_reaches_every_final_state_of_the_small_toys() {
     }
 }
 
+/// Tasks that appear mid-run (spawned by `main`) and joins: DPOR's clocks grow with the task
+/// table, and a join depends on the child's exit.
+#[test]
+fn dpor_reaches_every_final_state_of_the_main_shaped_toys() {
+    for name in [
+        "abba-main",
+        "abba-fixed-main",
+        "lost-wakeup-main",
+        "lost-wakeup-correct-main",
+    ] {
+        let (plain, _, dpor) = same_finals(name, &toy(name));
+        assert!(dpor <= plain);
+    }
+}
+
 /// Tasks append their id to a history under one lock (`rounds[i]` times for task i); with
 /// `bug`, the last task BUGs when it sees exactly [2, 1] first.
 fn history(rounds: &'static [u32], bug: bool) -> impl Fn(&mut Sim) {
