@@ -487,8 +487,9 @@ pub async fn split_huge_pmd<P: Platform>(
 }
 
 /// `page_vma_mkclean_one` over a pfn range: write-protect and clean every leaf of the VMA range
-/// `[start, end)` that maps one of `pfn .. pfn + nr`. `pmds` false skips huge PMDs (the behaviour
-/// before f729c8c9b24f, for a bug mode). Returns how many leaves were changed.
+/// `[start, end)` that maps one of `pfn .. pfn + nr`. With `pmd_wrprotect` false a huge PMD is
+/// only cleaned, not write-protected (the 4.9 `dax_mapping_entry_mkclean`, before f729c8c9b24f,
+/// for bug mode `pmd-writeback-no-wrprotect`). Returns how many leaves were changed.
 pub async fn page_vma_mkclean<P: Platform>(
     p: &P,
     mm: &MmStruct<P>,
@@ -496,7 +497,7 @@ pub async fn page_vma_mkclean<P: Platform>(
     end: u64,
     pfn: Pfn,
     nr: u64,
-    pmds: bool,
+    pmd_wrprotect: bool,
 ) -> usize {
     let mut pt = mm.page_table.lock(p).await;
     let mut n = 0;
@@ -513,8 +514,11 @@ pub async fn page_vma_mkclean<P: Platform>(
                 }
             }
             Leaf::Pmd { addr, pmd } => {
-                if pmds && (pmd.dirty() || pmd.write()) {
+                if pmd_wrprotect && (pmd.dirty() || pmd.write()) {
                     pt.pmd_modify(addr, |e| e.wrprotect().mkclean());
+                    n += 1;
+                } else if !pmd_wrprotect && pmd.dirty() {
+                    pt.pmd_modify(addr, |e| e.mkclean());
                     n += 1;
                 }
             }
@@ -534,6 +538,18 @@ pub async fn pfn_mkclean_range<P: Platform>(
     nr_pages: u64,
     pgoff: u64,
 ) -> usize {
+    pfn_mkclean_range_with(p, vma, pfn, nr_pages, pgoff, true).await
+}
+
+/// [`pfn_mkclean_range`] with the choice of [`page_vma_mkclean`]'s `pmd_wrprotect`.
+pub async fn pfn_mkclean_range_with<P: Platform>(
+    p: &P,
+    vma: &RmapVma<P>,
+    pfn: Pfn,
+    nr_pages: u64,
+    pgoff: u64,
+    pmd_wrprotect: bool,
+) -> usize {
     if vma.vm_flags & VM_SHARED == 0 {
         return 0;
     }
@@ -548,7 +564,7 @@ pub async fn pfn_mkclean_range<P: Platform>(
     } else {
         start
     };
-    page_vma_mkclean(p, &mm, start, end, pfn, nr_pages, true).await
+    page_vma_mkclean(p, &mm, start, end, pfn, nr_pages, pmd_wrprotect).await
 }
 
 /// `vmf_insert_page_mkwrite(vmf, page, write)`: map the pmem page `pfn` at `addr` with a PTE

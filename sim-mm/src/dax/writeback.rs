@@ -34,9 +34,7 @@ use crate::dax_entry::{
     PAGE_SHIFT, PAGE_SIZE, dax_entry_order, dax_is_empty_entry, dax_is_locked, dax_is_zero_entry,
     dax_to_pfn,
 };
-use crate::mm::{MmStruct, VM_SHARED, pfn_mkclean_range};
-use crate::pgtable::Leaf;
-use crate::rmap::RmapVma;
+use crate::mm::pfn_mkclean_range_with;
 use crate::world::AddressSpace;
 use crate::xarray::{PAGECACHE_TAG_DIRTY, PAGECACHE_TAG_TOWRITE, XaEntry, XaState};
 use crate::{Errno, Pfn};
@@ -140,65 +138,6 @@ pub async fn tag_pages_for_writeback<P: Platform>(
     xa.release(dax.release_steps).await;
 }
 
-/// The 4.9 `dax_mapping_entry_mkclean` (before f729c8c9b24f), for bug mode
-/// `pmd-writeback-no-wrprotect`: PTEs are write-protected and cleaned, PMDs only cleaned, so a
-/// PMD stays writable and later stores through it never fault.
-async fn dax_mapping_entry_mkclean_4_9<P: Platform>(
-    p: &P,
-    vma: &RmapVma<P>,
-    pfn: Pfn,
-    nr: u64,
-    pgoff: u64,
-) -> usize {
-    if vma.vm_flags & VM_SHARED == 0 {
-        return 0;
-    }
-    let Some(mm) = vma.mm.upgrade() else { return 0 };
-    let Some(start) = vma.address(pgoff, nr) else {
-        return 0;
-    };
-    // The pages of pgoff .. pgoff + nr that lie inside the VMA (as pfn_mkclean_range).
-    let end_pgoff = pgoff + nr;
-    let end = if end_pgoff > vma.vm_pgoff {
-        (vma.vm_start + ((end_pgoff - vma.vm_pgoff) << PAGE_SHIFT)).min(vma.vm_end)
-    } else {
-        start
-    };
-    mkclean_leaves(p, &mm, start, end, pfn, nr).await
-}
-
-async fn mkclean_leaves<P: Platform>(
-    p: &P,
-    mm: &MmStruct<P>,
-    start: u64,
-    end: u64,
-    pfn: Pfn,
-    nr: u64,
-) -> usize {
-    let mut pt = mm.page_table.lock(p).await;
-    let mut n = 0;
-    for leaf in pt.leaves(start, end) {
-        let lnr = leaf.size() >> PAGE_SHIFT;
-        if leaf.special() || leaf.pfn() >= pfn + nr || leaf.pfn() + lnr <= pfn {
-            continue;
-        }
-        match leaf {
-            Leaf::Pte { addr, pte } if pte.dirty() || pte.write() => {
-                pt.pte_modify(addr, |e| e.wrprotect().mkclean());
-                n += 1;
-            }
-            Leaf::Pmd { addr, pmd } if pmd.dirty() => {
-                // pmd_mkclean without pmd_wrprotect.
-                pt.pmd_modify(addr, |e| e.mkclean());
-                n += 1;
-            }
-            _ => {}
-        }
-    }
-    pt.unlock().await;
-    n
-}
-
 /// What happened to one tagged entry (`trace_dax_writeback_one` and the skips).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum WritebackOne {
@@ -281,11 +220,9 @@ pub async fn dax_writeback_one<'a, P: PmemPlatform>(
     // faults and waits for the entry lock.
     let tree = mapping.i_mmap.read(p).await;
     for vma in tree.foreach(index, end) {
-        if dax.bug(DaxBug::PmdWritebackNoWrprotect) {
-            dax_mapping_entry_mkclean_4_9(p, vma, pfn, count, index).await;
-        } else {
-            pfn_mkclean_range(p, vma, pfn, count, index).await;
-        }
+        // Bug mode: the 4.9 dax_mapping_entry_mkclean cleans PMDs without write-protecting them.
+        let pmd_wrprotect = !dax.bug(DaxBug::PmdWritebackNoWrprotect);
+        pfn_mkclean_range_with(p, vma, pfn, count, index, pmd_wrprotect).await;
     }
     tree.release(dax.release_steps).await;
 
