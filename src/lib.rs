@@ -167,6 +167,9 @@ struct RunArgs {
     /// --events, the first run's log is written.
     #[arg(long)]
     check_determinism: bool,
+    /// Check the sim-mm invariants after every step, not only at the end of each run.
+    #[arg(long)]
+    check_invariants: bool,
 }
 
 /// An error for the user, exit code 2. `Plain` is printed as `pmsim: error: MESSAGE`;
@@ -267,7 +270,7 @@ fn check_trace(files: &[PathBuf], print: bool, io: &mut Io) -> u8 {
             }
         );
         for b in &t.header.bugs {
-            if bug_mode(&b.name).is_some_and(|m| !m.available) {
+            if bug_mode(&b.name).is_some_and(|m| !sim_fs::runner::bug_runnable(m.name)) {
                 outln!(
                     io.out,
                     "{}:{}:{}: note: bug mode `{}` is not implemented in this build; \
@@ -392,7 +395,7 @@ fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
                     known_bug_names()
                 )));
             }
-            Some(m) if !m.available => {
+            Some(m) if !sim_fs::runner::bug_runnable(m.name) => {
                 return Err(usage(format!(
                     "--bug {b}: this bug mode is not implemented in this build yet \
                      (`pmsim bugs` shows which are)"
@@ -422,7 +425,7 @@ fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
         .ok_or_else(|| usage("give a trace file or --toy NAME"))?;
     let trace = read_trace(path)?;
     check_machine(path, &trace)?;
-    let missing = trace_model::unsupported(&trace);
+    let missing = trace_model::unsupported(&trace, &a.bugs);
     if !missing.is_empty() {
         let mut msg = format!(
             "{}: this build cannot execute {} of the trace yet; nothing was run:",
@@ -443,7 +446,11 @@ fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
     }
     let seed = trace.header.machine.as_ref().and_then(|m| m.seed);
     Ok((
-        Box::new(trace_model::TraceModel::new(trace)),
+        Box::new(trace_model::TraceModel::new(
+            trace,
+            &a.bugs,
+            a.check_invariants,
+        )),
         Subject::Trace(path.clone()),
         seed,
     ))

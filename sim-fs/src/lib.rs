@@ -34,6 +34,7 @@ pub mod iomap;
 pub mod journal;
 pub mod layout;
 pub mod locks;
+pub mod runner;
 
 pub use fs::{Daxfs, Inode, InodeCore, MountInfo, mkfs};
 pub use fsck::{FsckReport, Problem, fsck_image};
