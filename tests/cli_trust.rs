@@ -175,7 +175,10 @@ fn refusals_name_what_is_missing_and_nothing_that_exists() {
     ] {
         assert!(!err.contains(stale), "stale claim `{stale}` in {err}");
     }
-    assert!(err.contains("not built yet") && err.contains("daxfs"), "{err}");
+    assert!(
+        err.contains("not built yet") && err.contains("daxfs"),
+        "{err}"
+    );
     assert!(
         !err.contains("1 item(s)") && !err.contains("item(s)"),
         "{err}"
