@@ -425,8 +425,8 @@ fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
         .ok_or_else(|| usage("give a trace file or --toy NAME"))?;
     let trace = read_trace(path)?;
     check_machine(path, &trace)?;
-    let missing = trace_model::unsupported(&trace, &a.bugs);
-    if !missing.is_empty() {
+    let seed = trace.header.machine.as_ref().and_then(|m| m.seed);
+    let model = trace_model::load(trace, &a.bugs, a.check_invariants).map_err(|missing| {
         let mut msg = format!(
             "{}: this build cannot execute {} of the trace yet; nothing was run:",
             path.display(),
@@ -442,18 +442,9 @@ fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
                 u.why
             ));
         }
-        return Err(usage(msg));
-    }
-    let seed = trace.header.machine.as_ref().and_then(|m| m.seed);
-    Ok((
-        Box::new(trace_model::TraceModel::new(
-            trace,
-            &a.bugs,
-            a.check_invariants,
-        )),
-        Subject::Trace(path.clone()),
-        seed,
-    ))
+        usage(msg)
+    })?;
+    Ok((Box::new(model), Subject::Trace(path.clone()), seed))
 }
 
 /// Refuse an output path before anything runs (and again when writing).

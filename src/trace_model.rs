@@ -29,36 +29,30 @@ fn convert(r: Vec<sim_fs::runner::Refusal>) -> Vec<Unsupported> {
         .collect()
 }
 
-/// Everything in `trace` the current build cannot execute (with `--bug` modes `bugs`).
-pub fn unsupported(trace: &Trace, bugs: &[String]) -> Vec<Unsupported> {
-    match machine_config(trace) {
-        Ok(cfg) => match TraceRunner::new(trace.clone(), cfg, bugs) {
-            Ok(_) => Vec::new(),
-            Err(r) => convert(r),
-        },
-        Err((line, col, why)) => vec![Unsupported {
+/// The trace as a model, or everything in it the current build cannot execute (with `--bug`
+/// modes `bugs`). `check_invariants`: the sim-mm invariants after every step, not only at the
+/// end.
+pub fn load(
+    trace: Trace,
+    bugs: &[String],
+    check_invariants: bool,
+) -> Result<TraceModel, Vec<Unsupported>> {
+    let cfg = machine_config(&trace).map_err(|(line, col, why)| {
+        vec![Unsupported {
             line,
             col,
             what: "machine".into(),
             why,
-        }],
-    }
+        }]
+    })?;
+    let mut runner = TraceRunner::new(trace, cfg, bugs).map_err(convert)?;
+    runner.check_every_step = check_invariants;
+    Ok(TraceModel { runner })
 }
 
-/// The trace as a model. Build it only for a trace with nothing [`unsupported`].
+/// A trace the runner accepted.
 pub struct TraceModel {
     runner: TraceRunner,
-}
-
-impl TraceModel {
-    /// `check_invariants`: the sim-mm invariants after every step, not only at the end.
-    pub fn new(trace: Trace, bugs: &[String], check_invariants: bool) -> Self {
-        let cfg = machine_config(&trace).expect("checked by unsupported");
-        let mut runner =
-            TraceRunner::new(trace, cfg, bugs).unwrap_or_else(|_| panic!("checked by unsupported"));
-        runner.check_every_step = check_invariants;
-        TraceModel { runner }
-    }
 }
 
 impl Model for TraceModel {
