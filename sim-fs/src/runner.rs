@@ -23,6 +23,10 @@
 //! every step with [`TraceRunner::check_every_step`]); deadlock and lost wakeups are the
 //! engine's.
 //!
+//! **Mapping names** belong to a process: a statement naming a mapping that another thread of
+//! the process has not mapped yet waits until it is (a name never mapped leaves the thread
+//! asleep, reported by the engine as a lost wakeup on `trace_mapping_names`).
+//!
 //! **User-space state** (the names a process gave its mappings, the oracle, the contents of
 //! anonymous DRAM pages that copy-on-write faults map) lives outside the kernel model in a
 //! `std::sync::Mutex` that is never held across an `.await`: no task can observe it between two
@@ -45,7 +49,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sim_core::PmemPlatform;
 use sim_core::machine::{CrashImage, CrashPoint, Machine, MachineConfig};
-use sim_core::platform::{Assertion, Platform, Spawner, TaskId};
+use sim_core::platform::{
+    Assertion, Platform, Spawner, TaskId, WaitKey, WaitQueue, WakeMode, wake_key_eq,
+};
 use sim_core::sim::{Model, Sim, SimConfig, SimPlatform};
 use sim_core::trace::{
     Access as TAccess, Expect, FileDecl, MapOff, Op, PageSize, Pattern, Sharing, Statement, Trace,
@@ -419,6 +425,8 @@ struct Ctx {
     mms: BTreeMap<String, Arc<MmStruct<P>>>,
     npages: u64,
     user: Mutex<User>,
+    /// Where a thread waits for its process to map a name another thread maps.
+    names_wq: WaitQueue<P>,
 }
 
 /// What a statement came to.
@@ -542,13 +550,31 @@ impl Ctx {
         }
     }
 
-    fn map(&self, proc: &str, name: &str) -> Result<MapInfo, String> {
+    fn try_map(&self, proc: &str, name: &str) -> Option<MapInfo> {
         let u = self.user.lock().unwrap();
-        u.maps
-            .get(proc)
-            .and_then(|m| m.get(name))
-            .cloned()
-            .ok_or_else(|| format!("mapping `{name}` is not mapped (yet) in process `{proc}`"))
+        u.maps.get(proc).and_then(|m| m.get(name)).cloned()
+    }
+
+    /// The mapping `name` of `proc`. A name that another thread of the process has not mapped
+    /// yet is waited for (queued before the recheck, woken by every `mmap`); one that is never
+    /// mapped leaves the thread asleep, which the engine reports as a lost wakeup on
+    /// `trace_mapping_names`. Costs no step when the name is mapped.
+    async fn map(&self, p: &P, proc: &str, name: &str) -> Result<MapInfo, String> {
+        if let Some(m) = self.try_map(proc, name) {
+            return Ok(m);
+        }
+        loop {
+            let w = self
+                .names_wq
+                .prepare_to_wait(p, WaitKey(0, 0), false, wake_key_eq)
+                .await;
+            if let Some(m) = self.try_map(proc, name) {
+                self.names_wq.finish_wait(p, w).await;
+                return Ok(m);
+            }
+            self.names_wq.schedule(p, w).await;
+            self.names_wq.finish_wait(p, w).await;
+        }
     }
 
     /// The loads, stores and flushes of `M+OFF LEN`, page by page.
@@ -563,7 +589,7 @@ impl Ctx {
     ) -> Got {
         let (thread, line) = (s.thread.as_str(), s.pos.line);
         let mut got = Got::default();
-        let m = match self.map(proc, &at.map) {
+        let m = match self.map(p, proc, &at.map).await {
             Ok(m) => m,
             Err(e) => {
                 got.unmapped = Some(e);
@@ -745,7 +771,7 @@ impl Ctx {
         size: Option<PageSize>,
     ) -> Got {
         let mut got = Got::default();
-        let m = match self.map(proc, &at.map) {
+        let m = match self.map(p, proc, &at.map).await {
             Ok(m) => m,
             Err(e) => {
                 got.unmapped = Some(e);
@@ -858,12 +884,13 @@ impl Ctx {
                             .insert(name.clone(), info);
                         // A name mapped again: the old mapping stays (as a leaked address).
                         drop(old);
+                        self.names_wq.wake_up(p, WaitKey(0, 0), WakeMode::All).await;
                     }
                     Err(e) => got.errno = Some(format!("{e:?}")),
                 }
             }
             Op::Munmap { map } => {
-                let m = match self.map(proc, map) {
+                let m = match self.map(p, proc, map).await {
                     Ok(m) => m,
                     Err(e) => {
                         got.unmapped = Some(e);
@@ -1102,6 +1129,7 @@ async fn setup_world(
         dax,
         mms,
         npages,
+        names_wq: WaitQueue::new(p, "trace_mapping_names"),
         user: Mutex::new(User {
             files,
             live: threads.len(),
