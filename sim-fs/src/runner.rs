@@ -315,7 +315,7 @@ pub struct TraceRunner {
     /// from a machine with this pmem and mounts it.
     image: CrashPoint,
     /// Each header file's content (the oracle's start).
-    contents: Arc<BTreeMap<String, Vec<u8>>>,
+    contents: Arc<BTreeMap<String, Arc<Vec<u8>>>>,
     bugs: BugSet,
     threads: Vec<String>,
     /// Run the sim-mm invariants after every step (`--check-invariants`), not only at the end.
@@ -379,7 +379,7 @@ impl TraceRunner {
                 } else {
                     pattern_bytes(f.fill(), f.size)
                 };
-                (f.path.clone(), c)
+                (f.path.clone(), Arc::new(c))
             })
             .collect();
         Ok(TraceRunner {
@@ -412,7 +412,8 @@ struct User {
     /// Per process: mapping name -> mapping.
     maps: BTreeMap<String, BTreeMap<String, MapInfo>>,
     /// Per inode: the bytes the execution implies.
-    files: BTreeMap<u64, Vec<u8>>,
+    /// (Shared with the runner's header contents until a run stores to the file.)
+    files: BTreeMap<u64, Arc<Vec<u8>>>,
     /// Anonymous (CoW) pages' contents: DRAM, outside the machine model.
     anon: BTreeMap<u64, Vec<u8>>,
     /// Threads still running.
@@ -662,7 +663,7 @@ impl Ctx {
                         return got;
                     }
                     let mut u = self.user.lock().unwrap();
-                    if let Some(f) = u.files.get_mut(&m.ino) {
+                    if let Some(f) = u.files.get_mut(&m.ino).map(Arc::make_mut) {
                         let e = (fpos + n).min(f.len() as u64);
                         if fpos < e {
                             f[fpos as usize..e as usize].copy_from_slice(
@@ -827,7 +828,7 @@ impl Ctx {
                         .lock()
                         .unwrap()
                         .files
-                        .insert(inode.ino, Vec::new());
+                        .insert(inode.ino, Arc::new(Vec::new()));
                 }
                 Err(e) => got.errno = errno(e),
             },
@@ -1087,7 +1088,7 @@ async fn setup_world(
     pmem: u64,
     bugs: BugSet,
     threads: &[String],
-    contents: &BTreeMap<String, Vec<u8>>,
+    contents: &BTreeMap<String, Arc<Vec<u8>>>,
 ) -> Result<Ctx, String> {
     let npages = pmem / PAGE;
     let world = Arc::new(MmWorld::new(p, PMEM_BASE_PFN, npages, MmConfig::default()));
