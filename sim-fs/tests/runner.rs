@@ -145,3 +145,49 @@ b load m+0 8 => 0x33|0x44
         "{v}"
     );
 }
+
+/// The data oracle: a task outside the trace overwrites the file's blocks behind the file
+/// system's back; the load that then returns those bytes is reported as a `data` violation
+/// (the trace itself expects nothing of the bytes).
+#[test]
+fn the_data_oracle_catches_bytes_the_execution_does_not_imply() {
+    use sim_core::PmemPlatform;
+    use sim_core::Spawner;
+    use sim_core::sim::{Model, Sim};
+    use sim_fs::layout::{Geometry, PMD_SIZE};
+    let src = "pmsim-trace 1
+machine cpus=2 pmem=16MiB
+file /f size=8K fill=0x11 prealloc
+t mmap /f 0 8K shared nohuge as m
+t sleep 1ms
+t load m+0 8 => any
+";
+    let mut mc = MachineConfig::default();
+    mc.set("pmem", &(16u64 << 20).to_string()).unwrap();
+    let runner = TraceRunner::new(trace(src), mc, &[]).unwrap();
+    let geo = Geometry::new(16 << 20, 4096).unwrap();
+    let first = geo.addr(geo.data_start);
+    let aligned = first.div_ceil(PMD_SIZE) * PMD_SIZE;
+    let model = move |sim: &mut Sim| {
+        runner.setup(sim);
+        let p = sim.platform();
+        sim.spawn("tamper", move || async move {
+            for a in [first, aligned] {
+                p.pmem_store(a, &[0x77; 8192]).await.unwrap();
+            }
+        });
+    };
+    let cfg = ExploreConfig {
+        strategy: Strategy::Dfs {
+            preemption_bound: Some(1),
+        },
+        ..ExploreConfig::default()
+    };
+    let rep = explore(&model, &cfg, &mut |_| {}).unwrap();
+    let f = rep.failure.expect("the tampered bytes are loaded");
+    let v = f.violation.to_string();
+    assert!(
+        v.contains("data") && v.contains("returned 0x77, but the execution implies 0x11"),
+        "{v}"
+    );
+}
