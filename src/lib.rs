@@ -187,6 +187,9 @@ struct RunArgs {
     /// --events, the first run's log is written.
     #[arg(long)]
     check_determinism: bool,
+    /// Check the sim-mm invariants after every step, not only at the end of each run.
+    #[arg(long)]
+    check_invariants: bool,
 }
 
 /// An error for the user, exit code 2. `Plain` is printed as `pmsim: error: MESSAGE`;
@@ -290,22 +293,14 @@ fn check_trace(files: &[PathBuf], print: bool, io: &mut Io) -> u8 {
             let Some(m) = bug_mode(&b.name) else {
                 continue;
             };
-            let at = format!("{}:{}:{}", f.display(), b.pos.line, b.pos.col);
-            if !m.available {
+            if !sim_fs::runner::bug_runnable(m.name) {
                 outln!(
                     io.out,
-                    "{at}: note: bug mode `{}` is not implemented in this build; \
+                    "{}:{}:{}: note: bug mode `{}` is not implemented in this build; \
                      run and explore will refuse it",
-                    b.name
-                );
-            } else if let Some(model) = m.model() {
-                // Implemented in the DAX core, which traces reach only through daxfs.
-                outln!(
-                    io.out,
-                    "{at}: note: bug mode `{}` is implemented in the DAX core, which traces \
-                     reach through daxfs (not built yet); run and explore will refuse it here; \
-                     `pmsim explore --model {model} --bug {}` shows it",
-                    b.name,
+                    f.display(),
+                    b.pos.line,
+                    b.pos.col,
                     b.name
                 );
             }
@@ -428,7 +423,7 @@ fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
                     known_bug_names()
                 )));
             }
-            Some(m) if !m.available => {
+            Some(m) if !sim_fs::runner::bug_runnable(m.name) => {
                 return Err(usage(format!(
                     "--bug {b}: this bug mode is not implemented in this build yet \
                      (`pmsim bugs` shows which are)"
@@ -495,8 +490,8 @@ fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
         .ok_or_else(|| usage("give a trace file, --toy NAME or --model NAME"))?;
     let trace = read_trace(path)?;
     check_machine(path, &trace)?;
-    let missing = trace_model::unsupported(&trace);
-    if !missing.is_empty() {
+    let seed = trace.header.machine.as_ref().and_then(|m| m.seed);
+    let model = trace_model::load(trace, &a.bugs, a.check_invariants).map_err(|missing| {
         let mut msg = format!(
             "{}: this build cannot execute {} of the trace yet; nothing was run:",
             path.display(),
@@ -512,14 +507,14 @@ fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
                 u.why
             ));
         }
-        return Err(usage(msg));
-    }
-    let seed = trace.header.machine.as_ref().and_then(|m| m.seed);
-    Ok((
-        Box::new(trace_model::TraceModel::new(trace)),
-        Subject::Trace(path.clone()),
-        seed,
-    ))
+        usage(msg)
+    })?;
+    let subject = Subject::Trace {
+        path: path.clone(),
+        bugs: a.bugs.clone(),
+        check_invariants: a.check_invariants,
+    };
+    Ok((Box::new(model), subject, seed))
 }
 
 /// Refuse an output path before anything runs (and again when writing).
@@ -607,7 +602,7 @@ fn schedule_file_path(a: &RunArgs, subject: &Subject, hash: u64) -> PathBuf {
         return output::parent_dir(ev).join(name);
     }
     let stem: String = match subject {
-        Subject::Trace(p) => p
+        Subject::Trace { path, .. } => path
             .file_stem()
             .unwrap_or_default()
             .to_string_lossy()

@@ -23,7 +23,13 @@ macro_rules! outln {
 
 /// What was run.
 pub enum Subject {
-    Trace(PathBuf),
+    /// A trace with the `--bug` modes added on the command line and whether the invariants run
+    /// at every step (both part of what a replay must repeat).
+    Trace {
+        path: PathBuf,
+        bugs: Vec<String>,
+        check_invariants: bool,
+    },
     Toy(String),
     /// A built-in DAX model (`sim_mm::dax::models`) with the bug modes switched on.
     Model {
@@ -35,7 +41,7 @@ pub enum Subject {
 impl Subject {
     fn describe(&self) -> String {
         match self {
-            Subject::Trace(p) => p.display().to_string(),
+            Subject::Trace { path, .. } => path.display().to_string(),
             Subject::Toy(n) => format!("toy model {n}"),
             Subject::Model { name, bugs } if bugs.is_empty() => format!("DAX model {name}"),
             Subject::Model { name, bugs } => {
@@ -47,7 +53,20 @@ impl Subject {
     /// The arguments that name the subject on a command line (a model with its bug modes).
     fn args(&self) -> String {
         match self {
-            Subject::Trace(p) => shell_quote(&p.display().to_string()),
+            Subject::Trace {
+                path,
+                bugs,
+                check_invariants,
+            } => {
+                let mut a = shell_quote(&path.display().to_string());
+                for b in bugs {
+                    a.push_str(&format!(" --bug {}", shell_quote(b)));
+                }
+                if *check_invariants {
+                    a.push_str(" --check-invariants");
+                }
+                a
+            }
             Subject::Toy(n) => format!("--toy {}", shell_quote(n)),
             Subject::Model { name, bugs } => {
                 let mut a = format!("--model {}", shell_quote(name));

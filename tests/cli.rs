@@ -66,22 +66,25 @@ fn check_trace_accepts_the_format_examples_and_rejects_malformed_ones_with_posit
 }
 
 #[test]
-fn run_executes_a_scheduling_trace_and_refuses_what_it_cannot_run() {
-    let o = pmsim(&["run", "traces/format/time.trace"]);
-    assert_eq!(code(&o), 0, "{:?}", text(&o));
-    assert!(text(&o).0.contains("no violation"));
+fn run_executes_traces_on_the_full_stack_and_refuses_what_it_cannot_run() {
+    for t in [
+        "traces/format/time.trace",
+        "traces/format/header.trace",
+        "traces/format/memory.trace",
+        "traces/format/pmd_missed_wakeup.trace",
+    ] {
+        let o = pmsim(&["run", t]);
+        assert_eq!(code(&o), 0, "{t}: {:?}", text(&o));
+        assert!(text(&o).0.contains("no violation"), "{t}");
+    }
 
-    let o = pmsim(&["run", "traces/format/pmd_missed_wakeup.trace"]);
+    let o = pmsim(&["run", "traces/format/poison.trace"]);
     assert_eq!(code(&o), 2);
     let (out, err) = text(&o);
     assert!(out.is_empty(), "nothing ran: {out}");
-    for line in [
-        "3:5: `bug pmd-missed-wakeup`",
-        "7:1: `t1 store`",
-        "8:1: `t2 load`",
-    ] {
+    for line in ["9:1: `t1 poison`", "12:1: `t2 poison`", "17:1: `t4 poison`"] {
         assert!(
-            err.contains(&format!("pmd_missed_wakeup.trace:{line}")),
+            err.contains(&format!("poison.trace:{line}")),
             "{line} in {err}"
         );
     }

@@ -164,7 +164,7 @@ fn check_determinism_writes_the_event_log() {
 
 #[test]
 fn refusals_name_what_is_missing_and_nothing_that_exists() {
-    let trace = s(&root().join("traces/format/pmd_missed_wakeup.trace"));
+    let trace = s(&root().join("traces/format/files.trace"));
     let (code, _, err) = pmsim(&["run", &trace]);
     assert_eq!(code, 2);
     for stale in [
@@ -175,7 +175,10 @@ fn refusals_name_what_is_missing_and_nothing_that_exists() {
     ] {
         assert!(!err.contains(stale), "stale claim `{stale}` in {err}");
     }
-    assert!(err.contains("DAX core") && err.contains("daxfs"), "{err}");
+    assert!(
+        err.contains("not built yet") && err.contains("daxfs"),
+        "{err}"
+    );
     assert!(
         !err.contains("1 item(s)") && !err.contains("item(s)"),
         "{err}"

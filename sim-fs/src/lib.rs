@@ -11,6 +11,7 @@
 //! | [`iomap`] | `iomap_begin`/`iomap_end` for the DAX core; punch hole | `xfs_iomap.c` (`xfs_dax_write_iomap_ops`) |
 //! | [`locks`] | the lock order and its lockdep-style check | `lockdep`, `xfs_ilock` |
 //! | [`fsck`] | check every structure and cross-reference, naming structure and block | `xfs_repair -n` |
+//! | [`runner`] | the trace runner: a trace executed on machine, mm, DAX core and daxfs | (none) |
 //!
 //! **Locks** (Platform primitives; outermost first): `i_rwsem` (IOLOCK) -> the mapping's
 //! `invalidate_lock` (MMAPLOCK) -> the DAX core's locks (mmap_lock, entry locks; faults call
@@ -24,7 +25,8 @@
 //! data, fallocate zero/collapse/insert; deciding when an unlinked inode's last user is gone), breaking DAX layouts
 //! (`dax_layout_busy_page_range`) and removing DAX entries before truncate, punch and reflink
 //! free blocks, notify_failure through the file system's rmap, the `no-mmaplock` and
-//! `reflink-page-mapping` bug modes, the trace runner.
+//! `reflink-page-mapping` bug modes, and in the trace runner every statement that needs
+//! those (see [`runner`]).
 
 pub mod alloc;
 pub mod extent;
@@ -34,6 +36,7 @@ pub mod iomap;
 pub mod journal;
 pub mod layout;
 pub mod locks;
+pub mod runner;
 
 pub use fs::{Daxfs, Inode, InodeCore, MountInfo, mkfs};
 pub use fsck::{FsckReport, Problem, fsck_image};

@@ -146,9 +146,13 @@ impl BugMode {
         match self.dax_bug() {
             _ if !self.available => "nowhere yet",
             Some(b) if crate::dax::models::reaches(b) => {
-                "the built-in DAX models (--model); traces once daxfs exists"
+                "traces (`bug NAME`, through faults on daxfs mappings) and the built-in DAX \
+                 models (--model)"
             }
-            Some(_) => "the DAX core's own tests; no built-in model or trace reaches it yet",
+            Some(_) => {
+                "the DAX core's own tests; traces accept the mode, but the statements that \
+                 reach its decision point (fsync, truncate, fallocate, poison) are not built yet"
+            }
             None => "traces on daxfs",
         }
     }

@@ -1,0 +1,193 @@
+//! The trace runner in process: which statements it refuses (exactly the ones not built), and
+//! a trace explored with the `Model` directly (the CLI tests drive it through the binary).
+
+use sim_core::machine::MachineConfig;
+use sim_core::sim::{ExploreConfig, Strategy, explore};
+use sim_core::trace::{OP_KEYWORDS, ParseOptions, parse};
+use sim_fs::runner::{TraceRunner, bug_runnable, pattern_bytes, refusals};
+
+fn trace(src: &str) -> sim_core::trace::Trace {
+    parse(src, "t.trace", &ParseOptions::default()).unwrap()
+}
+
+/// One statement of every op; the refused ones are exactly those not built yet, each at its
+/// own line and column 1.
+#[test]
+fn refusals_list_exactly_the_statements_not_built_yet() {
+    let src = "pmsim-trace 1
+file /f size=8K
+file /g size=8K
+t1 create /h
+t1 write /f 0 8 0x01
+t1 read /f 0 8
+t1 stat /f
+t1 truncate /f 4K
+t1 fallocate /f 0 4K
+t1 fsync /f
+t1 fdatasync /f
+t1 unlink /g
+t1 reflink /f /h
+t1 mmap /f 0 8K shared as m
+t1 munmap m
+t1 load m+0 8
+t1 store m+0 8 0x02
+t1 ntstore m+0 8 0x02
+t1 clwb m+0
+t1 clflushopt m+0
+t1 clflush m+0
+t1 sfence
+t1 mfence
+t1 msync m
+t1 madvise m dontneed
+t1 fault m+0 write
+t1 pin m+0 4K as g
+t1 unpin g
+t1 dio-read /f 0 4K into m+0
+t1 poison /f 0
+t1 sleep 1us
+t1 yield
+";
+    let t = trace(src);
+    assert_eq!(
+        t.statements.len(),
+        OP_KEYWORDS.len(),
+        "one statement per op"
+    );
+    let r = refusals(&t, &MachineConfig::default());
+    let refused: Vec<&str> = r
+        .iter()
+        .map(|u| u.what.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            "write",
+            "read",
+            "truncate",
+            "fallocate",
+            "fsync",
+            "fdatasync",
+            "unlink",
+            "reflink",
+            "msync",
+            "madvise",
+            "pin",
+            "unpin",
+            "dio-read",
+            "poison"
+        ]
+    );
+    for u in &r {
+        assert_eq!(u.col, 1);
+        assert!(u.why.starts_with("not built yet"), "{}", u.why);
+        let line = src.lines().nth(u.line as usize - 1).unwrap();
+        assert!(line.starts_with(&u.what), "{} at line {}", u.what, u.line);
+    }
+}
+
+#[test]
+fn bug_modes_run_only_where_this_build_has_their_mechanism() {
+    assert!(bug_runnable("pmd-missed-wakeup"));
+    assert!(!bug_runnable("no-mmaplock"));
+    assert!(!bug_runnable("reflink-page-mapping"));
+    let t = trace("pmsim-trace 1\nbug no-mmaplock\nt1 yield\n");
+    let r = refusals(&t, &MachineConfig::default());
+    assert_eq!((r.len(), r[0].line, r[0].col), (1, 2, 5), "{r:?}");
+}
+
+#[test]
+fn patterns_follow_the_format() {
+    use sim_core::trace::Pattern;
+    assert_eq!(pattern_bytes(&Pattern::Byte(0xab), 3), [0xab; 3]);
+    assert_eq!(
+        pattern_bytes(&Pattern::U64(0x1122334455667788), 10),
+        [0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x88, 0x77]
+    );
+    assert_eq!(pattern_bytes(&Pattern::Text("ab".into()), 5), *b"ababa");
+    let r = pattern_bytes(&Pattern::Rand(7), 64);
+    assert_eq!(r, pattern_bytes(&Pattern::Rand(7), 64));
+    assert_ne!(r, pattern_bytes(&Pattern::Rand(8), 64));
+    assert_eq!(&pattern_bytes(&Pattern::Rand(7), 100)[..64], &r[..]);
+}
+
+/// The runner as a `Model`: a store seen by a second process under every interleaving of a
+/// bounded dfs (the data oracle checks each load), and an unmet expectation found.
+#[test]
+fn a_runner_model_explores_clean_and_finds_an_unmet_expectation() {
+    let ok = "pmsim-trace 1
+machine cpus=2 pmem=16MiB
+file /f size=8K fill=0x33 prealloc
+a mmap /f 0 8K shared nohuge as m
+b mmap /f 0 8K shared nohuge as m
+a store m+0 8 0x44
+b load m+0 8 => 0x33|0x44
+";
+    let cfg = ExploreConfig {
+        strategy: Strategy::Dfs {
+            preemption_bound: Some(1),
+        },
+        ..ExploreConfig::default()
+    };
+    let mut mc = MachineConfig::default();
+    mc.set("pmem", &(16u64 << 20).to_string()).unwrap();
+    mc.set("cpus", "2").unwrap();
+    let model = TraceRunner::new(trace(ok), mc.clone(), &[]).unwrap();
+    let rep = explore(&model, &cfg, &mut |_| {}).unwrap();
+    assert!(rep.failure.is_none(), "{}", rep.failure.unwrap().violation);
+    assert!(rep.exhausted && rep.runs > 5, "runs {}", rep.runs);
+    let bad = ok.replace("0x33|0x44", "0x33");
+    let model = TraceRunner::new(trace(&bad), mc, &[]).unwrap();
+    let rep = explore(&model, &cfg, &mut |_| {}).unwrap();
+    let f = rep.failure.expect("b can load after a's store");
+    let v = f.violation.to_string();
+    assert!(
+        v.contains("thread b, line 7") && v.contains("got ok, 8 bytes of 0x44"),
+        "{v}"
+    );
+}
+
+/// The data oracle: a task outside the trace overwrites the file's blocks behind the file
+/// system's back; the load that then returns those bytes is reported as a `data` violation
+/// (the trace itself expects nothing of the bytes).
+#[test]
+fn the_data_oracle_catches_bytes_the_execution_does_not_imply() {
+    use sim_core::PmemPlatform;
+    use sim_core::Spawner;
+    use sim_core::sim::{Model, Sim};
+    use sim_fs::layout::{Geometry, PMD_SIZE};
+    let src = "pmsim-trace 1
+machine cpus=2 pmem=16MiB
+file /f size=8K fill=0x11 prealloc
+t mmap /f 0 8K shared nohuge as m
+t sleep 1ms
+t load m+0 8 => any
+";
+    let mut mc = MachineConfig::default();
+    mc.set("pmem", &(16u64 << 20).to_string()).unwrap();
+    let runner = TraceRunner::new(trace(src), mc, &[]).unwrap();
+    let geo = Geometry::new(16 << 20, 4096).unwrap();
+    let first = geo.addr(geo.data_start);
+    let aligned = first.div_ceil(PMD_SIZE) * PMD_SIZE;
+    let model = move |sim: &mut Sim| {
+        runner.setup(sim);
+        let p = sim.platform();
+        sim.spawn("tamper", move || async move {
+            for a in [first, aligned] {
+                p.pmem_store(a, &[0x77; 8192]).await.unwrap();
+            }
+        });
+    };
+    let cfg = ExploreConfig {
+        strategy: Strategy::Dfs {
+            preemption_bound: Some(1),
+        },
+        ..ExploreConfig::default()
+    };
+    let rep = explore(&model, &cfg, &mut |_| {}).unwrap();
+    let f = rep.failure.expect("the tampered bytes are loaded");
+    let v = f.violation.to_string();
+    assert!(
+        v.contains("data") && v.contains("returned 0x77, but the execution implies 0x11"),
+        "{v}"
+    );
+}

@@ -1,0 +1,224 @@
+//! End-to-end tests of the trace runner (`sim_fs::runner`) through the `pmsim` binary: the 2019
+//! PMD missed wakeup found and replayed, the fixed kernel clean under dfs, expectations (data,
+//! sigbus, pte/pmd) met and unmet, the shipped traces under traces/dax, and positioned refusals.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn pmsim(args: &[&str]) -> (i32, String, String) {
+    let o: Output = Command::new(env!("CARGO_BIN_EXE_pmsim"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("pmsim runs");
+    (
+        o.status.code().expect("exited normally"),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A scratch trace file under the target directory.
+fn scratch(name: &str, text: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("trace_runner");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn shipped(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap()
+}
+
+#[test]
+fn explore_finds_the_pmd_missed_wakeup_and_its_replay_command_reproduces_it() {
+    let (code, out, err) = pmsim(&["explore", "traces/format/pmd_missed_wakeup.trace"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("VIOLATION lost-wakeup"), "{out}");
+    // t2 sleeps in its PMD fault (line 8) on the PMD-aligned key {xa, 0}.
+    assert!(out.contains("at trace line 8"), "{out}");
+    assert!(out.contains("t2 [asleep] line 8"), "{out}");
+    let replay = out
+        .lines()
+        .find_map(|l| l.strip_prefix("replay:   pmsim "))
+        .expect("a replay command");
+    let sched = replay
+        .split('\'')
+        .nth(1)
+        .expect("the schedule in quotes")
+        .to_string();
+    let (code2, out2, err2) = pmsim(&[
+        "replay",
+        "traces/format/pmd_missed_wakeup.trace",
+        "--schedule",
+        &sched,
+    ]);
+    assert_eq!(code2, 1, "{out2}{err2}");
+    assert!(out2.contains("VIOLATION lost-wakeup"), "{out2}");
+    assert!(out2.contains("t2 [asleep] line 8"), "{out2}");
+}
+
+#[test]
+fn without_the_bug_line_dfs_at_preemption_bound_2_is_clean() {
+    let text: String = shipped("traces/format/pmd_missed_wakeup.trace")
+        .lines()
+        .filter(|l| !l.starts_with("bug "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let t = scratch("pmd_fixed.trace", &text);
+    let (code, out, err) = pmsim(&[
+        "explore",
+        &t,
+        "--strategy",
+        "dfs",
+        "--preemption-bound",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("exhausted the search space"), "{out}");
+    let runs: u64 = out
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(", ").next())
+        .and_then(|w| w.strip_suffix(" runs"))
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(0);
+    eprintln!("dfs bound 2 on the fixed kernel: {out}");
+    assert!(runs > 100, "the search ran few schedules: {out}");
+}
+
+#[test]
+fn every_trace_under_traces_dax_runs_clean() {
+    let mut n = 0;
+    for e in std::fs::read_dir(root().join("traces/dax")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "trace") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.starts_with('#'),
+            "{}: starts with a comment",
+            p.display()
+        );
+        let ps = p.display().to_string();
+        for args in [
+            vec!["run", ps.as_str()],
+            vec!["explore", ps.as_str(), "--runs", "15"],
+            vec!["run", ps.as_str(), "--check-invariants"],
+        ] {
+            let (code, out, err) = pmsim(&args);
+            assert_eq!(code, 0, "{args:?}: {out}{err}");
+        }
+        n += 1;
+    }
+    assert!(n >= 5, "{n} traces");
+}
+
+/// A trace with one statement changed must fail (`FROM` -> `TO`) with `want` in the report.
+fn mutated_fails(path: &str, from: &str, to: &str, want: &str) {
+    let text = shipped(path);
+    assert!(text.contains(from), "{path} has `{from}`");
+    let t = scratch(
+        &format!("{}.mut.trace", path.replace('/', "_")),
+        &text.replacen(from, to, 1),
+    );
+    let (code, out, err) = pmsim(&["explore", &t, "--runs", "30"]);
+    assert_eq!(code, 1, "{path} with `{to}`: {out}{err}");
+    assert!(out.contains(want), "{want} in {out}");
+}
+
+#[test]
+fn unmet_expectations_are_violations_naming_thread_line_and_both_sides() {
+    // Data: p2 expects the old fill only, but p1's store may come first.
+    mutated_fails(
+        "traces/dax/two_procs_share.trace",
+        "=> 0x33|0x5a",
+        "=> 0x33",
+        "thread p2, line 12: `p2 load b+0 8 => 0x33` expected 0x33, got ok, 8 bytes of 0x5a",
+    );
+    // SIGBUS past EOF, expected to succeed.
+    mutated_fails(
+        "traces/dax/sigbus_past_eof.trace",
+        "m+0x4000 4 => sigbus",
+        "m+0x4000 4 => 0x01",
+        "expected 0x01, got sigbus",
+    );
+    // A load inside the file expected to take SIGBUS.
+    mutated_fails(
+        "traces/dax/sigbus_past_eof.trace",
+        "m+0x1000 4 => 0x01",
+        "m+0x1000 4 => sigbus",
+        "expected sigbus, got ok, 4 bytes of 0x01",
+    );
+    // Mapping sizes both ways.
+    mutated_fails(
+        "traces/dax/pmd_and_pte.trace",
+        "big+0x1000 8 => pmd",
+        "big+0x1000 8 => pte",
+        "expected pte, got ok, 8 bytes of 0x7e, pmd",
+    );
+    mutated_fails(
+        "traces/dax/pmd_and_pte.trace",
+        "small+0x300000 read => pte",
+        "small+0x300000 read => pmd",
+        "expected pmd, got ok, pte",
+    );
+    // Wrong data after a store; wrong size; wrong errno.
+    mutated_fails(
+        "traces/dax/map_sync_store_flush.trace",
+        "8 => u64:0x1122334455667788",
+        "8 => u64:0x1122334455667789",
+        "expected u64:0x1122334455667789",
+    );
+    mutated_fails(
+        "traces/dax/map_sync_store_flush.trace",
+        "=> size=64K",
+        "=> size=32K",
+        "expected size=32KiB, got ok, size=65536",
+    );
+    mutated_fails(
+        "traces/dax/create_and_fault_hole.trace",
+        "=> err(EEXIST)",
+        "=> err(ENOENT)",
+        "expected err(ENOENT), got err(EEXIST)",
+    );
+}
+
+#[test]
+fn what_cannot_run_is_refused_with_positions_and_nothing_runs() {
+    let t = scratch(
+        "refused.trace",
+        "pmsim-trace 1\n\
+         file /f size=8K\n\
+         t1 mmap /f 0 8K shared as m\n\
+         t1 load m+0x1ff8 16\n\
+         t1 write /f 0 8 0x01\n\
+         t1 stat /nope\n\
+         t1 poison /f 0\n",
+    );
+    let (code, out, err) = pmsim(&["run", &t]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty(), "nothing ran: {out}");
+    for want in [
+        "refused.trace:4:1: `t1 load m+0x1ff8`: the range 0x1ff8..0x2008 passes the end of mapping `m`",
+        "refused.trace:5:1: `t1 write`: not built yet",
+        "refused.trace:6:1: `t1 stat /nope`: no such file",
+        "refused.trace:7:1: `t1 poison`: not built yet",
+    ] {
+        assert!(err.contains(want), "{want} in {err}");
+    }
+    // Files that do not fit the file system.
+    let t = scratch(
+        "too_big.trace",
+        "pmsim-trace 1\nmachine pmem=16MiB\nfile /f size=32MiB\nt1 yield\n",
+    );
+    let (code, out, err) = pmsim(&["run", &t]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("too_big.trace:3:1: `file /f`"), "{err}");
+}
