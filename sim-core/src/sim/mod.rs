@@ -947,6 +947,17 @@ fn machine_op(
     })
 }
 
+impl SimPlatform {
+    /// A non-blocking load (`Machine::load_nowait`): the data is read in this step, the CPU's
+    /// clock advances only by the issue cost (and any wait for a free fill buffer); the next
+    /// `mfence` waits for the load to complete. Lets a task keep several misses in flight, as
+    /// an out-of-order core does with independent loads. Same footprint as `pmem_load`.
+    pub async fn pmem_load_nowait(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        announce(Op::mem(OpKind::Read, addr, buf.len() as u64)).await;
+        machine_op("load", |m, now, cpu| m.load_nowait(now, cpu, addr, buf))
+    }
+}
+
 impl PmemPlatform for SimPlatform {
     async fn pmem_load(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         announce(Op::mem(OpKind::Read, addr, buf.len() as u64)).await;
