@@ -606,3 +606,30 @@ impl fmt::Display for MediaBenchReport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_through_the_seam_is_deterministic_and_overlaps_loads_up_to_mlp() {
+        let mut p = MediaParams::preset("optane-like").expect("preset");
+        p.ways = 1;
+        let two = bandwidth(&p, 2, 4096, Access::Read).expect("runs");
+        assert_eq!(two, bandwidth(&p, 2, 4096, Access::Read).expect("runs"));
+        // One line per miss latency: what a thread reads when its loads cannot overlap.
+        let serial = 64.0 / p.read_miss_ns;
+        let overlapped = bandwidth(&p, 1, 64, Access::Read).expect("runs");
+        assert!(
+            overlapped > 4.0 * serial,
+            "{overlapped} GB/s with {} fill buffers, {serial} GB/s serial",
+            p.mlp
+        );
+        p.mlp = 1;
+        let one_buffer = bandwidth(&p, 1, 64, Access::Read).expect("runs");
+        assert!(
+            (0.8 * serial..1.05 * serial).contains(&one_buffer),
+            "{one_buffer} GB/s with one fill buffer, {serial} GB/s serial"
+        );
+    }
+}

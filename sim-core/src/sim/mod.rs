@@ -15,9 +15,11 @@
 //! each CPU has a clock in ns, starting at 0. The scheduler's choices, not the clocks, order the
 //! steps of a run: that order is the global order of events, and shared resources (the cache,
 //! the media pipelines) serve requests in it. A memory operation starts at its CPU's clock and
-//! advances it by its latency; `sleep_ns(ns)` is a scheduling point after which the CPU's clock
-//! has moved on by `ns` (other tasks may or may not have run meanwhile: the scheduler chooses);
-//! every other step takes no time. `now_ns` returns the CPU's clock, and the event log records
+//! advances it by its latency (a non-blocking load, `SimPlatform::pmem_load_nowait`, only by
+//! its issue cost: the machine keeps its completion, which the CPU's next `mfence` waits for);
+//! `sleep_ns(ns)` is a scheduling point after which the CPU's clock has moved on by `ns` (other
+//! tasks may or may not have run meanwhile: the scheduler chooses); every other step takes no
+//! time. `now_ns` returns the CPU's clock, and the event log records
 //! each step at its CPU's clock. `Sim::now_ns` is the latest clock.
 //!
 //! # Footprints
