@@ -9,19 +9,22 @@
 //!   1 GiB), and persists of 64 B and 4 KiB to random 4 KiB-aligned addresses, one at a time
 //!   with idle time (`sleep_ns`) between them: per line a store and a clwb (or a non-temporal
 //!   store), then one sfence.
-//! - Bandwidths drive the `MediaModel` directly, the way an out-of-order core does (the seam's
-//!   operations complete one at a time per task, so they cannot overlap): each thread issues
-//!   accesses of one size to random size-aligned addresses over 1 GiB without waiting for them,
-//!   limited by its fill buffers (`mlp`); reads cost one issue slot per line, non-temporal
-//!   writes `ntstore_ns` per line, write-backs `store_miss_ns + flush_ns` per line. The first
-//!   half of the accesses warms the model up; bandwidth is the second half's bytes over the
-//!   time they took to complete (reads) or to be accepted (writes).
-
+//! - Bandwidths are measured the same way, through the seam: N simulated tasks on the N CPUs of
+//!   a bench machine each issue accesses of one size to random size-aligned addresses over
+//!   1 GiB. Reads are non-blocking loads, one per line (`SimPlatform::pmem_load_nowait`: the
+//!   CPU's clock moves by the issue cost, the line's completion is charged to the media model
+//!   and to the CPU's outstanding loads, at most `mlp` lines in flight per CPU); non-temporal
+//!   writes are one `pmem_ntstore` per access (`ntstore_ns` per line, the write-combining
+//!   buffer leaving on a free fill buffer); write-backs are a `pmem_store` and a `clwb` per
+//!   line. The scheduler runs the task whose CPU can issue first (its clock, or its next free
+//!   fill buffer), so requests reach the shared media resources in simulated-time order. Each
+//!   task's first half of accesses warms the model up and ends with an `mfence`; bandwidth is
+//!   the bytes of the second halves over the simulated time from the earliest task's start of
+//!   that half to the latest task's final `mfence` (loads completed, writes accepted).
 use super::params::MediaParams;
-use super::timing::{MediaModel, PS, WriteKind};
 use super::{Machine, MachineConfig, MemError};
-use crate::platform::{Platform, PmemPlatform, Spawner};
-use crate::sim::{RunEnd, Sim, SimConfig, SimPlatform};
+use crate::platform::{Platform, PmemPlatform, Spawner, TaskId};
+use crate::sim::{RunEnd, Sim, SimConfig, SimPlatform, peek_machine};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -42,8 +45,6 @@ const REGION: u64 = 1 << 30;
 const SEED: u64 = 0x5eed;
 /// Bytes per bandwidth point (half warm-up).
 const BW_BYTES: u64 = 1 << 20;
-/// Cost of issuing one load instruction in the bandwidth sweep.
-const LOAD_ISSUE_NS: f64 = 1.0;
 
 /// One measurement, with the paper value where there is one.
 #[derive(Clone, Debug, Serialize)]
@@ -105,9 +106,9 @@ pub fn run_media_bench(
                 THREADS
                     .iter()
                     .map(|&t| bandwidth(&p, t, s, access))
-                    .collect()
+                    .collect::<Result<Vec<f64>, String>>()
             })
-            .collect();
+            .collect::<Result<Vec<_>, String>>()?;
         report.matrices.push(BandwidthMatrix {
             title: format!(
                 "{what} bandwidth (GB/s), {} DIMM(s), {} interleave, random accesses",
@@ -200,7 +201,7 @@ pub fn run_media_comparison(
     for (access, what, refs) in by_size {
         for (&size, r) in SIZES.iter().zip(refs) {
             let name = format!("{what} {}", size_name(size));
-            row(g, &name, "GB/s", bandwidth(&one, 4, size, access), *r);
+            row(g, &name, "GB/s", bandwidth(&one, 4, size, access)?, *r);
         }
     }
     let g = "1 DIMM, random 256 B (GB/s)";
@@ -211,13 +212,13 @@ pub fn run_media_comparison(
     for (access, what, refs) in by_threads {
         for (t, r) in (1..).zip(refs) {
             let name = format!("{what}, {t} thread(s)");
-            row(g, &name, "GB/s", bandwidth(&one, t, 256, access), *r);
+            row(g, &name, "GB/s", bandwidth(&one, t, 256, access)?, *r);
         }
     }
-    let clwb_peak = THREADS
-        .iter()
-        .map(|&t| bandwidth(&one, t, 256, Access::Clwb))
-        .fold(0.0, f64::max);
+    let mut clwb_peak = 0.0f64;
+    for &t in THREADS {
+        clwb_peak = clwb_peak.max(bandwidth(&one, t, 256, Access::Clwb)?);
+    }
     row(
         g,
         "store+clwb, best of 1-8 threads",
@@ -226,9 +227,9 @@ pub fn run_media_comparison(
         None,
     );
     let g = format!("{} DIMMs interleaved, random 256 B (GB/s)", p.ways);
-    let w4 = bandwidth(&p, 4, 256, Access::NtStore);
+    let w4 = bandwidth(&p, 4, 256, Access::NtStore)?;
     row(&g, "ntstore, 4 threads", "GB/s", w4, paper.write_4t);
-    let r8 = bandwidth(&p, 8, 256, Access::Read);
+    let r8 = bandwidth(&p, 8, 256, Access::Read)?;
     row(&g, "read, 8 threads", "GB/s", r8, None);
 
     Ok(MediaBenchReport {
@@ -347,72 +348,107 @@ enum Access {
     Clwb,
 }
 
-/// Sustained bandwidth (GB/s) of `threads` threads doing random `size`-byte accesses.
-fn bandwidth(p: &MediaParams, threads: usize, size: u64, access: Access) -> f64 {
-    let mut m = MediaModel::new(p, threads, SEED);
-    let mut rngs: Vec<ChaCha8Rng> = (0..threads)
-        .map(|t| ChaCha8Rng::seed_from_u64(SEED + t as u64))
-        .collect();
-    let mut clock = vec![0u64; threads];
-    let accesses = (BW_BYTES / size).max(64) as usize;
-    let warm = accesses / 2;
-    let issue_ps = |ns: f64| (ns * PS).round() as u64;
-    let (load_issue, nt_issue, wb_issue) = (
-        issue_ps(LOAD_ISSUE_NS),
-        issue_ps(p.ntstore_ns),
-        issue_ps(p.store_miss_ns + p.flush_ns),
-    );
-    // Threads interleave line by line in simulated-time order (the thread that can issue
-    // first, once it has a free fill buffer, issues its next line; ties go to the lowest
-    // index), so requests reach the model's resources in time order.
-    let lines = size / 64;
-    let mut cursor: Vec<(u64, u64, u64)> = Vec::with_capacity(threads);
-    for rng in rngs.iter_mut() {
-        cursor.push((rng.random_range(0..REGION / size) * size / 64, 0, 0));
+/// Where each bench task leaves its result.
+type Slots<T> = Arc<std::sync::Mutex<Vec<Option<Result<T, MemError>>>>>;
+
+/// Runs `body(i, platform)` as task `i` of `cpus` tasks on a bench machine of `cpus` CPUs
+/// (task `i` on CPU `i`), scheduling the task whose CPU can issue first (its clock, or later
+/// when all its fill buffers are busy; ties to the lowest index), so that requests reach the
+/// shared media resources in simulated-time order. Returns each task's result, in task order.
+fn on_cpus<T, F, Fut>(p: &MediaParams, cpus: usize, body: F) -> Result<Vec<T>, String>
+where
+    T: Send + 'static,
+    F: Fn(usize, SimPlatform) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<T, MemError>> + 'static,
+{
+    let mut sim = Sim::new(SimConfig {
+        step_limit: u64::MAX,
+        ..SimConfig::default()
+    });
+    let m = Machine::new(MachineConfig {
+        cpus,
+        pmem_size: REGION,
+        media: p.clone(),
+        seed: SEED,
+        ..MachineConfig::default()
+    })?;
+    sim.set_machine(m);
+    // Results leave the simulation through these slots (bench code, not a model).
+    let out: Slots<T> = Arc::new(std::sync::Mutex::new((0..cpus).map(|_| None).collect()));
+    for i in 0..cpus {
+        let slot = out.clone();
+        let plat = sim.platform();
+        let body = body.clone();
+        sim.spawn(&format!("bench{i}"), move || async move {
+            let r = body(i, plat).await;
+            slot.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+        });
     }
-    let (mut started, mut completed) = (threads, 0);
-    let mut warm_end = 0;
-    let mut end = 0;
-    while completed < accesses {
-        let tid = (0..threads)
-            .min_by_key(|&t| (clock[t].max(m.slot_free(t)), t))
-            .unwrap_or(0);
-        let (first, i, finished) = cursor[tid];
-        let line = first + i;
-        let (issue, done) = match access {
-            Access::Read => {
-                let (issue, done) = m.read(clock[tid], tid, line);
-                (issue + load_issue, done)
-            }
-            Access::NtStore => m.write(
-                clock[tid] + nt_issue,
-                Some(tid),
-                line,
-                WriteKind::NonTemporal,
-            ),
-            Access::Clwb => m.write(clock[tid] + wb_issue, Some(tid), line, WriteKind::WriteBack),
+    let end = sim.run(|sim, en| {
+        let issue = |t: &TaskId| {
+            let cpu = t.0 as usize % cpus;
+            let free = peek_machine(|m| m.fill_buffer_free(cpu)).unwrap_or(0);
+            (sim.cpu_clock(cpu).max(free), t.0)
         };
-        clock[tid] = issue;
-        let finished = finished.max(done);
-        if i + 1 < lines {
-            cursor[tid] = (first, i + 1, finished);
-            continue;
-        }
-        if completed < warm {
-            warm_end = warm_end.max(finished);
-        }
-        end = end.max(finished);
-        completed += 1;
-        if started < accesses {
-            started += 1;
-        } else {
-            // This thread is done: park it at the end of time.
-            clock[tid] = u64::MAX;
-        }
-        cursor[tid] = (rngs[tid].random_range(0..REGION / size) * size / 64, 0, 0);
+        en.iter().copied().min_by_key(issue).unwrap_or(en[0])
+    });
+    if let RunEnd::Violation(v) = end {
+        return Err(v.to_string());
     }
-    let bytes = (accesses - warm) as u64 * size;
-    bytes as f64 / ((end - warm_end) as f64 / PS)
+    drop(sim);
+    let mut slots = out.lock().unwrap_or_else(|e| e.into_inner());
+    slots
+        .iter_mut()
+        .map(|r| match r.take() {
+            Some(r) => r.map_err(|e| e.to_string()),
+            None => Err("a bench task did not finish".into()),
+        })
+        .collect()
+}
+
+/// Sustained bandwidth (GB/s) of `threads` threads doing random `size`-byte accesses.
+fn bandwidth(p: &MediaParams, threads: usize, size: u64, access: Access) -> Result<f64, String> {
+    let accesses = (BW_BYTES / size).max(64);
+    let per_task = accesses.div_ceil(threads as u64);
+    let warm = per_task / 2;
+    let spans = on_cpus(p, threads, move |t, p| async move {
+        let mut rng = ChaCha8Rng::seed_from_u64(SEED + t as u64);
+        let data = vec![0xa5u8; size as usize];
+        let mut buf = vec![0u8; size as usize];
+        let mut start = 0;
+        for i in 0..per_task {
+            if i == warm {
+                // Measure from here: every warm-up access has completed (been accepted).
+                p.mfence().await?;
+                start = p.now_ns();
+            }
+            let addr = rng.random_range(0..REGION / size) * size;
+            match access {
+                Access::Read => {
+                    // One load instruction per line, each a step of its own: a line that
+                    // waits for a fill buffer must not reserve the media ahead of other
+                    // tasks' earlier requests.
+                    for (a, chunk) in (addr..).step_by(64).zip(buf.chunks_mut(64)) {
+                        p.pmem_load_nowait(a, chunk).await?;
+                    }
+                }
+                Access::NtStore => p.pmem_ntstore(addr, &data).await?,
+                Access::Clwb => {
+                    p.pmem_store(addr, &data).await?;
+                    for a in (addr..addr + size).step_by(64) {
+                        p.clwb(a).await?;
+                    }
+                }
+            }
+        }
+        // The loads have completed, the writes have been accepted into the persistence domain.
+        p.mfence().await?;
+        Ok((start, p.now_ns()))
+    })?;
+    let first = spans.iter().map(|s| s.0).min().unwrap_or(0);
+    let last = spans.iter().map(|s| s.1).max().unwrap_or(0);
+    let bytes = (per_task - warm) * threads as u64 * size;
+    Ok(bytes as f64 / (last - first).max(1) as f64)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -568,5 +604,32 @@ impl fmt::Display for MediaBenchReport {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_through_the_seam_is_deterministic_and_overlaps_loads_up_to_mlp() {
+        let mut p = MediaParams::preset("optane-like").expect("preset");
+        p.ways = 1;
+        let two = bandwidth(&p, 2, 4096, Access::Read).expect("runs");
+        assert_eq!(two, bandwidth(&p, 2, 4096, Access::Read).expect("runs"));
+        // One line per miss latency: what a thread reads when its loads cannot overlap.
+        let serial = 64.0 / p.read_miss_ns;
+        let overlapped = bandwidth(&p, 1, 64, Access::Read).expect("runs");
+        assert!(
+            overlapped > 4.0 * serial,
+            "{overlapped} GB/s with {} fill buffers, {serial} GB/s serial",
+            p.mlp
+        );
+        p.mlp = 1;
+        let one_buffer = bandwidth(&p, 1, 64, Access::Read).expect("runs");
+        assert!(
+            (0.8 * serial..1.05 * serial).contains(&one_buffer),
+            "{one_buffer} GB/s with one fill buffer, {serial} GB/s serial"
+        );
     }
 }

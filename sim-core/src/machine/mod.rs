@@ -13,6 +13,8 @@
 //! Machine::new(config) -> Result<Machine, String>
 //!
 //! m.load(now, cpu, addr, &mut buf)     -> Result<ns, MemError>   MemError::MachineCheck on poison
+//! m.load_nowait(now, cpu, addr, &mut buf) -> Result<ns, MemError> issue only; mfence waits
+//! m.fill_buffer_free(cpu) -> ns                                 when the CPU can next issue
 //! m.store(now, cpu, addr, &data)       -> Result<ns, MemError>   cached store
 //! m.ntstore(now, cpu, addr, &data)     -> Result<ns, MemError>   movnt, write-combining
 //! m.clwb / clflushopt / clflush(now, cpu, addr) -> Result<ns, MemError>
@@ -80,6 +82,9 @@ use persist::{FenceKind, FlushKind, Persistency, word_mask};
 use poison::Poison;
 use serde::{Deserialize, Serialize};
 use timing::PS;
+
+/// Cost of issuing one non-blocking load of a line (`Machine::load_nowait`). [E]
+pub const LOAD_ISSUE_NS: f64 = 1.0;
 
 /// Bytes in a CPU cache line.
 pub const LINE: usize = 64;
@@ -274,6 +279,8 @@ pub struct Machine {
     media: MediaModel,
     poison: Poison,
     wc: Vec<Option<WcBuffer>>,
+    /// Per CPU, when the last of its non-blocking loads (`load_nowait`) completes (ps).
+    loads_done: Vec<u64>,
     costs: CpuCosts,
     stats: MachineStats,
 }
@@ -349,6 +356,7 @@ impl Machine {
             media: MediaModel::new(p, cfg.cpus, cfg.seed),
             poison,
             wc: vec![None; cfg.cpus],
+            loads_done: vec![0; cfg.cpus],
             costs,
             stats: MachineStats::default(),
             mem,
@@ -369,6 +377,12 @@ impl Machine {
             media: self.media.stats(),
             ..self.stats
         }
+    }
+
+    /// When (ns) CPU `cpu` next has a free line fill buffer: the earliest it can issue a load
+    /// or write that misses the cache.
+    pub fn fill_buffer_free(&self, cpu: usize) -> u64 {
+        to_ns(self.media.slot_free(cpu))
     }
 
     /// The sequence number the next store will carry in `PendingStoreInfo::seq`.
@@ -451,6 +465,52 @@ impl Machine {
         }
         self.mem.read_unchecked(addr, buf);
         Ok(to_ns(done - t0))
+    }
+
+    /// A non-blocking load, the way an out-of-order core issues independent loads: the data is
+    /// copied now (the load takes its place in the global order of events here), but the CPU
+    /// only pays `LOAD_ISSUE_NS` per line plus any wait for a free fill buffer (at most `mlp`
+    /// lines in flight per CPU); the lines' completion is charged to the media model's
+    /// resources and to the CPU's outstanding loads, which its next `mfence` (or locked op)
+    /// waits for. Returns the issue time in ns. Poison fails it as `load` does.
+    pub fn load_nowait(
+        &mut self,
+        now: u64,
+        cpu: usize,
+        addr: u64,
+        buf: &mut [u8],
+    ) -> Result<u64, MemError> {
+        self.check(cpu, addr, buf.len())?;
+        if self.poison.first_bad(addr, buf.len() as u64).is_some() {
+            // A machine check is synchronous: the blocking path reports it.
+            return self.load(now, cpu, addr, buf);
+        }
+        self.stats.loads += 1;
+        let t0 = now * PS as u64;
+        let issue_cost = ps(LOAD_ISSUE_NS);
+        let mut t = t0;
+        let mut done = self.loads_done[cpu];
+        for (line, _, _) in pieces(addr, buf.len()) {
+            let d = match self.llc.lookup(line) {
+                Some(way) => {
+                    self.stats.cache_hits += 1;
+                    t.max(self.llc.ready(way)) + self.costs.cache_hit
+                }
+                None => {
+                    self.stats.cache_misses += 1;
+                    let (issue, d) = self.media.read(t, cpu, line);
+                    t = issue;
+                    let (_, victim) = self.llc.fill(line, d);
+                    self.evict_victim(t, victim);
+                    d
+                }
+            };
+            t += issue_cost;
+            done = done.max(d);
+        }
+        self.loads_done[cpu] = done;
+        self.mem.read_unchecked(addr, buf);
+        Ok(to_ns(t - t0))
     }
 
     /// A cached store. A line not in the cache is filled (read for ownership); a write-back of
@@ -603,7 +663,11 @@ impl Machine {
         }
         self.stats.fences += 1;
         let t0 = now * PS as u64;
-        let t = self.wc_flush(t0, cpu).max(self.media.drained(cpu));
+        let mut t = self.wc_flush(t0, cpu).max(self.media.drained(cpu));
+        if kind == FenceKind::Full {
+            // mfence orders loads too: it waits for the CPU's non-blocking loads.
+            t = t.max(self.loads_done[cpu]);
+        }
         let cost = match kind {
             FenceKind::Sfence => self.costs.fence,
             FenceKind::Full => self.costs.mfence,
@@ -808,6 +872,53 @@ mod tests {
         );
         assert!(cfg.set("pmem", "100").is_err());
         assert!(cfg.set("cpus", "0").is_err());
+    }
+
+    #[test]
+    fn nowait_loads_overlap_up_to_the_fill_buffers_and_mfence_waits_for_them() {
+        let mut cfg = MachineConfig::new("optane-like").unwrap();
+        cfg.set("pmem", "64MiB").unwrap();
+        cfg.set("cpus", "1").unwrap();
+        let mlp = u64::from(cfg.media.mlp);
+        let mut m = Machine::new(cfg.clone()).unwrap();
+        m.write_durable(4096 * 3, &[7; 8]).unwrap();
+        // Lines on different 4 KiB pages, so no buffer hit or prefetch helps.
+        let addr = |i: u64| i * 4096;
+        let (mut t, mut buf) = (0u64, [0u8; 8]);
+        for i in 0..mlp {
+            t += m.load_nowait(t, 0, addr(i), &mut buf).unwrap();
+            if i == 3 {
+                assert_eq!(buf, [7; 8], "the data is read when the load issues");
+            }
+        }
+        // Every load issued without waiting: only the issue cost per line.
+        assert_eq!(t, mlp * LOAD_ISSUE_NS as u64);
+        // The next one waits for a free fill buffer: the first load's completion.
+        let before = t;
+        t += m.load_nowait(t, 0, addr(mlp), &mut buf).unwrap();
+        assert!(t - before >= cfg.media.read_miss_ns as u64 - mlp * LOAD_ISSUE_NS as u64);
+        // sfence does not order loads; mfence waits until the last one completes.
+        let sf = m.sfence(t, 0).unwrap();
+        assert!(
+            sf < cfg.media.read_miss_ns as u64 / 2,
+            "sfence waited {sf} ns"
+        );
+        let mf = m.mfence(t + sf, 0).unwrap();
+        assert!(
+            mf >= cfg.media.read_miss_ns as u64 / 2,
+            "mfence waited {mf} ns"
+        );
+        // The blocking loads of the same lines take one miss latency each.
+        let mut b = Machine::new(cfg).unwrap();
+        let mut tb = 0;
+        for i in 0..=mlp {
+            tb += b.load(tb, 0, addr(i), &mut buf).unwrap();
+        }
+        assert!(
+            tb > 2 * (t + sf + mf),
+            "blocking {tb} ns vs overlapped {}",
+            t + sf + mf
+        );
     }
 
     #[test]

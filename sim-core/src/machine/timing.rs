@@ -121,8 +121,8 @@ struct Times {
     remote_latency: u64,
 }
 
-/// The media and memory-path timing model. `Machine` drives it; the media bench drives it
-/// directly to overlap accesses the way an out-of-order core does.
+/// The media and memory-path timing model. `Machine` drives it (the media bench too, through
+/// the seam: overlapped loads are `Machine::load_nowait`).
 #[derive(Clone, Debug)]
 pub struct MediaModel {
     p: MediaParams,

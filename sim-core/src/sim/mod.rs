@@ -15,9 +15,11 @@
 //! each CPU has a clock in ns, starting at 0. The scheduler's choices, not the clocks, order the
 //! steps of a run: that order is the global order of events, and shared resources (the cache,
 //! the media pipelines) serve requests in it. A memory operation starts at its CPU's clock and
-//! advances it by its latency; `sleep_ns(ns)` is a scheduling point after which the CPU's clock
-//! has moved on by `ns` (other tasks may or may not have run meanwhile: the scheduler chooses);
-//! every other step takes no time. `now_ns` returns the CPU's clock, and the event log records
+//! advances it by its latency (a non-blocking load, `SimPlatform::pmem_load_nowait`, only by
+//! its issue cost: the machine keeps its completion, which the CPU's next `mfence` waits for);
+//! `sleep_ns(ns)` is a scheduling point after which the CPU's clock has moved on by `ns` (other
+//! tasks may or may not have run meanwhile: the scheduler chooses); every other step takes no
+//! time. `now_ns` returns the CPU's clock, and the event log records
 //! each step at its CPU's clock. `Sim::now_ns` is the latest clock.
 //!
 //! # Footprints
@@ -945,6 +947,17 @@ fn machine_op(
         *s.clock_mut(cpu) = now.saturating_add(ns);
         Ok(())
     })
+}
+
+impl SimPlatform {
+    /// A non-blocking load (`Machine::load_nowait`): the data is read in this step, the CPU's
+    /// clock advances only by the issue cost (and any wait for a free fill buffer); the next
+    /// `mfence` waits for the load to complete. Lets a task keep several misses in flight, as
+    /// an out-of-order core does with independent loads. Same footprint as `pmem_load`.
+    pub async fn pmem_load_nowait(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        announce(Op::mem(OpKind::Read, addr, buf.len() as u64)).await;
+        machine_op("load", |m, now, cpu| m.load_nowait(now, cpu, addr, buf))
+    }
 }
 
 impl PmemPlatform for SimPlatform {
