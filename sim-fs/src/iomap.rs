@@ -237,18 +237,6 @@ impl<P: PmemPlatform> IomapOps<P> for DaxfsFile<P> {
         r.map_err(FsError::to_mm)
     }
 
-    async fn iomap_end(
-        &self,
-        _p: &P,
-        _pos: u64,
-        _length: u64,
-        _written: u64,
-        _flags: u32,
-        _iomap: &Iomap,
-    ) -> Result<(), Errno> {
-        Ok(())
-    }
-
     async fn fsync_range(
         &self,
         p: &P,

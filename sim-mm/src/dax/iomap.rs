@@ -122,16 +122,19 @@ pub trait IomapOps<P: Platform> {
         length: u64,
         flags: u32,
     ) -> impl Future<Output = Result<IomapPair, Errno>>;
-    /// `->iomap_end(inode, pos, length, written, flags, &iomap)`.
+    /// `->iomap_end(inode, pos, length, written, flags, &iomap)`. Optional, as in the kernel
+    /// (`iomap_iter` skips a NULL `->iomap_end`): the default does nothing.
     fn iomap_end(
         &self,
-        p: &P,
-        pos: u64,
-        length: u64,
-        written: u64,
-        flags: u32,
-        iomap: &Iomap,
-    ) -> impl Future<Output = Result<(), Errno>>;
+        _p: &P,
+        _pos: u64,
+        _length: u64,
+        _written: u64,
+        _flags: u32,
+        _iomap: &Iomap,
+    ) -> impl Future<Output = Result<(), Errno>> {
+        std::future::ready(Ok(()))
+    }
     /// `vfs_fsync_range(file, start, end, datasync)` for `dax_finish_sync_fault`: make the
     /// metadata of the range durable (after it, `iomap_begin` no longer sets `IOMAP_F_DIRTY`).
     fn fsync_range(
