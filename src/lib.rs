@@ -6,6 +6,7 @@
 
 #[macro_use]
 mod report;
+mod minimize;
 mod output;
 pub mod trace_model;
 
@@ -69,6 +70,11 @@ enum Cmd {
     Explore(RunArgs),
     /// Replay one schedule string bit-exactly (as printed by a failure report).
     Replay(RunArgs),
+    /// Shrink a failure: the schedule (fewer preemptions, fewer steps) and the trace (fewer
+    /// threads and statements, smaller sizes) while the same violation reproduces; writes the
+    /// smaller trace and prints its replay command. Exit 1: the violation reproduced (and was
+    /// minimized).
+    Minimize(MinimizeArgs),
     /// Benchmarks of pmsim itself.
     Bench {
         #[command(subcommand)]
@@ -190,6 +196,34 @@ struct RunArgs {
     /// Check the sim-mm invariants after every step, not only at the end of each run.
     #[arg(long)]
     check_invariants: bool,
+}
+
+#[derive(Args)]
+struct MinimizeArgs {
+    /// The failing trace (`.trace`); its `bug` lines stay on.
+    trace: PathBuf,
+    /// The failing schedule (as a failure report prints it).
+    #[arg(long, value_name = "S", conflicts_with = "schedule_file")]
+    schedule: Option<String>,
+    /// Read the failing schedule from FILE.
+    #[arg(long, value_name = "FILE")]
+    schedule_file: Option<PathBuf>,
+    /// Where to write the minimized trace (absent, or a file an earlier `pmsim minimize`
+    /// wrote).
+    #[arg(short = 'o', long = "output", value_name = "OUT.trace")]
+    output: PathBuf,
+    /// At most this many runs in all.
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_runs: u64,
+    /// At most this many candidate traces.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    max_traces: u64,
+    /// Livelock guard: a run longer than this many steps is a violation.
+    #[arg(long, default_value_t = 1_000_000)]
+    step_limit: u64,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    json: bool,
 }
 
 /// An error for the user, exit code 2. `Plain` is printed as `pmsim: error: MESSAGE`;
@@ -320,13 +354,18 @@ fn check_trace(files: &[PathBuf], print: bool, io: &mut Io) -> u8 {
 
 /// The schedule of `--schedule S` or `--schedule-file FILE`.
 fn schedule_arg(a: &RunArgs) -> Result<Option<Schedule>, UsageError> {
-    if let Some(text) = &a.schedule {
+    schedule_from(a.schedule.as_deref(), a.schedule_file.as_deref())
+}
+
+/// The schedule given as text or in a file.
+fn schedule_from(text: Option<&str>, file: Option<&Path>) -> Result<Option<Schedule>, UsageError> {
+    if let Some(text) = text {
         return Ok(Some(
             text.parse::<Schedule>()
                 .map_err(|e| usage(format!("--schedule: {e}")))?,
         ));
     }
-    let Some(path) = &a.schedule_file else {
+    let Some(path) = file else {
         return Ok(None);
     };
     let bytes = output::read_capped(path, MAX_INPUT_BYTES)
@@ -761,12 +800,14 @@ fn run_cmd(cmd: &'static str, a: &RunArgs, io: &mut Io) -> Result<u8, UsageError
             }
         }
     }
+    let details = details_of(cmd, model.as_ref(), &cfg, &rep, &subject);
     let outcome = Outcome {
         command: cmd,
         subject: &subject,
         cfg: &cfg,
         report: &rep,
         schedule_file: schedule_file.as_deref(),
+        details: details.as_ref(),
     };
     outcome.print(a.json, io.out);
     for e in &write_errors {
@@ -777,6 +818,149 @@ fn run_cmd(cmd: &'static str, a: &RunArgs, io: &mut Io) -> Result<u8, UsageError
         (false, true) => 0,
         (false, false) => 2,
     })
+}
+
+/// `pmsim minimize`.
+fn minimize_cmd(a: &MinimizeArgs, io: &mut Io) -> Result<u8, UsageError> {
+    if a.step_limit == 0 {
+        return Err(usage("--step-limit must be at least 1"));
+    }
+    let out = &a.output;
+    check_output("--output", out)?;
+    let same = matches!((a.trace.canonicalize(), out.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    if same {
+        return Err(usage(format!(
+            "--output {}: is the input trace; pmsim does not overwrite its inputs",
+            out.display()
+        )));
+    }
+    // Only a file an earlier minimize wrote is replaced.
+    if out.exists() {
+        let ours = output::read_capped(out, MAX_INPUT_BYTES)
+            .is_ok_and(|b| b.starts_with(minimize::MARK.as_bytes()));
+        if !ours {
+            return Err(usage(format!(
+                "--output {}: exists and pmsim did not write it (its first line is not `{}`); \
+                 pmsim minimize replaces only its own outputs",
+                out.display(),
+                minimize::MARK
+            )));
+        }
+    }
+    let schedule =
+        schedule_from(a.schedule.as_deref(), a.schedule_file.as_deref())?.ok_or_else(|| {
+            usage(
+                "minimize needs --schedule S or --schedule-file FILE (a failure report prints it)",
+            )
+        })?;
+    let trace = read_trace(&a.trace)?;
+    check_machine(&a.trace, &trace)?;
+    let model = trace_model::load(trace.clone(), &[], false).map_err(|missing| {
+        let mut msg = format!(
+            "{}: this build cannot execute {} of the trace yet; nothing was run:",
+            a.trace.display(),
+            plural(missing.len(), "item", "items"),
+        );
+        for u in &missing {
+            msg.push_str(&format!(
+                "\n  {}:{}:{}: `{}`: {}",
+                a.trace.display(),
+                u.line,
+                u.col,
+                u.what,
+                u.why
+            ));
+        }
+        usage(msg)
+    })?;
+    let cfg = ExploreConfig {
+        step_limit: a.step_limit,
+        ..ExploreConfig::default()
+    };
+    let m = minimize::minimize(&trace, &model, &schedule, &cfg, a.max_runs, a.max_traces)
+        .map_err(|e| usage(format!("minimize: {e}")))?;
+    let replay = minimize::replay_of(&m, out, &cfg);
+    let text = minimize::output_text(&m, &a.trace, &replay);
+    let written = output::write_atomically(out, text.as_bytes())
+        .map_err(|e| format!("--output {}: cannot write the trace: {e}", out.display()));
+    if a.json {
+        let v = serde_json::json!({
+            "schema_version": 1, "command": "minimize", "result": "violation",
+            "kind": m.signature.kind, "queues": m.signature.queues,
+            "input": a.trace.display().to_string(), "output": out.display().to_string(),
+            "before": m.before, "after": m.after,
+            "schedule": m.schedule.to_string(), "replay": replay,
+            "runs": m.runs, "traces_tried": m.traces_tried,
+            "written": written.is_ok(),
+            "pmsim_version": env!("CARGO_PKG_VERSION"),
+        });
+        outln!(io.out, "{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let size = |s: &minimize::Size| {
+            format!(
+                "{}, {}, {}, {}",
+                plural(s.statements, "statement", "statements"),
+                plural(s.threads, "thread", "threads"),
+                plural(s.preemptions, "preemption", "preemptions"),
+                plural(s.steps, "step", "steps")
+            )
+        };
+        outln!(
+            io.out,
+            "pmsim minimize {}: {} ({} runs, {} candidate traces)",
+            a.trace.display(),
+            m.signature.describe(),
+            m.runs,
+            m.traces_tried
+        );
+        outln!(io.out, "before: {}", size(&m.before));
+        outln!(io.out, "after:  {}", size(&m.after));
+        if written.is_ok() {
+            outln!(io.out, "wrote {}", out.display());
+        }
+        outln!(io.out, "schedule: {}", m.schedule);
+        outln!(io.out, "replay:   {replay}");
+    }
+    match written {
+        Ok(()) => Ok(1),
+        Err(e) => {
+            io.error(&usage(e));
+            Ok(2)
+        }
+    }
+}
+
+/// The reported run replayed with footprints and call paths (`report::Details`): the failure,
+/// or the one run of `run` and `replay` (a clean search has no single run to report). `None`
+/// when the replay does not reproduce (the report then says what explore found, without it).
+fn details_of(
+    cmd: &str,
+    model: &dyn Model,
+    cfg: &ExploreConfig,
+    rep: &sim_core::sim::ExploreReport,
+    subject: &Subject,
+) -> Option<report::Details> {
+    let sched = match &rep.failure {
+        Some(f) => f.schedule.clone(),
+        None if cmd == "explore" => return None,
+        None => logged_run(model, cfg).ok()?.schedule,
+    };
+    let run = sim_core::sim::story::record_replay(model, &sched, cfg.step_limit).ok()?;
+    let (stats, statements) = match subject {
+        // The runner's counts of the run just recorded (on this thread).
+        Subject::Trace { path, .. } => (
+            sim_fs::runner::last_run_stats(),
+            read_trace(path)
+                .map(|t| {
+                    t.all_statements()
+                        .map(|s| (s.pos.line, s.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        _ => Default::default(),
+    };
+    Some(report::Details::of_run(&run, stats, statements))
 }
 
 /// Checks one media parameter beyond its syntax: a finite value in a range that describes a
@@ -907,6 +1091,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
         Cmd::Run(a) => run_cmd("run", a, io),
         Cmd::Explore(a) => run_cmd("explore", a, io),
         Cmd::Replay(a) => run_cmd("replay", a, io),
+        Cmd::Minimize(a) => minimize_cmd(a, io),
         Cmd::Bench { what } => match what {
             BenchCmd::Engine { iters, json } => {
                 report::bench_engine(io.out, *iters, *json);

@@ -5,7 +5,10 @@ use serde::Serialize;
 use sim_core::events::EventQueue;
 use sim_core::platform::TaskId;
 use sim_core::sim::explore::{Determinism, Progress};
-use sim_core::sim::{ExploreConfig, ExploreReport, Sim, Strategy, explore};
+use sim_core::sim::story::{RecordedRun, STORY_MAX_STEPS, Story, causal_story};
+use sim_core::sim::{ExploreConfig, ExploreReport, Sim, Strategy, TaskReport, explore};
+use sim_fs::runner::{FaultStats, ThreadStats};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -131,9 +134,198 @@ pub struct Outcome<'a> {
     pub report: &'a ExploreReport,
     /// The failure's schedule was written to this file (a long schedule).
     pub schedule_file: Option<&'a Path>,
+    /// What the reported run did, per thread, and the failure's causal story (from a
+    /// recorded replay of the failing run, or of the run of `run`/`replay`).
+    pub details: Option<&'a Details>,
 }
 
-fn plural(n: u64, one: &str, many: &str) -> String {
+/// One thread of the reported run.
+#[derive(Clone, Debug, Default)]
+pub struct ThreadDetails {
+    pub name: String,
+    /// Counted by the trace runner (traces only).
+    pub stats: Option<ThreadStats>,
+    /// Page faults, from the call paths of its steps (traces and DAX models).
+    pub faults: FaultStats,
+    /// Steps it took.
+    pub steps: u64,
+}
+
+/// The reported run, replayed with footprints and call paths ([`Details::of_run`]).
+#[derive(Clone, Debug, Default)]
+pub struct Details {
+    /// Steps after the model's setup, and the preemptions among them.
+    pub steps: u64,
+    pub preemptions: u64,
+    pub threads: Vec<ThreadDetails>,
+    pub story: Option<Story>,
+    /// The trace's statements by line, as the printer writes them (traces only).
+    pub statements: BTreeMap<u32, String>,
+}
+
+impl Details {
+    /// The details of a recorded run; `stats`: the trace runner's counts of that run.
+    pub fn of_run(
+        run: &RecordedRun,
+        stats: BTreeMap<String, ThreadStats>,
+        statements: BTreeMap<u32, String>,
+    ) -> Details {
+        let faults =
+            sim_fs::runner::count_faults(run.steps.iter().map(|s| (s.event.task.0, &s.path[..])));
+        let mut steps: BTreeMap<u32, u64> = BTreeMap::new();
+        for s in &run.steps {
+            *steps.entry(s.event.task.0).or_default() += 1;
+        }
+        let threads = run
+            .log
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, name)| ThreadDetails {
+                name: name.clone(),
+                stats: stats.get(name).cloned(),
+                faults: faults.get(&(i as u32)).cloned().unwrap_or_default(),
+                steps: steps.get(&(i as u32)).copied().unwrap_or(0),
+            })
+            .collect();
+        Details {
+            steps: run.steps.len() as u64,
+            preemptions: run.preemptions() as u64,
+            threads,
+            story: run
+                .violation()
+                .map(|v| causal_story(run, v, STORY_MAX_STEPS)),
+            statements,
+        }
+    }
+
+    fn thread(&self, name: &str) -> Option<&ThreadDetails> {
+        self.threads.iter().find(|t| t.name == name)
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        let threads: serde_json::Map<String, serde_json::Value> = self
+            .threads
+            .iter()
+            .map(|t| {
+                let f = &t.faults;
+                let mut v = serde_json::json!({
+                    "steps": t.steps,
+                    "faults": {"total": f.total(), "pte": f.pte, "pmd": f.pmd,
+                               "fallback": f.fallback, "other": f.other},
+                });
+                if let (Some(s), Some(obj)) = (&t.stats, v.as_object_mut()) {
+                    obj.insert("statements".into(), s.statements.into());
+                    obj.insert(
+                        "mapped".into(),
+                        serde_json::json!({"pte": s.pte_mapped, "pmd": s.pmd_mapped}),
+                    );
+                    obj.insert(
+                        "signals".into(),
+                        serde_json::json!({"sigbus": s.sigbus, "sigsegv": s.sigsegv}),
+                    );
+                    obj.insert("errors".into(), s.errors.into());
+                    obj.insert("unmet_expectations".into(), s.unmet.into());
+                }
+                (t.name.clone(), v)
+            })
+            .collect();
+        serde_json::json!({
+            "steps": self.steps,
+            "preemptions": self.preemptions,
+            "threads": threads,
+        })
+    }
+}
+
+/// `FILE:LINE` of a trace line (the trace subject's file), else `line N`.
+fn location(subject: &Subject, line: u32) -> String {
+    match subject {
+        Subject::Trace { path, .. } => format!("{}:{line}", path.display()),
+        _ => format!("line {line}"),
+    }
+}
+
+/// A thread's counts on one line: `2 statements, 1 fault (1 PTE), signals: none`.
+fn thread_summary(t: &ThreadDetails) -> String {
+    let mut parts = Vec::new();
+    if let Some(s) = &t.stats {
+        parts.push(plural(s.statements, "statement", "statements"));
+    }
+    let f = &t.faults;
+    let mut sizes = Vec::new();
+    for (n, what) in [
+        (f.pte, "PTE"),
+        (f.pmd, "PMD"),
+        (f.fallback, "PMD fallback to PTE"),
+        (f.other, "other"),
+    ] {
+        if n > 0 {
+            sizes.push(format!("{n} {what}"));
+        }
+    }
+    if sizes.is_empty() {
+        parts.push("no faults".into());
+    } else {
+        parts.push(format!(
+            "{} ({})",
+            plural(f.total(), "fault", "faults"),
+            sizes.join(", ")
+        ));
+    }
+    if let Some(s) = &t.stats {
+        let mut sig = Vec::new();
+        if s.sigbus > 0 {
+            sig.push(format!("{} SIGBUS", s.sigbus));
+        }
+        if s.sigsegv > 0 {
+            sig.push(format!("{} SIGSEGV", s.sigsegv));
+        }
+        parts.push(if sig.is_empty() {
+            "signals: none".into()
+        } else {
+            format!("signals: {}", sig.join(", "))
+        });
+        if s.errors > 0 {
+            parts.push(plural(s.errors, "error return", "error returns"));
+        }
+    }
+    parts.push(plural(t.steps, "step", "steps"));
+    parts.join(", ")
+}
+
+/// A task of a violation report: where it is, its call path, locks, wait key, counts.
+fn print_task(out: &mut dyn Write, subject: &Subject, d: Option<&Details>, t: &TaskReport) {
+    let mut head = format!("  {} [{}]", t.name, t.status);
+    if t.line > 0 {
+        head.push_str(&format!(" line {} ({}", t.line, location(subject, t.line)));
+        if let Some(stmt) = d.and_then(|d| d.statements.get(&t.line)) {
+            head.push_str(&format!(": `{stmt}`"));
+        }
+        head.push(')');
+    }
+    outln!(out, "{head}");
+    if t.status != "finished" {
+        outln!(out, "    next: {}", t.next);
+    }
+    if !t.path.is_empty() {
+        outln!(out, "    in {}", t.path_text());
+    }
+    if !t.holds.is_empty() {
+        outln!(out, "    holds: {}", t.holds.join(", "));
+    }
+    if let Some(k) = &t.wait_key {
+        outln!(out, "    sleeps on {k}");
+    }
+    if let Some(w) = &t.last_wake {
+        outln!(out, "    last woke {w}");
+    }
+    if let Some(td) = d.and_then(|d| d.thread(&t.name)).filter(|td| td.steps > 0) {
+        outln!(out, "    ran: {}", thread_summary(td));
+    }
+}
+
+pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
@@ -153,6 +345,10 @@ struct JsonSummary<'a> {
     max_steps: u64,
     last_hash: String,
     failure: Option<JsonFailure<'a>>,
+    violations: Vec<JsonViolation>,
+    schedule: Option<String>,
+    replay: Option<String>,
+    stats: serde_json::Value,
     pmsim_version: &'a str,
 }
 
@@ -168,6 +364,22 @@ struct JsonFailure<'a> {
     tasks: &'a [sim_core::sim::TaskReport],
     schedule: String,
     schedule_file: Option<String>,
+    replay: String,
+    /// `FILE:LINE` of the violation (traces), else `line N`.
+    location: Option<String>,
+    story: Option<&'a Story>,
+}
+
+#[derive(Serialize)]
+struct JsonViolation {
+    kind: String,
+    /// The task that raised it or is at its centre.
+    thread: Option<String>,
+    line: u32,
+    location: Option<String>,
+    /// That task's call path, outermost first.
+    path: Vec<String>,
+    message: String,
     replay: String,
 }
 
@@ -197,8 +409,34 @@ impl Outcome<'_> {
                     replay: self.replay(&s),
                     schedule_file: self.schedule_file.map(|p| p.display().to_string()),
                     schedule: s,
+                    location: (f.violation.line > 0)
+                        .then(|| location(self.subject, f.violation.line)),
+                    story: self.details.and_then(|d| d.story.as_ref()),
                 }
             });
+            let violations = r
+                .failure
+                .iter()
+                .map(|f| {
+                    let v = &f.violation;
+                    let task = v.task.and_then(|t| v.tasks.iter().find(|r| r.id == t.0));
+                    JsonViolation {
+                        kind: v.kind.name(),
+                        thread: task.map(|t| t.name.clone()),
+                        line: v.line,
+                        location: (v.line > 0).then(|| location(self.subject, v.line)),
+                        path: task.map(|t| t.path.clone()).unwrap_or_default(),
+                        message: v.message.clone(),
+                        replay: self.replay(&f.schedule.to_string()),
+                    }
+                })
+                .collect();
+            let schedule = r.failure.as_ref().map(|f| f.schedule.to_string());
+            let replay = schedule.as_deref().map(|s| self.replay(s));
+            let stats = self
+                .details
+                .map(Details::stats_json)
+                .unwrap_or(serde_json::Value::Null);
             let summary = JsonSummary {
                 schema_version: 1,
                 command: self.command,
@@ -218,6 +456,10 @@ impl Outcome<'_> {
                 max_steps: r.max_steps,
                 last_hash: format!("{:016x}", r.last_hash),
                 failure,
+                violations,
+                schedule,
+                replay,
+                stats,
                 pmsim_version: env!("CARGO_PKG_VERSION"),
             };
             match serde_json::to_string_pretty(&summary) {
@@ -270,6 +512,17 @@ impl Outcome<'_> {
                     r.max_steps,
                     r.last_hash
                 );
+                if let Some(d) = self.details {
+                    outln!(
+                        out,
+                        "the run: {}, {}",
+                        plural(d.steps, "step", "steps"),
+                        plural(d.preemptions, "preemption", "preemptions")
+                    );
+                    for t in d.threads.iter().filter(|t| t.steps > 0) {
+                        outln!(out, "  {}: {}", t.name, thread_summary(t));
+                    }
+                }
             }
             Some(f) => {
                 let v = &f.violation;
@@ -280,12 +533,39 @@ impl Outcome<'_> {
                     f.run,
                     f.steps,
                     if v.line > 0 {
-                        format!(", at trace line {}", v.line)
+                        format!(
+                            ", at trace line {} ({})",
+                            v.line,
+                            location(self.subject, v.line)
+                        )
                     } else {
                         String::new()
                     }
                 );
-                let _ = write!(out, "{v}");
+                outln!(out, "{}: {}", v.kind.name(), v.message);
+                if !v.tasks.is_empty() {
+                    outln!(out, "threads:");
+                }
+                for t in &v.tasks {
+                    print_task(out, self.subject, self.details, t);
+                }
+                if let Some(d) = self.details {
+                    outln!(
+                        out,
+                        "the failing run: {}, {}",
+                        plural(d.steps, "step", "steps"),
+                        plural(d.preemptions, "preemption", "preemptions")
+                    );
+                }
+                if let Some(story) = self.details.and_then(|d| d.story.as_ref()) {
+                    outln!(
+                        out,
+                        "causal story ({} of the {} steps; `pmsim replay --events` has the log):",
+                        story.steps.len(),
+                        story.run_steps
+                    );
+                    let _ = write!(out, "{story}");
+                }
                 if r.failed_runs > 1 {
                     outln!(out, "{} of {} runs failed", r.failed_runs, r.runs);
                 }

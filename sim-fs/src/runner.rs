@@ -66,6 +66,7 @@ use sim_mm::pgtable::{PmdVal, is_huge_zero_pfn, is_zero_pfn};
 use sim_mm::signal::create_process;
 use sim_mm::world::{MmConfig, MmWorld};
 use sim_mm::{MmStruct, VmFault};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -305,6 +306,108 @@ pub fn pattern_bytes(pat: &Pattern, len: u64) -> Vec<u8> {
             v
         }
     }
+}
+
+/// What one trace thread did in a run: counted at the statement dispatch point from each
+/// statement's outcome, whatever the statement (see [`last_run_stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadStats {
+    /// Statements executed (started and returned).
+    pub statements: u64,
+    /// Accesses and faults whose first page was mapped by a PTE / by a huge PMD.
+    pub pte_mapped: u64,
+    pub pmd_mapped: u64,
+    /// Statements that ended in SIGBUS / SIGSEGV (signals the thread received).
+    pub sigbus: u64,
+    pub sigsegv: u64,
+    /// Statements that returned an errno.
+    pub errors: u64,
+    /// Statements whose expectation was not met.
+    pub unmet: u64,
+}
+
+/// Page faults of one thread, by how they were served (see [`count_faults`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultStats {
+    pub pte: u64,
+    pub pmd: u64,
+    /// A PMD fault that fell back to PTEs.
+    pub fallback: u64,
+    /// Faults that reached neither fault handler (spurious, or a PMD split and retry).
+    pub other: u64,
+}
+
+impl FaultStats {
+    pub fn total(&self) -> u64 {
+        self.pte + self.pmd + self.fallback + self.other
+    }
+}
+
+thread_local! {
+    /// The statistics of the latest run set up on this OS thread: a run lives on one thread
+    /// (the executor's state is thread-local too), so parallel searches do not mix them. Never
+    /// borrowed across an `.await`.
+    static STATS: RefCell<BTreeMap<String, ThreadStats>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// Per trace thread, what the latest run of a [`TraceRunner`] on this OS thread did (the run
+/// must have ended; a run set up later replaces it).
+pub fn last_run_stats() -> BTreeMap<String, ThreadStats> {
+    STATS.with(|s| s.borrow().clone())
+}
+
+/// The dispatch point's count of one statement's outcome.
+fn count_statement(thread: &str, got: &Got, met: bool) {
+    STATS.with(|s| {
+        let mut s = s.borrow_mut();
+        let t = s.entry(thread.to_string()).or_default();
+        t.statements += 1;
+        match got.page {
+            Some(PageSize::Pte) => t.pte_mapped += 1,
+            Some(PageSize::Pmd) => t.pmd_mapped += 1,
+            None => {}
+        }
+        t.sigbus += got.sigbus as u64;
+        t.sigsegv += got.segv as u64;
+        t.errors += got.errno.is_some() as u64;
+        t.unmet += !met as u64;
+    })
+}
+
+/// Page faults per task, from the call path each step of a run was taken in (in run order;
+/// `sim_core::sim::story::record_run` records them): a fault is a stretch of a task's steps
+/// inside `handle_mm_fault` (or a `dax_iomap_fault` entered directly); it was served by a PMD
+/// when `dax_iomap_pmd_fault` ran in it, by a PTE when `dax_iomap_pte_fault` did, and fell back
+/// when both did.
+pub fn count_faults<'a>(
+    steps: impl IntoIterator<Item = (u32, &'a [&'static str])>,
+) -> BTreeMap<u32, FaultStats> {
+    // Per task: (pmd seen, pte seen) of the fault it is in.
+    let mut open: BTreeMap<u32, (bool, bool)> = BTreeMap::new();
+    let mut out: BTreeMap<u32, FaultStats> = BTreeMap::new();
+    let close = |out: &mut BTreeMap<u32, FaultStats>, t: u32, (pmd, pte): (bool, bool)| {
+        let f = out.entry(t).or_default();
+        match (pmd, pte) {
+            (true, true) => f.fallback += 1,
+            (true, false) => f.pmd += 1,
+            (false, true) => f.pte += 1,
+            (false, false) => f.other += 1,
+        }
+    };
+    for (t, path) in steps {
+        let has = |f: &str| path.contains(&f);
+        if has("handle_mm_fault") || has("dax_iomap_fault") {
+            let e = open.entry(t).or_insert((false, false));
+            e.0 |= has("dax_iomap_pmd_fault");
+            e.1 |= has("dax_iomap_pte_fault");
+        } else if let Some(e) = open.remove(&t) {
+            close(&mut out, t, e);
+        }
+    }
+    for (t, e) in open {
+        close(&mut out, t, e);
+    }
+    out
 }
 
 /// A trace as a model.
@@ -1152,6 +1255,7 @@ impl Model for TraceRunner {
             .expect("the image has the configured size");
         let pmem = self.cfg.pmem_size;
         sim.set_machine(machine);
+        STATS.with(|s| s.borrow_mut().clear());
         let p = sim.platform();
         let slot: Slot = Arc::new(Mutex::new(None));
         {
@@ -1212,7 +1316,9 @@ impl Model for TraceRunner {
                         Op::Load { len, .. } => *len,
                         _ => 0,
                     };
-                    if !meets(expect, &got, len) {
+                    let met = meets(expect, &got, len);
+                    count_statement(&name2, &got, met);
+                    if !met {
                         fail(
                             &p,
                             "trace-expectation",

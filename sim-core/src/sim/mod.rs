@@ -56,6 +56,7 @@ pub mod explore;
 mod hooks;
 pub mod manual;
 pub mod schedule;
+pub mod story;
 
 pub use detect::{TaskReport, Violation, ViolationKind};
 pub use explore::{ExploreConfig, ExploreReport, Failure, Model, Strategy, explore, run_twice};

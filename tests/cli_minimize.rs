@@ -1,0 +1,145 @@
+//! `pmsim minimize`: the seed trace's failure keeps its kind with at most 3 preemptions, the
+//! output is a valid trace whose printed replay reproduces it; outputs pmsim did not write are
+//! never replaced; a schedule without a violation is refused; the result is deterministic.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+const SEED: &str = "traces/format/pmd_missed_wakeup.trace";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn pmsim(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_pmsim"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("pmsim runs");
+    (
+        o.status.code().expect("exited normally"),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn scratch(name: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli_minimize");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    p.display().to_string()
+}
+
+/// The failing schedule explore finds (random, seed 0).
+fn failing_schedule() -> String {
+    let (code, out, _) = pmsim(&["explore", SEED, "--json"]);
+    assert_eq!(code, 1, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["schedule"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn the_seed_failure_minimizes_to_at_most_3_preemptions_and_replays() {
+    let sched = failing_schedule();
+    let out = scratch("seed.min.trace");
+    let (code, text, err) = pmsim(&[
+        "minimize",
+        SEED,
+        "--schedule",
+        &sched,
+        "-o",
+        &out,
+        "--max-traces",
+        "10",
+        "--json",
+    ]);
+    assert_eq!(code, 1, "the violation reproduced: {text}{err}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["kind"], "lost-wakeup");
+    assert_eq!(v["queues"], serde_json::json!(["dax_wait_table"]));
+    let (before, after) = (&v["before"], &v["after"]);
+    assert!(after["preemptions"].as_u64().unwrap() <= 3, "{text}");
+    assert!(
+        after["preemptions"].as_u64() < before["preemptions"].as_u64(),
+        "{text}"
+    );
+    assert!(after["statements"].as_u64() <= before["statements"].as_u64());
+    assert!(after["steps"].as_u64() <= before["steps"].as_u64());
+    // The output is a valid trace, smaller than the input (the 10 candidates reach the first
+    // mmap's length), and starts with the mark and the replay command.
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        written.starts_with("# minimized by pmsim from"),
+        "{written}"
+    );
+    assert!(written.contains("bug pmd-missed-wakeup"), "{written}");
+    assert_ne!(written, std::fs::read_to_string(root().join(SEED)).unwrap());
+    let (c, o, e) = pmsim(&["check-trace", &out]);
+    assert_eq!(c, 0, "{o}{e}");
+    // The printed replay command reproduces the violation on the minimized trace.
+    let replay = v["replay"].as_str().unwrap();
+    assert!(
+        replay.starts_with(&format!("pmsim replay {out} --schedule '")),
+        "{replay}"
+    );
+    let s = replay.split('\'').nth(1).unwrap();
+    assert_eq!(s, v["schedule"]);
+    let (c, o, e) = pmsim(&["replay", &out, "--schedule", s]);
+    assert_eq!(c, 1, "{o}{e}");
+    assert!(o.contains("VIOLATION lost-wakeup"), "{o}");
+    assert!(o.contains("sleeps on dax_wait_table#"), "{o}");
+}
+
+#[test]
+fn schedule_shrinking_alone_is_deterministic_and_replaces_only_its_own_output() {
+    let sched = failing_schedule();
+    let out = scratch("sched.min.trace");
+    let args = |o: &str| {
+        vec![
+            "minimize".to_string(),
+            SEED.into(),
+            "--schedule".into(),
+            sched.clone(),
+            "-o".into(),
+            o.into(),
+            "--max-traces".into(),
+            "0".into(),
+        ]
+    };
+    let a: Vec<String> = args(&out);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (c1, t1, e1) = pmsim(&a);
+    assert_eq!(c1, 1, "{t1}{e1}");
+    assert!(t1.contains("before: 4 statements, 2 threads, "), "{t1}");
+    assert!(t1.contains("after:  4 statements, 2 threads, "), "{t1}");
+    let first = std::fs::read_to_string(&out).unwrap();
+    // Again over its own output: replaced, byte for byte the same.
+    let (c2, t2, _) = pmsim(&a);
+    assert_eq!((c2, &t2), (1, &t1));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), first);
+    // A file pmsim did not write is left alone.
+    let foreign = scratch("foreign.trace");
+    std::fs::write(&foreign, "keep me\n").unwrap();
+    let b: Vec<String> = args(&foreign);
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    let (c3, o3, e3) = pmsim(&b);
+    assert_eq!(c3, 2, "{o3}{e3}");
+    assert!(e3.contains("did not write it"), "{e3}");
+    assert_eq!(std::fs::read_to_string(&foreign).unwrap(), "keep me\n");
+}
+
+#[test]
+fn a_schedule_that_does_not_fail_or_fit_is_refused() {
+    let out = scratch("none.min.trace");
+    // Trace order: t1's PTE fault first, then t2's PMD fault falls back; no violation.
+    let (code, o, e) = pmsim(&["minimize", SEED, "--schedule", "1:0:", "-o", &out]);
+    assert_eq!(code, 2, "{o}{e}");
+    assert!(e.contains("pmsim: error: minimize:"), "{e}");
+    assert!(!std::path::Path::new(&out).exists());
+    let (code, _, e) = pmsim(&["minimize", SEED, "-o", &out]);
+    assert_eq!(code, 2);
+    assert!(e.contains("--schedule"), "{e}");
+}
