@@ -9,7 +9,10 @@
 //! (the task that ran last goes on if it can, else the lowest task id). A plan replays its run
 //! exactly; delta debugging (ddmin) drops chunks of it, re-runs, and keeps a candidate whose run
 //! shows the same violation with fewer preemptions (then fewer deviations, then fewer steps).
-//! The plan of the kept run is recomputed from the run itself, so what is kept always replays.
+//! When no chunk can go, switch points move (`merge_switches`: a stretch between two switches
+//! dropped, later deviations one choice earlier, or a deviation in place of the one before it),
+//! and ddmin starts again. The plan of
+//! the kept run is recomputed from the run itself, so what is kept always replays.
 //!
 //! **Traces** are shrunk by whole threads, then single statements, then numbers: each `len`,
 //! `size` (halved, or 1) and `off` (0, or halved) field of a statement, and each header file's
@@ -187,12 +190,70 @@ fn shrink_schedule(
         }
         if improved {
             n = (n - 1).max(2);
-        } else if n_chunks >= plan.len() {
-            return best;
-        } else {
+        } else if n_chunks < plan.len() {
             n = (n * 2).min(plan.len());
+        } else if let Some(run) = merge_switches(model, step_limit, &best, sig, budget) {
+            // A switch point moved: drop chunks again.
+            best = run;
+            n = 2;
+        } else {
+            return best;
         }
     }
+}
+
+/// Move switch points, for runs that removal alone cannot shrink (a switch that must come
+/// earlier than any the run made): the stretch one deviation starts dropped (the later
+/// switches come that much earlier), every deviation from the `i`-th on one choice earlier
+/// (as if a step before them were gone), then each deviation in place of the one before it
+/// (the earlier switch goes). The first candidate that keeps the violation with a smaller run
+/// wins.
+fn merge_switches(
+    model: &dyn Model,
+    step_limit: u64,
+    best: &RecordedRun,
+    sig: &Signature,
+    budget: &mut Budget,
+) -> Option<RecordedRun> {
+    let plan = plan_of(best);
+    let mut cands: Vec<Plan> = Vec::new();
+    // Drop the stretch that deviation `i` starts: the next deviation takes its place, and the
+    // later ones come that many choices earlier (the dropped steps run later, by default).
+    for i in 0..plan.len() {
+        let mut c: Plan = plan[..i].to_vec();
+        if let Some(&(next_k, next_t)) = plan.get(i + 1) {
+            let len = next_k - plan[i].0;
+            c.push((plan[i].0, next_t));
+            c.extend(plan[i + 2..].iter().map(|&(k, t)| (k - len, t)));
+        }
+        cands.push(c);
+    }
+    for i in 0..plan.len() {
+        let free = if i == 0 { 0 } else { plan[i - 1].0 + 1 };
+        if plan[i].0 > free {
+            let mut c = plan.clone();
+            for d in &mut c[i..] {
+                d.0 -= 1;
+            }
+            cands.push(c);
+        }
+    }
+    for i in (1..plan.len()).rev() {
+        let mut c = plan.clone();
+        c[i - 1].1 = plan[i].1;
+        c.remove(i);
+        cands.push(c);
+    }
+    for cand in cands {
+        if !budget.take_run() {
+            return None;
+        }
+        let run = plan_run(model, best.schedule.seed, step_limit, &cand);
+        if shows(&run, sig) && measure(&run) < measure(best) {
+            return Some(run);
+        }
+    }
+    None
 }
 
 /// Search `model` for `sig`: the plan `hint`, the default rule alone, then random schedules.
@@ -549,4 +610,124 @@ pub fn replay_of(m: &Minimized, out: &Path, cfg: &ExploreConfig) -> String {
         check_invariants: false,
     };
     replay_command(&subject, cfg, ScheduleText::Inline(&m.schedule.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sim_core::sim::story::record_replay;
+    use sim_core::sim::{Strategy, explore};
+
+    fn toy(name: &'static str) -> impl Fn(&mut Sim) {
+        move |sim: &mut Sim| {
+            let p = sim.platform();
+            if name == "abba+noise" {
+                // abba beside two tasks that only yield: random schedules preempt them often,
+                // the deadlock needs one preemption.
+                for t in ["n1", "n2"] {
+                    sim_core::platform::Spawner::spawn(sim, t, move || async move {
+                        for _ in 0..6 {
+                            sim_core::platform::Platform::yield_point(&p, "noise").await;
+                        }
+                    });
+                }
+                sim_core::toys::build("abba", &p, sim);
+            } else {
+                sim_core::toys::build(name, &p, sim);
+            }
+        }
+    }
+
+    /// Failing runs of a toy found by random search (many preemptions), seeds 0..n.
+    fn random_failures(name: &'static str, n: u64) -> Vec<RecordedRun> {
+        let m = toy(name);
+        (0..n)
+            .filter_map(|seed| {
+                let cfg = ExploreConfig {
+                    strategy: Strategy::Random,
+                    seed,
+                    runs: Some(200),
+                    ..ExploreConfig::default()
+                };
+                let f = explore(&m, &cfg, &mut |_| {}).unwrap().failure?;
+                Some(record_replay(&m, &f.schedule, 10_000).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_plan_replays_its_run_exactly() {
+        for name in ["abba", "lost-wakeup"] {
+            let m = toy(name);
+            for run in random_failures(name, 4) {
+                let again = plan_run(&m, run.schedule.seed, 10_000, &plan_of(&run));
+                assert_eq!(again.log.hash, run.log.hash, "{name}");
+                assert_eq!(again.schedule, run.schedule, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn shrinking_keeps_the_violation_and_never_grows_the_run() {
+        let mut shrunk_some = false;
+        for name in ["abba", "lost-wakeup", "abba+noise"] {
+            let m = toy(name);
+            for run in random_failures(name, 4) {
+                let sig = Signature::of(run.violation().unwrap());
+                let before = measure(&run);
+                let mut budget = Budget {
+                    runs: 0,
+                    max_runs: 200,
+                    traces: 0,
+                    max_traces: 0,
+                };
+                let best = shrink_schedule(&m, 10_000, run, &sig, &mut budget);
+                assert!(shows(&best, &sig), "{name}");
+                assert!(measure(&best) <= before, "{name}");
+                shrunk_some |= measure(&best) < before;
+                // Each fails with one preemption.
+                assert!(
+                    best.preemptions() <= 1,
+                    "{name}: {:?} plan {:?} steps {:?}",
+                    measure(&best),
+                    plan_of(&best),
+                    best.steps
+                        .iter()
+                        .map(|s| (s.event.task.0, s.what.clone(), s.enabled.clone()))
+                        .collect::<Vec<_>>()
+                );
+                // Noise steps are not preemptions, but what remains is the failing core.
+                assert!(best.steps.len() <= before.2, "{name}");
+                // What is kept replays exactly from its schedule string.
+                let text = best.schedule.to_string();
+                let again = record_replay(&m, &text.parse().unwrap(), 10_000).unwrap();
+                assert_eq!(again.log.hash, best.log.hash);
+            }
+        }
+        assert!(shrunk_some, "random schedules have preemptions to drop");
+    }
+
+    #[test]
+    fn the_signature_of_a_lost_wakeup_names_the_queues() {
+        let run = &random_failures("lost-wakeup", 1)[0];
+        let sig = Signature::of(run.violation().unwrap());
+        assert_eq!(sig.kind, "lost-wakeup");
+        assert!(!sig.queues.is_empty());
+        assert!(sig.queues.iter().all(|q| !q.contains('#')), "{sig:?}");
+        let abba = &random_failures("abba", 1)[0];
+        let d = Signature::of(abba.violation().unwrap());
+        assert_eq!((d.kind.as_str(), d.queues.len()), ("deadlock", 0));
+    }
+
+    #[test]
+    fn numbers_are_found_and_set_by_pointer() {
+        let v = serde_json::json!({"Load": {"at": {"map": "a", "off": 4096}, "len": 8}});
+        let mut f = Vec::new();
+        number_fields(&v, "", &mut f);
+        f.sort();
+        assert_eq!(f, vec!["/Load/at/off", "/Load/len"]);
+        let mut w = v.clone();
+        *w.pointer_mut("/Load/len").unwrap() = 1.into();
+        assert_eq!(w["Load"]["len"], 1);
+    }
 }

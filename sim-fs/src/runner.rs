@@ -1347,3 +1347,41 @@ impl Model for TraceRunner {
         }
     }
 }
+
+#[cfg(test)]
+mod stats_tests {
+    use super::*;
+
+    #[test]
+    fn faults_are_told_apart_by_the_fault_handlers_they_ran() {
+        let pte: &[&'static str] = &["exc_page_fault", "handle_mm_fault", "dax_iomap_pte_fault"];
+        let pmd: &[&'static str] = &["exc_page_fault", "handle_mm_fault", "dax_iomap_pmd_fault"];
+        let mm: &[&'static str] = &["exc_page_fault", "handle_mm_fault"];
+        let out: &[&'static str] = &["exc_page_fault"];
+        let steps = [
+            // task 1: a PTE fault, then a PMD fault that falls back to a PTE.
+            (1, pte),
+            (1, pte),
+            (1, out),
+            (1, pmd),
+            (2, pmd), // task 2's PMD fault, interleaved
+            (1, mm),
+            (1, pte),
+            (1, out),
+            (2, out),
+            // task 3: a fault in neither handler, still open at the end.
+            (3, mm),
+        ];
+        let f = count_faults(steps.iter().map(|&(t, p)| (t, p)));
+        let want = |pte, pmd, fallback, other| FaultStats {
+            pte,
+            pmd,
+            fallback,
+            other,
+        };
+        assert_eq!(f[&1], want(1, 0, 1, 0));
+        assert_eq!(f[&2], want(0, 1, 0, 0));
+        assert_eq!(f[&3], want(0, 0, 0, 1));
+        assert_eq!(f[&1].total(), 2);
+    }
+}
