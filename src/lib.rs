@@ -221,6 +221,9 @@ struct MinimizeArgs {
     /// Livelock guard: a run longer than this many steps is a violation.
     #[arg(long, default_value_t = 1_000_000)]
     step_limit: u64,
+    /// Check the sim-mm invariants after every step (as the failing run did, if it did).
+    #[arg(long)]
+    check_invariants: bool,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     json: bool,
@@ -855,7 +858,7 @@ fn minimize_cmd(a: &MinimizeArgs, io: &mut Io) -> Result<u8, UsageError> {
         })?;
     let trace = read_trace(&a.trace)?;
     check_machine(&a.trace, &trace)?;
-    let model = trace_model::load(trace.clone(), &[], false).map_err(|missing| {
+    let model = trace_model::load(trace.clone(), &[], a.check_invariants).map_err(|missing| {
         let mut msg = format!(
             "{}: this build cannot execute {} of the trace yet; nothing was run:",
             a.trace.display(),
@@ -877,9 +880,14 @@ fn minimize_cmd(a: &MinimizeArgs, io: &mut Io) -> Result<u8, UsageError> {
         step_limit: a.step_limit,
         ..ExploreConfig::default()
     };
-    let m = minimize::minimize(&trace, &model, &schedule, &cfg, a.max_runs, a.max_traces)
+    let limits = minimize::Limits {
+        max_runs: a.max_runs,
+        max_traces: a.max_traces,
+        check_invariants: a.check_invariants,
+    };
+    let m = minimize::minimize(&trace, &model, &schedule, &cfg, &limits)
         .map_err(|e| usage(format!("minimize: {e}")))?;
-    let replay = minimize::replay_of(&m, out, &cfg);
+    let replay = minimize::replay_of(&m, out, &cfg, a.check_invariants);
     let text = minimize::output_text(&m, &a.trace, &replay);
     let written = output::write_atomically(out, text.as_bytes())
         .map_err(|e| format!("--output {}: cannot write the trace: {e}", out.display()));
@@ -940,6 +948,13 @@ fn details_of(
     rep: &sim_core::sim::ExploreReport,
     subject: &Subject,
 ) -> Option<report::Details> {
+    // A recorded step keeps its footprint and call path: runs longer than this are reported
+    // without details rather than recorded at that cost.
+    const MAX_DETAIL_STEPS: u64 = 200_000;
+    let steps = rep.failure.as_ref().map_or(rep.max_steps, |f| f.steps);
+    if steps > MAX_DETAIL_STEPS {
+        return None;
+    }
     let sched = match &rep.failure {
         Some(f) => f.schedule.clone(),
         None if cmd == "explore" => return None,

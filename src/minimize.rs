@@ -298,14 +298,14 @@ struct Candidate {
     model: Box<dyn Model>,
 }
 
-fn load(trace: &Trace, name: &str) -> Option<Candidate> {
+fn load(trace: &Trace, name: &str, check_invariants: bool) -> Option<Candidate> {
     let text = print(trace);
     let opts = ParseOptions {
         known_bugs: Some(sim_mm::bugs::bug_names()),
     };
     let parsed = parse_bytes(text.as_bytes(), name, &opts).ok()?;
     crate::trace_model::machine_config(&parsed).ok()?;
-    let model = crate::trace_model::load(parsed.clone(), &[], false).ok()?;
+    let model = crate::trace_model::load(parsed.clone(), &[], check_invariants).ok()?;
     Some(Candidate {
         trace: parsed,
         model: Box::new(model),
@@ -359,6 +359,7 @@ struct TraceShrink<'a> {
     sig: &'a Signature,
     seed: u64,
     step_limit: u64,
+    check_invariants: bool,
     budget: &'a mut Budget,
 }
 
@@ -373,7 +374,7 @@ impl TraceShrink<'_> {
             return false;
         }
         self.budget.traces += 1;
-        let Some(cand) = load(&c, "minimize") else {
+        let Some(cand) = load(&c, "minimize", self.check_invariants) else {
             return false;
         };
         let hint = plan_of(&self.run);
@@ -513,6 +514,16 @@ fn size_of(t: &Trace, run: &RecordedRun) -> Size {
     }
 }
 
+/// The bounds and settings of [`minimize`].
+pub struct Limits {
+    /// Runs in all (schedule and trace shrinking together).
+    pub max_runs: u64,
+    /// Candidate traces loaded.
+    pub max_traces: u64,
+    /// The sim-mm invariants after every step, in every run (as `--check-invariants`).
+    pub check_invariants: bool,
+}
+
 /// The result of [`minimize`].
 pub struct Minimized {
     pub signature: Signature,
@@ -532,8 +543,7 @@ pub fn minimize(
     model: &dyn Model,
     schedule: &Schedule,
     cfg: &ExploreConfig,
-    max_runs: u64,
-    max_traces: u64,
+    limits: &Limits,
 ) -> Result<Minimized, String> {
     let step_limit = cfg.step_limit;
     let first = sim_core::sim::story::record_replay(model, schedule, step_limit)
@@ -552,9 +562,9 @@ pub fn minimize(
     let before = size_of(trace, &first);
     let mut budget = Budget {
         runs: 1,
-        max_runs,
+        max_runs: limits.max_runs,
         traces: 0,
-        max_traces,
+        max_traces: limits.max_traces,
     };
     let seed = schedule.seed;
     let best_run = shrink_schedule(model, step_limit, first, &sig, &mut budget);
@@ -565,6 +575,7 @@ pub fn minimize(
         sig: &sig,
         seed,
         step_limit,
+        check_invariants: limits.check_invariants,
         budget: &mut budget,
     };
     shrink.shrink();
@@ -603,11 +614,11 @@ pub fn output_text(m: &Minimized, input: &Path, replay: &str) -> String {
 }
 
 /// The replay command of the minimized trace at `out`.
-pub fn replay_of(m: &Minimized, out: &Path, cfg: &ExploreConfig) -> String {
+pub fn replay_of(m: &Minimized, out: &Path, cfg: &ExploreConfig, check_invariants: bool) -> String {
     let subject = Subject::Trace {
         path: out.to_path_buf(),
         bugs: Vec::new(),
-        check_invariants: false,
+        check_invariants,
     };
     replay_command(&subject, cfg, ScheduleText::Inline(&m.schedule.to_string()))
 }

@@ -543,6 +543,20 @@ impl Outcome<'_> {
                     }
                 );
                 outln!(out, "{}: {}", v.kind.name(), v.message);
+                // Where: the task at the centre, its statement and call path.
+                if let Some(t) = v.task.and_then(|t| v.tasks.iter().find(|r| r.id == t.0)) {
+                    let mut at = format!("where: {}", t.name);
+                    if t.line > 0 {
+                        at.push_str(&format!(" at {}", location(self.subject, t.line)));
+                        if let Some(stmt) = self.details.and_then(|d| d.statements.get(&t.line)) {
+                            at.push_str(&format!(" `{stmt}`"));
+                        }
+                    }
+                    if !t.path.is_empty() {
+                        at.push_str(&format!(" in {}", t.path_text()));
+                    }
+                    outln!(out, "{at}");
+                }
                 if !v.tasks.is_empty() {
                     outln!(out, "threads:");
                 }

@@ -142,4 +142,37 @@ fn a_schedule_that_does_not_fail_or_fit_is_refused() {
     let (code, _, e) = pmsim(&["minimize", SEED, "-o", &out]);
     assert_eq!(code, 2);
     assert!(e.contains("--schedule"), "{e}");
+    // Bad input: a clear error, exit 2, no output file, never a panic.
+    let bad_trace = scratch("bad.trace");
+    std::fs::write(&bad_trace, "pmsim-trace 1\nt1 frobnicate\n").unwrap();
+    let missing_dir = format!("{}/no/such/dir/x.trace", env!("CARGO_TARGET_TMPDIR"));
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![SEED, "--schedule", "zz", "-o", &out], "--schedule"),
+        (
+            vec![SEED, "--schedule", "1:0:0", "-o", &missing_dir],
+            "does not exist",
+        ),
+        (
+            vec![SEED, "--schedule", "1:0:0", "-o", SEED],
+            "overwrite its inputs",
+        ),
+        (
+            vec!["no-such.trace", "--schedule", "1:0:0", "-o", &out],
+            "cannot read",
+        ),
+        (
+            vec![&bad_trace, "--schedule", "1:0:0", "-o", &out],
+            "bad.trace:2:",
+        ),
+        (vec![SEED, "--schedule", "1:0:7", "-o", &out], "minimize:"),
+    ];
+    for (args, want) in cases {
+        let mut a = vec!["minimize"];
+        a.extend(args.iter().copied());
+        let (code, o, e) = pmsim(&a);
+        assert_eq!(code, 2, "{a:?}: {o}{e}");
+        assert!(e.contains(want), "{a:?}: {e}");
+        assert!(!e.contains("panicked"), "{a:?}: {e}");
+        assert!(!std::path::Path::new(&out).exists(), "{a:?}");
+    }
 }
