@@ -195,3 +195,58 @@ fn run_json_of_a_clean_run_has_an_empty_violations_list_and_stats() {
         "{text}"
     );
 }
+
+#[test]
+fn run_json_of_a_failing_run_lists_the_violation_with_thread_line_path_and_story() {
+    // In trace order t1's store comes first, so t2's load sees 0x22, not the 0x11 it expects.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli_report");
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("unmet.trace");
+    std::fs::write(
+        &trace,
+        "pmsim-trace 1\nmachine cpus=2\nfile /f size=2MiB fill=0x11 prealloc\n\
+         t1 mmap /f 0 2MiB shared as a\nt2 mmap /f 0 2MiB shared as b\n\
+         t1 store a+0 8 0x22\nt2 load b+0 8 => 0x11\n",
+    )
+    .unwrap();
+    let path = trace.display().to_string();
+    let (code, out, err) = pmsim(&["run", &path, "--json"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["result"], "violation");
+    let viol = v["violations"].as_array().unwrap();
+    assert_eq!(viol.len(), 1);
+    assert_eq!(viol[0]["kind"], "assertion:trace-expectation");
+    assert_eq!(viol[0]["thread"], "t2");
+    assert_eq!(viol[0]["line"], 7);
+    assert_eq!(viol[0]["location"], format!("{path}:7"));
+    assert!(
+        viol[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expected 0x11")
+    );
+    assert!(
+        viol[0]["replay"]
+            .as_str()
+            .unwrap()
+            .starts_with("pmsim replay ")
+    );
+    assert_eq!(v["stats"]["threads"]["t2"]["unmet_expectations"], 1);
+    assert_eq!(v["stats"]["threads"]["t1"]["unmet_expectations"], 0);
+    // The story ends at t2's load of the line t1's store wrote.
+    let story = v["failure"]["story"]["steps"].as_array().unwrap();
+    let last = story.last().unwrap();
+    assert_eq!(last["task_name"], "t2");
+    assert!(
+        last["what"].as_str().unwrap().starts_with("read pmem "),
+        "{last}"
+    );
+    let line = last["what"].as_str().unwrap().trim_start_matches("read ");
+    assert!(
+        story
+            .iter()
+            .any(|s| s["task_name"] == "t1" && s["what"] == format!("write {line}")),
+        "t1's conflicting store is in the story: {story:?}"
+    );
+}
