@@ -975,7 +975,8 @@ fn details_of(
         ),
         _ => Default::default(),
     };
-    Some(report::Details::of_run(&run, stats, statements))
+    let dax = !matches!(subject, Subject::Toy(_));
+    Some(report::Details::of_run(&run, stats, statements, dax))
 }
 
 /// Checks one media parameter beyond its syntax: a finite value in a range that describes a

@@ -161,6 +161,9 @@ pub struct Details {
     pub story: Option<Story>,
     /// The trace's statements by line, as the printer writes them (traces only).
     pub statements: BTreeMap<u32, String>,
+    /// Whether the subject runs the DAX core (a trace or a DAX model, not a toy): only then
+    /// are page faults counted.
+    pub dax: bool,
 }
 
 impl Details {
@@ -169,6 +172,7 @@ impl Details {
         run: &RecordedRun,
         stats: BTreeMap<String, ThreadStats>,
         statements: BTreeMap<u32, String>,
+        dax: bool,
     ) -> Details {
         let faults =
             sim_fs::runner::count_faults(run.steps.iter().map(|s| (s.event.task.0, &s.path[..])));
@@ -196,6 +200,7 @@ impl Details {
                 .violation()
                 .map(|v| causal_story(run, v, STORY_MAX_STEPS)),
             statements,
+            dax,
         }
     }
 
@@ -209,11 +214,14 @@ impl Details {
             .iter()
             .map(|t| {
                 let f = &t.faults;
-                let mut v = serde_json::json!({
-                    "steps": t.steps,
-                    "faults": {"total": f.total(), "pte": f.pte, "pmd": f.pmd,
-                               "fallback": f.fallback, "other": f.other},
-                });
+                let mut v = serde_json::json!({ "steps": t.steps });
+                if let (true, Some(obj)) = (self.dax, v.as_object_mut()) {
+                    obj.insert(
+                        "faults".into(),
+                        serde_json::json!({"total": f.total(), "pte": f.pte, "pmd": f.pmd,
+                                           "fallback": f.fallback, "other": f.other}),
+                    );
+                }
                 if let (Some(s), Some(obj)) = (&t.stats, v.as_object_mut()) {
                     obj.insert("statements".into(), s.statements.into());
                     obj.insert(
@@ -247,7 +255,7 @@ fn location(subject: &Subject, line: u32) -> String {
 }
 
 /// A thread's counts on one line: `2 statements, 1 fault (1 PTE), signals: none`.
-fn thread_summary(t: &ThreadDetails) -> String {
+fn thread_summary(t: &ThreadDetails, dax: bool) -> String {
     let mut parts = Vec::new();
     if let Some(s) = &t.stats {
         parts.push(plural(s.statements, "statement", "statements"));
@@ -264,9 +272,10 @@ fn thread_summary(t: &ThreadDetails) -> String {
             sizes.push(format!("{n} {what}"));
         }
     }
-    if sizes.is_empty() {
+    // A toy has no page faults to count.
+    if dax && sizes.is_empty() {
         parts.push("no faults".into());
-    } else {
+    } else if dax {
         parts.push(format!(
             "{} ({})",
             plural(f.total(), "fault", "faults"),
@@ -321,7 +330,11 @@ fn print_task(out: &mut dyn Write, subject: &Subject, d: Option<&Details>, t: &T
         outln!(out, "    last woke {w}");
     }
     if let Some(td) = d.and_then(|d| d.thread(&t.name)).filter(|td| td.steps > 0) {
-        outln!(out, "    ran: {}", thread_summary(td));
+        outln!(
+            out,
+            "    ran: {}",
+            thread_summary(td, d.is_some_and(|d| d.dax))
+        );
     }
 }
 
@@ -520,7 +533,7 @@ impl Outcome<'_> {
                         plural(d.preemptions, "preemption", "preemptions")
                     );
                     for t in d.threads.iter().filter(|t| t.steps > 0) {
-                        outln!(out, "  {}: {}", t.name, thread_summary(t));
+                        outln!(out, "  {}: {}", t.name, thread_summary(t, d.dax));
                     }
                 }
             }
@@ -544,7 +557,8 @@ impl Outcome<'_> {
                 );
                 outln!(out, "{}: {}", v.kind.name(), v.message);
                 // Where: the task at the centre, its statement and call path.
-                if let Some(t) = v.task.and_then(|t| v.tasks.iter().find(|r| r.id == t.0)) {
+                let centre = v.task.and_then(|t| v.tasks.iter().find(|r| r.id == t.0));
+                if let Some(t) = centre.filter(|t| t.line > 0 || !t.path.is_empty()) {
                     let mut at = format!("where: {}", t.name);
                     if t.line > 0 {
                         at.push_str(&format!(" at {}", location(self.subject, t.line)));
