@@ -564,6 +564,15 @@ mod tests {
                 .any(|s| s.what.starts_with("prepare_to_wait")),
             "{story}"
         );
+        // The waker can take the flag's lock only after the waiter queued and unlocked it, so
+        // its wake-up (of another key) comes after: the wake that missed is in the story.
+        assert!(
+            story
+                .steps
+                .iter()
+                .any(|s| s.what.starts_with("wake_up") && s.why.contains("does not wake it")),
+            "{story}"
+        );
         assert!(
             !story.pending.is_empty(),
             "the sleeper's pending schedule is named"
