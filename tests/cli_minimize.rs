@@ -53,7 +53,7 @@ fn the_seed_failure_minimizes_to_at_most_3_preemptions_and_replays() {
         "-o",
         &out,
         "--max-traces",
-        "10",
+        "8",
         "--json",
     ]);
     assert_eq!(code, 1, "the violation reproduced: {text}{err}");
@@ -68,7 +68,7 @@ fn the_seed_failure_minimizes_to_at_most_3_preemptions_and_replays() {
     );
     assert!(after["statements"].as_u64() <= before["statements"].as_u64());
     assert!(after["steps"].as_u64() <= before["steps"].as_u64());
-    // The output is a valid trace, smaller than the input (the 10 candidates reach the first
+    // The output is a valid trace, smaller than the input (the 8th candidate halves the first
     // mmap's length), and starts with the mark and the replay command.
     let written = std::fs::read_to_string(&out).unwrap();
     assert!(
