@@ -380,7 +380,15 @@ struct JsonFailure<'a> {
     replay: String,
     /// `FILE:LINE` of the violation (traces), else `line N`.
     location: Option<String>,
+    /// Each task's trace position (`FILE:LINE`) and statement, for tasks on a trace line.
+    locations: BTreeMap<String, JsonLocation>,
     story: Option<&'a Story>,
+}
+
+#[derive(Serialize)]
+struct JsonLocation {
+    location: String,
+    statement: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -424,6 +432,26 @@ impl Outcome<'_> {
                     schedule: s,
                     location: (f.violation.line > 0)
                         .then(|| location(self.subject, f.violation.line)),
+                    locations: f
+                        .violation
+                        .tasks
+                        .iter()
+                        .filter(|t| t.line > 0)
+                        .map(|t| {
+                            let statement = self
+                                .details
+                                .and_then(|d| d.statements.get(&t.line))
+                                .cloned();
+                            let location = location(self.subject, t.line);
+                            (
+                                t.name.clone(),
+                                JsonLocation {
+                                    location,
+                                    statement,
+                                },
+                            )
+                        })
+                        .collect(),
                     story: self.details.and_then(|d| d.story.as_ref()),
                 }
             });

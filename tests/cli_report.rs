@@ -133,6 +133,11 @@ fn json_failure_has_violations_stats_and_a_story_inside_the_event_log() {
         .find(|t| t["name"] == "t2")
         .unwrap();
     assert!(t2["wait_key"].as_str().unwrap().contains("key {0x1, 0x0}"));
+    assert_eq!(t2["holds"].as_array().unwrap().len(), 2, "{t2}");
+    let loc = &v["failure"]["locations"];
+    assert_eq!(loc["t2"]["location"], format!("{SEED}:8"));
+    assert_eq!(loc["t2"]["statement"], "t2 load b+0 8 => 0x11");
+    assert_eq!(loc["t1"]["location"], format!("{SEED}:7"));
     // Stats of the failing run.
     let threads = &v["stats"]["threads"];
     assert_eq!(threads["t1"]["statements"], 2);
