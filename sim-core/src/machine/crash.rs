@@ -258,6 +258,26 @@ impl CrashPoint {
         }
     }
 
+    /// `image` with only the lines `keep` accepts (by address) in their chosen state, the
+    /// others back in their durable state: an image of the same point with fewer lines
+    /// persisted beyond the durable prefix (witness minimisation).
+    pub fn subimage(&self, image: &CrashImage, keep: impl Fn(u64) -> bool) -> CrashImage {
+        let delta: Vec<(u64, Line)> = image
+            .delta
+            .iter()
+            .filter(|(a, _)| keep(*a))
+            .copied()
+            .collect();
+        let lines = image
+            .lines
+            .iter()
+            .filter(|l| keep(l.addr))
+            .copied()
+            .collect();
+        let hash = hash_delta(&delta);
+        CrashImage { delta, lines, hash }
+    }
+
     /// The image as a copy-on-write `Pmem` (shares every page it does not change).
     pub fn materialize(&self, image: &CrashImage) -> Pmem {
         let mut p = self.persisted.clone();
