@@ -65,8 +65,13 @@ impl TraceRunner {
 }
 
 /// The crash modes of the catalogue and the trace in traces/crash/ that shows each.
-pub const CRASH_MODE_TRACES: &[(&str, &str)] =
-    &[("journal-no-fence", "traces/crash/journal-no-fence.trace")];
+pub const CRASH_MODE_TRACES: &[(&str, &str)] = &[
+    ("journal-no-fence", "traces/crash/journal-no-fence.trace"),
+    (
+        "sync-fault-no-fsync",
+        "traces/crash/sync-fault-no-fsync.trace",
+    ),
+];
 
 /// Where crash points are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -505,6 +510,9 @@ pub struct CheckOptions {
     pub only: Option<(usize, u64)>,
 }
 
+/// The most images `--k all` enumerates at one crash point.
+pub const MAX_FULL_IMAGES: u128 = 1 << 20;
+
 /// Counts of a check.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CheckStats {
@@ -567,6 +575,17 @@ pub fn check_schedule(
         stats.pending_lines += cp.point.pending_lines().len() as u64;
         let ImageCount { log10, .. } = cp.point.count_full(opts.crash.torn);
         stats.full_log10 = log_add(stats.full_log10, log10, stats.points == 1);
+        if opts.crash.k >= cp.point.pending_lines().len() {
+            // `--k all`: exact enumeration, only when it is small enough to finish.
+            let full = cp.point.count_full(opts.crash.torn);
+            if full.exact.is_none_or(|n| n > MAX_FULL_IMAGES) {
+                return Err(format!(
+                    "--k all: crash point {} ({} line {}) has {} images before dedup (more \
+                     than {MAX_FULL_IMAGES}); bound the lines with --k N",
+                    cp.index, cp.thread, cp.line, full
+                ));
+            }
+        }
         let mut images = cp.point.images(opts.crash);
         let mut id = 0u64;
         let mut found = None;

@@ -128,7 +128,7 @@ pub const BUG_MODES: &[BugMode] = &[
         fixed_by: "no single commit: the rule MAP_SYNC (4.15) introduced with dax_finish_sync_fault",
         summary: "a MAP_SYNC write fault maps the page writable before the block allocation is \
                   durable: data the user then flushes lands in a block a crash unallocates",
-        available: false,
+        available: true,
     },
     BugMode {
         name: "torn-inode-size",
@@ -172,6 +172,10 @@ impl BugMode {
     pub fn reachable(&self) -> &'static str {
         match self.dax_bug() {
             _ if !self.available => "nowhere yet",
+            Some(crate::dax::DaxBug::SyncFaultNoFsync) => {
+                "traces on daxfs (MAP_SYNC write faults), judged by `pmsim crashcheck TRACE \
+                 --bug NAME`"
+            }
             Some(b) if crate::dax::models::reaches(b) => {
                 "traces (`bug NAME`, through faults on daxfs mappings) and the built-in DAX \
                  models (--model)"
