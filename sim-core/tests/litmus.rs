@@ -394,7 +394,8 @@ fn images_are_deduplicated_by_hash() {
     let mut images = point.images(full());
     let kept: Vec<_> = images.by_ref().collect();
     assert_eq!(kept.len(), 2);
-    assert_eq!(images.duplicates(), 1);
+    // The state equal to the durable one is dropped before enumeration, not built and hashed.
+    assert_eq!(images.duplicates(), 0);
     let all = point.images(CrashOptions {
         dedup: false,
         ..full()

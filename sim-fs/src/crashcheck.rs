@@ -298,20 +298,62 @@ pub fn record_run(
     })
 }
 
-/// All the oracles of one image (see the module header). `after`: run the `after-crash`
-/// statements too.
+/// The metadata oracles' results at one crash point, by the part of an image's delta that
+/// falls in the metadata region: recovery, fsck and the all-or-nothing check read only
+/// metadata, so images that differ only in data lines share them (most images do).
+pub struct MetaCache {
+    meta_bytes: u64,
+    results: std::collections::BTreeMap<u128, Result<Arc<check::Recovered>, ImageViolation>>,
+}
+
+impl MetaCache {
+    /// The cache of point `cp` (no caching when the persisted image has no file system).
+    pub fn new(cp: &CrashRec, pmem: u64) -> MetaCache {
+        MetaCache {
+            meta_bytes: geometry(cp, pmem).map_or(u64::MAX, |g| g.meta_bytes()),
+            results: Default::default(),
+        }
+    }
+
+    fn get(
+        &mut self,
+        cp: &CrashRec,
+        image: &CrashImage,
+        run: &RecordedRun,
+        pmem: u64,
+    ) -> Result<Arc<check::Recovered>, ImageViolation> {
+        let mb = self.meta_bytes;
+        let key = cp.point.subimage(image, |a| a < mb).hash;
+        if let Some(r) = self.results.get(&key) {
+            return r.clone();
+        }
+        let r = (|| {
+            let r = check::recover(&cp.point, image, pmem)?;
+            check::fsck(&cp.point, image, pmem, &r)?;
+            check::atomicity(&r, &run.log, &cp.snap)?;
+            Ok(Arc::new(r))
+        })();
+        self.results.insert(key, r.clone());
+        r
+    }
+}
+
+/// All the oracles of one image (see the module header), with the metadata results of
+/// `cache` when given.
 pub fn check_image(
     runner: &TraceRunner,
     run: &RecordedRun,
     cp: &CrashRec,
     image: &CrashImage,
     step_limit: u64,
+    cache: Option<&mut MetaCache>,
 ) -> Result<(), ImageViolation> {
     let pmem = runner.cfg.pmem_size;
-    let r = check::recover(&cp.point, image, pmem)?;
-    check::fsck(&cp.point, image, pmem, &r)?;
+    let r = match cache {
+        Some(c) => c.get(cp, image, run, pmem)?,
+        None => MetaCache::new(cp, pmem).get(cp, image, run, pmem)?,
+    };
     check::promises(&cp.point, image, &r, &run.log, &cp.snap)?;
-    check::atomicity(&r, &run.log, &cp.snap)?;
     // The user's oracle is about the state the threads left: it runs on the images of the
     // crash points after every statement completed (the end of the run, and the fences of
     // the final log force); the built-in oracles above run at every point.
@@ -475,7 +517,7 @@ pub fn witness(
             .map(|(_, a)| *a)
             .collect();
         let sub = cp.point.subimage(image, |a| trial.contains(&a));
-        match check_image(runner, run, cp, &sub, step_limit) {
+        match check_image(runner, run, cp, &sub, step_limit, None) {
             Err(w) if w.kind == v.kind => keep = trial,
             _ => i += 1,
         }
@@ -587,6 +629,7 @@ pub fn check_schedule(
             }
         }
         let mut images = cp.point.images(opts.crash);
+        let mut cache = MetaCache::new(cp, runner.cfg.pmem_size);
         let mut id = 0u64;
         let mut found = None;
         for image in images.by_ref() {
@@ -596,7 +639,7 @@ pub fn check_schedule(
                 continue;
             }
             stats.images += 1;
-            let r = check_image(runner, &run, cp, &image, opts.step_limit);
+            let r = check_image(runner, &run, cp, &image, opts.step_limit, Some(&mut cache));
             progress(stats);
             if let Err(v) = r {
                 found = Some((this, image, v));

@@ -609,3 +609,130 @@ impl RunLog {
             .map(|(_, t, l)| (t.as_str(), *l))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn promise(since: u64, made: u64, own: u64) -> Promise {
+        Promise {
+            kind: PromiseKind::Fsync,
+            thread: "t".into(),
+            line: 9,
+            data_line: 9,
+            path: "/f".into(),
+            lo: 0,
+            hi: 100,
+            content: Some(vec![0; 100]),
+            size: Some(100),
+            since,
+            made,
+            own,
+        }
+    }
+
+    fn write(path: &str, lo: u64, hi: u64, start: u64, end: u64) -> FileWrite {
+        FileWrite {
+            path: path.into(),
+            lo,
+            hi,
+            start,
+            end,
+        }
+    }
+
+    fn state(start: u64, end: u64, exists: bool, size: u64, line: u32) -> FileState {
+        FileState {
+            path: "/f".into(),
+            start,
+            end,
+            exists,
+            size: Some(size),
+            line,
+        }
+    }
+
+    fn snap(seq: u64, open: Vec<OpenStmt>) -> Snapshot {
+        Snapshot { seq, open, done: 0 }
+    }
+
+    #[test]
+    fn changes_before_the_promise_are_covered_later_ones_are_ambiguous() {
+        let p = promise(10, 11, 10);
+        let log = RunLog {
+            writes: vec![
+                // Ended before the fsync began: covered by it.
+                write("/f", 0, 10, 1, 2),
+                // Ended while the fsync ran (it was in flight when the fsync began).
+                write("/f", 20, 30, 9, 11),
+                // After the fsync, before the crash.
+                write("/f", 40, 50, 12, 13),
+                // After the crash point: not yet.
+                write("/f", 60, 70, 20, 21),
+                // Another file.
+                write("/g", 80, 90, 12, 13),
+            ],
+            promises: vec![p.clone()],
+            ..RunLog::default()
+        };
+        let s = snap(
+            15,
+            vec![OpenStmt {
+                thread: "u".into(),
+                line: 3,
+                start: 14,
+                writes: vec![("/f".into(), 95, 97)],
+            }],
+        );
+        assert_eq!(
+            log.firm_ranges(&p, &s),
+            vec![(0, 20), (30, 40), (50, 95), (97, 100)]
+        );
+        assert!(!log.ambiguous(&p, &s, 5));
+        assert!(log.ambiguous(&p, &s, 25));
+        assert!(log.ambiguous(&p, &s, 45));
+        assert!(!log.ambiguous(&p, &s, 65));
+        assert!(log.ambiguous(&p, &s, 96));
+        // A change to every file (a mapping not known yet) covers everything.
+        let log2 = RunLog {
+            writes: vec![write(ANY_FILE, 0, u64::MAX, 12, 13)],
+            ..RunLog::default()
+        };
+        assert!(log2.firm_ranges(&p, &s).is_empty());
+    }
+
+    #[test]
+    fn allowed_states_start_at_the_last_fsync_and_include_operations_in_flight() {
+        let mut log = RunLog {
+            history: vec![
+                state(0, 0, true, 100, 0),
+                state(2, 3, true, 200, 5),
+                state(6, 7, true, 300, 6),
+                // In flight at the crash (ends after it).
+                state(8, 20, true, 50, 7),
+                // Started after the crash.
+                state(30, 31, false, 0, 8),
+            ],
+            ..RunLog::default()
+        };
+        let open = vec![OpenStmt {
+            thread: "t".into(),
+            line: 7,
+            start: 8,
+            writes: vec![],
+        }];
+        let s = snap(10, open);
+        let sizes = |log: &RunLog| -> Vec<u64> {
+            log.allowed_states("/f", &s)
+                .unwrap()
+                .iter()
+                .map(|f| f.size.unwrap())
+                .collect()
+        };
+        assert_eq!(sizes(&log), vec![100, 200, 300, 50]);
+        // An fsync that began at event 4 pins the state then (size 200) and drops the older.
+        log.promises.push(promise(4, 5, 4));
+        assert_eq!(sizes(&log), vec![200, 300, 50]);
+        assert!(log.allowed_states("/nope", &s).is_none());
+    }
+}
