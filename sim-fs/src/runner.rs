@@ -21,7 +21,13 @@
 //! updates it, the header fill initialises it); at the end (the last thread to finish) a log
 //! force, daxfs's in-core/media cross-check and fsck; the sim-mm invariants at the end (and after
 //! every step with [`TraceRunner::check_every_step`]); deadlock and lost wakeups are the
-//! engine's.
+//! engine's. With an `after-crash` section, the last thread then unmounts cleanly, shuts down
+//! (nothing lost), remounts with journal recovery, runs fsck, checks that every file reads back
+//! as the oracle says, and runs the section (`crashcheck::after`).
+//!
+//! **crashcheck** ([`TraceRunner::crash`]): each statement is reported to the recorder before it
+//! runs and after it completes (the one point where durability promises are recorded); the
+//! run's own `after-crash` phase is skipped, since crashcheck runs the section on crash images.
 //!
 //! **Mapping names** belong to a process: a statement naming a mapping that another thread of
 //! the process has not mapped yet waits until it is (a name never mapped leaves the thread
@@ -34,7 +40,7 @@
 //!
 //! **Not built yet** (refused by [`refusals`] with the statement's position, nothing runs):
 //! write, read, truncate, fallocate, fsync, fdatasync, unlink, reflink, dio-read, msync,
-//! madvise, pin, unpin, poison, and the `after-crash` section; the file-system bug modes
+//! madvise, pin, unpin, poison; the file-system bug modes
 //! (`no-mmaplock`, `reflink-page-mapping`) and the DAX-core modes without a mechanism in this
 //! build. Simplifications: the translation and the machine access of one page are two steps (a
 //! real CPU does both under one TLB entry); a private (CoW) page's content is checked only
