@@ -7,6 +7,7 @@
 #[macro_use]
 mod report;
 mod minimize;
+mod crashcheck;
 mod output;
 pub mod trace_model;
 
@@ -75,6 +76,13 @@ enum Cmd {
     /// smaller trace and prints its replay command. Exit 1: the violation reproduced (and was
     /// minimized).
     Minimize(MinimizeArgs),
+    /// Crash consistency: at every crash point of a schedule, every crash image the x86
+    /// persistency model allows, recovered and checked (fsck, durability, all-or-nothing,
+    /// the trace's after-crash section).
+    Crashcheck(crashcheck::CrashArgs),
+    /// Write a run's pmem stores, flushes and fences in the pmemcheck store-log format that
+    /// PMDK's pmreorder reads.
+    ExportStoreLog(crashcheck::ExportArgs),
     /// Benchmarks of pmsim itself.
     Bench {
         #[command(subcommand)]
@@ -1080,7 +1088,17 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
                 if let Some(mech) = m.mechanism() {
                     outln!(io.out, "{:41}mechanism: {mech}", "");
                 }
-                if m.available {
+                if let Some((_, trace)) = sim_fs::crashcheck::CRASH_MODE_TRACES
+                    .iter()
+                    .find(|(n, _)| *n == m.name)
+                {
+                    outln!(
+                        io.out,
+                        "{:41}trace: pmsim crashcheck {trace} --bug {} (clean without --bug)",
+                        "",
+                        m.name
+                    );
+                } else if m.available {
                     match m.model() {
                         Some(model) => {
                             outln!(
@@ -1108,6 +1126,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
         Cmd::Explore(a) => run_cmd("explore", a, io),
         Cmd::Replay(a) => run_cmd("replay", a, io),
         Cmd::Minimize(a) => minimize_cmd(a, io),
+        Cmd::Crashcheck(a) => crashcheck::crashcheck(a, io),
+        Cmd::ExportStoreLog(a) => crashcheck::export_store_log(a, io),
         Cmd::Bench { what } => match what {
             BenchCmd::Engine { iters, json } => {
                 report::bench_engine(io.out, *iters, *json);

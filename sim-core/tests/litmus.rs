@@ -296,12 +296,17 @@ fn eviction_makes_data_durable_without_a_flush() {
 }
 
 #[test]
-fn cache_capacity_eviction_makes_data_durable() {
-    // Two sets of one way: lines 0x1000 and 0x1080 share set 0.
+fn cache_capacity_eviction_leaves_the_crash_images_alone() {
+    // Two sets of one way: lines 0x1000 and 0x1080 share set 0, so the second store evicts
+    // the first line. Which line the cache replaces depends on the order of independent
+    // steps; the crash images must not: every outcome of the cache-less run stays allowed.
     let mut r = Run::new(&[("cache", "128"), ("cache_ways", "1")]);
     r.st(0, A, 1);
     r.st(0, A + 0x80, 2);
-    assert_eq!(r.outcomes(&[A, A + 0x80]), set(&[&[1, 0], &[1, 2]]));
+    assert_eq!(
+        r.outcomes(&[A, A + 0x80]),
+        set(&[&[0, 0], &[1, 0], &[0, 2], &[1, 2]])
+    );
     assert_eq!(r.m.stats().evictions, 1);
 }
 
@@ -389,7 +394,8 @@ fn images_are_deduplicated_by_hash() {
     let mut images = point.images(full());
     let kept: Vec<_> = images.by_ref().collect();
     assert_eq!(kept.len(), 2);
-    assert_eq!(images.duplicates(), 1);
+    // The state equal to the durable one is dropped before enumeration, not built and hashed.
+    assert_eq!(images.duplicates(), 0);
     let all = point.images(CrashOptions {
         dedup: false,
         ..full()

@@ -69,6 +69,13 @@ pub struct Log {
     pub stop_at: Option<CommitPhase>,
     /// A log force stopped (test knob) or failed: the log is shut down, later forces fail.
     pub shutdown: bool,
+    /// Bug mode `journal-no-fence`: the commit record is written back (clwb) but not fenced
+    /// before the checkpoint writes in place, so those may persist before the commit record
+    /// does; a crash then leaves half a transaction in place and recovery discards the
+    /// uncommitted journal copy that would have repaired it. (Dropping the fence between the
+    /// log body and the commit record instead would be harmless here: the commit record's
+    /// checksum covers the body, so a commit that overtook its body is discarded.)
+    pub no_commit_fence: bool,
 }
 
 impl Log {
@@ -82,6 +89,7 @@ impl Log {
             forces: 0,
             stop_at: None,
             shutdown: false,
+            no_commit_fence: false,
         }
     }
 
@@ -267,7 +275,9 @@ pub async fn xlog_force<P: PmemPlatform>(
             return Ok(false);
         }
         store_clwb(p, j + commit_offset(head.len() as u64 - JHEADER), &commit).await?;
-        sfence(p).await?;
+        if !log.no_commit_fence {
+            sfence(p).await?;
+        }
         if stop == Some(CommitPhase::Committed) {
             return Ok(false);
         }

@@ -29,6 +29,7 @@
 //! those (see [`runner`]).
 
 pub mod alloc;
+pub mod crashcheck;
 pub mod extent;
 pub mod fs;
 pub mod fsck;

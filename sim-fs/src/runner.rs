@@ -21,7 +21,13 @@
 //! updates it, the header fill initialises it); at the end (the last thread to finish) a log
 //! force, daxfs's in-core/media cross-check and fsck; the sim-mm invariants at the end (and after
 //! every step with [`TraceRunner::check_every_step`]); deadlock and lost wakeups are the
-//! engine's.
+//! engine's. With an `after-crash` section, the last thread then unmounts cleanly, shuts down
+//! (nothing lost), remounts with journal recovery, runs fsck, checks that every file reads back
+//! as the oracle says, and runs the section (`crashcheck::after`).
+//!
+//! **crashcheck** ([`TraceRunner::crash`]): each statement is reported to the recorder before it
+//! runs and after it completes (the one point where durability promises are recorded); the
+//! run's own `after-crash` phase is skipped, since crashcheck runs the section on crash images.
 //!
 //! **Mapping names** belong to a process: a statement naming a mapping that another thread of
 //! the process has not mapped yet waits until it is (a name never mapped leaves the thread
@@ -34,7 +40,7 @@
 //!
 //! **Not built yet** (refused by [`refusals`] with the statement's position, nothing runs):
 //! write, read, truncate, fallocate, fsync, fdatasync, unlink, reflink, dio-read, msync,
-//! madvise, pin, unpin, poison, and the `after-crash` section; the file-system bug modes
+//! madvise, pin, unpin, poison; the file-system bug modes
 //! (`no-mmaplock`, `reflink-page-mapping`) and the DAX-core modes without a mechanism in this
 //! build. Simplifications: the translation and the machine access of one page are two steps (a
 //! real CPU does both under one TLB entry); a private (CoW) page's content is checked only
@@ -230,7 +236,7 @@ pub fn refusals(trace: &Trace, cfg: &MachineConfig) -> Vec<Refusal> {
             known.push(path);
         }
     }
-    for s in &trace.statements {
+    for s in trace.all_statements() {
         if let Some(why) = not_built(&s.op) {
             refuse(
                 s.pos.line,
@@ -253,8 +259,7 @@ pub fn refusals(trace: &Trace, cfg: &MachineConfig) -> Vec<Refusal> {
         if let Some((at, len)) = map_of(&s.op) {
             let proc = trace.header.process_of(&s.thread);
             let map_len = trace
-                .statements
-                .iter()
+                .all_statements()
                 .filter_map(|m| match &m.op {
                     Op::Mmap { len, name, .. }
                         if *name == at.map && trace.header.process_of(&m.thread) == proc =>
@@ -279,14 +284,6 @@ pub fn refusals(trace: &Trace, cfg: &MachineConfig) -> Vec<Refusal> {
                 );
             }
         }
-    }
-    if let Some(ac) = &trace.after_crash {
-        refuse(
-            ac.pos.line,
-            ac.pos.col,
-            "after-crash".into(),
-            "not built yet: the runner does not unmount, crash and remount yet".into(),
-        );
     }
     out.sort_by_key(|u| (u.line, u.col));
     out
@@ -412,17 +409,21 @@ pub fn count_faults<'a>(
 
 /// A trace as a model.
 pub struct TraceRunner {
-    trace: Arc<Trace>,
-    cfg: MachineConfig,
+    pub(crate) trace: Arc<Trace>,
+    pub(crate) cfg: MachineConfig,
     /// The device after the header's mkfs and files (cleanly unmounted): every run starts
     /// from a machine with this pmem and mounts it.
     image: CrashPoint,
     /// Each header file's content (the oracle's start).
     contents: Arc<BTreeMap<String, Arc<Vec<u8>>>>,
-    bugs: BugSet,
+    pub(crate) bugs: BugSet,
+    /// The catalogue modes that belong to the file system (not the DAX core), by name.
+    pub(crate) fs_bugs: Vec<String>,
     threads: Vec<String>,
     /// Run the sim-mm invariants after every step (`--check-invariants`), not only at the end.
     pub check_every_step: bool,
+    /// crashcheck's recorder of statements and durability promises (`None`: not recording).
+    pub crash: Option<Arc<crate::crashcheck::Recorder>>,
 }
 
 impl TraceRunner {
@@ -471,6 +472,11 @@ impl TraceRunner {
                 threads.push(s.thread.clone());
             }
         }
+        let fs_bugs = names
+            .iter()
+            .filter(|n| DaxBug::from_name(n).is_none())
+            .cloned()
+            .collect();
         let image = build_image(&trace, &cfg).map_err(|r| vec![r])?;
         let contents = trace
             .header
@@ -491,51 +497,55 @@ impl TraceRunner {
             image,
             contents: Arc::new(contents),
             bugs,
+            fs_bugs,
             threads,
             check_every_step: false,
+            crash: None,
         })
     }
 }
 
 /// A mapping a process gave a name.
 #[derive(Clone)]
-struct MapInfo {
-    addr: u64,
-    len: u64,
+pub(crate) struct MapInfo {
+    pub(crate) addr: u64,
+    pub(crate) len: u64,
     /// Byte offset into the file.
-    file_off: u64,
-    shared: bool,
-    ino: u64,
+    pub(crate) file_off: u64,
+    pub(crate) shared: bool,
+    pub(crate) ino: u64,
     file: DaxfsFile<P>,
 }
 
 /// User-space bookkeeping and the checker's state (see the module header).
 #[derive(Default)]
-struct User {
+pub(crate) struct User {
     /// Per process: mapping name -> mapping.
-    maps: BTreeMap<String, BTreeMap<String, MapInfo>>,
+    pub(crate) maps: BTreeMap<String, BTreeMap<String, MapInfo>>,
     /// Per inode: the bytes the execution implies.
     /// (Shared with the runner's header contents until a run stores to the file.)
-    files: BTreeMap<u64, Arc<Vec<u8>>>,
+    pub(crate) files: BTreeMap<u64, Arc<Vec<u8>>>,
     /// Anonymous (CoW) pages' contents: DRAM, outside the machine model.
-    anon: BTreeMap<u64, Vec<u8>>,
+    pub(crate) anon: BTreeMap<u64, Vec<u8>>,
     /// Threads still running.
-    live: usize,
+    pub(crate) live: usize,
 }
 
-struct Ctx {
-    fs: Arc<Daxfs<P>>,
-    dax: Dax<P>,
-    mms: BTreeMap<String, Arc<MmStruct<P>>>,
-    npages: u64,
-    user: Mutex<User>,
+pub(crate) struct Ctx {
+    pub(crate) fs: Arc<Daxfs<P>>,
+    pub(crate) dax: Dax<P>,
+    pub(crate) mms: BTreeMap<String, Arc<MmStruct<P>>>,
+    pub(crate) npages: u64,
+    pub(crate) user: Mutex<User>,
     /// Where a thread waits for its process to map a name another thread maps.
-    names_wq: WaitQueue<P>,
+    pub(crate) names_wq: WaitQueue<P>,
+    /// crashcheck's recorder (see [`TraceRunner::crash`]).
+    pub(crate) crash: Option<Arc<crate::crashcheck::Recorder>>,
 }
 
 /// What a statement came to.
 #[derive(Default, Debug)]
-struct Got {
+pub(crate) struct Got {
     errno: Option<String>,
     sigbus: bool,
     /// SIGSEGV (an access outside every VMA or a write to a read-only one).
@@ -548,7 +558,7 @@ struct Got {
 }
 
 impl Got {
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         if let Some(m) = &self.unmapped {
             return m.clone();
         }
@@ -574,7 +584,7 @@ impl Got {
         parts.join(", ")
     }
 
-    fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.errno.is_some() || self.sigbus || self.segv || self.unmapped.is_some()
     }
 }
@@ -596,7 +606,7 @@ fn describe_bytes(b: &[u8]) -> String {
 }
 
 /// Does `got` meet `expect` (`None`: plain success)?
-fn meets(expect: Option<&Expect>, got: &Got, len: u64) -> bool {
+pub(crate) fn meets(expect: Option<&Expect>, got: &Got, len: u64) -> bool {
     match expect {
         None | Some(Expect::Ok) => !got.failed(),
         Some(Expect::Any) => got.unmapped.is_none(),
@@ -615,7 +625,7 @@ fn meets(expect: Option<&Expect>, got: &Got, len: u64) -> bool {
     }
 }
 
-async fn fail(p: &P, name: &str, message: String) {
+pub(crate) async fn fail(p: &P, name: &str, message: String) {
     p.report(Assertion {
         fatal: true,
         name: name.into(),
@@ -919,7 +929,7 @@ impl Ctx {
         got
     }
 
-    async fn execute(&self, p: &P, proc: &str, s: &Statement) -> Got {
+    pub(crate) async fn execute(&self, p: &P, proc: &str, s: &Statement) -> Got {
         let mut got = Got::default();
         let errno = |e: FsError| Some(format!("{e:?}"));
         match &s.op {
@@ -1185,17 +1195,21 @@ fn build_image(trace: &Trace, cfg: &MachineConfig) -> Result<CrashPoint, Refusal
 }
 
 /// Mount the formatted device, find the header files, make the processes and the DAX core.
+#[allow(clippy::too_many_arguments)]
 async fn setup_world(
     p: &P,
     trace: &Trace,
     pmem: u64,
     bugs: BugSet,
+    fs_bugs: &[String],
     threads: &[String],
     contents: &BTreeMap<String, Arc<Vec<u8>>>,
+    crash: Option<Arc<crate::crashcheck::Recorder>>,
 ) -> Result<Ctx, String> {
     let npages = pmem / PAGE;
     let world = Arc::new(MmWorld::new(p, PMEM_BASE_PFN, npages, MmConfig::default()));
     let fs = Daxfs::mount(p, pmem, world.clone()).await?;
+    crate::crashcheck::apply_fs_bugs(p, &fs, fs_bugs).await;
     let mut files = BTreeMap::new();
     for (path, c) in contents {
         let inode = fs
@@ -1239,6 +1253,7 @@ async fn setup_world(
             live: threads.len(),
             ..User::default()
         }),
+        crash,
     })
 }
 
@@ -1266,8 +1281,10 @@ impl Model for TraceRunner {
                 self.threads.clone(),
                 self.contents.clone(),
             );
+            let (fs_bugs, crash) = (self.fs_bugs.clone(), self.crash.clone());
             sim.spawn("setup", move || async move {
-                let r = setup_world(&p, &trace, pmem, bugs, &threads, &contents).await;
+                let r =
+                    setup_world(&p, &trace, pmem, bugs, &fs_bugs, &threads, &contents, crash).await;
                 *s.lock().unwrap() = Some(r.map(Arc::new));
             });
         }
@@ -1290,6 +1307,9 @@ impl Model for TraceRunner {
                 return;
             }
         };
+        if let Some(r) = &ctx.crash {
+            r.attach(&p, &ctx);
+        }
         install_checks(
             sim,
             &ctx.fs.world,
@@ -1298,6 +1318,7 @@ impl Model for TraceRunner {
                 at_end: true,
             },
         );
+        let bugs = self.bugs;
         for name in &self.threads {
             let (trace, ctx, name2) = (self.trace.clone(), ctx.clone(), name.clone());
             sim.spawn(name, move || async move {
@@ -1310,7 +1331,15 @@ impl Model for TraceRunner {
                 }
                 for s in trace.statements.iter().filter(|s| s.thread == name2) {
                     p.set_line(s.pos.line);
+                    if let Some(r) = &ctx.crash {
+                        r.start(&ctx, &proc, s);
+                    }
                     let got = ctx.execute(&p, &proc, s).await;
+                    // The one point where durability promises are recorded: the statement has
+                    // completed, keyed on its kind and its result.
+                    if let Some(r) = &ctx.crash {
+                        r.done(&ctx, &proc, s, &got);
+                    }
                     let expect = s.expect.as_ref().map(|e| &e.expect);
                     let len = match &s.op {
                         Op::Load { len, .. } => *len,
@@ -1342,6 +1371,13 @@ impl Model for TraceRunner {
                 };
                 if last {
                     ctx.end_checks(&p).await;
+                    // crashcheck checks the section on every crash image instead.
+                    if trace.after_crash.is_some() && ctx.crash.is_none() {
+                        crate::crashcheck::after::clean_shutdown_and_after_crash(
+                            &p, &ctx, &trace, pmem, bugs,
+                        )
+                        .await;
+                    }
                 }
             });
         }

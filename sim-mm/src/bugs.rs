@@ -115,6 +115,30 @@ pub const BUG_MODES: &[BugMode] = &[
         available: true,
     },
     BugMode {
+        name: "journal-no-fence",
+        fixed_by: "no single commit: a class (jbd2 orders its commit block after the log body with a \
+                   cache flush, unless async_commit checksums it)",
+        summary: "the journal's commit record is written back without the fence that orders it \
+                  before the checkpoint writes in place: a crash leaves half a transaction in \
+                  place and recovery discards the copy that would repair it (pmsim crashcheck)",
+        available: true,
+    },
+    BugMode {
+        name: "sync-fault-no-fsync",
+        fixed_by: "no single commit: the rule MAP_SYNC (4.15) introduced with dax_finish_sync_fault",
+        summary: "a MAP_SYNC write fault maps the page writable before the block allocation is \
+                  durable: data the user then flushes lands in a block a crash unallocates",
+        available: true,
+    },
+    BugMode {
+        name: "torn-inode-size",
+        fixed_by: "no single commit: a class (i_size_write/i_size_read use a seqcount where a \
+                   64-bit store is not atomic)",
+        summary: "the inode size is updated in place with a non-atomic 16-byte store: a crash \
+                  may find a size that no operation ever set",
+        available: false,
+    },
+    BugMode {
         name: "reflink-page-mapping",
         fixed_by: "reflink vs page->mapping thread (2018); folio share count (6.x)",
         summary: "a DAX page shared by reflink keeps one page->mapping, so memory_failure misses owners",
@@ -131,7 +155,10 @@ impl BugMode {
     /// Where the mode changes the kernel's decision (the function and the branch), when this
     /// build implements it. The text lives once, in [`crate::dax::DaxBug::mechanism`].
     pub fn mechanism(&self) -> Option<&'static str> {
-        self.dax_bug().and_then(|b| b.mechanism())
+        match self.dax_bug() {
+            Some(b) => b.mechanism(),
+            None => fs_mechanism(self.name),
+        }
     }
 
     /// The built-in model (`pmsim explore --model NAME`) that shows the mode, if one does.
@@ -145,6 +172,10 @@ impl BugMode {
     pub fn reachable(&self) -> &'static str {
         match self.dax_bug() {
             _ if !self.available => "nowhere yet",
+            Some(crate::dax::DaxBug::SyncFaultNoFsync) => {
+                "traces on daxfs (MAP_SYNC write faults), judged by `pmsim crashcheck TRACE \
+                 --bug NAME`"
+            }
             Some(b) if crate::dax::models::reaches(b) => {
                 "traces (`bug NAME`, through faults on daxfs mappings) and the built-in DAX \
                  models (--model)"
@@ -153,8 +184,19 @@ impl BugMode {
                 "the DAX core's own tests; traces accept the mode, but the statements that \
                  reach its decision point (fsync, truncate, fallocate, poison) are not built yet"
             }
-            None => "traces on daxfs",
+            None => "traces on daxfs (`pmsim crashcheck TRACE --bug NAME`)",
         }
+    }
+}
+
+/// Where a file-system mode implemented in daxfs (sim-fs) changes the decision.
+fn fs_mechanism(name: &str) -> Option<&'static str> {
+    match name {
+        "journal-no-fence" => Some(
+            "sim_fs::journal::xlog_force: no sfence after the commit record's clwb \
+             (Log::no_commit_fence), before the checkpoint writes in place",
+        ),
+        _ => None,
     }
 }
 
@@ -177,8 +219,8 @@ mod tests {
         for m in BUG_MODES {
             match m.dax_bug() {
                 Some(b) => assert_eq!(m.available, b.mechanism().is_some(), "{}", m.name),
-                // The file system's modes wait for daxfs.
-                None => assert!(!m.available, "{}", m.name),
+                // A file system's mode is implemented when daxfs has its decision point.
+                None => assert_eq!(m.available, fs_mechanism(m.name).is_some(), "{}", m.name),
             }
             if m.available {
                 assert!(m.mechanism().is_some() && m.reachable() != "nowhere yet");

@@ -204,12 +204,36 @@ impl CrashPoint {
         &self.lines
     }
 
-    /// The images allowed with `opts`, lazily.
+    /// The images allowed with `opts`, lazily. With `dedup`, a line's states equal to its
+    /// durable content or to an earlier state of the same line are dropped before the
+    /// enumeration (an image choosing one equals an image with fewer lines chosen, which the
+    /// enumeration yields anyway), and lines left with no state are not enumerated: the same
+    /// distinct images, without building the duplicates that stores rewriting a line with its
+    /// own content (a journal header, an inode record's unchanged lines) would make.
     pub fn images(&self, opts: CrashOptions) -> CrashImages<'_> {
-        let choices: Vec<Vec<Choice>> = self.lines.iter().map(|l| l.choices(opts.torn)).collect();
+        let mut idx = Vec::new();
+        let mut choices: Vec<Vec<Choice>> = Vec::new();
+        for (i, l) in self.lines.iter().enumerate() {
+            let mut c = l.choices(opts.torn);
+            if opts.dedup {
+                let mut seen: Vec<Line> = vec![l.durable];
+                c.retain(|x| {
+                    let new = !seen.contains(&x.content);
+                    if new {
+                        seen.push(x.content);
+                    }
+                    new
+                });
+            }
+            if !c.is_empty() {
+                idx.push(i);
+                choices.push(c);
+            }
+        }
         CrashImages {
             point: self,
             k: opts.k.min(choices.len()),
+            idx,
             choices,
             dedup: opts.dedup,
             seen: HashSet::default(),
@@ -258,6 +282,26 @@ impl CrashPoint {
         }
     }
 
+    /// `image` with only the lines `keep` accepts (by address) in their chosen state, the
+    /// others back in their durable state: an image of the same point with fewer lines
+    /// persisted beyond the durable prefix (witness minimisation).
+    pub fn subimage(&self, image: &CrashImage, keep: impl Fn(u64) -> bool) -> CrashImage {
+        let delta: Vec<(u64, Line)> = image
+            .delta
+            .iter()
+            .filter(|(a, _)| keep(*a))
+            .copied()
+            .collect();
+        let lines = image
+            .lines
+            .iter()
+            .filter(|l| keep(l.addr))
+            .copied()
+            .collect();
+        let hash = hash_delta(&delta);
+        CrashImage { delta, lines, hash }
+    }
+
     /// The image as a copy-on-write `Pmem` (shares every page it does not change).
     pub fn materialize(&self, image: &CrashImage) -> Pmem {
         let mut p = self.persisted.clone();
@@ -300,6 +344,8 @@ impl CrashPoint {
 /// The iterator of [`CrashPoint::images`].
 pub struct CrashImages<'a> {
     point: &'a CrashPoint,
+    /// The lines enumerated (indices into the point's lines) and their states.
+    idx: Vec<usize>,
     choices: Vec<Vec<Choice>>,
     k: usize,
     dedup: bool,
@@ -321,7 +367,7 @@ impl CrashImages<'_> {
         let mut delta = Vec::with_capacity(self.comb.len());
         let mut lines = Vec::with_capacity(self.comb.len());
         for (&li, &ci) in self.comb.iter().zip(&self.odo) {
-            let line = &self.point.lines[li];
+            let line = &self.point.lines[self.idx[li]];
             let c = &self.choices[li][ci];
             lines.push(LineChoice {
                 addr: line.addr,

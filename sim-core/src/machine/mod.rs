@@ -37,8 +37,9 @@
 //! Per cache line, the ordered stores not yet durable (module `persist`). A crash may keep any
 //! prefix of each line's sequence, independently per line, except what a completed write-back
 //! made mandatory:
-//! - a dirty line may be written back at any time (an eviction: `evict`, the cache's capacity,
-//!   or any crash image);
+//! - a dirty line may be written back at any time (an eviction: `evict`, or any crash image);
+//!   a capacity eviction does not make it durable for crash images, so that the image set does
+//!   not depend on the cache's replacement state (only `evict`, clean shutdown, does);
 //! - `clwb`/`clflushopt` cover the line's stores so far; the issuing CPU's next `sfence`,
 //!   `mfence` or locked op makes them durable. Later stores, to any line, may persist before;
 //! - `clflush` is ordered with all stores: on Intel it is durable when it returns; on AMD it
@@ -397,12 +398,15 @@ impl Machine {
         self.mem.check(addr, len as u64)
     }
 
-    /// Writes back a dirty line the cache pushed out: it is durable from now on.
+    /// Writes back a dirty line the cache pushed out (media timing). Its pending stores stay
+    /// pending for crash images: which line the replacement policy picks depends on the order
+    /// of independent steps, and a crash image set must not (crashcheck compares schedules), so
+    /// a capacity eviction only ever adds outcomes the persistency model already allows (any
+    /// dirty line may be written back at any moment) and never removes one.
     fn evict_victim(&mut self, t: u64, victim: Option<Victim>) {
         if let Some(v) = victim.filter(|v| v.dirty) {
             self.stats.evictions += 1;
             self.media.write(t, None, v.line, WriteKind::WriteBack);
-            self.persist.fold_all(v.line);
         }
     }
 

@@ -88,9 +88,18 @@ pub fn dax_fault_return(e: Errno) -> VmFault {
 }
 
 /// `dax_fault_is_synchronous(iter, vma)`: a MAP_SYNC write over blocks whose metadata is not
-/// durable yet.
-pub fn dax_fault_is_synchronous<P: Platform>(flags: u32, vma: &Vma<P>, iomap: &IomapPair) -> bool {
-    flags & IOMAP_WRITE != 0 && vma.b.sync() && iomap.iomap.has(IOMAP_F_DIRTY)
+/// durable yet. Bug mode `sync-fault-no-fsync`: never, so the page is mapped writable before
+/// the metadata is durable (no `dax_finish_sync_fault`).
+pub fn dax_fault_is_synchronous<P: Platform>(
+    dax: &Dax<P>,
+    flags: u32,
+    vma: &Vma<P>,
+    iomap: &IomapPair,
+) -> bool {
+    flags & IOMAP_WRITE != 0
+        && vma.b.sync()
+        && iomap.iomap.has(IOMAP_F_DIRTY)
+        && !dax.bug(DaxBug::SyncFaultNoFsync)
 }
 
 /// `grab_mapping_entry(xas, mapping, order)`: a locked entry for the fault to fill, or the
@@ -238,7 +247,7 @@ pub async fn dax_insert_entry<P: Platform>(
     let mapping = vmf.mapping();
     let new_entry = dax_make_entry(pfn, flags);
     let write = iomap_flags & IOMAP_WRITE != 0;
-    let sync = dax_fault_is_synchronous(iomap_flags, vmf.vma, iomap);
+    let sync = dax_fault_is_synchronous(dax, iomap_flags, vmf.vma, iomap);
     let dirty = write && !sync;
     let shared = iomap.iomap.has(IOMAP_F_SHARED);
     // (dirty: __mark_inode_dirty(I_DIRTY_PAGES); the test file system keeps no inode state.)
@@ -493,7 +502,7 @@ async fn dax_fault_iter<P: Platform>(
     .await;
     // (write over shared blocks: dax_iomap_copy_around copies the source; contents are not
     // modelled.)
-    if dax_fault_is_synchronous(iomap_flags, vmf.vma, iomap) {
+    if dax_fault_is_synchronous(dax, iomap_flags, vmf.vma, iomap) {
         // dax_fault_synchronous_pfnp
         *pfnp = Some(pfn);
         return VmFault::NEEDDSYNC;

@@ -94,10 +94,11 @@ pub enum DaxBug {
     PmdWritebackNoWrprotect,
     MixedMappingAssociation,
     LockEntryExclusiveWait,
+    SyncFaultNoFsync,
 }
 
 impl DaxBug {
-    pub const ALL: [DaxBug; 13] = [
+    pub const ALL: [DaxBug; 14] = [
         DaxBug::PmdMissedWakeup,
         DaxBug::PmdConflictBeforeNull,
         DaxBug::NoEntryLock,
@@ -111,6 +112,7 @@ impl DaxBug {
         DaxBug::PmdWritebackNoWrprotect,
         DaxBug::MixedMappingAssociation,
         DaxBug::LockEntryExclusiveWait,
+        DaxBug::SyncFaultNoFsync,
     ];
 
     /// The catalogue name (`bug NAME` in a trace).
@@ -129,6 +131,7 @@ impl DaxBug {
             DaxBug::PmdWritebackNoWrprotect => "pmd-writeback-no-wrprotect",
             DaxBug::MixedMappingAssociation => "mixed-mapping-association",
             DaxBug::LockEntryExclusiveWait => "lock-entry-exclusive-wait",
+            DaxBug::SyncFaultNoFsync => "sync-fault-no-fsync",
         }
     }
 
@@ -167,6 +170,11 @@ impl DaxBug {
             }
             DaxBug::LockEntryExclusiveWait => {
                 "wait_entry_unlocked: an exclusive wait instead of a non-exclusive one"
+            }
+            DaxBug::SyncFaultNoFsync => {
+                "dax_fault_is_synchronous: false for a MAP_SYNC write over blocks with \
+                 IOMAP_F_DIRTY, so the fault maps the page writable without \
+                 dax_finish_sync_fault making the block allocation durable"
             }
             DaxBug::ShadowEntries => {
                 "__remove_mapping: the workingset shadow entry is stored in a DAX mapping (no \

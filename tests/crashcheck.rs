@@ -1,0 +1,437 @@
+//! `pmsim crashcheck` and `pmsim export-store-log`: every crash bug mode caught on its trace
+//! with a witness that replays, and clean without the mode; the shipped traces clean at `--k
+//! 2`; the image set independent of the order of independent steps (and of the cache's
+//! replacement state); a corrupted image named by fsck; the store log parses as pmreorder
+//! reads it.
+
+use sim_core::machine::{CrashImage, CrashOptions};
+use sim_core::sim::Schedule;
+use sim_fs::crashcheck::{CRASH_MODE_TRACES, PointKind, Recorder, check, record_run, store_log};
+use sim_fs::runner::TraceRunner;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn pmsim(args: &[&str]) -> (i32, String, String) {
+    let o: Output = Command::new(env!("CARGO_BIN_EXE_pmsim"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("pmsim runs");
+    (
+        o.status.code().expect("exited normally"),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn scratch(name: &str, text: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("crashcheck");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn runner_of(text: &str) -> TraceRunner {
+    let trace = sim_core::trace::parse_bytes(text.as_bytes(), "t.trace", &Default::default())
+        .expect("the trace parses");
+    let cfg = pmsim::trace_model::machine_config(&trace).expect("machine line");
+    let mut r = TraceRunner::new(trace.clone(), cfg, &[]).unwrap_or_else(|e| panic!("{e:?}"));
+    r.crash = Some(Arc::new(Recorder::new(&trace)));
+    r
+}
+
+#[test]
+fn every_crash_mode_is_caught_on_its_trace_with_a_witness_that_replays() {
+    assert!(!CRASH_MODE_TRACES.is_empty());
+    for (mode, trace) in CRASH_MODE_TRACES {
+        let (code, out, err) = pmsim(&["crashcheck", trace]);
+        assert_eq!(code, 0, "{trace} without {mode} must be clean:\n{out}{err}");
+        assert!(out.contains("clean:"), "{out}");
+        let (code, out, err) = pmsim(&["crashcheck", trace, "--bug", mode]);
+        assert_eq!(code, 1, "{trace} with {mode} must fail:\n{out}{err}");
+        assert!(out.contains("VIOLATION "), "{out}");
+        assert!(out.contains("crash point "), "{out}");
+        assert!(out.contains("smallest failing subset"), "{out}");
+        let first = out
+            .lines()
+            .find(|l| l.starts_with("VIOLATION "))
+            .unwrap()
+            .to_string();
+        let replay = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("replay: pmsim "))
+            .expect("a replay command")
+            .to_string();
+        let args: Vec<&str> = replay.split_whitespace().collect();
+        let (code, out2, err2) = pmsim(&args);
+        assert_eq!(code, 1, "the replay fails again:\n{out2}{err2}");
+        assert!(out2.contains(&first), "same violation on replay:\n{out2}");
+        assert!(out2.contains("1 crash points, 1 images"), "{out2}");
+    }
+}
+
+#[test]
+fn the_json_report_names_the_violation_and_the_replay() {
+    let (code, out, _) = pmsim(&[
+        "crashcheck",
+        "traces/crash/journal-no-fence.trace",
+        "--bug",
+        "journal-no-fence",
+        "--json",
+    ]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["result"], "violation");
+    assert_eq!(v["violation"]["violation"]["kind"], "mount");
+    assert!(
+        v["replay"]
+            .as_str()
+            .unwrap()
+            .contains("--bug journal-no-fence")
+    );
+    assert!(v["stats"]["images"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn shipped_traces_are_clean_at_k2() {
+    let mut n = 0;
+    for dir in ["traces/crash", "traces/dax"] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "trace"))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            // Traces that show a bug (a `bug` line) are judged by their own tests.
+            if text.lines().any(|l| l.starts_with("bug ")) {
+                continue;
+            }
+            let p = f.display().to_string();
+            let (code, out, err) = pmsim(&["crashcheck", &p, "--k", "2"]);
+            assert_eq!(code, 0, "{p}:\n{out}{err}");
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "only {n} traces checked");
+}
+
+#[test]
+fn bad_input_is_exit_2() {
+    let (code, _, err) = pmsim(&[
+        "crashcheck",
+        "traces/crash/journal-no-fence.trace",
+        "--k",
+        "x",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = pmsim(&[
+        "crashcheck",
+        "traces/crash/journal-no-fence.trace",
+        "--bug",
+        "nope",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown bug mode"), "{err}");
+    let (code, _, err) = pmsim(&[
+        "crashcheck",
+        "traces/crash/journal-no-fence.trace",
+        "--schedule",
+        "1:0:",
+        "--point",
+        "999",
+        "--image",
+        "0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("crash points"), "{err}");
+    let t = scratch("bad.trace", "pmsim-trace 1\nt1 store m+0 8 0x1\n");
+    let (code, _, err) = pmsim(&["crashcheck", &t]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(":2:"), "positioned: {err}");
+}
+
+/// Every image of a point, as full device contents (hashed), independent of numbering.
+fn image_set(r: &TraceRunner, sched: &Schedule, k: usize) -> (BTreeSet<u64>, u64) {
+    let run = record_run(r, sched, PointKind::Fence, 1_000_000).unwrap();
+    let last = run.points.last().expect("an end-of-run point");
+    assert_eq!(last.what, "end of run");
+    let opts = CrashOptions {
+        k,
+        torn: false,
+        dedup: true,
+    };
+    let set = last
+        .point
+        .images(opts)
+        .map(|img| last.point.materialize(&img).content_hash())
+        .collect();
+    (set, last.point.pending_lines().len() as u64)
+}
+
+#[test]
+fn the_image_set_does_not_depend_on_the_order_of_independent_steps() {
+    // Two threads store to disjoint lines of two preallocated files (no allocation, no
+    // metadata), without flushing, on a cache of two lines: which lines the cache evicts
+    // depends on the order the stores ran in; the crash images must not.
+    let body = |first: &str, second: &str| {
+        format!(
+            "pmsim-trace 1\nmachine cpus=2 pmem=64MiB cache=128 cache_ways=1\n\
+             file /a size=64K fill=0x01\nfile /b size=64K fill=0x02\n{first}{second}"
+        )
+    };
+    let t1 = "t1 mmap /a 0 64K shared nohuge as a\nt1 store a+0 8 0x11\n\
+              t1 store a+0x40 8 0x12\nt1 store a+0x80 8 0x13\n";
+    let t2 = "t2 mmap /b 0 64K shared nohuge as b\nt2 store b+0 8 0x21\n\
+              t2 store b+0x40 8 0x22\nt2 store b+0x80 8 0x23\n";
+    // trace-order runs the thread whose statements come first in the file first.
+    let a = runner_of(&body(t1, t2));
+    let b = runner_of(&body(t2, t1));
+    let s = Schedule {
+        seed: 0,
+        choices: vec![],
+    };
+    let (set_a, pend_a) = image_set(&a, &s, usize::MAX);
+    let (set_b, pend_b) = image_set(&b, &s, usize::MAX);
+    assert_eq!(
+        pend_a, 6,
+        "every unflushed line stays pending despite evictions"
+    );
+    assert_eq!(pend_b, 6);
+    assert_eq!(set_a.len(), 64, "2^6 images");
+    assert_eq!(set_a, set_b);
+}
+
+#[test]
+fn a_corrupted_image_is_named_by_fsck() {
+    let r = runner_of(
+        "pmsim-trace 1\nmachine cpus=1 pmem=64MiB\nfile /a size=64K fill=0x01\n\
+         t1 mmap /a 0 64K shared as a\nt1 store a+0 8 0x11\n",
+    );
+    let run = record_run(
+        &r,
+        &Schedule {
+            seed: 0,
+            choices: vec![],
+        },
+        PointKind::Fence,
+        1_000_000,
+    )
+    .unwrap();
+    let cp = run.points.last().unwrap();
+    let pmem = 64 << 20;
+    let clean = CrashImage {
+        delta: vec![],
+        lines: vec![],
+        hash: 0,
+    };
+    let rec = check::recover(&cp.point, &clean, pmem).expect("the persisted image mounts");
+    check::fsck(&cp.point, &clean, pmem, &rec).expect("and is clean");
+    // Set the bitmap bit of the last block, which no file owns.
+    let geo = rec.geo;
+    let last = geo.nblocks - 1;
+    let byte = geo.addr(geo.bitmap_start) + last / 8;
+    let line = byte / 64 * 64;
+    let mut content = [0u8; 64];
+    cp.point.persisted().read(line, &mut content).unwrap();
+    content[(byte - line) as usize] |= 1 << (last % 8);
+    let bad = CrashImage {
+        delta: vec![(line, content)],
+        lines: vec![],
+        hash: 1,
+    };
+    let rec = check::recover(&cp.point, &bad, pmem).expect("still mounts");
+    let v = check::fsck(&cp.point, &bad, pmem, &rec).expect_err("fsck names it");
+    assert_eq!(v.kind, "fsck");
+    assert!(v.message.contains("bitmap (block"), "{}", v.message);
+}
+
+#[test]
+fn export_store_log_parses_as_pmreorder_reads_it() {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("crashcheck-store.log");
+    let o = out.display().to_string();
+    let (code, text, err) = pmsim(&[
+        "export-store-log",
+        "traces/crash/journal-no-fence.trace",
+        "-o",
+        &o,
+    ]);
+    assert_eq!(code, 0, "{text}{err}");
+    let log = std::fs::read_to_string(&out).unwrap();
+    let recs = store_log::parse_store_log(&log).expect("parses");
+    use store_log::Record;
+    assert_eq!(recs.first(), Some(&Record::Start));
+    assert_eq!(recs.last(), Some(&Record::Stop));
+    assert!(matches!(recs[1], Record::RegisterFile { .. }));
+    let stores = recs
+        .iter()
+        .filter(|r| matches!(r, Record::Store { .. }))
+        .count();
+    let flushes = recs
+        .iter()
+        .filter(|r| matches!(r, Record::Flush { .. }))
+        .count();
+    let fences = recs.iter().filter(|r| **r == Record::Fence).count();
+    assert!(stores > 0 && flushes > 0 && fences > 0);
+    assert!(
+        text.contains(&format!(
+            "wrote {stores} stores, {flushes} flushes and {fences} fences"
+        )),
+        "{text}"
+    );
+    // The user's flushed store is in the log: 64 bytes of 0x11 as eight 8-byte stores.
+    let ones = recs
+        .iter()
+        .filter(|r| matches!(r, Record::Store { value, size: 8, .. } if *value == 0x1111_1111_1111_1111))
+        .count();
+    assert!(ones >= 8, "{ones}");
+    assert!(store_log::parse_store_log("START|BOGUS|STOP").is_err());
+}
+
+#[test]
+fn eadr_makes_the_journal_fence_moot() {
+    // Under eADR a cached store is durable when it executes, so the checkpoint's writes in
+    // place cannot overtake the commit record: the mode's missing fence is harmless.
+    let t = "traces/crash/journal-no-fence.trace";
+    let (code, out, err) = pmsim(&[
+        "crashcheck",
+        t,
+        "--bug",
+        "journal-no-fence",
+        "--persist",
+        "eadr",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("persist eadr"), "{out}");
+    let (code, out, _) = pmsim(&[
+        "crashcheck",
+        t,
+        "--bug",
+        "journal-no-fence",
+        "--persist",
+        "adr",
+    ]);
+    assert_eq!(code, 1, "{out}");
+}
+
+#[test]
+fn several_interleavings_and_finer_points_are_checked() {
+    let t = "traces/dax/two_procs_share.trace";
+    let (code, out, err) = pmsim(&[
+        "crashcheck",
+        t,
+        "--strategy",
+        "random",
+        "--schedules",
+        "3",
+        "--points",
+        "op",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let n = v["stats"]["schedules"].as_u64().unwrap();
+    assert!((1..=3).contains(&n), "{n}");
+    let (_, fence, _) = pmsim(&["crashcheck", t, "--json"]);
+    let fence: serde_json::Value = serde_json::from_str(fence.trim()).unwrap();
+    let (_, op, _) = pmsim(&["crashcheck", t, "--points", "op", "--json"]);
+    let op: serde_json::Value = serde_json::from_str(op.trim()).unwrap();
+    assert!(op["stats"]["points"].as_u64().unwrap() >= fence["stats"]["points"].as_u64().unwrap());
+}
+
+#[test]
+fn run_checks_the_after_crash_section_after_a_clean_shutdown() {
+    let (code, out, err) = pmsim(&["run", "traces/crash/map_sync_flush.trace"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // After a clean shutdown nothing is lost: the unflushed store is there too.
+    let t = scratch(
+        "after_clean.trace",
+        "pmsim-trace 1\nmachine cpus=1 pmem=64MiB\nfile /f size=64K fill=0x01\n\
+         t mmap /f 0 64K shared as m\nt store m+0x100 8 0x42\nafter-crash\n\
+         r mmap /f 0 64K shared as m\nr load m+0x100 8 => 0x42\nr load m+0 8 => 0x01\n",
+    );
+    let (code, out, err) = pmsim(&["run", &t]);
+    assert_eq!(code, 0, "{out}{err}");
+    // A wrong expectation after the crash is a violation naming the line.
+    let bad = scratch(
+        "after_bad.trace",
+        "pmsim-trace 1\nmachine cpus=1 pmem=64MiB\nfile /f size=64K fill=0x01\n\
+         t mmap /f 0 64K shared as m\nt store m+0x100 8 0x42\nafter-crash\n\
+         r mmap /f 0 64K shared as m\nr load m+0x100 8 => 0x43\n",
+    );
+    let (code, out, err) = pmsim(&["run", &bad]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("after-crash: thread r, line 8"), "{out}");
+    // crashcheck: the unflushed store may be lost, so the same oracle fails on some image.
+    let (code, out, err) = pmsim(&["crashcheck", &t]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("VIOLATION after-crash"), "{out}");
+}
+
+/// The first byte at each of `offs` of file /a, in every image of `cp`.
+fn outcomes(cp: &sim_fs::crashcheck::CrashRec, offs: &[u64]) -> BTreeSet<Vec<u8>> {
+    let pmem = 64 << 20; // the traces' `pmem=64MiB`
+    let clean = CrashImage {
+        delta: vec![],
+        lines: vec![],
+        hash: 0,
+    };
+    let rec = check::recover(&cp.point, &clean, pmem).unwrap();
+    let d = rec.files.get("/a").unwrap().clone();
+    cp.point
+        .images(CrashOptions {
+            k: usize::MAX,
+            torn: false,
+            dedup: true,
+        })
+        .map(|img| {
+            offs.iter()
+                .map(|&o| check::read_file(&cp.point, &img, &rec.geo, &d, o, o + 1)[0])
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn litmus_exactly_the_allowed_persist_orders() {
+    // A and B stored; A flushed and fenced; then C stored. Before the fence, any of the
+    // eight combinations may persist; after it, A is durable (A = 0 is forbidden) and B and C
+    // still may or may not be.
+    let r = runner_of(
+        "pmsim-trace 1\nmachine cpus=1 pmem=64MiB\nfile /a size=64K fill=0x00\n\
+         t mmap /a 0 64K shared as m\nt store m+0 8 0x01\nt store m+0x40 8 0x01\n\
+         t clwb m+0\nt sfence\nt store m+0x80 8 0x01\n",
+    );
+    let run = record_run(
+        &r,
+        &Schedule {
+            seed: 0,
+            choices: vec![],
+        },
+        PointKind::Fence,
+        1_000_000,
+    )
+    .unwrap();
+    let fence = run
+        .points
+        .iter()
+        .find(|p| p.line == 8)
+        .expect("a point before the sfence at line 8");
+    let end = run.points.last().unwrap();
+    let all: BTreeSet<Vec<u8>> = (0..8u8)
+        .map(|i| vec![i & 1, (i >> 1) & 1, (i >> 2) & 1])
+        .collect();
+    // C is not stored yet before the fence.
+    let before: BTreeSet<Vec<u8>> = all.iter().filter(|v| v[2] == 0).cloned().collect();
+    assert_eq!(outcomes(fence, &[0, 0x40, 0x80]), before);
+    let after: BTreeSet<Vec<u8>> = all.iter().filter(|v| v[0] == 1).cloned().collect();
+    assert_eq!(outcomes(end, &[0, 0x40, 0x80]), after);
+}
