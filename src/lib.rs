@@ -880,6 +880,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
                 if let Some(mech) = m.mechanism() {
                     outln!(io.out, "{:41}mechanism: {mech}", "");
                 }
+                if let Some(trace) = m.trace {
+                    outln!(io.out, "{:41}trace: pmsim explore {trace}", "");
+                }
                 if m.available {
                     match m.model() {
                         Some(model) => {

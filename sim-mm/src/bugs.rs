@@ -16,6 +16,10 @@ pub struct BugMode {
     pub summary: &'static str,
     /// Implemented in this build.
     pub available: bool,
+    /// The shipped trace that shows the mode (a path from the repository root, under
+    /// `traces/bugs/`): it declares `bug NAME`, and `pmsim explore` finds the violation its
+    /// `# expect:` comment names; without the `bug` line it is clean. `None`: not shipped yet.
+    pub trace: Option<&'static str>,
 }
 
 pub const BUG_MODES: &[BugMode] = &[
@@ -24,24 +28,28 @@ pub const BUG_MODES: &[BugMode] = &[
         fixed_by: "23c84eb78375 (5.3, 2019)",
         summary: "a PMD fault sleeps on the PMD-aligned key while the PTE entry's owner wakes its own index",
         available: true,
+        trace: Some("traces/bugs/pmd-missed-wakeup.trace"),
     },
     BugMode {
         name: "pmd-conflict-before-null",
         fixed_by: "6370740e5f8e (5.4, 2019)",
         summary: "the order conflict is checked before NULL, so every PMD fault falls back to PTEs",
         available: true,
+        trace: Some("traces/bugs/pmd-conflict-before-null.trace"),
     },
     BugMode {
         name: "no-mmaplock",
         fixed_by: "XFS MMAPLOCK (4.4, 2015)",
         summary: "page faults are not serialised against truncate/hole punch by the invalidate lock",
         available: false,
+        trace: None,
     },
     BugMode {
         name: "no-entry-lock",
         fixed_by: "ac401cc78242 (4.7, 2016)",
         summary: "simultaneous faults on one hole race without DAX entry locks (the loser zeroes the winner's data)",
         available: true,
+        trace: Some("traces/bugs/no-entry-lock.trace"),
     },
     BugMode {
         name: "shadow-entries",
@@ -50,6 +58,7 @@ pub const BUG_MODES: &[BugMode] = &[
                   !dax_mapping check); DAX paths misread it as an entry (its workingset bit reads \
                   as DAX_LOCKED, so they wait forever)",
         available: true,
+        trace: Some("traces/bugs/shadow-entries.trace"),
     },
     BugMode {
         name: "mf-speculative-page-lock",
@@ -58,12 +67,14 @@ pub const BUG_MODES: &[BugMode] = &[
                   lock with the page->mapping recheck, so truncate and eviction run under memory \
                   failure, which then follows page->mapping into a freed inode",
         available: true,
+        trace: Some("traces/bugs/mf-speculative-page-lock.trace"),
     },
     BugMode {
         name: "hole-wake-next",
         fixed_by: "965d004af540 (4.10, 2016)",
         summary: "replacing a locked empty entry with a hole wakes one waiter instead of all",
         available: true,
+        trace: Some("traces/bugs/hole-wake-next.trace"),
     },
     BugMode {
         name: "invalidate-wake-next",
@@ -71,6 +82,7 @@ pub const BUG_MODES: &[BugMode] = &[
         summary: "__dax_invalidate_entry wakes with WAKE_NEXT instead of WAKE_ALL: the one woken \
                   waiter finds NULL and passes the wake-up on to nobody",
         available: true,
+        trace: Some("traces/bugs/invalidate-wake-next.trace"),
     },
     BugMode {
         name: "busy-scan-skips-locked",
@@ -79,18 +91,21 @@ pub const BUG_MODES: &[BugMode] = &[
                   xa_state, whose xas_find_conflict looks past the locked entry: its DMA-pinned \
                   pages are missed and the blocks freed under DMA",
         available: true,
+        trace: Some("traces/bugs/busy-scan-skips-locked.trace"),
     },
     BugMode {
         name: "pmd-pte-collide",
         fixed_by: "\"dax: Fix race between colliding PMD & PTE entries\" (4.12)",
         summary: "the page-table level is not rechecked after taking the entry lock",
         available: true,
+        trace: Some("traces/bugs/pmd-pte-collide.trace"),
     },
     BugMode {
         name: "stale-huge-zero-page",
         fixed_by: "cd656375f946 (4.12)",
         summary: "a huge zero page stays mapped after write(2) allocated blocks under it",
         available: true,
+        trace: Some("traces/bugs/stale-huge-zero-page.trace"),
     },
     BugMode {
         name: "pmd-writeback-no-wrprotect",
@@ -99,12 +114,14 @@ pub const BUG_MODES: &[BugMode] = &[
                   later stores through it neither fault nor dirty the entry, and the next fsync \
                   skips their flush",
         available: true,
+        trace: Some("traces/bugs/pmd-writeback-no-wrprotect.trace"),
     },
     BugMode {
         name: "mixed-mapping-association",
         fixed_by: "1571c029a2ff (5.2)",
         summary: "a PTE fault on a PMD entry disassociates the whole PMD and re-associates one page",
         available: true,
+        trace: Some("traces/bugs/mixed-mapping-association.trace"),
     },
     BugMode {
         name: "lock-entry-exclusive-wait",
@@ -113,12 +130,14 @@ pub const BUG_MODES: &[BugMode] = &[
                   the entry changed and leave without locking it or passing the wake-up on, so \
                   the next waiter sleeps forever",
         available: true,
+        trace: Some("traces/bugs/lock-entry-exclusive-wait.trace"),
     },
     BugMode {
         name: "reflink-page-mapping",
         fixed_by: "reflink vs page->mapping thread (2018); folio share count (6.x)",
         summary: "a DAX page shared by reflink keeps one page->mapping, so memory_failure misses owners",
         available: false,
+        trace: None,
     },
 ];
 
