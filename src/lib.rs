@@ -880,9 +880,6 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
                 if let Some(mech) = m.mechanism() {
                     outln!(io.out, "{:41}mechanism: {mech}", "");
                 }
-                if let Some(trace) = m.trace {
-                    outln!(io.out, "{:41}trace: pmsim explore {trace}", "");
-                }
                 if m.available {
                     match m.model() {
                         Some(model) => {
@@ -897,6 +894,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
                             outln!(io.out, "{:41}reachable from: {}", "", m.reachable());
                         }
                     }
+                }
+                if let Some(trace) = m.trace() {
+                    outln!(io.out, "{:41}shipped trace: pmsim explore {trace}", "");
                 }
             }
             let n = BUG_MODES.iter().filter(|m| m.available).count();

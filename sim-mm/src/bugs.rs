@@ -16,10 +16,6 @@ pub struct BugMode {
     pub summary: &'static str,
     /// Implemented in this build.
     pub available: bool,
-    /// The shipped trace that shows the mode (a path from the repository root, under
-    /// `traces/bugs/`): it declares `bug NAME`, and `pmsim explore` finds the violation its
-    /// `# expect:` comment names; without the `bug` line it is clean. `None`: not shipped yet.
-    pub trace: Option<&'static str>,
 }
 
 pub const BUG_MODES: &[BugMode] = &[
@@ -28,28 +24,24 @@ pub const BUG_MODES: &[BugMode] = &[
         fixed_by: "23c84eb78375 (5.3, 2019)",
         summary: "a PMD fault sleeps on the PMD-aligned key while the PTE entry's owner wakes its own index",
         available: true,
-        trace: Some("traces/bugs/pmd-missed-wakeup.trace"),
     },
     BugMode {
         name: "pmd-conflict-before-null",
         fixed_by: "6370740e5f8e (5.4, 2019)",
         summary: "the order conflict is checked before NULL, so every PMD fault falls back to PTEs",
         available: true,
-        trace: Some("traces/bugs/pmd-conflict-before-null.trace"),
     },
     BugMode {
         name: "no-mmaplock",
         fixed_by: "XFS MMAPLOCK (4.4, 2015)",
         summary: "page faults are not serialised against truncate/hole punch by the invalidate lock",
         available: false,
-        trace: None,
     },
     BugMode {
         name: "no-entry-lock",
         fixed_by: "ac401cc78242 (4.7, 2016)",
         summary: "simultaneous faults on one hole race without DAX entry locks (the loser zeroes the winner's data)",
         available: true,
-        trace: Some("traces/bugs/no-entry-lock.trace"),
     },
     BugMode {
         name: "shadow-entries",
@@ -58,7 +50,6 @@ pub const BUG_MODES: &[BugMode] = &[
                   !dax_mapping check); DAX paths misread it as an entry (its workingset bit reads \
                   as DAX_LOCKED, so they wait forever)",
         available: true,
-        trace: Some("traces/bugs/shadow-entries.trace"),
     },
     BugMode {
         name: "mf-speculative-page-lock",
@@ -67,14 +58,12 @@ pub const BUG_MODES: &[BugMode] = &[
                   lock with the page->mapping recheck, so truncate and eviction run under memory \
                   failure, which then follows page->mapping into a freed inode",
         available: true,
-        trace: Some("traces/bugs/mf-speculative-page-lock.trace"),
     },
     BugMode {
         name: "hole-wake-next",
         fixed_by: "965d004af540 (4.10, 2016)",
         summary: "replacing a locked empty entry with a hole wakes one waiter instead of all",
         available: true,
-        trace: Some("traces/bugs/hole-wake-next.trace"),
     },
     BugMode {
         name: "invalidate-wake-next",
@@ -82,7 +71,6 @@ pub const BUG_MODES: &[BugMode] = &[
         summary: "__dax_invalidate_entry wakes with WAKE_NEXT instead of WAKE_ALL: the one woken \
                   waiter finds NULL and passes the wake-up on to nobody",
         available: true,
-        trace: Some("traces/bugs/invalidate-wake-next.trace"),
     },
     BugMode {
         name: "busy-scan-skips-locked",
@@ -91,21 +79,18 @@ pub const BUG_MODES: &[BugMode] = &[
                   xa_state, whose xas_find_conflict looks past the locked entry: its DMA-pinned \
                   pages are missed and the blocks freed under DMA",
         available: true,
-        trace: Some("traces/bugs/busy-scan-skips-locked.trace"),
     },
     BugMode {
         name: "pmd-pte-collide",
         fixed_by: "\"dax: Fix race between colliding PMD & PTE entries\" (4.12)",
         summary: "the page-table level is not rechecked after taking the entry lock",
         available: true,
-        trace: Some("traces/bugs/pmd-pte-collide.trace"),
     },
     BugMode {
         name: "stale-huge-zero-page",
         fixed_by: "cd656375f946 (4.12)",
         summary: "a huge zero page stays mapped after write(2) allocated blocks under it",
         available: true,
-        trace: Some("traces/bugs/stale-huge-zero-page.trace"),
     },
     BugMode {
         name: "pmd-writeback-no-wrprotect",
@@ -114,14 +99,12 @@ pub const BUG_MODES: &[BugMode] = &[
                   later stores through it neither fault nor dirty the entry, and the next fsync \
                   skips their flush",
         available: true,
-        trace: Some("traces/bugs/pmd-writeback-no-wrprotect.trace"),
     },
     BugMode {
         name: "mixed-mapping-association",
         fixed_by: "1571c029a2ff (5.2)",
         summary: "a PTE fault on a PMD entry disassociates the whole PMD and re-associates one page",
         available: true,
-        trace: Some("traces/bugs/mixed-mapping-association.trace"),
     },
     BugMode {
         name: "lock-entry-exclusive-wait",
@@ -130,18 +113,77 @@ pub const BUG_MODES: &[BugMode] = &[
                   the entry changed and leave without locking it or passing the wake-up on, so \
                   the next waiter sleeps forever",
         available: true,
-        trace: Some("traces/bugs/lock-entry-exclusive-wait.trace"),
     },
     BugMode {
         name: "reflink-page-mapping",
         fixed_by: "reflink vs page->mapping thread (2018); folio share count (6.x)",
         summary: "a DAX page shared by reflink keeps one page->mapping, so memory_failure misses owners",
         available: false,
-        trace: None,
     },
 ];
 
+/// The trace shipped for each mode (a path from the repository root): it declares `bug NAME`,
+/// starts with a comment saying what it models, and names in a `# expect: KIND` comment the
+/// violation `pmsim explore` finds with the mode; without its `bug` line it is clean
+/// (tests/shipped_races.rs). The crash-consistency modes name theirs with `pmsim crashcheck`.
+const SHIPPED_TRACES: &[(&str, &str)] = &[
+    ("pmd-missed-wakeup", "traces/bugs/pmd-missed-wakeup.trace"),
+    (
+        "pmd-conflict-before-null",
+        "traces/bugs/pmd-conflict-before-null.trace",
+    ),
+    ("no-mmaplock", "traces/bugs/no-mmaplock.trace"),
+    ("no-entry-lock", "traces/bugs/no-entry-lock.trace"),
+    ("shadow-entries", "traces/bugs/shadow-entries.trace"),
+    (
+        "mf-speculative-page-lock",
+        "traces/bugs/mf-speculative-page-lock.trace",
+    ),
+    ("hole-wake-next", "traces/bugs/hole-wake-next.trace"),
+    (
+        "invalidate-wake-next",
+        "traces/bugs/invalidate-wake-next.trace",
+    ),
+    (
+        "busy-scan-skips-locked",
+        "traces/bugs/busy-scan-skips-locked.trace",
+    ),
+    ("pmd-pte-collide", "traces/bugs/pmd-pte-collide.trace"),
+    (
+        "stale-huge-zero-page",
+        "traces/bugs/stale-huge-zero-page.trace",
+    ),
+    (
+        "pmd-writeback-no-wrprotect",
+        "traces/bugs/pmd-writeback-no-wrprotect.trace",
+    ),
+    (
+        "mixed-mapping-association",
+        "traces/bugs/mixed-mapping-association.trace",
+    ),
+    (
+        "lock-entry-exclusive-wait",
+        "traces/bugs/lock-entry-exclusive-wait.trace",
+    ),
+    (
+        "reflink-page-mapping",
+        "traces/bugs/reflink-page-mapping.trace",
+    ),
+];
+
 impl BugMode {
+    /// The shipped trace that shows the mode, for a mode this build implements (a planned
+    /// mode's trace ships with its implementation).
+    pub fn trace(&self) -> Option<&'static str> {
+        if !self.available {
+            return None;
+        }
+        SHIPPED_TRACES
+            .iter()
+            .find(|(n, _)| *n == self.name)
+            .map(|&(_, t)| t)
+    }
+
     /// The DAX-core mode of this name (`None` for modes that belong to the file system).
     pub fn dax_bug(&self) -> Option<crate::dax::DaxBug> {
         crate::dax::DaxBug::from_name(self.name)
@@ -208,6 +250,18 @@ mod tests {
             let m = bug_mode(b.name()).expect("in the catalogue");
             assert!(m.available, "{}", m.name);
             assert!(m.model().is_some(), "{}", m.name);
+        }
+    }
+
+    #[test]
+    fn shipped_traces_name_catalogue_modes_once() {
+        for (i, (name, trace)) in SHIPPED_TRACES.iter().enumerate() {
+            assert!(bug_mode(name).is_some(), "{name}");
+            assert_eq!(*trace, format!("traces/bugs/{name}.trace"));
+            assert!(
+                SHIPPED_TRACES[..i].iter().all(|(n, _)| n != name),
+                "{name} twice"
+            );
         }
     }
 
