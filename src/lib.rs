@@ -1113,6 +1113,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
                         }
                     }
                 }
+                if let Some(trace) = m.trace() {
+                    outln!(io.out, "{:41}shipped trace: pmsim explore {trace}", "");
+                }
             }
             let n = BUG_MODES.iter().filter(|m| m.available).count();
             outln!(

@@ -146,7 +146,68 @@ pub const BUG_MODES: &[BugMode] = &[
     },
 ];
 
+/// The trace shipped for each mode (a path from the repository root): it declares `bug NAME`,
+/// starts with a comment saying what it models, and names in a `# expect: KIND` comment the
+/// violation `pmsim explore` finds with the mode; without its `bug` line it is clean
+/// (tests/shipped_races.rs). The crash-consistency modes name theirs with `pmsim crashcheck`.
+const SHIPPED_TRACES: &[(&str, &str)] = &[
+    ("pmd-missed-wakeup", "traces/bugs/pmd-missed-wakeup.trace"),
+    (
+        "pmd-conflict-before-null",
+        "traces/bugs/pmd-conflict-before-null.trace",
+    ),
+    ("no-mmaplock", "traces/bugs/no-mmaplock.trace"),
+    ("no-entry-lock", "traces/bugs/no-entry-lock.trace"),
+    ("shadow-entries", "traces/bugs/shadow-entries.trace"),
+    (
+        "mf-speculative-page-lock",
+        "traces/bugs/mf-speculative-page-lock.trace",
+    ),
+    ("hole-wake-next", "traces/bugs/hole-wake-next.trace"),
+    (
+        "invalidate-wake-next",
+        "traces/bugs/invalidate-wake-next.trace",
+    ),
+    (
+        "busy-scan-skips-locked",
+        "traces/bugs/busy-scan-skips-locked.trace",
+    ),
+    ("pmd-pte-collide", "traces/bugs/pmd-pte-collide.trace"),
+    (
+        "stale-huge-zero-page",
+        "traces/bugs/stale-huge-zero-page.trace",
+    ),
+    (
+        "pmd-writeback-no-wrprotect",
+        "traces/bugs/pmd-writeback-no-wrprotect.trace",
+    ),
+    (
+        "mixed-mapping-association",
+        "traces/bugs/mixed-mapping-association.trace",
+    ),
+    (
+        "lock-entry-exclusive-wait",
+        "traces/bugs/lock-entry-exclusive-wait.trace",
+    ),
+    (
+        "reflink-page-mapping",
+        "traces/bugs/reflink-page-mapping.trace",
+    ),
+];
+
 impl BugMode {
+    /// The shipped trace that shows the mode, for a mode this build implements (a planned
+    /// mode's trace ships with its implementation).
+    pub fn trace(&self) -> Option<&'static str> {
+        if !self.available {
+            return None;
+        }
+        SHIPPED_TRACES
+            .iter()
+            .find(|(n, _)| *n == self.name)
+            .map(|&(_, t)| t)
+    }
+
     /// The DAX-core mode of this name (`None` for modes that belong to the file system).
     pub fn dax_bug(&self) -> Option<crate::dax::DaxBug> {
         crate::dax::DaxBug::from_name(self.name)
@@ -231,6 +292,18 @@ mod tests {
             let m = bug_mode(b.name()).expect("in the catalogue");
             assert!(m.available, "{}", m.name);
             assert!(m.model().is_some(), "{}", m.name);
+        }
+    }
+
+    #[test]
+    fn shipped_traces_name_catalogue_modes_once() {
+        for (i, (name, trace)) in SHIPPED_TRACES.iter().enumerate() {
+            assert!(bug_mode(name).is_some(), "{name}");
+            assert_eq!(*trace, format!("traces/bugs/{name}.trace"));
+            assert!(
+                SHIPPED_TRACES[..i].iter().all(|(n, _)| n != name),
+                "{name} twice"
+            );
         }
     }
 

@@ -198,6 +198,12 @@ impl DaxBug {
         })
     }
 
+    /// The shipped trace that shows the mode (from the repository root), as the catalogue
+    /// names it ([`crate::bugs::BugMode::trace`]).
+    pub fn trace(self) -> Option<&'static str> {
+        crate::bugs::bug_mode(self.name()).and_then(|m| m.trace())
+    }
+
     /// The mode called `name`, if it is a DAX-core mode.
     pub fn from_name(name: &str) -> Option<DaxBug> {
         DaxBug::ALL.into_iter().find(|b| b.name() == name)
