@@ -8,13 +8,16 @@
 mod report;
 mod minimize;
 mod crashcheck;
+mod merge;
 mod output;
+mod progress;
+mod scale;
 pub mod trace_model;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use report::{Outcome, Subject};
 use sim_core::events::EventLog;
-use sim_core::sim::explore::{Determinism, logged_run};
+use sim_core::sim::explore::{Determinism, explore_scaled, logged_run};
 use sim_core::sim::{ExploreConfig, Model, Schedule, Sim, Strategy, explore};
 use sim_core::trace::{ParseOptions, Trace, parse_bytes};
 use std::ffi::OsString;
@@ -67,8 +70,9 @@ enum Cmd {
     Bugs,
     /// Run a trace once (default strategy trace-order) and check it.
     Run(RunArgs),
-    /// Search the interleavings of a trace for a violation.
-    Explore(RunArgs),
+    /// Search the interleavings of a trace for a violation (on several cores with --jobs, on
+    /// several machines with --shard and `pmsim merge`).
+    Explore(ExploreArgs),
     /// Replay one schedule string bit-exactly (as printed by a failure report).
     Replay(RunArgs),
     /// Shrink a failure: the schedule (fewer preemptions, fewer steps) and the trace (fewer
@@ -83,6 +87,16 @@ enum Cmd {
     /// Write a run's pmem stores, flushes and fences in the pmemcheck store-log format that
     /// PMDK's pmreorder reads.
     ExportStoreLog(crashcheck::ExportArgs),
+    /// Combine the results of the shards of one search (`explore --shard I/N --json-out F`)
+    /// into its report. Exit 2 when a shard is missing, given twice or of another search.
+    Merge {
+        /// Shard result files (JSON, from --json-out).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print one JSON summary object instead of the human report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks of pmsim itself.
     Bench {
         #[command(subcommand)]
@@ -204,6 +218,18 @@ struct RunArgs {
     /// Check the sim-mm invariants after every step, not only at the end of each run.
     #[arg(long)]
     check_invariants: bool,
+    /// No progress bar (it is shown on stderr only when stderr is a terminal and a search
+    /// runs for more than a second).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ExploreArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    scale: scale::ScaleArgs,
 }
 
 #[derive(Args)]
@@ -239,7 +265,7 @@ struct MinimizeArgs {
 
 /// An error for the user, exit code 2. `Plain` is printed as `pmsim: error: MESSAGE`;
 /// `Positioned` already starts with `FILE:LINE:COL: error:` and is printed as it is.
-enum UsageError {
+pub(crate) enum UsageError {
     Plain(String),
     Positioned(String),
 }
@@ -250,12 +276,12 @@ impl<E: std::fmt::Display> From<E> for UsageError {
     }
 }
 
-fn usage(msg: impl Into<String>) -> UsageError {
+pub(crate) fn usage(msg: impl Into<String>) -> UsageError {
     UsageError::Plain(msg.into())
 }
 
 /// The largest trace or schedule file pmsim reads.
-const MAX_INPUT_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_INPUT_BYTES: u64 = 64 << 20;
 
 /// The longest `--budget-secs` (about 30 years): a bound that a `Duration` holds.
 const MAX_BUDGET_SECS: f64 = 1e9;
@@ -461,7 +487,7 @@ fn strategy_of(cmd: &str, a: &RunArgs) -> Result<Strategy, UsageError> {
 
 /// What to run: a trace or a toy model as a `Model`, how to name it in reports, and the
 /// trace's own seed.
-type Loaded = (Box<dyn Model>, Subject, Option<u64>);
+type Loaded = (Box<dyn Model + Sync>, Subject, Option<u64>);
 
 fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
     let mut dax_bugs = Vec::new();
@@ -672,7 +698,23 @@ fn schedule_file_path(a: &RunArgs, subject: &Subject, hash: u64) -> PathBuf {
     PathBuf::from(format!("pmsim-{stem}-{hash:016x}.schedule"))
 }
 
-fn run_cmd(cmd: &'static str, a: &RunArgs, io: &mut Io) -> Result<u8, UsageError> {
+fn run_cmd(
+    cmd: &'static str,
+    a: &RunArgs,
+    scale_args: Option<&scale::ScaleArgs>,
+    io: &mut Io,
+) -> Result<u8, UsageError> {
+    let plain = scale::ScaleArgs {
+        jobs: 1,
+        ..scale::ScaleArgs::default()
+    };
+    let sc = scale_args.unwrap_or(&plain);
+    if sc.portfolio && (a.strategy.is_some() || a.schedule.is_some() || a.schedule_file.is_some()) {
+        return Err(usage(
+            "--portfolio chooses its own strategies; drop --strategy, --schedule and \
+             --schedule-file",
+        ));
+    }
     let strategy = strategy_of(cmd, a)?;
     let (model, subject, trace_seed) = subject_of(a)?;
     let budget = match a.budget_secs {
@@ -723,6 +765,11 @@ fn run_cmd(cmd: &'static str, a: &RunArgs, io: &mut Io) -> Result<u8, UsageError
             (a.runs.is_some(), "--runs"),
             (a.budget_secs.is_some(), "--budget-secs"),
             (a.keep_going, "--keep-going"),
+            (sc.jobs > 1, "--jobs"),
+            (sc.shard.is_some(), "--shard"),
+            (sc.split_depth.is_some(), "--split-depth"),
+            (sc.json_out.is_some(), "--json-out"),
+            (sc.portfolio, "--portfolio"),
         ];
         if let Some((_, flag)) = ignored.iter().find(|(set, _)| *set) {
             return Err(usage(format!(
@@ -754,19 +801,114 @@ fn run_cmd(cmd: &'static str, a: &RunArgs, io: &mut Io) -> Result<u8, UsageError
         Strategy::Replay(s) => Some(check_replay_fits(model.as_ref(), &cfg, s)?),
         _ => None,
     };
-    let bar = report::progress_bar(io.progress && !a.json, &cfg);
-    let rep = explore(model.as_ref(), &cfg, &mut |p| report::progress(&bar, p))?;
-    bar.finish_and_clear();
-    if rep.runs == 0 {
+    let mut bar = progress::Bar::new(io.progress && !a.json && !a.quiet);
+    if sc.portfolio {
+        return portfolio(cmd, a, sc, &subject, model.as_ref(), &cfg, &mut bar, io);
+    }
+    let mut write_errors: Vec<String> = Vec::new();
+    let mut note = None;
+    let mut empty_shard = false;
+    let rep = if sc.divides() {
+        let scale_cfg = scale::scale_config(sc)?;
+        if let Some(path) = &sc.json_out {
+            check_output("--json-out", path)?;
+            check_not_input(a, "--json-out", path)?;
+        }
+        let result = explore_scaled(model.as_ref(), &cfg, &scale_cfg, &mut |p| bar.update(p))?;
+        bar.finish();
+        if let Some(path) = &sc.json_out {
+            let trace_bytes =
+                match &a.trace {
+                    Some(t) => Some(output::read_capped(t, MAX_INPUT_BYTES).map_err(|e| {
+                        usage(format!("{}: cannot read the trace: {e}", t.display()))
+                    })?),
+                    None => None,
+                };
+            let file = scale::ShardFile::new(
+                scale::SubjectSpec::of(&subject, trace_bytes.as_deref()),
+                result.clone(),
+            );
+            let text = serde_json::to_string(&file)?;
+            if let Err(e) = output::write_atomically(path, format!("{text}\n").as_bytes()) {
+                write_errors.push(format!("--json-out {}: cannot write: {e}", path.display()));
+            }
+        }
+        if scale_cfg.shard.count > 1 {
+            empty_shard = result.finished && result.items.is_empty();
+            note = Some(format!(
+                "shard {} of the search: this report covers the shard's own part{}; \
+                 `pmsim merge` combines the shards' --json-out results",
+                scale_cfg.shard,
+                if matches!(cfg.strategy, Strategy::Dfs { .. }) {
+                    " (its run numbers count within the shard)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        result.report()
+    } else {
+        let rep = explore(model.as_ref(), &cfg, &mut |p| bar.update(p))?;
+        bar.finish();
+        rep
+    };
+    if rep.runs == 0 && !empty_shard {
         return Err(usage(format!(
             "nothing ran: the search stopped before its first run completed \
              (--budget-secs {} is too short); no result",
             a.budget_secs.unwrap_or(0.0)
         )));
     }
+    if let Some(n) = &note
+        && !a.json
+    {
+        outln!(io.out, "{n}");
+    }
+    finish_search(
+        cmd,
+        a,
+        &subject,
+        model.as_ref(),
+        &cfg,
+        &rep,
+        replay_log,
+        write_errors,
+        io,
+    )
+}
+
+/// An output never replaces one of the run's inputs.
+fn check_not_input(a: &RunArgs, flag: &str, path: &Path) -> Result<(), UsageError> {
+    let same = |input: &Option<PathBuf>| {
+        input.as_ref().is_some_and(
+            |i| matches!((i.canonicalize(), path.canonicalize()), (Ok(x), Ok(y)) if x == y),
+        )
+    };
+    if same(&a.trace) || same(&a.schedule_file) {
+        return Err(usage(format!(
+            "{flag} {}: is an input of this run; pmsim does not overwrite its inputs",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The end of a search: the event log and a long schedule written to their files, the report
+/// printed, the exit code.
+#[allow(clippy::too_many_arguments)]
+fn finish_search(
+    cmd: &'static str,
+    a: &RunArgs,
+    subject: &Subject,
+    model: &dyn Model,
+    cfg: &ExploreConfig,
+    rep: &sim_core::sim::ExploreReport,
+    replay_log: Option<EventLog>,
+    mut write_errors: Vec<String>,
+    io: &mut Io,
+) -> Result<u8, UsageError> {
     let found = rep.failure.is_some();
     // Side outputs may fail; the report is printed regardless, and the failure named after it.
-    let mut write_errors: Vec<String> = Vec::new();
     if let Some(path) = &a.events {
         let log = match replay_log {
             Some(log) => Ok(log),
@@ -778,7 +920,7 @@ fn run_cmd(cmd: &'static str, a: &RunArgs, io: &mut Io) -> Result<u8, UsageError
                     },
                     None => cfg.clone(),
                 };
-                logged_run(model.as_ref(), &log_cfg).map(|r| r.log)
+                logged_run(model, &log_cfg).map(|r| r.log)
             }
         };
         match log {
@@ -801,7 +943,7 @@ fn run_cmd(cmd: &'static str, a: &RunArgs, io: &mut Io) -> Result<u8, UsageError
     {
         let text = f.schedule.to_string();
         if text.len() > MAX_INLINE_SCHEDULE {
-            let path = schedule_file_path(a, &subject, f.hash);
+            let path = schedule_file_path(a, subject, f.hash);
             match output::write_atomically(&path, format!("{text}\n").as_bytes()) {
                 Ok(()) => schedule_file = Some(path),
                 Err(e) => write_errors.push(format!(
@@ -811,12 +953,12 @@ fn run_cmd(cmd: &'static str, a: &RunArgs, io: &mut Io) -> Result<u8, UsageError
             }
         }
     }
-    let details = details_of(cmd, model.as_ref(), &cfg, &rep, &subject);
+    let details = details_of(cmd, model, cfg, rep, subject);
     let outcome = Outcome {
         command: cmd,
-        subject: &subject,
-        cfg: &cfg,
-        report: &rep,
+        subject,
+        cfg,
+        report: rep,
         schedule_file: schedule_file.as_deref(),
         details: details.as_ref(),
     };
@@ -987,6 +1129,187 @@ fn details_of(
     Some(report::Details::of_run(&run, stats, statements, dax))
 }
 
+/// One leg's line in a portfolio report.
+#[derive(serde::Serialize)]
+struct LegSummary {
+    strategy: String,
+    seed: u64,
+    runs: u64,
+    failed_runs: u64,
+    exhausted: bool,
+    stopped_early: bool,
+    violation: Option<String>,
+    skipped: bool,
+}
+
+/// `explore --portfolio`: the legs of `scale::portfolio_legs` in turn (see `ScaleArgs`), each
+/// on `--jobs` workers; the first failure ends the search unless `--keep-going`.
+#[allow(clippy::too_many_arguments)]
+fn portfolio(
+    cmd: &'static str,
+    a: &RunArgs,
+    sc: &scale::ScaleArgs,
+    subject: &Subject,
+    model: &(dyn Model + Sync),
+    base: &ExploreConfig,
+    bar: &mut progress::Bar,
+    io: &mut Io,
+) -> Result<u8, UsageError> {
+    if sc.shard.is_some() || sc.json_out.is_some() {
+        return Err(usage(
+            "--portfolio runs in one process: it does not go with --shard or --json-out \
+             (divide one strategy at a time)",
+        ));
+    }
+    let started = std::time::Instant::now();
+    let mut legs = Vec::new();
+    let mut failing: Option<(ExploreConfig, sim_core::sim::ExploreReport)> = None;
+    let mut whole = false;
+    for leg in scale::portfolio_legs(base.seed) {
+        let is_dfs = matches!(leg.strategy, Strategy::Dfs { .. });
+        let remaining = base.budget.map(|b| b.saturating_sub(started.elapsed()));
+        let cfg = ExploreConfig {
+            strategy: leg.strategy.clone(),
+            seed: leg.seed,
+            runs: if is_dfs {
+                None
+            } else {
+                Some(base.runs.unwrap_or(1000))
+            },
+            budget: remaining,
+            ..base.clone()
+        };
+        let mut summary = LegSummary {
+            strategy: report::strategy_text(&cfg),
+            seed: cfg.seed,
+            runs: 0,
+            failed_runs: 0,
+            exhausted: false,
+            stopped_early: true,
+            violation: None,
+            skipped: true,
+        };
+        if remaining.is_some_and(|r| r.is_zero()) || (failing.is_some() && !base.keep_going) {
+            legs.push(summary);
+            continue;
+        }
+        let rep = if sc.divides() {
+            let scale_cfg = scale::scale_config(sc)?;
+            explore_scaled(model, &cfg, &scale_cfg, &mut |p| bar.update(p))?.report()
+        } else {
+            explore(model, &cfg, &mut |p| bar.update(p))?
+        };
+        summary.skipped = false;
+        summary.runs = rep.runs;
+        summary.failed_runs = rep.failed_runs;
+        summary.exhausted = rep.exhausted;
+        summary.stopped_early = rep.stopped_early;
+        summary.violation = rep.failure.as_ref().map(|f| f.violation.kind.name());
+        if matches!(
+            leg.strategy,
+            Strategy::Dfs {
+                preemption_bound: None
+            }
+        ) && rep.exhausted
+        {
+            whole = true;
+        }
+        legs.push(summary);
+        if rep.failure.is_some() && failing.is_none() {
+            failing = Some((cfg, rep));
+        }
+    }
+    bar.finish();
+    let verdict = match (&failing, whole) {
+        (Some(_), _) => "a violation was found".to_string(),
+        (None, true) => "the whole space was exhausted (unbounded dfs with DPOR): no violation \
+                         in any schedule"
+            .to_string(),
+        (None, false) => {
+            let bounded = legs.iter().any(|l| l.exhausted);
+            format!(
+                "no violation found; the space was NOT exhausted{}",
+                if bounded {
+                    " (only within preemption bound 2)"
+                } else {
+                    ""
+                }
+            )
+        }
+    };
+    if a.json {
+        let mut buf: Vec<u8> = Vec::new();
+        let code = match &failing {
+            Some((cfg, rep)) => {
+                let mut sink = std::io::sink();
+                let mut inner = Io {
+                    out: &mut buf,
+                    err: &mut sink,
+                    progress: false,
+                };
+                finish_search(
+                    cmd,
+                    a,
+                    subject,
+                    model,
+                    cfg,
+                    rep,
+                    None,
+                    Vec::new(),
+                    &mut inner,
+                )?
+            }
+            None => 0,
+        };
+        let failure: serde_json::Value = serde_json::from_slice(&buf).unwrap_or_default();
+        let v = serde_json::json!({
+            "schema_version": 1, "command": "explore --portfolio",
+            "result": if failing.is_some() { "violation" } else { "clean" },
+            "exhausted": whole, "verdict": verdict, "legs": legs, "failing_leg": failure,
+        });
+        outln!(io.out, "{}", serde_json::to_string_pretty(&v)?);
+        return Ok(code);
+    }
+    outln!(
+        io.out,
+        "pmsim explore --portfolio: {} legs in turn",
+        legs.len()
+    );
+    for (k, l) in legs.iter().enumerate() {
+        let what = if l.skipped {
+            "not run".to_string()
+        } else {
+            format!(
+                "{}, {}{}",
+                plural(l.runs as usize, "run", "runs"),
+                match &l.violation {
+                    Some(v) => format!("VIOLATION {v}"),
+                    None => "no violation".into(),
+                },
+                if l.exhausted {
+                    ", exhausted"
+                } else if l.stopped_early {
+                    ", stopped early"
+                } else {
+                    ""
+                }
+            )
+        };
+        outln!(
+            io.out,
+            "  leg {}: {}, seed {:#x}: {what}",
+            k + 1,
+            l.strategy,
+            l.seed
+        );
+    }
+    outln!(io.out, "{verdict}");
+    match &failing {
+        Some((cfg, rep)) => finish_search(cmd, a, subject, model, cfg, rep, None, Vec::new(), io),
+        None => Ok(0),
+    }
+}
+
 /// Checks one media parameter beyond its syntax: a finite value in a range that describes a
 /// machine (latencies up to one second, a probability up to 1, other quantities up to 2^40).
 pub fn check_media_value(key: &str, value: &str) -> Result<(), String> {
@@ -1125,9 +1448,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
             );
             Ok(0)
         }
-        Cmd::Run(a) => run_cmd("run", a, io),
-        Cmd::Explore(a) => run_cmd("explore", a, io),
-        Cmd::Replay(a) => run_cmd("replay", a, io),
+        Cmd::Run(a) => run_cmd("run", a, None, io),
+        Cmd::Explore(a) => run_cmd("explore", &a.run, Some(&a.scale), io),
+        Cmd::Merge { files, json } => merge::merge_cmd(files, *json, io),
+        Cmd::Replay(a) => run_cmd("replay", a, None, io),
         Cmd::Minimize(a) => minimize_cmd(a, io),
         Cmd::Crashcheck(a) => crashcheck::crashcheck(a, io),
         Cmd::ExportStoreLog(a) => crashcheck::export_store_log(a, io),

@@ -1,10 +1,9 @@
-//! Reports: the human text, the `--json` summary, progress bars, and safe file output.
+//! Reports: the human text, the `--json` summary, and safe file output.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use sim_core::events::EventQueue;
 use sim_core::platform::TaskId;
-use sim_core::sim::explore::{Determinism, Progress};
+use sim_core::sim::explore::Determinism;
 use sim_core::sim::story::{RecordedRun, STORY_MAX_STEPS, Story, causal_story};
 use sim_core::sim::{ExploreConfig, ExploreReport, Sim, Strategy, TaskReport, explore};
 use sim_fs::runner::{FaultStats, ThreadStats};
@@ -104,6 +103,13 @@ fn strategy_args(cfg: &ExploreConfig) -> String {
         },
         Strategy::Replay(s) => format!("--schedule '{s}'"),
     }
+}
+
+/// The strategy as a report names it (`pct --depth 2`).
+pub fn strategy_text(cfg: &ExploreConfig) -> String {
+    strategy_args(cfg)
+        .trim_start_matches("--strategy ")
+        .to_string()
 }
 
 /// Where a failure's schedule is shown: inline, or (when long) in a file.
@@ -716,32 +722,6 @@ pub fn determinism_diverged(
             "something in the model bypasses the Platform (wall clock, HashMap order, \
              global state, threads)"
         );
-    }
-}
-
-pub fn progress_bar(show: bool, cfg: &ExploreConfig) -> ProgressBar {
-    let bar = match (cfg.runs, &cfg.strategy) {
-        (Some(n), _) => ProgressBar::new(n),
-        (None, Strategy::Random | Strategy::Pct { .. }) => ProgressBar::new(1000),
-        _ => ProgressBar::new_spinner(),
-    };
-    if !show {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    } else {
-        bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(10));
-    }
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {pos} runs {wide_bar} {elapsed} {msg}")
-    {
-        bar.set_style(style);
-    }
-    bar
-}
-
-pub fn progress(bar: &ProgressBar, p: Progress) {
-    bar.set_position(p.runs);
-    if p.failed_runs > 0 {
-        bar.set_message(format!("{} failed", p.failed_runs));
     }
 }
 
