@@ -8,8 +8,8 @@
 
 use crate::session::{Snapshot, StepKind, Stepper};
 use crate::view::{
-    self, crash, locks, mappings, mappings::EntryClass, pages, persistence, threads, timeline,
-    waitfor, waitfor::NodeMark, waitqueues,
+    crash, locks, mappings, mappings::EntryClass, pages, persistence, threads, timeline, waitfor,
+    waitfor::NodeMark, waitqueues,
 };
 use egui::{Color32, RichText, Ui};
 use sim_core::events::EventLog;
@@ -54,6 +54,21 @@ impl Tab {
         Tab::CrashPoints,
         Tab::Events,
     ];
+    /// The name `--view` takes.
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            Tab::Threads => "threads",
+            Tab::Mappings => "mappings",
+            Tab::WaitQueues => "wait-queues",
+            Tab::Locks => "locks",
+            Tab::WaitFor => "wait-for",
+            Tab::PageTables => "page-tables",
+            Tab::Persistence => "persistence",
+            Tab::CrashPoints => "crash-points",
+            Tab::Events => "events",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Tab::Threads => "Threads",
@@ -82,6 +97,8 @@ pub struct GuiApp {
     /// The saved schedule and replay command, once "Save schedule" was pressed.
     pub saved: Option<(String, String)>,
     pub show_free_locks: bool,
+    /// The timeline's x axis: simulated time (each step at its CPU's clock) or step order.
+    pub timeline_by_time: bool,
     /// The event log of the current step (rebuilt when the step changes).
     log: Option<(usize, usize, EventLog)>,
 }
@@ -97,6 +114,7 @@ impl Default for GuiApp {
             status: String::new(),
             saved: None,
             show_free_locks: false,
+            timeline_by_time: false,
             log: None,
         }
     }
@@ -294,8 +312,7 @@ impl GuiApp {
         let Some(st) = &mut self.stepper else {
             if let Some(log) = &self.events {
                 ui.heading(format!("Event log: {} events", log.events.len()));
-                lanes(ui, log, usize::MAX);
-                events_table(ui, log, usize::MAX);
+                lanes(ui, log, self.timeline_by_time);
             } else {
                 ui.label("no run loaded");
             }
@@ -309,24 +326,32 @@ impl GuiApp {
             if resp.changed() && pos != st.cursor() {
                 st.goto(pos);
             }
+            ui.checkbox(&mut self.timeline_by_time, "x = simulated time (else step)");
         });
-        let log = self.current_log();
-        lanes(ui, &log, usize::MAX);
+        self.refresh_log();
+        let by_time = self.timeline_by_time;
+        if let Some(log) = self.shown_log() {
+            lanes(ui, log, by_time);
+        }
     }
 
-    /// The event log at the current step, cached per (cursor, path length).
-    fn current_log(&mut self) -> EventLog {
+    /// Rebuild the cached event log when the step changed (once per step, not per frame).
+    fn refresh_log(&mut self) {
         let Some(st) = &self.stepper else {
-            return EventLog::default();
+            self.log = None;
+            return;
         };
         let key = (st.cursor(), st.path_len());
+        if !matches!(&self.log, Some((c, l, _)) if (*c, *l) == key) {
+            self.log = Some((key.0, key.1, st.event_log()));
+        }
+    }
+
+    /// The log the timeline and the events table show: the stepped run's, else `--events`.
+    fn shown_log(&self) -> Option<&EventLog> {
         match &self.log {
-            Some((c, l, log)) if (*c, *l) == key => log.clone(),
-            _ => {
-                let log = st.event_log();
-                self.log = Some((key.0, key.1, log.clone()));
-                log
-            }
+            Some((_, _, log)) => Some(log),
+            None => self.events.as_ref(),
         }
     }
 
@@ -338,12 +363,13 @@ impl GuiApp {
         });
         ui.separator();
         if self.tab == Tab::Events {
-            let log = if self.stepper.is_some() {
-                self.current_log()
-            } else {
-                self.events.clone().unwrap_or_default()
-            };
-            events_table(ui, &log, usize::MAX);
+            self.refresh_log();
+            match self.shown_log() {
+                Some(log) => events_table(ui, log),
+                None => {
+                    ui.label("no run loaded");
+                }
+            }
             return;
         }
         if self.tab == Tab::CrashPoints {
@@ -734,7 +760,7 @@ fn persistence_view(ui: &mut Ui, snap: &Snapshot) {
 }
 
 /// The event table, virtualised: only the visible rows are built.
-fn events_table(ui: &mut Ui, log: &EventLog, _max: usize) {
+fn events_table(ui: &mut Ui, log: &EventLog) {
     let row_h = ui.text_style_height(&egui::TextStyle::Monospace) + 4.0;
     ui.label(format!("{} events", log.events.len()));
     egui::ScrollArea::vertical()
@@ -752,41 +778,41 @@ fn events_table(ui: &mut Ui, log: &EventLog, _max: usize) {
         });
 }
 
-/// One lane per task over simulated time; a mark per event.
-fn lanes(ui: &mut Ui, log: &EventLog, _max: usize) {
-    let lanes = timeline::lanes(log);
-    let t_max = log.events.iter().map(|e| e.time).max().unwrap_or(0).max(1) as f32;
+/// One lane per task, over simulated time (`by_time`; CPUs have their own clocks) or over the
+/// steps; a mark per event. One pass over the events and at most one mark per pixel column and
+/// lane, so a 100k-event run costs little per frame.
+fn lanes(ui: &mut Ui, log: &EventLog, by_time: bool) {
+    let n = log.tasks.len().max(1);
+    let x_of = |e: &sim_core::events::LogEvent| if by_time { e.time } else { e.step as u64 };
+    let t_max = log.events.iter().map(x_of).max().unwrap_or(0).max(1) as f32;
     let lane_h = 16.0;
     let width = ui.available_width().max(200.0);
-    let (rect, _) = ui.allocate_exact_size(
-        egui::vec2(width, lane_h * lanes.len().max(1) as f32),
-        egui::Sense::hover(),
-    );
+    let (rect, _) =
+        ui.allocate_exact_size(egui::vec2(width, lane_h * n as f32), egui::Sense::hover());
     let painter = ui.painter_at(rect);
     let label_w = 90.0;
-    for (i, (name, evs)) in lanes.iter().enumerate() {
-        let y = rect.top() + i as f32 * lane_h;
+    let span = width - label_w;
+    for (i, name) in log.tasks.iter().enumerate() {
         painter.text(
-            egui::pos2(rect.left(), y + lane_h / 2.0),
+            egui::pos2(rect.left(), rect.top() + i as f32 * lane_h + lane_h / 2.0),
             egui::Align2::LEFT_CENTER,
             name,
             egui::FontId::proportional(12.0),
             ui.visuals().text_color(),
         );
-        // At most one mark per pixel column: a 100k-event lane costs its width, not its length.
-        let span = width - label_w;
-        let mut last_x = f32::NEG_INFINITY;
-        for &(_, t) in evs {
-            let x = rect.left() + label_w + t as f32 / t_max * span;
-            if x - last_x < 1.0 {
-                continue;
-            }
-            last_x = x;
-            painter.line_segment(
-                [egui::pos2(x, y + 2.0), egui::pos2(x, y + lane_h - 2.0)],
-                egui::Stroke::new(1.0, colours::MAPPED),
-            );
-        }
     }
-    let _ = view::task_name;
+    let mut last_x = vec![f32::NEG_INFINITY; n];
+    for e in &log.events {
+        let lane = (e.task.0 as usize).min(n - 1);
+        let x = rect.left() + label_w + x_of(e) as f32 / t_max * span;
+        if x - last_x[lane] < 1.0 {
+            continue;
+        }
+        last_x[lane] = x;
+        let y = rect.top() + lane as f32 * lane_h;
+        painter.line_segment(
+            [egui::pos2(x, y + 2.0), egui::pos2(x, y + lane_h - 2.0)],
+            egui::Stroke::new(1.0, colours::MAPPED),
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! loading happen before any window opens, so `--help` and every input error work without a
 //! display; a bad input is one clear message (with `file:line:col` for a trace) and exit 2.
 
-use crate::app::GuiApp;
+use crate::app::{GuiApp, Tab};
 use crate::session::Stepper;
 use clap::Parser;
 use sim_core::events::EventLog;
@@ -27,6 +27,23 @@ pub struct Args {
     /// The run's seed when no schedule is given.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Put the scrubber at step N of the loaded schedule (default: its end).
+    #[arg(long, value_name = "N", requires = "schedule")]
+    pub at: Option<usize>,
+    /// The view to open: threads, mappings, wait-queues, locks, wait-for, page-tables,
+    /// persistence, crash-points, events.
+    #[arg(long, default_value = "threads", value_parser = parse_view)]
+    pub view: Tab,
+}
+
+fn parse_view(s: &str) -> Result<Tab, String> {
+    Tab::ALL
+        .into_iter()
+        .find(|t| t.cli_name() == s)
+        .ok_or_else(|| {
+            let names: Vec<&str> = Tab::ALL.iter().map(|t| t.cli_name()).collect();
+            format!("unknown view {s:?}; one of: {}", names.join(", "))
+        })
 }
 
 fn read_events(path: &str) -> Result<EventLog, String> {
@@ -44,6 +61,7 @@ fn read_events(path: &str) -> Result<EventLog, String> {
 /// Build the application state the arguments describe (no window yet).
 pub fn load(args: &Args) -> Result<GuiApp, String> {
     let mut app = GuiApp::default();
+    app.tab = args.view;
     if let Some(path) = &args.trace {
         if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_INPUT_BYTES) {
             return Err(format!("{path}: larger than {MAX_INPUT_BYTES} bytes"));
@@ -51,6 +69,15 @@ pub fn load(args: &Args) -> Result<GuiApp, String> {
         let mut st = Stepper::open(path, args.seed)?;
         if let Some(s) = &args.schedule {
             st.load_schedule(s)?;
+            if let Some(n) = args.at {
+                if n > st.path_len() {
+                    return Err(format!(
+                        "--at {n}: the schedule has {} steps",
+                        st.path_len()
+                    ));
+                }
+                st.goto(n);
+            }
         }
         app.set_stepper(st);
     } else if args.schedule.is_some() {

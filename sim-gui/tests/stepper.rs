@@ -73,6 +73,7 @@ fn at_the_sleep_the_pte_entry_is_locked_and_back_and_scrub_are_exact() {
         }
     }
     assert!(st.cursor() < end, "t2 went to sleep before the end");
+    eprintln!("t2 sleeps after step {}", st.cursor());
     let files = mappings::build(st.snapshot());
     let rows = files[0]
         .entries
