@@ -16,17 +16,6 @@ const BUG: &str = "2:a706dd2f4d197e6f:31:2:mqmplVZVWZC";
 /// The seed inside [`BUG`] (the run's seed that `pmsim explore` chose).
 const BUG_SEED: u64 = 0xa706_dd2f_4d19_7e6f;
 
-/// The bug schedule as the thread name of each step.
-fn bug_path() -> Vec<String> {
-    let mut st = Stepper::open(TRACE, 0).unwrap();
-    st.load_schedule(BUG).unwrap();
-    let names = &st.snapshot().tasks;
-    st.path()
-        .iter()
-        .map(|&t| names[t as usize].name.clone())
-        .collect()
-}
-
 fn harness(app: GuiApp) -> Harness<'static, GuiApp> {
     Harness::builder()
         .with_size(egui::vec2(1400.0, 1000.0))
@@ -39,9 +28,20 @@ fn has(h: &Harness<'_, GuiApp>, text: &str) -> bool {
 
 #[test]
 fn clicking_through_the_bug_schedule_shows_locked_entry_wrong_key_and_lost_wakeup() {
-    let path = bug_path();
+    // The thread of each step of the bug schedule (then back to the start: the clicks below
+    // take the steps themselves). One stepper per test: building a trace's image is the slow
+    // part of a debug build.
+    let mut st = Stepper::open(TRACE, BUG_SEED).unwrap();
+    st.load_schedule(BUG).unwrap();
+    let names = st.snapshot().tasks.clone();
+    let path: Vec<String> = st
+        .path()
+        .iter()
+        .map(|&t| names[t as usize].name.clone())
+        .collect();
+    st.goto(0);
     let mut app = GuiApp::default();
-    app.set_stepper(Stepper::open(TRACE, BUG_SEED).unwrap());
+    app.set_stepper(st);
     let mut h = harness(app);
     h.run();
     let mut saw_locked_entry = false;
@@ -100,7 +100,7 @@ fn clicking_through_the_bug_schedule_shows_locked_entry_wrong_key_and_lost_wakeu
 }
 
 #[test]
-fn keys_step_back_and_forward_and_tabs_switch() {
+fn keys_step_back_and_forward_tabs_switch_and_a_typed_schedule_loads() {
     let mut app = GuiApp::default();
     app.set_stepper(Stepper::open(TRACE, 0).unwrap());
     let mut h = harness(app);
@@ -124,18 +124,13 @@ fn keys_step_back_and_forward_and_tabs_switch() {
     h.get_by_label("Crash points").click();
     h.run();
     assert!(has(&h, "no crashcheck run loaded"));
-}
 
-#[test]
-fn a_schedule_typed_in_loads_and_scrubs() {
-    let mut app = GuiApp::default();
-    app.set_stepper(Stepper::open(TRACE, 0).unwrap());
-    app.schedule_text = BUG.to_string();
-    let mut h = harness(app);
-    h.run();
+    // A schedule typed in loads, and the scrubber goes to its end.
+    h.state_mut().schedule_text = BUG.to_string();
     h.get_by_label("Load schedule").click();
     h.run();
     let st = h.state().stepper.as_ref().unwrap();
     assert_eq!(st.cursor(), st.path_len());
+    assert_eq!(st.schedule_string(), BUG);
     assert!(has(&h, "VIOLATION lost-wakeup"));
 }

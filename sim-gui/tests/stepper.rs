@@ -13,7 +13,7 @@ pub const TRACE: &str = concat!(
 pub const BUG: &str = "2:a706dd2f4d197e6f:31:2:mqmplVZVWZC";
 
 #[test]
-fn the_explore_schedule_reaches_the_lost_wakeup_and_the_views_show_it() {
+fn the_explore_schedule_reaches_the_lost_wakeup_the_locked_entry_and_scrubs_exactly() {
     let mut st = Stepper::open(TRACE, 0).unwrap();
     st.load_schedule(BUG).unwrap();
     assert_eq!(
@@ -53,12 +53,8 @@ fn the_explore_schedule_reaches_the_lost_wakeup_and_the_views_show_it() {
                 .replay_command()
                 .ends_with(&format!("--schedule '{BUG}'"))
     );
-}
 
-#[test]
-fn at_the_sleep_the_pte_entry_is_locked_and_back_and_scrub_are_exact() {
-    let mut st = Stepper::open(TRACE, 0).unwrap();
-    st.load_schedule(BUG).unwrap();
+    // At the sleep the PTE entry is locked, and back and scrub are exact.
     let end = st.cursor();
     let end_log = st.event_log();
     // Scrub to the start, then run to t2's prepare_to_wait along the loaded path.
@@ -73,7 +69,6 @@ fn at_the_sleep_the_pte_entry_is_locked_and_back_and_scrub_are_exact() {
         }
     }
     assert!(st.cursor() < end, "t2 went to sleep before the end");
-    eprintln!("t2 sleeps after step {}", st.cursor());
     let files = mappings::build(st.snapshot());
     let rows = files[0]
         .entries
