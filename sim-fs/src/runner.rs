@@ -424,6 +424,22 @@ pub struct TraceRunner {
     pub check_every_step: bool,
     /// crashcheck's recorder of statements and durability promises (`None`: not recording).
     pub crash: Option<Arc<crate::crashcheck::Recorder>>,
+    /// What the last [`Model::setup`] built, for [`TraceRunner::inspect`] (read-only; no run
+    /// looks at it).
+    last_world: Mutex<Option<RunWorld>>,
+}
+
+/// The kernel state of the run the runner last set up, for viewers (the GUI): read it between
+/// steps with the lock-aware peeks (`SpinLock::peek`, `RwSem::peek`,
+/// `sim_mm::invariants::peek_snapshot`), as the invariant checks do. Its objects belong to that
+/// run's simulation only.
+#[derive(Clone)]
+pub struct RunWorld {
+    pub world: Arc<MmWorld<P>>,
+    /// Each process (by its trace name) and its mm.
+    pub procs: Vec<(String, Arc<MmStruct<P>>)>,
+    /// Each header file: path and inode number (the host of its address space).
+    pub files: Vec<(String, u64)>,
 }
 
 impl TraceRunner {
@@ -501,7 +517,14 @@ impl TraceRunner {
             threads,
             check_every_step: false,
             crash: None,
+            last_world: Mutex::new(None),
         })
+    }
+
+    /// The kernel state of the run last set up by this runner (`None` before the first setup
+    /// and when the setup failed).
+    pub fn inspect(&self) -> Option<RunWorld> {
+        self.last_world.lock().unwrap().clone()
     }
 }
 
@@ -541,6 +564,9 @@ pub(crate) struct Ctx {
     pub(crate) names_wq: WaitQueue<P>,
     /// crashcheck's recorder (see [`TraceRunner::crash`]).
     pub(crate) crash: Option<Arc<crate::crashcheck::Recorder>>,
+
+    /// Header files: path and inode number (for [`RunWorld`]).
+    pub(crate) file_inos: Vec<(String, u64)>,
 }
 
 /// What a statement came to.
@@ -1211,12 +1237,14 @@ async fn setup_world(
     let fs = Daxfs::mount(p, pmem, world.clone()).await?;
     crate::crashcheck::apply_fs_bugs(p, &fs, fs_bugs).await;
     let mut files = BTreeMap::new();
+    let mut file_inos = Vec::new();
     for (path, c) in contents {
         let inode = fs
             .lookup(p, path)
             .await
             .ok_or_else(|| format!("{path} is missing after mount"))?;
         files.insert(inode.ino, c.clone());
+        file_inos.push((path.clone(), inode.ino));
     }
     // Processes: each `proc`, then each thread in none; thread i is task i + 1 (the setup
     // task is task 0).
@@ -1248,6 +1276,7 @@ async fn setup_world(
         mms,
         npages,
         names_wq: WaitQueue::new(p, "trace_mapping_names"),
+        file_inos,
         user: Mutex::new(User {
             files,
             live: threads.len(),
@@ -1289,6 +1318,7 @@ impl Model for TraceRunner {
             });
         }
         sim.run(|_, en| en[0]);
+        *self.last_world.lock().unwrap() = None;
         let ctx = match slot.lock().unwrap().take() {
             Some(Ok(ctx)) => ctx,
             other => {
@@ -1310,6 +1340,15 @@ impl Model for TraceRunner {
         if let Some(r) = &ctx.crash {
             r.attach(&p, &ctx);
         }
+        *self.last_world.lock().unwrap() = Some(RunWorld {
+            world: ctx.fs.world.clone(),
+            procs: ctx
+                .mms
+                .iter()
+                .map(|(n, mm)| (n.clone(), mm.clone()))
+                .collect(),
+            files: ctx.file_inos.clone(),
+        });
         install_checks(
             sim,
             &ctx.fs.world,

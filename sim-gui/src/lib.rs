@@ -1,5 +1,14 @@
 //! `pmsim-gui`, the race stepper: choose which thread moves next at every scheduling point and
 //! watch DAX entries, lock bits, wait queues, rwsems, page tables and cache lines change.
 //!
-//! Not built yet: the GUI arrives with its own issue. The crate holds its place in the layout so
-//! that the dependency direction (sim-fs <- GUI) is fixed from the start. No binary is shipped.
+//! - [`session`]: the trace driven by the engine's manual strategy (`ManualSession`), and the
+//!   plain-data [`session::Snapshot`] read between steps through the engine's inspection
+//!   functions and the lock-aware peeks the invariant checks use;
+//! - [`view`]: one GUI-independent view model per panel (unit-testable);
+//! - [`app`]: the egui application that lays them out and takes clicks and keys;
+//! - [`cli`]: the command line (`pmsim-gui [TRACE] [--schedule S | --events FILE]`).
+
+pub mod app;
+pub mod cli;
+pub mod session;
+pub mod view;

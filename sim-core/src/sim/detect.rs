@@ -290,7 +290,7 @@ fn in_path(path: &[&'static str]) -> String {
 }
 
 /// Who `t` waits for, as wait-for edges.
-fn waits_for(s: &State, t: usize) -> Vec<u32> {
+pub(super) fn waits_for(s: &State, t: usize) -> Vec<u32> {
     let op = s.tasks[t].next;
     if op.kind == OpKind::Join {
         return op.task_of().map(|c| c.0).into_iter().collect();

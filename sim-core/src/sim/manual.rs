@@ -61,7 +61,9 @@ impl<'m> ManualSession<'m> {
         self.sim = Some(sim);
     }
 
-    fn sim(&self) -> &Sim {
+    /// The run so far, for read-only inspection between steps (`Sim::inspect_*`, the
+    /// lock-aware peeks).
+    pub fn sim(&self) -> &Sim {
         self.sim
             .as_ref()
             .expect("a session always has a simulation")

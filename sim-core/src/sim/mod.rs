@@ -54,6 +54,7 @@ mod detect;
 mod dpor;
 pub mod explore;
 mod hooks;
+pub mod inspect;
 pub mod manual;
 pub mod schedule;
 pub mod story;
@@ -214,6 +215,9 @@ struct State {
     /// Tasks spawned by the task being polled, whose futures the executor has not taken yet.
     /// Invariant: empty between polls, and `tasks.len() == futures.len() + spawned.len()`.
     spawned: Vec<TaskFuture>,
+    /// Each wait queue's last wake-up and whom it reached, for display (`inspect`): no step
+    /// reads it, so it is in no footprint.
+    last_wakes: std::collections::BTreeMap<u32, inspect::WakeRecord>,
 }
 
 impl State {
@@ -451,6 +455,15 @@ impl State {
             }
         }
         *self.wq_mut(id) = kept;
+        self.last_wakes.insert(
+            id as u32,
+            inspect::WakeRecord {
+                waker: self.current,
+                key,
+                mode,
+                woken: woken.clone(),
+            },
+        );
         for &t in &woken {
             if let Some(w) = self.tasks[t as usize].wait.as_mut() {
                 w.woken = true;
@@ -1083,6 +1096,7 @@ impl Sim {
                 polling: false,
                 in_check: false,
                 spawned: Vec::new(),
+                last_wakes: std::collections::BTreeMap::new(),
             });
         });
         Sim {
