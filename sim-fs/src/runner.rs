@@ -23,6 +23,11 @@
 //! every step with [`TraceRunner::check_every_step`]); deadlock and lost wakeups are the
 //! engine's.
 //!
+//! **Stats** ([`last_run_stats`]): per thread, counted where each statement's outcome comes
+//! back (statements, the page size that mapped an access, SIGBUS/SIGSEGV, errnos, unmet
+//! expectations), whatever the statement; page faults by size come from the call paths of a
+//! recorded run ([`count_faults`]). Bookkeeping only: nothing in a run reads it.
+//!
 //! **Mapping names** belong to a process: a statement naming a mapping that another thread of
 //! the process has not mapped yet waits until it is (a name never mapped leaves the thread
 //! asleep, reported by the engine as a lost wakeup on `trace_mapping_names`).
