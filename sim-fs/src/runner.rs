@@ -29,6 +29,11 @@
 //! runs and after it completes (the one point where durability promises are recorded); the
 //! run's own `after-crash` phase is skipped, since crashcheck runs the section on crash images.
 //!
+//! **Stats** ([`last_run_stats`]): per thread, counted where each statement's outcome comes
+//! back (statements, the page size that mapped an access, SIGBUS/SIGSEGV, errnos, unmet
+//! expectations), whatever the statement; page faults by size come from the call paths of a
+//! recorded run ([`count_faults`]). Bookkeeping only: nothing in a run reads it.
+//!
 //! **Mapping names** belong to a process: a statement naming a mapping that another thread of
 //! the process has not mapped yet waits until it is (a name never mapped leaves the thread
 //! asleep, reported by the engine as a lost wakeup on `trace_mapping_names`).
