@@ -63,13 +63,23 @@ impl FsError {
         FsError::EIO
     }
 
-    /// The DAX core's errno. sim-mm's `Errno` has no ENOSPC yet: ENOSPC (and the other
-    /// file-system errors) reach a fault as EIO, which `dax_fault_return` turns into SIGBUS
-    /// exactly as the kernel's `vmf_error(-ENOSPC)` does.
+    /// The DAX core's errno: EINVAL and ENOSPC keep their names, the other file-system errors
+    /// reach the DAX core as EIO; a fault turns either into SIGBUS (`dax_fault_return`), as
+    /// the kernel's `vmf_error(-ENOSPC)` does.
     pub fn to_mm(self) -> sim_mm::Errno {
         match self {
             FsError::EINVAL => sim_mm::Errno::EINVAL,
+            FsError::ENOSPC => sim_mm::Errno::ENOSPC,
             _ => sim_mm::Errno::EIO,
+        }
+    }
+
+    /// A DAX-core errno as the file system reports it (what has no twin here is EIO).
+    pub fn from_mm(e: sim_mm::Errno) -> FsError {
+        match e {
+            sim_mm::Errno::EINVAL => FsError::EINVAL,
+            sim_mm::Errno::ENOSPC => FsError::ENOSPC,
+            _ => FsError::EIO,
         }
     }
 }
