@@ -198,7 +198,7 @@ fn what_cannot_run_is_refused_with_positions_and_nothing_runs() {
          file /f size=8K\n\
          t1 mmap /f 0 8K shared as m\n\
          t1 load m+0x1ff8 16\n\
-         t1 write /f 0 8 0x01\n\
+         t1 write /nope 0 8 0x01\n\
          t1 stat /nope\n\
          t1 poison /f 0\n",
     );
@@ -207,7 +207,7 @@ fn what_cannot_run_is_refused_with_positions_and_nothing_runs() {
     assert!(out.is_empty(), "nothing ran: {out}");
     for want in [
         "refused.trace:4:1: `t1 load m+0x1ff8`: the range 0x1ff8..0x2008 passes the end of mapping `m`",
-        "refused.trace:5:1: `t1 write`: not built yet",
+        "refused.trace:5:1: `t1 write /nope`: no such file",
         "refused.trace:6:1: `t1 stat /nope`: no such file",
         "refused.trace:7:1: `t1 poison`: not built yet",
     ] {

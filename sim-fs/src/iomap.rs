@@ -131,7 +131,8 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                     copy_edges(p, from, to, fs.geo.addr(got), pos - off, length).await?;
                 }
                 extent::replace(&mut core.disk.extents, fb, new);
-                a.free(old.dev, old.len);
+                fs.mark_blocks(p, d, got, false).await;
+                fs.free_blocks(p, &mut a, old.dev, old.len).await;
                 let mut units = a.take_dirty();
                 units.push(fs.inode_unit(ino, &core.disk));
                 core.logged_seq = fs.commit_trans(p, units).await?;

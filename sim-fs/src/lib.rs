@@ -8,6 +8,7 @@
 //! | [`alloc`] | block bitmap and refcounts in core; 2 MiB-aligned allocation | `xfs_alloc.c`, `xfs_refcount.c` |
 //! | [`extent`] | an inode's extent map as plain data | `xfs_bmap.c` |
 //! | [`fs`] | the mounted file system: mkfs, mount (journal and orphan recovery), unmount, create, unlink/evict, fallocate, reflink, truncate of blocks | `xfs_super.c`, `xfs_inode.c`, `xfs_reflink.c` |
+//! | [`file`] | read/write through `dax_iomap_rw`, truncate, fallocate (all modes), fsync/fdatasync, open references, eviction of unlinked inodes on the last reference; layouts broken before blocks go | `xfs_file.c`, `xfs_iops.c`, `xfs_bmap_util.c` |
 //! | [`iomap`] | `iomap_begin`/`iomap_end` for the DAX core; punch hole | `xfs_iomap.c` (`xfs_dax_write_iomap_ops`) |
 //! | [`locks`] | the lock order and its lockdep-style check | `lockdep`, `xfs_ilock` |
 //! | [`fsck`] | check every structure and cross-reference, naming structure and block | `xfs_repair -n` |
@@ -30,6 +31,7 @@
 
 pub mod alloc;
 pub mod extent;
+pub mod file;
 pub mod fs;
 pub mod fsck;
 pub mod iomap;

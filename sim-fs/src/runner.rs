@@ -71,6 +71,9 @@ use std::sync::{Arc, Mutex};
 
 type P = SimPlatform;
 
+#[path = "runner_file.rs"]
+mod runner_file;
+
 /// The pfn of device page 0 (pmem sits above 4 GiB in the machine model).
 pub const PMEM_BASE_PFN: u64 = 0x10_0000;
 const PAGE: u64 = 4096;
@@ -109,19 +112,20 @@ fn not_built(op: &Op) -> Option<&'static str> {
         | Op::Mfence
         | Op::Fault { .. }
         | Op::Sleep { .. }
-        | Op::Yield => return None,
-        Op::Write { .. } | Op::Read { .. } => {
-            "not built yet: the DAX read/write path (dax_iomap_rw) is not in the trace runner"
+        | Op::Yield
+        | Op::Write { .. }
+        | Op::Read { .. }
+        | Op::Truncate { .. }
+        | Op::Fallocate { .. }
+        | Op::Unlink { .. }
+        | Op::Fsync { .. }
+        | Op::Fdatasync { .. }
+        | Op::Msync { .. }
+        | Op::Madvise { .. } => return None,
+        Op::Reflink { .. } => {
+            "not built yet: reflink needs daxfs to break the destination's DAX layouts and \
+             remove its DAX entries before its old blocks are freed"
         }
-        Op::Truncate { .. } | Op::Fallocate { .. } | Op::Unlink { .. } | Op::Reflink { .. } => {
-            "not built yet: truncate, fallocate, unlink and reflink need daxfs to break DAX \
-             layouts and remove DAX entries before blocks are freed"
-        }
-        Op::Fsync { .. } | Op::Fdatasync { .. } | Op::Msync { .. } => {
-            "not built yet: fsync/fdatasync/msync (DAX writeback + journal commit) are not in \
-             the trace runner"
-        }
-        Op::Madvise { .. } => "not built yet: madvise is not in the trace runner",
         Op::Pin { .. } | Op::Unpin { .. } | Op::DioRead { .. } => {
             "not built yet: pins and O_DIRECT reads are not in the trace runner"
         }
@@ -248,6 +252,9 @@ pub fn refusals(trace: &Trace, cfg: &MachineConfig) -> Vec<Refusal> {
                 format!("{} {} {path}", s.thread, s.op.keyword()),
                 format!("no such file: no `file {path}` line and no `create {path}` in the trace"),
             );
+        }
+        if let Some((what, why)) = runner_file::range_refusal(trace, s) {
+            refuse(s.pos.line, s.pos.col, what, why);
         }
         if let Some((at, len)) = map_of(&s.op) {
             let proc = trace.header.process_of(&s.thread);
@@ -850,12 +857,16 @@ impl Ctx {
                 nohuge,
                 name,
             } => {
-                let Some(inode) = self.fs.lookup(p, path).await else {
+                // An open reference for the call (an unlink cannot evict the inode meanwhile).
+                let Some(inode) = self.fs.open(p, path).await else {
                     got.errno = errno(FsError::ENOENT);
                     return got;
                 };
                 if off % PAGE != 0 {
                     got.errno = Some("EINVAL".into());
+                    if let Some(e) = self.release(p, &inode).await {
+                        got.errno = Some(e);
+                    }
                     return got;
                 }
                 let flags = MmapFlags {
@@ -889,6 +900,9 @@ impl Ctx {
                     }
                     Err(e) => got.errno = Some(format!("{e:?}")),
                 }
+                if let Some(e) = self.release(p, &inode).await {
+                    got.errno.get_or_insert(e);
+                }
             }
             Op::Munmap { map } => {
                 let m = match self.map(p, proc, map).await {
@@ -900,8 +914,14 @@ impl Ctx {
                 };
                 match do_munmap(p, &self.fs.world, &self.mms[proc], m.addr, m.len).await {
                     Ok(()) => {
-                        let mut u = self.user.lock().unwrap();
-                        u.maps.get_mut(proc).map(|ms| ms.remove(map));
+                        {
+                            let mut u = self.user.lock().unwrap();
+                            u.maps.get_mut(proc).map(|ms| ms.remove(map));
+                        }
+                        // The last mapping of an unlinked file: its blocks go now.
+                        if let Some(e) = self.after_munmap(p, &m).await {
+                            got.errno = Some(e);
+                        }
                     }
                     Err(e) => got.errno = Some(format!("{e:?}")),
                 }
@@ -935,6 +955,15 @@ impl Ctx {
             Op::Fault { at, access, size } => {
                 return self.fault(p, proc, at, *access, *size).await;
             }
+            Op::Write { .. }
+            | Op::Read { .. }
+            | Op::Truncate { .. }
+            | Op::Fallocate { .. }
+            | Op::Fsync { .. }
+            | Op::Fdatasync { .. }
+            | Op::Unlink { .. }
+            | Op::Msync { .. }
+            | Op::Madvise { .. } => return self.file_op(p, proc, s).await,
             other => {
                 // `refusals` rejected the trace before it ran.
                 unreachable!("{} reached the runner", other.keyword())
@@ -1209,7 +1238,7 @@ impl Model for TraceRunner {
                     let got = ctx.execute(&p, &proc, s).await;
                     let expect = s.expect.as_ref().map(|e| &e.expect);
                     let len = match &s.op {
-                        Op::Load { len, .. } => *len,
+                        Op::Load { len, .. } | Op::Read { len, .. } => *len,
                         _ => 0,
                     };
                     if !meets(expect, &got, len) {
