@@ -243,8 +243,14 @@ pub fn refusals(trace: &Trace, cfg: &MachineConfig) -> Vec<Refusal> {
             );
             continue;
         }
+        // A statement that expects an error (or anything) on a missing file tests that error.
+        let expects_failure = matches!(
+            s.expect.as_ref().map(|e| &e.expect),
+            Some(Expect::Errno(_) | Expect::Any)
+        );
         if let Some(path) = path_of(&s.op)
             && !known.contains(&path)
+            && !expects_failure
         {
             refuse(
                 s.pos.line,
