@@ -107,8 +107,8 @@ impl<P: PmemPlatform> WaitPageIdle<P> for XfsWaitDaxPage<'_, P> {
 
 /// IOLOCK and MMAPLOCK exclusive (`XFS_IOLOCK_EXCL | XFS_MMAPLOCK_EXCL`).
 struct Excl<'a, P: PmemPlatform> {
-    /// Dropped after `wait` (declared first, dropped last would be wrong: fields drop in
-    /// declaration order, so MMAPLOCK, inside `wait`, goes first).
+    /// Holds MMAPLOCK; declared first so that it is released before IOLOCK (fields drop in
+    /// declaration order).
     wait: XfsWaitDaxPage<'a, P>,
     _io: Held<'a, RwSemWriteGuard<'a, P, ()>>,
 }

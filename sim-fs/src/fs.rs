@@ -953,8 +953,9 @@ impl<P: PmemPlatform> Daxfs<P> {
     }
 
     /// Change the size under IOLOCK and MMAPLOCK exclusive; blocks wholly past the new end of
-    /// file are freed (the block side of truncate). Not done yet: breaking DAX layouts and
-    /// removing DAX entries before the blocks are freed.
+    /// file are freed (the block side of truncate, for a file nobody has mapped: mkfs-time
+    /// setup and tests). ftruncate(2) on the full stack is `DaxfsFile::truncate` (file.rs),
+    /// which breaks DAX layouts and zeroes the tail block first.
     pub async fn set_size(&self, p: &P, inode: &Inode<P>, size: u64) -> Result<(), FsError> {
         if size > i64::MAX as u64 {
             return Err(FsError::EFBIG);

@@ -274,9 +274,9 @@ impl<P: PmemPlatform> DaxfsFile<P> {
     /// and MMAPLOCK exclusive, the blocks wholly inside `off .. off + len` lose this file's
     /// reference (freed unless shared), and the bytes of partial blocks at the edges are
     /// zeroed on the media (after a copy on write if the block is shared; holes and unwritten
-    /// blocks already read as zeros). Not done yet: breaking DAX layouts and removing the DAX
-    /// entries of the range first (the DAX core's invalidation side), and zeroing through the
-    /// DAX core (`dax_zero_range`) rather than with direct stores.
+    /// blocks already read as zeros). The block side only, for files nobody has mapped (tests):
+    /// fallocate(2) on the full stack is `DaxfsFile::fallocate` (file.rs), which breaks DAX
+    /// layouts and removes the range's DAX entries first.
     pub async fn punch_hole(&self, p: &P, off: u64, len: u64) -> Result<(), FsError> {
         let fs = &self.fs;
         let bs = fs.geo.blocksize;

@@ -22,12 +22,10 @@
 //! CIL never holds an older copy of a unit over a newer one. [`locks::LockDep`] checks the
 //! order at every acquisition through `Daxfs::{iolock_*, mmaplock_*, ilock, lock_*}`.
 //!
-//! Not built yet (later steps of the daxfs issue): file operations (read/write, stat, fsync of
-//! data, fallocate zero/collapse/insert; deciding when an unlinked inode's last user is gone), breaking DAX layouts
-//! (`dax_layout_busy_page_range`) and removing DAX entries before truncate, punch and reflink
-//! free blocks, notify_failure through the file system's rmap, the `no-mmaplock` and
-//! `reflink-page-mapping` bug modes, and in the trace runner every statement that needs
-//! those (see [`runner`]).
+//! Not built yet: fdatasync distinguishes only the orphan flag of unlink (the model has no
+//! timestamps), reflink does not break the destination's DAX layouts, notify_failure through
+//! the file system's rmap, the `reflink-page-mapping` bug mode, and in the trace runner the
+//! statements that need those (see [`runner`]).
 
 pub mod alloc;
 pub mod extent;

@@ -32,14 +32,18 @@
 //! `std::sync::Mutex` that is never held across an `.await`: no task can observe it between two
 //! of its own steps, so it adds no interleavings and no nondeterminism.
 //!
+//! **File statements** (write, read, truncate, fallocate, fsync, fdatasync, unlink, msync,
+//! madvise) are in `runner_file.rs` on daxfs's file operations (`crate::file`); every change
+//! they make to a file's bytes reaches the oracle at the step that made it.
+//!
 //! **Not built yet** (refused by [`refusals`] with the statement's position, nothing runs):
-//! write, read, truncate, fallocate, fsync, fdatasync, unlink, reflink, dio-read, msync,
-//! madvise, pin, unpin, poison, and the `after-crash` section; the file-system bug modes
-//! (`no-mmaplock`, `reflink-page-mapping`) and the DAX-core modes without a mechanism in this
-//! build. Simplifications: the translation and the machine access of one page are two steps (a
-//! real CPU does both under one TLB entry); a private (CoW) page's content is checked only
-//! against itself (the oracle follows shared mappings of files); `sigbus(ar)`/`sigbus(ao)` never
-//! match, since no machine check reaches a trace yet.
+//! reflink, dio-read, pin, unpin, poison, and the `after-crash` section; the file-system bug
+//! mode `reflink-page-mapping` and the DAX-core modes without a mechanism in this build.
+//! Simplifications: an access holds the page-table lock from the check of its translation
+//! to the machine access (so an unmap, which takes that lock, waits for it as a TLB shootdown
+//! would; a translation that changed since the walk is retried); a private (CoW) page's
+//! content is checked only against itself (the oracle follows shared mappings of files);
+//! `sigbus(ar)`/`sigbus(ao)` never match, since no machine check reaches a trace yet.
 
 use crate::fs::Daxfs;
 use crate::iomap::DaxfsFile;
@@ -628,6 +632,14 @@ impl Ctx {
                     }
                     return got;
                 }
+            };
+            // The access and its translation are one event for the CPU: an unmap waits for
+            // the TLB shootdown, so no access uses a translation the unmap already removed.
+            // The page-table lock, held across the access, gives that; a translation that
+            // changed since the walk is retried.
+            let _tlb = match self.tlb_hold(p, mm, va, pfn).await {
+                Some(g) => g,
+                None => continue,
             };
             got.page
                 .get_or_insert(if huge { PageSize::Pmd } else { PageSize::Pte });

@@ -30,9 +30,13 @@ use crate::FsError;
 use crate::file::{Change, Falloc};
 use crate::fs::Inode;
 use crate::iomap::DaxfsFile;
+use sim_core::platform::SpinLockGuard;
 use sim_core::trace::{FallocMode, Op, Statement, Trace};
 use sim_mm::dax::invalidate::LLONG_MAX;
+use sim_mm::dax_entry::PG_PMD_NR;
 use sim_mm::mm::madvise_dontneed;
+use sim_mm::pgtable::PmdVal;
+use sim_mm::{MmStruct, PageTable};
 use std::sync::Arc;
 
 /// Apply `c` to the bytes `f` of a file.
@@ -140,6 +144,23 @@ impl Ctx {
             want.iter().zip(b).filter(|(x, y)| x != y).count(),
             e - s
         ))
+    }
+
+    /// The page-table lock of `mm`, if `va` still translates to `pfn` (see `access`).
+    pub(super) async fn tlb_hold<'a>(
+        &self,
+        p: &P,
+        mm: &'a MmStruct<P>,
+        va: u64,
+        pfn: u64,
+    ) -> Option<SpinLockGuard<'a, P, PageTable>> {
+        let g = mm.page_table.lock(p).await;
+        let now = match g.pmd_get(va) {
+            PmdVal::Huge(pmd) if pmd.present() => Some(pmd.pfn() + ((va >> 12) & (PG_PMD_NR - 1))),
+            PmdVal::Table => g.pte_get(va).filter(|e| e.present()).map(|e| e.pfn()),
+            _ => None,
+        };
+        (now == Some(pfn)).then_some(g)
     }
 
     /// The last reference of a mapping's inode may be gone (after munmap).
