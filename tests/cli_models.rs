@@ -289,7 +289,11 @@ fn bug_modes_a_subject_cannot_reach_are_usage_errors() {
     let dir = std::env::temp_dir().join(format!("pmsim-cli-models-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let planned = dir.join("planned.trace");
-    std::fs::write(&planned, "pmsim-trace 1\nbug no-mmaplock\nt1 yield\n").unwrap();
+    std::fs::write(
+        &planned,
+        "pmsim-trace 1\nbug reflink-page-mapping\nt1 yield\n",
+    )
+    .unwrap();
     let o = pmsim(&["run", &planned.display().to_string()]);
     assert_eq!(code(&o), 2, "{} {}", out(&o), err(&o));
     assert!(err(&o).contains("planned.trace:2:"), "{}", err(&o));

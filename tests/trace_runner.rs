@@ -198,7 +198,7 @@ fn what_cannot_run_is_refused_with_positions_and_nothing_runs() {
          file /f size=8K\n\
          t1 mmap /f 0 8K shared as m\n\
          t1 load m+0x1ff8 16\n\
-         t1 write /f 0 8 0x01\n\
+         t1 write /nope 0 8 0x01\n\
          t1 stat /nope\n\
          t1 poison /f 0\n",
     );
@@ -207,7 +207,7 @@ fn what_cannot_run_is_refused_with_positions_and_nothing_runs() {
     assert!(out.is_empty(), "nothing ran: {out}");
     for want in [
         "refused.trace:4:1: `t1 load m+0x1ff8`: the range 0x1ff8..0x2008 passes the end of mapping `m`",
-        "refused.trace:5:1: `t1 write`: not built yet",
+        "refused.trace:5:1: `t1 write /nope`: no such file",
         "refused.trace:6:1: `t1 stat /nope`: no such file",
         "refused.trace:7:1: `t1 poison`: not built yet",
     ] {
@@ -221,4 +221,135 @@ fn what_cannot_run_is_refused_with_positions_and_nothing_runs() {
     let (code, out, err) = pmsim(&["run", &t]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("too_big.trace:3:1: `file /f`"), "{err}");
+}
+
+/// Every `.trace` under `dir` starts with a comment and runs clean under `run`, a short
+/// `explore` and `run --check-invariants`; returns how many there are.
+fn all_clean(dir: &str) -> usize {
+    let mut n = 0;
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "trace"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.starts_with('#'),
+            "{}: starts with a comment",
+            p.display()
+        );
+        let ps = p.display().to_string();
+        for args in [
+            vec!["run", ps.as_str()],
+            vec!["explore", ps.as_str(), "--runs", "15"],
+            vec!["run", ps.as_str(), "--check-invariants"],
+        ] {
+            let (code, out, err) = pmsim(&args);
+            assert_eq!(code, 0, "{args:?}: {out}{err}");
+        }
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn every_trace_under_traces_fs_runs_clean() {
+    let n = all_clean("traces/fs");
+    assert!(n >= 8, "{n} traces");
+}
+
+#[test]
+fn no_mmaplock_maps_a_freed_block_and_without_it_dfs_at_bound_2_is_clean() {
+    let path = "traces/bugs/no-mmaplock.trace";
+    let (code, out, err) = pmsim(&["explore", path]);
+    assert_eq!(code, 1, "{out}{err}");
+    // The general use-after-free checks of the mm layer name the freed block: freeing a
+    // mapped page (set_block_free) or a page table mapping a free block (the invariants).
+    assert!(
+        out.contains("VIOLATION assertion:block-freed-while-busy")
+            || out.contains("mapped-after-free"),
+        "{out}"
+    );
+    assert!(
+        out.contains("t2") && out.contains("xfs_setattr_size"),
+        "{out}"
+    );
+    let text: String = shipped(path)
+        .lines()
+        .filter(|l| !l.starts_with("bug "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let t = scratch("no_mmaplock_fixed.trace", &text);
+    let (code, out, err) = pmsim(&[
+        "explore",
+        &t,
+        "--strategy",
+        "dfs",
+        "--preemption-bound",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("exhausted the search space"), "{out}");
+}
+
+#[test]
+fn file_statements_meet_or_miss_their_expectations() {
+    // read(2) after collapse: the tail moved down.
+    mutated_fails(
+        "traces/fs/fallocate_modes.trace",
+        "t1 read /f 4K 8 => 0x03",
+        "t1 read /f 4K 8 => 0x02",
+        "expected 0x02, got ok, 8 bytes of 0x03",
+    );
+    // A full file system: the write fails with ENOSPC.
+    mutated_fails(
+        "traces/fs/enospc.trace",
+        "t1 write /big 0 4MiB 0x5a => err(ENOSPC)",
+        "t1 write /big 0 4MiB 0x5a",
+        "expected success, got err(ENOSPC)",
+    );
+    // msync at an unaligned offset.
+    mutated_fails(
+        "traces/fs/fsync_msync.trace",
+        "t1 msync m 100 4K => err(EINVAL)",
+        "t1 msync m 100 4K => ok",
+        "expected ok, got err(EINVAL)",
+    );
+    // The name is gone at once after unlink.
+    mutated_fails(
+        "traces/fs/unlink_live_mapping.trace",
+        "t2 stat /f => err(ENOENT)",
+        "t2 stat /f => size=16K",
+        "got err(ENOENT)",
+    );
+    // Truncate's new size.
+    mutated_fails(
+        "traces/fs/truncate_during_faults.trace",
+        "t2 stat /f => size=0x100800",
+        "t2 stat /f => size=1MiB",
+        "got ok, size=1050624",
+    );
+}
+
+#[test]
+fn a_statement_expecting_an_error_on_a_missing_file_runs_and_an_msync_past_its_mapping_is_refused()
+{
+    let t = scratch(
+        "missing_ok.trace",
+        "pmsim-trace 1\nt1 unlink /nope => err(ENOENT)\nt1 truncate /nope 4K => any\n",
+    );
+    let (code, out, err) = pmsim(&["run", &t]);
+    assert_eq!(code, 0, "{out}{err}");
+    let t = scratch(
+        "msync_past.trace",
+        "pmsim-trace 1\nfile /f size=8K\nt1 mmap /f 0 8K shared as m\nt1 msync m 4K 8K\n",
+    );
+    let (code, out, err) = pmsim(&["run", &t]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("msync_past.trace:4:1: `t1 msync m`: the range 0x1000..0x3000 passes the end of mapping `m`"),
+        "{err}"
+    );
 }

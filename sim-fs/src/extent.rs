@@ -104,6 +104,41 @@ fn merge_around(map: &mut ExtentMap, fb: u64) {
     }
 }
 
+/// `xfs_bmap_collapse_extents`: every extent at file block `from` or later moves down by `by`
+/// blocks. The caller has removed `from - by .. from` first (so nothing is overwritten).
+pub fn shift_down(map: &mut ExtentMap, from: u64, by: u64) {
+    assert!(by <= from && map.range(from - by..from).next().is_none());
+    split_at(map, from);
+    let moved: Vec<(u64, Extent)> = map.range(from..).map(|(&k, &e)| (k, e)).collect();
+    for (k, _) in &moved {
+        map.remove(k);
+    }
+    for (k, e) in moved {
+        map.insert(k - by, e);
+    }
+    if map.contains_key(&(from - by)) {
+        merge_around(map, from - by);
+    }
+}
+
+/// `xfs_bmap_insert_extents`: every block at file block `from` or later moves up by `by`
+/// blocks (an extent across `from` is split there), leaving a hole of `by` blocks at `from`.
+pub fn shift_up(map: &mut ExtentMap, from: u64, by: u64) {
+    split_at(map, from);
+    let moved: Vec<(u64, Extent)> = map.range(from..).map(|(&k, &e)| (k, e)).collect();
+    for (k, _) in &moved {
+        map.remove(k);
+    }
+    for (k, e) in moved {
+        map.insert(k + by, e);
+    }
+}
+
+/// Extents the map would have after `shift_up(from, by)`.
+pub fn count_after_shift_up(map: &ExtentMap, from: u64) -> usize {
+    map.len() + usize::from(lookup(map, from).is_some_and(|(s, _)| s < from))
+}
+
 /// Extents the map would have after `replace(fb, e)` (to refuse an operation before it
 /// changes anything when the inode cannot hold them).
 pub fn count_after_replace(map: &ExtentMap, fb: u64, e: Extent) -> usize {
@@ -140,5 +175,24 @@ mod tests {
         assert_eq!(run(&m, 0, 10), (Some(x(100, 1)), 1));
         assert_eq!(run(&m, 1, 10), (None, 6));
         assert_eq!(count_after_replace(&m, 3, x(900, 1)), 3);
+    }
+
+    #[test]
+    fn collapse_and_insert_move_the_tail_and_merge_at_the_seam() {
+        let mut m = ExtentMap::new();
+        replace(&mut m, 0, x(100, 8));
+        replace(&mut m, 10, x(300, 2));
+        // Insert 3 blocks at 4: the extent splits, the tail and the later extent move up.
+        assert_eq!(count_after_shift_up(&m, 4), 3);
+        shift_up(&mut m, 4, 3);
+        assert_eq!(run(&m, 0, 100), (Some(x(100, 4)), 4));
+        assert_eq!(run(&m, 4, 100), (None, 3));
+        assert_eq!(run(&m, 7, 100), (Some(x(104, 4)), 4));
+        assert_eq!(run(&m, 13, 100), (Some(x(300, 2)), 2));
+        // Collapse the hole again: the halves continue each other on the device and merge.
+        shift_down(&mut m, 7, 3);
+        assert_eq!(run(&m, 0, 100), (Some(x(100, 8)), 8));
+        assert_eq!(run(&m, 10, 100), (Some(x(300, 2)), 2));
+        assert_eq!(m.len(), 2);
     }
 }

@@ -41,6 +41,15 @@ pub struct InodeCore {
     /// The inode may have shared blocks (XFS's reflink inode flag): set by reflink on both
     /// inodes and at mount, never cleared. Without it `iomap_begin` skips the refcounts.
     pub reflink: bool,
+    /// The log sequence of the last change that only fsync needs, not fdatasync (the orphan
+    /// flag of unlink: the data reads the same without it). `logged_seq` never counts it.
+    pub orphan_seq: u64,
+    /// Open references (`i_count` less the mappings, which `i_mmap` counts): statements that
+    /// use the inode hold one while they run, so an unlinked inode is evicted only once the
+    /// last of them, of its mappings and of its pins is gone.
+    pub opens: u32,
+    /// Eviction has been claimed (`I_FREEING`): the inode is going away.
+    pub freeing: bool,
 }
 
 /// An in-core inode.
@@ -411,7 +420,7 @@ impl<P: PmemPlatform> Daxfs<P> {
             .await;
         match r {
             Ok(seq) => {
-                core.logged_seq = seq;
+                core.orphan_seq = seq;
                 ns.names.remove(name);
             }
             Err(_) => core.disk.flags &= !INODE_F_ORPHAN,
@@ -435,8 +444,9 @@ impl<P: PmemPlatform> Daxfs<P> {
         .await;
         let r = async {
             let mut a = self.lock_alloc(p).await;
-            for e in core.disk.extents.values() {
-                a.free(e.dev, e.len);
+            let extents: Vec<Extent> = core.disk.extents.values().copied().collect();
+            for e in extents {
+                self.free_blocks(p, &mut a, e.dev, e.len).await;
             }
             let mut units = a.take_dirty();
             units.push(self.inode_unit(inode.ino, &DiskInode::default()));
@@ -460,6 +470,35 @@ impl<P: PmemPlatform> Daxfs<P> {
             self.world.destroy_mapping(p, &inode.mapping).await;
         }
         r
+    }
+
+    /// Tell the memmap that device blocks `d .. d + n` went back to the allocator (`free`) or
+    /// left it, for the mm layer's use-after-free checks (`set_block_free`: freeing a block
+    /// that is still mapped, pinned or associated is a BUG; a page table mapping a free block is
+    /// an invariant violation). Called with the allocator mutex held, so that the marks follow
+    /// the bitmap's order.
+    pub async fn mark_blocks(&self, p: &P, d: u64, n: u64, free: bool) {
+        let pfn = self.world.memmap.base_pfn() + self.geo.addr(d) / 4096;
+        let nr = self.geo.addr(n).div_ceil(4096);
+        self.world.memmap.set_block_free(p, pfn, nr, free).await;
+    }
+
+    /// `a.free(d, n)` (one owner less for each block) and the memmap marks of the blocks that
+    /// became free (shared ones only lose a reference).
+    pub async fn free_blocks(&self, p: &P, a: &mut AllocState, d: u64, n: u64) {
+        a.free(d, n);
+        let mut b = d;
+        while b < d + n {
+            if a.in_use(b) {
+                b += 1;
+                continue;
+            }
+            let s = b;
+            while b < d + n && !a.in_use(b) {
+                b += 1;
+            }
+            self.mark_blocks(p, s, b - s, true).await;
+        }
     }
 
     /// `xfs_ilock(ip, XFS_ILOCK_EXCL)`.
@@ -846,6 +885,7 @@ impl<P: PmemPlatform> Daxfs<P> {
             return Err(err);
         }
         extent::replace(&mut core.disk.extents, fb, e);
+        self.mark_blocks(p, d, got, false).await;
         let mut units = a.take_dirty();
         units.push(self.inode_unit(ino, &core.disk));
         let r = self.commit_trans(p, units).await;
@@ -901,7 +941,7 @@ impl<P: PmemPlatform> Daxfs<P> {
         for (lo, hi) in chunks {
             let mut a = self.lock_alloc(p).await;
             for e in extent::remove_range(&mut core.disk.extents, lo, hi - lo) {
-                a.free(e.dev, e.len);
+                self.free_blocks(p, &mut a, e.dev, e.len).await;
             }
             let mut units = a.take_dirty();
             units.push(self.inode_unit(ino, &core.disk));
@@ -913,8 +953,9 @@ impl<P: PmemPlatform> Daxfs<P> {
     }
 
     /// Change the size under IOLOCK and MMAPLOCK exclusive; blocks wholly past the new end of
-    /// file are freed (the block side of truncate). Not done yet: breaking DAX layouts and
-    /// removing DAX entries before the blocks are freed.
+    /// file are freed (the block side of truncate, for a file nobody has mapped: mkfs-time
+    /// setup and tests). ftruncate(2) on the full stack is `DaxfsFile::truncate` (file.rs),
+    /// which breaks DAX layouts and zeroes the tail block first.
     pub async fn set_size(&self, p: &P, inode: &Inode<P>, size: u64) -> Result<(), FsError> {
         if size > i64::MAX as u64 {
             return Err(FsError::EFBIG);
@@ -1129,7 +1170,7 @@ impl<P: PmemPlatform> Daxfs<P> {
                     a.share(e.dev, e.len);
                 }
                 for g in apply(&mut dst_core.disk.extents, o, cur, n) {
-                    a.free(g.dev, g.len);
+                    self.free_blocks(p, &mut a, g.dev, g.len).await;
                 }
                 let covered = (dfb + o + n) * bs;
                 dst_core.disk.size = dst_core.disk.size.max(covered.min(dst_end));

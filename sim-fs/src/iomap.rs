@@ -131,7 +131,8 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                     copy_edges(p, from, to, fs.geo.addr(got), pos - off, length).await?;
                 }
                 extent::replace(&mut core.disk.extents, fb, new);
-                a.free(old.dev, old.len);
+                fs.mark_blocks(p, d, got, false).await;
+                fs.free_blocks(p, &mut a, old.dev, old.len).await;
                 let mut units = a.take_dirty();
                 units.push(fs.inode_unit(ino, &core.disk));
                 core.logged_seq = fs.commit_trans(p, units).await?;
@@ -273,9 +274,9 @@ impl<P: PmemPlatform> DaxfsFile<P> {
     /// and MMAPLOCK exclusive, the blocks wholly inside `off .. off + len` lose this file's
     /// reference (freed unless shared), and the bytes of partial blocks at the edges are
     /// zeroed on the media (after a copy on write if the block is shared; holes and unwritten
-    /// blocks already read as zeros). Not done yet: breaking DAX layouts and removing the DAX
-    /// entries of the range first (the DAX core's invalidation side), and zeroing through the
-    /// DAX core (`dax_zero_range`) rather than with direct stores.
+    /// blocks already read as zeros). The block side only, for files nobody has mapped (tests):
+    /// fallocate(2) on the full stack is `DaxfsFile::fallocate` (file.rs), which breaks DAX
+    /// layouts and removes the range's DAX entries first.
     pub async fn punch_hole(&self, p: &P, off: u64, len: u64) -> Result<(), FsError> {
         let fs = &self.fs;
         let bs = fs.geo.blocksize;

@@ -8,6 +8,7 @@
 //! | [`alloc`] | block bitmap and refcounts in core; 2 MiB-aligned allocation | `xfs_alloc.c`, `xfs_refcount.c` |
 //! | [`extent`] | an inode's extent map as plain data | `xfs_bmap.c` |
 //! | [`fs`] | the mounted file system: mkfs, mount (journal and orphan recovery), unmount, create, unlink/evict, fallocate, reflink, truncate of blocks | `xfs_super.c`, `xfs_inode.c`, `xfs_reflink.c` |
+//! | [`file`] | read/write through `dax_iomap_rw`, truncate, fallocate (all modes), fsync/fdatasync, open references, eviction of unlinked inodes on the last reference; layouts broken before blocks go | `xfs_file.c`, `xfs_iops.c`, `xfs_bmap_util.c` |
 //! | [`iomap`] | `iomap_begin`/`iomap_end` for the DAX core; punch hole | `xfs_iomap.c` (`xfs_dax_write_iomap_ops`) |
 //! | [`locks`] | the lock order and its lockdep-style check | `lockdep`, `xfs_ilock` |
 //! | [`fsck`] | check every structure and cross-reference, naming structure and block | `xfs_repair -n` |
@@ -21,16 +22,15 @@
 //! CIL never holds an older copy of a unit over a newer one. [`locks::LockDep`] checks the
 //! order at every acquisition through `Daxfs::{iolock_*, mmaplock_*, ilock, lock_*}`.
 //!
-//! Not built yet (later steps of the daxfs issue): file operations (read/write, stat, fsync of
-//! data, fallocate zero/collapse/insert; deciding when an unlinked inode's last user is gone), breaking DAX layouts
-//! (`dax_layout_busy_page_range`) and removing DAX entries before truncate, punch and reflink
-//! free blocks, notify_failure through the file system's rmap, the `no-mmaplock` and
-//! `reflink-page-mapping` bug modes, and in the trace runner every statement that needs
-//! those (see [`runner`]).
+//! Not built yet: fdatasync distinguishes only the orphan flag of unlink (the model has no
+//! timestamps), reflink does not break the destination's DAX layouts, notify_failure through
+//! the file system's rmap, the `reflink-page-mapping` bug mode, and in the trace runner the
+//! statements that need those (see [`runner`]).
 
 pub mod alloc;
 pub mod crashcheck;
 pub mod extent;
+pub mod file;
 pub mod fs;
 pub mod fsck;
 pub mod iomap;
@@ -64,13 +64,23 @@ impl FsError {
         FsError::EIO
     }
 
-    /// The DAX core's errno. sim-mm's `Errno` has no ENOSPC yet: ENOSPC (and the other
-    /// file-system errors) reach a fault as EIO, which `dax_fault_return` turns into SIGBUS
-    /// exactly as the kernel's `vmf_error(-ENOSPC)` does.
+    /// The DAX core's errno: EINVAL and ENOSPC keep their names, the other file-system errors
+    /// reach the DAX core as EIO; a fault turns either into SIGBUS (`dax_fault_return`), as
+    /// the kernel's `vmf_error(-ENOSPC)` does.
     pub fn to_mm(self) -> sim_mm::Errno {
         match self {
             FsError::EINVAL => sim_mm::Errno::EINVAL,
+            FsError::ENOSPC => sim_mm::Errno::ENOSPC,
             _ => sim_mm::Errno::EIO,
+        }
+    }
+
+    /// A DAX-core errno as the file system reports it (what has no twin here is EIO).
+    pub fn from_mm(e: sim_mm::Errno) -> FsError {
+        match e {
+            sim_mm::Errno::EINVAL => FsError::EINVAL,
+            sim_mm::Errno::ENOSPC => FsError::ENOSPC,
+            _ => FsError::EIO,
         }
     }
 }

@@ -43,14 +43,18 @@
 //! `std::sync::Mutex` that is never held across an `.await`: no task can observe it between two
 //! of its own steps, so it adds no interleavings and no nondeterminism.
 //!
+//! **File statements** (write, read, truncate, fallocate, fsync, fdatasync, unlink, msync,
+//! madvise) are in `runner_file.rs` on daxfs's file operations (`crate::file`); every change
+//! they make to a file's bytes reaches the oracle at the step that made it.
+//!
 //! **Not built yet** (refused by [`refusals`] with the statement's position, nothing runs):
-//! write, read, truncate, fallocate, fsync, fdatasync, unlink, reflink, dio-read, msync,
-//! madvise, pin, unpin, poison; the file-system bug modes
-//! (`no-mmaplock`, `reflink-page-mapping`) and the DAX-core modes without a mechanism in this
-//! build. Simplifications: the translation and the machine access of one page are two steps (a
-//! real CPU does both under one TLB entry); a private (CoW) page's content is checked only
-//! against itself (the oracle follows shared mappings of files); `sigbus(ar)`/`sigbus(ao)` never
-//! match, since no machine check reaches a trace yet.
+//! reflink, dio-read, pin, unpin, poison; the file-system bug
+//! mode `reflink-page-mapping` and the DAX-core modes without a mechanism in this build.
+//! Simplifications: an access holds the page-table lock from the check of its translation
+//! to the machine access (so an unmap, which takes that lock, waits for it as a TLB shootdown
+//! would; a translation that changed since the walk is retried); a private (CoW) page's
+//! content is checked only against itself (the oracle follows shared mappings of files);
+//! `sigbus(ar)`/`sigbus(ao)` never match, since no machine check reaches a trace yet.
 
 use crate::fs::Daxfs;
 use crate::iomap::DaxfsFile;
@@ -82,6 +86,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 type P = SimPlatform;
+
+#[path = "runner_file.rs"]
+mod runner_file;
 
 /// The pfn of device page 0 (pmem sits above 4 GiB in the machine model).
 pub const PMEM_BASE_PFN: u64 = 0x10_0000;
@@ -121,19 +128,20 @@ fn not_built(op: &Op) -> Option<&'static str> {
         | Op::Mfence
         | Op::Fault { .. }
         | Op::Sleep { .. }
-        | Op::Yield => return None,
-        Op::Write { .. } | Op::Read { .. } => {
-            "not built yet: the DAX read/write path (dax_iomap_rw) is not in the trace runner"
+        | Op::Yield
+        | Op::Write { .. }
+        | Op::Read { .. }
+        | Op::Truncate { .. }
+        | Op::Fallocate { .. }
+        | Op::Unlink { .. }
+        | Op::Fsync { .. }
+        | Op::Fdatasync { .. }
+        | Op::Msync { .. }
+        | Op::Madvise { .. } => return None,
+        Op::Reflink { .. } => {
+            "not built yet: reflink needs daxfs to break the destination's DAX layouts and \
+             remove its DAX entries before its old blocks are freed"
         }
-        Op::Truncate { .. } | Op::Fallocate { .. } | Op::Unlink { .. } | Op::Reflink { .. } => {
-            "not built yet: truncate, fallocate, unlink and reflink need daxfs to break DAX \
-             layouts and remove DAX entries before blocks are freed"
-        }
-        Op::Fsync { .. } | Op::Fdatasync { .. } | Op::Msync { .. } => {
-            "not built yet: fsync/fdatasync/msync (DAX writeback + journal commit) are not in \
-             the trace runner"
-        }
-        Op::Madvise { .. } => "not built yet: madvise is not in the trace runner",
         Op::Pin { .. } | Op::Unpin { .. } | Op::DioRead { .. } => {
             "not built yet: pins and O_DIRECT reads are not in the trace runner"
         }
@@ -251,8 +259,14 @@ pub fn refusals(trace: &Trace, cfg: &MachineConfig) -> Vec<Refusal> {
             );
             continue;
         }
+        // A statement that expects an error (or anything) on a missing file tests that error.
+        let expects_failure = matches!(
+            s.expect.as_ref().map(|e| &e.expect),
+            Some(Expect::Errno(_) | Expect::Any)
+        );
         if let Some(path) = path_of(&s.op)
             && !known.contains(&path)
+            && !expects_failure
         {
             refuse(
                 s.pos.line,
@@ -260,6 +274,9 @@ pub fn refusals(trace: &Trace, cfg: &MachineConfig) -> Vec<Refusal> {
                 format!("{} {} {path}", s.thread, s.op.keyword()),
                 format!("no such file: no `file {path}` line and no `create {path}` in the trace"),
             );
+        }
+        if let Some((what, why)) = runner_file::range_refusal(trace, s) {
+            refuse(s.pos.line, s.pos.col, what, why);
         }
         if let Some((at, len)) = map_of(&s.op) {
             let proc = trace.header.process_of(&s.thread);
@@ -760,6 +777,14 @@ impl Ctx {
                     return got;
                 }
             };
+            // The access and its translation are one event for the CPU: an unmap waits for
+            // the TLB shootdown, so no access uses a translation the unmap already removed.
+            // The page-table lock, held across the access, gives that; a translation that
+            // changed since the walk is retried.
+            let _tlb = match self.tlb_hold(p, mm, va, pfn).await {
+                Some(g) => g,
+                None => continue,
+            };
             got.page
                 .get_or_insert(if huge { PageSize::Pmd } else { PageSize::Pte });
             let phys = self.phys(pfn, va);
@@ -994,12 +1019,16 @@ impl Ctx {
                 nohuge,
                 name,
             } => {
-                let Some(inode) = self.fs.lookup(p, path).await else {
+                // An open reference for the call (an unlink cannot evict the inode meanwhile).
+                let Some(inode) = self.fs.open(p, path).await else {
                     got.errno = errno(FsError::ENOENT);
                     return got;
                 };
                 if off % PAGE != 0 {
                     got.errno = Some("EINVAL".into());
+                    if let Some(e) = self.release(p, &inode).await {
+                        got.errno = Some(e);
+                    }
                     return got;
                 }
                 let flags = MmapFlags {
@@ -1033,6 +1062,9 @@ impl Ctx {
                     }
                     Err(e) => got.errno = Some(format!("{e:?}")),
                 }
+                if let Some(e) = self.release(p, &inode).await {
+                    got.errno.get_or_insert(e);
+                }
             }
             Op::Munmap { map } => {
                 let m = match self.map(p, proc, map).await {
@@ -1044,8 +1076,14 @@ impl Ctx {
                 };
                 match do_munmap(p, &self.fs.world, &self.mms[proc], m.addr, m.len).await {
                     Ok(()) => {
-                        let mut u = self.user.lock().unwrap();
-                        u.maps.get_mut(proc).map(|ms| ms.remove(map));
+                        {
+                            let mut u = self.user.lock().unwrap();
+                            u.maps.get_mut(proc).map(|ms| ms.remove(map));
+                        }
+                        // The last mapping of an unlinked file: its blocks go now.
+                        if let Some(e) = self.after_munmap(p, &m).await {
+                            got.errno = Some(e);
+                        }
                     }
                     Err(e) => got.errno = Some(format!("{e:?}")),
                 }
@@ -1079,6 +1117,15 @@ impl Ctx {
             Op::Fault { at, access, size } => {
                 return self.fault(p, proc, at, *access, *size).await;
             }
+            Op::Write { .. }
+            | Op::Read { .. }
+            | Op::Truncate { .. }
+            | Op::Fallocate { .. }
+            | Op::Fsync { .. }
+            | Op::Fdatasync { .. }
+            | Op::Unlink { .. }
+            | Op::Msync { .. }
+            | Op::Madvise { .. } => return self.file_op(p, proc, s).await,
             other => {
                 // `refusals` rejected the trace before it ran.
                 unreachable!("{} reached the runner", other.keyword())
@@ -1386,7 +1433,7 @@ impl Model for TraceRunner {
                     }
                     let expect = s.expect.as_ref().map(|e| &e.expect);
                     let len = match &s.op {
-                        Op::Load { len, .. } => *len,
+                        Op::Load { len, .. } | Op::Read { len, .. } => *len,
                         _ => 0,
                     };
                     let met = meets(expect, &got, len);

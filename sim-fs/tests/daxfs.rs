@@ -547,7 +547,7 @@ fn allocation_is_pmd_aligned_and_a_full_device_gives_enospc() {
             Some(FsError::ENOSPC),
             Some(FsError::ENOSPC),
             Some(FsError::ENOSPC),
-            Some(sim_mm::Errno::EIO)
+            Some(sim_mm::Errno::ENOSPC)
         )
     );
     let r = fsck_pmem(&durable_pmem(&sim));

@@ -35,7 +35,7 @@ pub const BUG_MODES: &[BugMode] = &[
         name: "no-mmaplock",
         fixed_by: "XFS MMAPLOCK (4.4, 2015)",
         summary: "page faults are not serialised against truncate/hole punch by the invalidate lock",
-        available: false,
+        available: true,
     },
     BugMode {
         name: "no-entry-lock",
@@ -241,9 +241,15 @@ impl BugMode {
                 "traces (`bug NAME`, through faults on daxfs mappings) and the built-in DAX \
                  models (--model)"
             }
+            Some(crate::dax::DaxBug::NoMmaplock) => {
+                "traces on daxfs (`bug no-mmaplock`: a fault racing truncate, fallocate or \
+                 unlink)"
+            }
             Some(_) => {
-                "the DAX core's own tests; traces accept the mode, but the statements that \
-                 reach its decision point (fsync, truncate, fallocate, poison) are not built yet"
+                "traces on daxfs, through the statements that reach its decision point (fsync, \
+                 fdatasync and msync for writeback; truncate, fallocate and unlink for \
+                 invalidation and layouts; poison for memory failure), and the DAX core's own \
+                 tests"
             }
             None => "traces on daxfs (`pmsim crashcheck TRACE --bug NAME`)",
         }

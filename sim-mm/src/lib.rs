@@ -64,6 +64,7 @@ pub enum Errno {
     EFAULT = 14,
     EBUSY = 16,
     EINVAL = 22,
+    ENOSPC = 28,
     EOPNOTSUPP = 95,
     EHWPOISON = 133,
     /// Kernel-internal: interrupted by a signal, restart the system call.

@@ -766,7 +766,13 @@ pub async fn dax_fs_fault<P: Platform, I: IomapOps<P>>(
     ops: &I,
 ) -> VmFault {
     let _fn = p.enter_fn("->huge_fault");
-    let il = vmf.mapping().invalidate_lock.read(p).await;
+    // Bug mode no-mmaplock: no invalidate_lock, so nothing keeps a truncate or hole punch
+    // from freeing the blocks between this fault's iomap_begin and its page-table update.
+    let il = if dax.bug(DaxBug::NoMmaplock) {
+        None
+    } else {
+        Some(vmf.mapping().invalidate_lock.read(p).await)
+    };
     let (mut ret, pfn) = dax_iomap_fault(dax, p, vmf, order, ops).await;
     if ret.contains(VmFault::NEEDDSYNC) {
         ret = match pfn {
@@ -774,7 +780,9 @@ pub async fn dax_fs_fault<P: Platform, I: IomapOps<P>>(
             None => VmFault::SIGBUS,
         };
     }
-    il.release(dax.release_steps).await;
+    if let Some(il) = il {
+        il.release(dax.release_steps).await;
+    }
     ret
 }
 

@@ -5,6 +5,7 @@
 //! | [`entry`] | the hashed wait table, entry locking, page association | `dax_entry_waitqueue` .. `dax_unlock_entry`, `dax_associate_entry` |
 //! | [`iomap`] | what the file system answers for a file range | `struct iomap`, `struct iomap_ops` |
 //! | [`fault`] | `grab_mapping_entry`, the PTE and PMD fault paths, holes, MAP_SYNC, CoW | `dax_iomap_fault` and its helpers |
+//! | [`rw`] | read(2)/write(2) on a DAX file: iomap iteration, copies through the machine | `dax_iomap_rw`, `dax_iomap_iter` |
 //! | [`test_iomap`] | a small in-memory file system answering iomap calls (tests, benches, toys) | (none) |
 //! | [`models`] | built-in races on the fault paths, one per fault-half bug mode (`pmsim --model`) | (none) |
 //!
@@ -60,6 +61,7 @@ pub mod invalidate;
 pub mod iomap;
 pub mod memory_failure;
 pub mod models;
+pub mod rw;
 pub mod test_iomap;
 pub mod writeback;
 
@@ -95,10 +97,11 @@ pub enum DaxBug {
     MixedMappingAssociation,
     LockEntryExclusiveWait,
     SyncFaultNoFsync,
+    NoMmaplock,
 }
 
 impl DaxBug {
-    pub const ALL: [DaxBug; 14] = [
+    pub const ALL: [DaxBug; 15] = [
         DaxBug::PmdMissedWakeup,
         DaxBug::PmdConflictBeforeNull,
         DaxBug::NoEntryLock,
@@ -113,6 +116,7 @@ impl DaxBug {
         DaxBug::MixedMappingAssociation,
         DaxBug::LockEntryExclusiveWait,
         DaxBug::SyncFaultNoFsync,
+        DaxBug::NoMmaplock,
     ];
 
     /// The catalogue name (`bug NAME` in a trace).
@@ -132,6 +136,7 @@ impl DaxBug {
             DaxBug::MixedMappingAssociation => "mixed-mapping-association",
             DaxBug::LockEntryExclusiveWait => "lock-entry-exclusive-wait",
             DaxBug::SyncFaultNoFsync => "sync-fault-no-fsync",
+            DaxBug::NoMmaplock => "no-mmaplock",
         }
     }
 
@@ -195,6 +200,13 @@ impl DaxBug {
                 "dax_writeback_one: PMDs cleaned but not write-protected (4.9 \
                  dax_mapping_entry_mkclean)"
             }
+            DaxBug::NoMmaplock => {
+                "dax_fs_fault (the file system's ->fault/->huge_fault): the fault runs without \
+                 invalidate_lock (XFS before MMAPLOCK), so truncate, hole punch and the other \
+                 block-freeing operations, which break layouts and then free blocks under it, \
+                 can race a fault that looked the blocks up before they were freed and maps them \
+                 after"
+            }
         })
     }
 
@@ -230,8 +242,8 @@ impl BugSet {
         BugSet(bugs.iter().fold(0, |s, &b| s | (1 << b as u8)))
     }
 
-    /// From catalogue names; names that are not DAX-core modes (e.g. `no-mmaplock`, which the
-    /// file system implements) are skipped, unknown names are an error.
+    /// From catalogue names; names that are not DAX-core modes (e.g. `reflink-page-mapping`,
+    /// which belongs to the file system) are skipped, unknown names are an error.
     pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<BugSet, String> {
         let mut s = BugSet::NONE;
         for n in names {
@@ -386,7 +398,7 @@ mod tests {
             assert!(crate::bugs::bug_mode(b.name()).is_some(), "{b}");
             assert!(b.mechanism().is_some(), "{b} has no mechanism");
         }
-        let s = BugSet::from_names(&["pmd-missed-wakeup", "no-mmaplock"]).unwrap();
+        let s = BugSet::from_names(&["pmd-missed-wakeup", "reflink-page-mapping"]).unwrap();
         assert!(s.on(DaxBug::PmdMissedWakeup));
         assert!(!s.on(DaxBug::NoEntryLock));
         assert_eq!(s.iter().count(), 1);

@@ -1,0 +1,342 @@
+//! The trace runner's file statements (a child module of `runner`, so it reaches `Ctx`):
+//! write, read, truncate, fallocate, fsync, fdatasync, unlink, msync and madvise, on daxfs's
+//! file operations (`crate::file`) and the DAX core; and the inode references the runner's
+//! mmap and munmap take and drop.
+//!
+//! **The oracle.** Every change a file operation makes to a file's bytes is applied to the
+//! runner's copy of the file (`User::files`) at the step that made it ([`Change`]), so a load
+//! or read racing the operation is compared with what the file held at that moment. A read is
+//! checked piece by piece the same way, right after each piece is loaded.
+//!
+//! **Statement semantics** (where write(2)-level calls differ from a statement):
+//! - `write PATH OFF LEN PATTERN` writes all `LEN` bytes: a short write (the file system filled
+//!   up after some bytes) is continued, as a `write_all` loop does, so the statement fails with
+//!   the errno of the write that could not go on (`err(ENOSPC)`), having written what fit.
+//! - `read` returns the bytes up to the end of file; the expectation compares them padded with
+//!   zero bytes to `LEN` (the format's rule).
+//! - `msync M [OFF LEN]`: `OFF` must be page-aligned (EINVAL), the range must lie inside the
+//!   mapping (ENOMEM, as for an unmapped range); a shared mapping's file range is synced as
+//!   msync(MS_SYNC) does (`vfs_fsync_range(.., datasync = 1)`), a private one has nothing to
+//!   write back.
+//! - `unlink` removes the name (the orphan flag is logged); the blocks go when the last open
+//!   reference, mapping and pin of the inode is gone (`Daxfs::evict_if_unused`, called after
+//!   unlink, munmap and every statement that opened the file). Eviction waits for pins
+//!   (`dax_break_layout_final`) in the task that dropped the last reference, as the kernel's
+//!   final `iput` does: a thread that unmaps the last mapping of an unlinked file it still
+//!   pins itself waits for its own unpin, which the engine reports.
+
+use super::{Ctx, Got, MapInfo, P, PAGE, fail, pattern_bytes};
+use crate::FsError;
+use crate::file::{Change, Falloc};
+use crate::fs::Inode;
+use crate::iomap::DaxfsFile;
+use sim_core::platform::SpinLockGuard;
+use sim_core::trace::{FallocMode, Op, Statement, Trace};
+use sim_mm::dax::invalidate::LLONG_MAX;
+use sim_mm::dax_entry::PG_PMD_NR;
+use sim_mm::mm::madvise_dontneed;
+use sim_mm::pgtable::PmdVal;
+use sim_mm::{MmStruct, PageTable};
+use std::sync::Arc;
+
+/// Apply `c` to the bytes `f` of a file.
+fn apply(f: &mut Vec<u8>, c: &Change<'_>) {
+    match *c {
+        Change::Write(pos, b) => {
+            let end = pos as usize + b.len();
+            if f.len() < end {
+                f.resize(end, 0);
+            }
+            f[pos as usize..end].copy_from_slice(b);
+        }
+        Change::Zero(pos, n) => {
+            let s = (pos as usize).min(f.len());
+            let e = (pos as usize + n as usize).min(f.len());
+            f[s..e].fill(0);
+        }
+        Change::Size(s) => f.resize(s as usize, 0),
+        Change::Collapse(off, len) => {
+            let s = (off as usize).min(f.len());
+            let e = (off as usize + len as usize).min(f.len());
+            f.drain(s..e);
+        }
+        Change::Insert(off, len) => {
+            let s = (off as usize).min(f.len());
+            f.splice(s..s, std::iter::repeat_n(0u8, len as usize));
+        }
+    }
+}
+
+fn falloc(mode: FallocMode) -> Falloc {
+    match mode {
+        FallocMode::Alloc => Falloc::Alloc,
+        FallocMode::KeepSize => Falloc::KeepSize,
+        FallocMode::Punch => Falloc::PunchHole,
+        FallocMode::Zero => Falloc::ZeroRange,
+        FallocMode::Collapse => Falloc::CollapseRange,
+        FallocMode::Insert => Falloc::InsertRange,
+    }
+}
+
+/// Bad input in an `msync` or `madvise` range, seen before anything runs: a range past the
+/// end of every mapping of that name in the process (what, why).
+pub(super) fn range_refusal(trace: &Trace, s: &Statement) -> Option<(String, String)> {
+    let (map, r) = match &s.op {
+        Op::Msync { map, range } | Op::Madvise { map, range, .. } => (map, (*range)?),
+        _ => return None,
+    };
+    let proc = trace.header.process_of(&s.thread);
+    let map_len = trace
+        .statements
+        .iter()
+        .filter_map(|m| match &m.op {
+            Op::Mmap { len, name, .. }
+                if name == map && trace.header.process_of(&m.thread) == proc =>
+            {
+                Some(len.div_ceil(PAGE) * PAGE)
+            }
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    (r.off.saturating_add(r.len) > map_len).then(|| {
+        (
+            format!("{} {} {map}", s.thread, s.op.keyword()),
+            format!(
+                "the range {:#x}..{:#x} passes the end of mapping `{map}` ({map_len:#x} bytes)",
+                r.off,
+                r.off.saturating_add(r.len)
+            ),
+        )
+    })
+}
+
+impl Ctx {
+    /// The oracle follows a change of inode `ino`'s bytes.
+    fn apply_change(&self, ino: u64, c: Change<'_>) {
+        let mut u = self.user.lock().unwrap();
+        if let Some(f) = u.files.get_mut(&ino) {
+            apply(Arc::make_mut(f), &c);
+        }
+    }
+
+    /// The data oracle for `b` read at `pos` of inode `ino`: the first mismatch, described.
+    fn read_mismatch(
+        &self,
+        ino: u64,
+        pos: u64,
+        b: &[u8],
+        thread: &str,
+        line: u32,
+    ) -> Option<String> {
+        let u = self.user.lock().unwrap();
+        let f = u.files.get(&ino)?;
+        let s = (pos as usize).min(f.len());
+        let e = (pos as usize + b.len()).min(f.len());
+        let want = &f[s..e];
+        let i = want.iter().zip(b).position(|(x, y)| x != y)?;
+        Some(format!(
+            "{thread} (line {line}): a read at file offset {:#x} returned {:#04x}, but the \
+             execution implies {:#04x} there ({} of {} bytes differ)",
+            pos + i as u64,
+            b[i],
+            want[i],
+            want.iter().zip(b).filter(|(x, y)| x != y).count(),
+            e - s
+        ))
+    }
+
+    /// The page-table lock of `mm`, if `va` still translates to `pfn` (see `access`).
+    pub(super) async fn tlb_hold<'a>(
+        &self,
+        p: &P,
+        mm: &'a MmStruct<P>,
+        va: u64,
+        pfn: u64,
+    ) -> Option<SpinLockGuard<'a, P, PageTable>> {
+        let g = mm.page_table.lock(p).await;
+        let now = match g.pmd_get(va) {
+            PmdVal::Huge(pmd) if pmd.present() => Some(pmd.pfn() + ((va >> 12) & (PG_PMD_NR - 1))),
+            PmdVal::Table => g.pte_get(va).filter(|e| e.present()).map(|e| e.pfn()),
+            _ => None,
+        };
+        (now == Some(pfn)).then_some(g)
+    }
+
+    /// The last reference of a mapping's inode may be gone (after munmap).
+    pub(super) async fn after_munmap(&self, p: &P, m: &MapInfo) -> Option<String> {
+        self.fs
+            .evict_if_unused(&self.dax, p, &m.file.inode)
+            .await
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    /// Drop an open reference taken with `Daxfs::open` (may evict an unlinked inode).
+    pub(super) async fn release(&self, p: &P, inode: &Arc<Inode<P>>) -> Option<String> {
+        self.fs
+            .release(&self.dax, p, inode)
+            .await
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    /// The file statements: write, read, truncate, fallocate, fsync, fdatasync, unlink,
+    /// msync, madvise.
+    pub(super) async fn file_op(&self, p: &P, proc: &str, s: &Statement) -> Got {
+        let mut got = Got::default();
+        let errno = |e: FsError| Some(format!("{e:?}"));
+        match &s.op {
+            Op::Unlink { path } => match self.fs.unlink(p, path).await {
+                Ok(inode) => {
+                    if let Err(e) = self.fs.evict_if_unused(&self.dax, p, &inode).await {
+                        got.errno = errno(e);
+                    }
+                }
+                Err(e) => got.errno = errno(e),
+            },
+            Op::Msync { map, range } | Op::Madvise { map, range, .. } => {
+                let m = match self.map(p, proc, map).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        got.unmapped = Some(e);
+                        return got;
+                    }
+                };
+                let (off, len) = range.map_or((0, m.len), |r| (r.off, r.len));
+                if !off.is_multiple_of(PAGE) {
+                    got.errno = Some("EINVAL".into());
+                    return got;
+                }
+                if off.checked_add(len).is_none_or(|e| e > m.len) {
+                    got.errno = Some("ENOMEM".into());
+                    return got;
+                }
+                if matches!(s.op, Op::Madvise { .. }) {
+                    let mm = &self.mms[proc];
+                    if let Err(e) = madvise_dontneed(p, &self.fs.world, mm, m.addr + off, len).await
+                    {
+                        got.errno = Some(format!("{e:?}"));
+                    }
+                } else if m.shared && len > 0 {
+                    let start = m.file_off + off;
+                    if let Err(e) = m
+                        .file
+                        .fsync(&self.dax, p, start, start + len - 1, true)
+                        .await
+                    {
+                        got.errno = errno(e);
+                    }
+                }
+            }
+            Op::Write { path, .. }
+            | Op::Read { path, .. }
+            | Op::Truncate { path, .. }
+            | Op::Fallocate { path, .. }
+            | Op::Fsync { path }
+            | Op::Fdatasync { path } => {
+                let Some(inode) = self.fs.open(p, path).await else {
+                    got.errno = errno(FsError::ENOENT);
+                    return got;
+                };
+                let file = DaxfsFile::new(self.fs.clone(), inode.clone());
+                got = self.on_open_file(p, s, &file).await;
+                if let Some(e) = self.release(p, &inode).await {
+                    got.errno.get_or_insert(e);
+                }
+            }
+            other => unreachable!("{} is not a file statement", other.keyword()),
+        }
+        got
+    }
+
+    /// A statement on an open file.
+    async fn on_open_file(&self, p: &P, s: &Statement, file: &DaxfsFile<P>) -> Got {
+        let mut got = Got::default();
+        let errno = |e: FsError| Some(format!("{e:?}"));
+        let ino = file.inode.ino;
+        let mut obs = |c: Change<'_>| self.apply_change(ino, c);
+        let (thread, line) = (s.thread.as_str(), s.pos.line);
+        let r = match &s.op {
+            Op::Write {
+                off, len, pattern, ..
+            } => {
+                let d = pattern_bytes(pattern, *len);
+                let mut done = 0u64;
+                let mut r = Ok(());
+                while done < *len {
+                    match file
+                        .write(&self.dax, p, off + done, &d[done as usize..], &mut obs)
+                        .await
+                    {
+                        Ok(0) => {
+                            r = Err(FsError::EIO);
+                            break;
+                        }
+                        Ok(n) => done += n,
+                        Err(e) => {
+                            r = Err(e);
+                            break;
+                        }
+                    }
+                }
+                r
+            }
+            Op::Read { off, len, .. } => {
+                let mut buf = vec![0u8; *len as usize];
+                let mut mismatch = None;
+                let mut check = |pos: u64, b: &[u8]| {
+                    if mismatch.is_none() {
+                        mismatch = self.read_mismatch(ino, pos, b, thread, line);
+                    }
+                };
+                let r = file.read(&self.dax, p, *off, &mut buf, &mut check).await;
+                if let Some(msg) = mismatch {
+                    fail(p, "data", msg).await;
+                }
+                r.map(|n| {
+                    // A short read compares as if padded with zero bytes.
+                    buf[n as usize..].fill(0);
+                    got.bytes = Some(buf);
+                })
+            }
+            Op::Truncate { size, .. } => file.truncate(&self.dax, p, *size, &mut obs).await,
+            Op::Fallocate { off, len, mode, .. } => {
+                file.fallocate(&self.dax, p, *off, *len, falloc(*mode), &mut obs)
+                    .await
+            }
+            Op::Fsync { .. } => file.fsync(&self.dax, p, 0, LLONG_MAX, false).await,
+            Op::Fdatasync { .. } => file.fsync(&self.dax, p, 0, LLONG_MAX, true).await,
+            other => unreachable!("{} is not a statement on an open file", other.keyword()),
+        };
+        if let Err(e) = r {
+            got.errno = errno(e);
+        }
+        got
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oracle_follows_every_kind_of_change() {
+        let mut f = vec![1u8; 8];
+        apply(&mut f, &Change::Write(6, &[2, 2, 2, 2]));
+        assert_eq!(f, [1, 1, 1, 1, 1, 1, 2, 2, 2, 2]);
+        apply(&mut f, &Change::Zero(1, 2));
+        assert_eq!(f, [1, 0, 0, 1, 1, 1, 2, 2, 2, 2]);
+        apply(&mut f, &Change::Collapse(0, 3));
+        assert_eq!(f, [1, 1, 1, 2, 2, 2, 2]);
+        apply(&mut f, &Change::Insert(3, 2));
+        assert_eq!(f, [1, 1, 1, 0, 0, 2, 2, 2, 2]);
+        apply(&mut f, &Change::Size(4));
+        assert_eq!(f, [1, 1, 1, 0]);
+        apply(&mut f, &Change::Size(6));
+        assert_eq!(f, [1, 1, 1, 0, 0, 0]);
+        // Zeroing past the end changes nothing there.
+        apply(&mut f, &Change::Zero(5, 100));
+        assert_eq!(f.len(), 6);
+    }
+}
