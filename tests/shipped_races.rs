@@ -294,6 +294,12 @@ fn three_thread_traces_are_clean_at_preemption_bound_2() {
     }
 }
 
+/// The bug traces other branches ship with their modes (tested here once they are merged).
+const ELSEWHERE: &[&str] = &[
+    "traces/bugs/no-mmaplock.trace",
+    "traces/bugs/reflink-page-mapping.trace",
+];
+
 /// Every `.trace` under traces/bugs, traces/seeds and traces/xfstests has a test above, and
 /// every test's trace exists unless it is shipped by another branch.
 #[test]
@@ -312,16 +318,36 @@ fn the_tests_cover_every_shipped_trace() {
             n += 1;
             let rel = format!("{dir}/{name}");
             assert!(listed.contains(&rel.as_str()), "{rel} has no test");
+            // Ignored or not, every shipped trace is valid to the format and says what it
+            // models and expects.
+            let (code, out, err) =
+                pmsim(&["check-trace", &root().join(&rel).display().to_string()]);
+            assert_eq!(code, 0, "{rel}: {out}{err}");
+            let s = shipped(&rel);
+            assert!(
+                s.text.trim_start().starts_with('#'),
+                "{rel}: no leading comment"
+            );
+            if dir == "traces/xfstests" {
+                assert!(
+                    s.bugs.is_empty(),
+                    "{rel}: an xfstests pattern has no bug mode"
+                );
+            } else {
+                assert_eq!(s.bugs.len(), 1, "{rel}: one `bug` line");
+                // The traces other branches ship get their `# expect:` when their tests here
+                // are enabled.
+                assert!(
+                    !s.expect.is_empty() || ELSEWHERE.contains(&rel.as_str()),
+                    "{rel}: no `# expect: KIND`"
+                );
+            }
         }
         assert!(n > 0, "{dir} is empty");
     }
-    let elsewhere = [
-        "traces/bugs/no-mmaplock.trace",
-        "traces/bugs/reflink-page-mapping.trace",
-    ];
     for rel in RACES.iter().chain(CLEAN) {
         assert!(
-            root().join(rel).exists() || elsewhere.contains(rel),
+            root().join(rel).exists() || ELSEWHERE.contains(rel),
             "{rel} is tested but not shipped"
         );
     }
