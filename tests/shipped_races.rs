@@ -9,9 +9,9 @@
 //! strategy, seed 0, at most [`FIND_RUNS`] runs) must find that kind; the same trace without its
 //! `bug` lines must be clean under `explore --strategy dfs --preemption-bound B`, exhausted.
 //! B is 2 for traces of at most two threads; for three or more threads the bounded-2 space
-//! costs 20 k runs and more (traces/seeds/001: 19,614 runs; bugs/hole-wake-next: 118,312), so the regular
-//! test bounds at 1 and [`three_thread_traces_are_clean_at_preemption_bound_2`] (ignored: run
-//! it with `--ignored`) checks bound 2.
+//! costs 20 k runs and more (traces/seeds/001: 19,614 runs; bugs/hole-wake-next: 118,312), so
+//! the regular test bounds at 1 and [`three_thread_traces_are_clean_at_preemption_bound_2`]
+//! (ignored: run it with `--ignored`) checks bound 2.
 //!
 //! A trace that needs a statement the runner does not execute yet (write, truncate, fsync,
 //! poison, ...) is still shipped, written to the format, and its test is ignored with the
