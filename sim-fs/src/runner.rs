@@ -509,6 +509,7 @@ fn meets(expect: Option<&Expect>, got: &Got, len: u64) -> bool {
         }
         Some(Expect::Page(s)) => !got.failed() && got.page == Some(*s),
         Some(Expect::Size(v)) => !got.failed() && got.size.is_some_and(|s| v.contains(&s)),
+        Some(Expect::Alt(alts)) => alts.iter().any(|a| meets(Some(a), got, len)),
     }
 }
 
