@@ -26,7 +26,8 @@ use crate::{FsError, extent};
 use sim_core::PmemPlatform;
 use sim_mm::Errno;
 use sim_mm::dax::iomap::{
-    IOMAP_F_DIRTY, IOMAP_F_NEW, IOMAP_F_SHARED, IOMAP_WRITE, Iomap, IomapOps, IomapPair, IomapType,
+    IOMAP_F_DIRTY, IOMAP_F_NEW, IOMAP_F_SHARED, IOMAP_FAULT, IOMAP_WRITE, Iomap, IomapOps,
+    IomapPair, IomapType,
 };
 use std::sync::Arc;
 
@@ -127,8 +128,12 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                     // Unwritten source blocks read as zeros.
                     crate::fs::zero_range(p, fs.geo.addr(d), fs.geo.addr(got)).await?;
                 } else {
+                    // A write(2) overwrites its own range, so only the edges are copied; a
+                    // fault maps the whole range, which must hold the old data
+                    // (dax_iomap_copy_around's job, done here: see the DAX core's fault path).
                     let (from, to) = (fs.geo.addr(old.dev), fs.geo.addr(d));
-                    copy_edges(p, from, to, fs.geo.addr(got), pos - off, length).await?;
+                    let skip_len = if flags & IOMAP_FAULT != 0 { 0 } else { length };
+                    copy_edges(p, from, to, fs.geo.addr(got), pos - off, skip_len).await?;
                 }
                 extent::replace(&mut core.disk.extents, fb, new);
                 a.free(old.dev, old.len);
@@ -177,7 +182,13 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         } else {
             IomapType::Mapped
         };
-        let mut fl = if shared { IOMAP_F_SHARED } else { 0 };
+        // reflink-page-mapping: shared blocks are not flagged on reads (as before DAX
+        // reflink), so the DAX core gives the page a single owner.
+        let mut fl = if shared && !fs.failure.reflink_page_mapping() {
+            IOMAP_F_SHARED
+        } else {
+            0
+        };
         if write && !fs.inode_durable(p, core).await {
             fl |= IOMAP_F_DIRTY;
         }
@@ -231,6 +242,10 @@ impl<P: PmemPlatform> IomapOps<P> for DaxfsFile<P> {
         length: u64,
         flags: u32,
     ) -> Result<IomapPair, Errno> {
+        // xfs_*_iomap_begin: a shut-down file system maps nothing.
+        if self.fs.failure.is_shutdown(p).await {
+            return Err(Errno::EIO);
+        }
         let mut g = self.fs.ilock(p, &self.inode).await;
         let r = self.begin_locked(p, &mut g, pos, length, flags).await;
         drop(g);

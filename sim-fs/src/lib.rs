@@ -36,6 +36,7 @@ pub mod iomap;
 pub mod journal;
 pub mod layout;
 pub mod locks;
+pub mod rmap;
 pub mod runner;
 
 pub use fs::{Daxfs, Inode, InodeCore, MountInfo, mkfs};

@@ -32,14 +32,15 @@
 //! `std::sync::Mutex` that is never held across an `.await`: no task can observe it between two
 //! of its own steps, so it adds no interleavings and no nondeterminism.
 //!
+//! **Reflink, pins, O_DIRECT, poison and signals**: `runner_mf.rs` (its header says how they
+//! run and when a thread takes a signal).
+//!
 //! **Not built yet** (refused by [`refusals`] with the statement's position, nothing runs):
-//! write, read, truncate, fallocate, fsync, fdatasync, unlink, reflink, dio-read, msync,
-//! madvise, pin, unpin, poison, and the `after-crash` section; the file-system bug modes
-//! (`no-mmaplock`, `reflink-page-mapping`) and the DAX-core modes without a mechanism in this
-//! build. Simplifications: the translation and the machine access of one page are two steps (a
-//! real CPU does both under one TLB entry); a private (CoW) page's content is checked only
-//! against itself (the oracle follows shared mappings of files); `sigbus(ar)`/`sigbus(ao)` never
-//! match, since no machine check reaches a trace yet.
+//! write, read, truncate, fallocate, fsync, fdatasync, unlink, msync, madvise, and the
+//! `after-crash` section; the file-system bug mode `no-mmaplock` and the DAX-core modes without
+//! a mechanism in this build. Simplifications: the translation and the machine access of one
+//! page are two steps (a real CPU does both under one TLB entry); a private (CoW) page's content
+//! is checked only against itself (the oracle follows shared mappings of files).
 
 use crate::fs::Daxfs;
 use crate::iomap::DaxfsFile;
@@ -70,6 +71,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 type P = SimPlatform;
+
+#[path = "runner_mf.rs"]
+mod mf;
 
 /// The pfn of device page 0 (pmem sits above 4 GiB in the machine model).
 pub const PMEM_BASE_PFN: u64 = 0x10_0000;
@@ -113,21 +117,20 @@ fn not_built(op: &Op) -> Option<&'static str> {
         Op::Write { .. } | Op::Read { .. } => {
             "not built yet: the DAX read/write path (dax_iomap_rw) is not in the trace runner"
         }
-        Op::Truncate { .. } | Op::Fallocate { .. } | Op::Unlink { .. } | Op::Reflink { .. } => {
-            "not built yet: truncate, fallocate, unlink and reflink need daxfs to break DAX \
-             layouts and remove DAX entries before blocks are freed"
+        Op::Reflink { .. }
+        | Op::Pin { .. }
+        | Op::Unpin { .. }
+        | Op::DioRead { .. }
+        | Op::Poison { .. } => return None,
+        Op::Truncate { .. } | Op::Fallocate { .. } | Op::Unlink { .. } => {
+            "not built yet: truncate, fallocate and unlink need daxfs to break DAX layouts and \
+             remove DAX entries before blocks are freed"
         }
         Op::Fsync { .. } | Op::Fdatasync { .. } | Op::Msync { .. } => {
             "not built yet: fsync/fdatasync/msync (DAX writeback + journal commit) are not in \
              the trace runner"
         }
         Op::Madvise { .. } => "not built yet: madvise is not in the trace runner",
-        Op::Pin { .. } | Op::Unpin { .. } | Op::DioRead { .. } => {
-            "not built yet: pins and O_DIRECT reads are not in the trace runner"
-        }
-        Op::Poison { .. } => {
-            "not built yet: poison needs notify_failure through daxfs's block rmap"
-        }
     })
 }
 
@@ -141,6 +144,8 @@ fn map_of(op: &Op) -> Option<(&MapOff, u64)> {
         | Op::Clflushopt { at, len }
         | Op::Clflush { at, len } => Some((at, *len)),
         Op::Fault { at, .. } => Some((at, 1)),
+        Op::Pin { at, len, .. } => Some((at, *len)),
+        Op::DioRead { into, len, .. } => Some((into, *len)),
         _ => None,
     }
 }
@@ -278,6 +283,9 @@ pub fn refusals(trace: &Trace, cfg: &MachineConfig) -> Vec<Refusal> {
                 );
             }
         }
+    }
+    for r in mf::mf_refusals(trace, cfg, &known) {
+        refuse(r.line, r.col, r.what, r.why);
     }
     if let Some(ac) = &trace.after_crash {
         refuse(
@@ -428,6 +436,8 @@ struct Ctx {
     user: Mutex<User>,
     /// Where a thread waits for its process to map a name another thread maps.
     names_wq: WaitQueue<P>,
+    /// Pins and the signal switch (`runner_mf.rs`).
+    mf: mf::MfState,
 }
 
 /// What a statement came to.
@@ -435,6 +445,10 @@ struct Ctx {
 struct Got {
     errno: Option<String>,
     sigbus: bool,
+    /// The codes of the machine-check SIGBUSes taken (`runner_mf.rs`).
+    sigbus_codes: Vec<sim_core::trace::SigbusCode>,
+    /// SIGKILL (memory failure could not find where the process maps a failed page).
+    killed: bool,
     /// SIGSEGV (an access outside every VMA or a write to a read-only one).
     segv: bool,
     bytes: Option<Vec<u8>>,
@@ -452,8 +466,14 @@ impl Got {
         if let Some(e) = &self.errno {
             return format!("err({e})");
         }
+        if self.killed {
+            return "SIGKILL".into();
+        }
         if self.sigbus {
-            return "sigbus".into();
+            return match self.sigbus_codes.first() {
+                Some(c) => format!("sigbus({c})"),
+                None => "sigbus".into(),
+            };
         }
         if self.segv {
             return "SIGSEGV".into();
@@ -472,7 +492,7 @@ impl Got {
     }
 
     fn failed(&self) -> bool {
-        self.errno.is_some() || self.sigbus || self.segv || self.unmapped.is_some()
+        self.errno.is_some() || self.sigbus || self.segv || self.killed || self.unmapped.is_some()
     }
 }
 
@@ -498,8 +518,10 @@ fn meets(expect: Option<&Expect>, got: &Got, len: u64) -> bool {
         None | Some(Expect::Ok) => !got.failed(),
         Some(Expect::Any) => got.unmapped.is_none(),
         Some(Expect::Errno(e)) => got.errno.as_deref() == Some(e.as_str()),
-        // No machine check reaches a trace yet: the SIGBUS of a fault has neither code.
-        Some(Expect::Sigbus(code)) => got.sigbus && code.is_none(),
+        // A machine-check SIGBUS carries its code; the SIGBUS of a fault past EOF has none.
+        Some(Expect::Sigbus(code)) => {
+            got.sigbus && !got.killed && code.is_none_or(|c| got.sigbus_codes.contains(&c))
+        }
         Some(Expect::Bytes(alts)) => {
             !got.failed()
                 && got
@@ -603,17 +625,15 @@ impl Ctx {
         let mut bytes = Vec::new();
         let mut off = at.off;
         let end = at.off + len;
+        // A machine check that signalled nobody restarts the access once (`consumed_poison`).
+        let mut restarted = false;
         while off < end {
             let va = m.addr + off;
             let n = (end - off).min(PAGE - va % PAGE);
             let (pfn, huge) = match dax_user_access(&self.dax, p, mm, va, write, &m.file).await {
                 Access::Mapped { pfn, huge } => (pfn, huge),
                 Access::Failed(r) => {
-                    if r.contains(VmFault::SIGSEGV) {
-                        got.segv = true;
-                    } else {
-                        got.sigbus = true;
-                    }
+                    Self::access_failed(r, &mut got);
                     return got;
                 }
             };
@@ -626,8 +646,11 @@ impl Ctx {
                 (Kind::Load, Phys::Device(a)) => {
                     let mut b = vec![0u8; n as usize];
                     if p.pmem_load(a, &mut b).await.is_err() {
-                        got.sigbus = true;
-                        return got;
+                        if self.consumed_poison(p, a, restarted, &mut got).await {
+                            return got;
+                        }
+                        restarted = true;
+                        continue;
                     }
                     self.check_data(p, thread, line, &m, fpos, &b).await;
                     bytes.extend_from_slice(&b);
@@ -660,8 +683,11 @@ impl Ctx {
                         _ => p.pmem_ntstore(a, &d[src.clone()]).await,
                     };
                     if r.is_err() {
-                        got.sigbus = true;
-                        return got;
+                        if self.consumed_poison(p, a, restarted, &mut got).await {
+                            return got;
+                        }
+                        restarted = true;
+                        continue;
                     }
                     let mut u = self.user.lock().unwrap();
                     if let Some(f) = u.files.get_mut(&m.ino).map(Arc::make_mut) {
@@ -798,7 +824,7 @@ impl Ctx {
             }
             vmas.release(self.dax.release_steps).await;
             if ret.is_error() {
-                got.sigbus = true;
+                Self::access_failed(ret, &mut got);
                 return got;
             }
         }
@@ -806,18 +832,15 @@ impl Ctx {
             Access::Mapped { huge, .. } => {
                 got.page = Some(if huge { PageSize::Pmd } else { PageSize::Pte })
             }
-            Access::Failed(r) => {
-                if r.contains(VmFault::SIGSEGV) {
-                    got.segv = true
-                } else {
-                    got.sigbus = true
-                }
-            }
+            Access::Failed(r) => Self::access_failed(r, &mut got),
         }
         got
     }
 
     async fn execute(&self, p: &P, proc: &str, s: &Statement) -> Got {
+        if let Some(got) = self.execute_mf(p, proc, s).await {
+            return got;
+        }
         let mut got = Got::default();
         let errno = |e: FsError| Some(format!("{e:?}"));
         match &s.op {
@@ -944,8 +967,14 @@ impl Ctx {
         got
     }
 
-    /// After the last thread: a log force, daxfs's in-core/media cross-check and fsck.
+    /// After the last thread: a log force, daxfs's in-core/media cross-check and fsck (not on a
+    /// file system that shut down).
     async fn end_checks(&self, p: &P) {
+        // A file system shut down by a metadata failure writes nothing more (XFS refuses the
+        // log force and unmount's writes); fsck would only name the poisoned metadata.
+        if self.mf.poison && self.fs.failure.is_shutdown(p).await {
+            return;
+        }
         if let Err(e) = self.fs.log_force(p).await {
             fail(p, "fsck", format!("the final log force failed: {e}")).await;
             return;
@@ -1092,8 +1121,19 @@ async fn setup_world(
     contents: &BTreeMap<String, Arc<Vec<u8>>>,
 ) -> Result<Ctx, String> {
     let npages = pmem / PAGE;
-    let world = Arc::new(MmWorld::new(p, PMEM_BASE_PFN, npages, MmConfig::default()));
+    // Every trace process asks for early kill (runner_mf.rs).
+    let mm_config = MmConfig {
+        memory_failure_early_kill: true,
+    };
+    let world = Arc::new(MmWorld::new(p, PMEM_BASE_PFN, npages, mm_config));
     let fs = Daxfs::mount(p, pmem, world.clone()).await?;
+    fs.failure.set_reflink_page_mapping(
+        trace
+            .header
+            .bugs
+            .iter()
+            .any(|b| b.name == "reflink-page-mapping"),
+    );
     let mut files = BTreeMap::new();
     for (path, c) in contents {
         let inode = fs
@@ -1132,6 +1172,7 @@ async fn setup_world(
         mms,
         npages,
         names_wq: WaitQueue::new(p, "trace_mapping_names"),
+        mf: mf::MfState::new(trace),
         user: Mutex::new(User {
             files,
             live: threads.len(),
@@ -1207,7 +1248,8 @@ impl Model for TraceRunner {
                 }
                 for s in trace.statements.iter().filter(|s| s.thread == name2) {
                     p.set_line(s.pos.line);
-                    let got = ctx.execute(&p, &proc, s).await;
+                    let mut got = ctx.execute(&p, &proc, s).await;
+                    ctx.take_signals(&p, &mut got).await;
                     let expect = s.expect.as_ref().map(|e| &e.expect);
                     let len = match &s.op {
                         Op::Load { len, .. } => *len,
@@ -1229,6 +1271,9 @@ impl Model for TraceRunner {
                     }
                     // A SIGBUS that was expected lets the thread go on (its handler returned);
                     // an unexpected one was reported above and ended the run.
+                    if got.killed {
+                        break;
+                    }
                 }
                 let last = {
                     let mut u = ctx.user.lock().unwrap();

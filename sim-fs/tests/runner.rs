@@ -68,13 +68,8 @@ t1 yield
             "fsync",
             "fdatasync",
             "unlink",
-            "reflink",
             "msync",
             "madvise",
-            "pin",
-            "unpin",
-            "dio-read",
-            "poison"
         ]
     );
     for u in &r {
@@ -89,7 +84,7 @@ t1 yield
 fn bug_modes_run_only_where_this_build_has_their_mechanism() {
     assert!(bug_runnable("pmd-missed-wakeup"));
     assert!(!bug_runnable("no-mmaplock"));
-    assert!(!bug_runnable("reflink-page-mapping"));
+    assert!(bug_runnable("reflink-page-mapping"));
     let t = trace("pmsim-trace 1\nbug no-mmaplock\nt1 yield\n");
     let r = refusals(&t, &MachineConfig::default());
     assert_eq!((r.len(), r[0].line, r[0].col), (1, 2, 5), "{r:?}");
