@@ -1027,7 +1027,7 @@ impl<P: PmemPlatform> Daxfs<P> {
         len: u64,
         dst_off: u64,
     ) -> Result<(), FsError> {
-        self.reflink_inner(p, None, src, dst, src_off, len, dst_off)
+        self.reflink_inner(p, None, src, dst, src_off, len, dst_off, |_| {})
             .await
     }
 
@@ -1038,6 +1038,9 @@ impl<P: PmemPlatform> Daxfs<P> {
     /// - the source range is unmapped, so that no writable PTE survives onto blocks that are
     ///   now shared: the next write faults and copies (XFS gets the same from the writeback
     ///   that write-protects the source before remapping).
+    ///
+    /// `done(dst_size)` runs after a successful remap with every lock still held, so that a
+    /// checker can record the new contents before anyone can read them.
     ///
     /// Simplification: the wait for a pinned page holds MMAPLOCK (XFS's `xfs_wait_dax_page`
     /// drops it while it sleeps); a pin holder never needs MMAPLOCK to unpin.
@@ -1051,8 +1054,9 @@ impl<P: PmemPlatform> Daxfs<P> {
         src_off: u64,
         len: u64,
         dst_off: u64,
+        done: impl FnOnce(u64),
     ) -> Result<(), FsError> {
-        self.reflink_inner(p, Some(dax), src, dst, src_off, len, dst_off)
+        self.reflink_inner(p, Some(dax), src, dst, src_off, len, dst_off, done)
             .await
     }
 
@@ -1066,6 +1070,7 @@ impl<P: PmemPlatform> Daxfs<P> {
         src_off: u64,
         len: u64,
         dst_off: u64,
+        done: impl FnOnce(u64),
     ) -> Result<(), FsError> {
         let bs = self.geo.blocksize;
         if !src_off.is_multiple_of(bs) || !dst_off.is_multiple_of(bs) {
@@ -1209,6 +1214,7 @@ impl<P: PmemPlatform> Daxfs<P> {
                 drop(a);
                 dst_core.logged_seq = r?;
             }
+            done(dst_core.disk.size);
             Ok(())
         }
         .await;

@@ -11,7 +11,9 @@
 //! | [`iomap`] | `iomap_begin`/`iomap_end` for the DAX core; punch hole | `xfs_iomap.c` (`xfs_dax_write_iomap_ops`) |
 //! | [`locks`] | the lock order and its lockdep-style check | `lockdep`, `xfs_ilock` |
 //! | [`fsck`] | check every structure and cross-reference, naming structure and block | `xfs_repair -n` |
+//! | [`rmap`] | the block reverse map (who owns a device block), `notify_failure`, shutdown | `xfs_rmap.c`, `xfs_notify_failure.c` |
 //! | [`runner`] | the trace runner: a trace executed on machine, mm, DAX core and daxfs | (none) |
+//! | `runner_mf.rs` | the runner's reflink, pin/unpin, dio-read, poison and signal delivery | (none) |
 //!
 //! **Locks** (Platform primitives; outermost first): `i_rwsem` (IOLOCK) -> the mapping's
 //! `invalidate_lock` (MMAPLOCK) -> the DAX core's locks (mmap_lock, entry locks; faults call
@@ -22,11 +24,10 @@
 //! order at every acquisition through `Daxfs::{iolock_*, mmaplock_*, ilock, lock_*}`.
 //!
 //! Not built yet (later steps of the daxfs issue): file operations (read/write, stat, fsync of
-//! data, fallocate zero/collapse/insert; deciding when an unlinked inode's last user is gone), breaking DAX layouts
-//! (`dax_layout_busy_page_range`) and removing DAX entries before truncate, punch and reflink
-//! free blocks, notify_failure through the file system's rmap, the `no-mmaplock` and
-//! `reflink-page-mapping` bug modes, and in the trace runner every statement that needs
-//! those (see [`runner`]).
+//! data, fallocate zero/collapse/insert; deciding when an unlinked inode's last user is gone),
+//! breaking DAX layouts and removing DAX entries before truncate and punch free blocks (reflink
+//! does it: [`Daxfs::reflink_dax`]), the `no-mmaplock` bug mode, and in the trace runner every
+//! statement that needs those (see [`runner`]).
 
 pub mod alloc;
 pub mod extent;

@@ -251,40 +251,36 @@ impl Ctx {
             (Err(g), _) | (_, Err(g)) => return g,
         };
         let (so, len, doff) = range.map_or((0, 0, 0), |r| (r.src_off, r.len, r.dst_off));
-        let r = self
+        // The oracle: the destination now reads as the source did (recorded under the
+        // reflink's locks, before anyone can read the new blocks).
+        let record = |size: u64| {
+            let mut u = self.user.lock().unwrap();
+            let from = u.files.get(&s.ino).cloned().unwrap_or_default();
+            let to = Arc::make_mut(u.files.entry(d.ino).or_default());
+            to.resize(size as usize, 0);
+            let n = if len == 0 {
+                (from.len() as u64).saturating_sub(so)
+            } else {
+                len
+            };
+            for i in 0..n {
+                let (a, b) = ((so + i) as usize, (doff + i) as usize);
+                if b < to.len() {
+                    to[b] = from.get(a).copied().unwrap_or(0);
+                }
+            }
+        };
+        match self
             .fs
-            .reflink_dax(p, &self.dax, &s, &d, so, len, doff)
-            .await;
-        if let Err(e) = r {
-            return Got {
+            .reflink_dax(p, &self.dax, &s, &d, so, len, doff, record)
+            .await
+        {
+            Ok(()) => Got::default(),
+            Err(e) => Got {
                 errno: Some(format!("{e:?}")),
                 ..Got::default()
-            };
+            },
         }
-        // The oracle: the destination now reads as the source did.
-        let size = {
-            let g = self.fs.ilock(p, &d).await;
-            let sz = g.disk.size;
-            drop(g);
-            sz
-        };
-        let mut u = self.user.lock().unwrap();
-        let from = u.files.get(&s.ino).cloned().unwrap_or_default();
-        let to = u.files.entry(d.ino).or_default();
-        let to = Arc::make_mut(to);
-        to.resize(size as usize, 0);
-        let n = if len == 0 {
-            (from.len() as u64).saturating_sub(so)
-        } else {
-            len
-        };
-        for i in 0..n {
-            let (a, b) = ((so + i) as usize, (doff + i) as usize);
-            if b < to.len() {
-                to[b] = from.get(a).copied().unwrap_or(0);
-            }
-        }
-        Got::default()
     }
 
     /// Wait until `name` is pinned by a thread of `proc` (as [`Ctx::map`] waits for mappings).
