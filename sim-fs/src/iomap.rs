@@ -16,9 +16,19 @@
 //! `VM_FAULT_NEEDDSYNC` and calls [`IomapOps::fsync_range`], which forces the log.
 //!
 //! Copy on write remaps the new blocks into the file at once (XFS stages them in the CoW fork
-//! and remaps at `iomap_end`); the old blocks lose this file's reference. The DAX core copies
-//! the faulting page from `srcmap`; the rest of a block larger than the request is copied here.
-//! `iomap_end` has nothing left to do.
+//! and remaps at `iomap_end`); the old blocks lose this file's reference. For a write(2) the
+//! caller overwrites the requested range, so only the rest of the blocks is copied here; for a
+//! fault (`IOMAP_FAULT`) the whole range is copied, since the DAX core (generic over
+//! `Platform`, without memory ops) cannot do `dax_iomap_copy_around` itself. `iomap_end` has
+//! nothing left to do.
+//!
+//! Known difference from XFS, with a visible effect: because the old block's refcount drops in
+//! `iomap_begin`, before the DAX core disassociates the old page from this file's entry, a read
+//! fault by the block's other owner in that window sees the block unshared and associates the
+//! page as a single-owner page while it still names this file: the DAX core's WARN
+//! `dax-associate-owned-page` (the kernel's `WARN_ON_ONCE(folio->mapping)`). `pmsim explore
+//! traces/mf/reflink_cow_write.trace` (random, seed 0) reaches it in run 57. Staging the remap
+//! until `iomap_end`, as XFS does, would close the window.
 
 use crate::fs::{Daxfs, Inode, InodeCore};
 use crate::layout::Extent;
