@@ -72,19 +72,21 @@ fn run_executes_traces_on_the_full_stack_and_refuses_what_it_cannot_run() {
         "traces/format/header.trace",
         "traces/format/memory.trace",
         "traces/format/pmd_missed_wakeup.trace",
+        "traces/format/poison.trace",
+        "traces/format/pins.trace",
     ] {
         let o = pmsim(&["run", t]);
         assert_eq!(code(&o), 0, "{t}: {:?}", text(&o));
         assert!(text(&o).0.contains("no violation"), "{t}");
     }
 
-    let o = pmsim(&["run", "traces/format/poison.trace"]);
+    let o = pmsim(&["run", "traces/format/files.trace"]);
     assert_eq!(code(&o), 2);
     let (out, err) = text(&o);
     assert!(out.is_empty(), "nothing ran: {out}");
-    for line in ["9:1: `t1 poison`", "12:1: `t2 poison`", "17:1: `t4 poison`"] {
+    for line in ["7:1: `t1 write`", "8:1: `t1 read`", "10:1: `t1 truncate`"] {
         assert!(
-            err.contains(&format!("poison.trace:{line}")),
+            err.contains(&format!("files.trace:{line}")),
             "{line} in {err}"
         );
     }

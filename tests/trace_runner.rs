@@ -200,7 +200,7 @@ fn what_cannot_run_is_refused_with_positions_and_nothing_runs() {
          t1 load m+0x1ff8 16\n\
          t1 write /nope 0 8 0x01\n\
          t1 stat /nope\n\
-         t1 poison /f 0\n",
+         t1 poison pmem:0x20000000 notify\n",
     );
     let (code, out, err) = pmsim(&["run", &t]);
     assert_eq!(code, 2, "{out}{err}");
@@ -209,7 +209,7 @@ fn what_cannot_run_is_refused_with_positions_and_nothing_runs() {
         "refused.trace:4:1: `t1 load m+0x1ff8`: the range 0x1ff8..0x2008 passes the end of mapping `m`",
         "refused.trace:5:1: `t1 write /nope`: no such file",
         "refused.trace:6:1: `t1 stat /nope`: no such file",
-        "refused.trace:7:1: `t1 poison`: not built yet",
+        "refused.trace:7:1: `t1 poison pmem:0x20000000`: the range 0x20000000..0x20000001 passes the end of the pmem",
     ] {
         assert!(err.contains(want), "{want} in {err}");
     }
@@ -351,5 +351,61 @@ fn a_statement_expecting_an_error_on_a_missing_file_runs_and_an_msync_past_its_m
     assert!(
         err.contains("msync_past.trace:4:1: `t1 msync m`: the range 0x1000..0x3000 passes the end of mapping `m`"),
         "{err}"
+    );
+}
+
+/// The traces of reflink, pins, O_DIRECT and poison (traces/mf): each starts with a comment and
+/// runs clean under trace-order, 15 random schedules and the invariants at every step.
+#[test]
+fn every_trace_under_traces_mf_runs_clean() {
+    let n = all_clean("traces/mf");
+    assert!(n >= 7, "{n} traces");
+}
+
+#[test]
+fn reflink_page_mapping_is_found_by_explore_and_the_fixed_kernel_is_clean() {
+    let path = "traces/bugs/reflink-page-mapping.trace";
+    let (code, out, err) = pmsim(&["explore", path]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("VIOLATION assertion:hwpoison-owner-missed"),
+        "{out}"
+    );
+    assert!(out.contains("still maps it"), "{out}");
+    let text: String = shipped(path)
+        .lines()
+        .filter(|l| !l.starts_with("bug "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let t = scratch("reflink_fixed.trace", &text);
+    let (code, out, err) = pmsim(&["explore", &t, "--runs", "200"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn poison_and_pin_expectations_can_fail() {
+    mutated_fails(
+        "traces/mf/poison_sigbus_two_procs.trace",
+        "b load m+0 8 => sigbus(ar)",
+        "b load m+0 8 => 0x11",
+        "expected 0x11, got sigbus",
+    );
+    mutated_fails(
+        "traces/mf/longterm_pin_refused.trace",
+        "longterm as lt => err(EOPNOTSUPP)",
+        "longterm as lt",
+        "got err(EOPNOTSUPP)",
+    );
+    mutated_fails(
+        "traces/mf/reflink_cow_write.trace",
+        "t1 load d+16 8 => 0x11",
+        "t1 load d+16 8 => 0x22",
+        "expected 0x22",
+    );
+    mutated_fails(
+        "traces/mf/metadata_poison_shutdown.trace",
+        "t1 stat /f => err(EIO)",
+        "t1 stat /f",
+        "got err(EIO)",
     );
 }

@@ -161,6 +161,7 @@ fn expect_label(e: &Expect) -> String {
         Expect::Page(size) => size.to_string(),
         Expect::Size(alts) if alts.len() > 1 => "size=A|B".into(),
         Expect::Size(_) => "size=".into(),
+        Expect::Alt(_) => "A|B mixed".into(),
     }
 }
 
@@ -246,6 +247,9 @@ fn format_examples_cover_every_op_expectation_and_pattern() {
                 if let Expect::Bytes(alts) = &e.expect {
                     patterns.extend(alts.iter().map(pattern_label));
                 }
+                if let Expect::Alt(alts) = &e.expect {
+                    expects.extend(alts.iter().map(expect_label));
+                }
             }
         }
     }
@@ -286,6 +290,7 @@ fn format_examples_cover_every_op_expectation_and_pattern() {
         "pmd",
         "size=",
         "size=A|B",
+        "A|B mixed",
     ];
     let want_expects: BTreeSet<String> = want_expects.iter().map(|s| s.to_string()).collect();
     assert_eq!(expects, want_expects);
@@ -922,6 +927,7 @@ impl TreeGen<'_> {
             "pin" | "unpin" => Op::Pin {
                 at,
                 len,
+                longterm: self.chance(0.5),
                 name: self.new_name(thread, true),
             },
             "dio-read" => Op::DioRead {
@@ -976,10 +982,25 @@ impl TreeGen<'_> {
                     .collect(),
             ),
         ];
-        let fitting: Vec<Expect> = candidates
+        let mut fitting: Vec<Expect> = candidates
             .into_iter()
             .filter(|e| op.fits().allows(e))
             .collect();
+        // Mixed alternatives: two fitting kinds in their canonical order.
+        let kinds: Vec<Expect> = fitting
+            .iter()
+            .filter(|e| !matches!(e, Expect::Any))
+            .cloned()
+            .collect();
+        if kinds.len() >= 2 {
+            let a = self.rng.random_range(0..kinds.len());
+            let b = (a + 1 + self.rng.random_range(0..kinds.len() - 1)) % kinds.len();
+            let mut alt = vec![kinds[a].clone(), kinds[b].clone()];
+            if alt[0].alt_rank() != alt[1].alt_rank() {
+                alt.sort_by_key(Expect::alt_rank);
+                fitting.push(Expect::Alt(alt));
+            }
+        }
         self.opt(|g| Expectation {
             expect: pick(g.rng, &fitting).clone(),
             pos: Pos::default(),

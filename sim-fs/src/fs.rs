@@ -93,6 +93,8 @@ pub struct Daxfs<P: Platform> {
     pub ns: Mutex<P, Namespace<P>>,
     pub alloc: Mutex<P, AllocState>,
     pub log: Mutex<P, Log>,
+    /// Shutdown after a metadata failure, and the `reflink-page-mapping` mode (`rmap.rs`).
+    pub failure: crate::rmap::FsFailure<P>,
 }
 
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
@@ -389,6 +391,7 @@ impl<P: PmemPlatform> Daxfs<P> {
             ns: Mutex::new(p, "daxfs_namespace", Namespace { names, inodes }),
             alloc: Mutex::new(p, "daxfs_alloc", alloc),
             log: Mutex::new(p, "daxfs_log", Log::new(&geo, seq)),
+            failure: crate::rmap::FsFailure::new(p),
         });
         // Inodes unlinked before the crash while still in use (`xlog_recover_process_iunlinks`):
         // nobody can use them now, so their blocks go.
@@ -1054,8 +1057,8 @@ impl<P: PmemPlatform> Daxfs<P> {
     /// end of file. Offsets are block-aligned, and so is `len` unless the range ends at the
     /// source's EOF (EINVAL otherwise); overlapping ranges of one file are EINVAL. The
     /// destination grows to cover the range. Takes both IOLOCKs, MMAPLOCKs and ILOCKs in
-    /// inode-number order. Not done yet: breaking the destination's DAX layouts and removing its
-    /// DAX entries before its old blocks are freed (the DAX core's invalidation side).
+    /// inode-number order. Without the DAX core (this function) nothing is mapped to break; see
+    /// [`Daxfs::reflink_dax`] for files that may be mapped.
     pub async fn reflink(
         &self,
         p: &P,
@@ -1064,6 +1067,51 @@ impl<P: PmemPlatform> Daxfs<P> {
         src_off: u64,
         len: u64,
         dst_off: u64,
+    ) -> Result<(), FsError> {
+        self.reflink_inner(p, None, src, dst, src_off, len, dst_off, |_| {})
+            .await
+    }
+
+    /// FICLONERANGE on files the DAX core may have mapped: as [`Daxfs::reflink`], and with
+    /// both IOLOCKs and MMAPLOCKs held, before any block changes owner,
+    /// - the destination range's DAX layouts are broken (`dax_break_layout`: unmap, wait for
+    ///   pins to go, delete the DAX entries), since its old blocks are freed or replaced;
+    /// - the source range is unmapped, so that no writable PTE survives onto blocks that are
+    ///   now shared: the next write faults and copies (XFS gets the same from the writeback
+    ///   that write-protects the source before remapping).
+    ///
+    /// `done(dst_size)` runs after a successful remap with every lock still held, so that a
+    /// checker can record the new contents before anyone can read them.
+    ///
+    /// Simplification: the wait for a pinned page holds MMAPLOCK (XFS's `xfs_wait_dax_page`
+    /// drops it while it sleeps); a pin holder never needs MMAPLOCK to unpin.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn reflink_dax(
+        &self,
+        p: &P,
+        dax: &sim_mm::dax::Dax<P>,
+        src: &Inode<P>,
+        dst: &Inode<P>,
+        src_off: u64,
+        len: u64,
+        dst_off: u64,
+        done: impl FnOnce(u64),
+    ) -> Result<(), FsError> {
+        self.reflink_inner(p, Some(dax), src, dst, src_off, len, dst_off, done)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn reflink_inner(
+        &self,
+        p: &P,
+        dax: Option<&sim_mm::dax::Dax<P>>,
+        src: &Inode<P>,
+        dst: &Inode<P>,
+        src_off: u64,
+        len: u64,
+        dst_off: u64,
+        done: impl FnOnce(u64),
     ) -> Result<(), FsError> {
         let bs = self.geo.blocksize;
         if !src_off.is_multiple_of(bs) || !dst_off.is_multiple_of(bs) {
@@ -1089,6 +1137,33 @@ impl<P: PmemPlatform> Daxfs<P> {
         } else {
             Some(self.mmaplock_excl(p, hi).await)
         };
+        if let Some(dax) = dax {
+            use sim_mm::dax::invalidate::{LLONG_MAX, WaitIdle, dax_break_layout};
+            // `len` 0 runs to the source's EOF: break (and unmap) to the end of the files.
+            let end_of = |off: u64| {
+                if len == 0 {
+                    LLONG_MAX
+                } else {
+                    off.saturating_add(len.div_ceil(bs) * bs) - 1
+                }
+            };
+            let r = dax_break_layout(
+                dax,
+                p,
+                &dst.mapping,
+                dst_off,
+                end_of(dst_off),
+                Some(&WaitIdle),
+            )
+            .await;
+            if r.is_err() {
+                drop((mm2, mm1, io2, io1));
+                return Err(FsError::EIO);
+            }
+            let src_len = end_of(src_off) - src_off + 1;
+            sim_mm::mm::unmap_mapping_range(p, &self.world, &src.mapping, src_off, src_len, false)
+                .await;
+        }
         let (mut g1, mut g2) = if same {
             (self.ilock(p, src).await, None)
         } else if src.ino < dst.ino {
@@ -1180,6 +1255,7 @@ impl<P: PmemPlatform> Daxfs<P> {
                 drop(a);
                 dst_core.logged_seq = r?;
             }
+            done(dst_core.disk.size);
             Ok(())
         }
         .await;

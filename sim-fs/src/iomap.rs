@@ -16,9 +16,19 @@
 //! `VM_FAULT_NEEDDSYNC` and calls [`IomapOps::fsync_range`], which forces the log.
 //!
 //! Copy on write remaps the new blocks into the file at once (XFS stages them in the CoW fork
-//! and remaps at `iomap_end`); the old blocks lose this file's reference. The DAX core copies
-//! the faulting page from `srcmap`; the rest of a block larger than the request is copied here.
-//! `iomap_end` has nothing left to do.
+//! and remaps at `iomap_end`); the old blocks lose this file's reference. For a write(2) the
+//! caller overwrites the requested range, so only the rest of the blocks is copied here; for a
+//! fault (`IOMAP_FAULT`) the whole range is copied, since the DAX core (generic over
+//! `Platform`, without memory ops) cannot do `dax_iomap_copy_around` itself. `iomap_end` has
+//! nothing left to do.
+//!
+//! Known difference from XFS, with a visible effect: because the old block's refcount drops in
+//! `iomap_begin`, before the DAX core disassociates the old page from this file's entry, a read
+//! fault by the block's other owner in that window sees the block unshared and associates the
+//! page as a single-owner page while it still names this file: the DAX core's WARN
+//! `dax-associate-owned-page` (the kernel's `WARN_ON_ONCE(folio->mapping)`). `pmsim explore
+//! traces/mf/reflink_cow_write.trace` (random, seed 0) reaches it in run 57. Staging the remap
+//! until `iomap_end`, as XFS does, would close the window.
 
 use crate::fs::{Daxfs, Inode, InodeCore};
 use crate::layout::Extent;
@@ -26,7 +36,8 @@ use crate::{FsError, extent};
 use sim_core::PmemPlatform;
 use sim_mm::Errno;
 use sim_mm::dax::iomap::{
-    IOMAP_F_DIRTY, IOMAP_F_NEW, IOMAP_F_SHARED, IOMAP_WRITE, Iomap, IomapOps, IomapPair, IomapType,
+    IOMAP_F_DIRTY, IOMAP_F_NEW, IOMAP_F_SHARED, IOMAP_FAULT, IOMAP_WRITE, Iomap, IomapOps,
+    IomapPair, IomapType,
 };
 use std::sync::Arc;
 
@@ -127,8 +138,12 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                     // Unwritten source blocks read as zeros.
                     crate::fs::zero_range(p, fs.geo.addr(d), fs.geo.addr(got)).await?;
                 } else {
+                    // A write(2) overwrites its own range, so only the edges are copied; a
+                    // fault maps the whole range, which must hold the old data
+                    // (dax_iomap_copy_around's job, done here: see the DAX core's fault path).
                     let (from, to) = (fs.geo.addr(old.dev), fs.geo.addr(d));
-                    copy_edges(p, from, to, fs.geo.addr(got), pos - off, length).await?;
+                    let skip_len = if flags & IOMAP_FAULT != 0 { 0 } else { length };
+                    copy_edges(p, from, to, fs.geo.addr(got), pos - off, skip_len).await?;
                 }
                 extent::replace(&mut core.disk.extents, fb, new);
                 fs.mark_blocks(p, d, got, false).await;
@@ -178,7 +193,13 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         } else {
             IomapType::Mapped
         };
-        let mut fl = if shared { IOMAP_F_SHARED } else { 0 };
+        // reflink-page-mapping: shared blocks are not flagged on reads (as before DAX
+        // reflink), so the DAX core gives the page a single owner.
+        let mut fl = if shared && !fs.failure.reflink_page_mapping() {
+            IOMAP_F_SHARED
+        } else {
+            0
+        };
         if write && !fs.inode_durable(p, core).await {
             fl |= IOMAP_F_DIRTY;
         }
@@ -232,6 +253,10 @@ impl<P: PmemPlatform> IomapOps<P> for DaxfsFile<P> {
         length: u64,
         flags: u32,
     ) -> Result<IomapPair, Errno> {
+        // xfs_*_iomap_begin: a shut-down file system maps nothing.
+        if self.fs.failure.is_shutdown(p).await {
+            return Err(Errno::EIO);
+        }
         let mut g = self.fs.ilock(p, &self.inode).await;
         let r = self.begin_locked(p, &mut g, pos, length, flags).await;
         drop(g);

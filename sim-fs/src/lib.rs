@@ -12,7 +12,9 @@
 //! | [`iomap`] | `iomap_begin`/`iomap_end` for the DAX core; punch hole | `xfs_iomap.c` (`xfs_dax_write_iomap_ops`) |
 //! | [`locks`] | the lock order and its lockdep-style check | `lockdep`, `xfs_ilock` |
 //! | [`fsck`] | check every structure and cross-reference, naming structure and block | `xfs_repair -n` |
+//! | [`rmap`] | the block reverse map (who owns a device block), `notify_failure`, shutdown | `xfs_rmap.c`, `xfs_notify_failure.c` |
 //! | [`runner`] | the trace runner: a trace executed on machine, mm, DAX core and daxfs | (none) |
+//! | `runner_mf.rs` | the runner's reflink, pin/unpin, dio-read, poison and signal delivery | (none) |
 //!
 //! **Locks** (Platform primitives; outermost first): `i_rwsem` (IOLOCK) -> the mapping's
 //! `invalidate_lock` (MMAPLOCK) -> the DAX core's locks (mmap_lock, entry locks; faults call
@@ -23,9 +25,8 @@
 //! order at every acquisition through `Daxfs::{iolock_*, mmaplock_*, ilock, lock_*}`.
 //!
 //! Not built yet: fdatasync distinguishes only the orphan flag of unlink (the model has no
-//! timestamps), reflink does not break the destination's DAX layouts, notify_failure through
-//! the file system's rmap, the `reflink-page-mapping` bug mode, and in the trace runner the
-//! statements that need those (see [`runner`]).
+//! timestamps); the block rmap is computed from the in-core extent maps (no rmap btree on the
+//! media).
 
 pub mod alloc;
 pub mod crashcheck;
@@ -37,6 +38,7 @@ pub mod iomap;
 pub mod journal;
 pub mod layout;
 pub mod locks;
+pub mod rmap;
 pub mod runner;
 
 pub use fs::{Daxfs, Inode, InodeCore, MountInfo, mkfs};

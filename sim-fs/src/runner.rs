@@ -47,14 +47,15 @@
 //! madvise) are in `runner_file.rs` on daxfs's file operations (`crate::file`); every change
 //! they make to a file's bytes reaches the oracle at the step that made it.
 //!
+//! **Reflink, pins, O_DIRECT, poison and signals**: `runner_mf.rs` (its header says how they
+//! run and when a thread takes a signal).
+//!
 //! **Not built yet** (refused by [`refusals`] with the statement's position, nothing runs):
-//! reflink, dio-read, pin, unpin, poison; the file-system bug
-//! mode `reflink-page-mapping` and the DAX-core modes without a mechanism in this build.
+//! the DAX-core and file-system bug modes without a mechanism in this build.
 //! Simplifications: an access holds the page-table lock from the check of its translation
 //! to the machine access (so an unmap, which takes that lock, waits for it as a TLB shootdown
 //! would; a translation that changed since the walk is retried); a private (CoW) page's
-//! content is checked only against itself (the oracle follows shared mappings of files);
-//! `sigbus(ar)`/`sigbus(ao)` never match, since no machine check reaches a trace yet.
+//! content is checked only against itself (the oracle follows shared mappings of files).
 
 use crate::fs::Daxfs;
 use crate::iomap::DaxfsFile;
@@ -89,6 +90,8 @@ type P = SimPlatform;
 
 #[path = "runner_file.rs"]
 mod runner_file;
+#[path = "runner_mf.rs"]
+pub(crate) mod mf;
 
 /// The pfn of device page 0 (pmem sits above 4 GiB in the machine model).
 pub const PMEM_BASE_PFN: u64 = 0x10_0000;
@@ -111,9 +114,10 @@ pub fn bug_runnable(name: &str) -> bool {
         || sim_mm::bugs::bug_mode(name).is_some_and(|m| m.available)
 }
 
-/// Why the runner cannot execute `op` yet, or `None` when it can.
+/// Why the runner cannot execute `op` yet, or `None` when it can (every statement of the
+/// format runs today; a new op must be classified here).
 fn not_built(op: &Op) -> Option<&'static str> {
-    Some(match op {
+    match op {
         Op::Create { .. }
         | Op::Stat { .. }
         | Op::Mmap { .. }
@@ -137,18 +141,13 @@ fn not_built(op: &Op) -> Option<&'static str> {
         | Op::Fsync { .. }
         | Op::Fdatasync { .. }
         | Op::Msync { .. }
-        | Op::Madvise { .. } => return None,
-        Op::Reflink { .. } => {
-            "not built yet: reflink needs daxfs to break the destination's DAX layouts and \
-             remove its DAX entries before its old blocks are freed"
-        }
-        Op::Pin { .. } | Op::Unpin { .. } | Op::DioRead { .. } => {
-            "not built yet: pins and O_DIRECT reads are not in the trace runner"
-        }
-        Op::Poison { .. } => {
-            "not built yet: poison needs notify_failure through daxfs's block rmap"
-        }
-    })
+        | Op::Madvise { .. }
+        | Op::Reflink { .. }
+        | Op::Pin { .. }
+        | Op::Unpin { .. }
+        | Op::DioRead { .. }
+        | Op::Poison { .. } => None,
+    }
 }
 
 /// The mapping a statement names (for the range check).
@@ -161,6 +160,8 @@ fn map_of(op: &Op) -> Option<(&MapOff, u64)> {
         | Op::Clflushopt { at, len }
         | Op::Clflush { at, len } => Some((at, *len)),
         Op::Fault { at, .. } => Some((at, 1)),
+        Op::Pin { at, len, .. } => Some((at, *len)),
+        Op::DioRead { into, len, .. } => Some((into, *len)),
         _ => None,
     }
 }
@@ -306,6 +307,9 @@ pub fn refusals(trace: &Trace, cfg: &MachineConfig) -> Vec<Refusal> {
                 );
             }
         }
+    }
+    for r in mf::mf_refusals(trace, cfg, &known) {
+        refuse(r.line, r.col, r.what, r.why);
     }
     out.sort_by_key(|u| (u.line, u.col));
     out
@@ -586,9 +590,10 @@ pub(crate) struct Ctx {
     pub(crate) names_wq: WaitQueue<P>,
     /// crashcheck's recorder (see [`TraceRunner::crash`]).
     pub(crate) crash: Option<Arc<crate::crashcheck::Recorder>>,
-
     /// Header files: path and inode number (for [`RunWorld`]).
     pub(crate) file_inos: Vec<(String, u64)>,
+    /// Pins and the signal switch (`runner_mf.rs`).
+    pub(crate) mf: mf::MfState,
 }
 
 /// What a statement came to.
@@ -596,6 +601,10 @@ pub(crate) struct Ctx {
 pub(crate) struct Got {
     errno: Option<String>,
     sigbus: bool,
+    /// The codes of the machine-check SIGBUSes taken (`runner_mf.rs`).
+    sigbus_codes: Vec<sim_core::trace::SigbusCode>,
+    /// SIGKILL (memory failure could not find where the process maps a failed page).
+    killed: bool,
     /// SIGSEGV (an access outside every VMA or a write to a read-only one).
     segv: bool,
     bytes: Option<Vec<u8>>,
@@ -613,8 +622,14 @@ impl Got {
         if let Some(e) = &self.errno {
             return format!("err({e})");
         }
+        if self.killed {
+            return "SIGKILL".into();
+        }
         if self.sigbus {
-            return "sigbus".into();
+            return match self.sigbus_codes.first() {
+                Some(c) => format!("sigbus({c})"),
+                None => "sigbus".into(),
+            };
         }
         if self.segv {
             return "SIGSEGV".into();
@@ -633,7 +648,7 @@ impl Got {
     }
 
     pub(crate) fn failed(&self) -> bool {
-        self.errno.is_some() || self.sigbus || self.segv || self.unmapped.is_some()
+        self.errno.is_some() || self.sigbus || self.segv || self.killed || self.unmapped.is_some()
     }
 }
 
@@ -659,8 +674,10 @@ pub(crate) fn meets(expect: Option<&Expect>, got: &Got, len: u64) -> bool {
         None | Some(Expect::Ok) => !got.failed(),
         Some(Expect::Any) => got.unmapped.is_none(),
         Some(Expect::Errno(e)) => got.errno.as_deref() == Some(e.as_str()),
-        // No machine check reaches a trace yet: the SIGBUS of a fault has neither code.
-        Some(Expect::Sigbus(code)) => got.sigbus && code.is_none(),
+        // A machine-check SIGBUS carries its code; the SIGBUS of a fault past EOF has none.
+        Some(Expect::Sigbus(code)) => {
+            got.sigbus && !got.killed && code.is_none_or(|c| got.sigbus_codes.contains(&c))
+        }
         Some(Expect::Bytes(alts)) => {
             !got.failed()
                 && got
@@ -670,6 +687,7 @@ pub(crate) fn meets(expect: Option<&Expect>, got: &Got, len: u64) -> bool {
         }
         Some(Expect::Page(s)) => !got.failed() && got.page == Some(*s),
         Some(Expect::Size(v)) => !got.failed() && got.size.is_some_and(|s| v.contains(&s)),
+        Some(Expect::Alt(alts)) => alts.iter().any(|a| meets(Some(a), got, len)),
     }
 }
 
@@ -763,17 +781,15 @@ impl Ctx {
         let mut bytes = Vec::new();
         let mut off = at.off;
         let end = at.off + len;
+        // A machine check that signalled nobody restarts the access once (`consumed_poison`).
+        let mut restarted = false;
         while off < end {
             let va = m.addr + off;
             let n = (end - off).min(PAGE - va % PAGE);
             let (pfn, huge) = match dax_user_access(&self.dax, p, mm, va, write, &m.file).await {
                 Access::Mapped { pfn, huge } => (pfn, huge),
                 Access::Failed(r) => {
-                    if r.contains(VmFault::SIGSEGV) {
-                        got.segv = true;
-                    } else {
-                        got.sigbus = true;
-                    }
+                    Self::access_failed(r, &mut got);
                     return got;
                 }
             };
@@ -794,8 +810,11 @@ impl Ctx {
                 (Kind::Load, Phys::Device(a)) => {
                     let mut b = vec![0u8; n as usize];
                     if p.pmem_load(a, &mut b).await.is_err() {
-                        got.sigbus = true;
-                        return got;
+                        if self.consumed_poison(p, a, restarted, &mut got).await {
+                            return got;
+                        }
+                        restarted = true;
+                        continue;
                     }
                     self.check_data(p, thread, line, &m, fpos, &b).await;
                     bytes.extend_from_slice(&b);
@@ -828,8 +847,11 @@ impl Ctx {
                         _ => p.pmem_ntstore(a, &d[src.clone()]).await,
                     };
                     if r.is_err() {
-                        got.sigbus = true;
-                        return got;
+                        if self.consumed_poison(p, a, restarted, &mut got).await {
+                            return got;
+                        }
+                        restarted = true;
+                        continue;
                     }
                     let mut u = self.user.lock().unwrap();
                     if let Some(f) = u.files.get_mut(&m.ino).map(Arc::make_mut) {
@@ -966,7 +988,7 @@ impl Ctx {
             }
             vmas.release(self.dax.release_steps).await;
             if ret.is_error() {
-                got.sigbus = true;
+                Self::access_failed(ret, &mut got);
                 return got;
             }
         }
@@ -974,18 +996,15 @@ impl Ctx {
             Access::Mapped { huge, .. } => {
                 got.page = Some(if huge { PageSize::Pmd } else { PageSize::Pte })
             }
-            Access::Failed(r) => {
-                if r.contains(VmFault::SIGSEGV) {
-                    got.segv = true
-                } else {
-                    got.sigbus = true
-                }
-            }
+            Access::Failed(r) => Self::access_failed(r, &mut got),
         }
         got
     }
 
     pub(crate) async fn execute(&self, p: &P, proc: &str, s: &Statement) -> Got {
+        if let Some(got) = self.execute_mf(p, proc, s).await {
+            return got;
+        }
         let mut got = Got::default();
         let errno = |e: FsError| Some(format!("{e:?}"));
         match &s.op {
@@ -1134,8 +1153,14 @@ impl Ctx {
         got
     }
 
-    /// After the last thread: a log force, daxfs's in-core/media cross-check and fsck.
+    /// After the last thread: a log force, daxfs's in-core/media cross-check and fsck (not on a
+    /// file system that shut down).
     async fn end_checks(&self, p: &P) {
+        // A file system shut down by a metadata failure writes nothing more (XFS refuses the
+        // log force and unmount's writes); fsck would only name the poisoned metadata.
+        if self.mf.poison && self.fs.failure.is_shutdown(p).await {
+            return;
+        }
         if let Err(e) = self.fs.log_force(p).await {
             fail(p, "fsck", format!("the final log force failed: {e}")).await;
             return;
@@ -1285,9 +1310,20 @@ async fn setup_world(
     crash: Option<Arc<crate::crashcheck::Recorder>>,
 ) -> Result<Ctx, String> {
     let npages = pmem / PAGE;
-    let world = Arc::new(MmWorld::new(p, PMEM_BASE_PFN, npages, MmConfig::default()));
+    // Every trace process asks for early kill (runner_mf.rs).
+    let mm_config = MmConfig {
+        memory_failure_early_kill: true,
+    };
+    let world = Arc::new(MmWorld::new(p, PMEM_BASE_PFN, npages, mm_config));
     let fs = Daxfs::mount(p, pmem, world.clone()).await?;
     crate::crashcheck::apply_fs_bugs(p, &fs, fs_bugs).await;
+    fs.failure.set_reflink_page_mapping(
+        trace
+            .header
+            .bugs
+            .iter()
+            .any(|b| b.name == "reflink-page-mapping"),
+    );
     let mut files = BTreeMap::new();
     let mut file_inos = Vec::new();
     for (path, c) in contents {
@@ -1329,6 +1365,7 @@ async fn setup_world(
         npages,
         names_wq: WaitQueue::new(p, "trace_mapping_names"),
         file_inos,
+        mf: mf::MfState::new(trace),
         user: Mutex::new(User {
             files,
             live: threads.len(),
@@ -1425,7 +1462,8 @@ impl Model for TraceRunner {
                     if let Some(r) = &ctx.crash {
                         r.start(&ctx, &proc, s);
                     }
-                    let got = ctx.execute(&p, &proc, s).await;
+                    let mut got = ctx.execute(&p, &proc, s).await;
+                    ctx.take_signals(&p, &mut got).await;
                     // The one point where durability promises are recorded: the statement has
                     // completed, keyed on its kind and its result.
                     if let Some(r) = &ctx.crash {
@@ -1454,6 +1492,9 @@ impl Model for TraceRunner {
                     }
                     // A SIGBUS that was expected lets the thread go on (its handler returned);
                     // an unexpected one was reported above and ended the run.
+                    if got.killed {
+                        break;
+                    }
                 }
                 let last = {
                     let mut u = ctx.user.lock().unwrap();

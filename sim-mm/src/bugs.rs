@@ -142,7 +142,7 @@ pub const BUG_MODES: &[BugMode] = &[
         name: "reflink-page-mapping",
         fixed_by: "reflink vs page->mapping thread (2018); folio share count (6.x)",
         summary: "a DAX page shared by reflink keeps one page->mapping, so memory_failure misses owners",
-        available: false,
+        available: true,
     },
 ];
 
@@ -262,6 +262,13 @@ fn fs_mechanism(name: &str) -> Option<&'static str> {
         "journal-no-fence" => Some(
             "sim_fs::journal::xlog_force: no sfence after the commit record's clwb \
              (Log::no_commit_fence), before the checkpoint writes in place",
+        ),
+        "reflink-page-mapping" => Some(
+            "daxfs iomap_begin does not flag shared blocks IOMAP_F_SHARED on reads, so \
+             dax_associate_entry gives a reflinked page one page->mapping/index (the last \
+             owner to fault it), and daxfs registers no notify_failure holder, so memory \
+             failure takes the generic path through page->mapping (4.19-5.18) and signals and \
+             unmaps that owner only",
         ),
         _ => None,
     }

@@ -8,8 +8,12 @@
 //! taken by the slow path, under `mmap_lock` and the page-table lock, faulting pages in through
 //! the [`FaultHandler`] (the file system's `vm_ops->fault`).
 //!
+//! FOLL_LONGTERM ([`pin_user_pages_longterm`]) is refused on fsdax VMAs with -EOPNOTSUPP
+//! (`check_vma_flags`: `vma_is_fsdax`; every file VMA of the model is a DAX file's): a long-term
+//! pin would keep the file system from ever reclaiming the blocks.
+//!
 //! Not modelled: GUP-fast's interrupts-off section holding off the TLB-shootdown IPI (the model
-//! allows strictly more interleavings), FOLL_LONGTERM's refusal of fsdax VMAs, `mm->pinned_vm`.
+//! allows strictly more interleavings), `mm->pinned_vm`.
 
 use crate::dax_entry::{PAGE_SIZE, PG_PMD_NR};
 use crate::mm::{MmStruct, VmFault, Vma};
@@ -205,6 +209,40 @@ pub async fn pin_user_pages_fast<P: Platform, F: FaultHandler<P>>(
     match err {
         Some(e) if pins.is_empty() => Err(e),
         _ => Ok(pins),
+    }
+}
+
+/// `pin_user_pages_fast(start, nr_pages, FOLL_PIN | FOLL_LONGTERM | ...)`: as
+/// [`pin_user_pages_fast`], but a range that touches an fsdax VMA is refused with -EOPNOTSUPP
+/// before anything is pinned (GUP-fast refuses devmap pages under FOLL_LONGTERM and the slow
+/// path's `check_vma_flags` refuses the VMA). A range outside every VMA is -EFAULT.
+#[allow(clippy::too_many_arguments)] // the kernel's arguments, plus the model's handles
+pub async fn pin_user_pages_longterm<P: Platform, F: FaultHandler<P>>(
+    p: &P,
+    world: &MmWorld<P>,
+    mm: &MmStruct<P>,
+    start: u64,
+    nr_pages: u64,
+    write: bool,
+    fault: &F,
+) -> Result<Vec<Pfn>, Errno> {
+    let start = start & !(PAGE_SIZE - 1);
+    let vmas = mm.mmap_lock.read(p).await;
+    let mut err = None;
+    for i in 0..nr_pages {
+        match vmas.vma_lookup(start + i * PAGE_SIZE) {
+            // vma_is_fsdax: every file mapping of the model is a DAX file's.
+            Some(_) => err = Some(Errno::EOPNOTSUPP),
+            None => {
+                err = Some(Errno::EFAULT);
+                break;
+            }
+        }
+    }
+    vmas.unlock().await;
+    match err {
+        Some(e) => Err(e),
+        None => pin_user_pages_fast(p, world, mm, start, nr_pages, write, fault).await,
     }
 }
 

@@ -14,13 +14,18 @@
 //! dax page: Recovered|Failed").
 
 use crate::dax_entry::{PAGE_SHIFT, PAGE_SIZE, dax_is_empty_entry, dax_is_zero_entry, dax_to_pfn};
+use crate::mm::MmStruct;
 use crate::mm::unmap_mapping_range;
 use crate::rmap::dev_pagemap_mapping_shift;
-use crate::signal::{PF_MCE_EARLY, PF_MCE_PROCESS, Process, SiCode, send_sig_mceerr, send_sigkill};
+use crate::signal::{
+    PF_MCE_EARLY, PF_MCE_PROCESS, Process, SiCode, Signal, send_sig_mceerr, send_sigkill,
+};
 use crate::world::{AddressSpace, MmWorld};
 use crate::{Errno, Pfn, Pid};
+use sim_core::platform::bug_on;
 use sim_core::{Platform, TaskId};
 use std::future::Future;
+use std::sync::Arc;
 
 pub const MF_COUNT_INCREASED: u32 = 1 << 0;
 pub const MF_ACTION_REQUIRED: u32 = 1 << 1;
@@ -454,6 +459,11 @@ pub async fn memory_failure<P: Platform, H: DaxHolder<P>, L: DaxEntryLocking<P>>
             action: None,
         };
     }
+    // The pmem driver has the failed range in its badblocks list before memory failure runs
+    // (the machine check or scrub notification adds it), so from here on a new fault on it
+    // fails (-EHWPOISON from direct_access). The model's badblocks list is the HWPoison bit:
+    // set it first, or a fault could map the page through an owner already handled.
+    world.memmap.set_page_hwpoison(p, pfn).await;
     // memory_failure_dev_pagemap -> pmem_pagemap_memory_failure -> dax_holder_notify_failure.
     let offset = (pfn - world.memmap.base_pfn()) << PAGE_SHIFT;
     let mut rc = holder
@@ -467,6 +477,9 @@ pub async fn memory_failure<P: Platform, H: DaxHolder<P>, L: DaxEntryLocking<P>>
     } else {
         MfAction::Failed
     };
+    if rc.is_ok() {
+        mf_check_no_owner_missed(p, world, pfn).await;
+    }
     world
         .printk(
             p,
@@ -478,6 +491,63 @@ pub async fn memory_failure<P: Platform, H: DaxHolder<P>, L: DaxEntryLocking<P>>
         pfn,
         rc,
         action: Some(action),
+    }
+}
+
+/// After a recovered memory failure, every owner of the page was found: a process that asked
+/// for early kill and still maps the poisoned page must have been signalled (and then it was
+/// also unmapped, since `unmap_and_kill` unmaps before it kills). A process still mapping it
+/// without a signal is an owner that memory failure missed (the 2018 reflink problem: one
+/// `page->mapping` names one owner of a page that several files share). Checked over every
+/// process's page tables, not through any rmap, so it does not share the rmap's blind spots.
+async fn mf_check_no_owner_missed<P: Platform>(p: &P, world: &MmWorld<P>, pfn: Pfn) {
+    /// pid, comm, mm, asked for early kill, signalled.
+    type Victim<P> = (Pid, String, Arc<MmStruct<P>>, bool, bool);
+    let tl = world.tasks.lock(p).await;
+    let procs: Vec<Victim<P>> = tl
+        .procs
+        .values()
+        .map(|pr| {
+            let ths = pr.threads.iter().filter_map(|t| tl.threads.get(t));
+            let signalled = ths.clone().any(|th| {
+                th.pending.iter().chain(&th.delivered).any(|si| {
+                    si.signo == Signal::SIGKILL
+                        || matches!(si.code, SiCode::BusMceerrAr | SiCode::BusMceerrAo)
+                })
+            });
+            let early = ths.clone().any(|th| {
+                if th.flags & PF_MCE_PROCESS != 0 {
+                    th.flags & PF_MCE_EARLY != 0
+                } else {
+                    world.config.memory_failure_early_kill
+                }
+            });
+            (pr.pid, pr.comm.clone(), pr.mm.clone(), early, signalled)
+        })
+        .collect();
+    tl.unlock().await;
+    for (pid, comm, mm, early, signalled) in procs {
+        if !early || signalled {
+            continue;
+        }
+        let pt = mm.page_table.lock(p).await;
+        let at = pt.all_leaves().into_iter().find(|l| {
+            let first = l.pfn();
+            (first..first + (l.size() >> PAGE_SHIFT)).contains(&pfn)
+        });
+        pt.unlock().await;
+        if let Some(l) = at {
+            let va = l.addr() + ((pfn - l.pfn()) << PAGE_SHIFT);
+            bug_on(p, true, "hwpoison-owner-missed", || {
+                format!(
+                    "memory_failure recovered pfn {pfn:#x}, but {comm}:{} (early kill) still maps \
+                     it at {va:#x} and got no signal: an owner of the page was missed",
+                    pid.0
+                )
+            })
+            .await;
+            return;
+        }
     }
 }
 

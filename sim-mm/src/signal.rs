@@ -281,3 +281,18 @@ pub async fn dequeue_signal<P: Platform>(p: &P, world: &MmWorld<P>, t: TaskId) -
     tl.unlock().await;
     r
 }
+
+/// Every pending signal of `t` at once (SIGKILL first), as delivered on return to user space
+/// with the handler of each run in turn: one step.
+pub async fn dequeue_signals<P: Platform>(p: &P, world: &MmWorld<P>, t: TaskId) -> Vec<SigInfo> {
+    let mut tl = world.tasks.lock(p).await;
+    let mut out = Vec::new();
+    if let Some(th) = tl.threads.get_mut(&t) {
+        let mut pending = std::mem::take(&mut th.pending);
+        pending.sort_by_key(|s| s.signo != Signal::SIGKILL);
+        th.delivered.extend(pending.iter().copied());
+        out = pending;
+    }
+    tl.unlock().await;
+    out
+}

@@ -972,6 +972,15 @@ impl SimPlatform {
         announce(Op::mem(OpKind::Read, addr, buf.len() as u64)).await;
         machine_op("load", |m, now, cpu| m.load_nowait(now, cpu, addr, buf))
     }
+
+    /// The media under `[addr, addr + len)` goes bad (`Machine::inject_poison`): one step that
+    /// writes the machine, like every memory op, and costs its CPU no time.
+    pub async fn pmem_inject_poison(&self, addr: u64, len: u64) -> Result<(), MemError> {
+        announce(Op::mem(OpKind::Write, addr, len.max(1))).await;
+        machine_op("inject_poison", |m, _now, _cpu| {
+            m.inject_poison(addr, len).map(|()| 0)
+        })
+    }
 }
 
 impl PmemPlatform for SimPlatform {

@@ -496,6 +496,9 @@ pub enum Op {
     Pin {
         at: MapOff,
         len: u64,
+        /// `longterm`: FOLL_LONGTERM, which fsdax refuses (EOPNOTSUPP).
+        #[serde(default)]
+        longterm: bool,
         name: String,
     },
     Unpin {
@@ -680,6 +683,7 @@ impl Fits {
             Expect::Bytes(_) => self.bytes,
             Expect::Page(_) => self.page,
             Expect::Size(_) => self.size,
+            Expect::Alt(alts) => alts.iter().all(|a| self.allows(a)),
         }
     }
 
@@ -722,6 +726,30 @@ pub enum Expect {
     Page(PageSize),
     /// `size=SIZE` or `size=A|B|...` (at least one).
     Size(Vec<u64>),
+    /// `A|B|...` of different kinds (`0x5a|sigbus`, `ok|err(ENOSPC)`): any one holds. At least
+    /// two, none of them an `Alt`, at most one `Bytes` and one `Size`, in [`Expect::alt_rank`]
+    /// order (so that the printed form parses back to the same value).
+    Alt(Vec<Expect>),
+}
+
+impl Expect {
+    /// The canonical order of the kinds within [`Expect::Alt`]; sizes come last, because a bare
+    /// number after `size=A|` continues the size list.
+    pub fn alt_rank(&self) -> u8 {
+        match self {
+            Expect::Ok => 0,
+            Expect::Any => 1,
+            Expect::Errno(_) => 2,
+            Expect::Sigbus(None) => 3,
+            Expect::Sigbus(Some(SigbusCode::Ar)) => 4,
+            Expect::Sigbus(Some(SigbusCode::Ao)) => 5,
+            Expect::Bytes(_) => 6,
+            Expect::Page(PageSize::Pte) => 7,
+            Expect::Page(PageSize::Pmd) => 8,
+            Expect::Alt(_) => 9,
+            Expect::Size(_) => 10,
+        }
+    }
 }
 
 /// A byte pattern.

@@ -284,7 +284,42 @@ fn pattern(tok: Tok, what: &str) -> Res<Pattern> {
     }
 }
 
+/// `=> EXPECT`: one expectation, or alternatives `A|B|...` of any kinds (`0x5a|sigbus`,
+/// `ok|err(ENOSPC)`, `pte|pmd`). Pattern alternatives merge into one [`Expect::Bytes`] and
+/// size alternatives into one [`Expect::Size`] (a bare size after `size=A` continues it, as
+/// `size=A|B` always meant), so a trace without mixed kinds keeps the AST it always had; mixed
+/// kinds become [`Expect::Alt`], in the canonical order of [`Expect::alt_rank`].
 fn expect(tok: Tok) -> Res<Expect> {
+    let parts = tok.split_all('|');
+    if parts.len() == 1 {
+        return expect_one(tok, true);
+    }
+    let mut alts: Vec<Expect> = Vec::new();
+    for part in parts {
+        // After `size=A`, a part that is empty or starts with a digit continues the sizes.
+        if let Some(Expect::Size(v)) = alts.last_mut()
+            && part.text.chars().next().is_none_or(|c| c.is_ascii_digit())
+        {
+            v.push(size(part, "a size SIZE")?);
+            continue;
+        }
+        let e = expect_one(part, false)?;
+        match (alts.iter_mut().find(|a| a.alt_rank() == e.alt_rank()), e) {
+            (Some(Expect::Bytes(v)), Expect::Bytes(w)) => v.extend(w),
+            (Some(Expect::Size(v)), Expect::Size(w)) => v.extend(w),
+            (_, e) => alts.push(e),
+        }
+    }
+    alts.sort_by_key(Expect::alt_rank);
+    Ok(if alts.len() == 1 {
+        alts.pop().expect("one alternative")
+    } else {
+        Expect::Alt(alts)
+    })
+}
+
+/// One alternative of an expectation (`whole`: the token is the whole expectation).
+fn expect_one(tok: Tok, whole: bool) -> Res<Expect> {
     let t = tok.text;
     let err = |at: Tok, what: &str| at.error(format!("expected {what}, found {}", tok.shown()));
     if let Some(size) = PageSize::from_keyword(t) {
@@ -312,25 +347,14 @@ fn expect(tok: Tok) -> Res<Expect> {
             }
             Expect::Errno(inner.text.to_string())
         }
-        _ if t.starts_with("size=") => Expect::Size(
-            tok.rest(5)
-                .split_all('|')
-                .into_iter()
-                .map(|alt| size(alt, "a size SIZE"))
-                .collect::<Res<_>>()?,
-        ),
+        _ if t.starts_with("size=") => Expect::Size(vec![size(tok.rest(5), "a size SIZE")?]),
         _ => {
-            let alts = tok.split_all('|');
-            let what = if alts.len() == 1 {
+            let what = if whole {
                 format!("an expectation ({EXPECT_FORMS}) or a pattern")
             } else {
-                "a pattern".to_string()
+                format!("an alternative ({EXPECT_FORMS}) or a pattern")
             };
-            Expect::Bytes(
-                alts.into_iter()
-                    .map(|alt| pattern(alt, &what))
-                    .collect::<Res<_>>()?,
-            )
+            Expect::Bytes(vec![pattern(tok, &what)?])
         }
     })
 }
@@ -955,10 +979,12 @@ impl<'o> Parser<'o> {
             "pin" => {
                 let at = self.map_off(thread, a)?;
                 let len = a.len_from(at.off)?;
+                let longterm = a.flag("longterm");
                 a.word("as")?;
                 Op::Pin {
                     at,
                     len,
+                    longterm,
                     name: self.define_as(thread, a, true)?,
                 }
             }

@@ -229,7 +229,18 @@ impl Display for Op {
                 write!(f, " {at} {access}")?;
                 size.iter().try_for_each(|s| write!(f, " {s}"))
             }
-            Op::Pin { at, len, name } => write!(f, " {at} {} as {name}", Size(*len)),
+            Op::Pin {
+                at,
+                len,
+                longterm,
+                name,
+            } => {
+                write!(f, " {at} {}", Size(*len))?;
+                if *longterm {
+                    f.write_str(" longterm")?;
+                }
+                write!(f, " as {name}")
+            }
             Op::Unpin { pin } => write!(f, " {pin}"),
             Op::DioRead {
                 path,
@@ -283,6 +294,7 @@ impl Display for Expect {
                 let sizes: Vec<Size> = alts.iter().map(|&s| Size(s)).collect();
                 write!(f, "size={}", join(&sizes, "|"))
             }
+            Expect::Alt(alts) => f.write_str(&join(alts, "|")),
         }
     }
 }

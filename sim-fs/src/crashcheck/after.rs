@@ -179,6 +179,7 @@ pub(crate) async fn after_crash(
         names_wq: WaitQueue::new(p, "trace_mapping_names"),
         crash: None,
         file_inos: Vec::new(),
+        mf: crate::runner::mf::MfState::new(trace),
     };
     for s in &ac.statements {
         p.set_line(s.pos.line);

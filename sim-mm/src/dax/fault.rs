@@ -488,6 +488,22 @@ async fn dax_fault_iter<P: Platform>(
             };
         }
     };
+    // pmem_dax_direct_access: a range with known bad blocks is -EHWPOISON (the model's
+    // badblocks list is the pages memory failure marked). A PMD over one falls back, and the
+    // PTE fault of the bad page itself gets VM_FAULT_HWPOISON (SIGBUS BUS_MCEERR_AR).
+    let nr = size >> PAGE_SHIFT;
+    let mut bad = false;
+    dax.world
+        .memmap
+        .update(p, pfn, nr, |_, pg| bad |= pg.hwpoison())
+        .await;
+    if bad {
+        return if pmd {
+            VmFault::FALLBACK
+        } else {
+            dax_fault_return(Errno::EHWPOISON)
+        };
+    }
     *entry = dax_insert_entry(
         dax,
         p,
@@ -500,8 +516,10 @@ async fn dax_fault_iter<P: Platform>(
         entry_flags,
     )
     .await;
-    // (write over shared blocks: dax_iomap_copy_around copies the source; contents are not
-    // modelled.)
+    // (write over shared blocks: the kernel's dax_iomap_copy_around copies the source here.
+    // The DAX core is generic over `Platform`, which has no memory ops, so the copy is the file
+    // system's: daxfs's iomap_begin copies the whole faulting range for an IOMAP_FAULT write
+    // before it answers; the test iomap keeps no contents.)
     if dax_fault_is_synchronous(dax, iomap_flags, vmf.vma, iomap) {
         // dax_fault_synchronous_pfnp
         *pfnp = Some(pfn);
