@@ -126,11 +126,18 @@ pub enum OpKind {
 
 impl OpKind {
     /// Whether two steps of these kinds on the same object may not commute.
+    ///
+    /// Readers of a rwsem commute with each other: `down_read` and `up_read` of two tasks
+    /// change the reader set (a set: it has no order) and neither disables the other (a reader
+    /// waits only for a writer that holds or has queued, which neither step changes).
     pub fn conflicts(self, other: OpKind) -> bool {
         use OpKind::*;
         !matches!(
             (self, other),
-            (Read, Read) | (WaitqueueActive, WaitqueueActive) | (Join, Join)
+            (Read, Read)
+                | (WaitqueueActive, WaitqueueActive)
+                | (Join, Join)
+                | (DownRead | UpRead, DownRead | UpRead)
         )
     }
 }
@@ -276,6 +283,12 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// waits for the holder, so it adds no lock order. Natively `f` runs with `l` held for its
     /// duration (Rust forbids a read racing the holder's writes); `f` must not block.
     fn read_once<R>(&self, l: &Self::RawLock, f: impl FnOnce() -> R) -> impl Future<Output = R>;
+    /// The holder of `l` takes mutable access to the data `l` protects (a guard's `DerefMut`).
+    /// No scheduling point. The simulator counts the data as changed from here until the lock
+    /// is released (a `&mut` may be kept across scheduling points), so that a critical section
+    /// that only reads commutes with another that only reads (`sim` "Footprints"). Natively
+    /// it does nothing.
+    fn lock_data_mut(&self, _l: &Self::RawLock) {}
 
     fn new_rwsem(&self, name: &'static str) -> Self::RawRwSem;
     fn down_read(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
@@ -547,6 +560,8 @@ macro_rules! guarded_lock {
 
         impl<P: Platform, T> DerefMut for $guard<'_, P, T> {
             fn deref_mut(&mut self) -> &mut T {
+                // Every `&mut T` comes from here: the simulator's footprints rely on it.
+                self.p.lock_data_mut(&self.lock.raw);
                 // SAFETY: the guard holds the lock exclusively.
                 unsafe { &mut *self.lock.data.get() }
             }

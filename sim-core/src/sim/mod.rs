@@ -32,9 +32,17 @@
 //!   the cache's replacement state, the media timing model and the per-CPU persistency state
 //!   are shared, so two memory operations never commute, whatever their lines;
 //! - the releases of guards dropped during the step;
-//! - a write of every lock the task holds at the end of the step: the holder may have changed
-//!   the data it protects anywhere between its lock and unlock steps, and a lockless reader
-//!   (`read_once`, announced as a read of the lock) must not commute with those changes;
+//! - a write of a lock whose data the step took mutable access to (a guard's `DerefMut`,
+//!   `Platform::lock_data_mut`), and a write of every such *dirty* lock the task holds at the
+//!   end of the step: every `&mut` to lock data comes from `DerefMut`, but it may be kept across
+//!   scheduling points, so from the first one until the release every step of the holder may
+//!   change the data, and a lockless reader (`read_once`, announced as a read of the lock) must
+//!   not commute with those steps. A holder that never took `&mut` changes nothing;
+//! - a step that takes a lock, takes no `&mut` to its data and releases it (a guard dropped in
+//!   the same step) leaves the lock and its data as it found them: its footprint has a read of
+//!   the lock in place of the lock and the release, so two such read-only critical sections
+//!   commute (with each other and with lockless readers), and each still conflicts with a step
+//!   that takes the lock and keeps it (which disables it) or writes the data;
 //! - a write of the kernel log (`Op::DMESG`) when the step reports a BUG or WARN;
 //! - a write of the object table (`Op::ALLOC`) when the step creates a lock, rwsem or wait
 //!   queue (ids follow creation order); a spawn announces a write of it too (task ids follow
@@ -130,6 +138,9 @@ enum ObjState {
     Lock {
         class: LockClass,
         holder: Option<u32>,
+        /// The holder has taken mutable access to the data (`Platform::lock_data_mut`) since it
+        /// acquired the lock. Invariant: false while `holder` is `None`.
+        dirty: bool,
     },
     RwSem {
         readers: Vec<u32>,
@@ -353,7 +364,7 @@ impl State {
     fn lock_mut(&mut self, id: usize) -> (&'static str, &mut Option<u32>, LockClass) {
         let o = &mut self.objs[id];
         match &mut o.state {
-            ObjState::Lock { holder, class } => (o.name, holder, *class),
+            ObjState::Lock { holder, class, .. } => (o.name, holder, *class),
             _ => unreachable!("object {id} is not a lock"),
         }
     }
@@ -371,6 +382,9 @@ impl State {
             return;
         }
         *holder = None;
+        if let ObjState::Lock { dirty, .. } = &mut self.objs[id].state {
+            *dirty = false;
+        }
         let t = &mut self.tasks[cur as usize];
         if class == LockClass::Spin {
             t.spins_held -= 1;
@@ -543,6 +557,7 @@ impl Platform for SimPlatform {
                 ObjState::Lock {
                     class,
                     holder: None,
+                    dirty: false,
                 },
             )
         })
@@ -598,6 +613,25 @@ impl Platform for SimPlatform {
                 s.touch(Op::new(OpKind::Unlock, l.id));
                 s.release_lock(l.id.0 as usize);
             }
+        })
+    }
+
+    // Outside a step (a setup without tasks, a guard used after the run) there is no footprint
+    // to record.
+    fn lock_data_mut(&self, l: &SimRaw) {
+        try_with_state(|s| {
+            if l.gen_ != s.gen_ || s.in_check {
+                return;
+            }
+            let cur = s.current;
+            if let ObjState::Lock { holder, dirty, .. } = &mut s.objs[l.id.0 as usize].state {
+                debug_assert!(
+                    holder.is_none_or(|h| h == cur),
+                    "mutable access to a lock's data by a task that does not hold it"
+                );
+                *dirty = true;
+            }
+            s.touch(Op::new(OpKind::Write, l.id));
         })
     }
 
@@ -925,6 +959,33 @@ impl Platform for SimPlatform {
             s.might_sleep("join");
         });
         announce(Op::task(OpKind::Join, t.id.0 as usize)).await;
+    }
+}
+
+/// A step that takes a lock, only reads the data it protects and releases it (a guard dropped
+/// in the same step) leaves the lock as it found it: its footprint is a read of the lock (see
+/// "Footprints"). `fp[0]` is the announced op.
+fn read_only_section(fp: &mut Vec<Op>) {
+    let first = fp[0];
+    if !matches!(first.kind, OpKind::Lock | OpKind::TryLock) {
+        return;
+    }
+    let released = fp[1..]
+        .iter()
+        .any(|o| o.kind == OpKind::Unlock && o.obj == first.obj);
+    let written = fp[1..]
+        .iter()
+        .any(|o| o.kind == OpKind::Write && o.obj == first.obj);
+    if released && !written {
+        fp[0] = Op::new(OpKind::Read, first.obj);
+        let mut k = 1;
+        while k < fp.len() {
+            if fp[k].kind == OpKind::Unlock && fp[k].obj == first.obj {
+                fp.remove(k);
+            } else {
+                k += 1;
+            }
+        }
     }
 }
 
@@ -1346,9 +1407,15 @@ impl Sim {
             self.last_footprint.extend_from_slice(&s.extra);
             // The holder's changes to the data its locks protect (see "Footprints").
             for &l in &s.tasks[idx].locks_held {
-                self.last_footprint.push(Op::new(OpKind::Write, l));
+                if matches!(
+                    s.objs[l.0 as usize].state,
+                    ObjState::Lock { dirty: true, .. }
+                ) {
+                    self.last_footprint.push(Op::new(OpKind::Write, l));
+                }
             }
         });
+        read_only_section(&mut self.last_footprint);
         self.run_step_checks(t);
     }
 
