@@ -161,16 +161,28 @@ impl Op {
     pub const MEM_END: u32 = 0xC000_0000;
     /// CPU `c`'s clock has the id `CPU_BASE + c` (see `sim` "Time"): a footprint reads it
     /// (every step: the event log records the time) or writes it (memory latency, sleeps).
+    /// A memory operation's write of its CPU's clock also stands for the CPU's own machine
+    /// state (fill buffers, write-combining buffer, outstanding flushes and loads).
     pub const CPU_BASE: u32 = 0xC000_0000;
     /// The last CPU id (exclusive).
-    pub const CPU_END: u32 = 0xF000_0000;
+    pub const CPU_END: u32 = 0xD000_0000;
+    /// Set `s` of the machine's last-level cache (its ways, LRU stamps and fill times) has the
+    /// id `SET_BASE + s`.
+    pub const SET_BASE: u32 = 0xD000_0000;
+    /// The last cache-set id (exclusive).
+    pub const SET_END: u32 = 0xE000_0000;
+    /// DIMM `d` of the machine's media model (its buffer, write-pending queue, read and write
+    /// pipelines, contention window) has the id `DIMM_BASE + d`.
+    pub const DIMM_BASE: u32 = 0xE000_0000;
+    /// The last DIMM id (exclusive).
+    pub const DIMM_END: u32 = 0xF000_0000;
     /// Task `t`'s exit has the id `TASK_BASE + t`: a join reads it, the task's last step
     /// writes it.
     pub const TASK_BASE: u32 = 0xF000_0000;
     /// The last task-exit id (exclusive).
     pub const TASK_END: u32 = 0xFFFF_0000;
-    /// The machine model as one object: caches, media timing and persistency state are
-    /// shared by every memory operation (see `sim` "Footprints").
+    /// The machine-wide state no finer object stands for: the media model's tail-event
+    /// generator and the poison log a machine check appends to (see `sim` "Footprints").
     pub const MACHINE: ObjId = ObjId(0xFFFF_FFFD);
     /// The kernel log: WARN/BUG reports are appended in order, so reporting steps conflict.
     pub const DMESG: ObjId = ObjId(0xFFFF_FFFE);
@@ -182,6 +194,18 @@ impl Op {
     pub fn cpu(kind: OpKind, cpu: usize) -> Op {
         let span = (Op::CPU_END - Op::CPU_BASE) as usize;
         Op::new(kind, ObjId(Op::CPU_BASE + (cpu % span) as u32))
+    }
+
+    /// The footprint entry for set `set` of the last-level cache.
+    pub fn cache_set(kind: OpKind, set: u64) -> Op {
+        let span = u64::from(Op::SET_END - Op::SET_BASE);
+        Op::new(kind, ObjId(Op::SET_BASE + (set % span) as u32))
+    }
+
+    /// The footprint entry for DIMM `dimm` of the media model.
+    pub fn dimm(kind: OpKind, dimm: usize) -> Op {
+        let span = (Op::DIMM_END - Op::DIMM_BASE) as usize;
+        Op::new(kind, ObjId(Op::DIMM_BASE + (dimm % span) as u32))
     }
 
     /// The footprint entry for task `t`'s exit.

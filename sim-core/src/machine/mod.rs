@@ -283,6 +283,35 @@ pub struct Machine {
     loads_done: Vec<u64>,
     costs: CpuCosts,
     stats: MachineStats,
+    /// What the operations since the last `take_touched` touched besides their own lines and
+    /// CPU (see [`Touched`]).
+    touched: Touched,
+}
+
+/// The shared machine state the operations since the last [`Machine::take_touched`] touched
+/// besides the lines they name and the issuing CPU's own state (fill buffers, write-combining
+/// buffer, outstanding flushes and loads): the simulator's footprint of a memory operation
+/// (`sim` "Footprints"). Everything else an operation changes is a counter (`stats`), whose
+/// sums do not depend on the order, or the global store sequence number, of which only the
+/// order along each line is observable (a crash keeps a prefix of each line's stores, a
+/// flush covers its line's stores so far).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Last-level cache sets looked up, filled or invalidated.
+    pub sets: Vec<u64>,
+    /// DIMMs whose buffer, queues or pipelines the operations used.
+    pub dimms: Vec<usize>,
+    /// Lines whose persistency state changed other than the ones named: evicted victims,
+    /// lines a fence made durable.
+    pub lines: Vec<u64>,
+    /// Machine-wide state: the tail-event generator, the poison log.
+    pub global: bool,
+}
+
+fn push_new<T: PartialEq>(v: &mut Vec<T>, x: T) {
+    if !v.contains(&x) {
+        v.push(x);
+    }
 }
 
 fn ps(ns: f64) -> u64 {
@@ -359,9 +388,26 @@ impl Machine {
             loads_done: vec![0; cfg.cpus],
             costs,
             stats: MachineStats::default(),
+            touched: Touched::default(),
             mem,
             cfg,
         })
+    }
+
+    /// What the operations since the last call touched (see [`Touched`]).
+    pub fn take_touched(&mut self) -> Touched {
+        let mut t = std::mem::take(&mut self.touched);
+        let (dimms, rng) = self.media.take_touched();
+        t.dimms = dimms;
+        t.global |= rng;
+        t
+    }
+
+    /// Records that the cache set of `line` is used.
+    fn touch_set(&mut self, line: u64) {
+        if let Some(s) = self.llc.set_of(line) {
+            push_new(&mut self.touched.sets, s);
+        }
     }
 
     pub fn config(&self) -> &MachineConfig {
@@ -400,6 +446,7 @@ impl Machine {
     /// Writes back a dirty line the cache pushed out: it is durable from now on.
     fn evict_victim(&mut self, t: u64, victim: Option<Victim>) {
         if let Some(v) = victim.filter(|v| v.dirty) {
+            push_new(&mut self.touched.lines, v.line);
             self.stats.evictions += 1;
             self.media.write(t, None, v.line, WriteKind::WriteBack);
             self.persist.fold_all(v.line);
@@ -436,6 +483,7 @@ impl Machine {
             let copied = (bad.saturating_sub(addr) as usize).min(buf.len());
             self.mem.read_unchecked(addr, &mut buf[..copied]);
             self.poison.consumed(bad);
+            self.touched.global = true;
             self.stats.machine_checks += 1;
             return Err(MemError::MachineCheck(MachineCheck {
                 kind: McKind::ActionRequired,
@@ -448,6 +496,7 @@ impl Machine {
         let t0 = now * PS as u64;
         let mut done = t0;
         for (line, _, _) in pieces(addr, buf.len()) {
+            self.touch_set(line);
             let d = match self.llc.lookup(line) {
                 Some(way) => {
                     self.stats.cache_hits += 1;
@@ -491,6 +540,7 @@ impl Machine {
         let mut t = t0;
         let mut done = self.loads_done[cpu];
         for (line, _, _) in pieces(addr, buf.len()) {
+            self.touch_set(line);
             let d = match self.llc.lookup(line) {
                 Some(way) => {
                     self.stats.cache_hits += 1;
@@ -521,6 +571,7 @@ impl Machine {
         let t0 = now * PS as u64;
         let mut t = t0;
         for (line, off, range) in pieces(addr, data.len()) {
+            self.touch_set(line);
             match self.llc.lookup(line) {
                 Some(way) => {
                     self.stats.cache_hits += 1;
@@ -557,6 +608,7 @@ impl Machine {
         let t0 = now * PS as u64;
         let mut t = t0;
         for (line, off, range) in pieces(addr, data.len()) {
+            self.touch_set(line);
             self.llc.invalidate(line);
             if self.wc[cpu].is_some_and(|w| w.line != line) {
                 t = self.wc_flush(t, cpu);
@@ -608,6 +660,7 @@ impl Machine {
         let line = addr / LINE as u64;
         let t0 = now * PS as u64;
         let mut t = t0 + self.costs.flush;
+        self.touch_set(line);
         let way = self.llc.lookup(line);
         let (dirty, ready) = match way {
             Some(w) => (self.llc.is_dirty(w), self.llc.ready(w)),
@@ -672,7 +725,20 @@ impl Machine {
             FenceKind::Sfence => self.costs.fence,
             FenceKind::Full => self.costs.mfence,
         };
+        // The lines this fence makes durable (a diff: the outstanding write-backs are the
+        // persistency model's own business).
+        let before: Vec<(u64, usize)> = self
+            .persist
+            .lines
+            .iter()
+            .map(|(&l, d)| (l, d.stores.len()))
+            .collect();
         self.persist.fence(cpu, kind);
+        for (l, n) in before {
+            if self.persist.lines.get(&l).map(|d| d.stores.len()) != Some(n) {
+                push_new(&mut self.touched.lines, l);
+            }
+        }
         Ok(to_ns(t + cost - t0))
     }
 

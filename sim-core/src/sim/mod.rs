@@ -28,9 +28,18 @@
 //! run can observe. A step's footprint is its announced op plus:
 //! - a read of its CPU's clock (the event log records the time; `now_ns` reads it);
 //! - for a memory operation or a sleep, a write of its CPU's clock;
-//! - for a memory operation (fences included), a write of the whole machine (`Op::MACHINE`):
-//!   the cache's replacement state, the media timing model and the per-CPU persistency state
-//!   are shared, so two memory operations never commute, whatever their lines;
+//! - for a memory operation (fences included), writes of the shared machine state it really
+//!   used (`machine::Touched`): the last-level cache sets it looked up, filled or invalidated
+//!   (`Op::cache_set`: ways, LRU stamps, fill times; each set has its own LRU clock), the DIMMs
+//!   whose buffer, queues and pipelines it used (`Op::dimm`: a miss, a write-back, a
+//!   write-combining buffer leaving, a prefetch, an evicted victim), the lines whose
+//!   persistency state it changed besides its own (an evicted victim, the lines a fence makes
+//!   durable), and `Op::MACHINE` when it drew a tail event or logged poison. The CPU's own
+//!   machine state (fill buffers, write-combining buffer, outstanding flushes and loads) goes
+//!   with its clock, which the operation writes. Its latency is a function of exactly these
+//!   and the clock, so two memory operations on different lines, sets and DIMMs on different
+//!   CPUs commute, clocks and event-log times included. The global store sequence number is
+//!   left out on purpose: only its order along one line is observable;
 //! - the releases of guards dropped during the step;
 //! - a write of a lock whose data the step took mutable access to (a guard's `DerefMut`,
 //!   `Platform::lock_data_mut`), and a write of every such *dirty* lock the task holds at the
@@ -1001,10 +1010,24 @@ fn machine_op(
             panic!("{what}: the model installed no machine (Sim::set_machine)");
         }
         let cpu = s.moves_clock();
-        s.touch(Op::new(OpKind::Write, Op::MACHINE));
         let now = s.clock(cpu);
         let m = s.machine.as_mut().expect("checked above");
-        let ns = f(m, now, cpu)?;
+        let r = f(m, now, cpu);
+        // The shared machine state the operation touched (see "Footprints").
+        let t = m.take_touched();
+        for set in t.sets {
+            s.touch(Op::cache_set(OpKind::Write, set));
+        }
+        for d in t.dimms {
+            s.touch(Op::dimm(OpKind::Write, d));
+        }
+        for l in t.lines {
+            s.touch(Op::mem(OpKind::Write, l * crate::machine::LINE as u64, 1));
+        }
+        if t.global {
+            s.touch(Op::new(OpKind::Write, Op::MACHINE));
+        }
+        let ns = r?;
         *s.clock_mut(cpu) = now.saturating_add(ns);
         Ok(())
     })
