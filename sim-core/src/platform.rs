@@ -196,10 +196,15 @@ impl Op {
         Op::new(kind, ObjId(Op::CPU_BASE + (cpu % span) as u32))
     }
 
-    /// The footprint entry for set `set` of the last-level cache.
-    pub fn cache_set(kind: OpKind, set: u64) -> Op {
+    /// The footprint entry for `n` consecutive sets of the last-level cache from `set`.
+    pub fn cache_sets(kind: OpKind, set: u64, n: u64) -> Op {
         let span = u64::from(Op::SET_END - Op::SET_BASE);
-        Op::new(kind, ObjId(Op::SET_BASE + (set % span) as u32))
+        let first = set % span;
+        Op {
+            kind,
+            obj: ObjId(Op::SET_BASE + first as u32),
+            arg: n.clamp(1, span - first),
+        }
     }
 
     /// The footprint entry for DIMM `dimm` of the media model.
@@ -233,10 +238,12 @@ impl Op {
         }
     }
 
-    fn lines(&self) -> Option<(u32, u64)> {
-        (Op::MEM_BASE..Op::MEM_END)
-            .contains(&self.obj.0)
-            .then_some((self.obj.0, self.arg.max(1)))
+    /// The range of ids this op touches: `arg` lines from `obj` for a memory op, `arg` cache
+    /// sets from `obj` for a cache-set entry (ranges never leave their id space).
+    fn range(&self) -> Option<(u32, u64)> {
+        let id = self.obj.0;
+        ((Op::MEM_BASE..Op::MEM_END).contains(&id) || (Op::SET_BASE..Op::SET_END).contains(&id))
+            .then_some((id, self.arg.max(1)))
     }
 
     pub fn new(kind: OpKind, obj: ObjId) -> Op {
@@ -247,8 +254,8 @@ impl Op {
     /// nothing shared commute with everything. A step's full footprint is a list of accesses
     /// (see [`footprints_depend`]).
     pub fn depends_on(&self, other: &Op) -> bool {
-        if let (Some((a, n)), Some((b, m))) = (self.lines(), other.lines()) {
-            // Memory ops: dependent when their line ranges overlap.
+        if let (Some((a, n)), Some((b, m))) = (self.range(), other.range()) {
+            // Memory ops and cache sets: dependent when their ranges overlap.
             let (a, b) = (a as u64, b as u64);
             return a < b + m && b < a + n && self.kind.conflicts(other.kind);
         }

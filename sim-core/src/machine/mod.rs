@@ -308,12 +308,6 @@ pub struct Touched {
     pub global: bool,
 }
 
-fn push_new<T: PartialEq>(v: &mut Vec<T>, x: T) {
-    if !v.contains(&x) {
-        v.push(x);
-    }
-}
-
 fn ps(ns: f64) -> u64 {
     (ns * PS).round() as u64
 }
@@ -394,19 +388,25 @@ impl Machine {
         })
     }
 
-    /// What the operations since the last call touched (see [`Touched`]).
+    /// What the operations since the last call touched (see [`Touched`]), each in increasing
+    /// order without repeats.
     pub fn take_touched(&mut self) -> Touched {
         let mut t = std::mem::take(&mut self.touched);
         let (dimms, rng) = self.media.take_touched();
         t.dimms = dimms;
+        t.dimms.sort_unstable();
         t.global |= rng;
+        t.sets.sort_unstable();
+        t.sets.dedup();
+        t.lines.sort_unstable();
+        t.lines.dedup();
         t
     }
 
     /// Records that the cache set of `line` is used.
     fn touch_set(&mut self, line: u64) {
         if let Some(s) = self.llc.set_of(line) {
-            push_new(&mut self.touched.sets, s);
+            self.touched.sets.push(s);
         }
     }
 
@@ -446,7 +446,7 @@ impl Machine {
     /// Writes back a dirty line the cache pushed out: it is durable from now on.
     fn evict_victim(&mut self, t: u64, victim: Option<Victim>) {
         if let Some(v) = victim.filter(|v| v.dirty) {
-            push_new(&mut self.touched.lines, v.line);
+            self.touched.lines.push(v.line);
             self.stats.evictions += 1;
             self.media.write(t, None, v.line, WriteKind::WriteBack);
             self.persist.fold_all(v.line);
@@ -725,20 +725,10 @@ impl Machine {
             FenceKind::Sfence => self.costs.fence,
             FenceKind::Full => self.costs.mfence,
         };
-        // The lines this fence makes durable (a diff: the outstanding write-backs are the
-        // persistency model's own business).
-        let before: Vec<(u64, usize)> = self
-            .persist
-            .lines
-            .iter()
-            .map(|(&l, d)| (l, d.stores.len()))
-            .collect();
+        // The lines this fence may make durable.
+        let lines: Vec<u64> = self.persist.outstanding_lines(cpu).collect();
+        self.touched.lines.extend(lines);
         self.persist.fence(cpu, kind);
-        for (l, n) in before {
-            if self.persist.lines.get(&l).map(|d| d.stores.len()) != Some(n) {
-                push_new(&mut self.touched.lines, l);
-            }
-        }
         Ok(to_ns(t + cost - t0))
     }
 

@@ -338,7 +338,7 @@ fn describe(fp: &[Op]) -> String {
                     format!(" cpu{}-clock", id - Op::CPU_BASE)
                 }
                 ObjId(id) if (Op::SET_BASE..Op::SET_END).contains(&id) => {
-                    format!(" cache-set{}", id - Op::SET_BASE)
+                    format!(" cache-set{}+{}", id - Op::SET_BASE, o.arg.max(1))
                 }
                 ObjId(id) if (Op::DIMM_BASE..Op::DIMM_END).contains(&id) => {
                     format!(" dimm{}", id - Op::DIMM_BASE)

@@ -30,7 +30,7 @@
 //! - for a memory operation or a sleep, a write of its CPU's clock;
 //! - for a memory operation (fences included), writes of the shared machine state it really
 //!   used (`machine::Touched`): the last-level cache sets it looked up, filled or invalidated
-//!   (`Op::cache_set`: ways, LRU stamps, fill times; each set has its own LRU clock), the DIMMs
+//!   (`Op::cache_sets`: ways, LRU stamps, fill times; each set has its own LRU clock), the DIMMs
 //!   whose buffer, queues and pipelines it used (`Op::dimm`: a miss, a write-back, a
 //!   write-combining buffer leaving, a prefetch, an evicted victim), the lines whose
 //!   persistency state it changed besides its own (an evicted victim, the lines a fence makes
@@ -998,6 +998,18 @@ fn read_only_section(fp: &mut Vec<Op>) {
     }
 }
 
+/// The runs of consecutive values of the increasing `v`: (first, length).
+fn runs(v: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &x in v {
+        match out.last_mut() {
+            Some((first, n)) if *first + *n == x => *n += 1,
+            _ => out.push((x, 1)),
+        }
+    }
+    out
+}
+
 /// One access of the machine model by the current task, on the CPU it runs on (task `i` runs on
 /// CPU `i % cpus`), starting at that CPU's clock; the latency advances the clock. The step
 /// writes the machine and the clock (see "Footprints").
@@ -1015,14 +1027,16 @@ fn machine_op(
         let r = f(m, now, cpu);
         // The shared machine state the operation touched (see "Footprints").
         let t = m.take_touched();
-        for set in t.sets {
-            s.touch(Op::cache_set(OpKind::Write, set));
+        for (first, n) in runs(&t.sets) {
+            s.extra.push(Op::cache_sets(OpKind::Write, first, n));
         }
         for d in t.dimms {
             s.touch(Op::dimm(OpKind::Write, d));
         }
-        for l in t.lines {
-            s.touch(Op::mem(OpKind::Write, l * crate::machine::LINE as u64, 1));
+        // Runs of consecutive lines as one entry each (a fence may make a whole file durable).
+        let line = crate::machine::LINE as u64;
+        for (first, n) in runs(&t.lines) {
+            s.extra.push(Op::mem(OpKind::Write, first * line, n * line));
         }
         if t.global {
             s.touch(Op::new(OpKind::Write, Op::MACHINE));
