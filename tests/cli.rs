@@ -257,3 +257,32 @@ fn bench_media_json_has_the_optane_rows_within_tolerance() {
     let o = pmsim(&["bench", "media", "--media-param", "nonsense"]);
     assert_eq!(code(&o), 2);
 }
+
+#[test]
+fn bench_explore_compares_dpor_with_sleep_sets_alone() {
+    let o = pmsim(&[
+        "bench",
+        "explore",
+        "--toy",
+        "lost-wakeup-correct",
+        "--runs",
+        "20000",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let rows = v.as_array().expect("rows");
+    assert_eq!(rows.len(), 3, "{v}");
+    let (dpor, sleep) = (&rows[1], &rows[2]);
+    assert_eq!(dpor["exhausted"], true, "{v}");
+    assert_eq!(sleep["exhausted"], true, "{v}");
+    assert!(dpor["runs"].as_u64() <= sleep["runs"].as_u64(), "{v}");
+    assert!(
+        rows.iter().all(|r| r["runs_per_sec"].as_f64() > Some(0.0)),
+        "{v}"
+    );
+    let o = pmsim(&["bench", "explore", "--toy", "abba", "--runs", "0"]);
+    assert_eq!(code(&o), 2);
+    let o = pmsim(&["bench", "explore"]);
+    assert_eq!(code(&o), 2);
+}
