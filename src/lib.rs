@@ -115,6 +115,11 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Schedules per second on one core of pct and of unbounded dfs, with DPOR and with sleep
+    /// sets alone, on a trace, a toy (--toy) or a built-in model (--model); each strategy runs
+    /// at most --runs runs (default 2000) or --budget-secs, and a dfs that finishes first shows
+    /// the runs it needs to exhaust the space.
+    Explore(RunArgs),
     /// Latency and bandwidth of the media model in simulated time, beside the published Optane
     /// characterisation (optane-like rows must be within 15%).
     Media {
@@ -1355,6 +1360,112 @@ fn bench_media(media: &str, params: &[String], json: bool, io: &mut Io) -> Resul
     Ok(0)
 }
 
+/// One row of `pmsim bench explore`.
+#[derive(serde::Serialize)]
+struct ExploreBenchRow {
+    strategy: &'static str,
+    runs: u64,
+    /// Runs not cut short by sleep sets.
+    complete_runs: u64,
+    exhausted: bool,
+    steps: u64,
+    seconds: f64,
+    runs_per_sec: f64,
+    steps_per_sec: f64,
+}
+
+/// `pmsim bench explore`: schedules per second of pct and of unbounded dfs (with DPOR and with
+/// sleep sets alone) on one subject, on one core; each capped by `--runs` (default 2000) and
+/// `--budget-secs`, and the runs each dfs took, which are the runs to exhaust the space when
+/// `exhausted` says so.
+fn bench_explore(a: &RunArgs, io: &mut Io) -> Result<u8, UsageError> {
+    let (model, _subject, trace_seed) = subject_of(a)?;
+    if a.runs == Some(0) {
+        return Err(usage("--runs must be at least 1"));
+    }
+    let budget = match a.budget_secs {
+        None => None,
+        Some(b) if b.is_finite() && b > 0.0 && b <= MAX_BUDGET_SECS => {
+            Some(Duration::try_from_secs_f64(b).map_err(|e| usage(format!("--budget-secs: {e}")))?)
+        }
+        Some(_) => {
+            return Err(usage(format!(
+                "--budget-secs must be a positive number of seconds, at most {MAX_BUDGET_SECS:e}"
+            )));
+        }
+    };
+    let runs = a.runs.unwrap_or(2000);
+    let seed = a.seed.or(trace_seed).unwrap_or(0);
+    let dfs = Strategy::Dfs {
+        preemption_bound: None,
+    };
+    let pct = Strategy::Pct {
+        depth: a.depth.unwrap_or(2).max(1),
+    };
+    let mut rows = Vec::new();
+    for (name, strategy, dpor) in [
+        ("pct", pct, true),
+        ("dfs (DPOR + sleep sets)", dfs.clone(), true),
+        ("dfs (sleep sets alone)", dfs, false),
+    ] {
+        let cfg = ExploreConfig {
+            strategy,
+            seed,
+            runs: Some(runs),
+            budget,
+            step_limit: a.step_limit.max(1),
+            keep_going: true,
+            dpor,
+            ..ExploreConfig::default()
+        };
+        let t = std::time::Instant::now();
+        let rep = explore(model.as_ref(), &cfg, &mut |_| {})
+            .map_err(|e| usage(format!("bench explore: {e}")))?;
+        let seconds = t.elapsed().as_secs_f64().max(1e-9);
+        rows.push(ExploreBenchRow {
+            strategy: name,
+            runs: rep.runs,
+            complete_runs: rep.runs - rep.redundant_runs,
+            exhausted: rep.exhausted,
+            steps: rep.total_steps,
+            seconds,
+            runs_per_sec: rep.runs as f64 / seconds,
+            steps_per_sec: rep.total_steps as f64 / seconds,
+        });
+    }
+    if a.json {
+        outln!(io.out, "{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(0);
+    }
+    outln!(
+        io.out,
+        "pmsim bench explore: one core, at most {runs} runs per strategy, seed {seed:#x}"
+    );
+    outln!(
+        io.out,
+        "{:26} {:>9} {:>9} {:>9} {:>12} {:>12}",
+        "strategy",
+        "runs",
+        "complete",
+        "exhausted",
+        "runs/s",
+        "steps/s"
+    );
+    for r in &rows {
+        outln!(
+            io.out,
+            "{:26} {:>9} {:>9} {:>9} {:>12.0} {:>12.0}",
+            r.strategy,
+            r.runs,
+            r.complete_runs,
+            if r.exhausted { "yes" } else { "no" },
+            r.runs_per_sec,
+            r.steps_per_sec
+        );
+    }
+    Ok(0)
+}
+
 /// Where [`run`] writes: the report, the errors, and whether to draw progress bars (on the
 /// process's stderr, only when it is a terminal).
 pub struct Io<'a> {
@@ -1465,6 +1576,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
                 params,
                 json,
             } => bench_media(media, params, *json, io),
+            BenchCmd::Explore(a) => bench_explore(a, io),
         },
     };
     match res {

@@ -259,3 +259,65 @@ fn bench_media_json_has_the_optane_rows_within_tolerance() {
     let o = pmsim(&["bench", "media", "--media-param", "nonsense"]);
     assert_eq!(code(&o), 2);
 }
+
+#[test]
+fn bench_explore_compares_dpor_with_sleep_sets_alone() {
+    let o = pmsim(&[
+        "bench",
+        "explore",
+        "--toy",
+        "lost-wakeup-correct",
+        "--runs",
+        "20000",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let rows = v.as_array().expect("rows");
+    assert_eq!(rows.len(), 3, "{v}");
+    let (dpor, sleep) = (&rows[1], &rows[2]);
+    assert_eq!(dpor["exhausted"], true, "{v}");
+    assert_eq!(sleep["exhausted"], true, "{v}");
+    assert!(dpor["runs"].as_u64() <= sleep["runs"].as_u64(), "{v}");
+    assert!(
+        rows.iter().all(|r| r["runs_per_sec"].as_f64() > Some(0.0)),
+        "{v}"
+    );
+    let o = pmsim(&["bench", "explore", "--toy", "abba", "--runs", "0"]);
+    assert_eq!(code(&o), 2);
+    let o = pmsim(&["bench", "explore"]);
+    assert_eq!(code(&o), 2);
+}
+
+/// The shipped PMD missed wake-up trace without its bug line is exhausted by unbounded dfs
+/// with DPOR (1,280 runs, 432 cut short by sleep sets, at commit time; sleep sets alone had
+/// not finished after 2,762 runs). Ignored: about 3 minutes in a debug build; the figure is
+/// `pmsim bench explore` on the same file.
+#[test]
+#[ignore]
+fn the_clean_pmd_missed_wakeup_trace_is_exhausted_by_dfs_with_dpor() {
+    let src = std::fs::read_to_string(root().join("traces/format/pmd_missed_wakeup.trace"))
+        .expect("the shipped trace");
+    let clean: String = src
+        .lines()
+        .filter(|l| !l.starts_with("bug "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(clean, src, "the trace names its bug mode");
+    let dir = std::env::temp_dir().join(format!("pmsim-dpor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pmd_clean.trace");
+    std::fs::write(&path, clean).unwrap();
+    let o = pmsim(&[
+        "explore",
+        path.to_str().unwrap(),
+        "--strategy",
+        "dfs",
+        "--runs",
+        "3000",
+    ]);
+    std::fs::remove_dir_all(&dir).ok();
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{out} {err}");
+    assert!(out.contains("exhausted the search space"), "{out}");
+}

@@ -126,11 +126,18 @@ pub enum OpKind {
 
 impl OpKind {
     /// Whether two steps of these kinds on the same object may not commute.
+    ///
+    /// Readers of a rwsem commute with each other: `down_read` and `up_read` of two tasks
+    /// change the reader set (a set: it has no order) and neither disables the other (a reader
+    /// waits only for a writer that holds or has queued, which neither step changes).
     pub fn conflicts(self, other: OpKind) -> bool {
         use OpKind::*;
         !matches!(
             (self, other),
-            (Read, Read) | (WaitqueueActive, WaitqueueActive) | (Join, Join)
+            (Read, Read)
+                | (WaitqueueActive, WaitqueueActive)
+                | (Join, Join)
+                | (DownRead | UpRead, DownRead | UpRead)
         )
     }
 }
@@ -154,16 +161,28 @@ impl Op {
     pub const MEM_END: u32 = 0xC000_0000;
     /// CPU `c`'s clock has the id `CPU_BASE + c` (see `sim` "Time"): a footprint reads it
     /// (every step: the event log records the time) or writes it (memory latency, sleeps).
+    /// A memory operation's write of its CPU's clock also stands for the CPU's own machine
+    /// state (fill buffers, write-combining buffer, outstanding flushes and loads).
     pub const CPU_BASE: u32 = 0xC000_0000;
     /// The last CPU id (exclusive).
-    pub const CPU_END: u32 = 0xF000_0000;
+    pub const CPU_END: u32 = 0xD000_0000;
+    /// Set `s` of the machine's last-level cache (its ways, LRU stamps and fill times) has the
+    /// id `SET_BASE + s`.
+    pub const SET_BASE: u32 = 0xD000_0000;
+    /// The last cache-set id (exclusive).
+    pub const SET_END: u32 = 0xE000_0000;
+    /// DIMM `d` of the machine's media model (its buffer, write-pending queue, read and write
+    /// pipelines, contention window) has the id `DIMM_BASE + d`.
+    pub const DIMM_BASE: u32 = 0xE000_0000;
+    /// The last DIMM id (exclusive).
+    pub const DIMM_END: u32 = 0xF000_0000;
     /// Task `t`'s exit has the id `TASK_BASE + t`: a join reads it, the task's last step
     /// writes it.
     pub const TASK_BASE: u32 = 0xF000_0000;
     /// The last task-exit id (exclusive).
     pub const TASK_END: u32 = 0xFFFF_0000;
-    /// The machine model as one object: caches, media timing and persistency state are
-    /// shared by every memory operation (see `sim` "Footprints").
+    /// The machine-wide state no finer object stands for: the media model's tail-event
+    /// generator and the poison log a machine check appends to (see `sim` "Footprints").
     pub const MACHINE: ObjId = ObjId(0xFFFF_FFFD);
     /// The kernel log: WARN/BUG reports are appended in order, so reporting steps conflict.
     pub const DMESG: ObjId = ObjId(0xFFFF_FFFE);
@@ -175,6 +194,23 @@ impl Op {
     pub fn cpu(kind: OpKind, cpu: usize) -> Op {
         let span = (Op::CPU_END - Op::CPU_BASE) as usize;
         Op::new(kind, ObjId(Op::CPU_BASE + (cpu % span) as u32))
+    }
+
+    /// The footprint entry for `n` consecutive sets of the last-level cache from `set`.
+    pub fn cache_sets(kind: OpKind, set: u64, n: u64) -> Op {
+        let span = u64::from(Op::SET_END - Op::SET_BASE);
+        let first = set % span;
+        Op {
+            kind,
+            obj: ObjId(Op::SET_BASE + first as u32),
+            arg: n.clamp(1, span - first),
+        }
+    }
+
+    /// The footprint entry for DIMM `dimm` of the media model.
+    pub fn dimm(kind: OpKind, dimm: usize) -> Op {
+        let span = (Op::DIMM_END - Op::DIMM_BASE) as usize;
+        Op::new(kind, ObjId(Op::DIMM_BASE + (dimm % span) as u32))
     }
 
     /// The footprint entry for task `t`'s exit.
@@ -202,10 +238,12 @@ impl Op {
         }
     }
 
-    fn lines(&self) -> Option<(u32, u64)> {
-        (Op::MEM_BASE..Op::MEM_END)
-            .contains(&self.obj.0)
-            .then_some((self.obj.0, self.arg.max(1)))
+    /// The range of ids this op touches: `arg` lines from `obj` for a memory op, `arg` cache
+    /// sets from `obj` for a cache-set entry (ranges never leave their id space).
+    fn range(&self) -> Option<(u32, u64)> {
+        let id = self.obj.0;
+        ((Op::MEM_BASE..Op::MEM_END).contains(&id) || (Op::SET_BASE..Op::SET_END).contains(&id))
+            .then_some((id, self.arg.max(1)))
     }
 
     pub fn new(kind: OpKind, obj: ObjId) -> Op {
@@ -216,8 +254,8 @@ impl Op {
     /// nothing shared commute with everything. A step's full footprint is a list of accesses
     /// (see [`footprints_depend`]).
     pub fn depends_on(&self, other: &Op) -> bool {
-        if let (Some((a, n)), Some((b, m))) = (self.lines(), other.lines()) {
-            // Memory ops: dependent when their line ranges overlap.
+        if let (Some((a, n)), Some((b, m))) = (self.range(), other.range()) {
+            // Memory ops and cache sets: dependent when their ranges overlap.
             let (a, b) = (a as u64, b as u64);
             return a < b + m && b < a + n && self.kind.conflicts(other.kind);
         }
@@ -276,6 +314,12 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// waits for the holder, so it adds no lock order. Natively `f` runs with `l` held for its
     /// duration (Rust forbids a read racing the holder's writes); `f` must not block.
     fn read_once<R>(&self, l: &Self::RawLock, f: impl FnOnce() -> R) -> impl Future<Output = R>;
+    /// The holder of `l` takes mutable access to the data `l` protects (a guard's `DerefMut`).
+    /// No scheduling point. The simulator counts the data as changed from here until the lock
+    /// is released (a `&mut` may be kept across scheduling points), so that a critical section
+    /// that only reads commutes with another that only reads (`sim` "Footprints"). Natively
+    /// it does nothing.
+    fn lock_data_mut(&self, _l: &Self::RawLock) {}
 
     fn new_rwsem(&self, name: &'static str) -> Self::RawRwSem;
     fn down_read(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
@@ -547,6 +591,8 @@ macro_rules! guarded_lock {
 
         impl<P: Platform, T> DerefMut for $guard<'_, P, T> {
             fn deref_mut(&mut self) -> &mut T {
+                // Every `&mut T` comes from here: the simulator's footprints rely on it.
+                self.p.lock_data_mut(&self.lock.raw);
                 // SAFETY: the guard holds the lock exclusively.
                 unsafe { &mut *self.lock.data.get() }
             }

@@ -2,7 +2,9 @@
 //! no pair of steps the explorer treats as independent fails to commute; and an unsound
 //! relation or state outside the seam is caught.
 
-use sim_core::platform::{Mutex, Platform, PmemPlatform, Spawner};
+use sim_core::platform::{
+    Mutex, Op, OpKind, Platform, PmemPlatform, Spawner, SpinLock, footprints_depend,
+};
 use sim_core::sim::audit::{AuditConfig, announced_ops_only, audit};
 use sim_core::sim::{Model, Sim};
 use sim_core::{machine::Machine, machine::MachineConfig, toys};
@@ -240,6 +242,70 @@ fn objects_created_by_two_steps_make_them_dependent() {
         &AuditConfig {
             depend: without_alloc,
             ..AuditConfig::default()
+        },
+    );
+    assert!(!rep.failures.is_empty(), "{rep}");
+    println!("{}", rep.failures[0]);
+}
+
+/// Read-only critical sections, a writer keeping `&mut` to the data across a scheduling point,
+/// and a lockless reader; every reader names the value it saw in its next step, so a wrong
+/// order shows in the observed state.
+fn sections(sim: &mut Sim) {
+    let p = sim.platform();
+    let l = Arc::new(SpinLock::new(&p, "L", 0u32));
+    for _ in 0..2 {
+        let l = l.clone();
+        sim.spawn("reader", move || async move {
+            let g = l.lock(&p).await;
+            let v = *g;
+            drop(g);
+            p.yield_point(if v == 0 { "saw 0" } else { "saw 1" }).await;
+        });
+    }
+    {
+        let l = l.clone();
+        sim.spawn("w", move || async move {
+            let mut g = l.lock(&p).await;
+            let r: &mut u32 = &mut g;
+            p.yield_point("holding").await;
+            *r += 1;
+            p.yield_point("still holding").await;
+            drop(g);
+        });
+    }
+    sim.spawn("lockless", move || async move {
+        let v = l.read_once(&p, |v| *v).await;
+        p.yield_point(if v == 0 { "ll saw 0" } else { "ll saw 1" })
+            .await;
+    });
+}
+
+/// The explorer's relation without the writes of lock data (`Platform::lock_data_mut` and the
+/// holder's steps after it): unsound.
+fn without_lock_data_writes(a: &[Op], b: &[Op]) -> bool {
+    let keep = |f: &[Op]| -> Vec<Op> {
+        f.iter()
+            .copied()
+            .filter(|o| !(o.kind == OpKind::Write && o.obj.0 < Op::MEM_BASE))
+            .collect()
+    };
+    footprints_depend(&keep(a), &keep(b))
+}
+
+#[test]
+fn read_only_critical_sections_commute_and_writes_of_lock_data_matter() {
+    let cfg = AuditConfig {
+        runs: 120,
+        ..AuditConfig::default()
+    };
+    let independent = clean("read-only sections", &sections, &cfg);
+    assert!(independent > 20, "only {independent} independent pairs");
+    let rep = audit(
+        &sections,
+        &AuditConfig {
+            depend: without_lock_data_writes,
+            ..cfg
         },
     );
     assert!(!rep.failures.is_empty(), "{rep}");

@@ -21,7 +21,9 @@ pub(crate) struct Llc {
     /// Time (ps) at which the line is owned by the cache (its fill or RFO completes).
     ready: Vec<u64>,
     dirty: Vec<bool>,
-    clock: u64,
+    /// Per set, the last stamp given: LRU compares stamps only within a set, so each set has
+    /// its own clock and accesses to different sets commute exactly (`sim` "Footprints").
+    clocks: Vec<u64>,
 }
 
 impl Llc {
@@ -36,8 +38,19 @@ impl Llc {
             stamps: vec![0; lines],
             ready: vec![0; lines],
             dirty: vec![false; lines],
-            clock: 0,
+            clocks: vec![0; lines / ways],
         }
+    }
+
+    /// The set `line` maps to, or `None` for a cache that holds nothing.
+    pub fn set_of(&self, line: u64) -> Option<u64> {
+        (self.sets > 0).then(|| line % self.sets)
+    }
+
+    fn tick(&mut self, line: u64) -> u64 {
+        let c = &mut self.clocks[(line % self.sets) as usize];
+        *c += 1;
+        *c
     }
 
     fn set_range(&self, line: u64) -> std::ops::Range<usize> {
@@ -52,8 +65,7 @@ impl Llc {
         }
         let tag = line + 1;
         let way = self.set_range(line).find(|&i| self.tags[i] == tag)?;
-        self.clock += 1;
-        self.stamps[way] = self.clock;
+        self.stamps[way] = self.tick(line);
         Some(way)
     }
 
@@ -87,9 +99,8 @@ impl Llc {
             line: self.tags[way] - 1,
             dirty: self.dirty[way],
         });
-        self.clock += 1;
         self.tags[way] = line + 1;
-        self.stamps[way] = self.clock;
+        self.stamps[way] = self.tick(line);
         self.ready[way] = ready;
         self.dirty[way] = false;
         (Some(way), victim)

@@ -284,6 +284,29 @@ pub struct Machine {
     loads_done: Vec<u64>,
     costs: CpuCosts,
     stats: MachineStats,
+    /// What the operations since the last `take_touched` touched besides their own lines and
+    /// CPU (see [`Touched`]).
+    touched: Touched,
+}
+
+/// The shared machine state the operations since the last [`Machine::take_touched`] touched
+/// besides the lines they name and the issuing CPU's own state (fill buffers, write-combining
+/// buffer, outstanding flushes and loads): the simulator's footprint of a memory operation
+/// (`sim` "Footprints"). Everything else an operation changes is a counter (`stats`), whose
+/// sums do not depend on the order, or the global store sequence number, of which only the
+/// order along each line is observable (a crash keeps a prefix of each line's stores, a
+/// flush covers its line's stores so far).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Last-level cache sets looked up, filled or invalidated.
+    pub sets: Vec<u64>,
+    /// DIMMs whose buffer, queues or pipelines the operations used.
+    pub dimms: Vec<usize>,
+    /// Lines whose persistency state changed other than the ones named: evicted victims,
+    /// lines a fence made durable.
+    pub lines: Vec<u64>,
+    /// Machine-wide state: the tail-event generator, the poison log.
+    pub global: bool,
 }
 
 fn ps(ns: f64) -> u64 {
@@ -360,9 +383,32 @@ impl Machine {
             loads_done: vec![0; cfg.cpus],
             costs,
             stats: MachineStats::default(),
+            touched: Touched::default(),
             mem,
             cfg,
         })
+    }
+
+    /// What the operations since the last call touched (see [`Touched`]), each in increasing
+    /// order without repeats.
+    pub fn take_touched(&mut self) -> Touched {
+        let mut t = std::mem::take(&mut self.touched);
+        let (dimms, rng) = self.media.take_touched();
+        t.dimms = dimms;
+        t.dimms.sort_unstable();
+        t.global |= rng;
+        t.sets.sort_unstable();
+        t.sets.dedup();
+        t.lines.sort_unstable();
+        t.lines.dedup();
+        t
+    }
+
+    /// Records that the cache set of `line` is used.
+    fn touch_set(&mut self, line: u64) {
+        if let Some(s) = self.llc.set_of(line) {
+            self.touched.sets.push(s);
+        }
     }
 
     pub fn config(&self) -> &MachineConfig {
@@ -405,6 +451,7 @@ impl Machine {
     /// dirty line may be written back at any moment) and never removes one.
     fn evict_victim(&mut self, t: u64, victim: Option<Victim>) {
         if let Some(v) = victim.filter(|v| v.dirty) {
+            self.touched.lines.push(v.line);
             self.stats.evictions += 1;
             self.media.write(t, None, v.line, WriteKind::WriteBack);
         }
@@ -440,6 +487,7 @@ impl Machine {
             let copied = (bad.saturating_sub(addr) as usize).min(buf.len());
             self.mem.read_unchecked(addr, &mut buf[..copied]);
             self.poison.consumed(bad);
+            self.touched.global = true;
             self.stats.machine_checks += 1;
             return Err(MemError::MachineCheck(MachineCheck {
                 kind: McKind::ActionRequired,
@@ -452,6 +500,7 @@ impl Machine {
         let t0 = now * PS as u64;
         let mut done = t0;
         for (line, _, _) in pieces(addr, buf.len()) {
+            self.touch_set(line);
             let d = match self.llc.lookup(line) {
                 Some(way) => {
                     self.stats.cache_hits += 1;
@@ -495,6 +544,7 @@ impl Machine {
         let mut t = t0;
         let mut done = self.loads_done[cpu];
         for (line, _, _) in pieces(addr, buf.len()) {
+            self.touch_set(line);
             let d = match self.llc.lookup(line) {
                 Some(way) => {
                     self.stats.cache_hits += 1;
@@ -525,6 +575,7 @@ impl Machine {
         let t0 = now * PS as u64;
         let mut t = t0;
         for (line, off, range) in pieces(addr, data.len()) {
+            self.touch_set(line);
             match self.llc.lookup(line) {
                 Some(way) => {
                     self.stats.cache_hits += 1;
@@ -561,6 +612,7 @@ impl Machine {
         let t0 = now * PS as u64;
         let mut t = t0;
         for (line, off, range) in pieces(addr, data.len()) {
+            self.touch_set(line);
             self.llc.invalidate(line);
             if self.wc[cpu].is_some_and(|w| w.line != line) {
                 t = self.wc_flush(t, cpu);
@@ -612,6 +664,7 @@ impl Machine {
         let line = addr / LINE as u64;
         let t0 = now * PS as u64;
         let mut t = t0 + self.costs.flush;
+        self.touch_set(line);
         let way = self.llc.lookup(line);
         let (dirty, ready) = match way {
             Some(w) => (self.llc.is_dirty(w), self.llc.ready(w)),
@@ -676,6 +729,9 @@ impl Machine {
             FenceKind::Sfence => self.costs.fence,
             FenceKind::Full => self.costs.mfence,
         };
+        // The lines this fence may make durable.
+        let lines: Vec<u64> = self.persist.outstanding_lines(cpu).collect();
+        self.touched.lines.extend(lines);
         self.persist.fence(cpu, kind);
         Ok(to_ns(t + cost - t0))
     }

@@ -174,6 +174,16 @@ impl Persistency {
         self.lines.contains_key(&line)
     }
 
+    /// The lines `cpu`'s next fence may make durable: its outstanding write-backs and
+    /// non-temporal stores (with repeats).
+    pub fn outstanding_lines(&self, cpu: usize) -> impl Iterator<Item = u64> + '_ {
+        let o = &self.cpus[cpu];
+        o.flushes
+            .iter()
+            .map(|f| f.0)
+            .chain(o.nt.iter().map(|n| n.0))
+    }
+
     /// The line after its last pending store, if it has any.
     pub fn latest(&self, line: u64) -> Option<&Line> {
         self.lines

@@ -134,6 +134,11 @@ pub struct MediaModel {
     cpus: Vec<CpuPath>,
     rng: ChaCha8Rng,
     stats: MediaStats,
+    /// What the operations since the last `take_touched` used besides the issuing CPU's own
+    /// path: the DIMMs (their buffers, queues and pipelines) and whether a tail event was
+    /// drawn from the shared generator (`sim` "Footprints").
+    touched: Vec<usize>,
+    touched_rng: bool,
 }
 
 impl MediaModel {
@@ -186,8 +191,24 @@ impl MediaModel {
                 .collect(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             stats: MediaStats::default(),
+            touched: Vec::new(),
+            touched_rng: false,
             p: p.clone(),
         }
+    }
+
+    fn touch(&mut self, d: usize) {
+        if !self.touched.contains(&d) {
+            self.touched.push(d);
+        }
+    }
+
+    /// The DIMMs used since the last call, and whether the tail generator was drawn from.
+    pub fn take_touched(&mut self) -> (Vec<usize>, bool) {
+        (
+            std::mem::take(&mut self.touched),
+            std::mem::take(&mut self.touched_rng),
+        )
     }
 
     pub fn params(&self) -> &MediaParams {
@@ -232,6 +253,7 @@ impl MediaModel {
         let remote = self.cpus[cpu].remote;
         let unit = line / self.lines_per_unit;
         let d = self.dimm_of(line);
+        self.touch(d);
         if remote {
             self.dimms[d].remote_read_at = Some(t);
         }
@@ -263,6 +285,7 @@ impl MediaModel {
             && next / LINES_PER_PAGE == line / LINES_PER_PAGE
         {
             let nd = self.dimm_of(next);
+            self.touch(nd);
             if self.lookup(nd, unit + 1).is_none() {
                 self.stats.prefetches += 1;
                 self.media_read(nd, unit + 1, t, remote);
@@ -379,6 +402,9 @@ impl MediaModel {
         let mut service = service as u64;
         if self.hot_entries > 0 && self.p.tail_probability > 0.0 {
             let hot = self.dimms[d].hot.contains(&unit);
+            if hot {
+                self.touched_rng = true;
+            }
             if hot && self.rng.random_bool(self.p.tail_probability) {
                 self.stats.tail_events += 1;
                 service += self.t.tail;
@@ -425,6 +451,7 @@ impl MediaModel {
             arrive += self.t.remote_latency;
         }
         let d = self.dimm_of(line);
+        self.touch(d);
         let depth = self.p.wpq_depth as usize;
         let dimm = &mut self.dimms[d];
         if let Some(c) = cpu {

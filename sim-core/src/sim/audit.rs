@@ -337,6 +337,12 @@ fn describe(fp: &[Op]) -> String {
                 ObjId(id) if (Op::CPU_BASE..Op::CPU_END).contains(&id) => {
                     format!(" cpu{}-clock", id - Op::CPU_BASE)
                 }
+                ObjId(id) if (Op::SET_BASE..Op::SET_END).contains(&id) => {
+                    format!(" cache-set{}+{}", id - Op::SET_BASE, o.arg.max(1))
+                }
+                ObjId(id) if (Op::DIMM_BASE..Op::DIMM_END).contains(&id) => {
+                    format!(" dimm{}", id - Op::DIMM_BASE)
+                }
                 ObjId(id) if (Op::MEM_BASE..Op::MEM_END).contains(&id) => {
                     format!(
                         " pmem {:#x}+{} line(s)",

@@ -146,6 +146,12 @@ pub(super) fn obj_name(s: &State, op: &Op) -> String {
     if (Op::CPU_BASE..Op::CPU_END).contains(&op.obj.0) {
         return format!("cpu{} clock", op.obj.0 - Op::CPU_BASE);
     }
+    if (Op::SET_BASE..Op::SET_END).contains(&op.obj.0) {
+        return format!("cache set {}", op.obj.0 - Op::SET_BASE);
+    }
+    if (Op::DIMM_BASE..Op::DIMM_END).contains(&op.obj.0) {
+        return format!("dimm {}", op.obj.0 - Op::DIMM_BASE);
+    }
     if op.obj == Op::MACHINE {
         return "machine".into();
     }

@@ -28,13 +28,30 @@
 //! run can observe. A step's footprint is its announced op plus:
 //! - a read of its CPU's clock (the event log records the time; `now_ns` reads it);
 //! - for a memory operation or a sleep, a write of its CPU's clock;
-//! - for a memory operation (fences included), a write of the whole machine (`Op::MACHINE`):
-//!   the cache's replacement state, the media timing model and the per-CPU persistency state
-//!   are shared, so two memory operations never commute, whatever their lines;
+//! - for a memory operation (fences included), writes of the shared machine state it really
+//!   used (`machine::Touched`): the last-level cache sets it looked up, filled or invalidated
+//!   (`Op::cache_sets`: ways, LRU stamps, fill times; each set has its own LRU clock), the DIMMs
+//!   whose buffer, queues and pipelines it used (`Op::dimm`: a miss, a write-back, a
+//!   write-combining buffer leaving, a prefetch, an evicted victim), the lines whose
+//!   persistency state it changed besides its own (an evicted victim, the lines a fence makes
+//!   durable), and `Op::MACHINE` when it drew a tail event or logged poison. The CPU's own
+//!   machine state (fill buffers, write-combining buffer, outstanding flushes and loads) goes
+//!   with its clock, which the operation writes. Its latency is a function of exactly these
+//!   and the clock, so two memory operations on different lines, sets and DIMMs on different
+//!   CPUs commute, clocks and event-log times included. The global store sequence number is
+//!   left out on purpose: only its order along one line is observable;
 //! - the releases of guards dropped during the step;
-//! - a write of every lock the task holds at the end of the step: the holder may have changed
-//!   the data it protects anywhere between its lock and unlock steps, and a lockless reader
-//!   (`read_once`, announced as a read of the lock) must not commute with those changes;
+//! - a write of a lock whose data the step took mutable access to (a guard's `DerefMut`,
+//!   `Platform::lock_data_mut`), and a write of every such *dirty* lock the task holds at the
+//!   end of the step: every `&mut` to lock data comes from `DerefMut`, but it may be kept across
+//!   scheduling points, so from the first one until the release every step of the holder may
+//!   change the data, and a lockless reader (`read_once`, announced as a read of the lock) must
+//!   not commute with those steps. A holder that never took `&mut` changes nothing;
+//! - a step that takes a lock, takes no `&mut` to its data and releases it (a guard dropped in
+//!   the same step) leaves the lock and its data as it found them: its footprint has a read of
+//!   the lock in place of the lock and the release, so two such read-only critical sections
+//!   commute (with each other and with lockless readers), and each still conflicts with a step
+//!   that takes the lock and keeps it (which disables it) or writes the data;
 //! - a write of the kernel log (`Op::DMESG`) when the step reports a BUG or WARN;
 //! - a write of the object table (`Op::ALLOC`) when the step creates a lock, rwsem or wait
 //!   queue (ids follow creation order); a spawn announces a write of it too (task ids follow
@@ -132,6 +149,9 @@ enum ObjState {
     Lock {
         class: LockClass,
         holder: Option<u32>,
+        /// The holder has taken mutable access to the data (`Platform::lock_data_mut`) since it
+        /// acquired the lock. Invariant: false while `holder` is `None`.
+        dirty: bool,
     },
     RwSem {
         readers: Vec<u32>,
@@ -358,7 +378,7 @@ impl State {
     fn lock_mut(&mut self, id: usize) -> (&'static str, &mut Option<u32>, LockClass) {
         let o = &mut self.objs[id];
         match &mut o.state {
-            ObjState::Lock { holder, class } => (o.name, holder, *class),
+            ObjState::Lock { holder, class, .. } => (o.name, holder, *class),
             _ => unreachable!("object {id} is not a lock"),
         }
     }
@@ -376,6 +396,9 @@ impl State {
             return;
         }
         *holder = None;
+        if let ObjState::Lock { dirty, .. } = &mut self.objs[id].state {
+            *dirty = false;
+        }
         let t = &mut self.tasks[cur as usize];
         if class == LockClass::Spin {
             t.spins_held -= 1;
@@ -557,6 +580,7 @@ impl Platform for SimPlatform {
                 ObjState::Lock {
                     class,
                     holder: None,
+                    dirty: false,
                 },
             )
         })
@@ -612,6 +636,25 @@ impl Platform for SimPlatform {
                 s.touch(Op::new(OpKind::Unlock, l.id));
                 s.release_lock(l.id.0 as usize);
             }
+        })
+    }
+
+    // Outside a step (a setup without tasks, a guard used after the run) there is no footprint
+    // to record.
+    fn lock_data_mut(&self, l: &SimRaw) {
+        try_with_state(|s| {
+            if l.gen_ != s.gen_ || s.in_check {
+                return;
+            }
+            let cur = s.current;
+            if let ObjState::Lock { holder, dirty, .. } = &mut s.objs[l.id.0 as usize].state {
+                debug_assert!(
+                    holder.is_none_or(|h| h == cur),
+                    "mutable access to a lock's data by a task that does not hold it"
+                );
+                *dirty = true;
+            }
+            s.touch(Op::new(OpKind::Write, l.id));
         })
     }
 
@@ -942,6 +985,45 @@ impl Platform for SimPlatform {
     }
 }
 
+/// A step that takes a lock, only reads the data it protects and releases it (a guard dropped
+/// in the same step) leaves the lock as it found it: its footprint is a read of the lock (see
+/// "Footprints"). `fp[0]` is the announced op.
+fn read_only_section(fp: &mut Vec<Op>) {
+    let first = fp[0];
+    if !matches!(first.kind, OpKind::Lock | OpKind::TryLock) {
+        return;
+    }
+    let released = fp[1..]
+        .iter()
+        .any(|o| o.kind == OpKind::Unlock && o.obj == first.obj);
+    let written = fp[1..]
+        .iter()
+        .any(|o| o.kind == OpKind::Write && o.obj == first.obj);
+    if released && !written {
+        fp[0] = Op::new(OpKind::Read, first.obj);
+        let mut k = 1;
+        while k < fp.len() {
+            if fp[k].kind == OpKind::Unlock && fp[k].obj == first.obj {
+                fp.remove(k);
+            } else {
+                k += 1;
+            }
+        }
+    }
+}
+
+/// The runs of consecutive values of the increasing `v`: (first, length).
+fn runs(v: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &x in v {
+        match out.last_mut() {
+            Some((first, n)) if *first + *n == x => *n += 1,
+            _ => out.push((x, 1)),
+        }
+    }
+    out
+}
+
 /// One access of the machine model by the current task, on the CPU it runs on (task `i` runs on
 /// CPU `i % cpus`), starting at that CPU's clock; the latency advances the clock. The step
 /// writes the machine and the clock (see "Footprints").
@@ -954,10 +1036,26 @@ fn machine_op(
             panic!("{what}: the model installed no machine (Sim::set_machine)");
         }
         let cpu = s.moves_clock();
-        s.touch(Op::new(OpKind::Write, Op::MACHINE));
         let now = s.clock(cpu);
         let m = s.machine.as_mut().expect("checked above");
-        let ns = f(m, now, cpu)?;
+        let r = f(m, now, cpu);
+        // The shared machine state the operation touched (see "Footprints").
+        let t = m.take_touched();
+        for (first, n) in runs(&t.sets) {
+            s.extra.push(Op::cache_sets(OpKind::Write, first, n));
+        }
+        for d in t.dimms {
+            s.touch(Op::dimm(OpKind::Write, d));
+        }
+        // Runs of consecutive lines as one entry each (a fence may make a whole file durable).
+        let line = crate::machine::LINE as u64;
+        for (first, n) in runs(&t.lines) {
+            s.extra.push(Op::mem(OpKind::Write, first * line, n * line));
+        }
+        if t.global {
+            s.touch(Op::new(OpKind::Write, Op::MACHINE));
+        }
+        let ns = r?;
         *s.clock_mut(cpu) = now.saturating_add(ns);
         Ok(())
     })
@@ -1370,9 +1468,15 @@ impl Sim {
             self.last_footprint.extend_from_slice(&s.extra);
             // The holder's changes to the data its locks protect (see "Footprints").
             for &l in &s.tasks[idx].locks_held {
-                self.last_footprint.push(Op::new(OpKind::Write, l));
+                if matches!(
+                    s.objs[l.0 as usize].state,
+                    ObjState::Lock { dirty: true, .. }
+                ) {
+                    self.last_footprint.push(Op::new(OpKind::Write, l));
+                }
             }
         });
+        read_only_section(&mut self.last_footprint);
         self.run_step_checks(t);
     }
 
