@@ -88,10 +88,10 @@ use std::sync::{Arc, Mutex};
 
 type P = SimPlatform;
 
-#[path = "runner_file.rs"]
-mod runner_file;
 #[path = "runner_mf.rs"]
 pub(crate) mod mf;
+#[path = "runner_file.rs"]
+mod runner_file;
 
 /// The pfn of device page 0 (pmem sits above 4 GiB in the machine model).
 pub const PMEM_BASE_PFN: u64 = 0x10_0000;

@@ -59,7 +59,7 @@ pub struct ObjectView {
 fn view(s: &State, id: usize) -> ObjectView {
     let o = &s.objs[id];
     let state = match &o.state {
-        ObjState::Lock { class, holder } => ObjView::Lock {
+        ObjState::Lock { class, holder, .. } => ObjView::Lock {
             class: *class,
             holder: *holder,
         },
