@@ -150,7 +150,7 @@ enum StrategyArg {
 }
 
 #[derive(Args)]
-struct RunArgs {
+pub(crate) struct RunArgs {
     /// The trace to run (`.trace`).
     #[arg(required_unless_present_any = ["toy", "model"], conflicts_with_all = ["toy", "model"])]
     trace: Option<PathBuf>,
@@ -494,7 +494,7 @@ fn strategy_of(cmd: &str, a: &RunArgs) -> Result<Strategy, UsageError> {
 /// trace's own seed.
 type Loaded = (Box<dyn Model + Sync>, Subject, Option<u64>);
 
-fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
+pub(crate) fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
     let mut dax_bugs = Vec::new();
     for b in &a.bugs {
         match bug_mode(b) {
@@ -510,8 +510,16 @@ fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
                      (`pmsim bugs` shows which are)"
                 )));
             }
+            Some(_) if a.toy.is_some() => {
+                return Err(usage(format!(
+                    "--bug {b}: the toy models have no DAX core or file system; give a trace \
+                     or a built-in DAX model (--model)"
+                )));
+            }
+            // A trace runs the whole stack: every implemented mode has its decision point.
+            Some(_) if a.model.is_none() => {}
             Some(m) => {
-                // Implemented modes are DAX-core modes; only the built-in models reach them.
+                // A built-in model reaches only the DAX-core modes it was written for.
                 let reached = m.dax_bug().filter(|&d| models::reaches(d));
                 let Some(d) = reached else {
                     return Err(usage(format!(
@@ -520,14 +528,6 @@ fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
                         m.reachable()
                     )));
                 };
-                if a.model.is_none() {
-                    let shown = m.model().unwrap_or("seed-001");
-                    return Err(usage(format!(
-                        "--bug {b}: the mode is decided in the DAX core, which only the \
-                         built-in models reach in this build (traces need daxfs, toys have no \
-                         DAX core); try `pmsim explore --model {shown} --bug {b}`"
-                    )));
-                }
                 if !dax_bugs.contains(&d) {
                     dax_bugs.push(d);
                 }
@@ -1096,7 +1096,7 @@ fn minimize_cmd(a: &MinimizeArgs, io: &mut Io) -> Result<u8, UsageError> {
 /// The reported run replayed with footprints and call paths (`report::Details`): the failure,
 /// or the one run of `run` and `replay` (a clean search has no single run to report). `None`
 /// when the replay does not reproduce (the report then says what explore found, without it).
-fn details_of(
+pub(crate) fn details_of(
     cmd: &str,
     model: &dyn Model,
     cfg: &ExploreConfig,

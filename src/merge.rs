@@ -72,14 +72,57 @@ pub fn merge_cmd(files: &[PathBuf], json: bool, io: &mut Io) -> Result<u8, Usage
             first.result.shard.count
         );
     }
+    // The failure's details (call paths, causal story, per-thread counts) come from replaying
+    // it, exactly as the undivided search does; `None` when the subject cannot be loaded again
+    // (a trace moved since the shards ran).
+    let details = rep.failure.as_ref().and_then(|_| {
+        let (model, _, _) = reload(&first.subject).ok()?;
+        crate::details_of("explore", model.as_ref(), &cfg, &rep, &subject)
+    });
     let outcome = Outcome {
         command: "explore",
         subject: &subject,
         cfg: &cfg,
         report: &rep,
         schedule_file: None,
-        details: None,
+        details: details.as_ref(),
     };
     outcome.print(json, io.out);
     Ok(if rep.failure.is_some() { 1 } else { 0 })
+}
+
+/// The subject of a shard result loaded again, through the command line's own loader.
+fn reload(spec: &crate::scale::SubjectSpec) -> Result<crate::Loaded, UsageError> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Again {
+        #[command(flatten)]
+        run: crate::RunArgs,
+    }
+    let mut args: Vec<String> = vec!["pmsim".into()];
+    match spec {
+        crate::scale::SubjectSpec::Trace {
+            path,
+            bugs,
+            check_invariants,
+            ..
+        } => {
+            args.push(path.display().to_string());
+            for b in bugs {
+                args.extend(["--bug".into(), b.clone()]);
+            }
+            if *check_invariants {
+                args.push("--check-invariants".into());
+            }
+        }
+        crate::scale::SubjectSpec::Toy { name } => args.extend(["--toy".into(), name.clone()]),
+        crate::scale::SubjectSpec::Model { name, bugs } => {
+            args.extend(["--model".into(), name.clone()]);
+            for b in bugs {
+                args.extend(["--bug".into(), b.clone()]);
+            }
+        }
+    }
+    let again = Again::try_parse_from(args).map_err(|e| usage(e.to_string()))?;
+    crate::subject_of(&again.run)
 }

@@ -292,7 +292,7 @@ fn bug_modes_a_subject_cannot_reach_are_usage_errors() {
     let planned = dir.join("planned.trace");
     std::fs::write(
         &planned,
-        "pmsim-trace 1\nbug reflink-page-mapping\nt1 yield\n",
+        "pmsim-trace 1\nbug torn-inode-size\nt1 yield\n",
     )
     .unwrap();
     let o = pmsim(&["run", &planned.display().to_string()]);

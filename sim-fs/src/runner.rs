@@ -797,7 +797,7 @@ impl Ctx {
             // the TLB shootdown, so no access uses a translation the unmap already removed.
             // The page-table lock, held across the access, gives that; a translation that
             // changed since the walk is retried.
-            let _tlb = match self.tlb_hold(p, mm, va, pfn).await {
+            let tlb = match self.tlb_hold(p, mm, va, pfn).await {
                 Some(g) => g,
                 None => continue,
             };
@@ -810,6 +810,9 @@ impl Ctx {
                 (Kind::Load, Phys::Device(a)) => {
                     let mut b = vec![0u8; n as usize];
                     if p.pmem_load(a, &mut b).await.is_err() {
+                        // memory_failure sleeps (mf_mutex): the machine check is taken after
+                        // the access, outside the page-table lock.
+                        tlb.unlock().await;
                         if self.consumed_poison(p, a, restarted, &mut got).await {
                             return got;
                         }
@@ -847,6 +850,7 @@ impl Ctx {
                         _ => p.pmem_ntstore(a, &d[src.clone()]).await,
                     };
                     if r.is_err() {
+                        tlb.unlock().await;
                         if self.consumed_poison(p, a, restarted, &mut got).await {
                             return got;
                         }
