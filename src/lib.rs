@@ -6,9 +6,9 @@
 
 #[macro_use]
 mod report;
-mod minimize;
 mod crashcheck;
 mod merge;
+mod minimize;
 mod output;
 mod progress;
 mod scale;

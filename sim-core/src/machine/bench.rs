@@ -346,6 +346,8 @@ enum Access {
     NtStore,
     /// A store that misses the cache, then clwb.
     Clwb,
+    /// A cached store, no flush.
+    Store,
 }
 
 /// Where each bench task leaves its result.
@@ -408,22 +410,67 @@ where
 
 /// Sustained bandwidth (GB/s) of `threads` threads doing random `size`-byte accesses.
 fn bandwidth(p: &MediaParams, threads: usize, size: u64, access: Access) -> Result<f64, String> {
+    let spec = Spec {
+        access,
+        seq: false,
+        size,
+        threads,
+        fence_every: None,
+        mix: None,
+    };
+    Ok(measure(p, &spec)?.0)
+}
+
+/// One bandwidth measurement, as `bandwidth` and `point_query` run it.
+#[derive(Clone, Copy, Debug)]
+struct Spec {
+    access: Access,
+    seq: bool,
+    size: u64,
+    threads: usize,
+    /// An sfence after every so many bytes written by a thread.
+    fence_every: Option<u64>,
+    /// Reads and writes (of `access`) in this ratio.
+    mix: Option<(u32, u32)>,
+}
+
+/// Runs `spec`: returns (GB/s, mean ns per access per thread).
+fn measure(p: &MediaParams, spec: &Spec) -> Result<(f64, f64), String> {
+    let Spec {
+        access,
+        seq,
+        size,
+        threads,
+        fence_every,
+        mix,
+    } = *spec;
     let accesses = (BW_BYTES / size).max(64);
     let per_task = accesses.div_ceil(threads as u64);
     let warm = per_task / 2;
+    // Each thread's sequential stream runs through its own slice of the region.
+    let slice = (REGION / threads as u64) / 4096 * 4096;
     let spans = on_cpus(p, threads, move |t, p| async move {
         let mut rng = ChaCha8Rng::seed_from_u64(SEED + t as u64);
         let data = vec![0xa5u8; size as usize];
         let mut buf = vec![0u8; size as usize];
         let mut start = 0;
+        let mut unfenced = 0u64;
         for i in 0..per_task {
             if i == warm {
                 // Measure from here: every warm-up access has completed (been accepted).
                 p.mfence().await?;
                 start = p.now_ns();
             }
-            let addr = rng.random_range(0..REGION / size) * size;
-            match access {
+            let addr = if seq {
+                t as u64 * slice + (i * size) % slice.max(size)
+            } else {
+                rng.random_range(0..REGION / size) * size
+            };
+            let this = match mix {
+                Some((r, w)) if i % u64::from(r + w) < u64::from(r) => Access::Read,
+                _ => access,
+            };
+            match this {
                 Access::Read => {
                     // One load instruction per line, each a step of its own: a line that
                     // waits for a fill buffer must not reserve the media ahead of other
@@ -439,6 +486,16 @@ fn bandwidth(p: &MediaParams, threads: usize, size: u64, access: Access) -> Resu
                         p.clwb(a).await?;
                     }
                 }
+                Access::Store => p.pmem_store(addr, &data).await?,
+            }
+            if this != Access::Read
+                && let Some(n) = fence_every
+            {
+                unfenced += size;
+                if unfenced >= n {
+                    p.sfence().await?;
+                    unfenced = 0;
+                }
             }
         }
         // The loads have completed, the writes have been accepted into the persistence domain.
@@ -447,8 +504,146 @@ fn bandwidth(p: &MediaParams, threads: usize, size: u64, access: Access) -> Resu
     })?;
     let first = spans.iter().map(|s| s.0).min().unwrap_or(0);
     let last = spans.iter().map(|s| s.1).max().unwrap_or(0);
-    let bytes = (per_task - warm) * threads as u64 * size;
-    Ok(bytes as f64 / (last - first).max(1) as f64)
+    let measured = per_task - warm;
+    let bytes = measured * threads as u64 * size;
+    let span = (last - first).max(1) as f64;
+    Ok((bytes as f64 / span, span / measured as f64))
+}
+
+/// The largest thread count `point_query` accepts (the FAST'20 sweeps go to 24-48).
+pub const MAX_THREADS: usize = 48;
+
+/// What a point query's threads do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// 64 B loads, overlapped up to `mlp` per thread.
+    Read,
+    /// Non-temporal stores.
+    NtStore,
+    /// A store (missing the cache) and a clwb per line.
+    Clwb,
+    /// Cached stores, written back by evictions only.
+    Store,
+}
+
+impl Workload {
+    pub fn parse(s: &str) -> Result<Workload, String> {
+        match s {
+            "read" => Ok(Workload::Read),
+            "ntstore" => Ok(Workload::NtStore),
+            "clwb" => Ok(Workload::Clwb),
+            "store" => Ok(Workload::Store),
+            _ => Err(format!(
+                "unknown workload `{s}`; workloads: read, ntstore, clwb, store"
+            )),
+        }
+    }
+}
+
+/// One published-style measurement point: `pmsim bench media --workload ...`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PointQuery {
+    pub workload: Workload,
+    /// Sequential (each thread its own stream) or random size-aligned addresses over 1 GiB.
+    pub sequential: bool,
+    /// Bytes per access, a multiple of 64.
+    pub size: u64,
+    pub threads: usize,
+    /// Interleaved DIMMs, at most the preset's `ways`.
+    pub dimms: u32,
+    /// An sfence after every so many bytes a thread writes.
+    pub fence_every: Option<u64>,
+    /// Reads : writes of `workload` (which must then be a write).
+    pub mix: Option<(u32, u32)>,
+    /// Every thread on a socket other than the pmem's.
+    pub remote: bool,
+}
+
+/// The answer to a point query.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PointResult {
+    pub query: PointQuery,
+    pub media: String,
+    /// Bytes of all threads over the measured simulated time.
+    pub bandwidth_gbps: f64,
+    /// Mean simulated time per access of one thread (measured span / accesses per thread).
+    pub latency_ns: f64,
+}
+
+/// Checks a point query against the preset's limits.
+pub fn check_point_query(p: &MediaParams, q: &PointQuery) -> Result<(), String> {
+    if q.threads == 0 || q.threads > MAX_THREADS {
+        return Err(format!(
+            "--threads must be 1 to {MAX_THREADS}, not {}",
+            q.threads
+        ));
+    }
+    if q.size == 0 || !q.size.is_multiple_of(64) || q.size > REGION / 4 {
+        return Err(format!(
+            "--size must be a non-zero multiple of 64 bytes up to {} MiB, not {}",
+            (REGION / 4) >> 20,
+            q.size
+        ));
+    }
+    if q.dimms == 0 || q.dimms > p.ways {
+        return Err(format!(
+            "--dimms must be 1 to {} (the {} preset has {} DIMMs), not {}",
+            p.ways, p.preset, p.ways, q.dimms
+        ));
+    }
+    if let Some(n) = q.fence_every
+        && (n == 0 || !n.is_multiple_of(64))
+    {
+        return Err(format!(
+            "--fence-every must be a non-zero multiple of 64 bytes, not {n}"
+        ));
+    }
+    if let Some((r, w)) = q.mix {
+        if r == 0 || w == 0 {
+            return Err(format!("--mix {r}:{w}: both parts must be at least 1"));
+        }
+        if q.workload == Workload::Read {
+            return Err("--mix needs a write workload (ntstore, clwb or store)".into());
+        }
+    }
+    Ok(())
+}
+
+/// Runs one point query on preset `media` with `overrides` applied.
+pub fn point_query(
+    media: &str,
+    overrides: &[(String, String)],
+    q: &PointQuery,
+) -> Result<PointResult, String> {
+    let mut p = params(media, overrides)?;
+    check_point_query(&p, q)?;
+    p.ways = q.dimms;
+    if q.remote {
+        // Every CPU of the machine on socket 0, the pmem on socket `sockets`.
+        p.pmem_socket = p.sockets;
+    }
+    p.validate()?;
+    let spec = Spec {
+        access: match q.workload {
+            Workload::Read => Access::Read,
+            Workload::NtStore => Access::NtStore,
+            Workload::Clwb => Access::Clwb,
+            Workload::Store => Access::Store,
+        },
+        seq: q.sequential,
+        size: q.size,
+        threads: q.threads,
+        fence_every: q.fence_every,
+        mix: q.mix,
+    };
+    let (bandwidth_gbps, latency_ns) = measure(&p, &spec)?;
+    Ok(PointResult {
+        query: q.clone(),
+        media: p.preset.clone(),
+        bandwidth_gbps,
+        latency_ns,
+    })
 }
 
 #[derive(Clone, Copy, Debug)]
