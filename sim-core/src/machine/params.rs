@@ -95,6 +95,12 @@ pub struct MediaParams {
     /// 17-numa.csv local, 4 threads, a 3:1 read:write mix gets 12.7 GB/s, less than the
     /// 14.6 GB/s of pure reads); 0 = independent pipelines.
     pub rw_interference: f64,
+    /// Read for ownership through the media (mechanism 4): 1 = a store that misses the cache
+    /// reads its unit from the DIMM (media read pipeline, DIMM buffer, read/write
+    /// interference), so store+clwb moves each unit twice where ntstore moves it once
+    /// (13-sfence_interval.csv: one thread, clwb 1.1-1.3 GB/s, ntstore 2.2 GB/s); 0 = the RFO
+    /// costs only `rfo_ns` of latency.
+    pub rfo_media: u32,
     /// Sockets the CPUs are spread over. 1 = no NUMA.
     pub sockets: u32,
     /// The socket the pmem hangs off; CPUs of other sockets are remote. `pmem_socket = sockets`
@@ -181,6 +187,7 @@ impl MediaParams {
             read_contention_readers: 4.0,
             read_contention_exponent: 0.285,
             rw_interference: 1.0,
+            rfo_media: 1,
             sockets: 1,
             pmem_socket: 0,
             remote_latency_ns: 70.0,
@@ -390,6 +397,9 @@ impl MediaParams {
                 "read_contention_readers must be > 0 and read_contention_exponent >= 0".into(),
             );
         }
+        if self.rfo_media > 1 {
+            return Err(format!("rfo_media must be 0 or 1, not {}", self.rfo_media));
+        }
         if self.pmem_socket > self.sockets {
             return Err(format!(
                 "pmem_socket must be at most sockets ({}), not {}",
@@ -457,6 +467,7 @@ param_table! {
     "read_contention_readers" => read_contention_readers: real, "readers per DIMM before read contention";
     "read_contention_exponent" => read_contention_exponent: real, "read contention exponent (0 = off)";
     "rw_interference" => rw_interference: real, "media read/write interference, 0 to 1";
+    "rfo_media" => rfo_media: count, "store-miss RFO reads the media: 0 or 1";
     "sockets" => sockets: count, "sockets the CPUs are spread over";
     "pmem_socket" => pmem_socket: count, "socket of the pmem (= sockets: all CPUs remote)";
     "remote_latency_ns" => remote_latency_ns: ns, "extra latency of a remote access";

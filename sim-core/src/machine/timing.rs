@@ -99,6 +99,8 @@ struct Dimm {
     /// Until when writes block demand reads, and reads block writes (`rw_interference`).
     read_block: u64,
     write_block: u64,
+    /// The unit the latest read for ownership read, which serves the RFOs of its other lines.
+    rfo_unit: Option<u64>,
     remote_read_at: Option<u64>,
     remote_write_at: Option<u64>,
     /// Units most recently written to the media, for tail events.
@@ -171,6 +173,7 @@ impl MediaModel {
             writers: 0,
             read_block: 0,
             write_block: 0,
+            rfo_unit: None,
             remote_read_at: None,
             remote_write_at: None,
             hot: VecDeque::new(),
@@ -332,8 +335,40 @@ impl MediaModel {
         }
     }
 
+    /// The media side of a read for ownership of `line` by a store of `cpu` that missed the
+    /// cache, at `t` (mechanism 4, `MediaParams::rfo_media`): the unit comes into the DIMM
+    /// buffer through the media read pipeline unless it is there. Its latency to the CPU is
+    /// `rfo_ns` (the caller's); this is the media traffic only: the unit is not kept in the
+    /// buffer (the line's write-back allocates there as before, with its back-pressure).
+    /// Returns when the unit has been read.
+    pub fn read_for_ownership(&mut self, t: u64, cpu: usize, line: u64) -> u64 {
+        if self.p.rfo_media == 0 {
+            return t;
+        }
+        let unit = line / self.lines_per_unit;
+        let d = self.dimm_of(line);
+        if self.dimms[d].rfo_unit == Some(unit) {
+            return t;
+        }
+        match self.lookup(d, unit) {
+            Some(i) => self.dimms[d].buf[i].ready,
+            None => {
+                self.dimms[d].rfo_unit = Some(unit);
+                let remote = self.cpus[cpu].remote;
+                self.media_read_traffic(d, t, remote)
+            }
+        }
+    }
+
     /// Reads `unit` from the media into the buffer; returns when its data is there.
     fn media_read(&mut self, d: usize, unit: u64, t: u64, remote: bool) -> u64 {
+        let ready = self.media_read_traffic(d, t, remote);
+        self.allocate(d, unit, t, 0, true, ready);
+        ready
+    }
+
+    /// One unit through DIMM `d`'s media read pipeline from `t`; returns when it is read.
+    fn media_read_traffic(&mut self, d: usize, t: u64, remote: bool) -> u64 {
         self.stats.media_reads += 1;
         let contention = self.read_contention(d, t);
         let service = (self.read_service(d, remote) as f64 * contention) as u64;
@@ -346,9 +381,7 @@ impl MediaModel {
         if k > 0.0 {
             dimm.write_block = dimm.write_block.max(start) + (k * service as f64) as u64;
         }
-        let ready = start + (self.t.read_miss - self.t.read_hit);
-        self.allocate(d, unit, t, 0, true, ready);
-        ready
+        start + (self.t.read_miss - self.t.read_hit)
     }
 
     fn remote_factor(&self, d: usize, at: u64, write: bool) -> f64 {
