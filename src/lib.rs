@@ -131,6 +131,30 @@ enum BenchCmd {
         params: Vec<String>,
         #[arg(long)]
         json: bool,
+        /// Point query instead of the table: read, ntstore, clwb or store.
+        #[arg(long)]
+        workload: Option<String>,
+        /// Point query: rand or seq addresses.
+        #[arg(long, default_value = "rand")]
+        pattern: String,
+        /// Point query: bytes per access, a multiple of 64.
+        #[arg(long, default_value_t = 256)]
+        size: u64,
+        /// Point query: threads, 1 to 48.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Point query: interleaved DIMMs (default: all of the preset's).
+        #[arg(long)]
+        dimms: Option<u32>,
+        /// Point query: an sfence after every so many bytes a thread writes.
+        #[arg(long = "fence-every", value_name = "BYTES")]
+        fence_every: Option<u64>,
+        /// Point query: READ:WRITE ratio of loads to writes of the workload.
+        #[arg(long, value_name = "R:W")]
+        mix: Option<String>,
+        /// Point query: every thread on a socket other than the pmem's.
+        #[arg(long)]
+        remote: bool,
     },
 }
 
@@ -1341,7 +1365,7 @@ pub fn check_media_value(key: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn bench_media(media: &str, params: &[String], json: bool, io: &mut Io) -> Result<u8, UsageError> {
+fn media_overrides(params: &[String]) -> Result<Vec<(String, String)>, UsageError> {
     let mut overrides = Vec::new();
     for kv in params {
         let (k, v) = kv
@@ -1350,6 +1374,84 @@ fn bench_media(media: &str, params: &[String], json: bool, io: &mut Io) -> Resul
         check_media_value(k, v).map_err(|e| usage(format!("--media-param {kv}: {e}")))?;
         overrides.push((k.to_string(), v.to_string()));
     }
+    Ok(overrides)
+}
+
+/// The point-query flags of `bench media`.
+struct MediaPoint<'a> {
+    workload: &'a str,
+    pattern: &'a str,
+    size: u64,
+    threads: usize,
+    dimms: Option<u32>,
+    fence_every: Option<u64>,
+    mix: Option<&'a str>,
+    remote: bool,
+}
+
+fn bench_media_point(
+    media: &str,
+    params: &[String],
+    a: &MediaPoint,
+    json: bool,
+    io: &mut Io,
+) -> Result<u8, UsageError> {
+    use sim_core::machine::bench::{PointQuery, Workload, point_query};
+    let overrides = media_overrides(params)?;
+    let workload = Workload::parse(a.workload).map_err(|e| usage(format!("--workload: {e}")))?;
+    let sequential = match a.pattern {
+        "rand" => false,
+        "seq" => true,
+        p => return Err(usage(format!("--pattern: `{p}` is not rand or seq"))),
+    };
+    let mix = match a.mix {
+        None => None,
+        Some(m) => {
+            let parsed = m
+                .split_once(':')
+                .and_then(|(r, w)| Some((r.parse::<u32>().ok()?, w.parse::<u32>().ok()?)));
+            Some(parsed.ok_or_else(|| usage(format!("--mix `{m}`: expected READ:WRITE")))?)
+        }
+    };
+    let ways = match a.dimms {
+        Some(d) => d,
+        None => {
+            let mut p = sim_core::machine::MediaParams::preset(media)
+                .map_err(|e| usage(format!("bench media: {e}")))?;
+            for (k, v) in &overrides {
+                p.set(k, v)
+                    .map_err(|e| usage(format!("bench media: {e}")))?;
+            }
+            p.ways
+        }
+    };
+    let q = PointQuery {
+        workload,
+        sequential,
+        size: a.size,
+        threads: a.threads,
+        dimms: ways,
+        fence_every: a.fence_every,
+        mix,
+        remote: a.remote,
+    };
+    let r = point_query(media, &overrides, &q).map_err(|e| usage(format!("bench media: {e}")))?;
+    if json {
+        outln!(io.out, "{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        outln!(
+            io.out,
+            "{}: {:.3} GB/s, {:.1} ns per access per thread",
+            r.media,
+            r.bandwidth_gbps,
+            r.latency_ns
+        );
+    }
+    Ok(0)
+}
+
+fn bench_media(media: &str, params: &[String], json: bool, io: &mut Io) -> Result<u8, UsageError> {
+    let overrides = media_overrides(params)?;
     let rep = sim_core::machine::bench::run_media_bench(media, &overrides)
         .map_err(|e| usage(format!("bench media: {e}")))?;
     if json {
@@ -1575,6 +1677,32 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
                 media,
                 params,
                 json,
+                workload: Some(w),
+                pattern,
+                size,
+                threads,
+                dimms,
+                fence_every,
+                mix,
+                remote,
+            } => {
+                let point = MediaPoint {
+                    workload: w,
+                    pattern,
+                    size: *size,
+                    threads: *threads,
+                    dimms: *dimms,
+                    fence_every: *fence_every,
+                    mix: mix.as_deref(),
+                    remote: *remote,
+                };
+                bench_media_point(media, params, &point, *json, io)
+            }
+            BenchCmd::Media {
+                media,
+                params,
+                json,
+                ..
             } => bench_media(media, params, *json, io),
             BenchCmd::Explore(a) => bench_explore(a, io),
         },

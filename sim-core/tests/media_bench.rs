@@ -17,6 +17,14 @@ fn optane_like_rows_are_within_tolerance_of_the_paper() {
         .map(|r| format!("{} / {}: {:.2} vs {:?}", r.group, r.name, r.model, r.paper))
         .collect();
     assert!(bad.is_empty(), "rows beyond {TOLERANCE_PCT}%: {bad:#?}");
+    // Check rows are reported beside the calibration rows; a check may miss (it is printed with
+    // its error), but each carries its source and lies within a factor of two of it.
+    let checks: Vec<_> = report.rows.iter().filter(|r| r.role == "check").collect();
+    assert!(checks.len() >= 3, "{} check rows", checks.len());
+    for r in checks {
+        assert!(r.source.is_some(), "{}", r.name);
+        assert!(r.error_pct.is_some_and(|e| e.abs() < 100.0), "{r:?}");
+    }
     latencies_through_the_seam_are_the_machine_latencies(&report);
 }
 

@@ -32,7 +32,13 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-/// Largest |model - paper| / paper, in percent, the optane-like rows must stay within.
+/// `BenchRow::role` of a figure the parameters were derived from.
+pub const CALIBRATION: &str = "calibration";
+/// `BenchRow::role` of a published figure nothing was fitted to.
+pub const CHECK: &str = "check";
+
+/// Largest |model - paper| / paper, in percent, the optane-like calibration rows must stay
+/// within.
 pub const TOLERANCE_PCT: f64 = 15.0;
 
 /// Access sizes of the bandwidth sweep.
@@ -59,6 +65,10 @@ pub struct BenchRow {
     pub source: Option<String>,
     /// (model - paper) / paper, in percent.
     pub error_pct: Option<f64>,
+    /// `calibration`: a figure the parameters were derived from (must be within the
+    /// tolerance); `check`: a published figure no parameter was fitted to (shown, not gated);
+    /// `model`: no published figure for this preset.
+    pub role: String,
 }
 
 /// Bandwidth (GB/s) over access size (rows) and thread count (columns).
@@ -82,10 +92,11 @@ pub struct MediaBenchReport {
 }
 
 impl MediaBenchReport {
-    /// The rows with a paper value farther than `tolerance_pct` from the model.
+    /// The calibration rows with a paper value farther than `tolerance_pct` from the model.
     pub fn out_of_tolerance(&self) -> Vec<&BenchRow> {
         self.rows
             .iter()
+            .filter(|r| r.role == CALIBRATION)
             .filter(|r| r.error_pct.is_some_and(|e| e.abs() > self.tolerance_pct))
             .collect()
     }
@@ -150,6 +161,12 @@ pub fn run_media_comparison(
             paper: paper.map(|r| r.value),
             source: paper.map(|r| r.source.to_string()),
             error_pct,
+            role: if paper.is_some() {
+                CALIBRATION
+            } else {
+                "model"
+            }
+            .into(),
         });
     };
 
@@ -231,6 +248,33 @@ pub fn run_media_comparison(
     row(&g, "ntstore, 4 threads", "GB/s", w4, paper.write_4t);
     let r8 = bandwidth(&p, 8, 256, Access::Read)?;
     row(&g, "read, 8 threads", "GB/s", r8, None);
+    let g = "1 DIMM, random 256 B, 24 threads (GB/s)";
+    let r24 = bandwidth(&one, 24, 256, Access::Read)?;
+    // The read contention exponent is derived from this figure (params.rs).
+    row(g, "read, 24 threads", "GB/s", r24, paper.ni_read_24);
+
+    // Checks: published figures that no parameter was derived from.
+    let mut check = |group: &str, name: &str, model: f64, paper: Option<Ref>| {
+        rows.push(BenchRow {
+            group: group.into(),
+            name: name.into(),
+            unit: "GB/s".into(),
+            model,
+            paper: paper.map(|r| r.value),
+            source: paper.map(|r| r.source.to_string()),
+            error_pct: paper.map(|r| (model - r.value) / r.value * 100.0),
+            role: CHECK.into(),
+        });
+    };
+    if let (Some(w24), Some(clwb1)) = (paper.ni_write_24, paper.clwb_1t) {
+        let g = "checks (not calibrated on)";
+        let m = bandwidth(&one, 24, 256, Access::NtStore)?;
+        check(g, "1 DIMM, ntstore 256 B, 24 threads", m, Some(w24));
+        let m = bandwidth(&one, 1, 4096, Access::Clwb)?;
+        check(g, "1 DIMM, store+clwb 4 KiB, 1 thread", m, Some(clwb1));
+        let m = bandwidth(&p, 24, 256, Access::NtStore)?;
+        check(g, "6 DIMMs, ntstore 256 B, 24 threads", m, paper.write_24t);
+    }
 
     Ok(MediaBenchReport {
         media: p.preset.clone(),
@@ -346,6 +390,8 @@ enum Access {
     NtStore,
     /// A store that misses the cache, then clwb.
     Clwb,
+    /// A cached store, no flush.
+    Store,
 }
 
 /// Where each bench task leaves its result.
@@ -408,22 +454,67 @@ where
 
 /// Sustained bandwidth (GB/s) of `threads` threads doing random `size`-byte accesses.
 fn bandwidth(p: &MediaParams, threads: usize, size: u64, access: Access) -> Result<f64, String> {
+    let spec = Spec {
+        access,
+        seq: false,
+        size,
+        threads,
+        fence_every: None,
+        mix: None,
+    };
+    Ok(measure(p, &spec)?.0)
+}
+
+/// One bandwidth measurement, as `bandwidth` and `point_query` run it.
+#[derive(Clone, Copy, Debug)]
+struct Spec {
+    access: Access,
+    seq: bool,
+    size: u64,
+    threads: usize,
+    /// An sfence after every so many bytes written by a thread.
+    fence_every: Option<u64>,
+    /// Reads and writes (of `access`) in this ratio.
+    mix: Option<(u32, u32)>,
+}
+
+/// Runs `spec`: returns (GB/s, mean ns per access per thread).
+fn measure(p: &MediaParams, spec: &Spec) -> Result<(f64, f64), String> {
+    let Spec {
+        access,
+        seq,
+        size,
+        threads,
+        fence_every,
+        mix,
+    } = *spec;
     let accesses = (BW_BYTES / size).max(64);
     let per_task = accesses.div_ceil(threads as u64);
     let warm = per_task / 2;
+    // Each thread's sequential stream runs through its own slice of the region.
+    let slice = (REGION / threads as u64) / 4096 * 4096;
     let spans = on_cpus(p, threads, move |t, p| async move {
         let mut rng = ChaCha8Rng::seed_from_u64(SEED + t as u64);
         let data = vec![0xa5u8; size as usize];
         let mut buf = vec![0u8; size as usize];
         let mut start = 0;
+        let mut unfenced = 0u64;
         for i in 0..per_task {
             if i == warm {
                 // Measure from here: every warm-up access has completed (been accepted).
                 p.mfence().await?;
                 start = p.now_ns();
             }
-            let addr = rng.random_range(0..REGION / size) * size;
-            match access {
+            let addr = if seq {
+                t as u64 * slice + (i * size) % slice.max(size)
+            } else {
+                rng.random_range(0..REGION / size) * size
+            };
+            let this = match mix {
+                Some((r, w)) if i % u64::from(r + w) < u64::from(r) => Access::Read,
+                _ => access,
+            };
+            match this {
                 Access::Read => {
                     // One load instruction per line, each a step of its own: a line that
                     // waits for a fill buffer must not reserve the media ahead of other
@@ -439,6 +530,16 @@ fn bandwidth(p: &MediaParams, threads: usize, size: u64, access: Access) -> Resu
                         p.clwb(a).await?;
                     }
                 }
+                Access::Store => p.pmem_store(addr, &data).await?,
+            }
+            if this != Access::Read
+                && let Some(n) = fence_every
+            {
+                unfenced += size;
+                if unfenced >= n {
+                    p.sfence().await?;
+                    unfenced = 0;
+                }
             }
         }
         // The loads have completed, the writes have been accepted into the persistence domain.
@@ -447,8 +548,146 @@ fn bandwidth(p: &MediaParams, threads: usize, size: u64, access: Access) -> Resu
     })?;
     let first = spans.iter().map(|s| s.0).min().unwrap_or(0);
     let last = spans.iter().map(|s| s.1).max().unwrap_or(0);
-    let bytes = (per_task - warm) * threads as u64 * size;
-    Ok(bytes as f64 / (last - first).max(1) as f64)
+    let measured = per_task - warm;
+    let bytes = measured * threads as u64 * size;
+    let span = (last - first).max(1) as f64;
+    Ok((bytes as f64 / span, span / measured as f64))
+}
+
+/// The largest thread count `point_query` accepts (the FAST'20 sweeps go to 24-48).
+pub const MAX_THREADS: usize = 48;
+
+/// What a point query's threads do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// 64 B loads, overlapped up to `mlp` per thread.
+    Read,
+    /// Non-temporal stores.
+    NtStore,
+    /// A store (missing the cache) and a clwb per line.
+    Clwb,
+    /// Cached stores, written back by evictions only.
+    Store,
+}
+
+impl Workload {
+    pub fn parse(s: &str) -> Result<Workload, String> {
+        match s {
+            "read" => Ok(Workload::Read),
+            "ntstore" => Ok(Workload::NtStore),
+            "clwb" => Ok(Workload::Clwb),
+            "store" => Ok(Workload::Store),
+            _ => Err(format!(
+                "unknown workload `{s}`; workloads: read, ntstore, clwb, store"
+            )),
+        }
+    }
+}
+
+/// One published-style measurement point: `pmsim bench media --workload ...`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PointQuery {
+    pub workload: Workload,
+    /// Sequential (each thread its own stream) or random size-aligned addresses over 1 GiB.
+    pub sequential: bool,
+    /// Bytes per access, a multiple of 64.
+    pub size: u64,
+    pub threads: usize,
+    /// Interleaved DIMMs, at most the preset's `ways`.
+    pub dimms: u32,
+    /// An sfence after every so many bytes a thread writes.
+    pub fence_every: Option<u64>,
+    /// Reads : writes of `workload` (which must then be a write).
+    pub mix: Option<(u32, u32)>,
+    /// Every thread on a socket other than the pmem's.
+    pub remote: bool,
+}
+
+/// The answer to a point query.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PointResult {
+    pub query: PointQuery,
+    pub media: String,
+    /// Bytes of all threads over the measured simulated time.
+    pub bandwidth_gbps: f64,
+    /// Mean simulated time per access of one thread (measured span / accesses per thread).
+    pub latency_ns: f64,
+}
+
+/// Checks a point query against the preset's limits.
+pub fn check_point_query(p: &MediaParams, q: &PointQuery) -> Result<(), String> {
+    if q.threads == 0 || q.threads > MAX_THREADS {
+        return Err(format!(
+            "--threads must be 1 to {MAX_THREADS}, not {}",
+            q.threads
+        ));
+    }
+    if q.size == 0 || !q.size.is_multiple_of(64) || q.size > REGION / 4 {
+        return Err(format!(
+            "--size must be a non-zero multiple of 64 bytes up to {} MiB, not {}",
+            (REGION / 4) >> 20,
+            q.size
+        ));
+    }
+    if q.dimms == 0 || q.dimms > p.ways {
+        return Err(format!(
+            "--dimms must be 1 to {} (the {} preset has {} DIMMs), not {}",
+            p.ways, p.preset, p.ways, q.dimms
+        ));
+    }
+    if let Some(n) = q.fence_every
+        && (n == 0 || !n.is_multiple_of(64))
+    {
+        return Err(format!(
+            "--fence-every must be a non-zero multiple of 64 bytes, not {n}"
+        ));
+    }
+    if let Some((r, w)) = q.mix {
+        if r == 0 || w == 0 {
+            return Err(format!("--mix {r}:{w}: both parts must be at least 1"));
+        }
+        if q.workload == Workload::Read {
+            return Err("--mix needs a write workload (ntstore, clwb or store)".into());
+        }
+    }
+    Ok(())
+}
+
+/// Runs one point query on preset `media` with `overrides` applied.
+pub fn point_query(
+    media: &str,
+    overrides: &[(String, String)],
+    q: &PointQuery,
+) -> Result<PointResult, String> {
+    let mut p = params(media, overrides)?;
+    check_point_query(&p, q)?;
+    p.ways = q.dimms;
+    if q.remote {
+        // Every CPU of the machine on socket 0, the pmem on socket `sockets`.
+        p.pmem_socket = p.sockets;
+    }
+    p.validate()?;
+    let spec = Spec {
+        access: match q.workload {
+            Workload::Read => Access::Read,
+            Workload::NtStore => Access::NtStore,
+            Workload::Clwb => Access::Clwb,
+            Workload::Store => Access::Store,
+        },
+        seq: q.sequential,
+        size: q.size,
+        threads: q.threads,
+        fence_every: q.fence_every,
+        mix: q.mix,
+    };
+    let (bandwidth_gbps, latency_ns) = measure(&p, &spec)?;
+    Ok(PointResult {
+        query: q.clone(),
+        media: p.preset.clone(),
+        bandwidth_gbps,
+        latency_ns,
+    })
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -470,6 +709,10 @@ struct Paper {
     ni_read_threads: [Option<Ref>; 4],
     ni_write_threads: [Option<Ref>; 4],
     write_4t: Option<Ref>,
+    ni_read_24: Option<Ref>,
+    ni_write_24: Option<Ref>,
+    write_24t: Option<Ref>,
+    clwb_1t: Option<Ref>,
 }
 
 impl Paper {
@@ -519,6 +762,10 @@ impl Paper {
                     r(2.2, THREAD_NI),
                 ],
                 write_4t: r(12.5, THREAD),
+                ni_read_24: r(3.9, THREAD_NI),
+                ni_write_24: r(0.8, THREAD_NI),
+                write_24t: r(7.5, THREAD),
+                clwb_1t: r(1.2, "Yang FAST'20, 13-sfence_interval (1.1-1.3)"),
             },
             "dram" => Paper {
                 seq_read: r(81.0, LAT),
@@ -542,6 +789,10 @@ impl Paper {
             ni_read_threads: [None; 4],
             ni_write_threads: [None; 4],
             write_4t: None,
+            ni_read_24: None,
+            ni_write_24: None,
+            write_24t: None,
+            clwb_1t: None,
         }
     }
 }
@@ -552,8 +803,8 @@ impl fmt::Display for MediaBenchReport {
         let mut group = "";
         writeln!(
             f,
-            "{:<44} {:>10} {:>10} {:>8}  source",
-            "measurement", "model", "paper", "error"
+            "{:<44} {:>10} {:>10} {:>8}  {:<11}  source",
+            "measurement", "model", "paper", "error", "role"
         )?;
         for r in &self.rows {
             if r.group != group {
@@ -569,13 +820,14 @@ impl fmt::Display for MediaBenchReport {
             };
             writeln!(
                 f,
-                "  {:<42} {:>10} {:>10} {:>8}  {}",
+                "  {:<42} {:>10} {:>10} {:>8}  {:<11}  {}",
                 r.name,
                 num(r.model),
                 r.paper.map(num).unwrap_or_else(|| "-".into()),
                 r.error_pct
                     .map(|e| format!("{e:+.1}%"))
                     .unwrap_or_else(|| "-".into()),
+                r.role,
                 r.source.as_deref().unwrap_or("")
             )?;
         }
@@ -594,6 +846,12 @@ impl fmt::Display for MediaBenchReport {
                 writeln!(f)?;
             }
         }
+        writeln!(
+            f,
+            "\ncalibration rows: figures the parameters were derived from (gated at {}%); \
+             check rows: published figures nothing was fitted to (shown, not gated)",
+            self.tolerance_pct
+        )?;
         let bad = self.out_of_tolerance();
         if !bad.is_empty() {
             writeln!(

@@ -584,6 +584,7 @@ impl Machine {
                 }
                 None => {
                     self.stats.cache_misses += 1;
+                    self.media.read_for_ownership(t, cpu, line);
                     let (way, victim) = self.llc.fill(line, t + self.costs.rfo);
                     self.evict_victim(t, victim);
                     if let Some(way) = way {

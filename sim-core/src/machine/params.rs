@@ -82,9 +82,31 @@ pub struct MediaParams {
     /// A write is to the hot set if its unit was written within the last `tail_hot_set` bytes
     /// of media writes on that DIMM (32 KiB).
     pub tail_hot_set: u64,
-    /// Sockets the CPUs are spread over; the pmem hangs off socket 0, so CPUs of other sockets
-    /// are remote. 1 = no NUMA.
+    /// Readers per DIMM before media reads slow down (mechanism 1, see `read_contention_exponent`).
+    pub read_contention_readers: f64,
+    /// Read contention on one DIMM: media read time is multiplied by (r / readers)^exponent
+    /// once r, the thread-equivalents reading the DIMM, exceeds `read_contention_readers`.
+    /// Source: 04-bandwidth_thcount_optane_ni.csv, one DIMM, 6.5 GB/s at 3-4 threads falling to
+    /// 3.9 GB/s at 24: (24/4)^e = 6.5/3.9 gives e = 0.285. 0 disables.
+    pub read_contention_exponent: f64,
+    /// Read/write interference (mechanism 2): the fraction of each media write's time during
+    /// which demand reads of the same DIMM cannot be served, and of each media read's time
+    /// during which writes cannot start. 1 = reads and writes share the media banks (Optane:
+    /// 17-numa.csv local, 4 threads, a 3:1 read:write mix gets 12.7 GB/s, less than the
+    /// 14.6 GB/s of pure reads); 0 = independent pipelines.
+    pub rw_interference: f64,
+    /// Read for ownership through the media (mechanism 4): 1 = a store that misses the cache
+    /// reads its unit from the DIMM (media read pipeline, DIMM buffer, read/write
+    /// interference), so store+clwb moves each unit twice where ntstore moves it once
+    /// (13-sfence_interval.csv: one thread, clwb 1.1-1.3 GB/s, ntstore 2.2 GB/s); 0 = the RFO
+    /// costs only `rfo_ns` of latency.
+    pub rfo_media: u32,
+    /// Sockets the CPUs are spread over. 1 = no NUMA.
     pub sockets: u32,
+    /// The socket the pmem hangs off; CPUs of other sockets are remote. `pmem_socket = sockets`
+    /// puts it on a socket with none of the machine's CPUs, so every CPU is remote (a single
+    /// remote thread, 17-numa.csv).
+    pub pmem_socket: u32,
     /// Extra latency of a remote access.
     pub remote_latency_ns: f64,
     /// Remote read bandwidth factor (17-numa.csv: 0.9).
@@ -162,7 +184,12 @@ impl MediaParams {
             tail_probability: 1e-5,
             tail_ns: 50_000.0,
             tail_hot_set: 32 * 1024,
+            read_contention_readers: 4.0,
+            read_contention_exponent: 0.285,
+            rw_interference: 1.0,
+            rfo_media: 1,
             sockets: 1,
+            pmem_socket: 0,
             remote_latency_ns: 70.0,
             remote_read_factor: 0.9,
             remote_write_factor: 0.4,
@@ -205,6 +232,9 @@ impl MediaParams {
             interleave: 4096,
             ways: 1,
             contention_exponent: 0.0,
+            read_contention_exponent: 0.0,
+            // PCIe links are full duplex: reads and writes do not share a pipeline. [E]
+            rw_interference: 0.0,
             tail_probability: 0.0,
             remote_latency_ns: 80.0,
             remote_read_factor: 1.0,
@@ -230,6 +260,9 @@ impl MediaParams {
             wc_buffer: 0,
             wpq_depth: 32,
             contention_exponent: 0.0,
+            read_contention_exponent: 0.0,
+            // DRAM has read/write bus turnarounds, not modelled here. [E]
+            rw_interference: 0.0,
             tail_probability: 0.0,
             remote_latency_ns: 0.0,
             remote_read_factor: 1.0,
@@ -356,6 +389,23 @@ impl MediaParams {
         if factors.iter().any(|f| !(*f > 0.0 && *f <= 1.0)) {
             return Err("remote factors must be in (0, 1]".into());
         }
+        if !(0.0..=1.0).contains(&self.rw_interference) {
+            return Err("rw_interference must be in [0, 1]".into());
+        }
+        if self.read_contention_readers <= 0.0 || self.read_contention_exponent < 0.0 {
+            return Err(
+                "read_contention_readers must be > 0 and read_contention_exponent >= 0".into(),
+            );
+        }
+        if self.rfo_media > 1 {
+            return Err(format!("rfo_media must be 0 or 1, not {}", self.rfo_media));
+        }
+        if self.pmem_socket > self.sockets {
+            return Err(format!(
+                "pmem_socket must be at most sockets ({}), not {}",
+                self.sockets, self.pmem_socket
+            ));
+        }
         if !(0.0..=1.0).contains(&self.tail_probability) {
             return Err("tail_probability must be in [0, 1]".into());
         }
@@ -414,7 +464,12 @@ param_table! {
     "tail_probability" => tail_probability: real, "tail-event probability per hot write";
     "tail_ns" => tail_ns: ns, "tail-event latency";
     "tail_hot_set" => tail_hot_set: bytes, "hot set size for tail events";
-    "sockets" => sockets: count, "sockets (pmem on socket 0)";
+    "read_contention_readers" => read_contention_readers: real, "readers per DIMM before read contention";
+    "read_contention_exponent" => read_contention_exponent: real, "read contention exponent (0 = off)";
+    "rw_interference" => rw_interference: real, "media read/write interference, 0 to 1";
+    "rfo_media" => rfo_media: count, "store-miss RFO reads the media: 0 or 1";
+    "sockets" => sockets: count, "sockets the CPUs are spread over";
+    "pmem_socket" => pmem_socket: count, "socket of the pmem (= sockets: all CPUs remote)";
     "remote_latency_ns" => remote_latency_ns: ns, "extra latency of a remote access";
     "remote_read_factor" => remote_read_factor: real, "remote read bandwidth factor";
     "remote_write_factor" => remote_write_factor: real, "remote write bandwidth factor";

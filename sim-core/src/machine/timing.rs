@@ -25,6 +25,14 @@
 //!   min(1, (contention_writers / w)^contention_exponent), w being the threads whose writes
 //!   reached the DIMM within `contention_window_ns`, by the remote
 //!   factor for remote CPUs, plus `tail_ns` with `tail_probability` if it rewrites a hot unit.
+//! - A demand or prefetch media read takes `read_service_ns` times the read contention factor
+//!   (mechanism 1, `MediaModel::read_contention`), divided by the remote factor.
+//! - Media reads and writes of one DIMM interfere (mechanism 2, `rw_interference`): each media
+//!   write blocks demand reads for that fraction of its time, each media read blocks writes.
+//!   Read-modify-write reads are part of the write and do not count.
+//! - A CPU is remote if its socket is not `pmem_socket` (mechanism 5): its accesses pay
+//!   `remote_latency_ns` each way, its writes hold their fill buffer until accepted, and the
+//!   DIMM's media runs at the remote factors while it serves remote traffic.
 
 use super::params::MediaParams;
 use rand::{RngExt, SeedableRng};
@@ -88,6 +96,11 @@ struct Dimm {
     writer_last: Vec<Option<u64>>,
     /// Threads that wrote within the contention window of the latest write.
     writers: u32,
+    /// Until when writes block demand reads, and reads block writes (`rw_interference`).
+    read_block: u64,
+    write_block: u64,
+    /// The unit the latest read for ownership read, which serves the RFOs of its other lines.
+    rfo_unit: Option<u64>,
     remote_read_at: Option<u64>,
     remote_write_at: Option<u64>,
     /// Units most recently written to the media, for tail events.
@@ -105,6 +118,10 @@ struct CpuPath {
     /// Sequential unit crossings in a row of the demand stream.
     stream: u32,
     remote: bool,
+    /// DIMMs of this CPU's last `mlp` demand reads, and when the latest was issued: its share
+    /// of the read traffic on each DIMM (mechanism 1).
+    recent_dimms: VecDeque<usize>,
+    last_read: Option<u64>,
 }
 
 /// Timing parameters in picoseconds.
@@ -159,6 +176,9 @@ impl MediaModel {
             last_drain: 0,
             writer_last: vec![None; cpus],
             writers: 0,
+            read_block: 0,
+            write_block: 0,
+            rfo_unit: None,
             remote_read_at: None,
             remote_write_at: None,
             hot: VecDeque::new(),
@@ -185,8 +205,10 @@ impl MediaModel {
                     accept_max: 0,
                     last_line: None,
                     stream: 0,
-                    // CPUs are spread evenly over the sockets; the pmem is on socket 0.
-                    remote: c * sockets / cpus.max(1) != 0,
+                    // CPUs are spread evenly over the sockets; the pmem is on `pmem_socket`.
+                    remote: c * sockets / cpus.max(1) != p.pmem_socket as usize,
+                    recent_dimms: VecDeque::with_capacity(p.mlp as usize),
+                    last_read: None,
                 })
                 .collect(),
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -257,6 +279,13 @@ impl MediaModel {
         if remote {
             self.dimms[d].remote_read_at = Some(t);
         }
+        let mlp = self.p.mlp as usize;
+        let path = &mut self.cpus[cpu];
+        if path.recent_dimms.len() >= mlp {
+            path.recent_dimms.pop_front();
+        }
+        path.recent_dimms.push_back(d);
+        path.last_read = Some(t);
         let ready = match self.lookup(d, unit) {
             Some(i) => {
                 self.stats.buffer_hits += 1;
@@ -303,16 +332,79 @@ impl MediaModel {
         Some(i)
     }
 
+    /// Read contention on DIMM `d` at `t` (mechanism 1; parameters and source figure at
+    /// `MediaParams::read_contention_exponent`): r counts each CPU that read within the
+    /// contention window by its share of its last `mlp` demand reads that went to `d`, so
+    /// threads spread over six interleaved DIMMs count a sixth each. The factor is
+    /// max(1, r / read_contention_readers)^read_contention_exponent.
+    fn read_contention(&self, d: usize, t: u64) -> f64 {
+        if self.p.read_contention_exponent == 0.0 {
+            return 1.0;
+        }
+        let window = self.t.window;
+        let r: f64 = self
+            .cpus
+            .iter()
+            .filter(|c| c.last_read.is_some_and(|l| l + window >= t))
+            .map(|c| {
+                let on_d = c.recent_dimms.iter().filter(|&&x| x == d).count();
+                on_d as f64 / c.recent_dimms.len().max(1) as f64
+            })
+            .sum();
+        if r <= self.p.read_contention_readers {
+            1.0
+        } else {
+            (r / self.p.read_contention_readers).powf(self.p.read_contention_exponent)
+        }
+    }
+
+    /// The media side of a read for ownership of `line` by a store of `cpu` that missed the
+    /// cache, at `t` (mechanism 4, `MediaParams::rfo_media`): the unit comes into the DIMM
+    /// buffer through the media read pipeline unless it is there. Its latency to the CPU is
+    /// `rfo_ns` (the caller's); this is the media traffic only: the unit is not kept in the
+    /// buffer (the line's write-back allocates there as before, with its back-pressure).
+    /// Returns when the unit has been read.
+    pub fn read_for_ownership(&mut self, t: u64, cpu: usize, line: u64) -> u64 {
+        if self.p.rfo_media == 0 {
+            return t;
+        }
+        let unit = line / self.lines_per_unit;
+        let d = self.dimm_of(line);
+        if self.dimms[d].rfo_unit == Some(unit) {
+            return t;
+        }
+        match self.lookup(d, unit) {
+            Some(i) => self.dimms[d].buf[i].ready,
+            None => {
+                self.dimms[d].rfo_unit = Some(unit);
+                let remote = self.cpus[cpu].remote;
+                self.media_read_traffic(d, t, remote)
+            }
+        }
+    }
+
     /// Reads `unit` from the media into the buffer; returns when its data is there.
     fn media_read(&mut self, d: usize, unit: u64, t: u64, remote: bool) -> u64 {
-        self.stats.media_reads += 1;
-        let service = self.read_service(d, remote);
-        let dimm = &mut self.dimms[d];
-        let start = t.max(dimm.read_free);
-        dimm.read_free = start + service;
-        let ready = start + (self.t.read_miss - self.t.read_hit);
+        let ready = self.media_read_traffic(d, t, remote);
         self.allocate(d, unit, t, 0, true, ready);
         ready
+    }
+
+    /// One unit through DIMM `d`'s media read pipeline from `t`; returns when it is read.
+    fn media_read_traffic(&mut self, d: usize, t: u64, remote: bool) -> u64 {
+        self.stats.media_reads += 1;
+        let contention = self.read_contention(d, t);
+        let service = (self.read_service(d, remote) as f64 * contention) as u64;
+        let k = self.p.rw_interference;
+        let dimm = &mut self.dimms[d];
+        // Mechanism 2: a demand read waits while the media is blocked by writes, and blocks
+        // writes for `rw_interference` of its own time.
+        let start = t.max(dimm.read_free).max(dimm.read_block);
+        dimm.read_free = start + service;
+        if k > 0.0 {
+            dimm.write_block = dimm.write_block.max(start) + (k * service as f64) as u64;
+        }
+        start + (self.t.read_miss - self.t.read_hit)
     }
 
     fn remote_factor(&self, d: usize, at: u64, write: bool) -> f64 {
@@ -391,7 +483,9 @@ impl MediaModel {
     /// One unit through the media write pipeline, not before `t`; returns its start.
     fn media_write(&mut self, d: usize, unit: u64, t: u64) -> u64 {
         self.stats.media_writes += 1;
-        let start = t.max(self.dimms[d].write_free);
+        let start = t
+            .max(self.dimms[d].write_free)
+            .max(self.dimms[d].write_block);
         let mut service = self.t.write_service as f64 * self.contention(d);
         let remote = self.dimms[d]
             .remote_write_at
@@ -415,7 +509,12 @@ impl MediaModel {
             }
             ring.push_back(unit);
         }
-        self.dimms[d].write_free = start + service;
+        let k = self.p.rw_interference;
+        let dimm = &mut self.dimms[d];
+        dimm.write_free = start + service;
+        if k > 0.0 {
+            dimm.read_block = dimm.read_block.max(start) + (k * service as f64) as u64;
+        }
         start
     }
 
@@ -480,8 +579,16 @@ impl MediaModel {
         dimm.last_drain = drained;
         dimm.wpq.push_back(drained);
         if let (Some(c), Some(s)) = (cpu, slot) {
+            // Mechanism 5: a remote write crosses the socket link and its coherence round trips
+            // hold the fill buffer 1 / remote_write_factor times as long as a local write's
+            // (17-numa.csv: one thread writes 5.2 GB/s locally, 2.1 remotely, about 0.4x).
+            let hold = if remote {
+                issue + ((accept - issue) as f64 / self.p.remote_write_factor) as u64
+            } else {
+                accept
+            };
             let path = &mut self.cpus[c];
-            path.slots[s] = accept;
+            path.slots[s] = hold;
             path.accept_max = path.accept_max.max(accept);
         }
         (issue, accept)
