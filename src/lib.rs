@@ -534,10 +534,11 @@ pub(crate) fn subject_of(a: &RunArgs) -> Result<Loaded, UsageError> {
                      (`pmsim bugs` shows which are)"
                 )));
             }
-            Some(_) if a.toy.is_some() => {
+            Some(m) if a.toy.is_some() => {
+                let shown = m.model().unwrap_or("seed-001");
                 return Err(usage(format!(
                     "--bug {b}: the toy models have no DAX core or file system; give a trace \
-                     or a built-in DAX model (--model)"
+                     or a built-in DAX model, e.g. `pmsim explore --model {shown} --bug {b}`"
                 )));
             }
             // A trace runs the whole stack: every implemented mode has its decision point.

@@ -66,30 +66,24 @@ fn check_trace_accepts_the_format_examples_and_rejects_malformed_ones_with_posit
 }
 
 #[test]
-fn run_executes_traces_on_the_full_stack_and_refuses_what_it_cannot_run() {
-    for t in [
-        "traces/format/time.trace",
-        "traces/format/header.trace",
-        "traces/format/memory.trace",
-        "traces/format/pmd_missed_wakeup.trace",
-        "traces/format/poison.trace",
-        "traces/format/pins.trace",
-    ] {
-        let o = pmsim(&["run", t]);
+fn every_example_of_the_format_runs_on_the_full_stack() {
+    // Every statement of TRACE_FORMAT.md is built: each example runs clean (the race example
+    // takes the path without the race under trace-order).
+    let mut n = 0;
+    let mut paths: Vec<_> = std::fs::read_dir("traces/format")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "trace"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        let t = p.display().to_string();
+        let o = pmsim(&["run", &t]);
         assert_eq!(code(&o), 0, "{t}: {:?}", text(&o));
         assert!(text(&o).0.contains("no violation"), "{t}");
+        n += 1;
     }
-
-    let o = pmsim(&["run", "traces/format/files.trace"]);
-    assert_eq!(code(&o), 2);
-    let (out, err) = text(&o);
-    assert!(out.is_empty(), "nothing ran: {out}");
-    for line in ["7:1: `t1 write`", "8:1: `t1 read`", "10:1: `t1 truncate`"] {
-        assert!(
-            err.contains(&format!("files.trace:{line}")),
-            "{line} in {err}"
-        );
-    }
+    assert!(n >= 13, "{n} examples");
 }
 
 #[test]

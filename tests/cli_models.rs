@@ -250,9 +250,14 @@ fn events_and_json_of_a_model_run() {
 #[test]
 fn bug_modes_a_subject_cannot_reach_are_usage_errors() {
     for args in [
-        // An implemented mode on a toy or a trace: no DAX core there.
+        // An implemented mode on a toy (no DAX core there); a planned mode on a trace.
         vec!["run", "--toy", "abba", "--bug", "pmd-missed-wakeup"],
-        vec!["run", "traces/format/time.trace", "--bug", "hole-wake-next"],
+        vec![
+            "run",
+            "traces/format/time.trace",
+            "--bug",
+            "torn-inode-size",
+        ],
         // A mode decided outside the fault paths, or not implemented.
         vec![
             "run",
@@ -290,11 +295,7 @@ fn bug_modes_a_subject_cannot_reach_are_usage_errors() {
     let dir = std::env::temp_dir().join(format!("pmsim-cli-models-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let planned = dir.join("planned.trace");
-    std::fs::write(
-        &planned,
-        "pmsim-trace 1\nbug torn-inode-size\nt1 yield\n",
-    )
-    .unwrap();
+    std::fs::write(&planned, "pmsim-trace 1\nbug torn-inode-size\nt1 yield\n").unwrap();
     let o = pmsim(&["run", &planned.display().to_string()]);
     assert_eq!(code(&o), 2, "{} {}", out(&o), err(&o));
     assert!(err(&o).contains("planned.trace:2:"), "{}", err(&o));

@@ -184,7 +184,10 @@ fn refusals_name_what_is_missing_and_nothing_that_exists() {
     ] {
         assert!(!err.contains(stale), "stale claim `{stale}` in {err}");
     }
-    assert!(err.contains("planned.trace:2:") && err.contains("torn-inode-size"), "{err}");
+    assert!(
+        err.contains("planned.trace:2:") && err.contains("torn-inode-size"),
+        "{err}"
+    );
     assert!(err.contains("1 item;") || err.contains("1 item"), "{err}");
     assert!(!err.contains("item(s)"), "{err}");
 }

@@ -12,7 +12,7 @@ const TRACE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../traces/format/pmd_missed_wakeup.trace"
 );
-const BUG: &str = "2:a706dd2f4d197e6f:31:2:mqmplVZVWZC";
+const BUG: &str = "2:a706dd2f4d197e6f:35:2:mqmplVZVWZWJ";
 /// The seed inside [`BUG`] (the run's seed that `pmsim explore` chose).
 const BUG_SEED: u64 = 0xa706_dd2f_4d19_7e6f;
 

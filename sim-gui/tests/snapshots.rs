@@ -10,7 +10,7 @@ use sim_gui::session::Stepper;
 /// Relative (tests run in the package directory), so that the path the window shows is the
 /// same on every checkout.
 const TRACE: &str = "../traces/format/pmd_missed_wakeup.trace";
-const BUG: &str = "2:a706dd2f4d197e6f:31:2:mqmplVZVWZC";
+const BUG: &str = "2:a706dd2f4d197e6f:35:2:mqmplVZVWZWJ";
 
 fn shot(tab: Tab, at: Option<usize>, name: &str) {
     let mut st = Stepper::open(TRACE, 0).unwrap();

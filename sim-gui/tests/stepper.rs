@@ -10,7 +10,7 @@ pub const TRACE: &str = concat!(
     "/../traces/format/pmd_missed_wakeup.trace"
 );
 /// The schedule `pmsim explore traces/format/pmd_missed_wakeup.trace` prints.
-pub const BUG: &str = "2:a706dd2f4d197e6f:31:2:mqmplVZVWZC";
+pub const BUG: &str = "2:a706dd2f4d197e6f:35:2:mqmplVZVWZWJ";
 
 #[test]
 fn the_explore_schedule_reaches_the_lost_wakeup_the_locked_entry_and_scrubs_exactly() {

@@ -187,7 +187,7 @@ pub(crate) async fn after_crash(
         let got = ctx.execute(p, &proc, s).await;
         let expect = s.expect.as_ref().map(|e| &e.expect);
         let len = match &s.op {
-            Op::Load { len, .. } => *len,
+            Op::Load { len, .. } | Op::Read { len, .. } => *len,
             _ => 0,
         };
         if !meets(expect, &got, len) {
