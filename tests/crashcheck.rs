@@ -10,32 +10,14 @@ use sim_fs::crashcheck::{CRASH_MODE_TRACES, PointKind, Recorder, check, record_r
 use sim_fs::runner::TraceRunner;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::sync::Arc;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{pmsim, root};
 
-fn pmsim(args: &[&str]) -> (i32, String, String) {
-    let o: Output = Command::new(env!("CARGO_BIN_EXE_pmsim"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("pmsim runs");
-    (
-        o.status.code().expect("exited normally"),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
+/// A scratch trace file under the target directory.
 fn scratch(name: &str, text: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("crashcheck");
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
+    common::scratch_in("crashcheck", name, text)
 }
 
 fn runner_of(text: &str) -> TraceRunner {

@@ -3,32 +3,13 @@
 //! sigbus, pte/pmd) met and unmet, the shipped traces under traces/dax, and positioned refusals.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pmsim(args: &[&str]) -> (i32, String, String) {
-    let o: Output = Command::new(env!("CARGO_BIN_EXE_pmsim"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("pmsim runs");
-    (
-        o.status.code().expect("exited normally"),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+mod common;
+use common::{pmsim, root};
 
 /// A scratch trace file under the target directory.
 fn scratch(name: &str, text: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("trace_runner");
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
+    common::scratch_in("trace_runner", name, text)
 }
 
 fn shipped(path: &str) -> String {
@@ -94,29 +75,7 @@ fn without_the_bug_line_dfs_at_preemption_bound_2_is_clean() {
 
 #[test]
 fn every_trace_under_traces_dax_runs_clean() {
-    let mut n = 0;
-    for e in std::fs::read_dir(root().join("traces/dax")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_none_or(|x| x != "trace") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&p).unwrap();
-        assert!(
-            text.starts_with('#'),
-            "{}: starts with a comment",
-            p.display()
-        );
-        let ps = p.display().to_string();
-        for args in [
-            vec!["run", ps.as_str()],
-            vec!["explore", ps.as_str(), "--runs", "15"],
-            vec!["run", ps.as_str(), "--check-invariants"],
-        ] {
-            let (code, out, err) = pmsim(&args);
-            assert_eq!(code, 0, "{args:?}: {out}{err}");
-        }
-        n += 1;
-    }
+    let n = all_clean("traces/dax");
     assert!(n >= 5, "{n} traces");
 }
 
