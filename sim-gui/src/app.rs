@@ -6,6 +6,7 @@
 //! Keys: `1`-`9` step the n-th runnable thread, `Left`/`Backspace` go back one step, `Right`
 //! goes forward along the loaded schedule, `N` runs to the next step of the chosen kind.
 
+use crate::crashrun::CrashRun;
 use crate::session::{Snapshot, StepKind, Stepper};
 use crate::view::{
     crash, locks, mappings, mappings::EntryClass, pages, persistence, threads, timeline, waitfor,
@@ -99,6 +100,12 @@ pub struct GuiApp {
     pub show_free_locks: bool,
     /// The timeline's x axis: simulated time (each step at its CPU's clock) or step order.
     pub timeline_by_time: bool,
+    /// A crashcheck run loaded with `--crashcheck` (the crash-points view).
+    pub crash: Option<CrashRun>,
+    /// The crash point selected in the crash-points view.
+    pub crash_selected: Option<usize>,
+    /// The stepper's path along the crashcheck's schedule, once it was loaded.
+    crash_path: Option<Vec<u32>>,
     /// The event log of the current step (rebuilt when the step changes).
     log: Option<(usize, usize, EventLog)>,
 }
@@ -115,6 +122,9 @@ impl Default for GuiApp {
             saved: None,
             show_free_locks: false,
             timeline_by_time: false,
+            crash: None,
+            crash_selected: None,
+            crash_path: None,
             log: None,
         }
     }
@@ -138,6 +148,35 @@ impl GuiApp {
     pub fn set_stepper(&mut self, st: Stepper) {
         self.stepper = Some(st);
         self.log = None;
+        self.crash_path = None;
+    }
+
+    /// Load a crashcheck run for the crash-points view (its schedule is loaded into the
+    /// stepper when a point is selected).
+    pub fn set_crash(&mut self, run: CrashRun) {
+        self.crash = Some(run);
+        self.crash_selected = None;
+        self.crash_path = None;
+    }
+
+    /// Select crash point `i` of the loaded crashcheck run and scrub the stepper to it: the
+    /// crashcheck's schedule is loaded when the stepper is on another path, then the cursor
+    /// moves to the step the point precedes.
+    pub fn select_crash_point(&mut self, i: usize) {
+        let Some(run) = &self.crash else { return };
+        let Some(p) = run.points.get(i) else { return };
+        self.crash_selected = Some(i);
+        let Some(st) = &mut self.stepper else { return };
+        // The stepper's kept path is the crashcheck's unless a different step was taken.
+        if self.crash_path.as_ref() != Some(&st.path()) {
+            if let Err(e) = st.load_schedule(&run.schedule) {
+                self.status = e;
+                return;
+            }
+            self.crash_path = Some(st.path());
+        }
+        st.goto(p.step);
+        self.status = format!("crash point {}: step {}", p.index, p.step);
     }
 
     /// Draw one frame and act on clicks and keys.
@@ -373,7 +412,7 @@ impl GuiApp {
             return;
         }
         if self.tab == Tab::CrashPoints {
-            ui.label(crash::status());
+            self.crash_view(ui);
             return;
         }
         let Some(st) = &self.stepper else {
@@ -395,6 +434,81 @@ impl GuiApp {
                 Tab::PageTables => pages_view(ui, snap),
                 Tab::Persistence => persistence_view(ui, snap),
                 Tab::CrashPoints | Tab::Events => {}
+            });
+    }
+}
+
+impl GuiApp {
+    fn crash_view(&mut self, ui: &mut Ui) {
+        let Some(run) = &self.crash else {
+            ui.label(crash::NOT_LOADED);
+            return;
+        };
+        ui.label(crash::summary(run));
+        let mut clicked = None;
+        egui::ScrollArea::vertical()
+            .id_salt("crash points")
+            .max_height(200.0)
+            .show(ui, |ui| {
+                for (i, p) in run.points.iter().enumerate() {
+                    let mut text = RichText::new(crash::point_label(p));
+                    if p.failing() > 0 {
+                        text = text.color(colours::PROBLEM);
+                    }
+                    if ui
+                        .selectable_label(self.crash_selected == Some(i), text)
+                        .on_hover_text("select: the stepper moves to this point")
+                        .clicked()
+                    {
+                        clicked = Some(i);
+                    }
+                }
+            });
+        if let Some(i) = clicked {
+            self.select_crash_point(i);
+        }
+        let Some(run) = &self.crash else { return };
+        let Some(p) = self.crash_selected.and_then(|i| run.points.get(i)) else {
+            ui.label("select a crash point: the stepper moves to it");
+            return;
+        };
+        ui.separator();
+        ui.strong(crash::point_label(p));
+        if !p.stack.is_empty() {
+            ui.label(format!("call stack: {}", crash::stack(p)));
+        }
+        if let Some(f) = &p.witness {
+            ui.strong("witness");
+            for (head, lines) in crash::witness(f) {
+                ui.colored_label(colours::PROBLEM, head);
+                for l in lines {
+                    ui.monospace(format!("  {l}"));
+                }
+            }
+        }
+        ui.strong(format!(
+            "images ({} distinct, {} duplicates skipped{})",
+            p.images.len(),
+            p.duplicates,
+            if p.capped {
+                format!(", capped at {}", run.max_images)
+            } else {
+                String::new()
+            }
+        ));
+        let row_h = ui.text_style_height(&egui::TextStyle::Monospace) + 4.0;
+        egui::ScrollArea::vertical()
+            .id_salt("crash images")
+            .auto_shrink([false, false])
+            .show_rows(ui, row_h, p.images.len(), |ui, range| {
+                for img in &p.images[range] {
+                    let text = RichText::new(crash::image_label(img)).monospace();
+                    if img.verdict.is_err() {
+                        ui.colored_label(colours::PROBLEM, text);
+                    } else {
+                        ui.label(text);
+                    }
+                }
             });
     }
 }

@@ -14,6 +14,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(n) = args.bench_frames {
+        let mut app = app;
+        let t = sim_gui::bench::bench_frames(&mut app, n);
+        print!("{}", sim_gui::bench::report(&app, &t, n));
+        return ExitCode::SUCCESS;
+    }
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_inner_size([1400.0, 900.0])

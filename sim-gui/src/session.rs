@@ -173,14 +173,34 @@ pub struct Stepper {
     snapshot: Snapshot,
 }
 
-/// Read and parse a trace and build its runner; errors say `file:line:col: ...`.
-pub fn load_runner(path: &str) -> Result<TraceRunner, String> {
+/// Read and parse a trace and its machine configuration; errors say `file:line:col: ...`.
+pub fn parse_trace(
+    path: &str,
+) -> Result<(sim_core::trace::Trace, sim_core::machine::MachineConfig), String> {
     let src = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
     let src = String::from_utf8(src).map_err(|_| format!("{path}: not UTF-8 text"))?;
     let trace = parse(&src, path, &ParseOptions::default()).map_err(|e| e.to_string())?;
     let cfg = pmsim::trace_model::machine_config(&trace)
         .map_err(|(l, c, m)| format!("{path}:{l}:{c}: error: {m}"))?;
-    TraceRunner::new(trace, cfg, &[]).map_err(|refusals| {
+    Ok((trace, cfg))
+}
+
+/// Build the runner of a parsed trace with the bug modes `bugs` switched on (besides the
+/// trace's own `bug` lines).
+pub fn build_runner(
+    path: &str,
+    trace: sim_core::trace::Trace,
+    cfg: sim_core::machine::MachineConfig,
+    bugs: &[String],
+) -> Result<TraceRunner, String> {
+    for b in bugs {
+        if sim_mm::bugs::bug_mode(b).is_none() {
+            return Err(format!(
+                "--bug {b}: unknown bug mode (`pmsim bugs` lists them)"
+            ));
+        }
+    }
+    TraceRunner::new(trace, cfg, bugs).map_err(|refusals| {
         refusals
             .iter()
             .map(|r| {
@@ -197,10 +217,36 @@ pub fn load_runner(path: &str) -> Result<TraceRunner, String> {
     })
 }
 
+/// Read and parse a trace and build its runner with the bug modes `bugs` switched on;
+/// errors say `file:line:col: ...`.
+pub fn load_runner(path: &str, bugs: &[String]) -> Result<TraceRunner, String> {
+    let (trace, cfg) = parse_trace(path)?;
+    build_runner(path, trace, cfg, bugs)
+}
+
+/// The schedule of the first failure `pmsim explore TRACE` finds with its defaults (the random
+/// strategy, the trace's `machine seed=` or 0, 1000 runs), or `None` when it finds none. It runs
+/// simulations on this thread: call it while no [`Stepper`] lives on the thread.
+pub fn explore_failure(path: &str, bugs: &[String]) -> Result<Option<String>, String> {
+    let runner = load_runner(path, bugs)?;
+    let cfg = sim_core::sim::ExploreConfig {
+        strategy: sim_core::sim::Strategy::Random,
+        seed: runner.trace_seed().unwrap_or(0),
+        ..sim_core::sim::ExploreConfig::default()
+    };
+    let rep = sim_core::sim::explore::explore(&runner, &cfg, &mut |_| {}).map_err(|e| e.0)?;
+    Ok(rep.failure.map(|f| f.schedule.to_string()))
+}
+
 impl Stepper {
     /// Load the trace at `path` and start a run with `seed`.
     pub fn open(path: &str, seed: u64) -> Result<Stepper, String> {
-        let runner = load_runner(path)?;
+        Stepper::open_with_bugs(path, seed, &[])
+    }
+
+    /// [`Stepper::open`] with the bug modes `bugs` switched on (`--bug`).
+    pub fn open_with_bugs(path: &str, seed: u64, bugs: &[String]) -> Result<Stepper, String> {
+        let runner = load_runner(path, bugs)?;
         // The session borrows its model for as long as the GUI lives: one model per loaded
         // trace, never freed (a trace is small).
         let runner: &'static TraceRunner = Box::leak(Box::new(runner));
@@ -372,6 +418,64 @@ impl Stepper {
         self.full = path;
         self.refresh();
         result
+    }
+
+    /// Load a recorded event log (`pmsim ... --events FILE`) of this trace: restart with `seed`,
+    /// step each event's task in order (one event per step) and keep that path, then check
+    /// that the re-executed run logged the same events. Errors name the first event that
+    /// differs (a log of another trace, seed or bug mode).
+    pub fn load_events(&mut self, log: &EventLog, seed: u64) -> Result<(), String> {
+        self.seed = seed;
+        self.restart();
+        self.full.clear();
+        let mut result = Ok(());
+        // The log starts with the model's setup steps, which every run takes before the
+        // threads (the comparison below checks them too).
+        let setup = self.ses().sim().steps() as usize;
+        for (i, e) in log.events.iter().enumerate().skip(setup) {
+            if let Err(err) = self.ses_mut().step(e.task) {
+                result = Err(format!(
+                    "events: event {i} ({}) does not fit this trace with seed {seed}: {err} \
+                     (a log of another trace, seed or bug mode?)",
+                    log.describe(i)
+                ));
+                break;
+            }
+            self.full.push(e.task);
+            self.cursor += 1;
+        }
+        if result.is_ok() {
+            let mine = self.ses().event_log();
+            if let Some(i) = mine.first_divergence(log) {
+                result = Err(format!(
+                    "events: the run of this trace with seed {seed} differs from the log at \
+                     event {i}: the log has {}, the run has {} (give the logged run's seed \
+                     with --seed: the number after `1:`/`2:` in its schedule string, with 0x)",
+                    log.describe(i),
+                    mine.describe(i)
+                ));
+            }
+        }
+        self.refresh();
+        result
+    }
+
+    /// The seed of the run.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The trace's `machine seed=`.
+    pub fn trace_seed(&self) -> Option<u64> {
+        self.runner.trace_seed()
+    }
+
+    /// Start over with another seed (the kept path is dropped).
+    pub fn reseed(&mut self, seed: u64) {
+        self.seed = seed;
+        self.restart();
+        self.full.clear();
+        self.refresh();
     }
 
     /// The schedule string of the steps so far.

@@ -78,14 +78,15 @@ fn an_events_file_loads_into_the_timeline_without_a_trace() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("run.events");
     std::fs::write(&path, log.to_bincode().unwrap()).unwrap();
-    let args = sim_gui::cli::Args {
-        trace: None,
-        schedule: None,
-        events: Some(path.to_string_lossy().into_owned()),
-        seed: 0,
-        at: None,
-        view: sim_gui::app::Tab::Events,
-    };
+    use clap::Parser;
+    let args = sim_gui::cli::Args::try_parse_from([
+        "pmsim-gui",
+        "--events",
+        &path.to_string_lossy(),
+        "--view",
+        "events",
+    ])
+    .unwrap();
     let app = sim_gui::cli::load(&args).unwrap();
     assert_eq!(app.events.as_ref(), Some(&log));
     assert_eq!(app.tab, sim_gui::app::Tab::Events);
@@ -96,5 +97,112 @@ fn an_events_file_loads_into_the_timeline_without_a_trace() {
         Ok(_) => panic!("loaded garbage"),
     };
     assert!(e.contains("not a pmsim event log"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `pmsim replay TRACE --schedule S --events FILE` (the real writer of event logs), then
+/// `pmsim-gui TRACE --events FILE`: the run is re-executed along the log and can be stepped
+/// back and forth; a log of another run is a clear error.
+#[test]
+fn an_events_file_with_its_trace_is_steppable() {
+    use clap::Parser;
+    let trace = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../traces/format/pmd_missed_wakeup.trace"
+    );
+    let sched = sim_gui::session::explore_failure(trace, &[])
+        .unwrap()
+        .expect("pmsim explore finds the missed wake-up");
+    let dir = std::env::temp_dir().join(format!("pmsim-gui-step-events-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bug.events");
+    let path_s = path.to_string_lossy().into_owned();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = pmsim::run(
+        [
+            "pmsim",
+            "replay",
+            trace,
+            "--schedule",
+            &sched,
+            "--events",
+            &path_s,
+        ]
+        .map(Into::into),
+        &mut pmsim::Io {
+            out: &mut out,
+            err: &mut err,
+            progress: false,
+        },
+    );
+    assert_eq!(
+        code,
+        1,
+        "the replay finds the violation: {}",
+        String::from_utf8_lossy(&err)
+    );
+    let log = sim_core::events::EventLog::from_bincode(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(log.events.len() > 10);
+
+    // The logged run's seed is the schedule's (`2:SEED:...`).
+    let seed = format!("0x{}", sched.split(':').nth(1).unwrap());
+    let args = sim_gui::cli::Args::try_parse_from([
+        "pmsim-gui",
+        trace,
+        "--events",
+        &path_s,
+        "--seed",
+        &seed,
+    ])
+    .unwrap();
+    let mut app = sim_gui::cli::load(&args).unwrap();
+    let st = app.stepper.as_mut().unwrap();
+    let steps = st.path_len();
+    assert!(
+        steps > 10 && steps < log.events.len(),
+        "the setup's events are not steps"
+    );
+    assert_eq!(st.cursor(), steps);
+    assert_eq!(st.event_log(), log, "the re-executed run is the logged one");
+    assert_eq!(st.schedule_string(), sched);
+    assert!(matches!(
+        st.snapshot().end,
+        Some(sim_core::sim::RunEnd::Violation(_))
+    ));
+    // Step back and scrub along the log.
+    assert!(st.back());
+    assert_eq!(st.cursor(), steps - 1);
+    let setup = log
+        .events
+        .iter()
+        .take_while(|e| log.tasks[e.task.0 as usize] == "setup")
+        .count();
+    st.goto(3);
+    assert_eq!(st.event_log().events[..], log.events[..setup + 3]);
+    st.goto(steps);
+    assert_eq!(st.event_log(), log);
+    drop(app);
+
+    // --at puts the cursor inside the log.
+    let args =
+        sim_gui::cli::Args::try_parse_from(["pmsim-gui", trace, "--events", &path_s, "--at", "5"])
+            .unwrap();
+    let app = sim_gui::cli::load(&args).unwrap();
+    assert_eq!(app.stepper.as_ref().unwrap().cursor(), 5);
+    drop(app);
+
+    // The log on another trace: the first event that does not fit is named.
+    let other = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../traces/crash/journal-no-fence.trace"
+    );
+    let args =
+        sim_gui::cli::Args::try_parse_from(["pmsim-gui", other, "--events", &path_s]).unwrap();
+    let e = match sim_gui::cli::load(&args) {
+        Err(e) => e,
+        Ok(_) => panic!("a log of another trace loaded"),
+    };
+    assert!(e.starts_with("events: "), "{e}");
+    assert!(e.contains("event "), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
