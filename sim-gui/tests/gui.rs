@@ -8,13 +8,8 @@ use egui_kittest::kittest::Queryable;
 use sim_gui::app::{GuiApp, Tab};
 use sim_gui::session::Stepper;
 
-const TRACE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../traces/format/pmd_missed_wakeup.trace"
-);
-const BUG: &str = "2:a706dd2f4d197e6f:35:2:mqmplVZVWZWJ";
-/// The seed inside [`BUG`] (the run's seed that `pmsim explore` chose).
-const BUG_SEED: u64 = 0xa706_dd2f_4d19_7e6f;
+mod common;
+use common::{TRACE, bug_schedule, seed_of};
 
 fn harness(app: GuiApp) -> Harness<'static, GuiApp> {
     Harness::builder()
@@ -31,8 +26,9 @@ fn clicking_through_the_bug_schedule_shows_locked_entry_wrong_key_and_lost_wakeu
     // The thread of each step of the bug schedule (then back to the start: the clicks below
     // take the steps themselves). One stepper per test: building a trace's image is the slow
     // part of a debug build.
-    let mut st = Stepper::open(TRACE, BUG_SEED).unwrap();
-    st.load_schedule(BUG).unwrap();
+    let bug = bug_schedule();
+    let mut st = Stepper::open(TRACE, seed_of(&bug)).unwrap();
+    st.load_schedule(&bug).unwrap();
     let names = st.snapshot().tasks.clone();
     let path: Vec<String> = st
         .path()
@@ -95,12 +91,13 @@ fn clicking_through_the_bug_schedule_shows_locked_entry_wrong_key_and_lost_wakeu
     h.get_by_label("Save schedule").click();
     h.run();
     let saved = h.state().saved.clone().unwrap();
-    assert_eq!(saved.0, BUG);
-    assert!(saved.1.contains(&format!("--schedule '{BUG}'")));
+    assert_eq!(saved.0, bug);
+    assert!(saved.1.contains(&format!("--schedule '{bug}'")));
 }
 
 #[test]
 fn keys_step_back_and_forward_tabs_switch_and_a_typed_schedule_loads() {
+    let bug = bug_schedule();
     let mut app = GuiApp::default();
     app.set_stepper(Stepper::open(TRACE, 0).unwrap());
     let mut h = harness(app);
@@ -126,11 +123,11 @@ fn keys_step_back_and_forward_tabs_switch_and_a_typed_schedule_loads() {
     assert!(has(&h, "no crashcheck run loaded"));
 
     // A schedule typed in loads, and the scrubber goes to its end.
-    h.state_mut().schedule_text = BUG.to_string();
+    h.state_mut().schedule_text = bug.clone();
     h.get_by_label("Load schedule").click();
     h.run();
     let st = h.state().stepper.as_ref().unwrap();
     assert_eq!(st.cursor(), st.path_len());
-    assert_eq!(st.schedule_string(), BUG);
+    assert_eq!(st.schedule_string(), bug);
     assert!(has(&h, "VIOLATION lost-wakeup"));
 }

@@ -10,13 +10,30 @@ use sim_gui::session::Stepper;
 /// Relative (tests run in the package directory), so that the path the window shows is the
 /// same on every checkout.
 const TRACE: &str = "../traces/format/pmd_missed_wakeup.trace";
-const BUG: &str = "2:a706dd2f4d197e6f:35:2:mqmplVZVWZWJ";
 
-fn shot(tab: Tab, at: Option<usize>, name: &str) {
+mod common;
+
+/// Where to put the scrubber.
+enum At {
+    End,
+    /// The step at which t2 has gone to sleep on the wait table.
+    T2Asleep,
+}
+
+fn shot(tab: Tab, at: At, name: &str) {
+    let bug = common::bug_schedule();
     let mut st = Stepper::open(TRACE, 0).unwrap();
-    st.load_schedule(BUG).unwrap();
-    if let Some(n) = at {
-        st.goto(n);
+    st.load_schedule(&bug).unwrap();
+    if let At::T2Asleep = at {
+        let end = st.cursor();
+        let asleep = (0..=end).find(|&n| {
+            st.goto(n);
+            st.snapshot()
+                .tasks
+                .iter()
+                .any(|t| t.name == "t2" && t.wait_key.is_some())
+        });
+        st.goto(asleep.expect("t2 sleeps"));
     }
     let mut app = GuiApp::default();
     app.set_stepper(st);
@@ -30,15 +47,15 @@ fn shot(tab: Tab, at: Option<usize>, name: &str) {
 
 #[test]
 fn snapshot_locked_entry_while_t2_sleeps() {
-    shot(Tab::Mappings, Some(32), "pmd_missed_wakeup_mappings");
+    shot(Tab::Mappings, At::T2Asleep, "pmd_missed_wakeup_mappings");
 }
 
 #[test]
 fn snapshot_wrong_key_at_the_end() {
-    shot(Tab::WaitQueues, None, "pmd_missed_wakeup_wait_queues");
+    shot(Tab::WaitQueues, At::End, "pmd_missed_wakeup_wait_queues");
 }
 
 #[test]
 fn snapshot_wait_for_problem() {
-    shot(Tab::WaitFor, None, "pmd_missed_wakeup_wait_for");
+    shot(Tab::WaitFor, At::End, "pmd_missed_wakeup_wait_for");
 }

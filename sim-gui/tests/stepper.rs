@@ -5,20 +5,17 @@ use sim_core::sim::{RunEnd, ViolationKind};
 use sim_gui::session::{StepKind, Stepper};
 use sim_gui::view::{mappings, threads, waitfor, waitfor::NodeMark, waitqueues};
 
-pub const TRACE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../traces/format/pmd_missed_wakeup.trace"
-);
-/// The schedule `pmsim explore traces/format/pmd_missed_wakeup.trace` prints.
-pub const BUG: &str = "2:a706dd2f4d197e6f:35:2:mqmplVZVWZWJ";
+mod common;
+use common::{TRACE, bug_schedule};
 
 #[test]
 fn the_explore_schedule_reaches_the_lost_wakeup_the_locked_entry_and_scrubs_exactly() {
+    let bug = bug_schedule();
     let mut st = Stepper::open(TRACE, 0).unwrap();
-    st.load_schedule(BUG).unwrap();
+    st.load_schedule(&bug).unwrap();
     assert_eq!(
         st.schedule_string(),
-        BUG,
+        bug,
         "a loaded schedule saves as itself"
     );
     let snap = st.snapshot();
@@ -51,7 +48,7 @@ fn the_explore_schedule_reaches_the_lost_wakeup_the_locked_entry_and_scrubs_exac
         st.replay_command().starts_with("pmsim replay ")
             && st
                 .replay_command()
-                .ends_with(&format!("--schedule '{BUG}'"))
+                .ends_with(&format!("--schedule '{bug}'"))
     );
 
     // At the sleep the PTE entry is locked, and back and scrub are exact.
@@ -110,4 +107,33 @@ fn a_bad_schedule_and_a_bad_trace_are_clear_errors() {
     };
     assert!(e.contains("09_unknown_op.trace:"), "{e}");
     assert!(e.contains(": error: "), "{e}");
+}
+
+/// README.md's GUI section shows a literal schedule; it must still reproduce the race (it
+/// changes whenever the steps of a fault change, and then this names the schedule to use).
+#[test]
+fn the_readme_schedule_still_reproduces_the_lost_wakeup() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let gui = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("The GUI"))
+        .expect("README.md has a `## The GUI` section");
+    let lit = gui
+        .split("--schedule '")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .expect("the GUI section shows a `--schedule '...'` command");
+    // Derived before the stepper opens (both run simulations on this thread).
+    let now = bug_schedule();
+    let mut st = Stepper::open(TRACE, 0).unwrap();
+    let loaded = st.load_schedule(lit);
+    let end = st.snapshot().end.clone();
+    assert!(
+        loaded.is_ok()
+            && matches!(&end, Some(RunEnd::Violation(v)) if v.kind == ViolationKind::LostWakeup),
+        "README.md's GUI schedule {lit} no longer reproduces the lost wake-up ({loaded:?}, run \
+         end {end:?}); `pmsim explore traces/format/pmd_missed_wakeup.trace` now prints {now}: \
+         put that in README.md (and retake the screenshots)"
+    );
 }
