@@ -599,19 +599,34 @@ fn mappings_view(ui: &mut Ui, snap: &Snapshot) {
             }
             Ok(rows) => {
                 strip(ui, &f);
-                egui::Grid::new(("xa", &f.title))
-                    .striped(true)
-                    .show(ui, |ui| {
-                        for h in ["indices", "entry", "pfn", "raw"] {
-                            ui.strong(h);
-                        }
-                        ui.end_row();
-                        for r in rows {
-                            ui.label(format!("{:#x}-{:#x}", r.first, r.last));
-                            ui.colored_label(class_colour(r.class()), r.flags());
-                            ui.label(r.pfn.map(|p| format!("{p:#x}")).unwrap_or_default());
-                            ui.monospace(format!("{:#x}", r.raw));
-                            ui.end_row();
+                ui.horizontal(|ui| {
+                    ui.monospace(format!(
+                        "{:<22} {:<28} {:<12} raw",
+                        "indices", "entry", "pfn"
+                    ));
+                });
+                // Virtualised: only the visible rows are laid out.
+                let row_h = ui.text_style_height(&egui::TextStyle::Monospace) + 4.0;
+                egui::ScrollArea::vertical()
+                    .id_salt(("xa", &f.title))
+                    .max_height(320.0)
+                    .show_rows(ui, row_h, rows.len(), |ui, range| {
+                        for r in &rows[range] {
+                            ui.horizontal(|ui| {
+                                ui.monospace(format!(
+                                    "{:<22}",
+                                    format!("{:#x}-{:#x}", r.first, r.last)
+                                ));
+                                ui.colored_label(
+                                    class_colour(r.class()),
+                                    RichText::new(format!("{:<28}", r.flags())).monospace(),
+                                );
+                                ui.monospace(format!(
+                                    "{:<12} {:#x}",
+                                    r.pfn.map(|p| format!("{p:#x}")).unwrap_or_default(),
+                                    r.raw
+                                ));
+                            });
                         }
                     });
                 if rows.is_empty() {
