@@ -13,7 +13,7 @@ fn main() {
     let rounds: usize = std::env::var("PMSIM_GUI_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3400);
+        .unwrap_or(5200);
     let frames: usize = std::env::var("PMSIM_GUI_BENCH_FRAMES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -479,12 +479,17 @@ impl GuiApp {
         }
         if let Some(f) = &p.witness {
             ui.strong("witness");
-            for (head, lines) in crash::witness(f) {
-                ui.colored_label(colours::PROBLEM, head);
-                for l in lines {
-                    ui.monospace(format!("  {l}"));
-                }
-            }
+            egui::ScrollArea::vertical()
+                .id_salt("crash witness")
+                .max_height(ui.available_height() * 0.6)
+                .show(ui, |ui| {
+                    for (head, lines) in crash::witness(f) {
+                        ui.colored_label(colours::PROBLEM, head);
+                        for l in lines {
+                            ui.monospace(format!("  {l}"));
+                        }
+                    }
+                });
         }
         ui.strong(format!(
             "images ({} distinct, {} duplicates skipped{})",

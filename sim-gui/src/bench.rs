@@ -96,7 +96,7 @@ pub fn report(app: &GuiApp, timings: &[ViewTiming], frames: usize) -> String {
 
 /// A long trace for the frame benchmark: two threads, each on its own file, repeating a 64-byte
 /// store, its clwb and an sfence `rounds` times over 1024 pages (about 31 steps per round and
-/// thread: 3400 rounds give a run of over 100k events).
+/// thread while the pages fault in, 7 after: 5200 rounds give a run of over 100k events).
 pub fn long_trace(rounds: usize) -> String {
     let mut s = String::from(
         "pmsim-trace 1\nmachine cpus=2 pmem=64MiB\nfile /a size=4MiB prealloc\n\

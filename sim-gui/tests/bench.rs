@@ -17,7 +17,7 @@ fn the_long_trace_runs_clean_and_every_view_is_drawn() {
     st.run_to(StepKind::End, usize::MAX);
     assert!(matches!(st.snapshot().end, Some(RunEnd::Done)));
     assert!(st.runnable().is_empty());
-    // About 31 steps per round and thread (the benchmark's 3400 rounds give over 100k).
+    // About 31 steps per round and thread (the benchmark's 5200 rounds give over 100k events).
     let per_round = st.path_len() / 8;
     assert!((20..=40).contains(&per_round), "{} steps", st.path_len());
     let mut app = GuiApp::default();

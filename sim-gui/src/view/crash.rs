@@ -48,12 +48,14 @@ pub fn point_label(p: &PointRow) -> String {
         0 => "ok".to_string(),
         n => format!("{n} FAILING"),
     };
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     format!(
-        "point {} (step {}): {at}: {} pending lines, {} images{}: {verdict}",
+        "point {} (step {}): {at}: {}, {}{}: {verdict}",
         p.index,
         p.step,
-        p.pending,
-        p.images.len(),
+        plural(p.pending, "pending line", "pending lines"),
+        plural(p.images.len(), "image", "images"),
         if p.capped { " (capped)" } else { "" }
     )
 }
