@@ -108,7 +108,14 @@ pub struct GuiApp {
     crash_path: Option<Vec<u32>>,
     /// The event log of the current step (rebuilt when the step changes).
     log: Option<(usize, usize, EventLog)>,
+    /// The timeline's marks, per lane, for (log key, width, x axis): rebuilt when one changes,
+    /// so that a frame does not walk a 100k-event log.
+    lanes: Option<(LanesKey, Vec<Vec<f32>>)>,
 }
+
+/// What the timeline's marks depend on: the log (step cursor and path length, or the loaded
+/// `--events` log), the lanes' width in points (bits) and the x axis.
+type LanesKey = (Option<(usize, usize)>, u32, bool);
 
 impl Default for GuiApp {
     fn default() -> Self {
@@ -126,6 +133,7 @@ impl Default for GuiApp {
             crash_selected: None,
             crash_path: None,
             log: None,
+            lanes: None,
         }
     }
 }
@@ -351,7 +359,7 @@ impl GuiApp {
         let Some(st) = &mut self.stepper else {
             if let Some(log) = &self.events {
                 ui.heading(format!("Event log: {} events", log.events.len()));
-                lanes(ui, log, self.timeline_by_time);
+                lanes(ui, log, None, self.timeline_by_time, &mut self.lanes);
             } else {
                 ui.label("no run loaded");
             }
@@ -369,8 +377,13 @@ impl GuiApp {
         });
         self.refresh_log();
         let by_time = self.timeline_by_time;
-        if let Some(log) = self.shown_log() {
-            lanes(ui, log, by_time);
+        let key = self.log.as_ref().map(|(c, l, _)| (*c, *l));
+        let log = match &self.log {
+            Some((_, _, log)) => Some(log),
+            None => self.events.as_ref(),
+        };
+        if let Some(log) = log {
+            lanes(ui, log, key, by_time, &mut self.lanes);
         }
     }
 
@@ -660,29 +673,45 @@ fn strip(ui: &mut Ui, f: &mappings::FileView) {
 }
 
 fn waitqueues_view(ui: &mut Ui, snap: &Snapshot) {
-    let rows = waitqueues::build(snap);
+    let mut rows = waitqueues::build(snap);
+    // The buckets in use: with sleepers, or woken at least once.
+    rows.retain(|q| !q.waiters.is_empty() || q.last_wake.is_some());
     if rows.is_empty() {
         ui.label("no wait queue has waiters or was woken yet");
+        return;
     }
-    for q in rows {
-        ui.strong(&q.queue);
-        ui.indent(("wq", &q.queue), |ui| {
-            for w in &q.waiters {
-                let excl = if w.exclusive { " (exclusive)" } else { "" };
-                ui.colored_label(
-                    colours::SLEEPING,
-                    format!("waiter {} key {}{excl}", w.task, w.key),
-                );
-                for o in &w.other_keys_woken {
-                    ui.colored_label(colours::PROBLEM, format!("  not its key: woken {o}"));
-                }
+    // Queues with sleepers first; then one line per queue, waiter and wake-up, virtualised
+    // (a long run wakes hundreds of buckets).
+    rows.sort_by_key(|q| q.waiters.is_empty());
+    let text = ui.visuals().text_color();
+    let mut lines: Vec<(String, Color32)> = Vec::new();
+    for q in &rows {
+        lines.push((q.queue.clone(), ui.visuals().strong_text_color()));
+        for w in &q.waiters {
+            let excl = if w.exclusive { " (exclusive)" } else { "" };
+            lines.push((
+                format!("    waiter {} key {}{excl}", w.task, w.key),
+                colours::SLEEPING,
+            ));
+            for o in &w.other_keys_woken {
+                lines.push((format!("      not its key: woken {o}"), colours::PROBLEM));
             }
-            match &q.last_wake {
-                Some(l) => ui.label(format!("last wake: {l}")),
-                None => ui.label("never woken"),
-            };
+        }
+        lines.push(match &q.last_wake {
+            Some(l) => (format!("    last wake: {l}"), text),
+            None => ("    never woken".to_string(), text),
         });
     }
+    ui.label(format!("{} wait queues in use", rows.len()));
+    let row_h = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
+    egui::ScrollArea::vertical()
+        .id_salt("wait queue rows")
+        .max_height(600.0)
+        .show_rows(ui, row_h, lines.len(), |ui, range| {
+            for (l, c) in &lines[range] {
+                ui.colored_label(*c, l);
+            }
+        });
 }
 
 fn locks_view(ui: &mut Ui, snap: &Snapshot, all: bool) {
@@ -784,24 +813,29 @@ fn pages_view(ui: &mut Ui, snap: &Snapshot) {
                 ui.label("(no present leaves)");
             }
             Ok(ls) => {
-                egui::Grid::new(("pt", &p.name))
-                    .striped(true)
-                    .show(ui, |ui| {
-                        for h in ["address", "level", "pfn", "write", "dirty"] {
-                            ui.strong(h);
-                        }
-                        ui.end_row();
-                        for l in ls {
-                            ui.monospace(format!("{:#x}", l.addr));
-                            ui.label(l.level);
-                            ui.monospace(format!("{:#x}", l.pfn));
-                            ui.label(if l.write { "W" } else { "" });
-                            if l.dirty {
-                                ui.colored_label(colours::DIRTY, "D");
-                            } else {
-                                ui.label("");
-                            }
-                            ui.end_row();
+                ui.monospace(format!(
+                    "{:<18} {:<5} {:<12} write dirty",
+                    "address", "level", "pfn"
+                ));
+                // Virtualised: only the visible leaves are laid out.
+                let row_h = ui.text_style_height(&egui::TextStyle::Monospace) + 4.0;
+                egui::ScrollArea::vertical()
+                    .id_salt(("pt", &p.name))
+                    .max_height(240.0)
+                    .show_rows(ui, row_h, ls.len(), |ui, range| {
+                        for l in &ls[range] {
+                            ui.horizontal(|ui| {
+                                ui.monospace(format!(
+                                    "{:<18} {:<5} {:<12} {:<5}",
+                                    format!("{:#x}", l.addr),
+                                    l.level,
+                                    format!("{:#x}", l.pfn),
+                                    if l.write { "W" } else { "" }
+                                ));
+                                if l.dirty {
+                                    ui.colored_label(colours::DIRTY, "D");
+                                }
+                            });
                         }
                     });
             }
@@ -913,12 +947,17 @@ fn events_table(ui: &mut Ui, log: &EventLog) {
 }
 
 /// One lane per task, over simulated time (`by_time`; CPUs have their own clocks) or over the
-/// steps; a mark per event. One pass over the events and at most one mark per pixel column and
-/// lane, so a 100k-event run costs little per frame.
-fn lanes(ui: &mut Ui, log: &EventLog, by_time: bool) {
+/// steps; a mark per event, at most one per pixel column and lane. The marks are computed in
+/// one pass over the events when the log, the width or the axis changes (`cache`), so a frame
+/// with a 100k-event run only paints them.
+fn lanes(
+    ui: &mut Ui,
+    log: &EventLog,
+    key: Option<(usize, usize)>,
+    by_time: bool,
+    cache: &mut Option<(LanesKey, Vec<Vec<f32>>)>,
+) {
     let n = log.tasks.len().max(1);
-    let x_of = |e: &sim_core::events::LogEvent| if by_time { e.time } else { e.step as u64 };
-    let t_max = log.events.iter().map(x_of).max().unwrap_or(0).max(1) as f32;
     let lane_h = 16.0;
     let width = ui.available_width().max(200.0);
     let (rect, _) =
@@ -926,6 +965,11 @@ fn lanes(ui: &mut Ui, log: &EventLog, by_time: bool) {
     let painter = ui.painter_at(rect);
     let label_w = 90.0;
     let span = width - label_w;
+    let want: LanesKey = (key, span.to_bits(), by_time);
+    if !matches!(cache, Some((k, _)) if *k == want) {
+        *cache = Some((want, lane_marks(log, by_time, span)));
+    }
+    let Some((_, marks)) = cache else { return };
     for (i, name) in log.tasks.iter().enumerate() {
         painter.text(
             egui::pos2(rect.left(), rect.top() + i as f32 * lane_h + lane_h / 2.0),
@@ -935,18 +979,33 @@ fn lanes(ui: &mut Ui, log: &EventLog, by_time: bool) {
             ui.visuals().text_color(),
         );
     }
+    for (lane, xs) in marks.iter().enumerate() {
+        let y = rect.top() + lane as f32 * lane_h;
+        for &x in xs {
+            let x = rect.left() + label_w + x;
+            painter.line_segment(
+                [egui::pos2(x, y + 2.0), egui::pos2(x, y + lane_h - 2.0)],
+                egui::Stroke::new(1.0, colours::MAPPED),
+            );
+        }
+    }
+}
+
+/// Per lane, the x offsets (0..=span) of the marks: at most one per pixel column.
+fn lane_marks(log: &EventLog, by_time: bool, span: f32) -> Vec<Vec<f32>> {
+    let n = log.tasks.len().max(1);
+    let x_of = |e: &sim_core::events::LogEvent| if by_time { e.time } else { e.step as u64 };
+    let t_max = log.events.iter().map(x_of).max().unwrap_or(0).max(1) as f32;
+    let mut marks = vec![Vec::new(); n];
     let mut last_x = vec![f32::NEG_INFINITY; n];
     for e in &log.events {
         let lane = (e.task.0 as usize).min(n - 1);
-        let x = rect.left() + label_w + x_of(e) as f32 / t_max * span;
+        let x = x_of(e) as f32 / t_max * span;
         if x - last_x[lane] < 1.0 {
             continue;
         }
         last_x[lane] = x;
-        let y = rect.top() + lane as f32 * lane_h;
-        painter.line_segment(
-            [egui::pos2(x, y + 2.0), egui::pos2(x, y + lane_h - 2.0)],
-            egui::Stroke::new(1.0, colours::MAPPED),
-        );
+        marks[lane].push(x);
     }
+    marks
 }
