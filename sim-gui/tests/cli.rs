@@ -55,6 +55,25 @@ fn bad_inputs_exit_2_with_a_position() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // --crashcheck needs a trace, a known bug mode and k >= 1; --seed is a number.
+    for (args, says) in [
+        (vec!["--crashcheck"], "<TRACE>"),
+        (
+            vec![trace, "--crashcheck", "--bug", "nope"],
+            "--bug nope: unknown bug mode",
+        ),
+        (
+            vec![trace, "--crashcheck", "--k", "0"],
+            "--k must be at least 1",
+        ),
+        (vec![trace, "--k", "3"], "--crashcheck"),
+        (vec![trace, "--seed", "zz"], "is not a seed"),
+    ] {
+        let out = gui().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 }
 
 #[test]
