@@ -31,7 +31,7 @@ use crate::mm::{
 };
 use crate::pgtable::{HUGE_ZERO_PFN, PmdVal};
 use crate::world::AddressSpace;
-use crate::xarray::{PAGECACHE_TAG_DIRTY, PAGECACHE_TAG_TOWRITE, XaEntry, XaState};
+use crate::xarray::{PAGECACHE_TAG_DIRTY, PAGECACHE_TAG_TOWRITE, XaEntry, XaOps, XaState};
 use crate::{Errno, Pfn};
 use sim_core::platform::warn_on;
 use sim_core::{Platform, WakeMode};

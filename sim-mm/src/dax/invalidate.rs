@@ -29,7 +29,9 @@ use crate::dax_entry::{
 };
 use crate::mm::unmap_mapping_pages;
 use crate::world::AddressSpace;
-use crate::xarray::{PAGECACHE_TAG_DIRTY, PAGECACHE_TAG_TOWRITE, XaEntry, XaState, xa_mk_value};
+use crate::xarray::{
+    PAGECACHE_TAG_DIRTY, PAGECACHE_TAG_TOWRITE, XaEntry, XaOps, XaState, xa_mk_value,
+};
 use crate::{Errno, Pfn};
 use sim_core::platform::warn_on;
 use sim_core::{Platform, WakeMode};
