@@ -122,6 +122,9 @@ pub enum OpKind {
     Spawn,
     /// `JoinHandle::join`: wait until a task has finished (a read of its exit, `Op::task`).
     Join,
+    /// An addition to a counter (`nrpages += n`), only in footprints: two additions commute,
+    /// an addition and a read or write of the counter do not.
+    Add,
 }
 
 impl OpKind {
@@ -137,6 +140,7 @@ impl OpKind {
             (Read, Read)
                 | (WaitqueueActive, WaitqueueActive)
                 | (Join, Join)
+                | (Add, Add)
                 | (DownRead | UpRead, DownRead | UpRead)
         )
     }
@@ -390,13 +394,14 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// (a guard's `Deref`). No scheduling point. The simulator records a whole-data read of
     /// `l` in the step's footprint. Natively it does nothing.
     fn lock_data_read(&self, _l: &Self::RawLock) {}
-    /// The holder of `l`, a lock with parts, reads (`write == false`) or changes the keys
-    /// `[first, first + len)` of the data and nothing else (a guard's `part`/`part_mut`). No
+    /// The holder of `l`, a lock with parts, reads (`kind` `Read`), changes (`Write`) or adds
+    /// to (`Add`, a counter) the keys `[first, first + len)` of the data and nothing else (a
+    /// guard's `part`/`part_mut`/`part_add`). No
     /// scheduling point. The simulator records a part of `l` in the step's footprint (a
     /// change also counts as a change of the whole data in every later step of the holder,
     /// as `lock_data_mut` does), so that critical sections on disjoint keys commute (`sim`
     /// "Footprints"). Natively it does nothing.
-    fn lock_data_part(&self, _l: &Self::RawLock, _write: bool, _first: u64, _len: u64) {}
+    fn lock_data_part(&self, _l: &Self::RawLock, _kind: OpKind, _first: u64, _len: u64) {}
 
     fn new_rwsem(&self, name: &'static str) -> Self::RawRwSem;
     fn down_read(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
@@ -680,7 +685,7 @@ macro_rules! guarded_lock {
             /// reads through this reference depends on those keys alone.
             pub fn part(&self, first: u64, len: u64) -> &T {
                 if self.lock.parts {
-                    self.p.lock_data_part(&self.lock.raw, false, first, len);
+                    self.p.lock_data_part(&self.lock.raw, OpKind::Read, first, len);
                     // SAFETY: the guard holds the lock.
                     unsafe { &*self.lock.data.get() }
                 } else {
@@ -693,7 +698,22 @@ macro_rules! guarded_lock {
             /// reads and changes through this reference is those keys alone.
             pub fn part_mut(&mut self, first: u64, len: u64) -> &mut T {
                 if self.lock.parts {
-                    self.p.lock_data_part(&self.lock.raw, true, first, len);
+                    self.p.lock_data_part(&self.lock.raw, OpKind::Write, first, len);
+                    // SAFETY: the guard holds the lock exclusively.
+                    unsafe { &mut *self.lock.data.get() }
+                } else {
+                    self
+                }
+            }
+        }
+
+        impl<P: Platform, T> $guard<'_, P, T> {
+            /// The data, for an addition to the counter at key `key` only (on a lock with
+            /// parts; on another lock, the same as `DerefMut`): additions by two sections
+            /// commute. The caller's contract: it only adds to that counter, reading nothing.
+            pub fn part_add(&mut self, key: u64) -> &mut T {
+                if self.lock.parts {
+                    self.p.lock_data_part(&self.lock.raw, OpKind::Add, key, 1);
                     // SAFETY: the guard holds the lock exclusively.
                     unsafe { &mut *self.lock.data.get() }
                 } else {

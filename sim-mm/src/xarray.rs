@@ -569,6 +569,10 @@ pub trait XaOps {
     fn xas_set_mark(&mut self, xas: &XaState, mark: XaMark);
     fn xas_clear_mark(&mut self, xas: &XaState, mark: XaMark);
     fn xas_init_marks(&mut self, xas: &XaState);
+    /// `mapping->nrpages += delta`: through the guard an addition to a counter of its own
+    /// ([`XA_NRPAGES_KEY`]), which commutes with other additions (a read of `nrpages` reads the
+    /// whole array).
+    fn nrpages_add(&mut self, delta: i64);
     fn xa_get_mark(&self, index: u64, mark: XaMark) -> bool {
         self.xas_get_mark(&XaState::new(index), mark)
     }
@@ -583,7 +587,18 @@ pub trait XaOps {
     }
 }
 
+/// The key `nrpages` has among the xarray's parts: past every index a part can name apart
+/// (sim-core `Op::part` folds keys from 2^32 - 1 on into one, so it also overlaps the ranges of
+/// scans that run to the end: conservative).
+pub const XA_NRPAGES_KEY: u64 = u64::MAX;
+
 impl XaOps for XArray {
+    fn nrpages_add(&mut self, delta: i64) {
+        self.nrpages = self
+            .nrpages
+            .checked_add_signed(delta)
+            .expect("nrpages under- or overflow");
+    }
     fn xa_load(&self, index: u64) -> XaEntry {
         XArray::xa_load(self, index)
     }
@@ -630,6 +645,9 @@ fn changed_range(xa: &XArray, xas: &XaState) -> (u64, u64) {
 }
 
 impl<P: Platform> XaOps for SpinLockGuard<'_, P, XArray> {
+    fn nrpages_add(&mut self, delta: i64) {
+        XaOps::nrpages_add(self.part_add(XA_NRPAGES_KEY), delta)
+    }
     fn xa_load(&self, index: u64) -> XaEntry {
         self.part(index, 1).xa_load(index)
     }

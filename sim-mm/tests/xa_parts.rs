@@ -67,27 +67,28 @@ fn task(
     });
 }
 
-/// Two order-0 stores on disjoint indices of one 2 MiB range, a PMD fault's
-/// `xas_find_conflict` + order-9 store over the range (only into an empty range), and a load
-/// inside it.
+/// Order-0 stores on disjoint indices (two in one 2 MiB range), a PMD fault's
+/// `xas_find_conflict` + order-9 store over the range (only into an empty range), a load
+/// inside it; each insertion adds to `nrpages`, and one task reads `nrpages` (a whole read).
 fn pmd_over_ptes(parts: bool) -> impl Fn(&mut Sim) {
     move |sim: &mut Sim| {
         let l = new_xa(&sim.platform(), parts, &[]);
-        task(sim, &l, "pte5", |g| {
-            format!("{:?}", g.xa_store(5, xa_mk_value(1)))
-        });
-        task(sim, &l, "pte58", |g| {
-            format!("{:?}", g.xa_store(0x58, xa_mk_value(2)))
-        });
-        task(sim, &l, "pte600", |g| {
-            format!("{:?}", g.xa_store(0x600, xa_mk_value(4)))
-        });
+        // Each insertion adds to nrpages (additions commute); one task reads nrpages.
+        for (name, index, v) in [("pte5", 5, 1), ("pte58", 0x58, 2), ("pte600", 0x600, 4)] {
+            task(sim, &l, name, move |g| {
+                let old = g.xa_store(index, xa_mk_value(v));
+                g.nrpages_add(1);
+                format!("{old:?}")
+            });
+        }
+        task(sim, &l, "nrpages", |g| format!("nrpages {}", g.nrpages));
         task(sim, &l, "pmd", |g| {
             let mut xas = XaState::new_order(0x8, 9);
             let e = g.xas_find_conflict(&mut xas);
             if e.is_null() {
                 xas.reset();
                 g.xas_store(&mut xas, xa_mk_value(3));
+                g.nrpages_add(512);
                 "pmd stored".into()
             } else {
                 format!("pmd conflict {e:?}")
@@ -131,6 +132,7 @@ struct Outcome {
     end: String,
     notes: Vec<String>,
     items: Option<Vec<(u64, u8, u64, u8)>>,
+    nrpages: Option<u64>,
 }
 
 fn outcome(sim: &Sim, end: &RunEnd) -> Outcome {
@@ -149,9 +151,19 @@ fn outcome(sim: &Sim, end: &RunEnd) -> Outcome {
             })
         })
     });
+    let nrpages = DATA.with(|d| {
+        d.borrow()
+            .as_ref()
+            .and_then(|l| l.peek(&p, |xa| xa.nrpages))
+    });
     let mut notes = NOTES.with(|n| n.borrow().clone());
     notes.sort();
-    Outcome { end, notes, items }
+    Outcome {
+        end,
+        notes,
+        items,
+        nrpages,
+    }
 }
 
 fn outcomes(model: &dyn Model, sleep_sets: bool, dpor: bool) -> (BTreeSet<Outcome>, u64) {
@@ -203,6 +215,12 @@ fn a_pmd_store_over_pte_entries_loses_no_outcome_and_disjoint_ptes_commute() {
             .any(|o| o.notes.iter().any(|n| n.starts_with("pmd conflict")))
     );
     assert!(dpor_parts < dpor_plain, "{dpor_parts} vs {dpor_plain}");
+    // The additions to nrpages commute, its reader sees every count.
+    let seen: BTreeSet<&String> = parts
+        .iter()
+        .flat_map(|o| o.notes.iter().filter(|n| n.starts_with("nrpages")))
+        .collect();
+    assert!(seen.len() >= 4, "{seen:?}");
 }
 
 #[test]

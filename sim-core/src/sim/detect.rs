@@ -183,6 +183,7 @@ pub(super) fn describe_op(s: &State, op: &Op) -> String {
         OpKind::Exit => "exit".into(),
         OpKind::Spawn => "spawn".into(),
         OpKind::Join => format!("join {obj}"),
+        OpKind::Add => format!("add to {obj}"),
         OpKind::Yield => format!(
             "yield at {}",
             s.sites.get(op.arg as usize).copied().unwrap_or("?")

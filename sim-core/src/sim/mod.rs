@@ -54,10 +54,11 @@
 //!   that takes the lock and keeps it (which disables it) or writes the data;
 //! - for a lock created with parts (`SpinLock::new_with_parts`, the xarray under xa_lock):
 //!   a whole-data read of the lock at every guard `Deref`, and a part (`Op::part`: the lock
-//!   and a range of keys, read or written) at every guard `part`/`part_mut`. Parts of one lock
-//!   conflict when their key ranges overlap (and one writes); a part conflicts with every
+//!   and a range of keys, read, written or added to) at every guard `part`/`part_mut`/
+//!   `part_add`. Parts of one lock conflict when their key ranges overlap (unless both read or
+//!   both add: additions to a counter commute); a part conflicts with every
 //!   access of the lock itself but a whole-data read against a part read and the lock-word
-//!   read below. A part write makes the lock dirty like `&mut`, so a holder that keeps the
+//!   read below. A part write or addition makes the lock dirty like `&mut`, so a holder that keeps the
 //!   lock writes the whole data in its later steps (the part is not remembered). A section
 //!   taken and released in one step whose data accesses were all parts has, in place of the
 //!   lock and the release, a read of the lock word alone (`Op::LOCK_WORD`): it conflicts with
@@ -677,13 +678,12 @@ impl Platform for SimPlatform {
         })
     }
 
-    fn lock_data_part(&self, l: &SimRaw, write: bool, first: u64, len: u64) {
+    fn lock_data_part(&self, l: &SimRaw, kind: OpKind, first: u64, len: u64) {
         try_with_state(|s| {
             if l.gen_ != s.gen_ || s.in_check {
                 return;
             }
-            let kind = if write { OpKind::Write } else { OpKind::Read };
-            if write {
+            if kind != OpKind::Read {
                 let cur = s.current;
                 if let ObjState::Lock { holder, dirty, .. } = &mut s.objs[l.id.0 as usize].state {
                     debug_assert!(
