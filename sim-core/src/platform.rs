@@ -122,6 +122,9 @@ pub enum OpKind {
     Spawn,
     /// `JoinHandle::join`: wait until a task has finished (a read of its exit, `Op::task`).
     Join,
+    /// An addition to a counter (`nrpages += n`), only in footprints: two additions commute,
+    /// an addition and a read or write of the counter do not.
+    Add,
 }
 
 impl OpKind {
@@ -137,6 +140,7 @@ impl OpKind {
             (Read, Read)
                 | (WaitqueueActive, WaitqueueActive)
                 | (Join, Join)
+                | (Add, Add)
                 | (DownRead | UpRead, DownRead | UpRead)
         )
     }
@@ -154,6 +158,17 @@ pub struct Op {
 impl Op {
     /// The "no object" id used by ops that touch nothing shared.
     pub const NONE: ObjId = ObjId(u32::MAX);
+    /// Parts of the data of a lock created with parts (`SpinLock::new_with_parts`): the part
+    /// entries of lock `l` have the id `PART_BASE + l`, and `arg` packs a range of keys of the
+    /// data (`first << 32 | len`, e.g. xarray indices). Object ids stay below it.
+    pub const PART_BASE: u32 = 0x7000_0000;
+    /// The last part id (exclusive).
+    pub const PART_END: u32 = 0x8000_0000;
+    /// `arg` of a `Read` of a lock that stands for the lock word only: a critical section taken
+    /// and released in one step whose data accesses are all parts (see `sim` "Footprints"). It
+    /// conflicts with every step that takes, keeps, releases or wholly writes the lock, not with
+    /// accesses of parts.
+    pub const LOCK_WORD: u64 = 1;
     /// Cache lines of pmem have ids from here: `MEM_BASE + addr / 64`, and a memory op's `arg`
     /// is the number of lines it touches (so 2^30 lines, 64 GiB of pmem, are addressable).
     pub const MEM_BASE: u32 = 0x8000_0000;
@@ -226,6 +241,34 @@ impl Op {
             .then(|| TaskId(self.obj.0 - Op::TASK_BASE))
     }
 
+    /// The footprint entry for keys `[first, first + len)` of the data of lock `lock` (a lock
+    /// with parts; `len` at least 1; ranges are clamped to keys below 2^32 - 1, and every key
+    /// from there on counts as that last key, which keeps larger keys dependent).
+    pub fn part(kind: OpKind, lock: ObjId, first: u64, len: u64) -> Op {
+        debug_assert!(
+            lock.0 < Op::PART_END - Op::PART_BASE,
+            "lock id out of the part space"
+        );
+        // Keys at or past 2^32 - 1 share the last key (conservative: they all overlap).
+        let first = first.min(u64::from(u32::MAX - 1));
+        let len = len.clamp(1, u64::from(u32::MAX) - first);
+        Op {
+            kind,
+            obj: ObjId(Op::PART_BASE + lock.0),
+            arg: (first << 32) | len,
+        }
+    }
+
+    /// The lock and key range `[first, first + len)` of a part entry.
+    pub fn part_of(&self) -> Option<(ObjId, u64, u64)> {
+        (Op::PART_BASE..Op::PART_END)
+            .contains(&self.obj.0)
+            .then(|| {
+                let len = (self.arg & 0xffff_ffff).max(1);
+                (ObjId(self.obj.0 - Op::PART_BASE), self.arg >> 32, len)
+            })
+    }
+
     /// The op touching `len` bytes of pmem at `addr` (at least one line).
     pub fn mem(kind: OpKind, addr: u64, len: u64) -> Op {
         let first = addr / 64;
@@ -254,12 +297,39 @@ impl Op {
     /// nothing shared commute with everything. A step's full footprint is a list of accesses
     /// (see [`footprints_depend`]).
     pub fn depends_on(&self, other: &Op) -> bool {
+        match (self.part_of(), other.part_of()) {
+            // Two parts of one lock's data: dependent when their key ranges overlap.
+            (Some((l, a, n)), Some((m, b, k))) => {
+                return l == m && a < b + k && b < a + n && self.kind.conflicts(other.kind);
+            }
+            // A part and the lock itself: a read of the lock word only (`LOCK_WORD`) touches
+            // no data, a whole-data read commutes with a part read; everything else on the lock
+            // (taking, keeping, releasing it, a whole-data write) is dependent.
+            (Some((l, ..)), None) => return other.depends_on_part_of(l, self.kind),
+            (None, Some((l, ..))) => return self.depends_on_part_of(l, other.kind),
+            (None, None) => {}
+        }
         if let (Some((a, n)), Some((b, m))) = (self.range(), other.range()) {
             // Memory ops and cache sets: dependent when their ranges overlap.
             let (a, b) = (a as u64, b as u64);
             return a < b + m && b < a + n && self.kind.conflicts(other.kind);
         }
         self.obj != Op::NONE && self.obj == other.obj && self.kind.conflicts(other.kind)
+    }
+}
+
+impl Op {
+    /// Whether this op, which is no part, is dependent with an access of kind `part` to a part
+    /// of lock `l`'s data (see [`Op::depends_on`]).
+    fn depends_on_part_of(&self, l: ObjId, part: OpKind) -> bool {
+        if self.obj != l {
+            return false;
+        }
+        match self.kind {
+            OpKind::Read if self.arg == Op::LOCK_WORD => false,
+            OpKind::Read => part != OpKind::Read,
+            _ => true,
+        }
     }
 }
 
@@ -320,6 +390,18 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// that only reads commutes with another that only reads (`sim` "Footprints"). Natively
     /// it does nothing.
     fn lock_data_mut(&self, _l: &Self::RawLock) {}
+    /// The holder of `l`, a lock with parts (`SpinLock::new_with_parts`), reads the whole data
+    /// (a guard's `Deref`). No scheduling point. The simulator records a whole-data read of
+    /// `l` in the step's footprint. Natively it does nothing.
+    fn lock_data_read(&self, _l: &Self::RawLock) {}
+    /// The holder of `l`, a lock with parts, reads (`kind` `Read`), changes (`Write`) or adds
+    /// to (`Add`, a counter) the keys `[first, first + len)` of the data and nothing else (a
+    /// guard's `part`/`part_mut`/`part_add`). No
+    /// scheduling point. The simulator records a part of `l` in the step's footprint (a
+    /// change also counts as a change of the whole data in every later step of the holder,
+    /// as `lock_data_mut` does), so that critical sections on disjoint keys commute (`sim`
+    /// "Footprints"). Natively it does nothing.
+    fn lock_data_part(&self, _l: &Self::RawLock, _kind: OpKind, _first: u64, _len: u64) {}
 
     fn new_rwsem(&self, name: &'static str) -> Self::RawRwSem;
     fn down_read(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
@@ -508,6 +590,9 @@ macro_rules! guarded_lock {
         pub struct $name<P: Platform, T> {
             raw: P::RawLock,
             data: UnsafeCell<T>,
+            /// Created with parts: every `Deref` of a guard is a whole-data read, and the
+            /// guard's `part`/`part_mut` announce key ranges instead.
+            parts: bool,
         }
 
         // SAFETY: the data is reached only through a guard, which exists only while the raw lock
@@ -520,6 +605,21 @@ macro_rules! guarded_lock {
                 $name {
                     raw: p.new_lock($class, name),
                     data: UnsafeCell::new(value),
+                    parts: false,
+                }
+            }
+
+            /// A lock whose data is a map of keys (the xarray's indices) that critical sections
+            /// may announce range by range: a guard's [`part`](SpinLockGuard::part) and
+            /// `part_mut` reach the data as accesses of `[first, first + len)` only, and a
+            /// section taken and released in one step whose accesses are all parts commutes
+            /// with another on disjoint keys (see [`Platform::lock_data_part`]). Any other
+            /// access through the guard (`Deref`, `DerefMut`) counts as the whole data.
+            pub fn new_with_parts(p: &P, name: &'static str, value: T) -> Self {
+                $name {
+                    raw: p.new_lock($class, name),
+                    data: UnsafeCell::new(value),
+                    parts: true,
                 }
             }
 
@@ -579,11 +679,55 @@ macro_rules! guarded_lock {
                 self.held = false;
                 self.p.unlock(&self.lock.raw).await;
             }
+
+            /// The data, for a read of keys `[first, first + len)` only (on a lock with
+            /// parts; on another lock, the same as `Deref`). The caller's contract: what it
+            /// reads through this reference depends on those keys alone.
+            pub fn part(&self, first: u64, len: u64) -> &T {
+                if self.lock.parts {
+                    self.p.lock_data_part(&self.lock.raw, OpKind::Read, first, len);
+                    // SAFETY: the guard holds the lock.
+                    unsafe { &*self.lock.data.get() }
+                } else {
+                    self
+                }
+            }
+
+            /// The data, for a change of keys `[first, first + len)` only (on a lock with
+            /// parts; on another lock, the same as `DerefMut`). The caller's contract: what it
+            /// reads and changes through this reference is those keys alone.
+            pub fn part_mut(&mut self, first: u64, len: u64) -> &mut T {
+                if self.lock.parts {
+                    self.p.lock_data_part(&self.lock.raw, OpKind::Write, first, len);
+                    // SAFETY: the guard holds the lock exclusively.
+                    unsafe { &mut *self.lock.data.get() }
+                } else {
+                    self
+                }
+            }
+        }
+
+        impl<P: Platform, T> $guard<'_, P, T> {
+            /// The data, for an addition to the counter at key `key` only (on a lock with
+            /// parts; on another lock, the same as `DerefMut`): additions by two sections
+            /// commute. The caller's contract: it only adds to that counter, reading nothing.
+            pub fn part_add(&mut self, key: u64) -> &mut T {
+                if self.lock.parts {
+                    self.p.lock_data_part(&self.lock.raw, OpKind::Add, key, 1);
+                    // SAFETY: the guard holds the lock exclusively.
+                    unsafe { &mut *self.lock.data.get() }
+                } else {
+                    self
+                }
+            }
         }
 
         impl<P: Platform, T> Deref for $guard<'_, P, T> {
             type Target = T;
             fn deref(&self) -> &T {
+                if self.lock.parts {
+                    self.p.lock_data_read(&self.lock.raw);
+                }
                 // SAFETY: the guard holds the lock.
                 unsafe { &*self.lock.data.get() }
             }

@@ -110,7 +110,9 @@ impl<P: Platform> MemMap<P> {
         let sections = (0..nsec)
             .map(|s| {
                 let n = (nr_pages - s * PAGES_PER_SECTION).min(PAGES_PER_SECTION) as usize;
-                SpinLock::new(
+                // Parts: page `i` of the section is key `i`, so that steps on different pages
+                // commute (`update` announces the pages it touches).
+                SpinLock::new_with_parts(
                     p,
                     "memmap_section",
                     vec![Page::default(); n].into_boxed_slice(),
@@ -160,8 +162,11 @@ impl<P: Platform> MemMap<P> {
             }
             let (s, i) = self.locate(cur);
             let mut g = self.sections[s].lock(p).await;
-            let n = ((g.len() - i) as u64).min(end - cur) as usize;
-            for (k, page) in g[i..i + n].iter_mut().enumerate() {
+            let n = ((g.part(i as u64, 1).len() - i) as u64).min(end - cur) as usize;
+            for (k, page) in g.part_mut(i as u64, n as u64)[i..i + n]
+                .iter_mut()
+                .enumerate()
+            {
                 f(cur + k as u64, page);
             }
             drop(g); // atomic: no scheduling point at release

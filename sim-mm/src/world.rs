@@ -33,7 +33,7 @@ impl<P: Platform> AddressSpace<P> {
         AddressSpace {
             id,
             host,
-            i_pages: SpinLock::new(p, "i_pages", XArray::new()),
+            i_pages: SpinLock::new_with_parts(p, "i_pages", XArray::new()),
             i_mmap: RwSem::new(p, "i_mmap_rwsem", IntervalTree::new()),
             invalidate_lock: RwSem::new(p, "invalidate_lock", ()),
         }

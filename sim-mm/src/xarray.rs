@@ -24,6 +24,8 @@
 //! (`AddressSpace::i_pages`), so every access is already serialised by a Platform lock.
 
 use serde::{Deserialize, Serialize};
+use sim_core::Platform;
+use sim_core::platform::SpinLockGuard;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound;
@@ -537,6 +539,157 @@ impl XArray {
     /// Every present entry, in index order.
     pub fn all_items(&self) -> impl Iterator<Item = XaItem> + '_ {
         self.items(0, u64::MAX)
+    }
+}
+
+/// The xarray operations, on the xarray itself or through the i_pages lock's guard. Through
+/// the guard (a lock with parts, `AddressSpace::i_pages`), each operation announces the indices
+/// it depends on and the ones it changes (`SpinLockGuard::part`/`part_mut`), so that critical
+/// sections on disjoint indices commute (sim-core `sim` "Footprints"); any other access
+/// through the guard (`nrpages`, `items`, `xa_marked`, ...) counts as the whole array. Import
+/// it where the guard is used: without it, a call reaches the xarray through `Deref` (a
+/// whole-array access, sound and coarser).
+///
+/// The ranges, stated once: an operation that reads index `i` (a load, a mark test) depends
+/// on `[i, i + 1)`; a multi-index load, `xas_find_conflict` and the `xas_find*` iterations on
+/// the whole range they may visit, from `xa_index` (every position they continue from is at or
+/// after it) to their end. An operation that changes an entry (a store, a mark change) changes
+/// the whole range of every entry it touches: the entry covering the start (of any order, so a
+/// PMD entry at 0x200 is `[0x200, 0x400)`) and the state's own range. A change of an entry thus
+/// overlaps every read of an index the entry covers, before or after the change.
+pub trait XaOps {
+    fn xa_load(&self, index: u64) -> XaEntry;
+    fn lookup(&self, index: u64) -> Option<XaItem>;
+    fn xas_load(&self, xas: &mut XaState) -> XaEntry;
+    fn xas_store(&mut self, xas: &mut XaState, entry: XaEntry) -> XaEntry;
+    fn xas_find_conflict(&self, xas: &mut XaState) -> XaEntry;
+    fn xas_find(&self, xas: &mut XaState, max: u64) -> XaEntry;
+    fn xas_find_marked(&self, xas: &mut XaState, max: u64, mark: XaMark) -> XaEntry;
+    fn xas_get_mark(&self, xas: &XaState, mark: XaMark) -> bool;
+    fn xas_set_mark(&mut self, xas: &XaState, mark: XaMark);
+    fn xas_clear_mark(&mut self, xas: &XaState, mark: XaMark);
+    fn xas_init_marks(&mut self, xas: &XaState);
+    /// `mapping->nrpages += delta`: through the guard an addition to a counter of its own
+    /// ([`XA_NRPAGES_KEY`]), which commutes with other additions (a read of `nrpages` reads the
+    /// whole array).
+    fn nrpages_add(&mut self, delta: i64);
+    fn xa_get_mark(&self, index: u64, mark: XaMark) -> bool {
+        self.xas_get_mark(&XaState::new(index), mark)
+    }
+    fn xa_store(&mut self, index: u64, entry: XaEntry) -> XaEntry {
+        self.xas_store(&mut XaState::new(index), entry)
+    }
+    fn xa_store_order(&mut self, index: u64, order: u8, entry: XaEntry) -> XaEntry {
+        self.xas_store(&mut XaState::new_order(index, order), entry)
+    }
+    fn xa_erase(&mut self, index: u64) -> XaEntry {
+        self.xa_store(index, XaEntry::NULL)
+    }
+}
+
+/// The key `nrpages` has among the xarray's parts: past every index a part can name apart
+/// (sim-core `Op::part` folds keys from 2^32 - 1 on into one, so it also overlaps the ranges of
+/// scans that run to the end: conservative).
+pub const XA_NRPAGES_KEY: u64 = u64::MAX;
+
+impl XaOps for XArray {
+    fn nrpages_add(&mut self, delta: i64) {
+        self.nrpages = self
+            .nrpages
+            .checked_add_signed(delta)
+            .expect("nrpages under- or overflow");
+    }
+    fn xa_load(&self, index: u64) -> XaEntry {
+        XArray::xa_load(self, index)
+    }
+    fn lookup(&self, index: u64) -> Option<XaItem> {
+        XArray::lookup(self, index)
+    }
+    fn xas_load(&self, xas: &mut XaState) -> XaEntry {
+        XArray::xas_load(self, xas)
+    }
+    fn xas_store(&mut self, xas: &mut XaState, entry: XaEntry) -> XaEntry {
+        XArray::xas_store(self, xas, entry)
+    }
+    fn xas_find_conflict(&self, xas: &mut XaState) -> XaEntry {
+        XArray::xas_find_conflict(self, xas)
+    }
+    fn xas_find(&self, xas: &mut XaState, max: u64) -> XaEntry {
+        XArray::xas_find(self, xas, max)
+    }
+    fn xas_find_marked(&self, xas: &mut XaState, max: u64, mark: XaMark) -> XaEntry {
+        XArray::xas_find_marked(self, xas, max, mark)
+    }
+    fn xas_get_mark(&self, xas: &XaState, mark: XaMark) -> bool {
+        XArray::xas_get_mark(self, xas, mark)
+    }
+    fn xas_set_mark(&mut self, xas: &XaState, mark: XaMark) {
+        XArray::xas_set_mark(self, xas, mark)
+    }
+    fn xas_clear_mark(&mut self, xas: &XaState, mark: XaMark) {
+        XArray::xas_clear_mark(self, xas, mark)
+    }
+    fn xas_init_marks(&mut self, xas: &XaState) {
+        XArray::xas_init_marks(self, xas)
+    }
+}
+
+/// The range `[first, end)` an operation at `xas`'s index and order changes: its own range
+/// joined with that of the entry covering its start (see [`XaOps`]).
+fn changed_range(xa: &XArray, xas: &XaState) -> (u64, u64) {
+    let (first, end) = (xas.xa_index, xas.xa_index.saturating_add(xas.nr()));
+    match xa.covering(first) {
+        Some((s0, s)) => (s0.min(first), end.max(s0 + (1u64 << s.order))),
+        None => (first, end),
+    }
+}
+
+impl<P: Platform> XaOps for SpinLockGuard<'_, P, XArray> {
+    fn nrpages_add(&mut self, delta: i64) {
+        XaOps::nrpages_add(self.part_add(XA_NRPAGES_KEY), delta)
+    }
+    fn xa_load(&self, index: u64) -> XaEntry {
+        self.part(index, 1).xa_load(index)
+    }
+    fn lookup(&self, index: u64) -> Option<XaItem> {
+        self.part(index, 1).lookup(index)
+    }
+    fn xas_load(&self, xas: &mut XaState) -> XaEntry {
+        self.part(xas.xa_index, xas.nr()).xas_load(xas)
+    }
+    fn xas_store(&mut self, xas: &mut XaState, entry: XaEntry) -> XaEntry {
+        // The covering entry is found through a read of the start, which the store changes.
+        let (first, end) = changed_range(self.part(xas.xa_index, 1), xas);
+        self.part_mut(first, end - first).xas_store(xas, entry)
+    }
+    fn xas_find_conflict(&self, xas: &mut XaState) -> XaEntry {
+        self.part(xas.xa_index, xas.nr()).xas_find_conflict(xas)
+    }
+    fn xas_find(&self, xas: &mut XaState, max: u64) -> XaEntry {
+        let len = max.saturating_sub(xas.xa_index).saturating_add(1);
+        self.part(xas.xa_index, len).xas_find(xas, max)
+    }
+    fn xas_find_marked(&self, xas: &mut XaState, max: u64, mark: XaMark) -> XaEntry {
+        let len = max.saturating_sub(xas.xa_index).saturating_add(1);
+        self.part(xas.xa_index, len).xas_find_marked(xas, max, mark)
+    }
+    fn xas_get_mark(&self, xas: &XaState, mark: XaMark) -> bool {
+        self.part(xas.xa_index, 1).xas_get_mark(xas, mark)
+    }
+    fn xas_set_mark(&mut self, xas: &XaState, mark: XaMark) {
+        let one = XaState::new(xas.xa_index);
+        let (first, end) = changed_range(self.part(xas.xa_index, 1), &one);
+        self.part_mut(first, end - first).xas_set_mark(xas, mark)
+    }
+    fn xas_clear_mark(&mut self, xas: &XaState, mark: XaMark) {
+        let one = XaState::new(xas.xa_index);
+        let (first, end) = changed_range(self.part(xas.xa_index, 1), &one);
+        self.part_mut(first, end - first).xas_clear_mark(xas, mark)
+    }
+    fn xas_init_marks(&mut self, xas: &XaState) {
+        let one = XaState::new(xas.xa_index);
+        let (first, end) = changed_range(self.part(xas.xa_index, 1), &one);
+        self.part_mut(first, end - first).xas_init_marks(xas)
     }
 }
 

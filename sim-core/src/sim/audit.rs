@@ -343,6 +343,10 @@ fn describe(fp: &[Op]) -> String {
                 ObjId(id) if (Op::DIMM_BASE..Op::DIMM_END).contains(&id) => {
                     format!(" dimm{}", id - Op::DIMM_BASE)
                 }
+                ObjId(id) if (Op::PART_BASE..Op::PART_END).contains(&id) => {
+                    let (l, first, len) = o.part_of().expect("an id in the part space");
+                    format!(" obj#{}[{first:#x}+{len:#x}]", l.0)
+                }
                 ObjId(id) if (Op::MEM_BASE..Op::MEM_END).contains(&id) => {
                     format!(
                         " pmem {:#x}+{} line(s)",

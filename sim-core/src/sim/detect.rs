@@ -152,6 +152,10 @@ pub(super) fn obj_name(s: &State, op: &Op) -> String {
     if (Op::DIMM_BASE..Op::DIMM_END).contains(&op.obj.0) {
         return format!("dimm {}", op.obj.0 - Op::DIMM_BASE);
     }
+    if let Some((l, first, len)) = op.part_of() {
+        let name = s.objs.get(l.0 as usize).map_or("obj", |o| o.name);
+        return format!("{name}#{} [{first:#x}, +{len:#x})", l.0);
+    }
     if op.obj == Op::MACHINE {
         return "machine".into();
     }
@@ -179,6 +183,7 @@ pub(super) fn describe_op(s: &State, op: &Op) -> String {
         OpKind::Exit => "exit".into(),
         OpKind::Spawn => "spawn".into(),
         OpKind::Join => format!("join {obj}"),
+        OpKind::Add => format!("add to {obj}"),
         OpKind::Yield => format!(
             "yield at {}",
             s.sites.get(op.arg as usize).copied().unwrap_or("?")
@@ -198,6 +203,9 @@ pub(super) fn describe_op(s: &State, op: &Op) -> String {
         OpKind::FinishWait => format!("finish_wait {obj}"),
         OpKind::Wake => format!("wake_up {obj}"),
         OpKind::WaitqueueActive => format!("waitqueue_active {obj}"),
+        OpKind::Read if op.arg == Op::LOCK_WORD && op.part_of().is_none() => {
+            format!("read {obj} (lock word)")
+        }
         OpKind::Read => format!("read {obj}"),
         OpKind::Write => format!("write {obj}"),
         OpKind::Flush if obj.is_empty() => "fence".into(),

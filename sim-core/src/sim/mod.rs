@@ -52,6 +52,18 @@
 //!   the lock in place of the lock and the release, so two such read-only critical sections
 //!   commute (with each other and with lockless readers), and each still conflicts with a step
 //!   that takes the lock and keeps it (which disables it) or writes the data;
+//! - for a lock created with parts (`SpinLock::new_with_parts`, the xarray under xa_lock):
+//!   a whole-data read of the lock at every guard `Deref`, and a part (`Op::part`: the lock
+//!   and a range of keys, read, written or added to) at every guard `part`/`part_mut`/
+//!   `part_add`. Parts of one lock conflict when their key ranges overlap (unless both read or
+//!   both add: additions to a counter commute); a part conflicts with every
+//!   access of the lock itself but a whole-data read against a part read and the lock-word
+//!   read below. A part write or addition makes the lock dirty like `&mut`, so a holder that keeps the
+//!   lock writes the whole data in its later steps (the part is not remembered). A section
+//!   taken and released in one step whose data accesses were all parts has, in place of the
+//!   lock and the release, a read of the lock word alone (`Op::LOCK_WORD`): it conflicts with
+//!   the steps that take, keep, release or wholly write the lock, so two such sections on
+//!   disjoint keys commute, and the lock is free before and after either order;
 //! - a write of the kernel log (`Op::DMESG`) when the step reports a BUG or WARN;
 //! - a write of the object table (`Op::ALLOC`) when the step creates a lock, rwsem or wait
 //!   queue (ids follow creation order); a spawn announces a write of it too (task ids follow
@@ -658,6 +670,35 @@ impl Platform for SimPlatform {
         })
     }
 
+    fn lock_data_read(&self, l: &SimRaw) {
+        try_with_state(|s| {
+            if l.gen_ == s.gen_ && !s.in_check {
+                s.touch(Op::new(OpKind::Read, l.id));
+            }
+        })
+    }
+
+    fn lock_data_part(&self, l: &SimRaw, kind: OpKind, first: u64, len: u64) {
+        try_with_state(|s| {
+            if l.gen_ != s.gen_ || s.in_check {
+                return;
+            }
+            if kind != OpKind::Read {
+                let cur = s.current;
+                if let ObjState::Lock { holder, dirty, .. } = &mut s.objs[l.id.0 as usize].state {
+                    debug_assert!(
+                        holder.is_none_or(|h| h == cur),
+                        "mutable access to a lock's data by a task that does not hold it"
+                    );
+                    // Counted as a change of the whole data in every later step of the holder
+                    // (the part is not remembered across steps; see "Footprints").
+                    *dirty = true;
+                }
+            }
+            s.touch(Op::part(kind, l.id, first, len));
+        })
+    }
+
     fn peek_lock<R>(&self, l: &SimRaw, f: impl FnOnce() -> R) -> Option<R> {
         hooks::peek(l, |s, id| s.lock_mut(id).1.is_none(), f)
     }
@@ -1000,7 +1041,18 @@ fn read_only_section(fp: &mut Vec<Op>) {
         .iter()
         .any(|o| o.kind == OpKind::Write && o.obj == first.obj);
     if released && !written {
+        // A section whose data accesses were all parts (no whole-data read of a lock with
+        // parts, which its guard's `Deref` records) reads only the lock word; the parts stay.
+        let parts = fp[1..]
+            .iter()
+            .any(|o| o.part_of().is_some_and(|(l, ..)| l == first.obj));
+        let whole_read = fp[1..]
+            .iter()
+            .any(|o| o.kind == OpKind::Read && o.obj == first.obj && o.arg != Op::LOCK_WORD);
         fp[0] = Op::new(OpKind::Read, first.obj);
+        if parts && !whole_read {
+            fp[0].arg = Op::LOCK_WORD;
+        }
         let mut k = 1;
         while k < fp.len() {
             if fp[k].kind == OpKind::Unlock && fp[k].obj == first.obj {

@@ -244,6 +244,14 @@ fn obj_text(run: &RecordedRun, op: &Op) -> String {
     if let Some(t) = op.task_of() {
         return format!("{}'s exit", task_name(run, t.0));
     }
+    if let Some((l, first, len)) = op.part_of() {
+        let name = run
+            .log
+            .objects
+            .get(l.0 as usize)
+            .map_or("obj", |n| n.as_str());
+        return format!("{name}#{} [{first:#x}, +{len:#x})", l.0);
+    }
     match run.log.objects.get(id as usize) {
         Some(n) => format!("{n}#{id}"),
         None => format!("obj#{id}"),

@@ -13,7 +13,7 @@ use crate::dax_entry::{
 };
 use crate::mm::VmaBounds;
 use crate::world::AddressSpace;
-use crate::xarray::{XA_RETRY_ENTRY, XArray, XaEntry, XaState, xa_mk_value, xa_to_value};
+use crate::xarray::{XA_RETRY_ENTRY, XArray, XaEntry, XaOps, XaState, xa_mk_value, xa_to_value};
 use sim_core::platform::SpinLockGuard;
 use sim_core::platform::{bug_on, warn_on};
 use sim_core::{Platform, WaitKey, WaitQueue, WakeMode};
@@ -244,7 +244,7 @@ pub async fn put_unlocked_entry<P: Platform>(
 
 /// `dax_lock_entry(xas, entry)`, with the i_pages lock held: store `entry` locked at the xas
 /// position; returns what was there.
-pub fn dax_lock_entry(xa: &mut XArray, xas: &mut XaState, entry: XaEntry) -> XaEntry {
+pub fn dax_lock_entry(xa: &mut impl XaOps, xas: &mut XaState, entry: XaEntry) -> XaEntry {
     let v = xa_to_value(entry);
     xa.xas_store(xas, xa_mk_value(v | DAX_LOCKED))
 }

@@ -31,7 +31,7 @@ use crate::mm::{
 };
 use crate::pgtable::{HUGE_ZERO_PFN, PmdVal};
 use crate::world::AddressSpace;
-use crate::xarray::{PAGECACHE_TAG_DIRTY, PAGECACHE_TAG_TOWRITE, XaEntry, XaState};
+use crate::xarray::{PAGECACHE_TAG_DIRTY, PAGECACHE_TAG_TOWRITE, XaEntry, XaOps, XaState};
 use crate::{Errno, Pfn};
 use sim_core::platform::warn_on;
 use sim_core::{Platform, WakeMode};
@@ -185,7 +185,7 @@ pub async fn grab_mapping_entry<P: Platform>(
             WakeMode::All
         };
         dax_wake_entry(dax, p, mapping, xas, entry, mode).await;
-        xa.nrpages -= PG_PMD_NR;
+        xa.nrpages_add(-(PG_PMD_NR as i64));
         entry = XaEntry::NULL;
         xas.set(index);
     }
@@ -204,7 +204,7 @@ pub async fn grab_mapping_entry<P: Platform>(
         } else {
             xa.xas_store(xas, entry);
         }
-        xa.nrpages += 1 << order;
+        xa.nrpages_add(1 << order);
     }
     xa.release(dax.release_steps).await;
     Ok(entry)

@@ -29,7 +29,9 @@ use crate::dax_entry::{
 };
 use crate::mm::unmap_mapping_pages;
 use crate::world::AddressSpace;
-use crate::xarray::{PAGECACHE_TAG_DIRTY, PAGECACHE_TAG_TOWRITE, XaEntry, XaState, xa_mk_value};
+use crate::xarray::{
+    PAGECACHE_TAG_DIRTY, PAGECACHE_TAG_TOWRITE, XaEntry, XaOps, XaState, xa_mk_value,
+};
 use crate::{Errno, Pfn};
 use sim_core::platform::warn_on;
 use sim_core::{Platform, WakeMode};
@@ -66,7 +68,7 @@ pub async fn __dax_invalidate_entry<P: Platform>(
     {
         dax_disassociate_entry(dax, p, mapping, entry, trunc).await;
         xa.xas_store(&mut xas, XaEntry::NULL);
-        xa.nrpages -= 1u64 << dax_entry_order(entry);
+        xa.nrpages_add(-(1i64 << dax_entry_order(entry)));
         removed = true;
     }
     // The entry may be gone: every waiter must look again (237388320def). With WAKE_NEXT
@@ -246,7 +248,7 @@ pub async fn dax_delete_mapping_range<P: Platform>(
             if !entry.is_null() {
                 dax_disassociate_entry(dax, p, mapping, entry, true).await;
                 xa.xas_store(&mut xas, XaEntry::NULL);
-                xa.nrpages -= 1u64 << dax_entry_order(entry);
+                xa.nrpages_add(-(1i64 << dax_entry_order(entry)));
                 put_unlocked_entry(dax, p, mapping, &xas, entry, WakeMode::All).await;
             }
         }
@@ -364,7 +366,7 @@ pub async fn __remove_mapping<P: Platform>(
     // __filemap_remove_folio -> page_cache_delete: the folio goes, the shadow (if any) stays.
     xa.xas_store(&mut xas, shadow);
     xa.xas_init_marks(&xas);
-    xa.nrpages -= 1;
+    xa.nrpages_add(-1);
     xa.release(dax.release_steps).await;
     true
 }

@@ -23,7 +23,7 @@ use super::{Dax, DaxBug, Release};
 use crate::dax_entry::{dax_is_empty_entry, dax_is_locked, dax_is_zero_entry, dax_to_pfn};
 use crate::memory_failure::{DaxCookie, DaxEntryLocking};
 use crate::world::{AddressSpace, MappingState, MmWorld};
-use crate::xarray::{XaEntry, XaState};
+use crate::xarray::{XaEntry, XaOps, XaState};
 use crate::{MappingId, Pfn};
 use sim_core::Platform;
 use sim_core::platform::{bug_on, warn_on};

@@ -32,7 +32,7 @@ use crate::Errno;
 use crate::dax_entry::{PAGE_SHIFT, PAGE_SIZE};
 use crate::mm::unmap_mapping_pages;
 use crate::world::AddressSpace;
-use crate::xarray::XaState;
+use crate::xarray::{XaOps, XaState};
 use sim_core::PmemPlatform;
 use sim_core::machine::MemError;
 

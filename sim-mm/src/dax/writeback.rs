@@ -36,7 +36,7 @@ use crate::dax_entry::{
 };
 use crate::mm::pfn_mkclean_range_with;
 use crate::world::AddressSpace;
-use crate::xarray::{PAGECACHE_TAG_DIRTY, PAGECACHE_TAG_TOWRITE, XaEntry, XaState};
+use crate::xarray::{PAGECACHE_TAG_DIRTY, PAGECACHE_TAG_TOWRITE, XaEntry, XaOps, XaState};
 use crate::{Errno, Pfn};
 use sim_core::platform::warn_on;
 use sim_core::{Platform, PmemPlatform, WakeMode};
