@@ -4,7 +4,8 @@
 //!    string; a schedule is then re-run with the runner's [`Recorder`] on ([`record_run`]).
 //! 2. **Crash points**: before every step that is a fence (`PointKind::Fence`, the default),
 //!    every flush or fence (`Flush`), or every store, flush or fence (`Op`), and once at the end
-//!    of the run; a point whose persistency state equals the previous point's is skipped. Each
+//!    of the run; a point whose persistency state equals the previous point's, with no
+//!    durability promise made since, is skipped. Each
 //!    keeps the machine's [`CrashPoint`] (a copy-on-write snapshot), the recorder's
 //!    [`Snapshot`] and where it happened (thread, trace line, model call path).
 //! 3. **Images**: [`CrashPoint::images`] (exact subsets of pending lines up to k, torn 8-byte
@@ -70,6 +71,10 @@ pub const CRASH_MODE_TRACES: &[(&str, &str)] = &[
     (
         "sync-fault-no-fsync",
         "traces/crash/sync-fault-no-fsync.trace",
+    ),
+    (
+        "pmd-writeback-no-wrprotect",
+        "traces/crash/pmd-writeback-no-wrprotect.trace",
     ),
 ];
 
@@ -197,7 +202,7 @@ pub fn record_run(
     runner.setup(&mut sim);
     let mut points: Vec<CrashRec> = Vec::new();
     let mut origins: Vec<StoreOrigin> = Vec::new();
-    let mut last_sig: Option<(u64, usize, usize)> = None;
+    let mut last_sig: Option<(u64, usize, usize, usize)> = None;
     let mut i = 0usize;
     let mut bad: Option<String> = None;
     let seq_of = |sim: &Sim| sim.with_machine(|m| m.next_store_seq()).unwrap_or(0);
@@ -207,7 +212,13 @@ pub fn record_run(
             return;
         };
         let stores: usize = point.pending_lines().iter().map(|l| l.stores.len()).sum();
-        let sig = (seq_of(sim), point.pending_lines().len(), stores);
+        // Same stores, same pending lines and no new promise: the same images and oracles.
+        let sig = (
+            seq_of(sim),
+            point.pending_lines().len(),
+            stores,
+            rec.snapshot().promises,
+        );
         if last_sig == Some(sig) {
             return;
         }
