@@ -46,9 +46,11 @@ use std::sync::Arc;
 
 /// Switch on the file-system bug modes of `names` on a freshly mounted `fs` (setup only).
 pub(crate) async fn apply_fs_bugs(p: &SimPlatform, fs: &Daxfs<SimPlatform>, names: &[String]) {
-    if names.iter().any(|n| n == "journal-no-fence") {
+    let on = |mode: &str| names.iter().any(|n| n == mode);
+    if on("journal-no-fence") || on("torn-inode-size") {
         let mut log = fs.lock_log(p).await;
-        log.no_commit_fence = true;
+        log.no_commit_fence = on("journal-no-fence");
+        log.torn_inode_size = on("torn-inode-size");
         drop(log);
     }
 }
@@ -76,7 +78,17 @@ pub const CRASH_MODE_TRACES: &[(&str, &str)] = &[
         "pmd-writeback-no-wrprotect",
         "traces/crash/pmd-writeback-no-wrprotect.trace",
     ),
+    ("torn-inode-size", "traces/crash/torn-inode-size.trace"),
 ];
+
+/// The crashcheck options a crash mode's trace needs besides `--bug NAME` to show the mode
+/// (torn-inode-size tears a 16-byte store: only `--torn` images hold half of it).
+pub fn crash_mode_flags(mode: &str) -> &'static [&'static str] {
+    match mode {
+        "torn-inode-size" => &["--torn"],
+        _ => &[],
+    }
+}
 
 /// Where crash points are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
