@@ -450,3 +450,127 @@ fn torn_stores_alone_do_not_tear_the_fixed_inode_size() {
         .expect("an image count");
     assert!(images > 500, "{out}");
 }
+
+/// `crashcheck ... --json` parsed.
+fn crash_json(args: &[&str]) -> (i32, serde_json::Value) {
+    let mut all = vec!["crashcheck"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let (code, out, err) = pmsim(&all);
+    let v = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    (code, v)
+}
+
+/// The counts of two reports agree (full_log10 up to float rounding: a sum of logs).
+fn same_stats(a: &serde_json::Value, b: &serde_json::Value) {
+    for k in [
+        "schedules",
+        "points",
+        "images",
+        "duplicates",
+        "pending_lines",
+    ] {
+        assert_eq!(a["stats"][k], b["stats"][k], "stats.{k}: {a} vs {b}");
+    }
+    let (x, y) = (
+        a["stats"]["full_log10"].as_f64().unwrap(),
+        b["stats"]["full_log10"].as_f64().unwrap(),
+    );
+    assert!((x - y).abs() < 1e-9, "{x} vs {y}");
+}
+
+#[test]
+fn jobs_and_shards_give_the_undivided_result() {
+    // Two threads on two preallocated files, three random interleavings.
+    let t = scratch(
+        "scale.trace",
+        "pmsim-trace 1\nmachine cpus=2 pmem=64MiB\n\
+         file /a size=64K fill=0x01\nfile /b size=64K fill=0x02\n\
+         t1 mmap /a 0 64K shared nohuge as a\nt1 store a+0 64 0x11\nt1 clwb a+0\nt1 sfence\n\
+         t1 store a+0x40 8 0x12\nt1 sfence\n\
+         t2 mmap /b 0 64K shared nohuge as b\nt2 store b+0 64 0x21\nt2 clwb b+0\nt2 sfence\n\
+         t2 store b+0x40 8 0x22\nt2 sfence\n",
+    );
+    let base = ["--strategy", "random", "--schedules", "3", "--k", "all"];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = vec![&t];
+        a.extend_from_slice(&base);
+        a.extend_from_slice(extra);
+        crash_json(&a)
+    };
+    let (code, one) = with(&[]);
+    assert_eq!(code, 0, "{one}");
+    assert!(one["stats"]["points"].as_u64().unwrap() >= 6, "{one}");
+    let (code, two) = with(&["--jobs", "2"]);
+    assert_eq!(code, 0);
+    same_stats(&one, &two);
+    // Three shards, each its own process, merged.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("crashcheck-shards");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    let mut checked = 0;
+    for i in 0..3 {
+        let s = format!("{i}/3");
+        let (code, v) = with(&["--shard", &s]);
+        assert_eq!(code, 0, "{v}");
+        assert_eq!(v["shard"], serde_json::json!([i, 3]));
+        checked += v["stats"]["images"].as_u64().unwrap();
+        let f = dir.join(format!("shard{i}.json"));
+        std::fs::write(&f, v.to_string()).unwrap();
+        files.push(f.display().to_string());
+    }
+    assert_eq!(checked, one["stats"]["images"].as_u64().unwrap());
+    let mut args = vec!["merge", "--json"];
+    args.extend(files.iter().map(|s| s.as_str()));
+    let (code, out, err) = pmsim(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    let merged: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(merged["result"], "clean");
+    same_stats(&one, &merged);
+    // A shard missing, or given twice, is refused.
+    let (code, _, err) = pmsim(&["merge", &files[0], &files[1]]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("missing"), "{err}");
+    let (code, _, err) = pmsim(&["merge", &files[0], &files[0], &files[1]]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn a_divided_check_finds_the_undivided_checks_first_violation() {
+    let t = "traces/crash/journal-no-fence.trace";
+    let (code, one) = crash_json(&[t, "--bug", "journal-no-fence"]);
+    assert_eq!(code, 1);
+    let (code, two) = crash_json(&[t, "--bug", "journal-no-fence", "--jobs", "2"]);
+    assert_eq!(code, 1);
+    assert_eq!(one["violation"], two["violation"]);
+    assert_eq!(one["replay"], two["replay"]);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("crashcheck-shards-v");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for i in 0..2 {
+        let s = format!("{i}/2");
+        let (_, v) = crash_json(&[t, "--bug", "journal-no-fence", "--shard", &s]);
+        let f = dir.join(format!("shard{i}.json"));
+        std::fs::write(&f, v.to_string()).unwrap();
+        files.push(f.display().to_string());
+    }
+    let (code, out, err) = pmsim(&["merge", "--json", &files[0], &files[1]]);
+    assert_eq!(code, 1, "{out}{err}");
+    let merged: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(merged["violation"], one["violation"]);
+    assert_eq!(merged["replay"], one["replay"]);
+    // A replay checks one image: no division.
+    let (code, _, err) = pmsim(&[
+        "crashcheck",
+        t,
+        "--schedule",
+        "1:0:",
+        "--point",
+        "0",
+        "--image",
+        "0",
+        "--jobs",
+        "2",
+    ]);
+    assert_eq!(code, 2, "{err}");
+}

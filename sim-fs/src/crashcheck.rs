@@ -573,6 +573,8 @@ pub struct CheckOptions {
     pub step_limit: u64,
     /// Check only this (point, image) of the run (a replay).
     pub only: Option<(usize, u64)>,
+    /// Check only the crash points of shard `index` of `count` (see [`CheckStats::units`]).
+    pub shard: (u64, u64),
 }
 
 /// The most images `--k all` enumerates at one crash point.
@@ -592,6 +594,12 @@ pub struct CheckStats {
     /// Images full enumeration (no bound on k, no dedup) would give, summed over points
     /// (log10 when it overflows).
     pub full_log10: f64,
+    /// Crash points met so far over all schedules, checked or not: the units `--jobs` and
+    /// `--shard I/N` divide. Point `g` (in the order of schedules, then of points in a run)
+    /// belongs to shard `g % N`, so shards are disjoint, cover every point, and depend only
+    /// on the schedules (each shard records every schedule, which is cheap beside the images).
+    #[serde(skip)]
+    pub units: u64,
 }
 
 /// What checking one schedule found.
@@ -633,7 +641,12 @@ pub fn check_schedule(
         ));
     }
     for cp in &run.points {
+        let unit = stats.units;
+        stats.units += 1;
         if opts.only.is_some_and(|(pi, _)| pi != cp.index) {
+            continue;
+        }
+        if opts.shard.1 > 1 && unit % opts.shard.1 != opts.shard.0 {
             continue;
         }
         stats.points += 1;
@@ -691,7 +704,7 @@ pub fn check_schedule(
 }
 
 /// log10(10^a + 10^b) (`first`: a is not set yet).
-fn log_add(a: f64, b: f64, first: bool) -> f64 {
+pub fn log_add(a: f64, b: f64, first: bool) -> f64 {
     if first {
         return b;
     }
