@@ -9,7 +9,7 @@ use sim_core::machine::CrashOptions;
 use sim_core::sim::{Schedule, Strategy};
 use sim_fs::crashcheck::{
     CheckOptions, CheckStats, Finding, Outcome, PointKind, WitnessLine, check_schedule,
-    collect_schedules, store_log,
+    collect_schedules, log_add, store_log,
 };
 use sim_fs::runner::TraceRunner;
 use std::path::{Path, PathBuf};
@@ -83,10 +83,104 @@ pub struct CrashArgs {
     /// Livelock guard: a run longer than this many steps is a violation.
     #[arg(long, default_value_t = 1_000_000)]
     step_limit: u64,
-    /// Print one JSON object instead of the human report.
+    /// Print one JSON object instead of the human report (with --shard: a shard result for
+    /// `pmsim merge`).
     #[arg(long)]
     json: bool,
+    /// Worker threads; the crash points are divided between them (point g of the schedules'
+    /// points, in order, to worker g % N) and the result is that of --jobs 1.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    jobs: u32,
+    /// Check shard I of N (from 0): the crash points g with g % N == I, every schedule being
+    /// recorded by every shard. `auto`: I and N from a Slurm job array or a Kubernetes Indexed
+    /// Job, as for explore. `pmsim merge` combines the shards' `--json` results.
+    #[arg(long, value_name = "I/N|auto")]
+    shard: Option<String>,
+    /// The number of shards for `--shard auto` under JOB_COMPLETION_INDEX.
+    #[arg(long, value_name = "N")]
+    shard_count: Option<u32>,
 }
+
+/// What one worker (or the whole check) found: its counts and its first failure, keyed by
+/// where it is in the order of the undivided check (schedule, then 0 for the run itself or
+/// 1 + the crash point).
+struct Part {
+    stats: CheckStats,
+    outcome: Outcome,
+    at: Option<(u64, u64)>,
+}
+
+/// Check the crash points of shard `shard` of every schedule, stopping at the first failure.
+fn check_part(
+    runner: &mut TraceRunner,
+    schedules: &[Schedule],
+    opts: &CheckOptions,
+    progress: &mut dyn FnMut(&CheckStats, usize),
+) -> Result<Part, String> {
+    let mut stats = CheckStats::default();
+    for (i, s) in schedules.iter().enumerate() {
+        let mut pr = |st: &CheckStats| progress(st, i);
+        let o = check_schedule(runner, s, opts, &mut stats, &mut pr)?;
+        let at = match &o {
+            Outcome::Clean => continue,
+            Outcome::RunFailed(_) => (i as u64, 0),
+            Outcome::Violation(f) => (i as u64, f.point as u64 + 1),
+        };
+        return Ok(Part {
+            stats,
+            outcome: o,
+            at: Some(at),
+        });
+    }
+    Ok(Part {
+        stats,
+        outcome: Outcome::Clean,
+        at: None,
+    })
+}
+
+/// The counts of several parts of one check added up (schedules: every part records them
+/// all, so the most any part got to).
+fn add_stats(parts: &[&CheckStats]) -> CheckStats {
+    let mut t = CheckStats::default();
+    let mut first = true;
+    for s in parts {
+        t.schedules = t.schedules.max(s.schedules);
+        t.units = t.units.max(s.units);
+        t.images += s.images;
+        t.duplicates += s.duplicates;
+        t.pending_lines += s.pending_lines;
+        if s.points > 0 {
+            t.full_log10 = log_add(t.full_log10, s.full_log10, first);
+            first = false;
+        }
+        t.points += s.points;
+    }
+    t
+}
+
+/// The parts of a divided check as the undivided check's result: the failure first in the
+/// undivided order (each part stops at its own first, so the earliest of those is the first
+/// of all), and the counts added up.
+fn merge_parts(parts: Vec<Part>) -> Part {
+    let stats = add_stats(&parts.iter().map(|p| &p.stats).collect::<Vec<_>>());
+    let first = parts
+        .into_iter()
+        .filter(|p| p.at.is_some())
+        .min_by_key(|p| p.at);
+    match first {
+        Some(p) => Part { stats, ..p },
+        None => Part {
+            stats,
+            outcome: Outcome::Clean,
+            at: None,
+        },
+    }
+}
+
+/// The identity of a shard result: what must agree between shards of one check.
+pub const CRASH_SHARD_FORMAT: &str = "pmsim-crashcheck-shard-1";
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -156,6 +250,18 @@ fn parse_schedule(s: &str) -> Result<Schedule, UsageError> {
 
 #[derive(Serialize)]
 struct JsonReport<'a> {
+    /// Set on a shard's result (`--shard`), for `pmsim merge`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard: Option<[u32; 2]>,
+    /// Where the failure is in the undivided check's order (schedule, 0 for the run or 1 +
+    /// the crash point).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    found_at: Option<[u64; 2]>,
+    pmsim_version: &'a str,
+    bugs: &'a [String],
+    schedules: u64,
     result: &'a str,
     trace: String,
     strategy: &'a str,
@@ -261,7 +367,18 @@ pub fn crashcheck(a: &CrashArgs, io: &mut crate::Io) -> Result<u8, UsageError> {
         },
         step_limit: a.step_limit,
         only: a.point.zip(a.image),
+        shard: (0, 1),
     };
+    let shard = crate::scale::shard_of(&crate::scale::ScaleArgs {
+        shard: a.shard.clone(),
+        shard_count: a.shard_count,
+        ..Default::default()
+    })?;
+    if opts.only.is_some() && (a.jobs > 1 || shard.count > 1) {
+        return Err(usage(
+            "--point and --image replay one image: no --jobs or --shard with them",
+        ));
+    }
     let persist = if runner.persist_eadr() { "eadr" } else { "adr" };
     let started = Instant::now();
     let schedules = collect_schedules(&runner, &strategy, seed, runs, a.step_limit)
@@ -278,18 +395,54 @@ pub fn crashcheck(a: &CrashArgs, io: &mut crate::Io) -> Result<u8, UsageError> {
     } else {
         ProgressBar::hidden()
     };
-    let mut stats = CheckStats::default();
-    let mut outcome = Outcome::Clean;
-    for (i, s) in schedules.iter().enumerate() {
-        bar.set_message(format!("schedule {} of {}", i + 1, schedules.len()));
-        let mut progress = |st: &CheckStats| bar.set_position(st.images);
-        let o = check_schedule(&mut runner, s, &opts, &mut stats, &mut progress)
-            .map_err(|e| usage(format!("crashcheck: {e}")))?;
-        if !matches!(o, Outcome::Clean) {
-            outcome = o;
-            break;
+    let nsched = schedules.len();
+    // Worker j of --jobs J in shard I of N checks sub-shard I + N * j of N * J: together the
+    // points g with g % N == I.
+    let (si, sn, jobs) = (shard.index as u64, shard.count as u64, a.jobs as u64);
+    let part_opts = |j: u64| CheckOptions {
+        shard: (si + sn * j, sn * jobs),
+        ..opts
+    };
+    let part = if jobs == 1 {
+        let mut progress = |st: &CheckStats, i: usize| {
+            bar.set_message(format!("schedule {} of {nsched}", i + 1));
+            bar.set_position(st.images);
+        };
+        check_part(&mut runner, &schedules, &part_opts(0), &mut progress)
+            .map_err(|e| usage(format!("crashcheck: {e}")))?
+    } else {
+        let results: Vec<Result<Part, UsageError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..jobs)
+                .map(|j| {
+                    let (bar, schedules, o) = (bar.clone(), &schedules, part_opts(j));
+                    scope.spawn(move || {
+                        let mut runner = load(&a.trace, &a.bugs, a.persist)?;
+                        let mut last = 0;
+                        let mut progress = |st: &CheckStats, _: usize| {
+                            bar.inc(st.images - last);
+                            last = st.images;
+                        };
+                        check_part(&mut runner, schedules, &o, &mut progress)
+                            .map_err(|e| usage(format!("crashcheck: {e}")))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a crashcheck worker panicked"))
+                .collect()
+        });
+        let mut parts = Vec::new();
+        for r in results {
+            parts.push(r?);
         }
-    }
+        merge_parts(parts)
+    };
+    let Part {
+        stats,
+        outcome,
+        at: found_at,
+    } = part;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let rate = if seconds > 0.0 {
@@ -341,7 +494,14 @@ pub fn crashcheck(a: &CrashArgs, io: &mut crate::Io) -> Result<u8, UsageError> {
             Outcome::Violation(f) => Some(&**f),
             _ => None,
         };
+        let sharded = shard.count > 1;
         let rep = JsonReport {
+            format: sharded.then_some(CRASH_SHARD_FORMAT),
+            shard: sharded.then_some([shard.index, shard.count]),
+            found_at: found_at.map(|(s, p)| [s, p]),
+            pmsim_version: env!("CARGO_PKG_VERSION"),
+            bugs: &a.bugs,
+            schedules: nsched as u64,
             result,
             trace: trace.clone(),
             strategy: strategy.name(),
@@ -481,4 +641,175 @@ pub fn export_store_log(a: &ExportArgs, io: &mut crate::Io) -> Result<u8, UsageE
         a.output.display()
     );
     Ok(0)
+}
+
+/// `pmsim merge` of `crashcheck --shard I/N --json` results: the report of the undivided
+/// check (the failure first in its order, the counts added up), as JSON or a short summary.
+/// Refused with exit 2: a file that is not such a result, shards of different checks, a shard
+/// missing or given twice.
+pub fn merge_crash_shards(
+    files: &[PathBuf],
+    json: bool,
+    io: &mut crate::Io,
+) -> Result<u8, UsageError> {
+    use serde_json::Value;
+    let mut shards: Vec<(PathBuf, Value)> = Vec::new();
+    for f in files {
+        let bytes = output::read_capped(f, crate::MAX_INPUT_BYTES)
+            .map_err(|e| usage(format!("{}: cannot read: {e}", f.display())))?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            usage(format!(
+                "{}:{}:{}: not JSON: {e}",
+                f.display(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        if v.get("format").and_then(|x| x.as_str()) != Some(CRASH_SHARD_FORMAT) {
+            return Err(usage(format!(
+                "{}: not a crashcheck shard result (written by `pmsim crashcheck ... --shard \
+                 I/N --json`)",
+                f.display()
+            )));
+        }
+        shards.push((f.clone(), v));
+    }
+    // What must agree between shards of one check.
+    const SAME: &[&str] = &[
+        "pmsim_version",
+        "trace",
+        "strategy",
+        "points",
+        "k",
+        "torn",
+        "persist",
+        "bugs",
+        "schedules",
+    ];
+    let (p0, v0) = &shards[0];
+    let count = v0["shard"][1].as_u64().unwrap_or(0);
+    let mut seen = vec![false; count as usize];
+    for (p, v) in &shards {
+        for key in SAME {
+            if v[key] != v0[key] {
+                return Err(usage(format!(
+                    "{} differs from {} in `{key}`: not shards of one crashcheck",
+                    p.display(),
+                    p0.display()
+                )));
+            }
+        }
+        let (i, n) = (v["shard"][0].as_u64(), v["shard"][1].as_u64());
+        match (i, n) {
+            (Some(i), Some(n)) if n == count && i < n && !seen[i as usize] => {
+                seen[i as usize] = true
+            }
+            _ => {
+                return Err(usage(format!(
+                    "{}: shard {} of {}: given twice or not of the {count} shards of {}",
+                    p.display(),
+                    v["shard"][0],
+                    v["shard"][1],
+                    p0.display()
+                )));
+            }
+        }
+    }
+    if let Some(i) = seen.iter().position(|s| !s) {
+        return Err(usage(format!(
+            "merge: shard {i}/{count} is missing ({} of {count} given)",
+            shards.len()
+        )));
+    }
+    let stats: Vec<CheckStats> = shards
+        .iter()
+        .map(|(p, v)| {
+            let s = &v["stats"];
+            let n = |k: &str| {
+                s[k].as_u64().ok_or_else(|| {
+                    usage(format!(
+                        "{}: a malformed shard result (stats.{k})",
+                        p.display()
+                    ))
+                })
+            };
+            Ok(CheckStats {
+                schedules: n("schedules")?,
+                points: n("points")?,
+                images: n("images")?,
+                duplicates: n("duplicates")?,
+                pending_lines: n("pending_lines")?,
+                full_log10: s["full_log10"].as_f64().unwrap_or(0.0),
+                units: 0,
+            })
+        })
+        .collect::<Result<_, UsageError>>()?;
+    let total = add_stats(&stats.iter().collect::<Vec<_>>());
+    let key = |v: &Value| {
+        v["found_at"]
+            .as_array()
+            .map(|a| (a[0].as_u64().unwrap_or(0), a[1].as_u64().unwrap_or(0)))
+    };
+    let winner = shards
+        .iter()
+        .filter(|(_, v)| key(v).is_some())
+        .min_by_key(|(_, v)| key(v));
+    let seconds: f64 = shards
+        .iter()
+        .map(|(_, v)| v["seconds"].as_f64().unwrap_or(0.0))
+        .sum();
+    let mut merged = winner.map_or_else(|| v0.clone(), |(_, v)| v.clone());
+    let obj = merged.as_object_mut().expect("a JSON object");
+    obj.remove("format");
+    obj.remove("shard");
+    obj.remove("found_at");
+    obj.insert(
+        "stats".into(),
+        serde_json::to_value(&total).map_err(|e| usage(e.to_string()))?,
+    );
+    obj.insert("seconds".into(), seconds.into());
+    let rate = if seconds > 0.0 {
+        total.images as f64 / seconds
+    } else {
+        0.0
+    };
+    obj.insert("images_per_sec".into(), rate.into());
+    if winner.is_none() {
+        obj.insert("result".into(), "clean".into());
+    }
+    let result = merged["result"].as_str().unwrap_or("clean").to_string();
+    if json {
+        let text = serde_json::to_string(&merged).map_err(|e| usage(e.to_string()))?;
+        outln!(io.out, "{text}");
+    } else {
+        outln!(
+            io.out,
+            "merged {count} crashcheck shards of {}: {result}",
+            merged["trace"].as_str().unwrap_or("?")
+        );
+        if let Some(v) = merged.get("violation") {
+            outln!(
+                io.out,
+                "VIOLATION {}: {}",
+                v["violation"]["kind"].as_str().unwrap_or("?"),
+                v["violation"]["message"].as_str().unwrap_or("?")
+            );
+        }
+        if let Some(m) = merged["run_violation"].as_str() {
+            outln!(io.out, "VIOLATION: the run itself failed: {m}");
+        }
+        if let Some(r) = merged["replay"].as_str() {
+            outln!(io.out, "  replay: {r}");
+        }
+        outln!(
+            io.out,
+            "{} schedules, {} crash points, {} distinct images checked ({} duplicates \
+             skipped), {seconds:.2} s of shard time",
+            total.schedules,
+            total.points,
+            total.images,
+            total.duplicates
+        );
+    }
+    Ok(if result == "clean" { 0 } else { 1 })
 }

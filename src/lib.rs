@@ -1629,9 +1629,14 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
                     .iter()
                     .find(|(n, _)| *n == m.name)
                 {
+                    let flags: String = sim_fs::crashcheck::crash_mode_flags(m.name)
+                        .iter()
+                        .map(|f| format!(" {f}"))
+                        .collect();
                     outln!(
                         io.out,
-                        "{:41}trace: pmsim crashcheck {trace} --bug {} (clean without --bug)",
+                        "{:41}trace: pmsim crashcheck {trace}{flags} --bug {} (clean without \
+                         --bug)",
                         "",
                         m.name
                     );

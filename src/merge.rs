@@ -40,6 +40,14 @@ fn read_shard(path: &Path) -> Result<ShardFile, UsageError> {
 }
 
 pub fn merge_cmd(files: &[PathBuf], json: bool, io: &mut Io) -> Result<u8, UsageError> {
+    // `crashcheck --shard I/N --json` results have their own format and merge.
+    if let Some(first) = files.first()
+        && let Ok(bytes) = output::read_capped(first, MAX_INPUT_BYTES)
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        && v.get("format").and_then(|f| f.as_str()) == Some(crate::crashcheck::CRASH_SHARD_FORMAT)
+    {
+        return crate::crashcheck::merge_crash_shards(files, json, io);
+    }
     let mut shards = Vec::new();
     for f in files {
         shards.push((f, read_shard(f)?));

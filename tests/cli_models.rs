@@ -250,14 +250,9 @@ fn events_and_json_of_a_model_run() {
 #[test]
 fn bug_modes_a_subject_cannot_reach_are_usage_errors() {
     for args in [
-        // An implemented mode on a toy (no DAX core there); a planned mode on a trace.
+        // An implemented mode on a toy (no DAX core there); an unknown mode on a trace.
         vec!["run", "--toy", "abba", "--bug", "pmd-missed-wakeup"],
-        vec![
-            "run",
-            "traces/format/time.trace",
-            "--bug",
-            "torn-inode-size",
-        ],
+        vec!["run", "traces/format/time.trace", "--bug", "nope"],
         // A mode decided outside the fault paths, or not implemented.
         vec![
             "run",
@@ -291,13 +286,19 @@ fn bug_modes_a_subject_cannot_reach_are_usage_errors() {
     assert!(!out(&o).contains("note: bug mode"), "{}", out(&o));
     let o = pmsim(&["run", trace]);
     assert!(matches!(code(&o), 0 | 1), "{} {}", out(&o), err(&o));
-    // A mode that is only planned is still refused at its position.
+    // Every catalogue mode is implemented in this build (torn-inode-size was the last planned
+    // one): a trace naming it runs, and an unknown name is refused at its position.
+    assert!(sim_mm::bugs::BUG_MODES.iter().all(|m| m.available));
     let dir = std::env::temp_dir().join(format!("pmsim-cli-models-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let planned = dir.join("planned.trace");
-    std::fs::write(&planned, "pmsim-trace 1\nbug torn-inode-size\nt1 yield\n").unwrap();
-    let o = pmsim(&["run", &planned.display().to_string()]);
+    let named = dir.join("named.trace");
+    std::fs::write(&named, "pmsim-trace 1\nbug torn-inode-size\nt1 yield\n").unwrap();
+    let o = pmsim(&["run", &named.display().to_string()]);
+    assert_eq!(code(&o), 0, "{} {}", out(&o), err(&o));
+    let unknown = dir.join("unknown.trace");
+    std::fs::write(&unknown, "pmsim-trace 1\nbug nope\nt1 yield\n").unwrap();
+    let o = pmsim(&["run", &unknown.display().to_string()]);
     assert_eq!(code(&o), 2, "{} {}", out(&o), err(&o));
-    assert!(err(&o).contains("planned.trace:2:"), "{}", err(&o));
+    assert!(err(&o).contains("unknown.trace:2:5:"), "{}", err(&o));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -6,7 +6,9 @@
 
 use sim_core::machine::{CrashImage, CrashOptions};
 use sim_core::sim::Schedule;
-use sim_fs::crashcheck::{CRASH_MODE_TRACES, PointKind, Recorder, check, record_run, store_log};
+use sim_fs::crashcheck::{
+    CRASH_MODE_TRACES, PointKind, Recorder, check, crash_mode_flags, record_run, store_log,
+};
 use sim_fs::runner::TraceRunner;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -36,7 +38,15 @@ fn every_crash_mode_is_caught_on_its_trace_with_a_witness_that_replays() {
         let (code, out, err) = pmsim(&["crashcheck", trace]);
         assert_eq!(code, 0, "{trace} without {mode} must be clean:\n{out}{err}");
         assert!(out.contains("clean:"), "{out}");
-        let (code, out, err) = pmsim(&["crashcheck", trace, "--bug", mode]);
+        let mut args = vec!["crashcheck", trace];
+        args.extend_from_slice(crash_mode_flags(mode));
+        if !crash_mode_flags(mode).is_empty() {
+            // The mode needs these options to show: without them it is clean too.
+            let (code, out, err) = pmsim(&["crashcheck", trace, "--bug", mode]);
+            assert_eq!(code, 0, "{trace} with {mode}, no {args:?}:\n{out}{err}");
+        }
+        args.extend_from_slice(&["--bug", mode]);
+        let (code, out, err) = pmsim(&args);
         assert_eq!(code, 1, "{trace} with {mode} must fail:\n{out}{err}");
         assert!(out.contains("VIOLATION "), "{out}");
         assert!(out.contains("crash point "), "{out}");
@@ -416,4 +426,151 @@ fn litmus_exactly_the_allowed_persist_orders() {
     assert_eq!(outcomes(fence, &[0, 0x40, 0x80]), before);
     let after: BTreeSet<Vec<u8>> = all.iter().filter(|v| v[0] == 1).cloned().collect();
     assert_eq!(outcomes(end, &[0, 0x40, 0x80]), after);
+}
+
+#[test]
+fn torn_stores_alone_do_not_tear_the_fixed_inode_size() {
+    // The fixed file system logs the whole inode record: with every store allowed to tear at
+    // 8 bytes, each line alone (k 1: ~1,000 images in debug), no crash image holds half a
+    // size. (k 2 with --torn is ~10^6 images on this trace: the journal's 1 KiB records tear
+    // two lines at a time in 255^2 ways.)
+    let (code, out, err) = pmsim(&[
+        "crashcheck",
+        "traces/crash/torn-inode-size.trace",
+        "--torn",
+        "--k",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let images: u64 = out
+        .split("distinct images checked")
+        .next()
+        .and_then(|s| s.rsplit(", ").next())
+        .and_then(|s| s.trim().parse().ok())
+        .expect("an image count");
+    assert!(images > 500, "{out}");
+}
+
+/// `crashcheck ... --json` parsed.
+fn crash_json(args: &[&str]) -> (i32, serde_json::Value) {
+    let mut all = vec!["crashcheck"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let (code, out, err) = pmsim(&all);
+    let v = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    (code, v)
+}
+
+/// The counts of two reports agree (full_log10 up to float rounding: a sum of logs).
+fn same_stats(a: &serde_json::Value, b: &serde_json::Value) {
+    for k in [
+        "schedules",
+        "points",
+        "images",
+        "duplicates",
+        "pending_lines",
+    ] {
+        assert_eq!(a["stats"][k], b["stats"][k], "stats.{k}: {a} vs {b}");
+    }
+    let (x, y) = (
+        a["stats"]["full_log10"].as_f64().unwrap(),
+        b["stats"]["full_log10"].as_f64().unwrap(),
+    );
+    assert!((x - y).abs() < 1e-9, "{x} vs {y}");
+}
+
+#[test]
+fn jobs_and_shards_give_the_undivided_result() {
+    // Two threads on two preallocated files, three random interleavings.
+    let t = scratch(
+        "scale.trace",
+        "pmsim-trace 1\nmachine cpus=2 pmem=64MiB\n\
+         file /a size=64K fill=0x01\nfile /b size=64K fill=0x02\n\
+         t1 mmap /a 0 64K shared nohuge as a\nt1 store a+0 64 0x11\nt1 clwb a+0\nt1 sfence\n\
+         t1 store a+0x40 8 0x12\nt1 sfence\n\
+         t2 mmap /b 0 64K shared nohuge as b\nt2 store b+0 64 0x21\nt2 clwb b+0\nt2 sfence\n\
+         t2 store b+0x40 8 0x22\nt2 sfence\n",
+    );
+    let base = ["--strategy", "random", "--schedules", "3", "--k", "all"];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = vec![&t];
+        a.extend_from_slice(&base);
+        a.extend_from_slice(extra);
+        crash_json(&a)
+    };
+    let (code, one) = with(&[]);
+    assert_eq!(code, 0, "{one}");
+    assert!(one["stats"]["points"].as_u64().unwrap() >= 6, "{one}");
+    let (code, two) = with(&["--jobs", "2"]);
+    assert_eq!(code, 0);
+    same_stats(&one, &two);
+    // Three shards, each its own process, merged.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("crashcheck-shards");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    let mut checked = 0;
+    for i in 0..3 {
+        let s = format!("{i}/3");
+        let (code, v) = with(&["--shard", &s]);
+        assert_eq!(code, 0, "{v}");
+        assert_eq!(v["shard"], serde_json::json!([i, 3]));
+        checked += v["stats"]["images"].as_u64().unwrap();
+        let f = dir.join(format!("shard{i}.json"));
+        std::fs::write(&f, v.to_string()).unwrap();
+        files.push(f.display().to_string());
+    }
+    assert_eq!(checked, one["stats"]["images"].as_u64().unwrap());
+    let mut args = vec!["merge", "--json"];
+    args.extend(files.iter().map(|s| s.as_str()));
+    let (code, out, err) = pmsim(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    let merged: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(merged["result"], "clean");
+    same_stats(&one, &merged);
+    // A shard missing, or given twice, is refused.
+    let (code, _, err) = pmsim(&["merge", &files[0], &files[1]]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("missing"), "{err}");
+    let (code, _, err) = pmsim(&["merge", &files[0], &files[0], &files[1]]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn a_divided_check_finds_the_undivided_checks_first_violation() {
+    let t = "traces/crash/journal-no-fence.trace";
+    let (code, one) = crash_json(&[t, "--bug", "journal-no-fence"]);
+    assert_eq!(code, 1);
+    let (code, two) = crash_json(&[t, "--bug", "journal-no-fence", "--jobs", "2"]);
+    assert_eq!(code, 1);
+    assert_eq!(one["violation"], two["violation"]);
+    assert_eq!(one["replay"], two["replay"]);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("crashcheck-shards-v");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for i in 0..2 {
+        let s = format!("{i}/2");
+        let (_, v) = crash_json(&[t, "--bug", "journal-no-fence", "--shard", &s]);
+        let f = dir.join(format!("shard{i}.json"));
+        std::fs::write(&f, v.to_string()).unwrap();
+        files.push(f.display().to_string());
+    }
+    let (code, out, err) = pmsim(&["merge", "--json", &files[0], &files[1]]);
+    assert_eq!(code, 1, "{out}{err}");
+    let merged: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(merged["violation"], one["violation"]);
+    assert_eq!(merged["replay"], one["replay"]);
+    // A replay checks one image: no division.
+    let (code, _, err) = pmsim(&[
+        "crashcheck",
+        t,
+        "--schedule",
+        "1:0:",
+        "--point",
+        "0",
+        "--image",
+        "0",
+        "--jobs",
+        "2",
+    ]);
+    assert_eq!(code, 2, "{err}");
 }

@@ -4,7 +4,8 @@
 //!    string; a schedule is then re-run with the runner's [`Recorder`] on ([`record_run`]).
 //! 2. **Crash points**: before every step that is a fence (`PointKind::Fence`, the default),
 //!    every flush or fence (`Flush`), or every store, flush or fence (`Op`), and once at the end
-//!    of the run; a point whose persistency state equals the previous point's is skipped. Each
+//!    of the run; a point whose persistency state equals the previous point's, with no
+//!    durability promise made since, is skipped. Each
 //!    keeps the machine's [`CrashPoint`] (a copy-on-write snapshot), the recorder's
 //!    [`Snapshot`] and where it happened (thread, trace line, model call path).
 //! 3. **Images**: [`CrashPoint::images`] (exact subsets of pending lines up to k, torn 8-byte
@@ -45,9 +46,11 @@ use std::sync::Arc;
 
 /// Switch on the file-system bug modes of `names` on a freshly mounted `fs` (setup only).
 pub(crate) async fn apply_fs_bugs(p: &SimPlatform, fs: &Daxfs<SimPlatform>, names: &[String]) {
-    if names.iter().any(|n| n == "journal-no-fence") {
+    let on = |mode: &str| names.iter().any(|n| n == mode);
+    if on("journal-no-fence") || on("torn-inode-size") {
         let mut log = fs.lock_log(p).await;
-        log.no_commit_fence = true;
+        log.no_commit_fence = on("journal-no-fence");
+        log.torn_inode_size = on("torn-inode-size");
         drop(log);
     }
 }
@@ -71,7 +74,21 @@ pub const CRASH_MODE_TRACES: &[(&str, &str)] = &[
         "sync-fault-no-fsync",
         "traces/crash/sync-fault-no-fsync.trace",
     ),
+    (
+        "pmd-writeback-no-wrprotect",
+        "traces/crash/pmd-writeback-no-wrprotect.trace",
+    ),
+    ("torn-inode-size", "traces/crash/torn-inode-size.trace"),
 ];
+
+/// The crashcheck options a crash mode's trace needs besides `--bug NAME` to show the mode
+/// (torn-inode-size tears a 16-byte store: only `--torn` images hold half of it).
+pub fn crash_mode_flags(mode: &str) -> &'static [&'static str] {
+    match mode {
+        "torn-inode-size" => &["--torn"],
+        _ => &[],
+    }
+}
 
 /// Where crash points are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -197,7 +214,7 @@ pub fn record_run(
     runner.setup(&mut sim);
     let mut points: Vec<CrashRec> = Vec::new();
     let mut origins: Vec<StoreOrigin> = Vec::new();
-    let mut last_sig: Option<(u64, usize, usize)> = None;
+    let mut last_sig: Option<(u64, usize, usize, usize)> = None;
     let mut i = 0usize;
     let mut bad: Option<String> = None;
     let seq_of = |sim: &Sim| sim.with_machine(|m| m.next_store_seq()).unwrap_or(0);
@@ -207,7 +224,13 @@ pub fn record_run(
             return;
         };
         let stores: usize = point.pending_lines().iter().map(|l| l.stores.len()).sum();
-        let sig = (seq_of(sim), point.pending_lines().len(), stores);
+        // Same stores, same pending lines and no new promise: the same images and oracles.
+        let sig = (
+            seq_of(sim),
+            point.pending_lines().len(),
+            stores,
+            rec.snapshot().promises,
+        );
         if last_sig == Some(sig) {
             return;
         }
@@ -550,6 +573,8 @@ pub struct CheckOptions {
     pub step_limit: u64,
     /// Check only this (point, image) of the run (a replay).
     pub only: Option<(usize, u64)>,
+    /// Check only the crash points of shard `index` of `count` (see [`CheckStats::units`]).
+    pub shard: (u64, u64),
 }
 
 /// The most images `--k all` enumerates at one crash point.
@@ -569,6 +594,12 @@ pub struct CheckStats {
     /// Images full enumeration (no bound on k, no dedup) would give, summed over points
     /// (log10 when it overflows).
     pub full_log10: f64,
+    /// Crash points met so far over all schedules, checked or not: the units `--jobs` and
+    /// `--shard I/N` divide. Point `g` (in the order of schedules, then of points in a run)
+    /// belongs to shard `g % N`, so shards are disjoint, cover every point, and depend only
+    /// on the schedules (each shard records every schedule, which is cheap beside the images).
+    #[serde(skip)]
+    pub units: u64,
 }
 
 /// What checking one schedule found.
@@ -610,7 +641,12 @@ pub fn check_schedule(
         ));
     }
     for cp in &run.points {
+        let unit = stats.units;
+        stats.units += 1;
         if opts.only.is_some_and(|(pi, _)| pi != cp.index) {
+            continue;
+        }
+        if opts.shard.1 > 1 && unit % opts.shard.1 != opts.shard.0 {
             continue;
         }
         stats.points += 1;
@@ -668,7 +704,7 @@ pub fn check_schedule(
 }
 
 /// log10(10^a + 10^b) (`first`: a is not set yet).
-fn log_add(a: f64, b: f64, first: bool) -> f64 {
+pub fn log_add(a: f64, b: f64, first: bool) -> f64 {
     if first {
         return b;
     }

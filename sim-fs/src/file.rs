@@ -214,15 +214,8 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                 let mut r = Ok(n);
                 if new_end > core.disk.size {
                     core.disk.size = new_end;
-                    match self
-                        .fs
-                        .commit_trans(p, vec![self.fs.inode_unit(self.inode.ino, &core.disk)])
-                        .await
-                    {
-                        Ok(seq) => {
-                            core.logged_seq = seq;
-                            obs(Change::Size(new_end));
-                        }
+                    match self.fs.setfilesize(p, self.inode.ino, &mut core).await {
+                        Ok(()) => obs(Change::Size(new_end)),
                         Err(e) => r = Err(e),
                     }
                 }

@@ -813,6 +813,44 @@ impl<P: PmemPlatform> Daxfs<P> {
         (self.geo.inode_addr(ino), d.encode())
     }
 
+    /// `xfs_setfilesize`: make `core`'s new size (already set) part of the next log force, as
+    /// a transaction of the whole inode record, so the 16-byte size field changes all or
+    /// nothing. Called with the inode's ILOCK held (`core`).
+    ///
+    /// Bug mode `torn-inode-size` (`Log::torn_inode_size`): when the record is on media (not
+    /// in the CIL), the size field is written in place instead, with one 16-byte store, then
+    /// flushed and fenced. Only aligned 8-byte stores are failure-atomic on x86, so a crash
+    /// before the fence may persist one word of it (`crashcheck --torn`), and the record no
+    /// longer decodes. A record in the CIL gets the size there (its next force writes it
+    /// whole). The log mutex is held across, so no log force checkpoints an older copy of
+    /// the record around the store.
+    pub async fn setfilesize(&self, p: &P, ino: u64, core: &mut InodeCore) -> Result<(), FsError> {
+        let mut log = self.lock_log(p).await;
+        if log.torn_inode_size {
+            let addr = self.geo.inode_addr(ino);
+            let field = crate::layout::size_field(core.disk.size);
+            let off = crate::layout::SIZE_OFF;
+            let r = match log.cil.get_mut(&addr) {
+                Some(rec) => {
+                    rec[off..off + 16].copy_from_slice(&field);
+                    Ok(())
+                }
+                None => match store_clwb(p, addr + off as u64, &field).await {
+                    Ok(()) => sfence(p).await,
+                    Err(e) => Err(e),
+                },
+            };
+            drop(log);
+            return r;
+        }
+        drop(log);
+        let seq = self
+            .commit_trans(p, vec![self.inode_unit(ino, &core.disk)])
+            .await?;
+        core.logged_seq = seq;
+        Ok(())
+    }
+
     /// Allocate blocks for file blocks `fb .. fb + n` of `core` that are holes (unwritten
     /// when `unwritten`, else written and zeroed), and set the size to at least `new_size`.
     /// Called with the inode's ILOCK held (`core`). Stops at the first error (ENOSPC when

@@ -76,6 +76,10 @@ pub struct Log {
     /// log body and the commit record instead would be harmless here: the commit record's
     /// checksum covers the body, so a commit that overtook its body is discarded.)
     pub no_commit_fence: bool,
+    /// Bug mode `torn-inode-size`: a size-only change of an inode whose record is on media
+    /// (not in the CIL) is written in place with one 16-byte store instead of a transaction
+    /// (`Daxfs::setfilesize`); a crash may persist one 8-byte word of it.
+    pub torn_inode_size: bool,
 }
 
 impl Log {
@@ -90,6 +94,7 @@ impl Log {
             stop_at: None,
             shutdown: false,
             no_commit_fence: false,
+            torn_inode_size: false,
         }
     }
 

@@ -25,12 +25,18 @@
 //! | --- | --- | --- |
 //! | 0 | 4 | magic [`INODE_MAGIC`] when in use, 0 when free |
 //! | 4 | 4 | flags ([`INODE_F_ORPHAN`]: unlinked, blocks not yet freed) |
-//! | 8 | 8 | size (bytes) |
-//! | 16 | 4 | number of extents |
-//! | 20 | 4 | name length |
+//! | 8 | 16 | size: the size in bytes u64, then its complement u64 ([`SIZE_OFF`], [`size_field`]) |
 //! | 24 | 8 | generation |
 //! | 32 | 64 | name (the path; the namespace is flat) |
+//! | 96 | 4 | number of extents |
+//! | 100 | 4 | name length |
 //! | 128 | 24 * [`MAX_EXTENTS`] | extents, sorted by file block: file block u64, device block u64, length u32, flags u32 ([`EXTENT_F_UNWRITTEN`]) |
+//!
+//! The size is a 16-byte field: the size and its bitwise complement, which must agree. daxfs
+//! changes it only inside a journaled inode record (all or nothing); bug mode
+//! `torn-inode-size` writes it in place with one 16-byte store, which x86 does not make
+//! failure-atomic (only aligned 8-byte stores are): a crash may keep one word of it, and the
+//! record then fails to decode ("torn size"), which mount and fsck report.
 //!
 //! Shared extents have no flag: a block is shared when its refcount is 2 or more (as XFS's
 //! refcount btree says, not the extent). A file has at most [`MAX_EXTENTS`] extents; an
@@ -57,6 +63,17 @@ pub const NAME_MAX: usize = 64;
 pub const EXTENT_BYTES: usize = 24;
 pub const MAX_EXTENTS: usize = (INODE_SIZE as usize - INODE_HEADER) / EXTENT_BYTES;
 pub const EXTENT_F_UNWRITTEN: u32 = 1;
+/// Where the 16-byte size field starts in an inode record (one cache line holds all of it).
+pub const SIZE_OFF: usize = 8;
+const _: () = assert!(SIZE_OFF.is_multiple_of(8) && SIZE_OFF / 64 == (SIZE_OFF + 15) / 64);
+
+/// The on-media bytes of the size field for `size`: the size, then its complement.
+pub fn size_field(size: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&size.to_le_bytes());
+    b[8..].copy_from_slice(&(!size).to_le_bytes());
+    b
+}
 
 // The extents fill the record.
 const _: () = assert!(INODE_HEADER + MAX_EXTENTS * EXTENT_BYTES <= INODE_SIZE as usize);
@@ -337,10 +354,10 @@ impl DiskInode {
         );
         put_u32(&mut b, 0, INODE_MAGIC);
         put_u32(&mut b, 4, self.flags);
-        put_u64(&mut b, 8, self.size);
-        put_u32(&mut b, 16, self.extents.len() as u32);
+        b[SIZE_OFF..SIZE_OFF + 16].copy_from_slice(&size_field(self.size));
+        put_u32(&mut b, 96, self.extents.len() as u32);
         let name = self.name.as_bytes();
-        put_u32(&mut b, 20, name.len() as u32);
+        put_u32(&mut b, 100, name.len() as u32);
         put_u64(&mut b, 24, self.generation);
         b[32..32 + name.len()].copy_from_slice(name);
         for (i, (&fb, e)) in self.extents.iter().enumerate() {
@@ -375,13 +392,24 @@ impl DiskInode {
         if flags & !INODE_F_ORPHAN != 0 {
             return Err(InodeError(format!("unknown flags {flags:#x}")));
         }
-        let n = get_u32(b, 16) as usize;
+        let size = get_u64(b, SIZE_OFF);
+        let check = get_u64(b, SIZE_OFF + 8);
+        // The two words of the size field agree in every record daxfs writes whole; a crash
+        // in the middle of a 16-byte in-place store (torn-inode-size) leaves them disagreeing.
+        if check != !size {
+            return Err(InodeError(format!(
+                "torn size: the size word says {size} but its complement word says {} \
+                 (half of a 16-byte size update persisted)",
+                !check
+            )));
+        }
+        let n = get_u32(b, 96) as usize;
         if n > MAX_EXTENTS {
             return Err(InodeError(format!(
                 "{n} extents (at most {MAX_EXTENTS} fit)"
             )));
         }
-        let name_len = get_u32(b, 20) as usize;
+        let name_len = get_u32(b, 100) as usize;
         if name_len == 0 || name_len > NAME_MAX {
             return Err(InodeError(format!("name length {name_len}")));
         }
@@ -419,7 +447,7 @@ impl DiskInode {
         Ok(DiskInode {
             in_use: true,
             flags,
-            size: get_u64(b, 8),
+            size,
             generation: get_u64(b, 24),
             name,
             extents,
@@ -489,5 +517,38 @@ mod tests {
             DiskInode::decode(&DiskInode::default().encode()).unwrap(),
             DiskInode::default()
         );
+    }
+
+    #[test]
+    fn half_a_size_update_does_not_decode() {
+        let old = DiskInode {
+            in_use: true,
+            size: 4096,
+            name: "/f".into(),
+            generation: 1,
+            ..DiskInode::default()
+        };
+        let new = DiskInode {
+            size: 8192,
+            ..old.clone()
+        };
+        let (a, b) = (old.encode(), new.encode());
+        // Only the 16 bytes of the size field differ, and they lie in one cache line.
+        let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+        assert!(
+            differ
+                .iter()
+                .all(|&i| (SIZE_OFF..SIZE_OFF + 16).contains(&i))
+        );
+        assert_eq!(&b[SIZE_OFF..SIZE_OFF + 16], &size_field(8192));
+        for word in 0..2 {
+            // One 8-byte word of the new field over the old record: a torn store.
+            let mut torn = a.clone();
+            let w = SIZE_OFF + 8 * word;
+            torn[w..w + 8].copy_from_slice(&b[w..w + 8]);
+            let e = DiskInode::decode(&torn).unwrap_err();
+            assert!(e.0.contains("torn size"), "{e}");
+        }
+        assert_eq!(DiskInode::decode(&b).unwrap(), new);
     }
 }

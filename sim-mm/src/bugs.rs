@@ -136,7 +136,7 @@ pub const BUG_MODES: &[BugMode] = &[
                    64-bit store is not atomic)",
         summary: "the inode size is updated in place with a non-atomic 16-byte store: a crash \
                   may find a size that no operation ever set",
-        available: false,
+        available: true,
     },
     BugMode {
         name: "reflink-page-mapping",
@@ -262,6 +262,12 @@ fn fs_mechanism(name: &str) -> Option<&'static str> {
         "journal-no-fence" => Some(
             "sim_fs::journal::xlog_force: no sfence after the commit record's clwb \
              (Log::no_commit_fence), before the checkpoint writes in place",
+        ),
+        "torn-inode-size" => Some(
+            "sim_fs::fs::Daxfs::setfilesize (the size a write(2) past the end of file sets): \
+             the 16-byte size field (size and complement) of an inode record already on media \
+             is written in place with one 16-byte store instead of a journal transaction \
+             (Log::torn_inode_size); with `crashcheck --torn` a crash keeps one 8-byte word",
         ),
         "reflink-page-mapping" => Some(
             "daxfs iomap_begin does not flag shared blocks IOMAP_F_SHARED on reads, so \

@@ -122,6 +122,9 @@ pub struct Snapshot {
     pub open: Vec<OpenStmt>,
     /// Statements completed.
     pub done: usize,
+    /// Durability promises made so far (a point after a new promise is a new point even when
+    /// the persistency state is the same: the oracle asks more of it).
+    pub promises: usize,
 }
 
 /// Everything a run recorded (read after the run).
@@ -505,6 +508,7 @@ impl Recorder {
             seq: st.seq,
             open: st.open.values().cloned().collect(),
             done: st.done,
+            promises: st.log.promises.len(),
         }
     }
 
@@ -653,7 +657,12 @@ mod tests {
     }
 
     fn snap(seq: u64, open: Vec<OpenStmt>) -> Snapshot {
-        Snapshot { seq, open, done: 0 }
+        Snapshot {
+            seq,
+            open,
+            done: 0,
+            promises: 0,
+        }
     }
 
     #[test]
