@@ -2,6 +2,12 @@
 //! It decides load hits, store misses (read for ownership) and capacity evictions, which write
 //! a dirty line back: that is how a line becomes durable without any flush. Private L1/L2 caches
 //! and coherence traffic are not modelled.
+//!
+//! The cache is sparse: a set's ways are allocated the first time a line is filled into it, so
+//! a machine with a 32 MiB cache costs nothing until it is used and clones in time proportional
+//! to the sets touched. A set never filled behaves exactly as a set of empty ways.
+
+use std::collections::BTreeMap;
 
 /// A line pushed out of the cache to make room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -10,18 +16,28 @@ pub(crate) struct Victim {
     pub dirty: bool,
 }
 
+/// One way of a set.
+#[derive(Clone, Copy, Default)]
+struct Way {
+    /// `line + 1`; 0 marks an empty way.
+    tag: u64,
+    /// Last-use stamp, for LRU.
+    stamp: u64,
+    /// Time (ps) at which the line is owned by the cache (its fill or RFO completes).
+    ready: u64,
+    dirty: bool,
+}
+
 #[derive(Clone)]
 pub(crate) struct Llc {
     sets: u64,
     ways: usize,
-    /// `line + 1` per way; 0 marks an empty way (so the arrays start zeroed, lazily).
-    tags: Vec<u64>,
-    /// Last-use stamp per way, for LRU.
-    stamps: Vec<u64>,
-    /// Time (ps) at which the line is owned by the cache (its fill or RFO completes).
-    ready: Vec<u64>,
-    dirty: Vec<bool>,
-    /// Per set, the last stamp given: LRU compares stamps only within a set, so each set has
+    /// Set number -> its slot, for the sets filled at least once (invariant: every slot is
+    /// named by exactly one set, and `slots.len() == index.len()`).
+    index: BTreeMap<u64, u32>,
+    /// Per slot, `ways` ways; a way handle is an index into this vector.
+    lines: Vec<Way>,
+    /// Per slot, the last stamp given: LRU compares stamps only within a set, so each set has
     /// its own clock and accesses to different sets commute exactly (`sim` "Footprints").
     clocks: Vec<u64>,
 }
@@ -34,11 +50,9 @@ impl Llc {
         Llc {
             sets: (lines / ways) as u64,
             ways,
-            tags: vec![0; lines],
-            stamps: vec![0; lines],
-            ready: vec![0; lines],
-            dirty: vec![false; lines],
-            clocks: vec![0; lines / ways],
+            index: BTreeMap::new(),
+            lines: Vec::new(),
+            clocks: Vec::new(),
         }
     }
 
@@ -47,37 +61,56 @@ impl Llc {
         (self.sets > 0).then(|| line % self.sets)
     }
 
-    fn tick(&mut self, line: u64) -> u64 {
-        let c = &mut self.clocks[(line % self.sets) as usize];
+    /// The slot of `line`'s set, if that set was ever filled.
+    fn slot(&self, line: u64) -> Option<usize> {
+        if self.sets == 0 {
+            return None;
+        }
+        self.index.get(&(line % self.sets)).map(|&s| s as usize)
+    }
+
+    /// The slot of `line`'s set, allocating its (empty) ways on first use.
+    fn slot_or_alloc(&mut self, line: u64) -> usize {
+        let set = line % self.sets;
+        let next = self.clocks.len();
+        let slot = *self.index.entry(set).or_insert_with(|| {
+            u32::try_from(next).unwrap_or_else(|_| unreachable!("more sets than u32::MAX"))
+        }) as usize;
+        if slot == next {
+            self.clocks.push(0);
+            self.lines
+                .resize(self.lines.len() + self.ways, Way::default());
+        }
+        debug_assert_eq!(self.clocks.len(), self.index.len());
+        slot
+    }
+
+    fn tick(&mut self, slot: usize) -> u64 {
+        let c = &mut self.clocks[slot];
         *c += 1;
         *c
     }
 
-    fn set_range(&self, line: u64) -> std::ops::Range<usize> {
-        let set = (line % self.sets) as usize;
-        set * self.ways..(set + 1) * self.ways
+    fn ways_of(&self, slot: usize) -> std::ops::Range<usize> {
+        slot * self.ways..(slot + 1) * self.ways
     }
 
     /// The way holding `line`, touched as most recently used.
     pub fn lookup(&mut self, line: u64) -> Option<usize> {
-        if self.sets == 0 {
-            return None;
-        }
+        let slot = self.slot(line)?;
         let tag = line + 1;
-        let way = self.set_range(line).find(|&i| self.tags[i] == tag)?;
-        self.stamps[way] = self.tick(line);
+        let way = self.ways_of(slot).find(|&i| self.lines[i].tag == tag)?;
+        self.lines[way].stamp = self.tick(slot);
         Some(way)
     }
 
     /// Whether `line` is present, and dirty, without touching it.
     pub fn probe(&self, line: u64) -> Option<bool> {
-        if self.sets == 0 {
-            return None;
-        }
+        let slot = self.slot(line)?;
         let tag = line + 1;
-        self.set_range(line)
-            .find(|&i| self.tags[i] == tag)
-            .map(|i| self.dirty[i])
+        self.ways_of(slot)
+            .find(|&i| self.lines[i].tag == tag)
+            .map(|i| self.lines[i].dirty)
     }
 
     /// Brings `line` in (it must be absent), owned from `ready` on; returns its way and the
@@ -86,47 +119,56 @@ impl Llc {
         if self.sets == 0 {
             return (None, None);
         }
-        let range = self.set_range(line);
+        let slot = self.slot_or_alloc(line);
+        let range = self.ways_of(slot);
         let way = range
             .clone()
-            .find(|&i| self.tags[i] == 0)
+            .find(|&i| self.lines[i].tag == 0)
             .unwrap_or_else(|| {
                 range
-                    .min_by_key(|&i| self.stamps[i])
+                    .min_by_key(|&i| self.lines[i].stamp)
                     .unwrap_or_else(|| unreachable!("a set has at least one way"))
             });
-        let victim = (self.tags[way] != 0).then(|| Victim {
-            line: self.tags[way] - 1,
-            dirty: self.dirty[way],
+        let old = self.lines[way];
+        let victim = (old.tag != 0).then(|| Victim {
+            line: old.tag - 1,
+            dirty: old.dirty,
         });
-        self.tags[way] = line + 1;
-        self.stamps[way] = self.tick(line);
-        self.ready[way] = ready;
-        self.dirty[way] = false;
+        let stamp = self.tick(slot);
+        self.lines[way] = Way {
+            tag: line + 1,
+            stamp,
+            ready,
+            dirty: false,
+        };
         (Some(way), victim)
     }
 
     /// Drops `line`; returns whether it was present and dirty.
     pub fn invalidate(&mut self, line: u64) -> Option<bool> {
-        if self.sets == 0 {
-            return None;
-        }
+        let slot = self.slot(line)?;
         let tag = line + 1;
-        let way = self.set_range(line).find(|&i| self.tags[i] == tag)?;
-        self.tags[way] = 0;
-        Some(std::mem::take(&mut self.dirty[way]))
+        let way = self.ways_of(slot).find(|&i| self.lines[i].tag == tag)?;
+        self.lines[way].tag = 0;
+        Some(std::mem::take(&mut self.lines[way].dirty))
     }
 
     pub fn ready(&self, way: usize) -> u64 {
-        self.ready[way]
+        self.lines[way].ready
     }
 
     pub fn is_dirty(&self, way: usize) -> bool {
-        self.dirty[way]
+        self.lines[way].dirty
     }
 
     pub fn set_dirty(&mut self, way: usize, dirty: bool) {
-        self.dirty[way] = dirty;
+        self.lines[way].dirty = dirty;
+    }
+
+    /// Sets whose ways are allocated (tests: the cache stays sparse).
+    #[cfg(test)]
+    fn resident_sets(&self) -> usize {
+        self.index.len()
     }
 }
 
@@ -162,5 +204,105 @@ mod tests {
         let mut none = Llc::new(0, 16);
         assert_eq!(none.lookup(1), None);
         assert_eq!(none.fill(1, 0), (None, None));
+    }
+
+    /// The dense cache this sparse one replaced: every set's ways allocated up front.
+    struct Dense {
+        sets: u64,
+        ways: usize,
+        tags: Vec<u64>,
+        stamps: Vec<u64>,
+        dirty: Vec<bool>,
+        clocks: Vec<u64>,
+    }
+
+    impl Dense {
+        fn new(bytes: u64, ways: usize) -> Self {
+            let lines = (bytes / 64) as usize;
+            Dense {
+                sets: (lines / ways) as u64,
+                ways,
+                tags: vec![0; lines],
+                stamps: vec![0; lines],
+                dirty: vec![false; lines],
+                clocks: vec![0; lines / ways],
+            }
+        }
+        fn range(&self, line: u64) -> std::ops::Range<usize> {
+            let s = (line % self.sets) as usize;
+            s * self.ways..(s + 1) * self.ways
+        }
+        fn tick(&mut self, line: u64) -> u64 {
+            let c = &mut self.clocks[(line % self.sets) as usize];
+            *c += 1;
+            *c
+        }
+        fn lookup(&mut self, line: u64) -> Option<usize> {
+            let w = self.range(line).find(|&i| self.tags[i] == line + 1)?;
+            self.stamps[w] = self.tick(line);
+            Some(w)
+        }
+        fn fill(&mut self, line: u64) -> Option<Victim> {
+            let r = self.range(line);
+            let w = r
+                .clone()
+                .find(|&i| self.tags[i] == 0)
+                .unwrap_or_else(|| r.min_by_key(|&i| self.stamps[i]).unwrap());
+            let v = (self.tags[w] != 0).then(|| Victim {
+                line: self.tags[w] - 1,
+                dirty: self.dirty[w],
+            });
+            self.tags[w] = line + 1;
+            self.stamps[w] = self.tick(line);
+            self.dirty[w] = false;
+            v
+        }
+        fn invalidate(&mut self, line: u64) -> Option<bool> {
+            let w = self.range(line).find(|&i| self.tags[i] == line + 1)?;
+            self.tags[w] = 0;
+            Some(std::mem::take(&mut self.dirty[w]))
+        }
+    }
+
+    #[test]
+    fn the_sparse_cache_behaves_as_the_dense_one_and_allocates_only_sets_filled() {
+        // 64 sets x 4 ways; lines drawn from 3 * 256 so that sets overflow and evict.
+        let mut sparse = Llc::new(64 * 4 * 64, 4);
+        let mut dense = Dense::new(64 * 4 * 64, 4);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut filled_sets = std::collections::BTreeSet::new();
+        for step in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Only the first 40 sets are used, so the rest must stay unallocated.
+            let line = (x % 3) * 64 + (x >> 8) % 40;
+            match (x >> 40) % 4 {
+                0 => assert_eq!(
+                    sparse.probe(line).is_some(),
+                    dense.range(line).any(|i| dense.tags[i] == line + 1)
+                ),
+                1 => {
+                    let (s, d) = (sparse.lookup(line), dense.lookup(line));
+                    assert_eq!(s.is_some(), d.is_some(), "step {step}");
+                    if let (Some(s), Some(d)) = (s, d) {
+                        assert_eq!(sparse.is_dirty(s), dense.dirty[d]);
+                        let dirty = (x >> 50) & 1 == 0;
+                        sparse.set_dirty(s, dirty);
+                        dense.dirty[d] = dirty;
+                    } else {
+                        filled_sets.insert(line % 64);
+                        assert_eq!(sparse.fill(line, step).1, dense.fill(line), "step {step}");
+                    }
+                }
+                _ => assert_eq!(
+                    sparse.invalidate(line),
+                    dense.invalidate(line),
+                    "step {step}"
+                ),
+            }
+        }
+        assert_eq!(sparse.resident_sets(), filled_sets.len());
+        assert!(filled_sets.len() <= 40);
     }
 }
