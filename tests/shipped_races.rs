@@ -124,9 +124,19 @@ fn without_bugs(s: &Shipped, name: &str) -> String {
     p.display().to_string()
 }
 
+/// Two-thread traces whose bound-2 space is too large for the regular run in a debug build:
+/// the regular test bounds them at 1, [`three_thread_traces_are_clean_at_preemption_bound_2`]
+/// (ignored) at 2. bugs/busy-scan-skips-locked: 147 runs at bound 1, 6,399 at bound 2 (about
+/// 45 s of CPU in a release build), both clean.
+const BOUND_1: &[&str] = &["traces/bugs/busy-scan-skips-locked.trace"];
+
 /// The preemption bound of the regular clean check (see the module notes).
-fn clean_bound(s: &Shipped) -> u32 {
-    if s.threads <= 2 { 2 } else { 1 }
+fn clean_bound(rel: &str, s: &Shipped) -> u32 {
+    if s.threads <= 2 && !BOUND_1.contains(&rel) {
+        2
+    } else {
+        1
+    }
 }
 
 /// `path` is clean and exhausted under dfs at preemption bound `bound`.
@@ -183,7 +193,7 @@ fn check_race(rel: &str) {
     assert_clean_dfs(
         &nobug,
         &format!("{rel} without its bug lines"),
-        clean_bound(&s),
+        clean_bound(rel, &s),
     );
 }
 
@@ -198,7 +208,7 @@ fn check_clean(rel: &str) {
         s.text.trim_start().starts_with('#'),
         "{rel}: the trace starts with a comment saying what it models and what is expected"
     );
-    assert_clean_dfs(&s.path, rel, clean_bound(&s));
+    assert_clean_dfs(&s.path, rel, clean_bound(rel, &s));
 }
 
 macro_rules! races {
@@ -235,14 +245,13 @@ races! {
                 (write(2) holds IOLOCK, truncate uses dax_delete_mapping_range); \
                 sim-mm/tests/dax_wb.rs drives the mechanism"]
     bugs_invalidate_wake_next: "traces/bugs/invalidate-wake-next.trace";
-    #[ignore = "its statements all run now, but its documented outcome is not met yet: to \
-                investigate (run with --ignored)"]
     bugs_busy_scan_skips_locked: "traces/bugs/busy-scan-skips-locked.trace";
     #[ignore = "its statements all run now, but its documented outcome is not met yet: to \
                 investigate (run with --ignored)"]
     bugs_pmd_writeback_no_wrprotect: "traces/bugs/pmd-writeback-no-wrprotect.trace";
-    #[ignore = "its statements all run now, but its documented outcome is not met yet: to \
-                investigate (run with --ignored)"]
+    #[ignore = "the CoW write fault that copies from the poisoned shared block takes SIGBUS \
+                and leaves daxfs's in-core block bitmap different from the media \
+                (assertion:fsck, with or without the mode): a daxfs CoW error-path bug"]
     bugs_lock_entry_exclusive_wait: "traces/bugs/lock-entry-exclusive-wait.trace";
     #[ignore = "its statements all run now, but its documented outcome is not met yet: to \
                 investigate (run with --ignored)"]
@@ -295,9 +304,12 @@ fn three_thread_traces_are_clean_at_preemption_bound_2() {
     for rel in [
         "traces/seeds/001-pmd-missed-wakeup.trace",
         "traces/bugs/hole-wake-next.trace",
-    ] {
+    ]
+    .into_iter()
+    .chain(BOUND_1.iter().copied())
+    {
         let s = shipped(rel);
-        assert!(s.threads >= 3, "{rel}");
+        assert_eq!(clean_bound(rel, &s), 1, "{rel}");
         let nobug = without_bugs(&s, &format!("{}.pb2", rel.replace('/', "_")));
         assert_clean_dfs(&nobug, rel, 2);
     }

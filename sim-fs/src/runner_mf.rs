@@ -11,7 +11,8 @@
 //!   and a pin on each page until `unpin G`: truncate and hole punch wait for them in
 //!   `dax_layout_busy_page_range`. `longterm` (FOLL_LONGTERM) is refused on fsdax: EOPNOTSUPP.
 //!   Pin names belong to the process, like mapping names (an `unpin` of a name another thread
-//!   has not pinned yet waits for it).
+//!   has not pinned yet waits for it). A pin that fails (EFAULT after a truncate, EOPNOTSUPP,
+//!   an unmapped name) still binds its name, to no pages: its `unpin` drops nothing.
 //! - `dio-read PATH OFF LEN into M+OFF`: pin the destination (FOLL_WRITE), read the file under
 //!   IOLOCK shared through `iomap_begin` (holes and unwritten blocks read as zeros; a short read
 //!   at EOF), copy into the pinned pages as DMA does (non-temporal stores to pmem pages; DRAM for
@@ -365,36 +366,43 @@ impl Ctx {
         name: &str,
     ) -> Got {
         let mut got = Got::default();
-        let m = match self.map(p, proc, &at.map).await {
-            Ok(m) => m,
+        let pinned = match self.map(p, proc, &at.map).await {
+            Ok(m) => {
+                let mm = &self.mms[proc];
+                let write = self.writable_shared(p, mm, m.addr + at.off).await;
+                self.pin_range(p, &m, mm, at.off, len, write, longterm)
+                    .await
+            }
             Err(e) => {
                 got.unmapped = Some(e);
-                return got;
+                Err(Errno::EFAULT)
             }
         };
-        let mm = &self.mms[proc];
-        let write = self.writable_shared(p, mm, m.addr + at.off).await;
-        match self
-            .pin_range(p, &m, mm, at.off, len, write, longterm)
-            .await
-        {
-            Ok(pfns) => {
-                let old = self
-                    .mf
-                    .pins
-                    .lock()
-                    .unwrap()
-                    .entry(proc.to_string())
-                    .or_default()
-                    .insert(name.to_string(), pfns);
-                if let Some(old) = old {
-                    // A name pinned again: the old pins are dropped, as a closed fd's I/O ends.
-                    unpin_user_pages(p, &self.fs.world, &old).await;
+        let pfns = match pinned {
+            Ok(pfns) => pfns,
+            Err(e) => {
+                if got.unmapped.is_none() {
+                    got.errno = Some(format!("{e:?}"));
                 }
-                self.names_wq.wake_up(p, WaitKey(0, 0), WakeMode::All).await;
+                // A failed pin still names its (empty) set of pages: the I/O that would have
+                // held them failed before it started, so `unpin G` has nothing to drop and must
+                // not wait for a pin that will never come.
+                Vec::new()
             }
-            Err(e) => got.errno = Some(format!("{e:?}")),
+        };
+        let old = self
+            .mf
+            .pins
+            .lock()
+            .unwrap()
+            .entry(proc.to_string())
+            .or_default()
+            .insert(name.to_string(), pfns);
+        if let Some(old) = old {
+            // A name pinned again: the old pins are dropped, as a closed fd's I/O ends.
+            unpin_user_pages(p, &self.fs.world, &old).await;
         }
+        self.names_wq.wake_up(p, WaitKey(0, 0), WakeMode::All).await;
         got
     }
 
