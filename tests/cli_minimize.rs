@@ -2,35 +2,14 @@
 //! output is a valid trace whose printed replay reproduces it; outputs pmsim did not write are
 //! never replaced; a schedule without a violation is refused; the result is deterministic.
 
+mod common;
+use common::{pmsim, root};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::Command;
 
 const SEED: &str = "traces/format/pmd_missed_wakeup.trace";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pmsim(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_pmsim"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("pmsim runs");
-    (
-        o.status.code().expect("exited normally"),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
 fn scratch(name: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli_minimize");
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    let _ = std::fs::remove_file(&p);
-    p.display().to_string()
+    common::scratch_path("cli_minimize", name)
 }
 
 /// The failing schedule explore finds (random, seed 0).
@@ -174,5 +153,70 @@ fn a_schedule_that_does_not_fail_or_fit_is_refused() {
         assert!(e.contains(want), "{a:?}: {e}");
         assert!(!e.contains("panicked"), "{a:?}: {e}");
         assert!(!std::path::Path::new(&out).exists(), "{a:?}");
+    }
+}
+
+/// The seed traces whose race the default strategy finds with seed 0 (tests/shipped_races.rs
+/// checks each against its `# expect:`; the other seed traces are ignored there, with why).
+const FOUND_SEEDS: &[&str] = &[
+    "traces/seeds/001-pmd-missed-wakeup.trace",
+    "traces/seeds/002-fault-vs-truncate.trace",
+];
+
+/// Issue 10: a minimized failure of a seed trace has at most 3 preemptions, and the replay
+/// command `pmsim minimize` prints, run as printed, reproduces the same violation kind.
+#[test]
+fn every_found_seed_failure_minimizes_to_at_most_3_preemptions_and_its_replay_reproduces() {
+    for seed in FOUND_SEEDS {
+        let (code, text, err) = pmsim(&["explore", seed, "--seed", "0", "--json"]);
+        assert_eq!(code, 1, "{seed}: explore finds its race: {text}{err}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let kind = v["failure"]["kind"].as_str().unwrap().to_string();
+        let sched = v["failure"]["schedule"].as_str().unwrap();
+        let name = seed
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .replace(".trace", ".min.trace");
+        let out = scratch(&name);
+        let (code, text, err) = pmsim(&[
+            "minimize",
+            seed,
+            "--schedule",
+            sched,
+            "-o",
+            &out,
+            "--max-traces",
+            "4",
+            "--json",
+        ]);
+        assert_eq!(code, 1, "{seed}: the violation reproduced: {text}{err}");
+        let m: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(m["kind"].as_str(), Some(kind.as_str()), "{seed}: {text}");
+        let (before, after) = (&m["before"], &m["after"]);
+        let pre = after["preemptions"].as_u64().unwrap();
+        assert!(
+            pre <= 3,
+            "{seed}: {pre} preemptions after minimizing: {text}"
+        );
+        assert!(
+            pre <= before["preemptions"].as_u64().unwrap(),
+            "{seed}: {text}"
+        );
+        // The printed replay command, run exactly as printed, fails with the same kind.
+        let replay = common::shell_words(m["replay"].as_str().unwrap());
+        assert_eq!(replay[..3], ["pmsim", "replay", out.as_str()], "{replay:?}");
+        let (c, o, e) = common::run_printed(&replay);
+        assert_eq!(c, 1, "{seed}: {replay:?}: {o}{e}");
+        assert_eq!(
+            common::violation_kind(&o).as_deref(),
+            Some(kind.as_str()),
+            "{seed}: {replay:?}: {o}"
+        );
+        // ... in a run with the preemptions minimize counted.
+        assert!(
+            o.contains(&format!(" steps, {pre} preemption")),
+            "{seed}: {o}"
+        );
     }
 }

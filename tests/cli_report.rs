@@ -3,36 +3,16 @@
 //! steps, each a step of the event log); the printed replay command reproduces it; `run --json`
 //! has the violations list and per-thread stats.
 
+mod common;
+use common::pmsim;
 use serde_json::Value;
 use sim_core::events::EventLog;
 use std::path::PathBuf;
-use std::process::Command;
 
 const SEED: &str = "traces/format/pmd_missed_wakeup.trace";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pmsim(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_pmsim"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("pmsim runs");
-    (
-        o.status.code().expect("exited normally"),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
 fn scratch(name: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli_report");
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    let _ = std::fs::remove_file(&p);
-    p.display().to_string()
+    common::scratch_path("cli_report", name)
 }
 
 #[test]
