@@ -44,7 +44,7 @@ use sim_core::trace::{PoisonTarget, SigbusCode};
 use sim_mm::dax::fault::DaxFaultHandler;
 use sim_mm::dax::iomap::{IomapOps, IomapType};
 use sim_mm::gup::{pin_user_pages_fast, pin_user_pages_longterm, unpin_user_pages};
-use sim_mm::memory_failure::{MfContext, machine_check, memory_failure};
+use sim_mm::memory_failure::{MfContext, NoHolder, machine_check, memory_failure};
 use sim_mm::signal::{SiCode, Signal, dequeue_signals};
 use sim_mm::{Errno, Pfn};
 
@@ -192,6 +192,15 @@ impl Ctx {
         }
     }
 
+    /// Whether the file system registers no `dax_holder` for memory failure: in the bug modes
+    /// from before 5.19 (when fsdax gained `notify_failure`), memory failure takes the generic
+    /// path through `page->mapping` (`mf_generic_kill_procs`, `dax_lock_folio`), as those
+    /// kernels did. `mf-speculative-page-lock` is the 4.19-era `dax_lock_folio`; without it,
+    /// the holder (daxfs's rmap) answers.
+    fn no_holder(&self) -> bool {
+        self.dax.bug(DaxBug::MfSpeculativePageLock)
+    }
+
     /// A CPU access to device address `addr` took a machine check: `kill_me_maybe` ->
     /// `memory_failure(pfn, MF_ACTION_REQUIRED)` from the consuming thread. Returns whether a
     /// SIGBUS BUS_MCEERR_AR (or SIGKILL) is now queued for the thread. When none is (the model translates and accesses in
@@ -207,11 +216,16 @@ impl Ctx {
         got: &mut Got,
     ) -> bool {
         let world = &self.fs.world;
-        let holder = DaxfsHolder {
-            fs: &self.fs,
-            dax: &self.dax,
-        };
-        machine_check(p, world, dev_pfn(world, addr), &holder, &self.dax).await;
+        let pfn = dev_pfn(world, addr);
+        if self.no_holder() {
+            machine_check(p, world, pfn, &NoHolder, &self.dax).await;
+        } else {
+            let holder = DaxfsHolder {
+                fs: &self.fs,
+                dax: &self.dax,
+            };
+            machine_check(p, world, pfn, &holder, &self.dax).await;
+        }
         let me = p.current_task();
         let tl = world.tasks.lock(p).await;
         let ar = tl.threads.get(&me).is_some_and(|th| {
@@ -617,7 +631,11 @@ impl Ctx {
         for (addr, n) in ranges {
             let (first, last) = (dev_pfn(world, addr), dev_pfn(world, addr + n - 1));
             for pfn in first..=last {
-                memory_failure(p, world, pfn, 0, &ctx, &holder, &self.dax).await;
+                if self.no_holder() {
+                    memory_failure(p, world, pfn, 0, &ctx, &NoHolder, &self.dax).await;
+                } else {
+                    memory_failure(p, world, pfn, 0, &ctx, &holder, &self.dax).await;
+                }
             }
         }
         got
