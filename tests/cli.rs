@@ -1,23 +1,9 @@
 //! End-to-end tests of the `pmsim` command line over the shipped traces and the toy models.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pmsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pmsim"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("pmsim runs")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
-}
+mod common;
+use common::{code, pmsim_output as pmsim, root};
+use std::path::Path;
+use std::process::Output;
 
 fn text(o: &Output) -> (String, String) {
     (

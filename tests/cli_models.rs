@@ -1,32 +1,8 @@
 //! End-to-end tests of the built-in DAX models (`--model`): search, replay, reports, outputs,
 //! and the errors of bug modes a subject cannot reach.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pmsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pmsim"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("pmsim runs")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{code, err, out, pmsim_output as pmsim};
 
 /// The violation part of a human report: after its kind line (which names the run) up to the
 /// schedule line.
@@ -39,30 +15,11 @@ fn violation(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// Split a printed replay command into its arguments (single quotes only, as pmsim prints).
+/// The arguments of the replay command a human report prints (after `pmsim`).
 fn replay_args(report: &str) -> Vec<String> {
-    let line = report
-        .lines()
-        .find_map(|l| l.strip_prefix("replay:   pmsim "))
-        .expect("a replay line");
-    let mut args = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    for c in line.chars() {
-        match c {
-            '\'' => quoted = !quoted,
-            ' ' if !quoted => {
-                if !cur.is_empty() {
-                    args.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        args.push(cur);
-    }
-    args
+    let mut words = common::printed_replay(report);
+    assert_eq!(words.remove(0), "pmsim", "{report}");
+    words
 }
 
 #[test]

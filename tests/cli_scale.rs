@@ -4,6 +4,8 @@
 //! mismatched shard sets (exit 2); `--shard auto` reads the batch engines' variables;
 //! `--portfolio` finds the seed trace's violation.
 
+mod common;
+use common::{code, err, out, root};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -19,10 +21,6 @@ const AUTO_VARS: [&str; 5] = [
     "PMSIM_SHARD_COUNT",
 ];
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn pmsim_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pmsim"));
     c.args(args).current_dir(root());
@@ -37,18 +35,6 @@ fn pmsim_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 fn pmsim(args: &[&str]) -> Output {
     pmsim_env(args, &[])
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A fresh scratch directory for one test.

@@ -1,35 +1,11 @@
 //! The command line never lies, destroys or panics (issue 7, points 6-11): each test names the
 //! point it checks. Most run `pmsim::run` in-process; the pipe and signal cases spawn the binary.
 
-use std::ffi::OsString;
+mod common;
+use common::{pmsim_in_process as pmsim, root};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `pmsim ARGS` in-process: (exit code, stdout, stderr).
-fn pmsim(args: &[&str]) -> (u8, String, String) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let argv = std::iter::once("pmsim")
-        .chain(args.iter().copied())
-        .map(OsString::from);
-    let code = pmsim::run(
-        argv,
-        &mut pmsim::Io {
-            out: &mut out,
-            err: &mut err,
-            progress: false,
-        },
-    );
-    (
-        code,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
-}
 
 /// A fresh directory for one test.
 fn scratch(name: &str) -> PathBuf {

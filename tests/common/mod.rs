@@ -13,16 +13,32 @@ pub fn root() -> PathBuf {
 
 /// Runs the built `pmsim` in the repository root: exit code, stdout, stderr.
 pub fn pmsim(args: &[&str]) -> (i32, String, String) {
-    let o: Output = Command::new(env!("CARGO_BIN_EXE_pmsim"))
+    let o = pmsim_output(args);
+    (code(&o), out(&o), err(&o))
+}
+
+/// Runs the built `pmsim` in the repository root; the whole [`Output`].
+pub fn pmsim_output(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pmsim"))
         .args(args)
         .current_dir(root())
         .output()
-        .expect("pmsim runs");
-    (
-        o.status.code().expect("exited normally"),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+        .expect("pmsim runs")
+}
+
+/// The exit code of a finished `pmsim`.
+pub fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited normally")
+}
+
+/// Its stdout.
+pub fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Its stderr.
+pub fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// `pmsim ARGS` in-process through `pmsim::run` (no process start; paths as given): exit
