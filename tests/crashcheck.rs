@@ -461,6 +461,54 @@ fn litmus_exactly_the_allowed_persist_orders() {
 }
 
 #[test]
+fn litmus_exactly_the_forbidden_persist_orders_violate() {
+    // A and B stored through a MAP_SYNC mapping, A flushed, then the fence: once the fence
+    // has run, A must read back (the user's clwb + sfence promise). Every persist order
+    // before the fence is enumerated (A and B each in or out); judged with the promises a
+    // crash right after the fence carries, exactly the orders that lose A violate.
+    let r = runner_of(
+        "pmsim-trace 1\nmachine cpus=1 pmem=64MiB\nfile /a size=64K fill=0x00 prealloc\n\
+         t mmap /a 0 64K shared sync nohuge as m\nt store m+0 8 0x01\nt store m+0x40 8 0x01\n\
+         t clwb m+0\nt sfence\nt store m+0x80 8 0x01\n",
+    );
+    let sched = Schedule {
+        seed: 0,
+        choices: vec![],
+    };
+    let run = record_run(&r, &sched, PointKind::Fence, 1_000_000).unwrap();
+    let fence = run.points.iter().find(|p| p.line == 8).expect("the sfence");
+    let end = run.points.last().unwrap();
+    assert!(
+        run.log
+            .promises
+            .iter()
+            .any(|p| p.made <= end.snap.seq && p.made > fence.snap.seq),
+        "the fence makes a promise"
+    );
+    let pmem = 64 << 20;
+    let mut seen = BTreeSet::new();
+    for img in fence.point.images(CrashOptions {
+        k: usize::MAX,
+        torn: false,
+        dedup: true,
+    }) {
+        let rec = check::recover(&fence.point, &img, pmem).unwrap();
+        let d = rec.files.get("/a").unwrap().clone();
+        let byte = |o: u64| check::read_file(&fence.point, &img, &rec.geo, &d, o, o + 1)[0];
+        let (a, b) = (byte(0), byte(0x40));
+        // Before the fence nothing is promised yet: every order is allowed there.
+        assert!(check::promises(&fence.point, &img, &rec, &run.log, &fence.snap).is_ok());
+        let after = check::promises(&fence.point, &img, &rec, &run.log, &end.snap);
+        assert_eq!(after.is_err(), a == 0, "A={a} B={b}: {after:?}");
+        if let Err(v) = after {
+            assert_eq!(v.kind, "durability");
+        }
+        seen.insert((a, b));
+    }
+    assert_eq!(seen, BTreeSet::from([(0, 0), (0, 1), (1, 0), (1, 1)]));
+}
+
+#[test]
 fn torn_stores_alone_do_not_tear_the_fixed_inode_size() {
     // The fixed file system logs the whole inode record: with every store allowed to tear at
     // 8 bytes, each line alone (k 1: ~1,000 images in debug), no crash image holds half a
