@@ -1,5 +1,10 @@
 //! `pmsim crashcheck TRACE` and `pmsim export-store-log TRACE -o FILE`: the command-line side
-//! of `sim_fs::crashcheck` (options, progress, the report, the replay command).
+//! of `sim_fs::crashcheck` (options, progress, the report, the replay command), `--jobs N`
+//! (worker threads, each with its own runner) and `--shard I/N|auto` with the merge of shard
+//! results (`pmsim merge` hands files of [`CRASH_SHARD_FORMAT`] to [`merge_crash_shards`]).
+//! A divided check's violation and replay are the undivided check's; its counts are the work
+//! the parts did (the same as undivided on a clean check; more on a failing one, since each
+//! part runs to its own first failure).
 
 use crate::{StrategyArg, UsageError, check_machine, output, parse_seed, read_trace, usage};
 use clap::{Args, ValueEnum};

@@ -91,10 +91,11 @@ fn the_json_report_names_the_violation_and_the_replay() {
     assert!(v["stats"]["images"].as_u64().unwrap() > 0);
 }
 
-#[test]
-fn shipped_traces_are_clean_at_k2() {
+/// `crashcheck --k K` on every trace of `dirs` without a `bug` line (traces that show a bug
+/// are judged by their own tests); the number checked.
+fn all_clean(dirs: &[&str], k: &str) -> usize {
     let mut n = 0;
-    for dir in ["traces/crash", "traces/dax"] {
+    for dir in dirs {
         let mut files: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -103,17 +104,50 @@ fn shipped_traces_are_clean_at_k2() {
         files.sort();
         for f in files {
             let text = std::fs::read_to_string(&f).unwrap();
-            // Traces that show a bug (a `bug` line) are judged by their own tests.
             if text.lines().any(|l| l.starts_with("bug ")) {
                 continue;
             }
             let p = f.display().to_string();
-            let (code, out, err) = pmsim(&["crashcheck", &p, "--k", "2"]);
+            let (code, out, err) = pmsim(&["crashcheck", &p, "--k", k]);
             assert_eq!(code, 0, "{p}:\n{out}{err}");
             n += 1;
         }
     }
-    assert!(n >= 3, "only {n} traces checked");
+    n
+}
+
+#[test]
+fn shipped_traces_are_clean_at_k2() {
+    let n = all_clean(&["traces/crash", "traces/dax"], "2");
+    assert!(n >= 5, "only {n} traces checked");
+}
+
+#[test]
+fn the_other_runner_traces_are_clean_at_k1() {
+    // Debug-affordable: every line alone (k 1) over the file-system, memory-failure and
+    // format traces; k 2 over all of them is `every_shipped_trace_is_clean_at_k2` (ignored).
+    let n = all_clean(&["traces/fs", "traces/mf", "traces/format"], "1");
+    assert!(n >= 25, "only {n} traces checked");
+}
+
+/// The judged line: every shipped trace without a bug mode is clean under `crashcheck --k 2`.
+/// Minutes even in a release build: recovery is the cost where images differ in metadata
+/// (release, 2026-12-03, shared machine: xfstests/generic-413 10,347 images in 28.6 s of CPU;
+/// fs/enospc past 32 s of CPU). Run with `cargo test --release --test crashcheck --
+/// --ignored`.
+#[test]
+#[ignore = "minutes in debug: run with --release -- --ignored"]
+fn every_shipped_trace_is_clean_at_k2() {
+    let dirs = [
+        "traces/crash",
+        "traces/dax",
+        "traces/fs",
+        "traces/mf",
+        "traces/format",
+        "traces/xfstests",
+    ];
+    let n = all_clean(&dirs, "2");
+    assert!(n >= 45, "only {n} traces checked");
 }
 
 #[test]
@@ -426,6 +460,54 @@ fn litmus_exactly_the_allowed_persist_orders() {
     assert_eq!(outcomes(fence, &[0, 0x40, 0x80]), before);
     let after: BTreeSet<Vec<u8>> = all.iter().filter(|v| v[0] == 1).cloned().collect();
     assert_eq!(outcomes(end, &[0, 0x40, 0x80]), after);
+}
+
+#[test]
+fn litmus_exactly_the_forbidden_persist_orders_violate() {
+    // A and B stored through a MAP_SYNC mapping, A flushed, then the fence: once the fence
+    // has run, A must read back (the user's clwb + sfence promise). Every persist order
+    // before the fence is enumerated (A and B each in or out); judged with the promises a
+    // crash right after the fence carries, exactly the orders that lose A violate.
+    let r = runner_of(
+        "pmsim-trace 1\nmachine cpus=1 pmem=64MiB\nfile /a size=64K fill=0x00 prealloc\n\
+         t mmap /a 0 64K shared sync nohuge as m\nt store m+0 8 0x01\nt store m+0x40 8 0x01\n\
+         t clwb m+0\nt sfence\nt store m+0x80 8 0x01\n",
+    );
+    let sched = Schedule {
+        seed: 0,
+        choices: vec![],
+    };
+    let run = record_run(&r, &sched, PointKind::Fence, 1_000_000).unwrap();
+    let fence = run.points.iter().find(|p| p.line == 8).expect("the sfence");
+    let end = run.points.last().unwrap();
+    assert!(
+        run.log
+            .promises
+            .iter()
+            .any(|p| p.made <= end.snap.seq && p.made > fence.snap.seq),
+        "the fence makes a promise"
+    );
+    let pmem = 64 << 20;
+    let mut seen = BTreeSet::new();
+    for img in fence.point.images(CrashOptions {
+        k: usize::MAX,
+        torn: false,
+        dedup: true,
+    }) {
+        let rec = check::recover(&fence.point, &img, pmem).unwrap();
+        let d = rec.files.get("/a").unwrap().clone();
+        let byte = |o: u64| check::read_file(&fence.point, &img, &rec.geo, &d, o, o + 1)[0];
+        let (a, b) = (byte(0), byte(0x40));
+        // Before the fence nothing is promised yet: every order is allowed there.
+        assert!(check::promises(&fence.point, &img, &rec, &run.log, &fence.snap).is_ok());
+        let after = check::promises(&fence.point, &img, &rec, &run.log, &end.snap);
+        assert_eq!(after.is_err(), a == 0, "A={a} B={b}: {after:?}");
+        if let Err(v) = after {
+            assert_eq!(v.kind, "durability");
+        }
+        seen.insert((a, b));
+    }
+    assert_eq!(seen, BTreeSet::from([(0, 0), (0, 1), (1, 0), (1, 1)]));
 }
 
 #[test]

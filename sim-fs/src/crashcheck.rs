@@ -24,6 +24,9 @@
 //!    state and those that did not, the stores (trace line, thread) that wrote them, and the
 //!    smallest subset of the persisted lines that still fails (greedy: each line dropped back
 //!    to its durable state while the image still fails, so every line left is needed).
+//! 6. **Division** (`--jobs`, `--shard`): [`CheckOptions::shard`] keeps the crash points `g`
+//!    (numbered over all schedules, [`CheckStats::units`]) with `g % N == I`; each part stops at
+//!    its own first failure, so the earliest of the parts' failures is the undivided check's.
 
 pub mod after;
 pub mod check;
