@@ -6,6 +6,7 @@
 
 #[macro_use]
 mod report;
+mod bench;
 mod crashcheck;
 mod merge;
 mod minimize;
@@ -120,6 +121,38 @@ enum BenchCmd {
     /// at most --runs runs (default 2000) or --budget-secs, and a dfs that finishes first shows
     /// the runs it needs to exhaust the space.
     Explore(RunArgs),
+    /// Schedules per second of pct and of unbounded dfs (DPOR + sleep sets) on every trace of a
+    /// directory (default traces/seeds), for one worker and for `explore --jobs 2`, as medians
+    /// of --repeat rounds, per wall-clock second and per CPU-second (the machine may be shared).
+    Schedules {
+        /// Directory of `.trace` files.
+        #[arg(default_value = "traces/seeds")]
+        dir: PathBuf,
+        /// Runs per strategy and round (dfs with --jobs 2 runs for the single worker's time).
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        runs: u64,
+        /// Rounds; the medians are printed.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        repeat: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// `pmsim run` on a generated fault-heavy trace: one thread maps a prefaulted-free file of
+    /// --window pages and takes a read fault on each page (one PTE fault each), zaps the range
+    /// (madvise dontneed) and starts over, until --faults faults; simulated faults per second
+    /// end to end (generate, parse, build, run, end checks) and peak memory.
+    Faults {
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        faults: u64,
+        /// Pages mapped at once (the file's size in 4 KiB pages).
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+        window: u64,
+        /// Also write the generated trace to this file.
+        #[arg(long, value_name = "FILE")]
+        write_trace: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Latency and bandwidth of the media model in simulated time, beside the published Optane
     /// characterisation (optane-like rows must be within 15%).
     Media {
@@ -335,7 +368,7 @@ fn known_bug_names() -> String {
     bug_names().join(", ")
 }
 
-fn read_trace(path: &Path) -> Result<Trace, UsageError> {
+pub(crate) fn read_trace(path: &Path) -> Result<Trace, UsageError> {
     let bytes = output::read_capped(path, MAX_INPUT_BYTES)
         .map_err(|e| usage(format!("{}: cannot read the trace: {e}", path.display())))?;
     let opts = ParseOptions {
@@ -1711,6 +1744,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
                 ..
             } => bench_media(media, params, *json, io),
             BenchCmd::Explore(a) => bench_explore(a, io),
+            BenchCmd::Schedules {
+                dir,
+                runs,
+                repeat,
+                json,
+            } => bench::schedules(dir, *runs, *repeat, *json, io),
+            BenchCmd::Faults {
+                faults,
+                window,
+                write_trace,
+                json,
+            } => bench::faults(*faults, *window, write_trace.as_deref(), *json, io),
         },
     };
     match res {

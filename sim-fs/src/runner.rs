@@ -250,6 +250,17 @@ pub fn refusals(trace: &Trace, cfg: &MachineConfig) -> Vec<Refusal> {
             known.push(path);
         }
     }
+    // The longest `mmap` of each (process, mapping name), found once: looking it up again for
+    // every access made refusing a long trace quadratic in its length.
+    let mut map_lens: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for m in trace.all_statements() {
+        if let Op::Mmap { len, name, .. } = &m.op {
+            let e = map_lens
+                .entry((trace.header.process_of(&m.thread), name.as_str()))
+                .or_insert(0);
+            *e = (*e).max(len.div_ceil(PAGE) * PAGE);
+        }
+    }
     for s in trace.all_statements() {
         if let Some(why) = not_built(&s.op) {
             refuse(
@@ -281,18 +292,7 @@ pub fn refusals(trace: &Trace, cfg: &MachineConfig) -> Vec<Refusal> {
         }
         if let Some((at, len)) = map_of(&s.op) {
             let proc = trace.header.process_of(&s.thread);
-            let map_len = trace
-                .all_statements()
-                .filter_map(|m| match &m.op {
-                    Op::Mmap { len, name, .. }
-                        if *name == at.map && trace.header.process_of(&m.thread) == proc =>
-                    {
-                        Some(len.div_ceil(PAGE) * PAGE)
-                    }
-                    _ => None,
-                })
-                .max()
-                .unwrap_or(0);
+            let map_len = map_lens.get(&(proc, at.map.as_str())).copied().unwrap_or(0);
             if at.off.saturating_add(len) > map_len {
                 refuse(
                     s.pos.line,
