@@ -269,11 +269,10 @@ races! {
                 and leaves daxfs's in-core block bitmap different from the media \
                 (assertion:fsck, with or without the mode): a daxfs CoW error-path bug"]
     bugs_lock_entry_exclusive_wait: "traces/bugs/lock-entry-exclusive-wait.trace";
-    #[ignore = "its statements all run now, but its documented outcome is not met yet: to \
-                investigate (run with --ignored)"]
     bugs_no_mmaplock: "traces/bugs/no-mmaplock.trace";
-    #[ignore = "its statements all run now, but its documented outcome is not met yet: to \
-                investigate (run with --ignored)"]
+    #[ignore = "found with its mode; without it clean at preemption bound 2 (9,087 runs, \
+                exhausted: about 70 s of CPU in a release build, far more in debug): run with \
+                --ignored"]
     bugs_reflink_page_mapping: "traces/bugs/reflink-page-mapping.trace";
     #[ignore = "the race is reached (dfs --preemption-bound 2 finds mapping-use-after-free at \
                 run 278; without the mode clean, 3,779 runs), but the default random strategy \
@@ -283,8 +282,9 @@ races! {
     seeds_002_fault_vs_truncate: "traces/seeds/002-fault-vs-truncate.trace";
     #[ignore = "no trace statement reaches __remove_mapping (see bugs_shadow_entries)"]
     seeds_003_shadow_entries: "traces/seeds/003-shadow-entries.trace";
-    #[ignore = "its statements all run now, but its documented outcome is not met yet: to \
-                investigate (run with --ignored)"]
+    #[ignore = "found with its mode; without it clean at preemption bound 2 (8,675 runs, \
+                exhausted: about 20 s of CPU in a release build, minutes in debug): run with \
+                --ignored"]
     seeds_004_reflink_page_mapping: "traces/seeds/004-reflink-page-mapping.trace";
 }
 

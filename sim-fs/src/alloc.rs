@@ -4,6 +4,13 @@
 //! A block is free, in use by one owner (bitmap bit set, refcount 0), or shared by `n >= 2`
 //! owners (bit set, refcount `n`). Every change marks the 64-byte lines of the on-media bitmap
 //! and refcount table it touched; [`AllocState::take_dirty`] hands them to the transaction.
+//!
+//! A fourth state lives in core only: *staged* for a copy on write (XFS's CoW staging extents,
+//! `xfs_reflink_allocate_cow`). A staged block is neither free (no allocation returns it) nor
+//! in the bitmap: it enters the bitmap in the transaction that remaps it into the file
+//! ([`AllocState::commit_staging`], `xfs_reflink_end_cow`), or goes back to the free blocks
+//! ([`AllocState::cancel_staging`]). A crash in between therefore finds it free, which is what
+//! XFS's recovery makes of leftover staging extents (`xfs_reflink_recover_cow`).
 
 use crate::FsError;
 use crate::layout::Geometry;
@@ -20,6 +27,9 @@ pub struct AllocState {
     pub refcount: BTreeMap<u64, u32>,
     /// Free data blocks.
     pub free: u64,
+    /// Bit `b % 64` of word `b / 64`: block `b` is staged for a copy on write. Invariant: a
+    /// staged block's bitmap bit is clear, and `free` does not count it.
+    staged: Vec<u64>,
     /// Lines of the on-media bitmap and refcount table changed since the last `take_dirty`.
     /// Invariant: empty whenever the allocator mutex is free (every changer takes them into
     /// its transaction, or drops them after undoing its change, in the same critical section).
@@ -54,6 +64,7 @@ impl AllocState {
         AllocState {
             geo,
             bitmap: bm,
+            staged: vec![0u64; words],
             refcount,
             free: geo.nblocks - geo.data_start - used,
             dirty_bitmap: BTreeSet::new(),
@@ -63,6 +74,21 @@ impl AllocState {
 
     pub fn in_use(&self, b: u64) -> bool {
         self.bitmap[(b / 64) as usize] & (1 << (b % 64)) != 0
+    }
+
+    /// Whether block `b` is staged for a copy on write.
+    pub fn staged(&self, b: u64) -> bool {
+        self.staged[(b / 64) as usize] & (1 << (b % 64)) != 0
+    }
+
+    /// Whether no allocation may return block `b` (in use or staged).
+    fn taken(&self, b: u64) -> bool {
+        (self.bitmap[(b / 64) as usize] | self.staged[(b / 64) as usize]) & (1 << (b % 64)) != 0
+    }
+
+    /// Blocks staged for copies on write (0 whenever no copy on write is in flight).
+    pub fn staged_count(&self) -> u64 {
+        self.staged.iter().map(|w| u64::from(w.count_ones())).sum()
     }
 
     /// Owners of block `b` (0 free, 1 in use, `n` shared).
@@ -101,7 +127,7 @@ impl AllocState {
     fn free_run(&self, b: u64, max: u64) -> u64 {
         let end = (b + max).min(self.geo.nblocks);
         let mut x = b;
-        while x < end && !self.in_use(x) {
+        while x < end && !self.taken(x) {
             x += 1;
         }
         x - b
@@ -110,12 +136,13 @@ impl AllocState {
     /// The first free data block at or after `b`.
     fn next_free(&self, mut b: u64) -> Option<u64> {
         while b < self.geo.nblocks {
-            let w = self.bitmap[(b / 64) as usize] >> (b % 64);
+            let i = (b / 64) as usize;
+            let w = (self.bitmap[i] | self.staged[i]) >> (b % 64);
             if w == u64::MAX >> (b % 64) {
                 b = (b / 64 + 1) * 64;
                 continue;
             }
-            if !self.in_use(b) {
+            if !self.taken(b) {
                 return Some(b);
             }
             b += 1;
@@ -129,6 +156,54 @@ impl AllocState {
     /// else one 2 MiB piece of it; otherwise (or when no aligned run is free) the first free
     /// run. ENOSPC when no block is free.
     pub fn alloc(&mut self, fblock: u64, want: u64) -> Result<(u64, u64), FsError> {
+        let (d, n) = self.find(fblock, want)?;
+        for b in d..d + n {
+            self.set(b, true);
+        }
+        Ok((d, n))
+    }
+
+    /// Stage up to `want` free blocks for a copy on write of file block `fblock` (placed as
+    /// [`AllocState::alloc`] places them); nothing on media changes.
+    pub fn alloc_staging(&mut self, fblock: u64, want: u64) -> Result<(u64, u64), FsError> {
+        let (d, n) = self.find(fblock, want)?;
+        for b in d..d + n {
+            self.stage(b, true);
+        }
+        Ok((d, n))
+    }
+
+    /// Return staged blocks `d .. d + n` to the free blocks (`xfs_reflink_cancel_cow_range`).
+    pub fn cancel_staging(&mut self, d: u64, n: u64) {
+        for b in d..d + n {
+            self.stage(b, false);
+        }
+    }
+
+    /// Staged blocks `d .. d + n` become in use by one owner (`xfs_reflink_end_cow`): their
+    /// bitmap lines go into the caller's transaction.
+    pub fn commit_staging(&mut self, d: u64, n: u64) {
+        for b in d..d + n {
+            self.stage(b, false);
+            self.set(b, true);
+        }
+    }
+
+    fn stage(&mut self, b: u64, on: bool) {
+        let (w, m) = ((b / 64) as usize, 1u64 << (b % 64));
+        // Only a free block is staged, and only a staged one unstaged.
+        assert!(self.bitmap[w] & m == 0, "staging block {b} in use");
+        assert_eq!(self.staged[w] & m != 0, !on, "block {b} staging state");
+        self.staged[w] ^= m;
+        if on {
+            self.free -= 1;
+        } else {
+            self.free += 1;
+        }
+    }
+
+    /// Where [`AllocState::alloc`] would place up to `want` blocks for file block `fblock`.
+    fn find(&self, fblock: u64, want: u64) -> Result<(u64, u64), FsError> {
         assert!(want >= 1);
         let pmd = self.geo.pmd_blocks();
         let mut found = None;
@@ -151,11 +226,7 @@ impl AllocState {
             let d = self.next_free(self.geo.data_start).ok_or(FsError::ENOSPC)?;
             found = Some((d, self.free_run(d, want)));
         }
-        let (d, n) = found.expect("found");
-        for b in d..d + n {
-            self.set(b, true);
-        }
-        Ok((d, n))
+        Ok(found.expect("found"))
     }
 
     /// Allocate exactly blocks `d .. d + n` (they must be free): mkfs and tests.
@@ -289,5 +360,37 @@ mod tests {
         assert_eq!(a.free, 0);
         assert!(got > 0);
         assert!(!a.take_dirty().is_empty());
+    }
+
+    #[test]
+    fn staged_blocks_are_taken_but_not_in_the_bitmap_until_committed() {
+        let mut a = state(16 << 20);
+        let ds = a.geo.data_start;
+        let free = a.free;
+        let (d, n) = a.alloc_staging(0, 2).unwrap();
+        assert_eq!((d, n), (ds, 2));
+        assert!(
+            a.take_dirty().is_empty(),
+            "staging changes nothing on media"
+        );
+        assert!(a.staged(d) && !a.in_use(d));
+        assert_eq!((a.free, a.staged_count()), (free - 2, 2));
+        // No allocation returns a staged block.
+        let (e, _) = a.alloc(0, 1).unwrap();
+        assert_eq!(e, ds + 2);
+        a.cancel_staging(d, 1);
+        assert_eq!((a.free, a.staged_count()), (free - 2, 1));
+        a.commit_staging(d + 1, 1);
+        assert!(a.in_use(d + 1) && !a.staged(d + 1));
+        assert_eq!((a.free, a.staged_count()), (free - 2, 0));
+        assert!(
+            !a.take_dirty().is_empty(),
+            "the commit logs the bitmap line"
+        );
+        assert_eq!(
+            a.alloc(0, 1).unwrap().0,
+            d,
+            "the cancelled block is free again"
+        );
     }
 }

@@ -6,17 +6,20 @@
 //!
 //! **Locks.** read: IOLOCK shared. write: IOLOCK exclusive (faults race with both, as in XFS).
 //! truncate and fallocate: IOLOCK exclusive, then MMAPLOCK (`invalidate_lock`) exclusive, then
-//! layouts broken ([`dax_break_layout`] over the range whose blocks may go or move: unmap it,
-//! wait for pinned pages with MMAPLOCK dropped while waiting, as `xfs_wait_dax_page` does, then
-//! delete its DAX entries) *before* the ILOCK is taken and blocks are freed or moved. Faults
+//! layouts broken ([`dax_break_layout`] over the whole file: unmap it, wait for pinned pages
+//! with MMAPLOCK dropped while waiting, as `xfs_wait_dax_page` does, then delete its DAX
+//! entries) *before* the ILOCK is taken and blocks are freed or moved. Faults
 //! hold MMAPLOCK shared from before `iomap_begin` until the page table is updated, so no fault
 //! can map a block between the layout break and the free (bug mode `no-mmaplock` drops exactly
 //! that).
 //!
-//! **Ranges broken.** truncate: the pages wholly past the new size; punch and zero: the range;
-//! collapse and insert: from the offset to the end of the file; allocate: the range. (XFS 6.15
-//! breaks the whole file's layouts; the pages outside these ranges keep their blocks, and so
-//! their mappings and dirty entries.)
+//! **Ranges broken.** The whole file, whatever the range of the operation, as XFS does:
+//! `xfs_break_layouts(BREAK_UNMAP)` -> `xfs_break_dax_layouts` -> `dax_break_layout_inode`, which
+//! is `dax_break_layout(inode, 0, LLONG_MAX, xfs_wait_dax_page)` (6.15; before it,
+//! `dax_layout_busy_page(mapping)`, also the whole file). So a pin anywhere in the file holds
+//! up a punch elsewhere in it, every mapping of the file is torn down, and every DAX entry is
+//! deleted, dirty or not (`dax_delete_mapping_range` ignores the marks): a later fsync no longer
+//! finds the entries of stores made before the operation, and flushes nothing for them.
 //!
 //! **Partial blocks.** Bytes of a block that stays (the tail at a new end of file, the edges of
 //! a punch or zero) are zeroed on the media through non-temporal stores and a fence, after a
@@ -127,18 +130,12 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         }
     }
 
-    /// `xfs_break_layouts` over the byte range `start ..= end`: unmap it, wait until no page
-    /// of it is pinned, delete its DAX entries.
-    async fn break_layouts(
-        &self,
-        dax: &Dax<P>,
-        p: &P,
-        ex: &Excl<'_, P>,
-        start: u64,
-        end: u64,
-    ) -> Result<(), FsError> {
+    /// `xfs_break_layouts(BREAK_UNMAP)`: `xfs_break_dax_layouts` -> `dax_break_layout_inode`,
+    /// over the whole file whatever range the caller is about to change: unmap it, wait until
+    /// no page of it is pinned, delete its DAX entries.
+    async fn break_layouts(&self, dax: &Dax<P>, p: &P, ex: &Excl<'_, P>) -> Result<(), FsError> {
         let _fn = p.enter_fn("xfs_break_layouts");
-        dax_break_layout(dax, p, &self.inode.mapping, start, end, Some(&ex.wait))
+        dax_break_layout(dax, p, &self.inode.mapping, 0, LLONG_MAX, Some(&ex.wait))
             .await
             .map_err(FsError::from_mm)
     }
@@ -302,9 +299,8 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         let ex = self.lock_excl(p).await;
         let r = async {
             let old = self.size(p).await;
-            // Pages wholly past the new end of file (truncate_pagecache).
-            self.break_layouts(dax, p, &ex, size.div_ceil(PAGE) * PAGE, LLONG_MAX)
-                .await?;
+            // xfs_vn_setattr: layouts broken before the size changes.
+            self.break_layouts(dax, p, &ex).await?;
             if size > old {
                 // xfs_zero_range(old, ..): bytes an mmap store left past the old end.
                 let hi = size.min(old.div_ceil(bs) * bs);
@@ -378,16 +374,16 @@ impl<P: PmemPlatform> DaxfsFile<P> {
             let size = self.size(p).await;
             match mode {
                 Falloc::Alloc | Falloc::KeepSize => {
-                    self.break_layouts(dax, p, &ex, off, end - 1).await?;
+                    self.break_layouts(dax, p, &ex).await?;
                     self.alloc_unwritten(p, off, end, mode == Falloc::Alloc, obs)
                         .await
                 }
                 Falloc::PunchHole => {
-                    self.break_layouts(dax, p, &ex, off, end - 1).await?;
+                    self.break_layouts(dax, p, &ex).await?;
                     self.punch(dax, p, off, end, size, obs).await
                 }
                 Falloc::ZeroRange => {
-                    self.break_layouts(dax, p, &ex, off, end - 1).await?;
+                    self.break_layouts(dax, p, &ex).await?;
                     self.punch(dax, p, off, end, size, obs).await?;
                     self.alloc_unwritten(p, off, end, true, obs).await
                 }
@@ -396,7 +392,7 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                     if end >= size {
                         return Err(FsError::EINVAL);
                     }
-                    self.break_layouts(dax, p, &ex, off, LLONG_MAX).await?;
+                    self.break_layouts(dax, p, &ex).await?;
                     self.collapse(p, off, len, obs).await
                 }
                 Falloc::InsertRange => {
@@ -406,7 +402,7 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                     if size.checked_add(len).is_none_or(|s| s > i64::MAX as u64) {
                         return Err(FsError::EFBIG);
                     }
-                    self.break_layouts(dax, p, &ex, off, LLONG_MAX).await?;
+                    self.break_layouts(dax, p, &ex).await?;
                     self.insert(p, off, len, obs).await
                 }
             }
@@ -552,8 +548,7 @@ impl<P: PmemPlatform> DaxfsFile<P> {
     /// fsync(2) / fdatasync(2) over the byte range `start ..= end` (`xfs_file_fsync`): write
     /// back the dirty DAX entries (`dax_writeback_mapping_range`: write-protect, flush the
     /// cache lines), fence (the pmem driver's answer to `REQ_PREFLUSH`), then force the log up
-    /// to the inode's last change, or, for `datasync`, its last change the data needs (the
-    /// orphan flag of an unlink is not one).
+    /// to the inode's last change (for `datasync` too: see `InodeCore::logged_seq`).
     pub async fn fsync(
         &self,
         dax: &Dax<P>,
@@ -577,11 +572,10 @@ impl<P: PmemPlatform> DaxfsFile<P> {
             .map_err(FsError::from_mm)?;
         crate::journal::sfence(p).await?;
         let g = self.fs.ilock(p, &self.inode).await;
-        let seq = if datasync {
-            g.logged_seq
-        } else {
-            g.logged_seq.max(g.orphan_seq)
-        };
+        // xfs_fsync_seq: fdatasync would skip a timestamp-only change; there is none to skip
+        // (see `InodeCore::logged_seq`), so both force the inode's last change.
+        let _ = datasync;
+        let seq = g.logged_seq;
         drop(g);
         self.fs.log_force_seq(p, seq).await
     }

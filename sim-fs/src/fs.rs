@@ -32,7 +32,12 @@ use std::sync::Arc;
 pub struct InodeCore {
     pub disk: DiskInode,
     /// The log sequence its last change went into (0: none since mount). The metadata is
-    /// durable once the log's `committed_seq` reaches it.
+    /// durable once the log's `committed_seq` reaches it. fsync and fdatasync both force the
+    /// log up to it: XFS's fdatasync skips the log force only when the inode's pending changes
+    /// are timestamps alone (`xfs_fsync_seq`: `ili_fsync_fields & ~XFS_ILOG_TIMESTAMP`, since
+    /// 6.x `ili_datasync_seq`), and daxfs models no timestamps, so every change it logs (size,
+    /// extents, the orphan flag of unlink, which XFS logs as `XFS_ILOG_CORE` with the link
+    /// count) is one fdatasync needs.
     pub logged_seq: u64,
     /// A sequence this inode has seen durable (`committed_seq` read under the log mutex);
     /// invariant: `durable_seen <= log.committed_seq`, so `logged_seq <= durable_seen` proves
@@ -41,15 +46,35 @@ pub struct InodeCore {
     /// The inode may have shared blocks (XFS's reflink inode flag): set by reflink on both
     /// inodes and at mount, never cleared. Without it `iomap_begin` skips the refcounts.
     pub reflink: bool,
-    /// The log sequence of the last change that only fsync needs, not fdatasync (the orphan
-    /// flag of unlink: the data reads the same without it). `logged_seq` never counts it.
-    pub orphan_seq: u64,
     /// Open references (`i_count` less the mappings, which `i_mmap` counts): statements that
     /// use the inode hold one while they run, so an unlinked inode is evicted only once the
     /// last of them, of its mappings and of its pins is gone.
     pub opens: u32,
     /// Eviction has been claimed (`I_FREEING`): the inode is going away.
     pub freeing: bool,
+    /// The CoW fork (XFS `XFS_COW_FORK`): file block -> blocks staged for a copy on write
+    /// that `iomap_begin` handed out and `iomap_end` has not yet remapped into the data fork
+    /// or cancelled. In core only (see [`crate::alloc`]); invariant: empty whenever no
+    /// `iomap_begin`/`iomap_end` pair is in flight on the inode, so in particular at unmount.
+    pub cow: BTreeMap<u64, CowStage>,
+}
+
+/// One extent of the CoW fork: staged device blocks `dev .. dev + len`, already holding the
+/// data of the shared blocks they replace (copied in `iomap_begin`), and the number of
+/// `iomap_begin` answers not yet ended that handed out part of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CowStage {
+    pub dev: u64,
+    pub len: u64,
+    pub users: u32,
+}
+
+impl InodeCore {
+    /// How many extents the data fork may hold now: [`MAX_EXTENTS`] less two for each staged
+    /// copy on write, whose remap may split one extent into three.
+    pub fn max_extents(&self) -> usize {
+        MAX_EXTENTS.saturating_sub(2 * self.cow.len())
+    }
 }
 
 /// An in-core inode.
@@ -423,7 +448,7 @@ impl<P: PmemPlatform> Daxfs<P> {
             .await;
         match r {
             Ok(seq) => {
-                core.orphan_seq = seq;
+                core.logged_seq = seq;
                 ns.names.remove(name);
             }
             Err(_) => core.disk.flags &= !INODE_F_ORPHAN,
@@ -913,7 +938,7 @@ impl<P: PmemPlatform> Daxfs<P> {
             len: got,
             unwritten,
         };
-        if extent::count_after_replace(&core.disk.extents, fb, e) > MAX_EXTENTS {
+        if extent::count_after_replace(&core.disk.extents, fb, e) > core.max_extents() {
             a.free(d, got);
             a.take_dirty();
             drop(a);
@@ -1112,11 +1137,11 @@ impl<P: PmemPlatform> Daxfs<P> {
 
     /// FICLONERANGE on files the DAX core may have mapped: as [`Daxfs::reflink`], and with
     /// both IOLOCKs and MMAPLOCKs held, before any block changes owner,
-    /// - the destination range's DAX layouts are broken (`dax_break_layout`: unmap, wait for
-    ///   pins to go, delete the DAX entries), since its old blocks are freed or replaced;
-    /// - the source range is unmapped, so that no writable PTE survives onto blocks that are
-    ///   now shared: the next write faults and copies (XFS gets the same from the writeback
-    ///   that write-protects the source before remapping).
+    /// both files' DAX layouts are broken whole, as XFS's
+    /// `xfs_mmaplock_two_inodes_and_break_dax_layout` does (`dax_break_layout`: unmap, wait for
+    /// pins to go, delete the DAX entries): the destination's old blocks are freed or replaced,
+    /// and no writable PTE of the source survives onto blocks that are now shared, so the next
+    /// write faults and copies.
     ///
     /// `done(dst_size)` runs after a successful remap with every lock still held, so that a
     /// checker can record the new contents before anyone can read them.
@@ -1177,30 +1202,19 @@ impl<P: PmemPlatform> Daxfs<P> {
         };
         if let Some(dax) = dax {
             use sim_mm::dax::invalidate::{LLONG_MAX, WaitIdle, dax_break_layout};
-            // `len` 0 runs to the source's EOF: break (and unmap) to the end of the files.
-            let end_of = |off: u64| {
-                if len == 0 {
-                    LLONG_MAX
-                } else {
-                    off.saturating_add(len.div_ceil(bs) * bs) - 1
-                }
-            };
-            let r = dax_break_layout(
-                dax,
-                p,
-                &dst.mapping,
-                dst_off,
-                end_of(dst_off),
-                Some(&WaitIdle),
-            )
-            .await;
-            if r.is_err() {
-                drop((mm2, mm1, io2, io1));
-                return Err(FsError::EIO);
+            // xfs_mmaplock_two_inodes_and_break_dax_layout: both files whole, whatever the
+            // range (dax_break_layout_inode, then dax_delete_mapping_range on the second).
+            let mut mappings = vec![&src.mapping];
+            if !same {
+                mappings.push(&dst.mapping);
             }
-            let src_len = end_of(src_off) - src_off + 1;
-            sim_mm::mm::unmap_mapping_range(p, &self.world, &src.mapping, src_off, src_len, false)
-                .await;
+            for m in mappings {
+                let r = dax_break_layout(dax, p, m, 0, LLONG_MAX, Some(&WaitIdle)).await;
+                if r.is_err() {
+                    drop((mm2, mm1, io2, io1));
+                    return Err(FsError::EIO);
+                }
+            }
         }
         let (mut g1, mut g2) = if same {
             (self.ilock(p, src).await, None)

@@ -9,36 +9,35 @@
 //! | none | `Hole` | allocate (2 MiB-aligned when the request is 2 MiB), zero, `Mapped` + `IOMAP_F_NEW` |
 //! | unwritten | `Unwritten` | zero, convert, `Mapped` + `IOMAP_F_NEW` |
 //! | written | `Mapped` | `Mapped` |
-//! | shared (refcount >= 2) | `Mapped` + `IOMAP_F_SHARED` | copy on write: new blocks as `Mapped` + `IOMAP_F_SHARED`, the old ones as `srcmap` |
+//! | shared (refcount >= 2) | `Mapped` + `IOMAP_F_SHARED` | copy on write: staged blocks as `Mapped` + `IOMAP_F_SHARED`, the old ones as `srcmap` |
+//! | staged in the CoW fork | `Mapped` (the staged blocks) | the same staged blocks, as for shared |
 //!
 //! For a write, `IOMAP_F_DIRTY` is set while the inode has changes not yet committed to the
 //! journal (XFS: `xfs_ipincount` and `ili_fsync_fields`): a MAP_SYNC fault then returns
 //! `VM_FAULT_NEEDDSYNC` and calls [`IomapOps::fsync_range`], which forces the log.
 //!
-//! Copy on write remaps the new blocks into the file at once (XFS stages them in the CoW fork
-//! and remaps at `iomap_end`); the old blocks lose this file's reference. For a write(2) the
-//! caller overwrites the requested range, so only the rest of the blocks is copied here; for a
-//! fault (`IOMAP_FAULT`) the whole range is copied, since the DAX core (generic over
-//! `Platform`, without memory ops) cannot do `dax_iomap_copy_around` itself. `iomap_end` has
-//! nothing left to do.
-//!
-//! Known difference from XFS, with a visible effect: because the old block's refcount drops in
-//! `iomap_begin`, before the DAX core disassociates the old page from this file's entry, a read
-//! fault by the block's other owner in that window sees the block unshared and associates the
-//! page as a single-owner page while it still names this file: the DAX core's WARN
-//! `dax-associate-owned-page` (the kernel's `WARN_ON_ONCE(folio->mapping)`). `pmsim explore
-//! traces/mf/reflink_cow_write.trace` (random, seed 0) reaches it in run 57. Staging the remap
-//! until `iomap_end`, as XFS does, would close the window.
+//! Copy on write is staged as XFS stages it. `iomap_begin` allocates blocks in core only, copies
+//! the shared blocks' data into them and records them in the inode's CoW fork
+//! (`xfs_reflink_allocate_cow`); the data fork, the bitmap and the refcounts do not change, so
+//! the shared blocks stay shared (and `IOMAP_F_SHARED` for their other owners' faults) while the
+//! DAX core moves this file's entry from the old page to the new one. `iomap_end` then remaps the
+//! staged blocks into the data fork in one transaction, dropping this file's reference to the
+//! old blocks (`xfs_reflink_end_cow`). The kernel copies only around the write
+//! (`dax_iomap_copy_around`, in the DAX core); here the file system copies the whole range
+//! before it answers, since the DAX core is generic over `Platform` without memory ops, and a
+//! whole copy lets a second write or a read of the same file share the staged blocks.
+//! [`DaxfsFile::iomap_begin_fs`] (the file system's own zeroing) ends a copy on write at once.
 
-use crate::fs::{Daxfs, Inode, InodeCore};
+use crate::alloc::AllocState;
+use crate::fs::{CowStage, Daxfs, Inode, InodeCore};
 use crate::layout::Extent;
 use crate::{FsError, extent};
 use sim_core::PmemPlatform;
 use sim_mm::Errno;
 use sim_mm::dax::iomap::{
-    IOMAP_F_DIRTY, IOMAP_F_NEW, IOMAP_F_SHARED, IOMAP_FAULT, IOMAP_WRITE, Iomap, IomapOps,
-    IomapPair, IomapType,
+    IOMAP_F_DIRTY, IOMAP_F_NEW, IOMAP_F_SHARED, IOMAP_WRITE, Iomap, IomapOps, IomapPair, IomapType,
 };
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// An open file of a daxfs: what the DAX core calls iomap on.
@@ -103,9 +102,39 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                 srcmap: no_src,
             });
         };
+        let cow_pair = |new: &Extent, old: &Extent| IomapPair {
+            iomap: mapped(new, IomapType::Mapped, IOMAP_F_SHARED | IOMAP_F_DIRTY),
+            srcmap: if old.unwritten {
+                mapped(old, IomapType::Unwritten, 0)
+            } else {
+                mapped(old, IomapType::Mapped, 0)
+            },
+        };
+        // The CoW fork first (xfs_find_trim_cow_extent), and no answer spans the start of a
+        // staged extent.
+        let (staged, n) = cow_lookup(&core.cow, fb, n);
+        let cur = Extent { len: n, ..cur };
+        if let Some(st) = staged {
+            if !write {
+                // A copy on write of these blocks is in flight: a read maps the staged blocks
+                // (they hold the file's data, and iomap_end remaps them into the data fork
+                // whatever happens), never the old ones a writer has already unmapped.
+                return Ok(IomapPair {
+                    iomap: mapped(&st, IomapType::Mapped, 0),
+                    srcmap: no_src,
+                });
+            }
+            // Another write: it shares the staged blocks (even if the old blocks lost their
+            // other owner meanwhile, the data fork changes only when the staging is remapped).
+            let mut a = fs.lock_alloc(p).await;
+            let r = self.cow_begin(p, &mut a, core, fb, cur).await;
+            drop(a);
+            let (new, old) = r?;
+            return Ok(cow_pair(&new, &old));
+        }
         // The refcounts are read (and, for copy on write, changed) under the allocator mutex;
         // an inode that never took part in a reflink has no shared blocks.
-        let mut alloc = if core.reflink {
+        let alloc = if core.reflink {
             Some(fs.lock_alloc(p).await)
         } else {
             None
@@ -116,57 +145,11 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         };
         let cur = Extent { len: sn, ..cur };
         if write && shared {
-            let mut a = alloc
-                .take()
-                .expect("shared blocks were seen under the allocator");
-            // Copy on write.
-            let r = async {
-                let (d, got) = a.alloc(fb, sn)?;
-                let new = Extent {
-                    dev: d,
-                    len: got,
-                    unwritten: false,
-                };
-                let old = Extent { len: got, ..cur };
-                if extent::count_after_replace(&core.disk.extents, fb, new)
-                    > crate::layout::MAX_EXTENTS
-                {
-                    a.free(d, got);
-                    return Err(FsError::ENOSPC);
-                }
-                if old.unwritten {
-                    // Unwritten source blocks read as zeros.
-                    crate::fs::zero_range(p, fs.geo.addr(d), fs.geo.addr(got)).await?;
-                } else {
-                    // A write(2) overwrites its own range, so only the edges are copied; a
-                    // fault maps the whole range, which must hold the old data
-                    // (dax_iomap_copy_around's job, done here: see the DAX core's fault path).
-                    let (from, to) = (fs.geo.addr(old.dev), fs.geo.addr(d));
-                    let skip_len = if flags & IOMAP_FAULT != 0 { 0 } else { length };
-                    copy_edges(p, from, to, fs.geo.addr(got), pos - off, skip_len).await?;
-                }
-                extent::replace(&mut core.disk.extents, fb, new);
-                fs.mark_blocks(p, d, got, false).await;
-                fs.free_blocks(p, &mut a, old.dev, old.len).await;
-                let mut units = a.take_dirty();
-                units.push(fs.inode_unit(ino, &core.disk));
-                core.logged_seq = fs.commit_trans(p, units).await?;
-                Ok((new, old))
-            }
-            .await;
-            if r.is_err() {
-                a.take_dirty();
-            }
+            let mut a = alloc.expect("shared blocks were seen under the allocator");
+            let r = self.cow_begin(p, &mut a, core, fb, cur).await;
             drop(a);
             let (new, old) = r?;
-            return Ok(IomapPair {
-                iomap: mapped(&new, IomapType::Mapped, IOMAP_F_SHARED | IOMAP_F_DIRTY),
-                srcmap: if old.unwritten {
-                    mapped(&old, IomapType::Unwritten, 0)
-                } else {
-                    mapped(&old, IomapType::Mapped, 0)
-                },
-            });
+            return Ok(cow_pair(&new, &old));
         }
         drop(alloc);
         if write && cur.unwritten {
@@ -176,7 +159,7 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                 unwritten: false,
                 ..cur
             };
-            if extent::count_after_replace(&core.disk.extents, fb, w) > crate::layout::MAX_EXTENTS {
+            if extent::count_after_replace(&core.disk.extents, fb, w) > core.max_extents() {
                 return Err(FsError::ENOSPC);
             }
             extent::replace(&mut core.disk.extents, fb, w);
@@ -208,32 +191,175 @@ impl<P: PmemPlatform> DaxfsFile<P> {
             srcmap: no_src,
         })
     }
+
+    /// `xfs_reflink_allocate_cow` for a write over the shared blocks `cur` at file block `fb`
+    /// (ILOCK and the allocator held): the staged blocks to write, and the part of `cur` they
+    /// replace. Blocks the CoW fork already stages for `fb` (a copy on write of the same
+    /// blocks in flight) are shared with it; else new blocks are staged and the data of `cur`
+    /// is copied into them whole (zeros for unwritten blocks), so that every user of a staged
+    /// extent finds the old data wherever it has not written yet. Nothing changes on media.
+    async fn cow_begin(
+        &self,
+        p: &P,
+        a: &mut AllocState,
+        core: &mut InodeCore,
+        fb: u64,
+        cur: Extent,
+    ) -> Result<(Extent, Extent), FsError> {
+        let fs = &self.fs;
+        if let Some((&s, st)) = core.cow.range_mut(..=fb).next_back()
+            && fb - s < st.len
+        {
+            let k = fb - s;
+            let len = (st.len - k).min(cur.len);
+            st.users += 1;
+            let new = Extent {
+                dev: st.dev + k,
+                len,
+                unwritten: false,
+            };
+            return Ok((new, Extent { len, ..cur }));
+        }
+        // Up to the next staged extent: CoW fork extents never overlap.
+        let next = core.cow.range(fb..).next().map_or(u64::MAX, |(&k, _)| k);
+        let (d, got) = a.alloc_staging(fb, cur.len.min(next - fb))?;
+        let new = Extent {
+            dev: d,
+            len: got,
+            unwritten: false,
+        };
+        let old = Extent { len: got, ..cur };
+        let r = if extent::count_after_replace(&core.disk.extents, fb, new) > core.max_extents() {
+            Err(FsError::ENOSPC)
+        } else if old.unwritten {
+            // Unwritten source blocks read as zeros.
+            crate::fs::zero_range(p, fs.geo.addr(d), fs.geo.addr(got)).await
+        } else {
+            // The kernel copies only around the write (dax_iomap_copy_around); a whole copy
+            // keeps the staged blocks right for every user that shares them.
+            copy_blocks(p, fs.geo.addr(old.dev), fs.geo.addr(d), fs.geo.addr(got)).await
+        };
+        if let Err(e) = r {
+            a.cancel_staging(d, got);
+            return Err(e);
+        }
+        // The DAX core may map the staged blocks before iomap_end: no longer free for the
+        // memmap's use-after-free checks.
+        fs.mark_blocks(p, d, got, false).await;
+        core.cow.insert(
+            fb,
+            CowStage {
+                dev: d,
+                len: got,
+                users: 1,
+            },
+        );
+        Ok((new, old))
+    }
+
+    /// `xfs_dax_write_iomap_end` for a copy on write (ILOCK held): the user of the staged
+    /// extent behind `iomap` is done. After a write (`written`), or when the last user is done
+    /// without one, the whole staged extent is remapped into the data fork in one transaction
+    /// (`xfs_reflink_end_cow`): its blocks enter the bitmap, and the shared blocks it replaces
+    /// lose this file's reference. A staged extent already remapped by another user is not
+    /// found: nothing to do.
+    ///
+    /// Difference from XFS: with nothing written XFS cancels the staging
+    /// (`xfs_reflink_cancel_cow_range`); here it is remapped too. Its blocks hold exactly the
+    /// data of the blocks they replace, so the file reads the same either way, and a read
+    /// fault that mapped them meanwhile (see `begin_locked`) never maps a freed block.
+    async fn cow_end(
+        &self,
+        p: &P,
+        core: &mut InodeCore,
+        iomap: &Iomap,
+        written: bool,
+    ) -> Result<(), FsError> {
+        let fs = &self.fs;
+        let bs = fs.geo.blocksize;
+        let (fb, dev) = (iomap.offset / bs, iomap.addr / bs);
+        let Some((&s, st)) = core.cow.range_mut(..=fb).next_back() else {
+            return Ok(());
+        };
+        if fb - s >= st.len || st.dev + (fb - s) != dev {
+            return Ok(());
+        }
+        // Every answer that handed out part of the extent counted itself in `users`.
+        assert!(st.users >= 1, "CoW fork extent at {s} without users");
+        st.users -= 1;
+        if !written && st.users > 0 {
+            return Ok(());
+        }
+        let st = core.cow.remove(&s).expect("found above");
+        let mut a = fs.lock_alloc(p).await;
+        a.commit_staging(st.dev, st.len);
+        let new = Extent {
+            dev: st.dev,
+            len: st.len,
+            unwritten: false,
+        };
+        for e in extent::replace(&mut core.disk.extents, s, new) {
+            fs.free_blocks(p, &mut a, e.dev, e.len).await;
+        }
+        let mut units = a.take_dirty();
+        units.push(fs.inode_unit(self.inode.ino, &core.disk));
+        let r = fs.commit_trans(p, units).await;
+        drop(a);
+        core.logged_seq = r?;
+        Ok(())
+    }
+
+    /// `iomap_begin` then, for a copy on write, `iomap_end` at once (ILOCK held): for the file
+    /// system's own writes under IOLOCK and MMAPLOCK exclusive (zeroing, punch edges), where
+    /// no fault can see the blocks between the two.
+    async fn begin_end_locked(
+        &self,
+        p: &P,
+        core: &mut InodeCore,
+        pos: u64,
+        length: u64,
+        flags: u32,
+    ) -> Result<IomapPair, FsError> {
+        let m = self.begin_locked(p, core, pos, length, flags).await?;
+        if flags & IOMAP_WRITE != 0 && m.iomap.has(IOMAP_F_SHARED) {
+            self.cow_end(p, core, &m.iomap, true).await?;
+        }
+        Ok(m)
+    }
 }
 
-/// Copy the parts of a `len`-byte block run outside `skip .. skip + skip_len` (relative to the
-/// run) from `from` to `to`, durably: the DAX core copies only the faulting page or PMD.
-async fn copy_edges<P: PmemPlatform>(
-    p: &P,
-    from: u64,
-    to: u64,
-    len: u64,
-    skip: u64,
-    skip_len: u64,
-) -> Result<(), FsError> {
-    let skip_end = (skip + skip_len).min(len);
+/// The CoW fork at file block `fb`, for at most `max` blocks: the staged blocks covering it
+/// (`Some`), or none and how many blocks from `fb` (at most `max`) precede the next staged
+/// extent.
+fn cow_lookup(cow: &BTreeMap<u64, CowStage>, fb: u64, max: u64) -> (Option<Extent>, u64) {
+    if let Some((&s, st)) = cow.range(..=fb).next_back()
+        && fb - s < st.len
+    {
+        let len = (st.len - (fb - s)).min(max);
+        let e = Extent {
+            dev: st.dev + (fb - s),
+            len,
+            unwritten: false,
+        };
+        return (Some(e), len);
+    }
+    let next = cow.range(fb..).next().map_or(u64::MAX, |(&k, _)| k);
+    (None, (next - fb).min(max))
+}
+
+/// Copy `len` bytes from device address `from` to `to`, durably.
+async fn copy_blocks<P: PmemPlatform>(p: &P, from: u64, to: u64, len: u64) -> Result<(), FsError> {
     let mut buf = vec![0u8; 4096];
-    for (lo, hi) in [(0, skip.min(len)), (skip_end, len)] {
-        let mut a = lo;
-        while a < hi {
-            let n = (hi - a).min(buf.len() as u64) as usize;
-            p.pmem_load(from + a, &mut buf[..n])
-                .await
-                .map_err(FsError::from_mem)?;
-            p.pmem_ntstore(to + a, &buf[..n])
-                .await
-                .map_err(FsError::from_mem)?;
-            a += n as u64;
-        }
+    let mut a = 0;
+    while a < len {
+        let n = (len - a).min(buf.len() as u64) as usize;
+        p.pmem_load(from + a, &mut buf[..n])
+            .await
+            .map_err(FsError::from_mem)?;
+        p.pmem_ntstore(to + a, &buf[..n])
+            .await
+            .map_err(FsError::from_mem)?;
+        a += n as u64;
     }
     crate::journal::sfence(p).await
 }
@@ -263,6 +389,24 @@ impl<P: PmemPlatform> IomapOps<P> for DaxfsFile<P> {
         r.map_err(FsError::to_mm)
     }
 
+    async fn iomap_end(
+        &self,
+        p: &P,
+        _pos: u64,
+        _length: u64,
+        written: u64,
+        flags: u32,
+        iomap: &Iomap,
+    ) -> Result<(), Errno> {
+        if flags & IOMAP_WRITE == 0 || !iomap.has(IOMAP_F_SHARED) {
+            return Ok(());
+        }
+        let mut g = self.fs.ilock(p, &self.inode).await;
+        let r = self.cow_end(p, &mut g, iomap, written > 0).await;
+        drop(g);
+        r.map_err(FsError::to_mm)
+    }
+
     async fn fsync_range(
         &self,
         p: &P,
@@ -279,7 +423,8 @@ impl<P: PmemPlatform> IomapOps<P> for DaxfsFile<P> {
 
 impl<P: PmemPlatform> DaxfsFile<P> {
     /// `iomap_begin` with the file system's own errors (ENOSPC stays ENOSPC), for callers in
-    /// this crate and tests.
+    /// this crate and tests; a copy on write is remapped before it returns (the caller holds
+    /// IOLOCK and MMAPLOCK exclusive, or nothing maps the file).
     pub async fn iomap_begin_fs(
         &self,
         p: &P,
@@ -288,7 +433,7 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         flags: u32,
     ) -> Result<IomapPair, FsError> {
         let mut g = self.fs.ilock(p, &self.inode).await;
-        let r = self.begin_locked(p, &mut g, pos, length, flags).await;
+        let r = self.begin_end_locked(p, &mut g, pos, length, flags).await;
         drop(g);
         r
     }
@@ -330,7 +475,7 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                     Some(e) if e.unwritten => {}
                     Some(_) => {
                         let m = self
-                            .begin_locked(p, &mut core, lo, hi - lo, IOMAP_WRITE)
+                            .begin_end_locked(p, &mut core, lo, hi - lo, IOMAP_WRITE)
                             .await?;
                         let addr = m.iomap.device_addr(lo);
                         crate::fs::zero_range(p, addr, hi - lo).await?;

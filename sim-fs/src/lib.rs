@@ -24,8 +24,8 @@
 //! CIL never holds an older copy of a unit over a newer one. [`locks::LockDep`] checks the
 //! order at every acquisition through `Daxfs::{iolock_*, mmaplock_*, ilock, lock_*}`.
 //!
-//! Not built yet: fdatasync distinguishes only the orphan flag of unlink (the model has no
-//! timestamps); the block rmap is computed from the in-core extent maps (no rmap btree on the
+//! Not built yet: timestamps, so fdatasync forces the same log sequence as fsync (XFS's
+//! fdatasync skips only timestamp-only changes); the block rmap is computed from the in-core extent maps (no rmap btree on the
 //! media).
 
 pub mod alloc;

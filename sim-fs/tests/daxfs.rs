@@ -617,7 +617,16 @@ fn iomap_answers_for_holes_unwritten_mapped_and_shared_extents() {
         assert!(c.iomap.has(IOMAP_F_SHARED));
         assert_ne!(c.iomap.addr, blk);
         assert_eq!((c.srcmap().typ, c.srcmap().addr), (IomapType::Mapped, blk));
-        // After the copy, neither file shares the block any more.
+        // Staged (the CoW fork): until iomap_end the old block stays shared, and /g's reads
+        // see the staged block.
+        let mid = file.iomap_begin(&p, 5 * BS, BS, 0).await.unwrap();
+        assert!(mid.iomap.has(IOMAP_F_SHARED));
+        let gr = gf.iomap_begin(&p, 0, BS, 0).await.unwrap();
+        assert_eq!((gr.iomap.addr, gr.iomap.flags), (c.iomap.addr, 0));
+        gf.iomap_end(&p, 0, BS, BS, IOMAP_WRITE, &c.iomap)
+            .await
+            .unwrap();
+        // After the remap, neither file shares the block any more.
         let again = file.iomap_begin(&p, 5 * BS, BS, 0).await.unwrap();
         assert!(!again.iomap.has(IOMAP_F_SHARED));
         assert_eq!(file.i_size(&p).await, 4 * MIB);
