@@ -99,3 +99,45 @@ fn clwb_reads_for_ownership_and_is_slower_than_ntstore_at_one_thread() {
         "without the media RFO clwb gets {co}, ntstore {n}"
     );
 }
+
+#[test]
+fn write_contention_scope_six_dimms_scale_from_4_to_8_writers() {
+    let w4 = q(Workload::NtStore, 256, 4, 6);
+    let w8 = q(Workload::NtStore, 256, 8, 6);
+    let (b4, b8) = (gbps(&[], &w4), gbps(&[], &w8));
+    println!("6 DIMMs ntstore: 4 threads {b4:.2}, 8 threads {b8:.2} GB/s");
+    // 04-bandwidth_thcount_optane: 12.5 GB/s at 4 threads, 12.0 at 8.
+    assert!(b8 >= 0.95 * b4, "8 writers {b8} vs 4 writers {b4}");
+    // Without the mechanism (every thread that touched a DIMM counts on it) 8 threads collapse.
+    let off = [("contention_scope", "0")];
+    let (o4, o8) = (gbps(&off, &w4), gbps(&off, &w8));
+    assert!(o8 < 0.8 * o4, "without the mechanism: {o8} vs {o4}");
+    // One DIMM still drops past 4 writers: all their traffic goes there.
+    let one24 = gbps(&[], &q(Workload::NtStore, 256, 24, 1));
+    let one4 = gbps(&[], &q(Workload::NtStore, 256, 4, 1));
+    assert!(one24 < 0.6 * one4, "1 DIMM: 24 writers {one24} vs 4 {one4}");
+}
+
+#[test]
+fn fence_cadence_an_sfence_every_64_bytes_costs_a_round_trip() {
+    let mut every64 = q(Workload::NtStore, 64, 1, 1);
+    every64.sequential = true;
+    every64.fence_every = Some(64);
+    let mut every4k = q(Workload::NtStore, 4096, 1, 1);
+    every4k.sequential = true;
+    every4k.fence_every = Some(4096);
+    let (s, l) = (gbps(&[], &every64), gbps(&[], &every4k));
+    println!("1 thread ntstore: sfence every 64 B {s:.3}, every 4 KiB {l:.3} GB/s");
+    // 13-sfence_interval: 0.3375 GB/s at 64 B (the figure wc_fence_ns comes from), 2.24 at 4 KiB.
+    assert!((0.29..0.39).contains(&s), "{s}");
+    assert!(s < 0.2 * l, "every 64 B {s} vs every 4 KiB {l}");
+    let off = [("wc_fence_ns", "0")];
+    let so = gbps(&off, &every64);
+    assert!(so > 1.4 * s, "without the mechanism: {so} vs {s}");
+    // store+clwb does not use the write-combining buffers: unchanged by the mechanism.
+    let mut clwb = q(Workload::Clwb, 64, 1, 1);
+    clwb.sequential = true;
+    clwb.fence_every = Some(64);
+    let (c, co) = (gbps(&[], &clwb), gbps(&off, &clwb));
+    assert!((c - co).abs() < 0.01 * c, "clwb {c} vs {co}");
+}

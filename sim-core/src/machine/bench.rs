@@ -252,6 +252,16 @@ pub fn run_media_comparison(
     let r24 = bandwidth(&one, 24, 256, Access::Read)?;
     // The read contention exponent is derived from this figure (params.rs).
     row(g, "read, 24 threads", "GB/s", r24, paper.ni_read_24);
+    let g = "1 DIMM, sequential ntstore, sfence every 64 B, 1 thread (GB/s)";
+    // wc_fence_ns is derived from this figure (params.rs, mechanism 6).
+    let f64b = fenced_bandwidth(&one, 64)?;
+    row(
+        g,
+        "ntstore, sfence every 64 B",
+        "GB/s",
+        f64b,
+        paper.fence_64,
+    );
 
     // Checks: published figures that no parameter was derived from.
     let mut check = |group: &str, name: &str, model: f64, paper: Option<Ref>| {
@@ -274,6 +284,37 @@ pub fn run_media_comparison(
         check(g, "1 DIMM, store+clwb 4 KiB, 1 thread", m, Some(clwb1));
         let m = bandwidth(&p, 24, 256, Access::NtStore)?;
         check(g, "6 DIMMs, ntstore 256 B, 24 threads", m, paper.write_24t);
+        // Mechanism 3 (write contention scope): 04-bandwidth_thcount_optane.
+        const THREAD: &str = "Yang FAST'20, 04-bandwidth_thcount_optane";
+        for (t, v) in [(8, 12.0), (12, 10.69)] {
+            let m = bandwidth(&p, t, 256, Access::NtStore)?;
+            let name = format!("6 DIMMs, ntstore 256 B, {t} threads");
+            check(
+                g,
+                &name,
+                m,
+                Some(Ref {
+                    value: v,
+                    source: THREAD,
+                }),
+            );
+        }
+        // Mechanism 6 (fence cadence): one thread, sequential ntstores, an sfence after every
+        // access, one DIMM (its 2.2 GB/s plateau). 13-sfence_interval.
+        const FENCE: &str = "Yang FAST'20, 13-sfence_interval";
+        for (size, v) in [(128, 0.65), (256, 1.2625), (512, 2.2125), (4096, 2.2375)] {
+            let m = fenced_bandwidth(&one, size)?;
+            let name = format!("1 DIMM, ntstore, sfence every {}", size_name(size));
+            check(
+                g,
+                &name,
+                m,
+                Some(Ref {
+                    value: v,
+                    source: FENCE,
+                }),
+            );
+        }
     }
 
     Ok(MediaBenchReport {
@@ -460,6 +501,20 @@ fn bandwidth(p: &MediaParams, threads: usize, size: u64, access: Access) -> Resu
         size,
         threads,
         fence_every: None,
+        mix: None,
+    };
+    Ok(measure(p, &spec)?.0)
+}
+
+/// Bandwidth (GB/s) of one thread writing `size`-byte sequential ntstores, each followed by an
+/// sfence (13-sfence_interval).
+fn fenced_bandwidth(p: &MediaParams, size: u64) -> Result<f64, String> {
+    let spec = Spec {
+        access: Access::NtStore,
+        seq: true,
+        size,
+        threads: 1,
+        fence_every: Some(size),
         mix: None,
     };
     Ok(measure(p, &spec)?.0)
@@ -713,6 +768,7 @@ struct Paper {
     ni_write_24: Option<Ref>,
     write_24t: Option<Ref>,
     clwb_1t: Option<Ref>,
+    fence_64: Option<Ref>,
 }
 
 impl Paper {
@@ -766,6 +822,7 @@ impl Paper {
                 ni_write_24: r(0.8, THREAD_NI),
                 write_24t: r(7.5, THREAD),
                 clwb_1t: r(1.2, "Yang FAST'20, 13-sfence_interval (1.1-1.3)"),
+                fence_64: r(0.3375, "Yang FAST'20, 13-sfence_interval"),
             },
             "dram" => Paper {
                 seq_read: r(81.0, LAT),
@@ -793,6 +850,7 @@ impl Paper {
             ni_write_24: None,
             write_24t: None,
             clwb_1t: None,
+            fence_64: None,
         }
     }
 }

@@ -734,6 +734,7 @@ impl Machine {
         let lines: Vec<u64> = self.persist.outstanding_lines(cpu).collect();
         self.touched.lines.extend(lines);
         self.persist.fence(cpu, kind);
+        self.media.fenced(cpu, t + cost);
         Ok(to_ns(t + cost - t0))
     }
 

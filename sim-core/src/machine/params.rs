@@ -69,12 +69,24 @@ pub struct MediaParams {
     /// Number of interleaved DIMMs (one per channel).
     pub ways: u32,
     /// Write bandwidth is multiplied by min(1, (writers / w)^exponent) with w the number of
-    /// threads that wrote to a DIMM within `contention_window_ns` ("4" in section 7).
+    /// threads writing a DIMM (see `contention_scope`; "4" in section 7).
     pub contention_writers: f64,
     /// The exponent of the contention formula (0.6 in section 7); 0 disables contention.
     pub contention_exponent: f64,
-    /// How recently a thread must have written to a DIMM to count as one of its writers. [E]
+    /// How recently a thread must have written to a DIMM to count as one of its writers when
+    /// `contention_scope` is 0, and how recently a thread must have read (read contention)
+    /// or a remote CPU accessed a DIMM (remote factors). [E]
     pub contention_window_ns: f64,
+    /// Write contention scope (mechanism 3): which threads count as writers of a DIMM, among
+    /// those whose latest write arrived within `contention_window_ns`. 1 = each by its share
+    /// of its last `mlp` written lines that went to the DIMM, so threads spread over six
+    /// interleaved DIMMs count a sixth each (per-DIMM WPQ/XPBuffer contention from the traffic
+    /// actually sent there); 2 = each whose last `mlp` written lines include one to the DIMM;
+    /// 0 = each that wrote to the DIMM at all within the window, so six DIMMs collapse after 4
+    /// threads in total. Source: 04-bandwidth_thcount_optane.csv, six DIMMs, random 256 B
+    /// writes: 12.5 GB/s at 4 threads, still 12.0 at 8, where one DIMM (the _ni file) holds
+    /// 2.2 GB/s to 4 threads only.
+    pub contention_scope: u32,
     /// Probability that a media write to a hot set pays `tail_ns` (wear levelling, AIT remap).
     pub tail_probability: f64,
     /// The tail latency added to such a write (about 50 us, 03-tail_latency.csv).
@@ -147,6 +159,16 @@ pub struct MediaParams {
     pub ntstore_ns: f64,
     /// Cost of sfence once the write-backs it waits for are accepted. [E]
     pub fence_ns: f64,
+    /// Fence cadence (mechanism 6): after a fence that drained non-temporal lines, the CPU's
+    /// next non-temporal line leaves the core no earlier than this after the fence completed
+    /// (the drain's acknowledgement returns to the core before its write-combining buffers are
+    /// reused; stores keep issuing meanwhile). An idle gap between persists hides it, so idle
+    /// persist latencies do not change; back-to-back fenced ntstores pay it once per fence.
+    /// Source: 13-sfence_interval.csv, one thread, ntstore with an sfence after every 64 B:
+    /// 0.3375 GB/s, 190 ns per fence, where the same 64 B persist from idle takes 125 ns
+    /// (12-flush_instr_lat.csv): 190 = wc_fence_ns + ntstore_accept_ns (90) + fence_ns (5).
+    /// 0 disables.
+    pub wc_fence_ns: f64,
     /// Cost of mfence once the write-backs it waits for are accepted. [E]
     pub mfence_ns: f64,
     /// Cost of a locked read-modify-write on top of its load and store. [E]
@@ -181,6 +203,7 @@ impl MediaParams {
             contention_writers: 4.0,
             contention_exponent: 0.6,
             contention_window_ns: 10_000.0,
+            contention_scope: 1,
             tail_probability: 1e-5,
             tail_ns: 50_000.0,
             tail_hot_set: 32 * 1024,
@@ -209,6 +232,7 @@ impl MediaParams {
             flush_ns: 2.0,
             ntstore_ns: 22.0,
             fence_ns: 5.0,
+            wc_fence_ns: 95.0,
             mfence_ns: 8.0,
             locked_ns: 20.0,
             mlp: 12,
@@ -232,7 +256,11 @@ impl MediaParams {
             interleave: 4096,
             ways: 1,
             contention_exponent: 0.0,
+            contention_scope: 1,
             read_contention_exponent: 0.0,
+            // The write-combining drain's acknowledgement crosses the link: one accept round
+            // trip, as on optane-like (95 ns against its 90 ns acceptance). [E]
+            wc_fence_ns: 250.0,
             // PCIe links are full duplex: reads and writes do not share a pipeline. [E]
             rw_interference: 0.0,
             tail_probability: 0.0,
@@ -260,7 +288,11 @@ impl MediaParams {
             wc_buffer: 0,
             wpq_depth: 32,
             contention_exponent: 0.0,
+            contention_scope: 1,
             read_contention_exponent: 0.0,
+            // The drain's acknowledgement from the memory controller: one accept round trip,
+            // as on optane-like. [E]
+            wc_fence_ns: 87.0,
             // DRAM has read/write bus turnarounds, not modelled here. [E]
             rw_interference: 0.0,
             tail_probability: 0.0,
@@ -372,6 +404,7 @@ impl MediaParams {
             self.flush_ns,
             self.ntstore_ns,
             self.fence_ns,
+            self.wc_fence_ns,
             self.mfence_ns,
             self.locked_ns,
         ];
@@ -396,6 +429,12 @@ impl MediaParams {
             return Err(
                 "read_contention_readers must be > 0 and read_contention_exponent >= 0".into(),
             );
+        }
+        if self.contention_scope > 2 {
+            return Err(format!(
+                "contention_scope must be 0, 1 or 2, not {}",
+                self.contention_scope
+            ));
         }
         if self.rfo_media > 1 {
             return Err(format!("rfo_media must be 0 or 1, not {}", self.rfo_media));
@@ -461,6 +500,7 @@ param_table! {
     "contention_writers" => contention_writers: real, "writers per DIMM before contention";
     "contention_exponent" => contention_exponent: real, "contention exponent (0 = off)";
     "contention_window_ns" => contention_window_ns: ns, "window that counts a writer";
+    "contention_scope" => contention_scope: count, "write contention scope: 0 window, 1 share, 2 distinct";
     "tail_probability" => tail_probability: real, "tail-event probability per hot write";
     "tail_ns" => tail_ns: ns, "tail-event latency";
     "tail_hot_set" => tail_hot_set: bytes, "hot set size for tail events";
@@ -489,6 +529,7 @@ param_table! {
     "flush_ns" => flush_ns: ns, "clwb/clflushopt/clflush issue cost";
     "ntstore_ns" => ntstore_ns: ns, "non-temporal store issue cost per line";
     "fence_ns" => fence_ns: ns, "sfence cost";
+    "wc_fence_ns" => wc_fence_ns: ns, "next ntstore line after a draining fence waits this";
     "mfence_ns" => mfence_ns: ns, "mfence cost";
     "locked_ns" => locked_ns: ns, "locked read-modify-write cost";
     "mlp" => mlp: count, "line fill buffers per CPU";

@@ -22,8 +22,9 @@
 //!   the evicted unit's media write starts, which is how the media write rate back-pressures
 //!   the WPQ and then the CPU.
 //! - A media write takes `write_service_ns`, divided by the contention factor
-//!   min(1, (contention_writers / w)^contention_exponent), w being the threads whose writes
-//!   reached the DIMM within `contention_window_ns`, by the remote
+//!   min(1, (contention_writers / w)^contention_exponent), w being the threads with a write
+//!   waiting at the DIMM (mechanism 3, `contention_in_flight`; or, with it off, the threads
+//!   whose writes reached the DIMM within `contention_window_ns`), by the remote
 //!   factor for remote CPUs, plus `tail_ns` with `tail_probability` if it rewrites a hot unit.
 //! - A demand or prefetch media read takes `read_service_ns` times the read contention factor
 //!   (mechanism 1, `MediaModel::read_contention`), divided by the remote factor.
@@ -33,6 +34,8 @@
 //! - A CPU is remote if its socket is not `pmem_socket` (mechanism 5): its accesses pay
 //!   `remote_latency_ns` each way, its writes hold their fill buffer until accepted, and the
 //!   DIMM's media runs at the remote factors while it serves remote traffic.
+//! - After a fence that drained non-temporal lines, the CPU's next non-temporal line leaves
+//!   no earlier than `wc_fence_ns` after the fence completed (mechanism 6, `MediaModel::fenced`).
 
 use super::params::MediaParams;
 use rand::{RngExt, SeedableRng};
@@ -92,10 +95,10 @@ struct Dimm {
     /// Drain-completion times of the entries in the WPQ, oldest first.
     wpq: VecDeque<u64>,
     last_drain: u64,
-    /// Last write time per CPU (for contention), `None` if never.
+    /// Last write arrival per CPU (contention scope 0), `None` if never.
     writer_last: Vec<Option<u64>>,
-    /// Threads that wrote within the contention window of the latest write.
-    writers: u32,
+    /// The writers of the DIMM when the latest write arrived (mechanism 3).
+    writers: f64,
     /// Until when writes block demand reads, and reads block writes (`rw_interference`).
     read_block: u64,
     write_block: u64,
@@ -122,6 +125,13 @@ struct CpuPath {
     /// of the read traffic on each DIMM (mechanism 1).
     recent_dimms: VecDeque<usize>,
     last_read: Option<u64>,
+    /// DIMMs of this CPU's last `mlp` written lines, and when the latest arrived (mechanism 3).
+    recent_writes: VecDeque<usize>,
+    last_write: Option<u64>,
+    /// A non-temporal line left since the CPU's last fence (mechanism 6).
+    nt_since_fence: bool,
+    /// The CPU's next non-temporal line leaves no earlier than this (mechanism 6).
+    wc_ready: u64,
 }
 
 /// Timing parameters in picoseconds.
@@ -136,6 +146,7 @@ struct Times {
     window: u64,
     tail: u64,
     remote_latency: u64,
+    wc_fence: u64,
 }
 
 /// The media and memory-path timing model. `Machine` drives it (the media bench too, through
@@ -175,7 +186,7 @@ impl MediaModel {
             wpq: VecDeque::new(),
             last_drain: 0,
             writer_last: vec![None; cpus],
-            writers: 0,
+            writers: 0.0,
             read_block: 0,
             write_block: 0,
             rfo_unit: None,
@@ -194,6 +205,7 @@ impl MediaModel {
                 window: ps(p.contention_window_ns),
                 tail: ps(p.tail_ns),
                 remote_latency: ps(p.remote_latency_ns),
+                wc_fence: ps(p.wc_fence_ns),
             },
             lines_per_unit,
             buf_entries,
@@ -209,6 +221,10 @@ impl MediaModel {
                     remote: c * sockets / cpus.max(1) != p.pmem_socket as usize,
                     recent_dimms: VecDeque::with_capacity(p.mlp as usize),
                     last_read: None,
+                    recent_writes: VecDeque::with_capacity(p.mlp as usize),
+                    last_write: None,
+                    nt_since_fence: false,
+                    wc_ready: 0,
                 })
                 .collect(),
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -518,10 +534,41 @@ impl MediaModel {
         start
     }
 
+    /// The writers of DIMM `d` when a write arrives at `at` (mechanism 3; parameter and source
+    /// figure at `MediaParams::contention_scope`). Among the threads whose latest write arrived
+    /// within the contention window: scope 0 counts every one that wrote to `d` in it; scope 1
+    /// counts each by its share of its last `mlp` written lines that went to `d`, so threads
+    /// spread over six interleaved DIMMs count a sixth each; scope 2 counts each whose last
+    /// `mlp` written lines include one to `d`.
+    fn write_contenders(&self, d: usize, at: u64) -> f64 {
+        let window = self.t.window;
+        let recent = |t: Option<u64>| t.is_some_and(|t| t + window >= at);
+        match self.p.contention_scope {
+            0 => self.dimms[d]
+                .writer_last
+                .iter()
+                .filter(|&&t| recent(t))
+                .count() as f64,
+            scope => self
+                .cpus
+                .iter()
+                .filter(|c| recent(c.last_write))
+                .map(|c| {
+                    let on_d = c.recent_writes.iter().filter(|&&x| x == d).count();
+                    if scope == 1 {
+                        on_d as f64 / c.recent_writes.len().max(1) as f64
+                    } else {
+                        f64::from(u8::from(on_d > 0))
+                    }
+                })
+                .sum(),
+        }
+    }
+
     /// The slowdown of media writes on DIMM `d` from the threads writing to it:
     /// 1 / min(1, (W / w)^e), with w counted when the latest write arrived.
     fn contention(&self, d: usize) -> f64 {
-        let w = f64::from(self.dimms[d].writers);
+        let w = self.dimms[d].writers;
         if self.p.contention_exponent == 0.0 || w <= self.p.contention_writers {
             1.0
         } else {
@@ -541,7 +588,18 @@ impl MediaModel {
             None => (None, at),
         };
         let remote = cpu.is_some_and(|c| self.cpus[c].remote);
-        let mut arrive = issue
+        // Mechanism 6 (parameter and source figure at `MediaParams::wc_fence_ns`): a
+        // non-temporal line leaves once the CPU's write-combining buffers are free again after
+        // its last draining fence. The CPU keeps issuing (its clock follows `issue`); the line
+        // holds its fill buffer meanwhile.
+        let depart = match (cpu, kind) {
+            (Some(c), WriteKind::NonTemporal) => {
+                self.cpus[c].nt_since_fence = true;
+                issue.max(self.cpus[c].wc_ready)
+            }
+            _ => issue,
+        };
+        let mut arrive = depart
             + match kind {
                 WriteKind::WriteBack => self.t.clwb_accept,
                 WriteKind::NonTemporal => self.t.nt_accept,
@@ -552,19 +610,21 @@ impl MediaModel {
         let d = self.dimm_of(line);
         self.touch(d);
         let depth = self.p.wpq_depth as usize;
-        let dimm = &mut self.dimms[d];
         if let Some(c) = cpu {
-            dimm.writer_last[c] = Some(arrive);
-            if remote {
-                dimm.remote_write_at = Some(arrive);
+            let mlp = self.p.mlp as usize;
+            let path = &mut self.cpus[c];
+            if path.recent_writes.len() >= mlp {
+                path.recent_writes.pop_front();
             }
-            let window = self.t.window;
-            dimm.writers = dimm
-                .writer_last
-                .iter()
-                .filter(|t| t.is_some_and(|t| t + window >= arrive))
-                .count() as u32;
+            path.recent_writes.push_back(d);
+            path.last_write = Some(arrive);
+            self.dimms[d].writer_last[c] = Some(arrive);
+            if remote {
+                self.dimms[d].remote_write_at = Some(arrive);
+            }
+            self.dimms[d].writers = self.write_contenders(d, arrive);
         }
+        let dimm = &mut self.dimms[d];
         while dimm.wpq.front().is_some_and(|&t| t <= arrive) {
             dimm.wpq.pop_front();
         }
@@ -583,7 +643,7 @@ impl MediaModel {
             // hold the fill buffer 1 / remote_write_factor times as long as a local write's
             // (17-numa.csv: one thread writes 5.2 GB/s locally, 2.1 remotely, about 0.4x).
             let hold = if remote {
-                issue + ((accept - issue) as f64 / self.p.remote_write_factor) as u64
+                depart + ((accept - depart) as f64 / self.p.remote_write_factor) as u64
             } else {
                 accept
             };
@@ -646,5 +706,15 @@ impl MediaModel {
     /// When every write-back and write-combining line `cpu` has issued is accepted.
     pub fn drained(&self, cpu: usize) -> u64 {
         self.cpus[cpu].accept_max
+    }
+
+    /// A fence of `cpu` completed at `done` (mechanism 6, `MediaParams::wc_fence_ns`): if it
+    /// drained non-temporal lines, the CPU's next one leaves no earlier than `wc_fence_ns`
+    /// later.
+    pub fn fenced(&mut self, cpu: usize, done: u64) {
+        let path = &mut self.cpus[cpu];
+        if std::mem::take(&mut path.nt_since_fence) {
+            path.wc_ready = path.wc_ready.max(done + self.t.wc_fence);
+        }
     }
 }
