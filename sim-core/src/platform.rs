@@ -283,7 +283,7 @@ impl Op {
 
     /// The range of ids this op touches: `arg` lines from `obj` for a memory op, `arg` cache
     /// sets from `obj` for a cache-set entry (ranges never leave their id space).
-    fn range(&self) -> Option<(u32, u64)> {
+    pub(crate) fn range(&self) -> Option<(u32, u64)> {
         let id = self.obj.0;
         ((Op::MEM_BASE..Op::MEM_END).contains(&id) || (Op::SET_BASE..Op::SET_END).contains(&id))
             .then_some((id, self.arg.max(1)))

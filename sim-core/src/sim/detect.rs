@@ -203,7 +203,9 @@ pub(super) fn describe_op(s: &State, op: &Op) -> String {
         OpKind::FinishWait => format!("finish_wait {obj}"),
         OpKind::Wake => format!("wake_up {obj}"),
         OpKind::WaitqueueActive => format!("waitqueue_active {obj}"),
-        OpKind::Read if op.arg == Op::LOCK_WORD && op.part_of().is_none() => {
+        OpKind::Read
+            if op.arg == Op::LOCK_WORD && op.part_of().is_none() && op.range().is_none() =>
+        {
             format!("read {obj} (lock word)")
         }
         OpKind::Read => format!("read {obj}"),
