@@ -69,9 +69,15 @@ fn every_workspace_dependency_is_used_by_a_member() {
         if name.is_empty() || name.starts_with('#') {
             continue;
         }
-        let used = format!("{name}.workspace = true");
+        // Either `name.workspace = true` or `name = { workspace = true, features = [..] }`.
+        let used = [
+            format!("{name}.workspace = true"),
+            format!("{name} = {{ workspace = true"),
+        ];
         assert!(
-            manifests.iter().any(|m| m.contains(&used)),
+            manifests
+                .iter()
+                .any(|m| used.iter().any(|u| m.contains(u.as_str()))),
             "workspace dependency `{name}` is used by no member"
         );
     }
