@@ -13,8 +13,8 @@ use serde::Serialize;
 use sim_core::machine::CrashOptions;
 use sim_core::sim::{Schedule, Strategy};
 use sim_fs::crashcheck::{
-    CheckOptions, CheckStats, Finding, Outcome, PointKind, WitnessLine, check_schedule,
-    collect_schedules, log_add, store_log,
+    CheckOptions, CheckStats, Finding, Outcome, PointKind, check_schedule, collect_schedules,
+    log_add, store_log,
 };
 use sim_fs::runner::TraceRunner;
 use std::path::{Path, PathBuf};
@@ -283,33 +283,6 @@ struct JsonReport<'a> {
     run_violation: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     replay: Option<String>,
-}
-
-fn describe_line(l: &WitnessLine) -> String {
-    let stores: Vec<String> = l
-        .stores
-        .iter()
-        .map(|(seq, t, line)| {
-            if *line == 0 {
-                format!("#{seq} {t}")
-            } else {
-                format!("#{seq} {t} line {line}")
-            }
-        })
-        .collect();
-    let torn = if l.torn_words != 0 {
-        format!(" + words {:#04x} of the next", l.torn_words)
-    } else {
-        String::new()
-    };
-    format!(
-        "{:#x} {}: {} of {} pending stores{torn} [{}]",
-        l.addr,
-        l.region,
-        l.persisted,
-        l.pending,
-        stores.join(", ")
-    )
 }
 
 pub fn crashcheck(a: &CrashArgs, io: &mut crate::Io) -> Result<u8, UsageError> {
@@ -591,11 +564,11 @@ pub fn crashcheck(a: &CrashArgs, io: &mut crate::Io) -> Result<u8, UsageError> {
             outln!(io.out, "  image {} of the point", f.image);
             outln!(io.out, "  lines persisted beyond their durable state:");
             for l in &f.persisted {
-                outln!(io.out, "    {}", describe_line(l));
+                outln!(io.out, "    {}", l);
             }
             outln!(io.out, "  pending lines not persisted:");
             for l in f.not_persisted.iter().take(16) {
-                outln!(io.out, "    {}", describe_line(l));
+                outln!(io.out, "    {}", l);
             }
             if f.not_persisted.len() > 16 {
                 outln!(io.out, "    ... and {} more", f.not_persisted.len() - 16);
@@ -607,7 +580,7 @@ pub fn crashcheck(a: &CrashArgs, io: &mut crate::Io) -> Result<u8, UsageError> {
                 f.persisted.len()
             );
             for l in &f.minimal {
-                outln!(io.out, "    {}", describe_line(l));
+                outln!(io.out, "    {}", l);
             }
             outln!(io.out, "  replay: {}", replay(f));
         }
@@ -660,16 +633,7 @@ pub fn merge_crash_shards(
     use serde_json::Value;
     let mut shards: Vec<(PathBuf, Value)> = Vec::new();
     for f in files {
-        let bytes = output::read_capped(f, crate::MAX_INPUT_BYTES)
-            .map_err(|e| usage(format!("{}: cannot read: {e}", f.display())))?;
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            usage(format!(
-                "{}:{}:{}: not JSON: {e}",
-                f.display(),
-                e.line(),
-                e.column()
-            ))
-        })?;
+        let v = crate::merge::read_json(f)?;
         if v.get("format").and_then(|x| x.as_str()) != Some(CRASH_SHARD_FORMAT) {
             return Err(usage(format!(
                 "{}: not a crashcheck shard result (written by `pmsim crashcheck ... --shard \

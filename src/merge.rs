@@ -10,17 +10,23 @@ use crate::{Io, MAX_INPUT_BYTES, UsageError, output, usage};
 use sim_core::sim::explore::merge_shards;
 use std::path::{Path, PathBuf};
 
-fn read_shard(path: &Path) -> Result<ShardFile, UsageError> {
+/// A shard result file as JSON; an unreadable file or bad JSON is a usage error naming the
+/// file (and the line and column).
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, UsageError> {
     let bytes = output::read_capped(path, MAX_INPUT_BYTES)
         .map_err(|e| usage(format!("{}: cannot read: {e}", path.display())))?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(&bytes).map_err(|e| {
         usage(format!(
             "{}:{}:{}: not JSON: {e}",
             path.display(),
             e.line(),
             e.column()
         ))
-    })?;
+    })
+}
+
+fn read_shard(path: &Path) -> Result<ShardFile, UsageError> {
+    let v = read_json(path)?;
     if v.get("format").and_then(|f| f.as_str()) != Some(SHARD_FORMAT) {
         return Err(usage(format!(
             "{}: not a pmsim shard result (written by `pmsim explore ... --json-out FILE`)",
@@ -42,8 +48,7 @@ fn read_shard(path: &Path) -> Result<ShardFile, UsageError> {
 pub fn merge_cmd(files: &[PathBuf], json: bool, io: &mut Io) -> Result<u8, UsageError> {
     // `crashcheck --shard I/N --json` results have their own format and merge.
     if let Some(first) = files.first()
-        && let Ok(bytes) = output::read_capped(first, MAX_INPUT_BYTES)
-        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        && let Ok(v) = read_json(first)
         && v.get("format").and_then(|f| f.as_str()) == Some(crate::crashcheck::CRASH_SHARD_FORMAT)
     {
         return crate::crashcheck::merge_crash_shards(files, json, io);

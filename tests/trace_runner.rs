@@ -341,6 +341,24 @@ fn reflink_page_mapping_is_found_by_explore_and_the_fixed_kernel_is_clean() {
     assert_eq!(code, 0, "{out}{err}");
 }
 
+/// A read that mapped a shared block before a copy-on-write fault remapped the page returns
+/// the old bytes (the data oracle allows what the file held when the read began): clean in
+/// every interleaving at preemption bound 1. Before the rule, dfs reported `data` here at run 69.
+#[test]
+fn a_read_racing_a_copy_on_write_fault_is_clean_at_bound_1() {
+    let path = "traces/mf/reflink_read_vs_cow_fault.trace";
+    let (code, out, err) = pmsim(&[
+        "explore",
+        path,
+        "--strategy",
+        "dfs",
+        "--preemption-bound",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("exhausted the search space"), "{out}");
+}
+
 #[test]
 fn poison_and_pin_expectations_can_fail() {
     mutated_fails(

@@ -11,7 +11,7 @@
 use sim_core::platform::{
     Mutex, Platform, RwSem, Spawner, SpinLock, WaitKey, WaitQueue, WakeMode, bug_on, wake_key_eq,
 };
-use sim_core::sim::explore::explore_observed;
+use sim_core::sim::reduction::{Reduction, exhaustive};
 use sim_core::sim::{ExploreConfig, Model, RunEnd, Sim, Strategy};
 use sim_core::toys;
 use std::cell::RefCell;
@@ -29,13 +29,6 @@ fn note(s: impl Into<String>) {
 
 fn clear_notes() {
     NOTES.with(|n| n.borrow_mut().clear());
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reduction {
-    Plain,
-    SleepSets,
-    Dpor,
 }
 
 /// A final state: how the run ended (the violation kind, its message, every task's state at
@@ -75,27 +68,14 @@ struct Search {
 }
 
 fn search(model: &dyn Model, r: Reduction) -> Search {
-    let cfg = ExploreConfig {
-        strategy: Strategy::Dfs {
-            preemption_bound: None,
-        },
-        sleep_sets: r != Reduction::Plain,
-        dpor: r == Reduction::Dpor,
-        keep_going: true,
-        ..ExploreConfig::default()
-    };
-    let mut finals = BTreeSet::new();
-    let rep = explore_observed(model, &cfg, &mut |_| {}, &mut |sim, end| {
-        finals.insert(final_state(sim, end));
-    })
-    .unwrap();
-    assert!(rep.exhausted, "{r:?} did not exhaust");
-    let kinds = finals.iter().map(|f| f.0.clone()).collect();
+    let e = exhaustive(model, r, &mut final_state).unwrap();
+    assert!(e.exhausted, "{r:?} did not exhaust");
+    let kinds = e.outcomes.iter().map(|f| f.0.clone()).collect();
     Search {
-        finals,
+        finals: e.outcomes,
         kinds,
-        runs: rep.runs - rep.redundant_runs,
-        all_runs: rep.runs,
+        runs: e.runs,
+        all_runs: e.all_runs,
     }
 }
 

@@ -9,8 +9,8 @@
 
 use sim_core::platform::{Op, OpKind, Platform, Spawner, SpinLock, footprints_depend};
 use sim_core::sim::audit::{AuditConfig, audit};
-use sim_core::sim::explore::explore_observed;
-use sim_core::sim::{ExploreConfig, Model, RunEnd, Sim, SimPlatform, Strategy};
+use sim_core::sim::reduction::compare_reductions;
+use sim_core::sim::{Model, RunEnd, Sim, SimPlatform};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -161,45 +161,12 @@ fn outcome(sim: &Sim, end: &RunEnd) -> Outcome {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Reduction {
-    Plain,
-    SleepSets,
-    Dpor,
-}
-
-fn outcomes(model: &dyn Model, reduction: Reduction) -> (BTreeSet<Outcome>, u64) {
-    let cfg = ExploreConfig {
-        strategy: Strategy::Dfs {
-            preemption_bound: None,
-        },
-        sleep_sets: !matches!(reduction, Reduction::Plain),
-        dpor: matches!(reduction, Reduction::Dpor),
-        keep_going: true,
-        ..ExploreConfig::default()
-    };
-    let mut seen = BTreeSet::new();
-    let rep = explore_observed(model, &cfg, &mut |_| {}, &mut |sim, end| {
-        seen.insert(outcome(sim, end));
-    })
-    .unwrap();
-    assert!(rep.exhausted);
-    (seen, rep.runs - rep.redundant_runs)
-}
-
-/// Plain DFS, sleep sets and DPOR reach the same outcomes; returns them and the DPOR runs.
+/// Plain DFS, sleep sets and DPOR reach the same outcomes (`compare_reductions`); returns them
+/// and the DPOR runs.
 fn same_outcomes(name: &str, model: &dyn Model) -> (BTreeSet<Outcome>, u64) {
-    let (plain, plain_runs) = outcomes(model, Reduction::Plain);
-    let (sleep, sleep_runs) = outcomes(model, Reduction::SleepSets);
-    assert_eq!(sleep, plain, "{name}: sleep sets lost outcomes");
-    let (dpor, dpor_runs) = outcomes(model, Reduction::Dpor);
-    assert_eq!(dpor, plain, "{name}: DPOR lost outcomes");
-    assert!(dpor_runs <= sleep_runs && sleep_runs <= plain_runs);
-    println!(
-        "{name}: {} outcomes; plain DFS {plain_runs} runs, sleep sets {sleep_runs}, DPOR {dpor_runs}",
-        plain.len()
-    );
-    (plain, dpor_runs)
+    let c = compare_reductions(model, &mut outcome).unwrap_or_else(|e| panic!("{name}: {e}"));
+    println!("{name}: {} outcomes; {}", c.plain.outcomes.len(), c.runs());
+    (c.plain.outcomes, c.dpor.runs)
 }
 
 #[test]

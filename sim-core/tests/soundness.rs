@@ -6,8 +6,8 @@
 
 use sim_core::machine::{CrashOptions, Machine, MachineConfig};
 use sim_core::platform::{Mutex, Op, Platform, PmemPlatform, Spawner, bug_on, footprints_depend};
-use sim_core::sim::explore::explore_observed;
-use sim_core::sim::{ExploreConfig, Model, RunEnd, Sim, Strategy};
+use sim_core::sim::reduction::compare_reductions;
+use sim_core::sim::{Model, RunEnd, Sim};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -103,55 +103,12 @@ fn outcome(sim: &Sim, end: &RunEnd) -> Outcome {
     }
 }
 
-/// How much an exhaustive DFS prunes.
-#[derive(Clone, Copy, Debug)]
-enum Reduction {
-    Plain,
-    SleepSets,
-    Dpor,
-}
-
-/// Every outcome of exhaustive DFS with `reduction`, and the complete runs.
-fn outcomes(model: &dyn Model, reduction: Reduction) -> (BTreeSet<Outcome>, u64) {
-    let cfg = ExploreConfig {
-        strategy: Strategy::Dfs {
-            preemption_bound: None,
-        },
-        sleep_sets: !matches!(reduction, Reduction::Plain),
-        dpor: matches!(reduction, Reduction::Dpor),
-        keep_going: true,
-        ..ExploreConfig::default()
-    };
-    let mut seen = BTreeSet::new();
-    let rep = explore_observed(model, &cfg, &mut |_| {}, &mut |sim, end| {
-        seen.insert(outcome(sim, end));
-    })
-    .unwrap();
-    assert!(rep.exhausted);
-    (seen, rep.runs - rep.redundant_runs)
-}
-
-/// Plain DFS, DFS with sleep sets and DFS with source-set DPOR reach the same outcomes;
-/// returns them.
+/// Plain DFS, DFS with sleep sets and DFS with source-set DPOR reach the same outcomes
+/// (`compare_reductions`); returns them.
 fn same_outcomes(model: &dyn Model) -> BTreeSet<Outcome> {
-    let (plain, plain_runs) = outcomes(model, Reduction::Plain);
-    let (reduced, reduced_runs) = outcomes(model, Reduction::SleepSets);
-    assert_eq!(
-        reduced, plain,
-        "sleep sets ({reduced_runs} runs) lost outcomes plain DFS ({plain_runs} runs) reaches"
-    );
-    assert!(reduced_runs <= plain_runs);
-    let (dpor, dpor_runs) = outcomes(model, Reduction::Dpor);
-    assert_eq!(
-        dpor, plain,
-        "DPOR ({dpor_runs} runs) lost outcomes plain DFS ({plain_runs} runs) reaches"
-    );
-    assert!(dpor_runs <= reduced_runs);
-    println!(
-        "{} outcomes: plain DFS {plain_runs} runs, sleep sets {reduced_runs}, DPOR {dpor_runs}",
-        plain.len()
-    );
-    plain
+    let c = compare_reductions(model, &mut outcome).unwrap_or_else(|e| panic!("{e}"));
+    println!("{} outcomes: {}", c.plain.outcomes.len(), c.runs());
+    c.plain.outcomes
 }
 
 /// A model: clears the notes of the previous run, then builds.
@@ -624,22 +581,10 @@ fn memory_operations_of_two_cpus_lose_no_outcome_to_dpor() {
         for (name, progs) in PAIRS {
             println!("{name} on {settings:?}:");
             let m = mem_pair(settings, progs, true);
-            let (plain, plain_runs) = outcomes(&m, Reduction::Plain);
-            let (dpor, dpor_runs) = outcomes(&m, Reduction::Dpor);
-            assert_eq!(
-                dpor, plain,
-                "{name} on {settings:?}: DPOR ({dpor_runs} runs) lost outcomes plain DFS \
-                 ({plain_runs} runs) reaches"
-            );
-            let (sleep, _) = outcomes(&m, Reduction::SleepSets);
-            assert_eq!(
-                sleep, plain,
-                "{name} on {settings:?}: sleep sets lost outcomes"
-            );
-            println!(
-                "  {} outcomes, plain {plain_runs} runs, DPOR {dpor_runs}",
-                plain.len()
-            );
+            let c = compare_reductions(&m, &mut outcome)
+                .unwrap_or_else(|e| panic!("{name} on {settings:?}: {e}"));
+            println!("  {} outcomes, {}", c.plain.outcomes.len(), c.runs());
+            let (plain_runs, dpor_runs) = (c.plain.runs, c.dpor.runs);
             reduced += u32::from(dpor_runs < plain_runs);
         }
     }

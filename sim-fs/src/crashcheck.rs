@@ -447,6 +447,30 @@ pub struct WitnessLine {
     pub stores: Vec<(u64, String, u32)>,
 }
 
+/// `0x5040 data (block 20): 1 of 2 pending stores [#12 w line 7, #15 w line 9]`, as the
+/// report and the GUI's witness show it.
+impl std::fmt::Display for WitnessLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:#x} {}: {} of {} pending stores",
+            self.addr, self.region, self.persisted, self.pending
+        )?;
+        if self.torn_words != 0 {
+            write!(f, " + words {:#04x} of the next", self.torn_words)?;
+        }
+        f.write_str(" [")?;
+        for (i, (seq, t, line)) in self.stores.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            match line {
+                0 => write!(f, "{sep}#{seq} {t}")?,
+                _ => write!(f, "{sep}#{seq} {t} line {line}")?,
+            }
+        }
+        f.write_str("]")
+    }
+}
+
 /// A failing image and how to get it again.
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {

@@ -6,7 +6,11 @@
 //! **The oracle.** Every change a file operation makes to a file's bytes is applied to the
 //! runner's copy of the file (`User::files`) at the step that made it ([`Change`]), so a load
 //! or read racing the operation is compared with what the file held at that moment. A read is
-//! checked piece by piece the same way, right after each piece is loaded.
+//! checked piece by piece right after each piece is loaded, and a byte may hold what the file
+//! held then or what it held when the read began: read(2) maps a range (`iomap_begin`) before
+//! it copies, and nothing serialises it against a page fault (which takes no IOLOCK), so a
+//! store through a mapping in between may or may not show. After a reflink it does not: the
+//! fault's copy on write moves the page to a new block while the read copies the old one.
 //!
 //! **Statement semantics** (where write(2)-level calls differ from a statement):
 //! - `write PATH OFF LEN PATTERN` writes all `LEN` bytes: a short write (the file system filled
@@ -120,10 +124,12 @@ impl Ctx {
         }
     }
 
-    /// The data oracle for `b` read at `pos` of inode `ino`: the first mismatch, described.
+    /// The data oracle for `b` read at `pos` of inode `ino`, whose bytes were `began` when the
+    /// read began (see the module header): the first mismatch, described.
     fn read_mismatch(
         &self,
         ino: u64,
+        began: Option<&[u8]>,
         pos: u64,
         b: &[u8],
         thread: &str,
@@ -134,14 +140,20 @@ impl Ctx {
         let s = (pos as usize).min(f.len());
         let e = (pos as usize + b.len()).min(f.len());
         let want = &f[s..e];
-        let i = want.iter().zip(b).position(|(x, y)| x != y)?;
+        let wrong =
+            |i: &usize| want[*i] != b[*i] && began.and_then(|g| g.get(s + i)) != Some(&b[*i]);
+        let i = (0..want.len()).find(wrong)?;
         Some(format!(
             "{thread} (line {line}): a read at file offset {:#x} returned {:#04x}, but the \
-             execution implies {:#04x} there ({} of {} bytes differ)",
+             execution implies {:#04x} there, and the file held {} when the read began ({} of \
+             {} bytes differ)",
             pos + i as u64,
             b[i],
             want[i],
-            want.iter().zip(b).filter(|(x, y)| x != y).count(),
+            began
+                .and_then(|g| g.get(s + i))
+                .map_or("nothing".to_string(), |x| format!("{x:#04x}")),
+            (0..want.len()).filter(wrong).count(),
             e - s
         ))
     }
@@ -285,9 +297,17 @@ impl Ctx {
             Op::Read { off, len, .. } => {
                 let mut buf = vec![0u8; *len as usize];
                 let mut mismatch = None;
+                let began = self.user.lock().unwrap().files.get(&ino).cloned();
                 let mut check = |pos: u64, b: &[u8]| {
                     if mismatch.is_none() {
-                        mismatch = self.read_mismatch(ino, pos, b, thread, line);
+                        mismatch = self.read_mismatch(
+                            ino,
+                            began.as_deref().map(|v| &v[..]),
+                            pos,
+                            b,
+                            thread,
+                            line,
+                        );
                     }
                 };
                 let r = file.read(&self.dax, p, *off, &mut buf, &mut check).await;

@@ -136,20 +136,42 @@ b load m+0 8 => 0x33|0x44
 /// (the trace itself expects nothing of the bytes).
 #[test]
 fn the_data_oracle_catches_bytes_the_execution_does_not_imply() {
+    tampered_bytes_are_caught(
+        "t load m+0 8 => any",
+        "returned 0x77, but the execution implies 0x11",
+    );
+}
+
+/// A read may return what the file held when it began or when it copied (the module header of
+/// sim-fs/src/runner_file.rs), never bytes the file never held.
+#[test]
+fn the_read_oracle_catches_bytes_the_file_never_held() {
+    tampered_bytes_are_caught(
+        "t read /f 0 8 => any",
+        "returned 0x77, but the execution implies 0x11 there, and the file held 0x11 when the \
+         read began",
+    );
+}
+
+/// A task stores 0x77 straight to the media under the 0x11 file while thread t sleeps, then t
+/// runs `statement`: the oracle reports `message`.
+fn tampered_bytes_are_caught(statement: &str, message: &str) {
     use sim_core::PmemPlatform;
     use sim_core::Spawner;
     use sim_core::sim::{Model, Sim};
     use sim_fs::layout::{Geometry, PMD_SIZE};
-    let src = "pmsim-trace 1
+    let src = format!(
+        "pmsim-trace 1
 machine cpus=2 pmem=16MiB
 file /f size=8K fill=0x11 prealloc
 t mmap /f 0 8K shared nohuge as m
 t sleep 1ms
-t load m+0 8 => any
-";
+{statement}
+"
+    );
     let mut mc = MachineConfig::default();
     mc.set("pmem", &(16u64 << 20).to_string()).unwrap();
-    let runner = TraceRunner::new(trace(src), mc, &[]).unwrap();
+    let runner = TraceRunner::new(trace(&src), mc, &[]).unwrap();
     let geo = Geometry::new(16 << 20, 4096).unwrap();
     let first = geo.addr(geo.data_start);
     let aligned = first.div_ceil(PMD_SIZE) * PMD_SIZE;
@@ -171,8 +193,5 @@ t load m+0 8 => any
     let rep = explore(&model, &cfg, &mut |_| {}).unwrap();
     let f = rep.failure.expect("the tampered bytes are loaded");
     let v = f.violation.to_string();
-    assert!(
-        v.contains("data") && v.contains("returned 0x77, but the execution implies 0x11"),
-        "{v}"
-    );
+    assert!(v.contains("data") && v.contains(message), "{v}");
 }

@@ -514,20 +514,22 @@ impl GuiApp {
                 String::new()
             }
         ));
-        let row_h = ui.text_style_height(&egui::TextStyle::Monospace) + 4.0;
-        egui::ScrollArea::vertical()
-            .id_salt("crash images")
-            .auto_shrink([false, false])
-            .show_rows(ui, row_h, p.images.len(), |ui, range| {
-                for img in &p.images[range] {
-                    let text = RichText::new(crash::image_label(img)).monospace();
-                    if img.verdict.is_err() {
-                        ui.colored_label(colours::PROBLEM, text);
-                    } else {
-                        ui.label(text);
-                    }
+        virtual_rows(
+            ui,
+            egui::ScrollArea::vertical()
+                .id_salt("crash images")
+                .auto_shrink([false, false]),
+            egui::TextStyle::Monospace,
+            &p.images,
+            |ui, img| {
+                let text = RichText::new(crash::image_label(img)).monospace();
+                if img.verdict.is_err() {
+                    ui.colored_label(colours::PROBLEM, text);
+                } else {
+                    ui.label(text);
                 }
-            });
+            },
+        );
     }
 }
 
@@ -624,29 +626,31 @@ fn mappings_view(ui: &mut Ui, snap: &Snapshot) {
                     ));
                 });
                 // Virtualised: only the visible rows are laid out.
-                let row_h = ui.text_style_height(&egui::TextStyle::Monospace) + 4.0;
-                egui::ScrollArea::vertical()
-                    .id_salt(("xa", &f.title))
-                    .max_height(320.0)
-                    .show_rows(ui, row_h, rows.len(), |ui, range| {
-                        for r in &rows[range] {
-                            ui.horizontal(|ui| {
-                                ui.monospace(format!(
-                                    "{:<22}",
-                                    format!("{:#x}-{:#x}", r.first, r.last)
-                                ));
-                                ui.colored_label(
-                                    class_colour(r.class()),
-                                    RichText::new(format!("{:<28}", r.flags())).monospace(),
-                                );
-                                ui.monospace(format!(
-                                    "{:<12} {:#x}",
-                                    r.pfn.map(|p| format!("{p:#x}")).unwrap_or_default(),
-                                    r.raw
-                                ));
-                            });
-                        }
-                    });
+                virtual_rows(
+                    ui,
+                    egui::ScrollArea::vertical()
+                        .id_salt(("xa", &f.title))
+                        .max_height(320.0),
+                    egui::TextStyle::Monospace,
+                    rows,
+                    |ui, r| {
+                        ui.horizontal(|ui| {
+                            ui.monospace(format!(
+                                "{:<22}",
+                                format!("{:#x}-{:#x}", r.first, r.last)
+                            ));
+                            ui.colored_label(
+                                class_colour(r.class()),
+                                RichText::new(format!("{:<28}", r.flags())).monospace(),
+                            );
+                            ui.monospace(format!(
+                                "{:<12} {:#x}",
+                                r.pfn.map(|p| format!("{p:#x}")).unwrap_or_default(),
+                                r.raw
+                            ));
+                        });
+                    },
+                );
                 if rows.is_empty() {
                     ui.label("(empty xarray)");
                 }
@@ -703,15 +707,17 @@ fn waitqueues_view(ui: &mut Ui, snap: &Snapshot) {
         });
     }
     ui.label(format!("{} wait queues in use", rows.len()));
-    let row_h = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
-    egui::ScrollArea::vertical()
-        .id_salt("wait queue rows")
-        .max_height(600.0)
-        .show_rows(ui, row_h, lines.len(), |ui, range| {
-            for (l, c) in &lines[range] {
-                ui.colored_label(*c, l);
-            }
-        });
+    virtual_rows(
+        ui,
+        egui::ScrollArea::vertical()
+            .id_salt("wait queue rows")
+            .max_height(600.0),
+        egui::TextStyle::Body,
+        &lines,
+        |ui, (l, c)| {
+            ui.colored_label(*c, l);
+        },
+    );
 }
 
 fn locks_view(ui: &mut Ui, snap: &Snapshot, all: bool) {
@@ -818,26 +824,28 @@ fn pages_view(ui: &mut Ui, snap: &Snapshot) {
                     "address", "level", "pfn"
                 ));
                 // Virtualised: only the visible leaves are laid out.
-                let row_h = ui.text_style_height(&egui::TextStyle::Monospace) + 4.0;
-                egui::ScrollArea::vertical()
-                    .id_salt(("pt", &p.name))
-                    .max_height(240.0)
-                    .show_rows(ui, row_h, ls.len(), |ui, range| {
-                        for l in &ls[range] {
-                            ui.horizontal(|ui| {
-                                ui.monospace(format!(
-                                    "{:<18} {:<5} {:<12} {:<5}",
-                                    format!("{:#x}", l.addr),
-                                    l.level,
-                                    format!("{:#x}", l.pfn),
-                                    if l.write { "W" } else { "" }
-                                ));
-                                if l.dirty {
-                                    ui.colored_label(colours::DIRTY, "D");
-                                }
-                            });
-                        }
-                    });
+                virtual_rows(
+                    ui,
+                    egui::ScrollArea::vertical()
+                        .id_salt(("pt", &p.name))
+                        .max_height(240.0),
+                    egui::TextStyle::Monospace,
+                    ls,
+                    |ui, l| {
+                        ui.horizontal(|ui| {
+                            ui.monospace(format!(
+                                "{:<18} {:<5} {:<12} {:<5}",
+                                format!("{:#x}", l.addr),
+                                l.level,
+                                format!("{:#x}", l.pfn),
+                                if l.write { "W" } else { "" }
+                            ));
+                            if l.dirty {
+                                ui.colored_label(colours::DIRTY, "D");
+                            }
+                        });
+                    },
+                );
             }
         }
     }
@@ -857,32 +865,28 @@ fn pages_view(ui: &mut Ui, snap: &Snapshot) {
                 }
                 ui.end_row();
             });
-            let row_h = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
-            egui::ScrollArea::vertical()
-                .id_salt("pages rows")
-                .max_height(300.0)
-                .show_rows(ui, row_h, rows.len(), |ui, range| {
-                    for r in &rows[range] {
-                        ui.horizontal(|ui| {
-                            ui.monospace(format!(
-                                "{:#x} ref {} map {} pin {} mapping {} index {:#x} share {}",
-                                r.pfn,
-                                r.refcount,
-                                r.mapcount,
-                                r.pincount,
-                                r.mapping,
-                                r.index,
-                                r.share
-                            ));
-                            if r.locked {
-                                ui.colored_label(colours::LOCKED, "LOCKED");
-                            }
-                            if r.poison {
-                                ui.colored_label(colours::POISONED, "HWPOISON");
-                            }
-                        });
-                    }
-                });
+            virtual_rows(
+                ui,
+                egui::ScrollArea::vertical()
+                    .id_salt("pages rows")
+                    .max_height(300.0),
+                egui::TextStyle::Body,
+                &rows,
+                |ui, r| {
+                    ui.horizontal(|ui| {
+                        ui.monospace(format!(
+                            "{:#x} ref {} map {} pin {} mapping {} index {:#x} share {}",
+                            r.pfn, r.refcount, r.mapcount, r.pincount, r.mapping, r.index, r.share
+                        ));
+                        if r.locked {
+                            ui.colored_label(colours::LOCKED, "LOCKED");
+                        }
+                        if r.poison {
+                            ui.colored_label(colours::POISONED, "HWPOISON");
+                        }
+                    });
+                },
+            );
         }
     }
 }
@@ -911,20 +915,21 @@ fn persistence_view(ui: &mut Ui, snap: &Snapshot) {
         "{} lines with stores not yet durable (everything else is durable)",
         pending.len()
     ));
-    let row_h = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
-    egui::ScrollArea::vertical()
-        .id_salt("pending rows")
-        .show_rows(ui, row_h, pending.len(), |ui, range| {
-            for l in &pending[range] {
-                ui.colored_label(
-                    colours::DIRTY,
-                    format!(
-                        "line {:#x}: {}, {} bytes not durable",
-                        l.addr, l.where_, l.bytes_not_durable
-                    ),
-                );
-            }
-        });
+    virtual_rows(
+        ui,
+        egui::ScrollArea::vertical().id_salt("pending rows"),
+        egui::TextStyle::Body,
+        pending,
+        |ui, l| {
+            ui.colored_label(
+                colours::DIRTY,
+                format!(
+                    "line {:#x}: {}, {} bytes not durable",
+                    l.addr, l.where_, l.bytes_not_durable
+                ),
+            );
+        },
+    );
 }
 
 /// The event table, virtualised: only the visible rows are built.
@@ -1008,4 +1013,21 @@ fn lane_marks(log: &EventLog, by_time: bool, span: f32) -> Vec<Vec<f32>> {
         marks[lane].push(x);
     }
     marks
+}
+
+/// A virtualised list in `area`: only the rows in view are laid out, one line of `style` each,
+/// so that a view of a 100k-event run keeps its frame rate.
+fn virtual_rows<T>(
+    ui: &mut Ui,
+    area: egui::ScrollArea,
+    style: egui::TextStyle,
+    items: &[T],
+    mut row: impl FnMut(&mut Ui, &T),
+) {
+    let row_h = ui.text_style_height(&style) + 4.0;
+    area.show_rows(ui, row_h, items.len(), |ui, range| {
+        for item in &items[range] {
+            row(ui, item);
+        }
+    });
 }

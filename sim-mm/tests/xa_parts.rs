@@ -10,8 +10,8 @@
 use sim_core::Platform;
 use sim_core::platform::{Spawner, SpinLock};
 use sim_core::sim::audit::{AuditConfig, audit};
-use sim_core::sim::explore::explore_observed;
-use sim_core::sim::{ExploreConfig, Model, RunEnd, Sim, SimPlatform, Strategy};
+use sim_core::sim::reduction::compare_reductions;
+use sim_core::sim::{Model, RunEnd, Sim, SimPlatform};
 use sim_mm::xarray::{PAGECACHE_TAG_DIRTY, XArray, XaEntry, XaItem, XaOps, XaState, xa_mk_value};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
@@ -166,36 +166,12 @@ fn outcome(sim: &Sim, end: &RunEnd) -> Outcome {
     }
 }
 
-fn outcomes(model: &dyn Model, sleep_sets: bool, dpor: bool) -> (BTreeSet<Outcome>, u64) {
-    let cfg = ExploreConfig {
-        strategy: Strategy::Dfs {
-            preemption_bound: None,
-        },
-        sleep_sets,
-        dpor,
-        keep_going: true,
-        ..ExploreConfig::default()
-    };
-    let mut seen = BTreeSet::new();
-    let rep = explore_observed(model, &cfg, &mut |_| {}, &mut |sim, end| {
-        seen.insert(outcome(sim, end));
-    })
-    .unwrap();
-    assert!(rep.exhausted);
-    (seen, rep.runs - rep.redundant_runs)
-}
-
+/// Plain DFS, sleep sets and DPOR reach the same outcomes (`compare_reductions`); returns them
+/// and the DPOR runs.
 fn same_outcomes(name: &str, model: &dyn Model) -> (BTreeSet<Outcome>, u64) {
-    let (plain, plain_runs) = outcomes(model, false, false);
-    let (sleep, sleep_runs) = outcomes(model, true, false);
-    assert_eq!(sleep, plain, "{name}: sleep sets lost outcomes");
-    let (dpor, dpor_runs) = outcomes(model, true, true);
-    assert_eq!(dpor, plain, "{name}: DPOR lost outcomes");
-    println!(
-        "{name}: {} outcomes; plain DFS {plain_runs} runs, sleep sets {sleep_runs}, DPOR {dpor_runs}",
-        plain.len()
-    );
-    (plain, dpor_runs)
+    let c = compare_reductions(model, &mut outcome).unwrap_or_else(|e| panic!("{name}: {e}"));
+    println!("{name}: {} outcomes; {}", c.plain.outcomes.len(), c.runs());
+    (c.plain.outcomes, c.dpor.runs)
 }
 
 #[test]

@@ -110,6 +110,36 @@ struct Dimm {
     hot: VecDeque<u64>,
 }
 
+/// The DIMMs of a CPU's last `mlp` lines (demand reads or writes): its share of the traffic
+/// on each DIMM, for the contention mechanisms 1 and 3.
+#[derive(Clone, Debug)]
+struct RecentDimms {
+    dimms: VecDeque<usize>,
+    cap: usize,
+}
+
+impl RecentDimms {
+    fn new(mlp: u32) -> Self {
+        RecentDimms {
+            dimms: VecDeque::with_capacity(mlp as usize),
+            cap: mlp as usize,
+        }
+    }
+
+    fn push(&mut self, d: usize) {
+        if self.dimms.len() >= self.cap {
+            self.dimms.pop_front();
+        }
+        self.dimms.push_back(d);
+    }
+
+    /// The fraction of the last lines that went to DIMM `d` (0 with no lines).
+    fn share(&self, d: usize) -> f64 {
+        let on_d = self.dimms.iter().filter(|&&x| x == d).count();
+        on_d as f64 / self.dimms.len().max(1) as f64
+    }
+}
+
 #[derive(Clone, Debug)]
 struct CpuPath {
     /// Completion (reads) or acceptance (writes) time of each fill buffer.
@@ -123,10 +153,10 @@ struct CpuPath {
     remote: bool,
     /// DIMMs of this CPU's last `mlp` demand reads, and when the latest was issued: its share
     /// of the read traffic on each DIMM (mechanism 1).
-    recent_dimms: VecDeque<usize>,
+    recent_dimms: RecentDimms,
     last_read: Option<u64>,
     /// DIMMs of this CPU's last `mlp` written lines, and when the latest arrived (mechanism 3).
-    recent_writes: VecDeque<usize>,
+    recent_writes: RecentDimms,
     last_write: Option<u64>,
     /// A non-temporal line left since the CPU's last fence (mechanism 6).
     nt_since_fence: bool,
@@ -219,9 +249,9 @@ impl MediaModel {
                     stream: 0,
                     // CPUs are spread evenly over the sockets; the pmem is on `pmem_socket`.
                     remote: c * sockets / cpus.max(1) != p.pmem_socket as usize,
-                    recent_dimms: VecDeque::with_capacity(p.mlp as usize),
+                    recent_dimms: RecentDimms::new(p.mlp),
                     last_read: None,
-                    recent_writes: VecDeque::with_capacity(p.mlp as usize),
+                    recent_writes: RecentDimms::new(p.mlp),
                     last_write: None,
                     nt_since_fence: false,
                     wc_ready: 0,
@@ -295,12 +325,8 @@ impl MediaModel {
         if remote {
             self.dimms[d].remote_read_at = Some(t);
         }
-        let mlp = self.p.mlp as usize;
         let path = &mut self.cpus[cpu];
-        if path.recent_dimms.len() >= mlp {
-            path.recent_dimms.pop_front();
-        }
-        path.recent_dimms.push_back(d);
+        path.recent_dimms.push(d);
         path.last_read = Some(t);
         let ready = match self.lookup(d, unit) {
             Some(i) => {
@@ -362,10 +388,7 @@ impl MediaModel {
             .cpus
             .iter()
             .filter(|c| c.last_read.is_some_and(|l| l + window >= t))
-            .map(|c| {
-                let on_d = c.recent_dimms.iter().filter(|&&x| x == d).count();
-                on_d as f64 / c.recent_dimms.len().max(1) as f64
-            })
+            .map(|c| c.recent_dimms.share(d))
             .sum();
         if r <= self.p.read_contention_readers {
             1.0
@@ -553,13 +576,9 @@ impl MediaModel {
                 .cpus
                 .iter()
                 .filter(|c| recent(c.last_write))
-                .map(|c| {
-                    let on_d = c.recent_writes.iter().filter(|&&x| x == d).count();
-                    if scope == 1 {
-                        on_d as f64 / c.recent_writes.len().max(1) as f64
-                    } else {
-                        f64::from(u8::from(on_d > 0))
-                    }
+                .map(|c| match scope {
+                    1 => c.recent_writes.share(d),
+                    _ => f64::from(u8::from(c.recent_writes.share(d) > 0.0)),
                 })
                 .sum(),
         }
@@ -611,12 +630,8 @@ impl MediaModel {
         self.touch(d);
         let depth = self.p.wpq_depth as usize;
         if let Some(c) = cpu {
-            let mlp = self.p.mlp as usize;
             let path = &mut self.cpus[c];
-            if path.recent_writes.len() >= mlp {
-                path.recent_writes.pop_front();
-            }
-            path.recent_writes.push_back(d);
+            path.recent_writes.push(d);
             path.last_write = Some(arrive);
             self.dimms[d].writer_last[c] = Some(arrive);
             if remote {

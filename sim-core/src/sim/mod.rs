@@ -85,6 +85,7 @@ pub mod explore;
 mod hooks;
 pub mod inspect;
 pub mod manual;
+pub mod reduction;
 pub mod schedule;
 pub mod story;
 

@@ -4,7 +4,7 @@
 //! persisted and those that did not, with the stores that wrote them).
 
 use crate::crashrun::{CrashRun, ImageRow, PointRow};
-use sim_fs::crashcheck::{Finding, WitnessLine};
+use sim_fs::crashcheck::Finding;
 
 /// What the view shows when no crashcheck run is loaded.
 pub const NOT_LOADED: &str = "no crashcheck run loaded: start pmsim-gui with \
@@ -79,28 +79,6 @@ pub fn image_label(i: &ImageRow) -> String {
     }
 }
 
-fn line_label(l: &WitnessLine) -> String {
-    let stores: Vec<String> = l
-        .stores
-        .iter()
-        .map(|(seq, t, line)| {
-            if *line == 0 {
-                format!("store #{seq} by {t}")
-            } else {
-                format!("store #{seq} by {t} line {line}")
-            }
-        })
-        .collect();
-    format!(
-        "{:#x} {}: {} of {} pending stores persisted [{}]",
-        l.addr,
-        l.region,
-        l.persisted,
-        l.pending,
-        stores.join(", ")
-    )
-}
-
 /// The witness as sections of lines: (heading, lines).
 pub fn witness(f: &Finding) -> Vec<(String, Vec<String>)> {
     vec![
@@ -113,11 +91,11 @@ pub fn witness(f: &Finding) -> Vec<(String, Vec<String>)> {
         ),
         (
             "persisted beyond their durable state:".into(),
-            f.persisted.iter().map(line_label).collect(),
+            f.persisted.iter().map(ToString::to_string).collect(),
         ),
         (
             "pending, not persisted:".into(),
-            f.not_persisted.iter().map(line_label).collect(),
+            f.not_persisted.iter().map(ToString::to_string).collect(),
         ),
         (
             format!(
@@ -125,7 +103,7 @@ pub fn witness(f: &Finding) -> Vec<(String, Vec<String>)> {
                 f.minimal.len(),
                 f.persisted.len()
             ),
-            f.minimal.iter().map(line_label).collect(),
+            f.minimal.iter().map(ToString::to_string).collect(),
         ),
     ]
 }
