@@ -578,6 +578,37 @@ pub(crate) struct User {
     pub(crate) anon: BTreeMap<u64, Vec<u8>>,
     /// Threads still running.
     pub(crate) live: usize,
+    /// Reads in flight, by a number of their own (the read oracle of `runner_file`).
+    pub(crate) reads: BTreeMap<u64, ReadInFlight>,
+    pub(crate) next_read: u64,
+}
+
+/// A read in flight: its inode and every content the file had since the read began.
+pub(crate) type ReadInFlight = (u64, Vec<Arc<Vec<u8>>>);
+
+impl User {
+    /// Inode `ino`'s bytes, to change them; the content before the change is kept for every
+    /// read of the file in flight.
+    pub(crate) fn file_mut(&mut self, ino: u64) -> Option<&mut Vec<u8>> {
+        let f = self.files.get_mut(&ino)?;
+        for (_, held) in self.reads.values_mut().filter(|(i, _)| *i == ino) {
+            held.push(f.clone());
+        }
+        Some(Arc::make_mut(f))
+    }
+
+    /// A read of inode `ino` begins: its number for [`User::end_read`].
+    pub(crate) fn begin_read(&mut self, ino: u64) -> u64 {
+        let id = self.next_read;
+        self.next_read += 1;
+        let held = self.files.get(&ino).cloned().into_iter().collect();
+        self.reads.insert(id, (ino, held));
+        id
+    }
+
+    pub(crate) fn end_read(&mut self, id: u64) {
+        self.reads.remove(&id);
+    }
 }
 
 pub(crate) struct Ctx {
@@ -858,7 +889,7 @@ impl Ctx {
                         continue;
                     }
                     let mut u = self.user.lock().unwrap();
-                    if let Some(f) = u.files.get_mut(&m.ino).map(Arc::make_mut) {
+                    if let Some(f) = u.file_mut(m.ino) {
                         let e = (fpos + n).min(f.len() as u64);
                         if fpos < e {
                             f[fpos as usize..e as usize].copy_from_slice(

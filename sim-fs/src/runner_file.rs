@@ -7,7 +7,8 @@
 //! runner's copy of the file (`User::files`) at the step that made it ([`Change`]), so a load
 //! or read racing the operation is compared with what the file held at that moment. A read is
 //! checked piece by piece right after each piece is loaded, and a byte may hold what the file
-//! held then or what it held when the read began: read(2) maps a range (`iomap_begin`) before
+//! holds then or held at any moment since the read began (`User::begin_read` keeps each
+//! content the file had while the read runs): read(2) maps a range (`iomap_begin`) before
 //! it copies, and nothing serialises it against a page fault (which takes no IOLOCK), so a
 //! store through a mapping in between may or may not show. After a reflink it does not: the
 //! fault's copy on write moves the page to a new block while the read copies the old one.
@@ -119,17 +120,17 @@ impl Ctx {
     /// The oracle follows a change of inode `ino`'s bytes.
     fn apply_change(&self, ino: u64, c: Change<'_>) {
         let mut u = self.user.lock().unwrap();
-        if let Some(f) = u.files.get_mut(&ino) {
-            apply(Arc::make_mut(f), &c);
+        if let Some(f) = u.file_mut(ino) {
+            apply(f, &c);
         }
     }
 
-    /// The data oracle for `b` read at `pos` of inode `ino`, whose bytes were `began` when the
-    /// read began (see the module header): the first mismatch, described.
+    /// The data oracle for `b` read at `pos` of inode `ino` by read `read` (see
+    /// [`super::User::begin_read`] and the module header): the first mismatch, described.
     fn read_mismatch(
         &self,
         ino: u64,
-        began: Option<&[u8]>,
+        read: u64,
         pos: u64,
         b: &[u8],
         thread: &str,
@@ -137,22 +138,21 @@ impl Ctx {
     ) -> Option<String> {
         let u = self.user.lock().unwrap();
         let f = u.files.get(&ino)?;
+        let held = u.reads.get(&read).map_or(&[][..], |(_, h)| &h[..]);
         let s = (pos as usize).min(f.len());
         let e = (pos as usize + b.len()).min(f.len());
         let want = &f[s..e];
+        // A byte is right if the file holds it now or held it at some moment of the read.
         let wrong =
-            |i: &usize| want[*i] != b[*i] && began.and_then(|g| g.get(s + i)) != Some(&b[*i]);
+            |i: &usize| want[*i] != b[*i] && held.iter().all(|h| h.get(s + i) != Some(&b[*i]));
         let i = (0..want.len()).find(wrong)?;
         Some(format!(
             "{thread} (line {line}): a read at file offset {:#x} returned {:#04x}, but the \
-             execution implies {:#04x} there, and the file held {} when the read began ({} of \
-             {} bytes differ)",
+             execution implies {:#04x} there, and the file did not hold it at any moment of the \
+             read ({} of {} bytes differ)",
             pos + i as u64,
             b[i],
             want[i],
-            began
-                .and_then(|g| g.get(s + i))
-                .map_or("nothing".to_string(), |x| format!("{x:#04x}")),
             (0..want.len()).filter(wrong).count(),
             e - s
         ))
@@ -297,20 +297,14 @@ impl Ctx {
             Op::Read { off, len, .. } => {
                 let mut buf = vec![0u8; *len as usize];
                 let mut mismatch = None;
-                let began = self.user.lock().unwrap().files.get(&ino).cloned();
+                let read = self.user.lock().unwrap().begin_read(ino);
                 let mut check = |pos: u64, b: &[u8]| {
                     if mismatch.is_none() {
-                        mismatch = self.read_mismatch(
-                            ino,
-                            began.as_deref().map(|v| &v[..]),
-                            pos,
-                            b,
-                            thread,
-                            line,
-                        );
+                        mismatch = self.read_mismatch(ino, read, pos, b, thread, line);
                     }
                 };
                 let r = file.read(&self.dax, p, *off, &mut buf, &mut check).await;
+                self.user.lock().unwrap().end_read(read);
                 if let Some(msg) = mismatch {
                     fail(p, "data", msg).await;
                 }

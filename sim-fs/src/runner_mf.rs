@@ -271,7 +271,8 @@ impl Ctx {
         let record = |size: u64| {
             let mut u = self.user.lock().unwrap();
             let from = u.files.get(&s.ino).cloned().unwrap_or_default();
-            let to = Arc::make_mut(u.files.entry(d.ino).or_default());
+            u.files.entry(d.ino).or_default();
+            let to = u.file_mut(d.ino).expect("just inserted");
             to.resize(size as usize, 0);
             let n = if len == 0 {
                 (from.len() as u64).saturating_sub(so)
@@ -547,7 +548,7 @@ impl Ctx {
                     if m.shared {
                         let fpos = m.file_off + (va - m.addr);
                         let mut u = self.user.lock().unwrap();
-                        if let Some(f) = u.files.get_mut(&m.ino).map(Arc::make_mut) {
+                        if let Some(f) = u.file_mut(m.ino) {
                             let e = (fpos + n).min(f.len() as u64);
                             if fpos < e {
                                 f[fpos as usize..e as usize]

@@ -142,14 +142,14 @@ fn the_data_oracle_catches_bytes_the_execution_does_not_imply() {
     );
 }
 
-/// A read may return what the file held when it began or when it copied (the module header of
+/// A read may return what the file held at any moment while it ran (the module header of
 /// sim-fs/src/runner_file.rs), never bytes the file never held.
 #[test]
 fn the_read_oracle_catches_bytes_the_file_never_held() {
     tampered_bytes_are_caught(
         "t read /f 0 8 => any",
-        "returned 0x77, but the execution implies 0x11 there, and the file held 0x11 when the \
-         read began",
+        "returned 0x77, but the execution implies 0x11 there, and the file did not hold it at \
+         any moment of the read",
     );
 }
 
