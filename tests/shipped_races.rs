@@ -247,8 +247,6 @@ races! {
     bugs_pmd_pte_collide: "traces/bugs/pmd-pte-collide.trace";
     bugs_stale_huge_zero_page: "traces/bugs/stale-huge-zero-page.trace";
     bugs_mixed_mapping_association: "traces/bugs/mixed-mapping-association.trace";
-    #[ignore = "no trace statement reaches __remove_mapping: the runner models no reclaim of a \
-                4.4-era page-cache hole page (sim-mm/tests/dax_wb.rs drives the mechanism)"]
     bugs_shadow_entries: "traces/bugs/shadow-entries.trace";
     #[ignore = "the race is reached (dfs --preemption-bound 2 finds mapping-use-after-free at \
                 run 159; without the mode clean, 2,836 runs), but the default random strategy \
@@ -280,7 +278,6 @@ races! {
     seeds_000_mf_vs_entry_locks: "traces/seeds/000-mf-vs-entry-locks.trace";
     seeds_001_pmd_missed_wakeup: "traces/seeds/001-pmd-missed-wakeup.trace";
     seeds_002_fault_vs_truncate: "traces/seeds/002-fault-vs-truncate.trace";
-    #[ignore = "no trace statement reaches __remove_mapping (see bugs_shadow_entries)"]
     seeds_003_shadow_entries: "traces/seeds/003-shadow-entries.trace";
     #[ignore = "found with its mode; without it clean at preemption bound 2 (8,675 runs, \
                 exhausted: about 20 s of CPU in a release build, minutes in debug): run with \

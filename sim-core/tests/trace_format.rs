@@ -201,7 +201,11 @@ fn op_labels(op: &Op) -> Vec<String> {
             add(*nohuge, "nohuge");
         }
         Op::Clwb { len, .. } => add(*len != 64, "len"),
-        Op::Msync { range, .. } | Op::Madvise { range, .. } => add(range.is_some(), "range"),
+        Op::Msync { range, .. } => add(range.is_some(), "range"),
+        Op::Madvise { advice, range, .. } => {
+            add(true, advice.keyword());
+            add(range.is_some(), "range");
+        }
         Op::Fault { access, size, .. } => {
             add(true, access.keyword());
             add(size.is_some(), "size");
@@ -256,6 +260,7 @@ fn format_examples_cover_every_op_expectation_and_pattern() {
     assert!(after_crash);
     let mut want: BTreeSet<String> = OP_KEYWORDS.iter().map(|k| k.to_string()).collect();
     want.extend(FallocMode::ALL.iter().map(|m| format!("fallocate {m}")));
+    want.extend(Advice::ALL.iter().map(|a| format!("madvise {a}")));
     for extra in [
         "reflink range",
         "mmap shared",
@@ -433,6 +438,40 @@ fn known_bugs_option() {
 }
 
 #[test]
+fn madvise_advice_parses_prints_and_round_trips() {
+    let src = "pmsim-trace 1\nt1 mmap /f 0 64K shared as m\nt1 madvise m pageout\n\
+               t1 madvise m pageout 4K 8K\nt1 madvise m dontneed\n";
+    let t = parse(src, "t.trace", &ParseOptions::default()).expect("parses");
+    let ops: Vec<&Op> = t.all_statements().map(|s| &s.op).collect();
+    let madvise = |advice, range| Op::Madvise {
+        map: "m".into(),
+        advice,
+        range,
+    };
+    assert_eq!(ops[1], &madvise(Advice::PageOut, None));
+    let r = Range {
+        off: 4096,
+        len: 8192,
+    };
+    assert_eq!(ops[2], &madvise(Advice::PageOut, Some(r)));
+    assert_eq!(ops[3], &madvise(Advice::DontNeed, None));
+    let printed = t.to_string();
+    assert!(printed.contains("t1 madvise m pageout\n"), "{printed}");
+    assert!(
+        printed.contains("t1 madvise m pageout 4KiB 8KiB\n"),
+        "{printed}"
+    );
+    round_trip(&t).unwrap();
+    // An unknown advice lists both.
+    let bad = "pmsim-trace 1\nt1 mmap /f 0 64K shared as m\nt1 madvise m cold\n";
+    let e = parse(bad, "b.trace", &ParseOptions::default()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "b.trace:3:14: error: expected `dontneed` or `pageout`, found `cold`"
+    );
+}
+
+#[test]
 fn invalid_utf8_is_an_error_at_its_position() {
     let mut src = b"pmsim-trace 1\nt1 write /f 0 8 \"\xc3\xa9".to_vec();
     src.extend_from_slice(b"\xff\"\n");
@@ -594,7 +633,8 @@ fn random_bytes(rng: &mut ChaCha8Rng) -> Vec<u8> {
 #[rustfmt::skip]
 const ARG_VOCAB: &[&str] = &[
     "/f", "/g", "0", "8", "64", "0x1000", "4K", "2MiB", "m", "m+0", "m+4K", "g", "g+0", "shared",
-    "private", "sync", "ro", "nohuge", "as", "into", "dontneed", "read", "write", "pte", "pmd",
+    "private", "sync", "ro", "nohuge", "as", "into", "dontneed", "pageout", "read", "write", "pte",
+    "pmd",
     "alloc", "punch", "notify", "pmem:0x1000", "10us", "0xab", "zero", "\"a b\"", "rand:7",
     "u64:0x1122", "=>", "ok", "any", "err(EIO)", "sigbus(ar)", "0x11|zero", "size=4K|8K",
 ];
@@ -913,7 +953,7 @@ impl TreeGen<'_> {
             },
             "madvise" => Op::Madvise {
                 map,
-                advice: Advice::DontNeed,
+                advice: *pick(self.rng, Advice::ALL),
                 range: self.range(),
             },
             "fault" => Op::Fault {

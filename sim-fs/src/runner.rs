@@ -78,7 +78,7 @@ use sim_mm::dax::fault::{
 use sim_mm::dax::{BugSet, Dax, DaxBug, Release};
 use sim_mm::invariants::{CheckPolicy, install_checks};
 use sim_mm::mm::{MmapFlags, do_mmap, do_munmap};
-use sim_mm::pgtable::{PmdVal, is_huge_zero_pfn, is_zero_pfn};
+use sim_mm::pgtable::{PmdVal, is_huge_zero_pfn, is_pagecache_pfn, is_zero_pfn};
 use sim_mm::signal::create_process;
 use sim_mm::world::{MmConfig, MmWorld};
 use sim_mm::{MmStruct, VmFault};
@@ -735,7 +735,7 @@ pub(crate) async fn fail(p: &P, name: &str, message: String) {
 enum Phys {
     /// Device byte address.
     Device(u64),
-    /// The 4 KiB or the huge zero page.
+    /// The 4 KiB or the huge zero page, or a 4.x hole page (bug mode `shadow-entries`).
     Zero,
     /// An anonymous DRAM page (a private CoW copy).
     Anon(u64),
@@ -754,7 +754,8 @@ impl Ctx {
     fn phys(&self, pfn: u64, va: u64) -> Phys {
         if (PMEM_BASE_PFN..PMEM_BASE_PFN + self.npages).contains(&pfn) {
             Phys::Device((pfn - PMEM_BASE_PFN) * PAGE + va % PAGE)
-        } else if is_zero_pfn(pfn) || is_huge_zero_pfn(pfn) {
+        } else if is_zero_pfn(pfn) || is_huge_zero_pfn(pfn) || is_pagecache_pfn(pfn) {
+            // (A page-cache page of a DAX mapping is a 4.x hole page: zeroed, read-only.)
             Phys::Zero
         } else {
             Phys::Anon(pfn)

@@ -19,6 +19,8 @@
 //!   the errno of the write that could not go on (`err(ENOSPC)`), having written what fit.
 //! - `read` returns the bytes up to the end of file; the expectation compares them padded with
 //!   zero bytes to `LEN` (the format's rule).
+//! - `madvise M pageout [OFF LEN]` evicts the page-cache pages the range maps
+//!   (`madvise_pageout`): none on today's DAX core; the hole pages of bug mode `shadow-entries`.
 //! - `msync M [OFF LEN]`: `OFF` must be page-aligned (EINVAL), the range must lie inside the
 //!   mapping (ENOMEM, as for an unmapped range); a shared mapping's file range is synced as
 //!   msync(MS_SYNC) does (`vfs_fsync_range(.., datasync = 1)`), a private one has nothing to
@@ -36,8 +38,8 @@ use crate::file::{Change, Falloc};
 use crate::fs::Inode;
 use crate::iomap::DaxfsFile;
 use sim_core::platform::SpinLockGuard;
-use sim_core::trace::{FallocMode, Op, Statement, Trace};
-use sim_mm::dax::invalidate::LLONG_MAX;
+use sim_core::trace::{Advice, FallocMode, Op, Statement, Trace};
+use sim_mm::dax::invalidate::{LLONG_MAX, madvise_pageout};
 use sim_mm::dax_entry::PG_PMD_NR;
 use sim_mm::mm::madvise_dontneed;
 use sim_mm::pgtable::PmdVal;
@@ -224,10 +226,16 @@ impl Ctx {
                     got.errno = Some("ENOMEM".into());
                     return got;
                 }
-                if matches!(s.op, Op::Madvise { .. }) {
+                if let Op::Madvise { advice, .. } = &s.op {
                     let mm = &self.mms[proc];
-                    if let Err(e) = madvise_dontneed(p, &self.fs.world, mm, m.addr + off, len).await
-                    {
+                    let (addr, r) = (m.addr + off, &self.dax);
+                    let done = match advice {
+                        Advice::DontNeed => {
+                            madvise_dontneed(p, &self.fs.world, mm, addr, len).await
+                        }
+                        Advice::PageOut => madvise_pageout(r, p, mm, addr, len).await,
+                    };
+                    if let Err(e) = done {
                         got.errno = Some(format!("{e:?}"));
                     }
                 } else if m.shared && len > 0 {

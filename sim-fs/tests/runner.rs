@@ -195,3 +195,77 @@ t sleep 1ms
     let v = f.violation.to_string();
     assert!(v.contains("data") && v.contains(message), "{v}");
 }
+
+/// `madvise M pageout`: on today's DAX core it evicts nothing (no DAX page is on an LRU), so
+/// every access after it hits the same translations; with bug mode `shadow-entries`, the 4.x
+/// hole pages are page-cache pages that write(2), write faults and truncate replace or remove
+/// (clean), and the one `pageout` evicts leaves a
+/// shadow whose workingset bit reads as DAX_LOCKED: the next fault of its index never wakes.
+#[test]
+fn madvise_pageout_evicts_only_the_hole_pages_of_the_shadow_entries_era() {
+    let mut mc = MachineConfig::default();
+    mc.set("pmem", &(16u64 << 20).to_string()).unwrap();
+    mc.set("cpus", "2").unwrap();
+    let run = |src: &str, bound: u32, every_step: bool| {
+        let mut model = TraceRunner::new(trace(src), mc.clone(), &[]).unwrap();
+        model.check_every_step = every_step;
+        let cfg = ExploreConfig {
+            strategy: Strategy::Dfs {
+                preemption_bound: Some(bound),
+            },
+            ..ExploreConfig::default()
+        };
+        explore(&model, &cfg, &mut |_| {}).unwrap()
+    };
+    // Modern core: zero entries and pmem pages stay mapped; the loads after the pageout find
+    // them (a fault of the hole would be a new zero entry: the oracle checks the bytes anyway).
+    let modern = "pmsim-trace 1
+machine cpus=2 pmem=16MiB
+file /f size=64K fill=0x5a prealloc
+file /h size=64K hole
+t mmap /f 0 64K shared nohuge as a
+t mmap /h 0 64K shared nohuge as b
+t load a+0 8 => 0x5a
+t load b+0x1000 8 => zero
+t madvise a pageout
+t madvise b pageout 0 8K
+t load a+0 8 => 0x5a
+t load b+0x1000 8 => zero
+t store b+0x1000 8 0x77
+t fsync /h
+t load b+0x1000 8 => 0x77
+";
+    let rep = run(modern, 1, true);
+    assert!(rep.failure.is_none(), "{}", rep.failure.unwrap().violation);
+    assert!(rep.exhausted);
+    // The era's hole pages without eviction: two threads race reads of holes (hole pages) with
+    // write(2) over one of them, a write fault over the other and a truncate.
+    let era = "pmsim-trace 1
+machine cpus=2 pmem=16MiB
+bug shadow-entries
+proc p threads=r,w
+file /h size=64K hole
+r mmap /h 0 64K shared nohuge as m
+r load m+0 8 => zero|0xa1
+w write /h 0 8 0xa1
+r load m+0x2000 8 => zero|sigbus
+r store m+0x2000 8 0x77 => ok|sigbus
+r load m+0 8 => zero|0xa1
+w truncate /h 4K
+";
+    // (Not every step: write(2)'s invalidate_inode_pages2_range removes an entry that a racing
+    // fault mapped after its first unmap, until its second unmap, on today's core too; the
+    // kernel has the same window.)
+    let rep = run(era, 1, false);
+    assert!(rep.failure.is_none(), "{}", rep.failure.unwrap().violation);
+    assert!(rep.exhausted && rep.runs > 10, "runs {}", rep.runs);
+    // The eviction: the next fault of the index sleeps on the shadow's "lock".
+    let evicted = era.replace("r store m+0x2000", "r madvise m pageout\nr store m+0x2000");
+    let rep = run(&evicted, 0, true);
+    let f = rep.failure.expect("the write fault waits on the shadow");
+    let v = f.violation.to_string();
+    assert!(
+        v.contains("lost-wakeup") && v.contains("grab_mapping_entry"),
+        "{v}"
+    );
+}

@@ -19,9 +19,9 @@ use crate::dax_entry::{
 };
 use crate::mm::VmaBounds;
 use crate::page::{MemMapSnapshot, Page, Pfn};
-use crate::pgtable::{Leaf, is_huge_zero_pfn, is_zero_pfn};
+use crate::pgtable::{Leaf, is_huge_zero_pfn, is_pagecache_pfn, is_zero_pfn};
 use crate::world::MmWorld;
-use crate::xarray::XArray;
+use crate::xarray::{XArray, XaEntry};
 use crate::{MmId, dax_entry::PG_PMD_NR};
 use serde::{Deserialize, Serialize};
 use sim_core::Platform;
@@ -254,6 +254,10 @@ fn check_mm(
             }
             continue;
         }
+        if is_pagecache_pfn(pfn) {
+            check_hole_page_leaf(s, mm, leaf, vma, *file, out);
+            continue;
+        }
         if s.memmap.get(pfn).is_none() {
             // A leaf outside the pmem memmap is an anonymous CoW copy: private VMAs only.
             if vma.shared() {
@@ -353,6 +357,40 @@ fn check_leaf_entry(
             huge,
             entry: e.0,
         });
+    }
+}
+
+/// A leaf that maps a page-cache page (a 4.x hole page, bug mode `shadow-entries`) is read-only
+/// (it holds zeros for a hole) and maps the page at its own index of the mapped file, or that
+/// index's entry is locked: the page is being taken out (`dax_lock_hole_page` locks the slot,
+/// then unmaps), or put in (`dax_load_hole` maps it under the entry lock, then stores it).
+fn check_hole_page_leaf(
+    s: &MmSnapshot,
+    mm: &MmView,
+    leaf: &Leaf,
+    vma: &VmaBounds,
+    file: MappingId,
+    out: &mut Vec<Violation>,
+) {
+    let (addr, pfn, id) = (leaf.addr(), leaf.pfn(), mm.id);
+    if leaf.write() {
+        out.push(Violation::WritableZeroPage { mm: id, addr });
+    }
+    let Some(m) = s.mappings.iter().find(|m| m.id == file) else {
+        return;
+    };
+    let index = vma.linear_page_index(addr);
+    match m.xa.lookup(index).map(|it| it.entry) {
+        Some(e) if e == XaEntry::from_folio_pfn(pfn) => {}
+        Some(e) if e.is_value() && dax_flags(e) & DAX_LOCKED != 0 => {}
+        Some(e) => out.push(Violation::LeafEntryMismatch {
+            mm: id,
+            addr,
+            pfn,
+            huge: leaf.size() > 1 << PAGE_SHIFT,
+            entry: e.0,
+        }),
+        None => out.push(Violation::LeafWithoutEntry { mm: id, addr, pfn }),
     }
 }
 

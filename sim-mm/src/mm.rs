@@ -23,7 +23,8 @@
 use crate::dax_entry::{PAGE_SHIFT, PAGE_SIZE, PG_PMD_NR, PMD_SIZE};
 use crate::pgtable::{
     _PAGE_ACCESSED, _PAGE_DEVMAP, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_SPECIAL,
-    HUGE_ZERO_PFN, Leaf, PageTable, Pmd, PmdVal, Pte, ZERO_PFN, is_huge_zero_pfn, is_zero_pfn,
+    HUGE_ZERO_PFN, Leaf, PageTable, Pmd, PmdVal, Pte, ZERO_PFN, is_huge_zero_pfn, is_pagecache_pfn,
+    is_zero_pfn,
 };
 use crate::rmap::{RmapVma, linear_page_index, vma_address};
 use crate::world::{AddressSpace, MmWorld};
@@ -355,7 +356,7 @@ impl<P: Platform> MmStruct<P> {
 
 /// Whether a leaf maps an anonymous (DRAM, copy-on-write) page: not special and not pmem.
 fn leaf_is_anon<P: Platform>(world: &MmWorld<P>, l: &Leaf) -> bool {
-    !l.special() && !world.memmap.pfn_valid(l.pfn())
+    !l.special() && !world.memmap.pfn_valid(l.pfn()) && !is_pagecache_pfn(l.pfn())
 }
 
 /// Clear the leaves in `[start, end)` with the page-table lock held: mapcounts are dropped now,
@@ -647,6 +648,34 @@ pub async fn vmf_insert_zero_page<P: Platform>(
     } else {
         if !pt.pte_get(addr).unwrap_or_default().present() {
             let _ = pt.set_pte(addr, Pte::mk(ZERO_PFN, _PAGE_SPECIAL));
+        }
+        VmFault::NOPAGE
+    };
+    pt.unlock().await;
+    ret
+}
+
+/// `finish_fault` for a 4.x DAX hole page (bug mode `shadow-entries`): map the page-cache page
+/// `pfn` (DRAM, zeroed) read-only at `addr`, if nothing is mapped there. It is a normal page,
+/// not a special one: reclaim can find and unmap it.
+pub async fn vmf_insert_hole_page<P: Platform>(
+    p: &P,
+    mm: &MmStruct<P>,
+    vma: &VmaBounds,
+    addr: u64,
+    pfn: Pfn,
+) -> VmFault {
+    let _fn = p.enter_fn("finish_fault");
+    let addr = addr & !(PAGE_SIZE - 1);
+    if !vma.contains(addr) || !is_pagecache_pfn(pfn) {
+        return VmFault::SIGBUS;
+    }
+    let mut pt = mm.page_table.lock(p).await;
+    let ret = if pt.pte_alloc(addr).is_err() {
+        VmFault::OOM
+    } else {
+        if !pt.pte_get(addr).unwrap_or_default().present() {
+            let _ = pt.set_pte(addr, Pte::mk(pfn, _PAGE_ACCESSED));
         }
         VmFault::NOPAGE
     };

@@ -40,6 +40,17 @@ pub fn is_huge_zero_pfn(pfn: u64) -> bool {
     (HUGE_ZERO_PFN..HUGE_ZERO_PFN + PG_PMD_NR).contains(&pfn)
 }
 
+/// The first pfn of the page-cache pages a DAX mapping can hold: the 4.x hole pages of bug mode
+/// `shadow-entries` (DRAM above the anonymous pages, below the pmem; no struct page modelled).
+pub const PAGECACHE_BASE_PFN: u64 = 0x80000;
+/// The number of page-cache pfns (the range ends where the pmem begins, pfn 0x100000).
+pub const PAGECACHE_NR: u64 = 0x80000;
+
+/// Whether `pfn` is a page-cache page (a 4.x hole page), not an anonymous copy.
+pub fn is_pagecache_pfn(pfn: u64) -> bool {
+    (PAGECACHE_BASE_PFN..PAGECACHE_BASE_PFN + PAGECACHE_NR).contains(&pfn)
+}
+
 macro_rules! entry_ops {
     ($t:ident) => {
         impl $t {

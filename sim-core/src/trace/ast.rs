@@ -359,7 +359,10 @@ pub enum PageSize {
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Advice {
+    /// `MADV_DONTNEED`: zap the range's page-table entries.
     DontNeed,
+    /// `MADV_PAGEOUT`: reclaim the page-cache pages the range maps.
+    PageOut,
 }
 
 keywords!(Media { OptaneLike => "optane-like", CxlLike => "cxl-like", Dram => "dram" });
@@ -376,7 +379,7 @@ keywords!(FallocMode {
 keywords!(Sharing { Shared => "shared", Private => "private" });
 keywords!(Access { Read => "read", Write => "write" });
 keywords!(PageSize { Pte => "pte", Pmd => "pmd" });
-keywords!(Advice { DontNeed => "dontneed" });
+keywords!(Advice { DontNeed => "dontneed", PageOut => "pageout" });
 keywords!(SigbusCode { Ar => "ar", Ao => "ao" });
 
 /// What `poison` targets.

@@ -15,6 +15,7 @@ use super::entry::{
     XaGuard, dax_associate_entry, dax_disassociate_entry, dax_lock_entry, dax_unlock_entry,
     dax_wake_entry, get_next_unlocked_entry, put_unlocked_entry,
 };
+use super::invalidate::{dax_lock_hole_page, is_hole_page};
 use super::iomap::{
     IOMAP_DAX, IOMAP_F_DIRTY, IOMAP_F_NEW, IOMAP_F_SHARED, IOMAP_FAULT, IOMAP_WRITE, IomapOps,
     IomapPair, IomapType,
@@ -27,7 +28,8 @@ use crate::dax_entry::{
 };
 use crate::mm::{
     MmStruct, VmFault, Vma, split_huge_pmd, unmap_mapping_pages, vmf_insert_anon_page,
-    vmf_insert_folio_pmd, vmf_insert_huge_zero_pmd, vmf_insert_page_mkwrite, vmf_insert_zero_page,
+    vmf_insert_folio_pmd, vmf_insert_hole_page, vmf_insert_huge_zero_pmd, vmf_insert_page_mkwrite,
+    vmf_insert_zero_page,
 };
 use crate::pgtable::{HUGE_ZERO_PFN, PmdVal};
 use crate::world::AddressSpace;
@@ -138,6 +140,16 @@ pub async fn grab_mapping_entry<P: Platform>(
             xa.release(dax.release_steps).await;
             return Err(VmFault::FALLBACK);
         }
+        if is_hole_page(dax, entry) {
+            // shadow-entries (4.x): a hole page. A PMD fault falls back to PTEs (4.10's
+            // grab_mapping_entry); a PTE fault locks and unmaps it and goes on as if the slot
+            // were empty: a read maps a new hole page, a write replaces it with its block.
+            if order > 0 {
+                xa.release(dax.release_steps).await;
+                return Err(VmFault::FALLBACK);
+            }
+            return Ok(dax_lock_hole_page(dax, p, mapping, xa, xas).await);
+        }
         if !entry.is_value() {
             xa.release(dax.release_steps).await;
             return Err(VmFault::SIGBUS);
@@ -218,7 +230,8 @@ async fn fault_unlock_entry<P: Platform>(
     xas: &mut XaState,
     entry: XaEntry,
 ) {
-    if !dax.bug(DaxBug::NoEntryLock) {
+    // (A 4.x hole page replaced the locked entry already: `dax_load_hole`.)
+    if !dax.bug(DaxBug::NoEntryLock) && !entry.is_pointer() {
         dax_unlock_entry(dax, p, mapping, xas, entry).await;
     }
 }
@@ -364,6 +377,9 @@ pub async fn dax_load_hole<P: Platform>(
     entry: &mut XaEntry,
 ) -> VmFault {
     let _fn = p.enter_fn("dax_load_hole");
+    if dax.bug(DaxBug::ShadowEntries) && dax_is_empty_entry(*entry) && !dax_is_pmd_entry(*entry) {
+        return dax_load_hole_page(dax, p, vmf, xas, entry).await;
+    }
     let (zero, _) = dax.zero_pfns();
     *entry = dax_insert_entry(
         dax,
@@ -378,6 +394,41 @@ pub async fn dax_load_hole<P: Platform>(
     )
     .await;
     vmf_insert_zero_page(p, vmf.mm, &vmf.vma.b, vmf.address).await
+}
+
+/// `dax_load_hole` of 4.7 .. 4.14 (bug mode `shadow-entries`, whose era it is): the read of a
+/// hole gets a zeroed page-cache page (`find_or_create_page`), mapped read-only while the entry
+/// lock is still held (the kernel held the page lock until `finish_fault` had mapped it); the
+/// page then replaces the locked empty entry in the xarray (`page_cache_tree_insert`), which
+/// wakes every waiter of the entry (965d004af540). `*entry` becomes the page, which the caller
+/// does not unlock.
+async fn dax_load_hole_page<P: Platform>(
+    dax: &Dax<P>,
+    p: &P,
+    vmf: &Vmf<'_, P>,
+    xas: &mut XaState,
+    entry: &mut XaEntry,
+) -> VmFault {
+    let mapping = vmf.mapping();
+    let page = dax.alloc_hole_page(p).await;
+    let ret = vmf_insert_hole_page(p, vmf.mm, &vmf.vma.b, vmf.address, page).await;
+    xas.reset();
+    let mut xa = mapping.i_pages.lock(p).await;
+    let old = xa.xas_store(xas, XaEntry::from_folio_pfn(page));
+    dax_wake_entry(dax, p, mapping, xas, *entry, WakeMode::All).await;
+    xa.release(dax.release_steps).await;
+    let expect = crate::xarray::xa_mk_value(
+        crate::xarray::xa_to_value(*entry) | crate::dax_entry::DAX_LOCKED,
+    );
+    warn_on(p, old != expect, "dax-hole-page-insert", || {
+        format!(
+            "dax_load_hole: ino {} index {:#x}: found {old:?}, expected {expect:?}",
+            mapping.host, xas.xa_index
+        )
+    })
+    .await;
+    *entry = XaEntry::from_folio_pfn(page);
+    ret
 }
 
 /// `dax_pmd_load_hole`: a PMD read of a hole maps the huge zero folio behind a

@@ -13,21 +13,23 @@
 //!   scan, wait for the busy page to go idle (through the file system's callback, which drops
 //!   and retakes its own locks), scan again, and once nothing is busy delete the entries.
 //!
-//! Also here: the page-cache eviction of a (4.4-era hole) page from a DAX mapping,
-//! [`__remove_mapping`], where the kernel decides not to leave a workingset shadow entry in a
-//! DAX mapping (bug mode `shadow-entries`).
+//! Also here: the page-cache eviction of a (4.x hole) page from a DAX mapping,
+//! [`madvise_pageout`] and [`__remove_mapping`], where the kernel decides not to leave a
+//! workingset shadow entry in a DAX mapping (bug mode `shadow-entries`), and the removal of
+//! such a page by invalidation and truncate ([`dax_lock_hole_page`]).
 
 use super::entry::{
-    XaGuard, dax_disassociate_entry, get_next_unlocked_entry, put_unlocked_entry,
+    XaGuard, dax_disassociate_entry, dax_lock_entry, get_next_unlocked_entry, put_unlocked_entry,
     wait_entry_unlocked_exclusive,
 };
 use super::writeback::XA_CHECK_SCHED;
 use super::{Dax, DaxBug, Release};
 use crate::dax_entry::{
-    PAGE_SHIFT, dax_entry_nr_pfns, dax_entry_order, dax_is_empty_entry, dax_is_zero_entry,
-    dax_to_pfn,
+    DAX_EMPTY, PAGE_SHIFT, PAGE_SIZE, dax_entry_nr_pfns, dax_entry_order, dax_is_empty_entry,
+    dax_is_zero_entry, dax_make_entry, dax_to_pfn,
 };
-use crate::mm::unmap_mapping_pages;
+use crate::mm::{MmStruct, unmap_mapping_pages};
+use crate::pgtable::is_pagecache_pfn;
 use crate::world::AddressSpace;
 use crate::xarray::{
     PAGECACHE_TAG_DIRTY, PAGECACHE_TAG_TOWRITE, XaEntry, XaOps, XaState, xa_mk_value,
@@ -52,7 +54,14 @@ pub async fn __dax_invalidate_entry<P: Platform>(
 ) -> bool {
     let mut xas = XaState::new(index);
     let xa = mapping.i_pages.lock(p).await;
-    let (mut xa, entry) = get_next_unlocked_entry(dax, p, mapping, xa, &mut xas, 0).await;
+    let (mut xa, mut entry) = get_next_unlocked_entry(dax, p, mapping, xa, &mut xas, 0).await;
+    if is_hole_page(dax, entry) {
+        // invalidate_inode_pages2_range / truncate_inode_pages_range on a 4.x hole page: lock
+        // and unmap it; it is clean, so it goes in both cases.
+        entry = dax_lock_hole_page(dax, p, mapping, xa, &mut xas).await;
+        xa = mapping.i_pages.lock(p).await;
+        xas.reset();
+    }
     let mut removed = false;
     if !entry.is_null()
         && !warn_on(p, !entry.is_value(), "dax-invalidate-non-value", || {
@@ -177,13 +186,15 @@ pub async fn dax_layout_busy_page_range<P: Platform>(
             break;
         }
         let next = entry_end(xas.xa_index, entry);
-        if !warn_on(p, !entry.is_value(), "dax-busy-non-value", || {
-            format!(
-                "dax_layout_busy_page_range: ino {} index {:#x} holds {entry:?}",
-                mapping.host, xas.xa_index
-            )
-        })
-        .await
+        // A 4.x hole page (shadow-entries) is DRAM: never pinned for DMA into the file.
+        if !is_hole_page(dax, entry)
+            && !warn_on(p, !entry.is_value(), "dax-busy-non-value", || {
+                format!(
+                    "dax_layout_busy_page_range: ino {} index {:#x} holds {entry:?}",
+                    mapping.host, xas.xa_index
+                )
+            })
+            .await
         {
             if dax.bug(DaxBug::BusyScanSkipsLocked) {
                 // Before 6.15: get_unlocked_entry with the iteration's xa_state, whose
@@ -242,7 +253,15 @@ pub async fn dax_delete_mapping_range<P: Platform>(
             break;
         }
         let next = entry_end(xas.xa_index, found);
-        if found.is_value() {
+        if is_hole_page(dax, found) {
+            // truncate_inode_pages_range on a 4.x hole page: lock and unmap it, delete it.
+            let entry = dax_lock_hole_page(dax, p, mapping, xa, &mut xas).await;
+            xa = mapping.i_pages.lock(p).await;
+            xas.reset();
+            xa.xas_store(&mut xas, XaEntry::NULL);
+            xa.nrpages_add(-1);
+            put_unlocked_entry(dax, p, mapping, &xas, entry, WakeMode::All).await;
+        } else if found.is_value() {
             let entry;
             (xa, entry) = wait_entry_unlocked_exclusive(dax, p, mapping, xa, &mut xas, found).await;
             if !entry.is_null() {
@@ -320,6 +339,43 @@ pub async fn dax_break_layout_final<P: Platform>(dax: &Dax<P>, p: &P, mapping: &
     dax_delete_mapping_range(dax, p, mapping, 0, LLONG_MAX).await;
 }
 
+/// Whether `entry` is a 4.x hole page (a page-cache page in a DAX mapping), which only bug mode
+/// `shadow-entries` creates ([`super::fault::dax_load_hole`]).
+pub fn is_hole_page<P: Platform>(dax: &Dax<P>, entry: XaEntry) -> bool {
+    entry.is_pointer() && dax.bug(DaxBug::ShadowEntries)
+}
+
+/// A 4.x hole page found at `xas` (i_pages lock held, `xa`) is taken out of the way, as
+/// `lock_page` + `unmap_mapping_range` did before the page was deleted or replaced by a block
+/// entry: its slot gets a locked empty DAX entry (the model's page lock: hole pages have no
+/// struct page; waiters sleep on the entry's key as on any locked entry), the i_pages lock is
+/// dropped and every mapping of the index is zapped. Returns the (unlocked form of the) locked
+/// empty entry the caller now owns, without the i_pages lock. `nrpages` is unchanged: one page
+/// for one empty entry.
+pub async fn dax_lock_hole_page<P: Platform>(
+    dax: &Dax<P>,
+    p: &P,
+    mapping: &AddressSpace<P>,
+    mut xa: XaGuard<'_, P>,
+    xas: &mut XaState,
+) -> XaEntry {
+    let _fn = p.enter_fn("lock_page");
+    let index = xas.xa_index;
+    let empty = dax_make_entry(0, DAX_EMPTY);
+    let old = dax_lock_entry(&mut xa, xas, empty);
+    xa.release(dax.release_steps).await;
+    warn_on(p, !old.is_pointer(), "dax-hole-page-changed", || {
+        format!(
+            "lock_page: ino {} index {index:#x}: found {old:?}, not a hole page",
+            mapping.host
+        )
+    })
+    .await;
+    // Nothing maps the page afterwards: a fault that finds the locked entry waits for it.
+    unmap_mapping_pages(p, &dax.world, mapping, index, 1, false).await;
+    empty
+}
+
 /// `MEM_CGROUP_ID_SHIFT`, `NODES_SHIFT` (x86-64 defconfig) and `WORKINGSET_SHIFT` of
 /// mm/workingset.c.
 const MEM_CGROUP_ID_SHIFT: u32 = 16;
@@ -336,24 +392,30 @@ pub fn pack_shadow(memcg_id: u16, node: u32, eviction: u64, workingset: bool) ->
     xa_mk_value(v)
 }
 
-/// `__remove_mapping(mapping, folio, reclaimed)` for the page-cache folio at `index` of a DAX
-/// mapping (the 4.4-era DAX hole page, `dax_load_hole` then): reclaim replaces it with a
+/// `__remove_mapping(mapping, folio, reclaimed)` for the page-cache folio `pfn` at `index` of a
+/// DAX mapping (the 4.x DAX hole page of bug mode `shadow-entries`): reclaim replaces it with a
 /// workingset shadow entry, except in a DAX mapping (`!dax_mapping(mapping)`, f9fe48bece3a),
 /// where a shadow would be misread as a DAX entry. Bug mode `shadow-entries` leaves the
 /// shadow. `eviction` and `workingset` stand for the LRU's nonresident age and the folio's
-/// workingset bit. Returns whether a folio was there.
+/// workingset bit. Returns whether the folio was there (the kernel's folio lock and refcount
+/// freeze: a slot that no longer holds this folio is left alone).
+///
+/// The shadow is counted in `nrpages` while it is there, as the 4.x kernel counted shadow and
+/// DAX entries together in `nrexceptional`: the model's `nrpages` counts every entry.
 pub async fn __remove_mapping<P: Platform>(
     dax: &Dax<P>,
     p: &P,
     mapping: &AddressSpace<P>,
     index: u64,
+    pfn: Pfn,
     eviction: u64,
     workingset: bool,
 ) -> bool {
+    let _fn = p.enter_fn("__remove_mapping");
     let mut xa = mapping.i_pages.lock(p).await;
     let mut xas = XaState::new(index);
     let folio = xa.xas_load(&mut xas);
-    if !folio.is_pointer() {
+    if folio != XaEntry::from_folio_pfn(pfn) {
         xa.release(dax.release_steps).await;
         return false;
     }
@@ -366,7 +428,62 @@ pub async fn __remove_mapping<P: Platform>(
     // __filemap_remove_folio -> page_cache_delete: the folio goes, the shadow (if any) stays.
     xa.xas_store(&mut xas, shadow);
     xa.xas_init_marks(&xas);
-    xa.nrpages_add(-1);
+    if shadow.is_null() {
+        xa.nrpages_add(-1);
+    }
     xa.release(dax.release_steps).await;
     true
+}
+
+/// `madvise(MADV_PAGEOUT)` over `[start, start + len)` of `mm` (`madvise_cold_or_pageout_pte_range`
+/// then `reclaim_pages`): every page-cache page the range maps is unmapped everywhere
+/// (`try_to_unmap`) and evicted (`__remove_mapping(reclaimed = true)`), references ignored.
+/// Returns the number of pages evicted.
+///
+/// On today's DAX core this evicts nothing: DAX pages are ZONE_DEVICE pages, never on an LRU,
+/// and the zero pages are special; anonymous copy-on-write pages would go to swap, which the
+/// model does not have. Only the 4.x hole pages of bug mode `shadow-entries` are page-cache
+/// pages. Their `PG_workingset` is taken as set (the model keeps no LRU lists): the shadow's
+/// low bit is then set, which a DAX path reads as `DAX_LOCKED`.
+pub async fn madvise_pageout<P: Platform>(
+    dax: &Dax<P>,
+    p: &P,
+    mm: &MmStruct<P>,
+    start: u64,
+    len: u64,
+) -> Result<usize, Errno> {
+    let _fn = p.enter_fn("madvise_pageout");
+    if !start.is_multiple_of(PAGE_SIZE) {
+        return Err(Errno::EINVAL);
+    }
+    let end = start.saturating_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE);
+    let vmas = mm.mmap_lock.read(p).await;
+    // The page-table walk: the page-cache pages mapped in the range, with their file and index.
+    let mut pages = Vec::new();
+    let pt = mm.page_table.lock(p).await;
+    for v in vmas.overlapping(start, end) {
+        let mut a = v.b.vm_start.max(start);
+        while a < v.b.vm_end.min(end) {
+            if let Some(pte) = pt.pte_get(a)
+                && pte.present()
+                && !pte.special()
+                && is_pagecache_pfn(pte.pfn())
+            {
+                pages.push((v.vm_file.clone(), v.b.linear_page_index(a), pte.pfn()));
+            }
+            a += PAGE_SIZE;
+        }
+    }
+    pt.unlock().await;
+    let mut n = 0;
+    for (mapping, index, pfn) in pages {
+        // try_to_unmap: a page-cache page is mapped only at its own index.
+        unmap_mapping_pages(p, &dax.world, &mapping, index, 1, false).await;
+        let eviction = dax.workingset_age_nonresident(p).await;
+        if __remove_mapping(dax, p, &mapping, index, pfn, eviction, true).await {
+            n += 1;
+        }
+    }
+    vmas.unlock().await;
+    Ok(n)
 }

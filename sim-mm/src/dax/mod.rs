@@ -182,7 +182,10 @@ impl DaxBug {
                  dax_finish_sync_fault making the block allocation durable"
             }
             DaxBug::ShadowEntries => {
-                "__remove_mapping: the workingset shadow entry is stored in a DAX mapping (no \
+                "dax_load_hole: a PTE read of a hole maps a zeroed page-cache page, stored in \
+                 the xarray (the hole page of 4.4 .. 4.14, which faults and invalidations \
+                 replace; today a zero entry); __remove_mapping (reclaim, `madvise pageout`): \
+                 the evicted hole page leaves a workingset shadow entry in the DAX mapping (no \
                  !dax_mapping check)"
             }
             DaxBug::MfSpeculativePageLock => {
@@ -297,8 +300,19 @@ pub struct Dax<P: Platform> {
     /// `wait_table[DAX_WAIT_TABLE_ENTRIES]` (`1 << wait_bits` buckets).
     wait_bits: u32,
     wait_table: Box<[WaitQueue<P>]>,
-    /// The next free anonymous (DRAM) pfn for copy-on-write pages (the page allocator).
-    anon_next: SpinLock<P, u64>,
+    /// The page allocator for DRAM pages: anonymous copy-on-write pages, and the 4.x hole
+    /// pages of bug mode `shadow-entries` (with the LRU's eviction clock).
+    page_alloc: SpinLock<P, PageAlloc>,
+}
+
+/// The DRAM page allocator's state (one lock: `alloc_page` and the LRU share the zone).
+struct PageAlloc {
+    /// The next free anonymous pfn.
+    anon_next: u64,
+    /// The next free page-cache pfn (pages are never reused: the range is large).
+    pagecache_next: u64,
+    /// `lruvec->nonresident_age`: evictions so far (the shadow entry's eviction timestamp).
+    nonresident_age: u64,
 }
 
 /// How the DAX core releases a lock guard: with the current step (drop), or, with `step`, as a
@@ -351,17 +365,50 @@ impl<P: Platform> Dax<P> {
             release_steps: false,
             wait_bits: bits,
             wait_table,
-            anon_next: SpinLock::new(p, "anon_pages", ANON_BASE_PFN),
+            page_alloc: SpinLock::new(
+                p,
+                "page_alloc",
+                PageAlloc {
+                    anon_next: ANON_BASE_PFN,
+                    pagecache_next: crate::pgtable::PAGECACHE_BASE_PFN,
+                    nonresident_age: 0,
+                },
+            ),
         }
     }
 
     /// `alloc_page(GFP_HIGHUSER_MOVABLE)` for a copy-on-write fault: a fresh anonymous pfn.
     pub async fn alloc_anon_page(&self, p: &P) -> u64 {
-        let mut g = self.anon_next.lock(p).await;
-        let pfn = *g;
-        *g += 1;
+        let mut g = self.page_alloc.lock(p).await;
+        let pfn = g.anon_next;
+        g.anon_next += 1;
         drop(g);
         pfn
+    }
+
+    /// `find_or_create_page(mapping, index, GFP | __GFP_ZERO)` for a 4.x hole page (bug mode
+    /// `shadow-entries`): a fresh zeroed page-cache pfn.
+    pub async fn alloc_hole_page(&self, p: &P) -> u64 {
+        let mut g = self.page_alloc.lock(p).await;
+        let pfn = g.pagecache_next;
+        g.pagecache_next += 1;
+        drop(g);
+        // The range ends where the pmem begins; a run never allocates half a million pages.
+        assert!(
+            crate::pgtable::is_pagecache_pfn(pfn),
+            "page-cache pfns exhausted"
+        );
+        pfn
+    }
+
+    /// `workingset_eviction`'s clock: advance `lruvec->nonresident_age` for one eviction and
+    /// return the eviction's timestamp.
+    pub async fn workingset_age_nonresident(&self, p: &P) -> u64 {
+        let mut g = self.page_alloc.lock(p).await;
+        g.nonresident_age += 1;
+        let age = g.nonresident_age;
+        drop(g);
+        age
     }
 
     /// Whether bug mode `b` is on.
