@@ -69,7 +69,8 @@ pub const BUG_MODES: &[BugMode] = &[
         name: "invalidate-wake-next",
         fixed_by: "237388320def (5.13, 2021)",
         summary: "__dax_invalidate_entry wakes with WAKE_NEXT instead of WAKE_ALL: the one woken \
-                  waiter finds NULL and passes the wake-up on to nobody",
+                  waiter finds the entry gone and does not pass the wake-up on (an invalidator \
+                  finds NULL; a fault's new PTE entry wakes its own index, not the PMD's key)",
         available: true,
     },
     BugMode {

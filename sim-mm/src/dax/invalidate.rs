@@ -81,8 +81,9 @@ pub async fn __dax_invalidate_entry<P: Platform>(
         removed = true;
     }
     // The entry may be gone: every waiter must look again (237388320def). With WAKE_NEXT
-    // (invalidate-wake-next, before 5.13) the one woken waiter finds NULL, passes nothing on,
-    // and the others sleep forever.
+    // (invalidate-wake-next, before 5.13) the one woken waiter finds the entry gone and need not
+    // pass the wake-up on (an invalidator finds NULL; a fault waiting on a PMD entry makes a PTE
+    // entry, whose unlock wakes its own index), and the others sleep forever.
     let mode = if dax.bug(DaxBug::InvalidateWakeNext) {
         WakeMode::Next
     } else {
