@@ -59,14 +59,18 @@ impl LockDep {
     /// `lock_acquire`: check the order against every held lock, then record the lock.
     pub async fn acquire<P: Platform>(&self, p: &P, class: FsLock, sub: u64) {
         let t = p.current_task();
+        // Only a violation copies the stack (for its message): this runs on every lock taken.
         let (bad, held) = {
             let map = self.held.lock().unwrap();
-            let held = map.get(&t).cloned().unwrap_or_default();
-            let bad = held
+            let stack = map.get(&t).map_or(&[][..], Vec::as_slice);
+            match stack
                 .iter()
                 .copied()
-                .find(|&h| !LockDep::allowed(h, class, sub));
-            (bad, held)
+                .find(|&h| !LockDep::allowed(h, class, sub))
+            {
+                Some(h) => (Some(h), stack.to_vec()),
+                None => (None, Vec::new()),
+            }
         };
         // Lock order: see the module table.
         bug_on(p, bad.is_some(), "lockdep-daxfs-lock-order", || {
@@ -89,13 +93,12 @@ impl LockDep {
     /// `lock_release`.
     pub fn release(&self, t: TaskId, class: FsLock, sub: u64) {
         let mut map = self.held.lock().unwrap();
-        if let Some(v) = map.get_mut(&t) {
-            if let Some(i) = v.iter().rposition(|&h| h == (class, sub)) {
-                v.remove(i);
-            }
-            if v.is_empty() {
-                map.remove(&t);
-            }
+        // An empty stack stays in the map (a task takes locks again and again): `held_by`
+        // reads it as no stack.
+        if let Some(v) = map.get_mut(&t)
+            && let Some(i) = v.iter().rposition(|&h| h == (class, sub))
+        {
+            v.remove(i);
         }
     }
 

@@ -248,9 +248,10 @@ struct State {
     /// Tasks spawned by the task being polled, whose futures the executor has not taken yet.
     /// Invariant: empty between polls, and `tasks.len() == futures.len() + spawned.len()`.
     spawned: Vec<TaskFuture>,
-    /// Each wait queue's last wake-up and whom it reached, for display (`inspect`): no step
-    /// reads it, so it is in no footprint.
-    last_wakes: std::collections::BTreeMap<u32, inspect::WakeRecord>,
+    /// Each wait queue's last wake-up and whom it reached, for display (`inspect`), by object
+    /// id (`None`: never woken; the vector may be shorter than `objs`): no step reads it, so
+    /// it is in no footprint.
+    last_wakes: Vec<Option<inspect::WakeRecord>>,
 }
 
 impl State {
@@ -472,9 +473,33 @@ impl State {
     }
 
     fn wake_up(&mut self, id: usize, key: WaitKey, mode: WakeMode) -> usize {
+        let mut woken = Vec::new();
+        if id >= self.last_wakes.len() {
+            self.last_wakes.resize(id + 1, None);
+        }
+        if self.wq_mut(id).is_empty() {
+            // Nobody to wake (the common case): record the wake-up, reusing its record.
+            let waker = self.current;
+            match &mut self.last_wakes[id] {
+                Some(r) => {
+                    r.waker = waker;
+                    r.key = key;
+                    r.mode = mode;
+                    r.woken.clear();
+                }
+                r @ None => {
+                    *r = Some(inspect::WakeRecord {
+                        waker,
+                        key,
+                        mode,
+                        woken,
+                    })
+                }
+            }
+            return 0;
+        }
         let waiters = std::mem::take(self.wq_mut(id));
         let mut kept = Vec::with_capacity(waiters.len());
-        let mut woken = Vec::new();
         let mut exclusive_left = matches!(mode, WakeMode::Next);
         let mut stop = false;
         for w in waiters {
@@ -491,15 +516,12 @@ impl State {
             }
         }
         *self.wq_mut(id) = kept;
-        self.last_wakes.insert(
-            id as u32,
-            inspect::WakeRecord {
-                waker: self.current,
-                key,
-                mode,
-                woken: woken.clone(),
-            },
-        );
+        self.last_wakes[id] = Some(inspect::WakeRecord {
+            waker: self.current,
+            key,
+            mode,
+            woken: woken.clone(),
+        });
         for &t in &woken {
             if let Some(w) = self.tasks[t as usize].wait.as_mut() {
                 w.woken = true;
@@ -899,7 +921,14 @@ impl Platform for SimPlatform {
         op.arg = key.1;
         sim_op(wq, op, None, |s| {
             let t = &mut s.tasks[s.current as usize];
-            t.last_wake = Some((wq.id, key, mode, t.path.clone()));
+            // Reuse the record's path vector: a wake-up is on every entry unlock.
+            match &mut t.last_wake {
+                Some((q, k, m, path)) => {
+                    (*q, *k, *m) = (wq.id, key, mode);
+                    path.clone_from(&t.path);
+                }
+                None => t.last_wake = Some((wq.id, key, mode, t.path.clone())),
+            }
             s.wake_up(wq.id.0 as usize, key, mode)
         })
         .await
@@ -1256,7 +1285,7 @@ impl Sim {
                 polling: false,
                 in_check: false,
                 spawned: Vec::new(),
-                last_wakes: std::collections::BTreeMap::new(),
+                last_wakes: Vec::new(),
             });
         });
         Sim {
@@ -1379,10 +1408,22 @@ impl Sim {
     /// finished, possibly with WARNs; or a deadlock / lost wakeup), or the step limit reached.
     /// `None` while the run goes on; `enabled` then holds the tasks that can move.
     pub fn check_end(&mut self, enabled: &mut Vec<TaskId>) -> Option<RunEnd> {
-        if let Some(v) = self.violation() {
+        // One visit of the state for both (this runs before every step).
+        let violation = with_state(|s| {
+            if s.violation.is_some() {
+                return s.violation.clone();
+            }
+            enabled.clear();
+            for t in 0..s.tasks.len() {
+                if s.op_enabled(t) {
+                    enabled.push(TaskId(t as u32));
+                }
+            }
+            None
+        });
+        if let Some(v) = violation {
             return Some(RunEnd::Violation(self.finish_violation(v)));
         }
-        self.enabled(enabled);
         if enabled.is_empty() {
             let all_finished =
                 with_state(|s| s.tasks.iter().all(|t| t.status == TaskStatus::Finished));
@@ -1440,34 +1481,41 @@ impl Sim {
             .expect("a finished task has no next step");
         let mut cx = Context::from_waker(noop_waker());
         let res = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
-        with_state(|s| s.polling = polling);
-        let finished = with_state(|s| match res {
-            Ok(Poll::Ready(())) => true,
-            Ok(Poll::Pending) => {
-                let name = &s.tasks[idx].name;
-                assert!(
-                    s.announced,
-                    "task {name} awaited a future that is not a Platform operation"
-                );
-                false
-            }
-            Err(payload) => {
-                let msg = panic_message(&payload);
-                s.fatal(
-                    ViolationKind::ModelPanic,
-                    format!("the model panicked: {msg}"),
-                );
-                true
-            }
-        });
-        if finished {
-            with_state(|s| {
+        // One visit of the state after the poll (this runs at every step).
+        let (finished, spawned) = with_state(|s| {
+            s.polling = polling;
+            let finished = match res {
+                Ok(Poll::Ready(())) => true,
+                Ok(Poll::Pending) => {
+                    let name = &s.tasks[idx].name;
+                    assert!(
+                        s.announced,
+                        "task {name} awaited a future that is not a Platform operation"
+                    );
+                    false
+                }
+                Err(payload) => {
+                    let msg = panic_message(&payload);
+                    s.fatal(
+                        ViolationKind::ModelPanic,
+                        format!("the model panicked: {msg}"),
+                    );
+                    true
+                }
+            };
+            if finished {
                 s.tasks[idx].status = TaskStatus::Finished;
                 s.tasks[idx].next = Op::new(OpKind::Exit, Op::NONE);
                 // The exit a join waits for.
                 s.touch(Op::task(OpKind::Write, idx));
-            });
+            }
+            (finished, !s.spawned.is_empty())
+        });
+        if finished {
             self.futures[idx] = None;
+        }
+        if !spawned {
+            return;
         }
         // Tasks this poll spawned: their first code runs within the same step.
         loop {

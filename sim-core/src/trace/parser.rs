@@ -705,7 +705,7 @@ impl<'o> Parser<'o> {
     /// Checks that mapping (or pin) `tok` is defined in `thread`'s process.
     fn use_name(&self, thread: &str, tok: Tok, pin: bool) -> Res<String> {
         let kind = if pin { "pin" } else { "mapping" };
-        let n = name(tok, &format!("a {kind} name"))?;
+        let n = name(tok, if pin { "a pin name" } else { "a mapping name" })?;
         let defined = |s: &Scope| {
             if pin {
                 s.pins.contains(&n)
