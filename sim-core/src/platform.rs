@@ -417,6 +417,11 @@ pub trait Platform: Clone + Send + Sync + 'static {
     fn peek_rwsem<R>(&self, s: &Self::RawRwSem, f: impl FnOnce() -> R) -> Option<R>;
 
     fn new_waitqueue(&self, name: &'static str) -> Self::RawWaitQueue;
+    /// `n` wait queues named `name` (a hashed wait table): exactly `n` calls of
+    /// [`Platform::new_waitqueue`] in order, which a platform may make cheaper in one go.
+    fn new_waitqueues(&self, name: &'static str, n: usize) -> Vec<Self::RawWaitQueue> {
+        (0..n).map(|_| self.new_waitqueue(name)).collect()
+    }
     /// `prepare_to_wait[_exclusive]`: queue the calling task with `key` and `func`; from here a
     /// matching wake-up makes the following `schedule` return.
     fn prepare_to_wait(
@@ -906,6 +911,14 @@ impl<P: Platform> WaitQueue<P> {
         WaitQueue {
             raw: p.new_waitqueue(name),
         }
+    }
+
+    /// `n` queues named `name`, created in order ([`Platform::new_waitqueues`]).
+    pub fn table(p: &P, name: &'static str, n: usize) -> Box<[Self]> {
+        p.new_waitqueues(name, n)
+            .into_iter()
+            .map(|raw| WaitQueue { raw })
+            .collect()
     }
 
     pub fn raw(&self) -> &P::RawWaitQueue {

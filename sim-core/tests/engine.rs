@@ -795,3 +795,42 @@ fn a_long_random_schedule_prints_at_least_twice_shorter_and_replays() {
         assert_eq!(again.log.hash, run.log.hash, "the replay is the same run");
     }
 }
+
+/// A wait table made in one go (`WaitQueue::table`, `Platform::new_waitqueues`) is its queues
+/// made one by one: the same ids, in order, and the same names; and a simulation started after
+/// another numbers its objects from 0 again (the engine reuses the object table's storage, not
+/// its content).
+#[test]
+fn a_wait_table_in_one_go_is_its_queues_made_one_by_one() {
+    use sim_core::platform::{ObjId, Op, OpKind, WaitQueue};
+    use sim_core::sim::SimConfig;
+    let objects = |bulk: bool| {
+        let sim = Sim::new(SimConfig::default());
+        let p = sim.platform();
+        let first = WaitQueue::new(&p, "first");
+        let table: Vec<WaitQueue<_>> = if bulk {
+            WaitQueue::table(&p, "table", 5).into_vec()
+        } else {
+            (0..5).map(|_| WaitQueue::new(&p, "table")).collect()
+        };
+        let empty = WaitQueue::table(&p, "none", 0);
+        assert!(empty.is_empty());
+        let last = WaitQueue::new(&p, "last");
+        let ids: Vec<u32> = std::iter::once(&first)
+            .chain(&table)
+            .chain(std::iter::once(&last))
+            .map(|q| q.raw().id.0)
+            .collect();
+        let names: Vec<String> = (0..ids.len() as u32)
+            .map(|i| sim.describe_op(&Op::new(OpKind::Wake, ObjId(i))))
+            .collect();
+        (ids, names)
+    };
+    let (ids, names) = objects(true);
+    assert_eq!(ids, (0..7).collect::<Vec<u32>>());
+    assert!(
+        names[1].contains("table") && names[6].contains("last"),
+        "{names:?}"
+    );
+    assert_eq!((ids, names), objects(false));
+}

@@ -7,7 +7,19 @@
 //! a machine with a 32 MiB cache costs nothing until it is used and clones in time proportional
 //! to the sets touched. A set never filled behaves exactly as a set of empty ways.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+
+/// Sets per page of the set index (see [`Llc::index`]).
+const INDEX_PAGE: usize = 1024;
+/// An index entry for a set never filled.
+const NO_SLOT: u32 = u32::MAX;
+
+thread_local! {
+    /// The way table of the thread's last dropped cache, emptied, for the next cache built
+    /// (a search builds one machine per run, and each run fills thousands of sets). Only the
+    /// capacity carries over (invariant: empty whenever it is stored).
+    static SPARE_LINES: RefCell<Vec<Way>> = const { RefCell::new(Vec::new()) };
+}
 
 /// A line pushed out of the cache to make room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,9 +44,10 @@ struct Way {
 pub(crate) struct Llc {
     sets: u64,
     ways: usize,
-    /// Set number -> its slot, for the sets filled at least once (invariant: every slot is
-    /// named by exactly one set, and `slots.len() == index.len()`).
-    index: BTreeMap<u64, u32>,
+    /// Set number -> its slot, for the sets filled at least once, in pages of `INDEX_PAGE`
+    /// sets allocated on first use (`NO_SLOT`: never filled). Invariant: every slot is named
+    /// by exactly one set, and the sets named number `clocks.len()`.
+    index: Vec<Option<Box<[u32; INDEX_PAGE]>>>,
     /// Per slot, `ways` ways; a way handle is an index into this vector.
     lines: Vec<Way>,
     /// Per slot, the last stamp given: LRU compares stamps only within a set, so each set has
@@ -47,11 +60,14 @@ impl Llc {
     pub fn new(bytes: u64, ways: u32) -> Self {
         let ways = ways.max(1) as usize;
         let lines = (bytes / 64) as usize;
+        let sets = (lines / ways) as u64;
         Llc {
-            sets: (lines / ways) as u64,
+            sets,
             ways,
-            index: BTreeMap::new(),
-            lines: Vec::new(),
+            index: vec![None; (sets as usize).div_ceil(INDEX_PAGE)],
+            lines: SPARE_LINES
+                .with(|l| l.try_borrow_mut().map(|mut l| std::mem::take(&mut *l)))
+                .unwrap_or_default(),
             clocks: Vec::new(),
         }
     }
@@ -66,23 +82,28 @@ impl Llc {
         if self.sets == 0 {
             return None;
         }
-        self.index.get(&(line % self.sets)).map(|&s| s as usize)
+        let set = (line % self.sets) as usize;
+        let slot = self.index[set / INDEX_PAGE].as_ref()?[set % INDEX_PAGE];
+        (slot != NO_SLOT).then_some(slot as usize)
     }
 
     /// The slot of `line`'s set, allocating its (empty) ways on first use.
     fn slot_or_alloc(&mut self, line: u64) -> usize {
-        let set = line % self.sets;
+        let set = (line % self.sets) as usize;
         let next = self.clocks.len();
-        let slot = *self.index.entry(set).or_insert_with(|| {
-            u32::try_from(next).unwrap_or_else(|_| unreachable!("more sets than u32::MAX"))
-        }) as usize;
-        if slot == next {
-            self.clocks.push(0);
-            self.lines
-                .resize(self.lines.len() + self.ways, Way::default());
+        let entry = &mut self.index[set / INDEX_PAGE]
+            .get_or_insert_with(|| Box::new([NO_SLOT; INDEX_PAGE]))[set % INDEX_PAGE];
+        if *entry != NO_SLOT {
+            return *entry as usize;
         }
-        debug_assert_eq!(self.clocks.len(), self.index.len());
-        slot
+        *entry = u32::try_from(next)
+            .ok()
+            .filter(|&n| n != NO_SLOT)
+            .unwrap_or_else(|| unreachable!("more sets than u32::MAX - 1"));
+        self.clocks.push(0);
+        self.lines
+            .resize(self.lines.len() + self.ways, Way::default());
+        next
     }
 
     fn tick(&mut self, slot: usize) -> u64 {
@@ -168,7 +189,29 @@ impl Llc {
     /// Sets whose ways are allocated (tests: the cache stays sparse).
     #[cfg(test)]
     fn resident_sets(&self) -> usize {
-        self.index.len()
+        let named = self
+            .index
+            .iter()
+            .flatten()
+            .map(|p| p.iter().filter(|&&s| s != NO_SLOT).count())
+            .sum::<usize>();
+        assert_eq!(named, self.clocks.len(), "every slot is named by one set");
+        named
+    }
+}
+
+impl Drop for Llc {
+    fn drop(&mut self) {
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.clear();
+        // Keep the larger table (a clone's may be smaller); never while the slot is in use.
+        let _ = SPARE_LINES.try_with(|l| {
+            if let Ok(mut l) = l.try_borrow_mut()
+                && l.capacity() < lines.capacity()
+            {
+                *l = lines;
+            }
+        });
     }
 }
 

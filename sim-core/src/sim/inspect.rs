@@ -68,9 +68,9 @@ fn view(s: &State, id: usize) -> ObjectView {
             writer,
             queued,
         } => ObjView::RwSem {
-            readers: readers.clone(),
+            readers: (**readers).clone(),
             writer: *writer,
-            queued: queued.clone(),
+            queued: (**queued).clone(),
         },
         ObjState::WaitQueue { waiters } => ObjView::WaitQueue {
             waiters: waiters

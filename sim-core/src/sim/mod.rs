@@ -119,6 +119,11 @@ pub const RWSEM_QUEUED: u64 = 1;
 
 thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+    /// The object table of the thread's last simulation, emptied, kept for the next one: a
+    /// search creates thousands of objects per run (the DAX wait table alone has 4096), and
+    /// growing a fresh table each run cost more than the run's own steps. Only its capacity
+    /// carries over (invariant: empty whenever it is stored).
+    static SPARE_OBJS: RefCell<Vec<Obj>> = const { RefCell::new(Vec::new()) };
 }
 
 fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
@@ -166,13 +171,16 @@ enum ObjState {
         /// acquired the lock. Invariant: false while `holder` is `None`.
         dirty: bool,
     },
+    /// The two lists are boxed so that every object stays small: a run creates thousands of
+    /// objects (mostly wait queues), and the whole table is written on every run.
+    #[allow(clippy::box_collection)]
     RwSem {
-        readers: Vec<u32>,
+        readers: Box<Vec<u32>>,
         writer: Option<u32>,
         /// Writers whose `down_write` found the semaphore taken and who queued (the kernel's
         /// `rwsem_down_write_slowpath`). Invariant: a queued writer holds nothing of this
         /// semaphore and its announced step is `down_write (queued)` on it.
-        queued: Vec<u32>,
+        queued: Box<Vec<u32>>,
     },
     WaitQueue {
         waiters: Vec<WaiterState>,
@@ -184,6 +192,11 @@ struct Obj {
     name: &'static str,
     state: ObjState,
 }
+
+// The object table is rewritten on every run of a search (see `SPARE_OBJS`): keep an object
+// within six words.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Obj>() <= 48);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum TaskStatus {
@@ -743,9 +756,9 @@ impl Platform for SimPlatform {
             s.new_obj(
                 name,
                 ObjState::RwSem {
-                    readers: Vec::new(),
+                    readers: Box::default(),
                     writer: None,
-                    queued: Vec::new(),
+                    queued: Box::default(),
                 },
             )
         })
@@ -856,6 +869,32 @@ impl Platform for SimPlatform {
                     waiters: Vec::new(),
                 },
             )
+        })
+    }
+
+    fn new_waitqueues(&self, name: &'static str, n: usize) -> Vec<SimRaw> {
+        with_state(|s| {
+            assert!(!s.in_check, "a check created the simulated object {name}");
+            if n == 0 {
+                return Vec::new();
+            }
+            // What `n` calls of `new_obj` do: one touch of the object table (a touch is
+            // idempotent) and `n` consecutive ids.
+            s.touch(Op::new(OpKind::Write, Op::ALLOC));
+            let first = s.objs.len();
+            s.objs.extend((0..n).map(|_| Obj {
+                name,
+                state: ObjState::WaitQueue {
+                    waiters: Vec::new(),
+                },
+            }));
+            let gen_ = s.gen_;
+            (first..first + n)
+                .map(|id| SimRaw {
+                    id: ObjId(id as u32),
+                    gen_,
+                })
+                .collect()
         })
     }
 
@@ -1273,7 +1312,7 @@ impl Sim {
                 current: 0,
                 announced: false,
                 tasks: Vec::new(),
-                objs: Vec::new(),
+                objs: SPARE_OBJS.with(|o| std::mem::take(&mut *o.borrow_mut())),
                 rng: ChaCha8Rng::seed_from_u64(cfg.seed),
                 violation: None,
                 warnings: Vec::new(),
@@ -1664,8 +1703,15 @@ impl Drop for Sim {
         self.futures.clear();
         self.clear_hooks();
         STATE.with(|s| {
-            if let Ok(mut s) = s.try_borrow_mut() {
-                *s = None;
+            if let Ok(mut s) = s.try_borrow_mut()
+                && let Some(mut state) = s.take()
+            {
+                state.objs.clear();
+                SPARE_OBJS.with(|o| {
+                    if let Ok(mut o) = o.try_borrow_mut() {
+                        *o = std::mem::take(&mut state.objs);
+                    }
+                });
             }
         });
     }

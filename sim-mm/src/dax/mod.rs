@@ -356,9 +356,7 @@ impl<P: Platform> Dax<P> {
     /// simulated run creates (and a search re-creates) fewer objects. Exhaustive tests use it.
     pub fn with_wait_table_bits(p: &P, world: Arc<MmWorld<P>>, bugs: BugSet, bits: u32) -> Dax<P> {
         let bits = bits.clamp(1, DAX_WAIT_TABLE_BITS);
-        let wait_table = (0..1usize << bits)
-            .map(|_| WaitQueue::new(p, "dax_wait_table"))
-            .collect();
+        let wait_table = WaitQueue::table(p, "dax_wait_table", 1usize << bits);
         Dax {
             world,
             bugs,
