@@ -210,7 +210,7 @@ pub struct ExportArgs {
 }
 
 /// The trace's runner with the crash options applied.
-fn load(
+pub(crate) fn load(
     path: &Path,
     bugs: &[String],
     persist: Option<PersistArg>,

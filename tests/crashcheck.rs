@@ -699,3 +699,32 @@ fn composed_judgement_equals_checking_every_image() {
     // The comparison is not vacuous: composition judged images here.
     assert!(composed > 5_000, "{composed}");
 }
+
+#[test]
+fn bench_crash_builds_and_checks_the_images_it_says() {
+    let (code, out, err) = pmsim(&[
+        "bench",
+        "crash",
+        "traces/fs/fsync_msync.trace",
+        "--max-images",
+        "100",
+        "--max-checked",
+        "20",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["images_built"], 100, "{v}");
+    assert_eq!(v["images_checked"], 20, "{v}");
+    assert_eq!(v["failed"], 0, "{v}");
+    // A trace with an after-crash section: its end point runs the statements per image.
+    let (code, out, err) = pmsim(&[
+        "bench",
+        "crash",
+        "traces/crash/sync-fault-no-fsync.trace",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["images_checked"].as_u64().unwrap() > 0, "{v}");
+}

@@ -361,12 +361,17 @@ impl PromisePlan {
                     let want = (s - p.lo) as usize;
                     let mut got = vec![0u8; (t - s) as usize];
                     let _ = point.persisted().read(dev, &mut got);
+                    // Compared a device line at a time (the piece's first and last lines
+                    // may be partial).
                     let mut bad_lines: Vec<u64> = Vec::new();
-                    for (i, (a, b)) in got.iter().zip(&content[want..]).enumerate() {
-                        let line = (dev + i as u64) & !(LINE - 1);
-                        if a != b && bad_lines.last() != Some(&line) {
+                    let mut at = 0usize;
+                    while at < got.len() {
+                        let line = (dev + at as u64) & !(LINE - 1);
+                        let next = ((line + LINE - dev) as usize).min(got.len());
+                        if got[at..next] != content[want + at..want + next] {
                             bad_lines.push(line);
                         }
+                        at = next;
                     }
                     plan.segments.push(Segment {
                         promise: pi,
