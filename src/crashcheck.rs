@@ -73,6 +73,11 @@ pub struct CrashArgs {
     /// Stores wider than 8 bytes may persist in part, at 8-byte granularity.
     #[arg(long)]
     torn: bool,
+    /// Check every image by itself. By default a point's images whose metadata state passes
+    /// and whose data lines each keep the promises are judged without building each
+    /// combination (exact; counted in `composed`); this switches that off.
+    #[arg(long)]
+    no_compose: bool,
     /// Persistence domain (default: the trace's `machine persist=`, else adr).
     #[arg(long, value_enum)]
     persist: Option<PersistArg>,
@@ -155,6 +160,8 @@ fn add_stats(parts: &[&CheckStats]) -> CheckStats {
         t.units = t.units.max(s.units);
         t.images += s.images;
         t.duplicates += s.duplicates;
+        t.recoveries += s.recoveries;
+        t.composed += s.composed;
         t.pending_lines += s.pending_lines;
         if s.points > 0 {
             t.full_log10 = log_add(t.full_log10, s.full_log10, first);
@@ -203,7 +210,7 @@ pub struct ExportArgs {
 }
 
 /// The trace's runner with the crash options applied.
-fn load(
+pub(crate) fn load(
     path: &Path,
     bugs: &[String],
     persist: Option<PersistArg>,
@@ -346,6 +353,7 @@ pub fn crashcheck(a: &CrashArgs, io: &mut crate::Io) -> Result<u8, UsageError> {
         step_limit: a.step_limit,
         only: a.point.zip(a.image),
         shard: (0, 1),
+        compose: !a.no_compose,
     };
     let shard = crate::scale::shard_of(&crate::scale::ScaleArgs {
         shard: a.shard.clone(),
@@ -382,8 +390,12 @@ pub fn crashcheck(a: &CrashArgs, io: &mut crate::Io) -> Result<u8, UsageError> {
         ..opts
     };
     let part = if jobs == 1 {
+        let mut shown = usize::MAX;
         let mut progress = |st: &CheckStats, i: usize| {
-            bar.set_message(format!("schedule {} of {nsched}", i + 1));
+            if i != shown {
+                shown = i;
+                bar.set_message(format!("schedule {} of {nsched}", i + 1));
+            }
             bar.set_position(st.images);
         };
         check_part(&mut runner, &schedules, &part_opts(0), &mut progress)
@@ -525,6 +537,13 @@ pub fn crashcheck(a: &CrashArgs, io: &mut crate::Io) -> Result<u8, UsageError> {
                 stats.duplicates,
                 stats.full_log10,
                 rate
+            );
+            outln!(
+                io.out,
+                "  {} metadata states recovered; {} images judged by their metadata state \
+                 and their data lines one by one (--no-compose checks each by itself)",
+                stats.recoveries,
+                stats.composed
             );
         }
         Outcome::RunFailed(m) => {
@@ -707,6 +726,8 @@ pub fn merge_crash_shards(
                 points: n("points")?,
                 images: n("images")?,
                 duplicates: n("duplicates")?,
+                recoveries: s["recoveries"].as_u64().unwrap_or(0),
+                composed: s["composed"].as_u64().unwrap_or(0),
                 pending_lines: n("pending_lines")?,
                 full_log10: s["full_log10"].as_f64().unwrap_or(0.0),
                 units: 0,

@@ -137,6 +137,22 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Crash images of a trace's trace-order run at --k: images built per second (every
+    /// point's images enumerated, up to --max-images), then images recovered and checked per
+    /// second with no sharing between images (journal replay, fsck, the all-or-nothing and
+    /// durability oracles and the after-crash statements, each image from scratch, up to
+    /// --max-checked), in the same process; per wall and per CPU second.
+    Crash {
+        trace: std::path::PathBuf,
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+        k: u64,
+        #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+        max_images: u64,
+        #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+        max_checked: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// `pmsim run` on a generated fault-heavy trace: one thread maps a prefaulted-free file of
     /// --window pages and takes a read fault on each page (one PTE fault each), zaps the range
     /// (madvise dontneed) and starts over, until --faults faults; simulated faults per second
@@ -1750,6 +1766,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
                 repeat,
                 json,
             } => bench::schedules(dir, *runs, *repeat, *json, io),
+            BenchCmd::Crash {
+                trace,
+                k,
+                max_images,
+                max_checked,
+                json,
+            } => bench::crash(trace, *k, *max_images, *max_checked, *json, io),
             BenchCmd::Faults {
                 faults,
                 window,

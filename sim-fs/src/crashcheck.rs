@@ -324,12 +324,23 @@ pub fn record_run(
     })
 }
 
+/// What one metadata state of a crash point recovers to, and its durability plan.
+pub struct MetaState {
+    pub rec: check::Recovered,
+    pub plan: check::PromisePlan,
+}
+
 /// The metadata oracles' results at one crash point, by the part of an image's delta that
 /// falls in the metadata region: recovery, fsck and the all-or-nothing check read only
-/// metadata, so images that differ only in data lines share them (most images do).
+/// metadata (fsck reads the bytes below `meta_bytes`, recovery the superblock, journal and
+/// the tables the journal names), so images whose deltas agree below `meta_bytes` recover to
+/// the same state and share these verdicts. The durability oracle still runs per image,
+/// through the state's [`check::PromisePlan`].
 pub struct MetaCache {
     meta_bytes: u64,
-    results: std::collections::BTreeMap<u128, Result<Arc<check::Recovered>, ImageViolation>>,
+    results: std::collections::BTreeMap<u128, Result<Arc<MetaState>, ImageViolation>>,
+    /// Metadata states recovered (the cache's misses).
+    pub recoveries: u64,
 }
 
 impl MetaCache {
@@ -338,6 +349,7 @@ impl MetaCache {
         MetaCache {
             meta_bytes: geometry(cp, pmem).map_or(u64::MAX, |g| g.meta_bytes()),
             results: Default::default(),
+            recoveries: 0,
         }
     }
 
@@ -347,17 +359,19 @@ impl MetaCache {
         image: &CrashImage,
         run: &RecordedRun,
         pmem: u64,
-    ) -> Result<Arc<check::Recovered>, ImageViolation> {
+    ) -> Result<Arc<MetaState>, ImageViolation> {
         let mb = self.meta_bytes;
         let key = cp.point.subimage(image, |a| a < mb).hash;
         if let Some(r) = self.results.get(&key) {
             return r.clone();
         }
+        self.recoveries += 1;
         let r = (|| {
             let r = check::recover(&cp.point, image, pmem)?;
             check::fsck(&cp.point, image, pmem, &r)?;
             check::atomicity(&r, &run.log, &cp.snap)?;
-            Ok(Arc::new(r))
+            let plan = check::PromisePlan::new(&cp.point, &r, &run.log, &cp.snap);
+            Ok(Arc::new(MetaState { rec: r, plan }))
         })();
         self.results.insert(key, r.clone());
         r
@@ -375,11 +389,11 @@ pub fn check_image(
     cache: Option<&mut MetaCache>,
 ) -> Result<(), ImageViolation> {
     let pmem = runner.cfg.pmem_size;
-    let r = match cache {
+    let m = match cache {
         Some(c) => c.get(cp, image, run, pmem)?,
         None => MetaCache::new(cp, pmem).get(cp, image, run, pmem)?,
     };
-    check::promises(&cp.point, image, &r, &run.log, &cp.snap)?;
+    check::promises_planned(&m.plan, &cp.point, image, &m.rec, &run.log, &cp.snap)?;
     // The user's oracle is about the state the threads left: it runs on the images of the
     // crash points after every statement completed (the end of the run, and the fences of
     // the final log force); the built-in oracles above run at every point.
@@ -602,6 +616,83 @@ pub struct CheckOptions {
     pub only: Option<(usize, u64)>,
     /// Check only the crash points of shard `index` of `count` (see [`CheckStats::units`]).
     pub shard: (u64, u64),
+    /// Judge the images of a point by their metadata state and their data lines one by one
+    /// where that is exact ([`compose_point`]); `false` checks every image by itself.
+    pub compose: bool,
+}
+
+/// The elementary symmetric sums `e_0..=e_k` of `counts` (saturating).
+fn elementary(counts: impl Iterator<Item = u128>, k: usize) -> Vec<u128> {
+    let mut e = vec![0u128; k + 1];
+    e[0] = 1;
+    for c in counts {
+        for j in (1..=k).rev() {
+            e[j] = e[j].saturating_add(e[j - 1].saturating_mul(c));
+        }
+    }
+    e
+}
+
+/// Every image of point `cp` judged without enumerating the data lines' combinations, or
+/// `None` when that is not known to be exact here (the caller then checks image by image,
+/// which also finds and reports the first failing image in the usual order).
+///
+/// Why it is exact. An image is its metadata part `M` (the lines below `meta_bytes`) and its
+/// data part `D`. Recovery, fsck and the all-or-nothing check read only `M`
+/// ([`MetaCache`]); the durability oracle, for a metadata state whose [`check::PromisePlan`]
+/// is composable, is the conjunction over the image's delta lines of
+/// [`check::PromisePlan::line_ok`]. So when `M` passes the metadata oracles, `M` itself keeps
+/// the promises, and every single data-line state `d` is `line_ok` under `M`'s plan, every
+/// image `M + D` with `|M| + |D| <= k` passes: each of `D`'s lines is one of those `d`. The
+/// `after-crash` statements read anything, so points where they run are never composed.
+/// Images are counted, not built: with dedup no two (lines, states) selections give the same
+/// image, so `M` stands for `sum_{j <= k - |M|} e_j(states per data line)` images.
+pub fn compose_point(
+    runner: &TraceRunner,
+    run: &RecordedRun,
+    cp: &CrashRec,
+    opts: &CheckOptions,
+    cache: &mut MetaCache,
+) -> Option<u64> {
+    if !opts.crash.dedup
+        || (runner.trace.after_crash.is_some() && cp.snap.done == runner.trace.statements.len())
+    {
+        return None;
+    }
+    let mb = cache.meta_bytes;
+    if mb == u64::MAX {
+        return None;
+    }
+    let pmem = runner.cfg.pmem_size;
+    let data = cp.point.line_states(opts.crash, |a| a >= mb);
+    // `--k all` is a k past the number of lines.
+    let k = opts.crash.k.min(cp.point.pending_lines().len());
+    let e = elementary(data.iter().map(|(_, s)| s.len() as u128), k);
+    // Plans already shown to keep every data-line state (by signature).
+    let mut judged: std::collections::BTreeMap<Vec<(usize, u64, u64, usize)>, bool> =
+        Default::default();
+    let mut total = 0u128;
+    for m in cp.point.images_of(opts.crash, |a| a < mb) {
+        let st = cache.get(cp, &m, run, pmem).ok()?;
+        if !st.plan.composable() || !st.plan.clean(&m, &run.log) {
+            return None;
+        }
+        let rest = k.saturating_sub(m.lines.len());
+        if rest > 0 {
+            let ok = *judged.entry(st.plan.signature()).or_insert_with(|| {
+                data.iter()
+                    .all(|(a, states)| states.iter().all(|l| st.plan.line_ok(*a, l, &run.log)))
+            });
+            if !ok {
+                return None;
+            }
+        }
+        let n = e[..=rest]
+            .iter()
+            .fold(0u128, |acc, x| acc.saturating_add(*x));
+        total = total.saturating_add(n);
+    }
+    Some(u64::try_from(total).unwrap_or(u64::MAX))
 }
 
 /// The most images `--k all` enumerates at one crash point.
@@ -616,6 +707,12 @@ pub struct CheckStats {
     pub images: u64,
     /// Images skipped at their point as equal to one already checked there.
     pub duplicates: u64,
+    /// Distinct metadata states recovered (mount's journal replay, fsck, the all-or-nothing
+    /// check): images whose metadata lines agree share one.
+    pub recoveries: u64,
+    /// Of `images`, those judged by [`compose_point`] (by their metadata state and their
+    /// data lines one by one) rather than one by one.
+    pub composed: u64,
     /// Pending lines at the points (summed).
     pub pending_lines: u64,
     /// Images full enumeration (no bound on k, no dedup) would give, summed over points
@@ -691,8 +788,18 @@ pub fn check_schedule(
                 ));
             }
         }
-        let mut images = cp.point.images(opts.crash);
         let mut cache = MetaCache::new(cp, runner.cfg.pmem_size);
+        if opts.compose
+            && opts.only.is_none()
+            && let Some(n) = compose_point(runner, &run, cp, opts, &mut cache)
+        {
+            stats.images += n;
+            stats.composed += n;
+            stats.recoveries += cache.recoveries;
+            progress(stats);
+            continue;
+        }
+        let mut images = cp.point.images(opts.crash);
         let mut id = 0u64;
         let mut found = None;
         for image in images.by_ref() {
@@ -713,6 +820,7 @@ pub fn check_schedule(
             }
         }
         stats.duplicates += images.duplicates();
+        stats.recoveries += cache.recoveries;
         if let Some((this, image, v)) = found {
             let f = witness(runner, &run, cp, this, &image, v, opts.step_limit);
             return Ok(Outcome::Violation(Box::new(f)));

@@ -211,20 +211,36 @@ impl CrashPoint {
     /// distinct images, without building the duplicates that stores rewriting a line with its
     /// own content (a journal header, an inode record's unchanged lines) would make.
     pub fn images(&self, opts: CrashOptions) -> CrashImages<'_> {
+        self.images_of(opts, |_| true)
+    }
+
+    /// The states of line `l` an image may choose with `opts` (deduplicated as
+    /// [`CrashPoint::images`] says).
+    fn states(l: &CrashLine, opts: CrashOptions) -> Vec<Choice> {
+        let mut c = l.choices(opts.torn);
+        if opts.dedup {
+            let mut seen: Vec<Line> = vec![l.durable];
+            c.retain(|x| {
+                let new = !seen.contains(&x.content);
+                if new {
+                    seen.push(x.content);
+                }
+                new
+            });
+        }
+        c
+    }
+
+    /// The images of [`CrashPoint::images`] that change only lines whose address `keep`
+    /// accepts (the others stay durable), in the same order.
+    pub fn images_of(&self, opts: CrashOptions, keep: impl Fn(u64) -> bool) -> CrashImages<'_> {
         let mut idx = Vec::new();
         let mut choices: Vec<Vec<Choice>> = Vec::new();
         for (i, l) in self.lines.iter().enumerate() {
-            let mut c = l.choices(opts.torn);
-            if opts.dedup {
-                let mut seen: Vec<Line> = vec![l.durable];
-                c.retain(|x| {
-                    let new = !seen.contains(&x.content);
-                    if new {
-                        seen.push(x.content);
-                    }
-                    new
-                });
+            if !keep(l.addr) {
+                continue;
             }
+            let c = Self::states(l, opts);
             if !c.is_empty() {
                 idx.push(i);
                 choices.push(c);
@@ -242,6 +258,24 @@ impl CrashPoint {
             done: false,
             duplicates: 0,
         }
+    }
+
+    /// The lines `keep` accepts that [`CrashPoint::images`] may change, each with the contents
+    /// it may be found in other than its durable one (in address order).
+    pub fn line_states(
+        &self,
+        opts: CrashOptions,
+        keep: impl Fn(u64) -> bool,
+    ) -> Vec<(u64, Vec<Line>)> {
+        self.lines
+            .iter()
+            .filter(|l| keep(l.addr))
+            .map(|l| {
+                let c = Self::states(l, opts);
+                (l.addr, c.into_iter().map(|c| c.content).collect::<Vec<_>>())
+            })
+            .filter(|(_, c)| !c.is_empty())
+            .collect()
     }
 
     /// How many images full enumeration (no bound on k, no dedup) would give: the product

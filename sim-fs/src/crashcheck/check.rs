@@ -9,8 +9,11 @@ use crate::fs::recover_meta;
 use crate::fsck::fsck_image;
 use crate::layout::{DiskInode, Geometry, INODE_F_ORPHAN, Superblock};
 use serde::Serialize;
-use sim_core::machine::{CrashImage, CrashPoint};
+use sim_core::machine::{CrashImage, CrashPoint, Line};
 use std::collections::BTreeMap;
+
+/// A cache line, in bytes.
+const LINE: u64 = sim_core::machine::LINE as u64;
 
 /// Why an image fails.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -276,4 +279,188 @@ pub fn atomicity(r: &Recovered, log: &RunLog, snap: &Snapshot) -> Result<(), Ima
         }
     }
     Ok(())
+}
+
+/// Where the device bytes of one promised file range are: `len` bytes at device address
+/// `dev` hold bytes `want..want + len` of the promise's content.
+#[derive(Clone, Debug)]
+struct Segment {
+    promise: usize,
+    dev: u64,
+    len: u64,
+    want: usize,
+    /// Device lines (addresses) where the persisted image differs from the promise here.
+    bad_lines: Vec<u64>,
+}
+
+/// The durability oracle of one crash point and one recovered metadata state, prepared once
+/// and then applied to each image of that state by looking only at the image's delta lines
+/// that fall in promised bytes ([`PromisePlan::clean`]). A fast answer is only ever "clean":
+/// anything else runs the full check ([`promises`]), which gives the message.
+#[derive(Clone, Debug, Default)]
+pub struct PromisePlan {
+    /// Some promise fails whatever the data lines hold (a file missing or too short, a
+    /// hole where non-zero bytes were promised, a MAP_SYNC allocation lost), or a promised
+    /// range maps outside the device: the full check decides.
+    slow: bool,
+    segments: Vec<Segment>,
+}
+
+impl PromisePlan {
+    /// The plan of the promises made before `snap` on the recovered state `r`.
+    pub fn new(point: &CrashPoint, r: &Recovered, log: &RunLog, snap: &Snapshot) -> PromisePlan {
+        let mut plan = PromisePlan::default();
+        let size = point.persisted().size();
+        let bs = r.geo.blocksize;
+        for (pi, p) in log.promises.iter().enumerate() {
+            if p.made > snap.seq {
+                continue;
+            }
+            let firm = log.firm_ranges(p, snap);
+            let whole_file_pinned = p.size.is_some() && !log.ambiguous(p, snap, u64::MAX - 1);
+            if firm.is_empty() && !whole_file_pinned {
+                continue;
+            }
+            let Some(d) = r.files.get(&p.path) else {
+                plan.slow = true;
+                return plan;
+            };
+            if p.kind == PromiseKind::SyncFault {
+                if firm
+                    .iter()
+                    .any(|&(lo, hi)| allocated(&r.geo, d, lo, hi).is_some())
+                {
+                    plan.slow = true;
+                    return plan;
+                }
+                continue;
+            }
+            let Some(content) = &p.content else {
+                continue;
+            };
+            for &(lo, hi) in &firm {
+                if hi > d.size {
+                    plan.slow = true;
+                    return plan;
+                }
+                // The pieces `read_file` copies from the device; the rest reads as zeros.
+                let mut covered: Vec<(u64, u64)> = Vec::new();
+                for (&fb, e) in d.extents.range(..hi.div_ceil(bs)) {
+                    if e.unwritten {
+                        continue;
+                    }
+                    let (s, t) = ((fb * bs).max(lo), ((fb + e.len) * bs).min(hi));
+                    if s >= t {
+                        continue;
+                    }
+                    let dev = r.geo.addr(e.dev) + (s - fb * bs);
+                    if dev.checked_add(t - s).is_none_or(|end| end > size) {
+                        plan.slow = true;
+                        return plan;
+                    }
+                    let want = (s - p.lo) as usize;
+                    let mut got = vec![0u8; (t - s) as usize];
+                    let _ = point.persisted().read(dev, &mut got);
+                    // Compared a device line at a time (the piece's first and last lines
+                    // may be partial).
+                    let mut bad_lines: Vec<u64> = Vec::new();
+                    let mut at = 0usize;
+                    while at < got.len() {
+                        let line = (dev + at as u64) & !(LINE - 1);
+                        let next = ((line + LINE - dev) as usize).min(got.len());
+                        if got[at..next] != content[want + at..want + next] {
+                            bad_lines.push(line);
+                        }
+                        at = next;
+                    }
+                    plan.segments.push(Segment {
+                        promise: pi,
+                        dev,
+                        len: t - s,
+                        want,
+                        bad_lines,
+                    });
+                    covered.push((s, t));
+                }
+                // Bytes no written extent covers read as zeros in every image.
+                covered.sort_unstable();
+                let mut at = lo;
+                let mut zeros_ok = true;
+                for (s, t) in covered.into_iter().chain([(hi, hi)]) {
+                    if s > at {
+                        let w = &content[(at - p.lo) as usize..(s.min(hi) - p.lo) as usize];
+                        zeros_ok &= w.iter().all(|&b| b == 0);
+                    }
+                    at = at.max(t);
+                }
+                if !zeros_ok {
+                    plan.slow = true;
+                    return plan;
+                }
+            }
+        }
+        plan
+    }
+
+    /// Whether every promise reads back in `image` (`false`: not known to; run [`promises`]).
+    pub fn clean(&self, image: &CrashImage, log: &RunLog) -> bool {
+        if self.slow {
+            return false;
+        }
+        let has_line = |a: u64| image.delta.binary_search_by_key(&a, |(l, _)| *l).is_ok();
+        self.segments
+            .iter()
+            .all(|s| s.bad_lines.iter().all(|&l| has_line(l)))
+            && image.delta.iter().all(|(a, l)| self.line_ok(*a, l, log))
+    }
+
+    /// Whether the plan's verdict is a conjunction over lines: no promise fails whatever the
+    /// data lines hold, and the persisted image holds every promised byte. Then an image is
+    /// clean exactly when each line of its delta is ([`PromisePlan::line_ok`]), which is what
+    /// [`PromisePlan::clean`] computes.
+    pub fn composable(&self) -> bool {
+        !self.slow && self.segments.iter().all(|s| s.bad_lines.is_empty())
+    }
+
+    /// Whether line `addr` holding `line` keeps every promised byte it holds.
+    pub fn line_ok(&self, addr: u64, line: &Line, log: &RunLog) -> bool {
+        self.segments.iter().all(|s| {
+            let end = s.dev + s.len;
+            if addr >= end || addr + LINE <= s.dev {
+                return true;
+            }
+            let Some(content) = &log.promises[s.promise].content else {
+                return false;
+            };
+            let (lo, hi) = (s.dev.max(addr), end.min(addr + LINE));
+            let want = s.want + (lo - s.dev) as usize;
+            line[(lo - addr) as usize..(hi - addr) as usize]
+                == content[want..want + (hi - lo) as usize]
+        })
+    }
+
+    /// What [`PromisePlan::line_ok`] depends on: plans with equal signatures judge every
+    /// line alike.
+    pub fn signature(&self) -> Vec<(usize, u64, u64, usize)> {
+        self.segments
+            .iter()
+            .map(|s| (s.promise, s.dev, s.len, s.want))
+            .collect()
+    }
+}
+
+/// The durability oracle with a plan: the plan's fast answer when it has one, else the full
+/// check (the same verdict and message as [`promises`] alone).
+pub fn promises_planned(
+    plan: &PromisePlan,
+    point: &CrashPoint,
+    image: &CrashImage,
+    r: &Recovered,
+    log: &RunLog,
+    snap: &Snapshot,
+) -> Result<(), ImageViolation> {
+    if plan.clean(image, log) {
+        return Ok(());
+    }
+    promises(point, image, r, log, snap)
 }
