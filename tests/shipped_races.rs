@@ -250,10 +250,6 @@ races! {
     #[ignore = "no trace statement reaches __remove_mapping: the runner models no reclaim of a \
                 4.4-era page-cache hole page (sim-mm/tests/dax_wb.rs drives the mechanism)"]
     bugs_shadow_entries: "traces/bugs/shadow-entries.trace";
-    #[ignore = "the race is reached (dfs --preemption-bound 2 finds mapping-use-after-free at \
-                run 159; without the mode clean, 2,836 runs), but the default random strategy \
-                misses its one-step window (page->mapping read, then the address space looked \
-                up) in 1,000 runs"]
     bugs_mf_speculative_page_lock: "traces/bugs/mf-speculative-page-lock.trace";
     #[ignore = "unreachable from daxfs: its invalidations never wait on one entry together \
                 (write(2) holds IOLOCK, truncate uses dax_delete_mapping_range); \
@@ -274,9 +270,6 @@ races! {
                 exhausted: about 70 s of CPU in a release build, far more in debug): run with \
                 --ignored"]
     bugs_reflink_page_mapping: "traces/bugs/reflink-page-mapping.trace";
-    #[ignore = "the race is reached (dfs --preemption-bound 2 finds mapping-use-after-free at \
-                run 278; without the mode clean, 3,779 runs), but the default random strategy \
-                misses its one-step window in 1,000 runs"]
     seeds_000_mf_vs_entry_locks: "traces/seeds/000-mf-vs-entry-locks.trace";
     seeds_001_pmd_missed_wakeup: "traces/seeds/001-pmd-missed-wakeup.trace";
     seeds_002_fault_vs_truncate: "traces/seeds/002-fault-vs-truncate.trace";
