@@ -1613,6 +1613,29 @@ mod tests {
     use super::*;
     use crate::toys;
 
+    /// Two tasks, depth 3, change points at choices 2 and 5: task 1 starts (the higher initial
+    /// priority), the first change point hands the processor to task 0, the second hands it
+    /// back to task 1, because a later change point drops its task below the earlier one.
+    /// (With the earlier change point lowest, task 0 would keep the processor to the end and
+    /// the t -> u -> t order of the memory-failure races would be out of pct's reach.)
+    #[test]
+    fn pct_later_change_points_drop_below_earlier_ones() {
+        let mut r = PctRun {
+            prio: vec![3, 4],
+            change_points: vec![2, 5],
+            count: 0,
+            depth: 3,
+        };
+        let en = [TaskId(0), TaskId(1)];
+        let got: Vec<u32> = (0..7).map(|_| r.choose(&en).0).collect();
+        assert_eq!(got, vec![1, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(
+            r.prio,
+            vec![1, 2],
+            "priorities d - i at the i-th change point"
+        );
+    }
+
     fn toy(name: &'static str) -> impl Fn(&mut Sim) + Sync {
         move |sim: &mut Sim| {
             let p = sim.platform();
