@@ -248,10 +248,6 @@ races! {
     bugs_stale_huge_zero_page: "traces/bugs/stale-huge-zero-page.trace";
     bugs_mixed_mapping_association: "traces/bugs/mixed-mapping-association.trace";
     bugs_shadow_entries: "traces/bugs/shadow-entries.trace";
-    #[ignore = "the race is reached (dfs --preemption-bound 2 finds mapping-use-after-free at \
-                run 159; without the mode clean, 2,836 runs), but the default random strategy \
-                misses its one-step window (page->mapping read, then the address space looked \
-                up) in 1,000 runs"]
     bugs_mf_speculative_page_lock: "traces/bugs/mf-speculative-page-lock.trace";
     /// Four threads: the regular check bounds dfs at 1 (6,324 runs, clean, about 60 s of CPU in
     /// a debug build); its bound-2 space is not checked.
@@ -271,9 +267,6 @@ races! {
                 exhausted: about 70 s of CPU in a release build, far more in debug): run with \
                 --ignored"]
     bugs_reflink_page_mapping: "traces/bugs/reflink-page-mapping.trace";
-    #[ignore = "the race is reached (dfs --preemption-bound 2 finds mapping-use-after-free at \
-                run 278; without the mode clean, 3,779 runs), but the default random strategy \
-                misses its one-step window in 1,000 runs"]
     seeds_000_mf_vs_entry_locks: "traces/seeds/000-mf-vs-entry-locks.trace";
     seeds_001_pmd_missed_wakeup: "traces/seeds/001-pmd-missed-wakeup.trace";
     seeds_002_fault_vs_truncate: "traces/seeds/002-fault-vs-truncate.trace";

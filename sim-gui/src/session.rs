@@ -224,8 +224,9 @@ pub fn load_runner(path: &str, bugs: &[String]) -> Result<TraceRunner, String> {
     build_runner(path, trace, cfg, bugs)
 }
 
-/// The schedule of the first failure `pmsim explore TRACE` finds with its defaults (the random
-/// strategy, the trace's `machine seed=` or 0, 1000 runs), or `None` when it finds none. It runs
+/// The schedule of the first failure `pmsim explore TRACE --strategy random` finds (the trace's
+/// `machine seed=` or 0, 1000 runs; explore's default is pct since session 5, and the README's
+/// GUI schedule and screenshots come from random), or `None` when it finds none. It runs
 /// simulations on this thread: call it while no [`Stepper`] lives on the thread.
 pub fn explore_failure(path: &str, bugs: &[String]) -> Result<Option<String>, String> {
     let runner = load_runner(path, bugs)?;

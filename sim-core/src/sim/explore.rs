@@ -186,6 +186,7 @@ struct PctRun {
     prio: Vec<u64>,
     change_points: Vec<u64>,
     count: u64,
+    depth: u32,
 }
 
 impl Pct {
@@ -205,6 +206,7 @@ impl Pct {
             prio,
             change_points,
             count: 0,
+            depth: self.depth,
         }
     }
 }
@@ -254,12 +256,16 @@ impl PctRun {
                 .max_by_key(|t| prio.get(t.0 as usize).copied().unwrap_or(0))
                 .expect("choose is called with enabled tasks")
         };
-        // At the i-th change point the task about to run drops to priority i, below every
-        // initial priority.
+        // At the i-th change point (i = 1..d-1, in step order) the task about to run drops to
+        // priority d - i: below every initial priority (d and up) and below every task an
+        // earlier change point dropped, so a task demoted later runs after one demoted
+        // earlier (Burckhardt et al. 2010, Algorithm 1). The order matters: with it, two
+        // change points can hand the processor from t to u and back to t (t runs, u runs one
+        // window, t runs on), which a bug of depth 3 between two threads needs.
         for (i, &cp) in self.change_points.iter().enumerate() {
             if cp == self.count {
                 let t = best(&self.prio);
-                self.prio[t.0 as usize] = i as u64;
+                self.prio[t.0 as usize] = u64::from(self.depth) - 1 - i as u64;
             }
         }
         best(&self.prio)
@@ -1606,6 +1612,29 @@ pub fn run_twice(model: &dyn Model, cfg: &ExploreConfig) -> Result<Determinism, 
 mod tests {
     use super::*;
     use crate::toys;
+
+    /// Two tasks, depth 3, change points at choices 2 and 5: task 1 starts (the higher initial
+    /// priority), the first change point hands the processor to task 0, the second hands it
+    /// back to task 1, because a later change point drops its task below the earlier one.
+    /// (With the earlier change point lowest, task 0 would keep the processor to the end and
+    /// the t -> u -> t order of the memory-failure races would be out of pct's reach.)
+    #[test]
+    fn pct_later_change_points_drop_below_earlier_ones() {
+        let mut r = PctRun {
+            prio: vec![3, 4],
+            change_points: vec![2, 5],
+            count: 0,
+            depth: 3,
+        };
+        let en = [TaskId(0), TaskId(1)];
+        let got: Vec<u32> = (0..7).map(|_| r.choose(&en).0).collect();
+        assert_eq!(got, vec![1, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(
+            r.prio,
+            vec![1, 2],
+            "priorities d - i at the i-th change point"
+        );
+    }
 
     fn toy(name: &'static str) -> impl Fn(&mut Sim) + Sync {
         move |sim: &mut Sim| {
