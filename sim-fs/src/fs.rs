@@ -84,8 +84,10 @@ pub struct Inode<P: Platform> {
     pub mapping: Arc<AddressSpace<P>>,
     /// `i_rwsem` (XFS IOLOCK).
     pub i_rwsem: RwSem<P, ()>,
-    /// `ILOCK`: the inode's size and extent map.
-    pub ilock: Mutex<P, InodeCore>,
+    /// `ILOCK` (`ip->i_lock`, an rw_semaphore in XFS): the inode's size and extent map. Taken
+    /// exclusive to change them ([`Daxfs::ilock`]), shared to read them
+    /// ([`Daxfs::ilock_shared`]: `iomap_begin` of a read, `i_size`, fsync).
+    pub ilock: RwSem<P, InodeCore>,
 }
 
 /// The namespace (flat: path -> inode) and the inode cache of every in-use inode.
@@ -534,13 +536,30 @@ impl<P: PmemPlatform> Daxfs<P> {
         &'a self,
         p: &P,
         inode: &'a Inode<P>,
-    ) -> Held<'a, MutexGuard<'a, P, InodeCore>> {
+    ) -> Held<'a, RwSemWriteGuard<'a, P, InodeCore>> {
         Held::take(
             p,
             &self.lockdep,
             FsLock::Ilock,
             inode.ino,
-            inode.ilock.lock(p),
+            inode.ilock.write(p),
+        )
+        .await
+    }
+
+    /// `xfs_ilock(ip, XFS_ILOCK_SHARED)`: readers of the size and extent map; two shared
+    /// holders run side by side (their `down_read`s commute, `platform::OpKind::conflicts`).
+    pub async fn ilock_shared<'a>(
+        &'a self,
+        p: &P,
+        inode: &'a Inode<P>,
+    ) -> Held<'a, RwSemReadGuard<'a, P, InodeCore>> {
+        Held::take(
+            p,
+            &self.lockdep,
+            FsLock::Ilock,
+            inode.ino,
+            inode.ilock.read(p),
         )
         .await
     }
@@ -1336,7 +1355,7 @@ impl<P: Platform> Inode<P> {
             ino,
             mapping,
             i_rwsem: RwSem::new(p, "i_rwsem", ()),
-            ilock: Mutex::new(p, "xfs_ilock", core),
+            ilock: RwSem::new(p, "xfs_ilock", core),
         }
     }
 }

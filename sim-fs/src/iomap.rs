@@ -192,6 +192,72 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         })
     }
 
+    /// `iomap_begin` of a read with the ILOCK held shared (`xfs_read_iomap_begin`:
+    /// `xfs_ilock_for_iomap` takes XFS_ILOCK_SHARED once the extents are in core, as they
+    /// always are here): the same answer as [`DaxfsFile::begin_locked`] gives a read, which
+    /// changes nothing. Two read faults of one inode thus hold the ILOCK side by side.
+    async fn begin_read(
+        &self,
+        p: &P,
+        core: &InodeCore,
+        pos: u64,
+        length: u64,
+    ) -> Result<IomapPair, FsError> {
+        let fs = &self.fs;
+        let bs = fs.geo.blocksize;
+        let end = pos.checked_add(length.max(1)).ok_or(FsError::EFBIG)?;
+        if end > i64::MAX as u64 {
+            return Err(FsError::EFBIG);
+        }
+        let fb = pos / bs;
+        let max = end.div_ceil(bs) - fb;
+        let off = fb * bs;
+        let no_src = Iomap::hole(off, 0);
+        let (cur, n) = extent::run(&core.disk.extents, fb, max);
+        let Some(cur) = cur else {
+            return Ok(IomapPair {
+                iomap: Iomap::hole(off, fs.geo.addr(n)),
+                srcmap: no_src,
+            });
+        };
+        let mapped = |e: &Extent, typ: IomapType, flags: u16| IomapPair {
+            iomap: Iomap {
+                addr: fs.geo.addr(e.dev),
+                offset: off,
+                length: fs.geo.addr(e.len),
+                typ,
+                flags,
+            },
+            srcmap: no_src,
+        };
+        // A read of blocks a copy on write stages maps the staged ones (see begin_locked).
+        let (staged, n) = cow_lookup(&core.cow, fb, n);
+        if let Some(st) = staged {
+            return Ok(mapped(&st, IomapType::Mapped, 0));
+        }
+        let (shared, n) = if core.reflink {
+            let a = fs.lock_alloc(p).await;
+            let r = a.shared_run(cur.dev, n);
+            drop(a);
+            r
+        } else {
+            (false, n)
+        };
+        let cur = Extent { len: n, ..cur };
+        let typ = if cur.unwritten {
+            IomapType::Unwritten
+        } else {
+            IomapType::Mapped
+        };
+        // reflink-page-mapping: see begin_locked.
+        let fl = if shared && !fs.failure.reflink_page_mapping() {
+            IOMAP_F_SHARED
+        } else {
+            0
+        };
+        Ok(mapped(&cur, typ, fl))
+    }
+
     /// `xfs_reflink_allocate_cow` for a write over the shared blocks `cur` at file block `fb`
     /// (ILOCK and the allocator held): the staged blocks to write, and the part of `cur` they
     /// replace. Blocks the CoW fork already stages for `fb` (a copy on write of the same
@@ -366,7 +432,7 @@ async fn copy_blocks<P: PmemPlatform>(p: &P, from: u64, to: u64, len: u64) -> Re
 
 impl<P: PmemPlatform> IomapOps<P> for DaxfsFile<P> {
     async fn i_size(&self, p: &P) -> u64 {
-        let g = self.fs.ilock(p, &self.inode).await;
+        let g = self.fs.ilock_shared(p, &self.inode).await;
         let s = g.disk.size;
         drop(g);
         s
@@ -382,6 +448,16 @@ impl<P: PmemPlatform> IomapOps<P> for DaxfsFile<P> {
         // xfs_*_iomap_begin: a shut-down file system maps nothing.
         if self.fs.failure.is_shutdown(p).await {
             return Err(Errno::EIO);
+        }
+        // xfs_ilock_for_iomap: a read takes the ILOCK shared. A write takes it exclusive here;
+        // XFS takes it shared for a write into written blocks of an inode without reflinks and
+        // relocks exclusive only to allocate or convert (not modelled: the relock would add a
+        // scheduling point to every allocating write fault).
+        if flags & IOMAP_WRITE == 0 {
+            let g = self.fs.ilock_shared(p, &self.inode).await;
+            let r = self.begin_read(p, &g, pos, length).await;
+            drop(g);
+            return r.map_err(FsError::to_mm);
         }
         let mut g = self.fs.ilock(p, &self.inode).await;
         let r = self.begin_locked(p, &mut g, pos, length, flags).await;
@@ -414,7 +490,7 @@ impl<P: PmemPlatform> IomapOps<P> for DaxfsFile<P> {
         _end: u64,
         _datasync: bool,
     ) -> Result<(), Errno> {
-        let g = self.fs.ilock(p, &self.inode).await;
+        let g = self.fs.ilock_shared(p, &self.inode).await;
         let seq = g.logged_seq;
         drop(g);
         self.fs.log_force_seq(p, seq).await.map_err(FsError::to_mm)

@@ -10,7 +10,7 @@
 //! | 1 | [`FsLock::Mmaplock`] | `mapping->invalidate_lock` | faults shared (taken by the DAX core's `dax_fs_fault`); truncate, fallocate, reflink exclusive |
 //! | - | | DAX core: `mmap_lock`, entry locks, page-table and i_pages locks | faults, between MMAPLOCK and the ILOCK (`iomap_begin` runs under an entry lock) |
 //! | 2 | [`FsLock::Namespace`] | the namespace mutex (the directory's lock) | create, lookup |
-//! | 3 | [`FsLock::Ilock`] | `ILOCK` | the inode's size and extents; `iomap_begin` |
+//! | 3 | [`FsLock::Ilock`] | `ILOCK` | the inode's size and extents: exclusive to change them (`iomap_begin` of a write); shared for a read fault's `iomap_begin`, `i_size`, fsync |
 //! | 4 | [`FsLock::Alloc`] | the allocator mutex | bitmap and refcounts |
 //! | 5 | [`FsLock::Log`] | the log mutex | CIL insertion, log force |
 //!

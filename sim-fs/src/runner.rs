@@ -1233,7 +1233,7 @@ async fn write_fill(
     if bytes.iter().all(|&b| b == 0) {
         return Ok(());
     }
-    let extents = ino.ilock.lock(p).await.disk.extents.clone();
+    let extents = ino.ilock.read(p).await.disk.extents.clone();
     let bs = fs.geo.blocksize;
     for (&fb, e) in &extents {
         let start = fb * bs;

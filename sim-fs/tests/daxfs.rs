@@ -137,7 +137,7 @@ fn mkfs_mount_unmount_round_trip() {
         assert_eq!(fs.create(&p, "a").await.err(), Some(FsError::EINVAL));
         fs.prealloc(&p, &a, 0, 4 * MIB).await.unwrap();
         fs.fallocate(&p, &b, 8192, 3 * BS, false).await.unwrap();
-        let extents = a.ilock.lock(&p).await.disk.extents.clone();
+        let extents = a.ilock.read(&p).await.disk.extents.clone();
         assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
         fs.unmount(&p).await.unwrap();
         (extents, info1)
@@ -154,8 +154,8 @@ fn mkfs_mount_unmount_round_trip() {
         let fs = mount(&p, size).await.unwrap();
         let a = fs.lookup(&p, "/a").await.unwrap();
         let b = fs.lookup(&p, "/b").await.unwrap();
-        let ext = a.ilock.lock(&p).await.disk.extents.clone();
-        let sb = b.ilock.lock(&p).await.disk.size;
+        let ext = a.ilock.read(&p).await.disk.extents.clone();
+        let sb = b.ilock.read(&p).await.disk.size;
         assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
         fs.unmount(&p).await.unwrap();
         (fs.mount_info.clone(), ext, sb)
@@ -195,7 +195,7 @@ fn every_allowed_block_size_makes_a_clean_file_system_with_aligned_extents() {
             fs.prealloc(&p, &f, 0, 2 * MIB).await.unwrap();
             assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
             fs.unmount(&p).await.unwrap();
-            let e = f.ilock.lock(&p).await.disk.extents.clone();
+            let e = f.ilock.read(&p).await.disk.extents.clone();
             (e, fs.geo)
         });
         let (ext, geo) = ext;
@@ -523,7 +523,7 @@ fn allocation_is_pmd_aligned_and_a_full_device_gives_enospc() {
         fs.prealloc(&p, &small, 0, BS).await.unwrap();
         let big = fs.create(&p, "/big").await.unwrap();
         fs.prealloc(&p, &big, 0, 2 * MIB).await.unwrap();
-        let ext = big.ilock.lock(&p).await.disk.extents.clone();
+        let ext = big.ilock.read(&p).await.disk.extents.clone();
         // Fill the device: ENOSPC, not a panic; what was allocated stays consistent.
         let fill = fs.create(&p, "/fill").await.unwrap();
         let e1 = fs.prealloc(&p, &fill, 0, 16 * MIB).await;
@@ -648,7 +648,7 @@ fn reflink_counts_owners_and_freeing_drops_them() {
         let fs = mount(&p, size).await.unwrap();
         let a = fs.create(&p, "/a").await.unwrap();
         fs.prealloc(&p, &a, 0, 4 * BS).await.unwrap();
-        let dev = a.ilock.lock(&p).await.disk.extents[&0].dev;
+        let dev = a.ilock.read(&p).await.disk.extents[&0].dev;
         let b = fs.create(&p, "/b").await.unwrap();
         let c = fs.create(&p, "/c").await.unwrap();
         fs.reflink(&p, &a, &b, 0, 0, 0).await.unwrap();
@@ -935,7 +935,7 @@ fn dax_faults_on_daxfs_map_pmds_over_aligned_extents() {
         let file = DaxfsFile::new(fs.clone(), f.clone());
         let w = dax_user_access(&dax, &p, &mm, addr + 2 * MIB + 8192, true, &file).await;
         let r = dax_user_access(&dax, &p, &mm, addr + 4096, false, &file).await;
-        let ext = f.ilock.lock(&p).await.disk.extents.clone();
+        let ext = f.ilock.read(&p).await.disk.extents.clone();
         assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
         fs.unmount(&p).await.unwrap();
         (w, r, ext, fs.geo)
@@ -966,7 +966,7 @@ fn punch_hole_frees_whole_blocks_and_zeroes_partial_ones() {
         let fs = mount(&p, size).await.unwrap();
         let f = fs.create(&p, "/f").await.unwrap();
         fs.prealloc(&p, &f, 0, 8 * BS).await.unwrap();
-        let dev = f.ilock.lock(&p).await.disk.extents[&0].dev;
+        let dev = f.ilock.read(&p).await.disk.extents[&0].dev;
         let base = fs.geo.addr(dev);
         // Fill the file's blocks with 0xab (durably).
         p.pmem_ntstore(base, &vec![0xab; 8 * BS as usize])
@@ -986,7 +986,7 @@ fn punch_hole_frees_whole_blocks_and_zeroes_partial_ones() {
         assert_eq!(file.punch_hole(&p, 0, 0).await, Err(FsError::EINVAL));
         let ext: Vec<(u64, u64)> = f
             .ilock
-            .lock(&p)
+            .read(&p)
             .await
             .disk
             .extents
@@ -1233,4 +1233,114 @@ fn poisoned_metadata_is_reported_with_its_structure_and_block() {
     assert_eq!(report.problems.len(), 1, "{report}");
     let pr = &report.problems[0];
     assert_eq!((pr.structure, pr.block), ("inode table", block));
+}
+
+thread_local! {
+    /// The iomap answers of the current run of the ILOCK models, by task (their final state).
+    static ANSWERS: std::cell::RefCell<std::collections::BTreeMap<String, String>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+/// Faults' `iomap_begin` on one file racing: `tasks` (name, file offset, flags) after a setup
+/// that allocates and logs block 0. Each task records its answer in `ANSWERS`.
+fn ilock_model(tasks: &'static [(&'static str, u64, u32)]) -> impl Fn(&mut Sim) {
+    let size = 4 * MIB;
+    move |sim: &mut Sim| {
+        ANSWERS.with(|a| a.borrow_mut().clear());
+        sim.set_machine(machine(size));
+        let p = sim.platform();
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let s = slot.clone();
+        sim.spawn("setup", move || async move {
+            mkfs(&p, size, BS).await.unwrap();
+            let fs = mount(&p, size).await.unwrap();
+            let f = fs.create(&p, "/f").await.unwrap();
+            fs.set_size(&p, &f, 64 * BS).await.unwrap();
+            let file = DaxfsFile::new(fs.clone(), f.clone());
+            file.iomap_begin_fs(&p, 0, BS, IOMAP_WRITE).await.unwrap();
+            fs.log_force(&p).await.unwrap();
+            *s.lock().unwrap() = Some((fs, f));
+        });
+        sim.run(|_, en| en[0]);
+        let (fs, f) = slot.lock().unwrap().take().unwrap();
+        for &(name, pos, flags) in tasks {
+            let (fs, f) = (fs.clone(), f.clone());
+            sim.spawn(name, move || async move {
+                let file = DaxfsFile::new(fs, f);
+                let m = file.iomap_begin(&p, pos, BS, flags).await;
+                let a = format!("{m:?}");
+                ANSWERS.with(|x| x.borrow_mut().insert(name.to_string(), a));
+            });
+        }
+    }
+}
+
+fn ilock_final(_: &Sim, end: &RunEnd) -> (String, Vec<(String, String)>) {
+    let answers = ANSWERS.with(|a| a.borrow().clone().into_iter().collect());
+    (format!("{end:?}"), answers)
+}
+
+/// `xfs_ilock_for_iomap`: a read fault's `iomap_begin` takes the ILOCK shared, so two of
+/// them commute (DPOR needs one complete run where plain DFS needs several), and with a write
+/// that allocates (ILOCK exclusive) every reduction still reaches exactly the answers plain
+/// DFS reaches (`compare_reductions`).
+#[test]
+fn read_iomaps_share_the_ilock_and_every_reduction_reaches_the_same_answers() {
+    use sim_core::sim::reduction::compare_reductions;
+    static READS: [(&str, u64, u32); 2] = [("r1", 0, 0), ("r2", 5 * BS, 0)];
+    let c = compare_reductions(&ilock_model(&READS), &mut ilock_final).unwrap();
+    eprintln!("two reads: {}", c.runs());
+    assert!(c.plain.runs > 1, "{}", c.runs());
+    // Shared holders commute: one run stands for every order.
+    assert_eq!(c.dpor.runs, 1, "{}", c.runs());
+    assert_eq!(c.plain.outcomes.len(), 1);
+    static MIXED: [(&str, u64, u32); 3] =
+        [("r1", 0, 0), ("w", 5 * BS, IOMAP_WRITE), ("r2", 5 * BS, 0)];
+    let c = compare_reductions(&ilock_model(&MIXED), &mut ilock_final).unwrap();
+    eprintln!("two reads and an allocating write: {}", c.runs());
+    // r2 sees the hole or the new blocks, depending on the order with the write.
+    assert_eq!(c.plain.outcomes.len(), 2, "{:?}", c.plain.outcomes);
+    assert!(c.dpor.runs < c.plain.runs, "{}", c.runs());
+}
+
+/// A read's `iomap_begin` under the shared ILOCK answers what the exclusive path answers, at
+/// every block of a file with a hole, written, unwritten and reflinked blocks.
+#[test]
+fn the_shared_read_answer_is_the_exclusive_one() {
+    let size = 8 * MIB;
+    let (diffs, _) = run(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
+        let f = fs.create(&p, "/f").await.unwrap();
+        fs.set_size(&p, &f, 4 * MIB).await.unwrap();
+        let file = DaxfsFile::new(fs.clone(), f.clone());
+        file.iomap_begin(&p, 2 * BS, 2 * BS, IOMAP_WRITE)
+            .await
+            .unwrap();
+        fs.fallocate(&p, &f, 8 * BS, 4 * BS, true).await.unwrap();
+        let g = fs.create(&p, "/g").await.unwrap();
+        fs.reflink(&p, &f, &g, 2 * BS, 2 * BS, 0).await.unwrap();
+        // A copy on write of /g's block 0 in flight (staged in its CoW fork).
+        let gf = DaxfsFile::new(fs.clone(), g.clone());
+        gf.iomap_begin(&p, 0, BS, IOMAP_WRITE).await.unwrap();
+        let mut diffs = Vec::new();
+        let mut answers = 0;
+        for (name, file) in [("/f", &file), ("/g", &gf)] {
+            for b in 0..16 {
+                for len in [1, BS, 3 * BS] {
+                    let shared = file.iomap_begin(&p, b * BS, len, 0).await;
+                    let excl = file.iomap_begin_fs(&p, b * BS, len, 0).await;
+                    answers += 1;
+                    if shared.as_ref().ok() != excl.as_ref().ok() {
+                        diffs.push(format!(
+                            "{name} block {b} len {len}: {shared:?} vs {excl:?}"
+                        ));
+                    }
+                }
+            }
+        }
+        assert_eq!(answers, 96);
+        diffs
+    });
+    assert!(diffs.is_empty(), "{diffs:#?}");
 }
