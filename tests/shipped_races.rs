@@ -338,9 +338,6 @@ races! {
     bugs_invalidate_wake_next: "traces/bugs/invalidate-wake-next.trace";
     bugs_busy_scan_skips_locked: "traces/bugs/busy-scan-skips-locked.trace";
     bugs_pmd_writeback_no_wrprotect: "traces/bugs/pmd-writeback-no-wrprotect.trace";
-    #[ignore = "the CoW write fault that copies from the poisoned shared block takes SIGBUS \
-                and leaves daxfs's in-core block bitmap different from the media \
-                (assertion:fsck, with or without the mode): a daxfs CoW error-path bug"]
     bugs_lock_entry_exclusive_wait: "traces/bugs/lock-entry-exclusive-wait.trace";
     bugs_no_mmaplock: "traces/bugs/no-mmaplock.trace";
     #[ignore = "found with its mode; without it clean at preemption bound 2 (9,087 runs, \
