@@ -1725,7 +1725,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> u8 {
                     }
                 }
                 if let Some(trace) = m.trace() {
-                    outln!(io.out, "{:41}shipped trace: pmsim explore {trace}", "");
+                    outln!(
+                        io.out,
+                        "{:41}shipped trace: pmsim {} {trace}",
+                        "",
+                        m.trace_command()
+                    );
                 }
             }
             let n = BUG_MODES.iter().filter(|m| m.available).count();

@@ -13,6 +13,13 @@
 //! the regular test bounds at 1 and [`three_thread_traces_are_clean_at_preemption_bound_2`]
 //! (ignored: run it with `--ignored`) checks bound 2.
 //!
+//! A lost-durability mode says `# check: crashcheck`: explore runs the after-crash statements
+//! after a clean shutdown, which loses nothing, so such a trace is judged by `pmsim crashcheck`
+//! instead. With the mode, `crashcheck --k 2` (crash points at fences, the trace-order schedule)
+//! must find the `# expect:`ed kind and its printed replay command must reproduce it; without
+//! the `bug` lines, `crashcheck --k 2 --points op --strategy dfs --preemption-bound B` must be
+//! clean with the schedules exhausted (fewer than [`CRASH_SCHEDULES`]).
+//!
 //! An xfstests pattern is clean under dfs at that bound where that costs seconds in a debug
 //! build; the others (runs of hundreds to tens of thousands of steps, spaces of 7 k to 21 k
 //! runs at bound 2) run the default strategy with seed 0 for a few dozen runs in CI, and
@@ -30,6 +37,10 @@ use std::path::PathBuf;
 
 /// Runs the default strategy may take to find a shipped race (seed 0).
 const FIND_RUNS: u32 = 1000;
+
+/// The schedules a `# check: crashcheck` trace's clean check may take; reaching it means the
+/// bounded space was not exhausted.
+const CRASH_SCHEDULES: u32 = 100;
 
 /// `pmsim ARGS` in-process (the searches here are long; no process start per call).
 fn pmsim(args: &[&str]) -> (i32, String, String) {
@@ -52,6 +63,8 @@ struct Shipped {
     text: String,
     bugs: Vec<String>,
     expect: Vec<String>,
+    /// `# check: crashcheck`: judged by `pmsim crashcheck` (see the module notes).
+    crashcheck: bool,
     threads: usize,
 }
 
@@ -60,12 +73,17 @@ fn shipped(rel: &str) -> Shipped {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{rel}: {e}"));
     let mut bugs = Vec::new();
     let mut expect = Vec::new();
+    let mut crashcheck = false;
     let mut in_header = true;
     let mut threads: Vec<String> = Vec::new();
     for line in text.lines() {
         let code = line.split('#').next().unwrap_or("").trim();
         if let Some(k) = line.trim().strip_prefix("# expect:") {
             expect.extend(k.split('|').map(|s| s.trim().to_string()));
+        }
+        if let Some(c) = line.trim().strip_prefix("# check:") {
+            assert_eq!(c.trim(), "crashcheck", "{rel}: unknown `# check:` {c:?}");
+            crashcheck = true;
         }
         let mut words = code.split_whitespace();
         let Some(first) = words.next() else { continue };
@@ -82,6 +100,7 @@ fn shipped(rel: &str) -> Shipped {
         text,
         bugs,
         expect,
+        crashcheck,
         threads: threads.len(),
     }
 }
@@ -153,6 +172,9 @@ fn check_race(rel: &str) {
         s.text.trim_start().starts_with('#'),
         "{rel}: the trace starts with a comment saying what it models and what is expected"
     );
+    if s.crashcheck {
+        return check_durability(rel, &s);
+    }
     let runs = FIND_RUNS.to_string();
     let (code, v) = explore_json(&s.path, &["--seed", "0", "--runs", &runs]);
     let kind = v["failure"]["kind"].as_str().unwrap_or("");
@@ -182,6 +204,61 @@ fn check_race(rel: &str) {
         &nobug,
         &format!("{rel} without its bug lines"),
         clean_bound(rel, &s),
+    );
+}
+
+/// A `# check: crashcheck` trace (a lost-durability mode): with its mode crashcheck finds the
+/// documented kind and the printed replay reproduces it; without, crashcheck is clean.
+fn check_durability(rel: &str, s: &Shipped) {
+    let (code, out, err) = pmsim(&["crashcheck", &s.path, "--k", "2", "--json"]);
+    let v: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("{rel}: crashcheck printed no JSON ({e}): {out}\n{err}"));
+    let kind = v["violation"]["violation"]["kind"].as_str().unwrap_or("");
+    assert!(
+        code == 1 && kind_matches(&s.expect, kind),
+        "{rel}: with {:?}, crashcheck --k 2 should find {:?}, got exit {code}: {v:#}",
+        s.bugs,
+        s.expect
+    );
+    // The witness's replay command, run as printed, reproduces the same kind.
+    let replay = v["replay"].as_str().expect("a replay command");
+    let (c2, out2, err2) = common::run_printed(&common::shell_words(replay));
+    assert_eq!(
+        (c2, common::violation_kind(&out2).as_deref()),
+        (1, Some(kind)),
+        "{rel}: `{replay}` does not reproduce {kind}:\n{out2}{err2}"
+    );
+    let nobug = without_bugs(s, &rel.replace('/', "_"));
+    let b = clean_bound(rel, s).to_string();
+    let n = CRASH_SCHEDULES.to_string();
+    let args = [
+        "crashcheck",
+        &nobug,
+        "--k",
+        "2",
+        "--points",
+        "op",
+        "--strategy",
+        "dfs",
+        "--preemption-bound",
+        &b,
+        "--schedules",
+        &n,
+        "--json",
+    ];
+    let (code, out, err) = pmsim(&args);
+    let v: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("{rel}: crashcheck printed no JSON ({e}): {out}\n{err}"));
+    assert_eq!(
+        (code, v["result"].as_str()),
+        (0, Some("clean")),
+        "{rel} without its bug lines: crashcheck is not clean: {v:#}"
+    );
+    let ran = v["schedules"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        (1..u64::from(CRASH_SCHEDULES)).contains(&ran),
+        "{rel} without its bug lines: {ran} schedules checked, not exhausted below \
+         {CRASH_SCHEDULES}: {v:#}"
     );
 }
 
@@ -253,14 +330,7 @@ races! {
     /// a debug build); its bound-2 space is not checked.
     bugs_invalidate_wake_next: "traces/bugs/invalidate-wake-next.trace";
     bugs_busy_scan_skips_locked: "traces/bugs/busy-scan-skips-locked.trace";
-    #[ignore = "a lost-durability mode: explore's after-crash phase follows a clean shutdown \
-                (nothing lost), so only crashcheck can judge it, and `pmsim crashcheck \
-                --points op` finds it clean too (to investigate: does the second store still \
-                fault or get flushed in the model?)"]
     bugs_pmd_writeback_no_wrprotect: "traces/bugs/pmd-writeback-no-wrprotect.trace";
-    #[ignore = "the CoW write fault that copies from the poisoned shared block takes SIGBUS \
-                and leaves daxfs's in-core block bitmap different from the media \
-                (assertion:fsck, with or without the mode): a daxfs CoW error-path bug"]
     bugs_lock_entry_exclusive_wait: "traces/bugs/lock-entry-exclusive-wait.trace";
     bugs_no_mmaplock: "traces/bugs/no-mmaplock.trace";
     #[ignore = "found with its mode; without it clean at preemption bound 2 (9,087 runs, \
@@ -413,7 +483,18 @@ fn the_catalogue_names_each_modes_trace() {
             !s.expect.is_empty() || ELSEWHERE.contains(&rel),
             "{rel}: no `# expect:`"
         );
-        let line = format!("shipped trace: pmsim explore {rel}");
+        // A `# check: crashcheck` trace is named with the command that judges it.
+        let cmd = if s.crashcheck {
+            "crashcheck"
+        } else {
+            "explore"
+        };
+        assert_eq!(
+            m.trace_command(),
+            cmd,
+            "{rel}: `# check:` and the catalogue"
+        );
+        let line = format!("shipped trace: pmsim {cmd} {rel}");
         assert!(out.contains(&line), "`pmsim bugs` does not print {line:?}");
     }
     for b in sim_mm::dax::DaxBug::ALL {

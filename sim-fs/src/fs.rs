@@ -60,13 +60,16 @@ pub struct InodeCore {
 }
 
 /// One extent of the CoW fork: staged device blocks `dev .. dev + len`, already holding the
-/// data of the shared blocks they replace (copied in `iomap_begin`), and the number of
-/// `iomap_begin` answers not yet ended that handed out part of it.
+/// data of the shared blocks they replace (copied in `iomap_begin`), the number of write
+/// `iomap_begin` answers not yet ended that handed out part of it, and whether a read's
+/// `iomap_begin` handed part of it out (then it may be mapped or read at any time, and is
+/// remapped, never cancelled: see `DaxfsFile::cow_end`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CowStage {
     pub dev: u64,
     pub len: u64,
     pub users: u32,
+    pub read_mapped: bool,
 }
 
 impl InodeCore {
@@ -513,6 +516,21 @@ impl<P: PmemPlatform> Daxfs<P> {
         self.world.memmap.set_block_free(p, pfn, nr, free).await;
     }
 
+    /// Whether a page of blocks `d .. d + n` is in use by the mm (mapped, referenced,
+    /// associated with a DAX entry or shared): such blocks must not go back to the allocator.
+    pub async fn blocks_busy(&self, p: &P, d: u64, n: u64) -> bool {
+        let pfn = self.world.memmap.base_pfn() + self.geo.addr(d) / 4096;
+        let nr = self.geo.addr(n).div_ceil(4096);
+        let mut busy = false;
+        self.world
+            .memmap
+            .update(p, pfn, nr, |_, pg| {
+                busy |= pg.mapcount != 0 || pg.refcount != 0 || pg.mapping != 0 || pg.share != 0
+            })
+            .await;
+        busy
+    }
+
     /// `a.free(d, n)` (one owner less for each block) and the memmap marks of the blocks that
     /// became free (shared ones only lose a reference).
     pub async fn free_blocks(&self, p: &P, a: &mut AllocState, d: u64, n: u64) {
@@ -682,7 +700,8 @@ impl<P: PmemPlatform> Daxfs<P> {
     /// Check that the in-core state is what the media holds once the log is forced: every
     /// inode record, every bitmap and refcount line in use. Returns the mismatches (empty when
     /// consistent). Takes the namespace, every ILOCK (by inode number), the allocator and the
-    /// log: a quiescent check for the end of a run.
+    /// log: a quiescent check for the end of a run. Also checks the copy-on-write staging,
+    /// which lives in core only: see the invariant below.
     pub async fn verify_incore(&self, p: &P) -> Result<Vec<String>, FsError> {
         let ns = self.lock_ns(p).await;
         let inodes: Vec<Arc<Inode<P>>> = ns.inodes.values().cloned().collect();
@@ -697,6 +716,34 @@ impl<P: PmemPlatform> Daxfs<P> {
             Err(e) => Err(e),
         };
         let mut out = Vec::new();
+        // Invariant (at rest, every `iomap_begin` ended): the allocator's staged blocks are
+        // exactly the blocks of the inodes' CoW forks, and no CoW fork extent has a user left.
+        // A staged block outside every CoW fork is a leaked staging (an error exit between
+        // iomap_begin and iomap_end that neither cancelled nor remapped it); it is free on the
+        // media and taken in core, so no allocation ever returns it.
+        let mut forks = 0u64;
+        for (ino, core) in &cores {
+            for (&fb, st) in &core.cow {
+                forks += st.len;
+                if st.users != 0 {
+                    out.push(format!(
+                        "inode {ino}: CoW fork extent at file block {fb} has {} users at rest",
+                        st.users
+                    ));
+                }
+                if let Some(b) = (st.dev..st.dev + st.len).find(|&b| !a.staged(b)) {
+                    out.push(format!(
+                        "inode {ino}: CoW fork block {b} (file block {fb}) is not staged"
+                    ));
+                }
+            }
+        }
+        if a.staged_count() != forks {
+            out.push(format!(
+                "{} blocks staged for copy on write, {forks} in the CoW forks: a staging leaked",
+                a.staged_count()
+            ));
+        }
         if let Ok(meta) = &meta {
             let g = &self.geo;
             let mut expect: BTreeMap<u64, Vec<u8>> = BTreeMap::new();

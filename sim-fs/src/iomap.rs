@@ -118,7 +118,11 @@ impl<P: PmemPlatform> DaxfsFile<P> {
             if !write {
                 // A copy on write of these blocks is in flight: a read maps the staged blocks
                 // (they hold the file's data, and iomap_end remaps them into the data fork
-                // whatever happens), never the old ones a writer has already unmapped.
+                // whatever happens once a read has them), never the old ones a writer has
+                // already unmapped.
+                if let Some((_, stage)) = core.cow.range_mut(..=fb).next_back() {
+                    stage.read_mapped = true;
+                }
                 return Ok(IomapPair {
                     iomap: mapped(&st, IomapType::Mapped, 0),
                     srcmap: no_src,
@@ -318,22 +322,27 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                 dev: d,
                 len: got,
                 users: 1,
+                read_mapped: false,
             },
         );
         Ok((new, old))
     }
 
     /// `xfs_dax_write_iomap_end` for a copy on write (ILOCK held): the user of the staged
-    /// extent behind `iomap` is done. After a write (`written`), or when the last user is done
-    /// without one, the whole staged extent is remapped into the data fork in one transaction
-    /// (`xfs_reflink_end_cow`): its blocks enter the bitmap, and the shared blocks it replaces
-    /// lose this file's reference. A staged extent already remapped by another user is not
-    /// found: nothing to do.
+    /// extent behind `iomap` is done. After a write (`written`) the whole staged extent is
+    /// remapped into the data fork in one transaction (`xfs_reflink_end_cow`): its blocks enter
+    /// the bitmap, and the shared blocks it replaces lose this file's reference. When the last
+    /// user is done without a write (an error exit of the fault or write path after
+    /// iomap_begin), the staging is cancelled as XFS cancels it
+    /// (`xfs_reflink_cancel_cow_range`): the blocks go back to the allocator and nothing
+    /// reaches the media. A staged extent already remapped by another user is not found:
+    /// nothing to do.
     ///
-    /// Difference from XFS: with nothing written XFS cancels the staging
-    /// (`xfs_reflink_cancel_cow_range`); here it is remapped too. Its blocks hold exactly the
-    /// data of the blocks they replace, so the file reads the same either way, and a read
-    /// fault that mapped them meanwhile (see `begin_locked`) never maps a freed block.
+    /// Difference from XFS: a staging that a read's iomap_begin handed out (`read_mapped`, see
+    /// `begin_locked`), or whose pages the mm still uses (the failed fault's DAX entry already
+    /// holds the staged pfn), is remapped instead of cancelled. Its blocks hold exactly the data
+    /// of the blocks they replace, so the file reads the same either way, and nothing ever maps
+    /// a freed block.
     async fn cow_end(
         &self,
         p: &P,
@@ -357,6 +366,13 @@ impl<P: PmemPlatform> DaxfsFile<P> {
             return Ok(());
         }
         let st = core.cow.remove(&s).expect("found above");
+        if !written && !st.read_mapped && !fs.blocks_busy(p, st.dev, st.len).await {
+            let mut a = fs.lock_alloc(p).await;
+            a.cancel_staging(st.dev, st.len);
+            fs.mark_blocks(p, st.dev, st.len, true).await;
+            drop(a);
+            return Ok(());
+        }
         let mut a = fs.lock_alloc(p).await;
         a.commit_staging(st.dev, st.len);
         let new = Extent {

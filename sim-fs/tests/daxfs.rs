@@ -640,6 +640,71 @@ fn iomap_answers_for_holes_unwritten_mapped_and_shared_extents() {
     assert_eq!(r.shared_blocks, 0);
 }
 
+/// `iomap_end` with nothing written (an error exit of the fault or write path after
+/// `iomap_begin`) cancels a copy on write's staging as XFS does
+/// (`xfs_reflink_cancel_cow_range`): the staged block goes back to the allocator, the data fork
+/// still shares the old block and no transaction is written. A staging a read was handed meanwhile
+/// may be mapped, so it is remapped instead.
+#[test]
+fn a_copy_on_write_ended_without_a_write_is_cancelled_unless_a_read_has_it() {
+    let size = 8 * MIB;
+    let (_, sim) = run(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let fs = mount(&p, size).await.unwrap();
+        let f = fs.create(&p, "/f").await.unwrap();
+        fs.set_size(&p, &f, 2 * BS).await.unwrap();
+        let file = DaxfsFile::new(fs.clone(), f.clone());
+        let b0 = file.iomap_begin(&p, 0, BS, IOMAP_WRITE).await.unwrap();
+        let b1 = file.iomap_begin(&p, BS, BS, IOMAP_WRITE).await.unwrap();
+        let g = fs.create(&p, "/g").await.unwrap();
+        fs.reflink(&p, &f, &g, 0, 2 * BS, 0).await.unwrap();
+        let gf = DaxfsFile::new(fs.clone(), g.clone());
+        let free = fs.lock_alloc(&p).await.free;
+        // What the log holds or has written: a transaction would change it.
+        let log_state = |fs: Arc<Daxfs<P>>, p: P| async move {
+            let l = fs.lock_log(&p).await;
+            (l.open_seq, l.cil.clone(), l.forces)
+        };
+        let head = log_state(fs.clone(), p).await;
+        // A write that fails: staged, then ended with nothing written.
+        let c = gf.iomap_begin(&p, 0, BS, IOMAP_WRITE).await.unwrap();
+        assert!(c.iomap.has(IOMAP_F_SHARED));
+        assert_eq!(fs.lock_alloc(&p).await.staged_count(), 1);
+        gf.iomap_end(&p, 0, BS, 0, IOMAP_WRITE, &c.iomap)
+            .await
+            .unwrap();
+        {
+            let a = fs.lock_alloc(&p).await;
+            assert_eq!((a.free, a.staged_count()), (free, 0), "cancelled");
+        }
+        assert!(
+            log_state(fs.clone(), p).await == head,
+            "nothing reached the log or the media"
+        );
+        let r = gf.iomap_begin(&p, 0, BS, 0).await.unwrap();
+        assert!(r.iomap.has(IOMAP_F_SHARED) && r.iomap.addr == b0.iomap.addr);
+        assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
+        // The same, but a read is handed the staged block before the failed write ends.
+        let c = gf.iomap_begin(&p, BS, BS, IOMAP_WRITE).await.unwrap();
+        let rd = gf.iomap_begin(&p, BS, BS, 0).await.unwrap();
+        assert_eq!(rd.iomap.addr, c.iomap.addr, "a read maps the staged block");
+        gf.iomap_end(&p, BS, BS, 0, IOMAP_WRITE, &c.iomap)
+            .await
+            .unwrap();
+        let r = gf.iomap_begin(&p, BS, BS, 0).await.unwrap();
+        assert_eq!((r.iomap.addr, r.iomap.flags), (c.iomap.addr, 0), "remapped");
+        assert_ne!(r.iomap.addr, b1.iomap.addr);
+        assert_eq!(fs.verify_incore(&p).await.unwrap(), Vec::<String>::new());
+        fs.unmount(&p).await.unwrap();
+    });
+    let r = fsck_pmem(&durable_pmem(&sim));
+    assert!(r.is_clean(), "{r}");
+    assert_eq!(
+        r.shared_blocks, 1,
+        "block 0 is still shared, block 1 is not"
+    );
+}
+
 #[test]
 fn reflink_counts_owners_and_freeing_drops_them() {
     let size = 8 * MIB;
@@ -872,8 +937,13 @@ fn opposite_reflinks_and_a_write_fault_never_deadlock() {
                     0 => fs.reflink(&p, &a, &b, 0, BS, BS).await.unwrap(),
                     1 => fs.reflink(&p, &b, &a, 0, BS, BS).await.unwrap(),
                     _ => {
+                        // A write fault's pair (a copy on write when a reflink came first:
+                        // iomap_end remaps the staging).
                         let f = DaxfsFile::new(fs.clone(), b.clone());
-                        f.iomap_begin(&p, BS, BS, IOMAP_WRITE).await.unwrap();
+                        let m = f.iomap_begin(&p, BS, BS, IOMAP_WRITE).await.unwrap();
+                        f.iomap_end(&p, BS, BS, BS, IOMAP_WRITE, &m.iomap)
+                            .await
+                            .unwrap();
                     }
                 }
                 let mut d = done.lock(&p).await;

@@ -151,6 +151,8 @@ pub const BUG_MODES: &[BugMode] = &[
 /// starts with a comment saying what it models, and names in a `# expect: KIND` comment the
 /// violation `pmsim explore` finds with the mode; without its `bug` line it is clean
 /// (tests/shipped_races.rs). The crash-consistency modes name theirs with `pmsim crashcheck`.
+/// A mode in [`CRASHCHECK_JUDGED`] is a lost-durability mode: explore's after-crash phase
+/// follows a clean shutdown, so its trace is judged by `pmsim crashcheck` instead.
 const SHIPPED_TRACES: &[(&str, &str)] = &[
     ("pmd-missed-wakeup", "traces/bugs/pmd-missed-wakeup.trace"),
     (
@@ -196,7 +198,21 @@ const SHIPPED_TRACES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The modes whose shipped trace `pmsim crashcheck` judges (the trace says so with a
+/// `# check: crashcheck` comment, tests/shipped_races.rs).
+const CRASHCHECK_JUDGED: &[&str] = &["pmd-writeback-no-wrprotect"];
+
 impl BugMode {
+    /// The command that judges [`BugMode::trace`]: `crashcheck` for a lost-durability mode,
+    /// else `explore`.
+    pub fn trace_command(&self) -> &'static str {
+        if CRASHCHECK_JUDGED.contains(&self.name) {
+            "crashcheck"
+        } else {
+            "explore"
+        }
+    }
+
     /// The shipped trace that shows the mode, for a mode this build implements (a planned
     /// mode's trace ships with its implementation).
     pub fn trace(&self) -> Option<&'static str> {

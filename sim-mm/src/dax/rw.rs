@@ -244,6 +244,9 @@ pub async fn dax_iomap_rw<P: PmemPlatform, I: IomapOps<P>>(
                 break;
             }
             Err(e) => {
+                // iomap_iter: ->iomap_end follows every successful ->iomap_begin, with nothing
+                // processed on an error (a file system cancels what it staged).
+                let _ = ops.iomap_end(p, at, n, 0, flags, &m).await;
                 err = Some(e);
                 break;
             }
