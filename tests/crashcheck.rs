@@ -729,3 +729,95 @@ fn bench_crash_builds_and_checks_the_images_it_says() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(v["images_checked"].as_u64().unwrap() > 0, "{v}");
 }
+
+/// For each image of each crash point after the sync statement of `sync` (`fsync` or
+/// `fdatasync`) returned, in a run that overwrites allocated blocks of /f 5 ms after they
+/// were created: the first byte of /f and its mtime. Every image is checked clean by all the
+/// oracles on the way. Also returns /f's mtime before the run's first statement.
+fn after_sync(sync: &str, extend: bool) -> (Vec<(u8, u64, u64)>, u64) {
+    let off = if extend { "8K" } else { "0" };
+    let text = format!(
+        "pmsim-trace 1\nmachine cpus=1 pmem=64MiB\nfile /f size=8K fill=0x11 prealloc\n\
+         t sleep 5ms\nt write /f {off} 4K 0x22\nt {sync} /f\n"
+    );
+    let r = runner_of(&text);
+    let run = record_run(
+        &r,
+        &Schedule {
+            seed: 0,
+            choices: vec![],
+        },
+        PointKind::Fence,
+        1_000_000,
+    )
+    .unwrap();
+    let pmem = 64 << 20;
+    let opts = CrashOptions {
+        k: 2,
+        torn: false,
+        dedup: true,
+    };
+    let clean = CrashImage {
+        delta: vec![],
+        lines: vec![],
+        hash: 0,
+    };
+    let first = &run.points[0];
+    let old = check::recover(&first.point, &clean, pmem).unwrap().files["/f"].mtime;
+    assert_eq!(run.log.promises.len(), 1, "{sync} promised once");
+    let made = run.log.promises[0].made;
+    let mut out = Vec::new();
+    for cp in run.points.iter().filter(|cp| cp.snap.seq >= made) {
+        for img in cp.point.images(opts) {
+            sim_fs::crashcheck::check_image(&r, &run, cp, &img, 1_000_000, None)
+                .unwrap_or_else(|v| panic!("{sync}: point {}: {v:?}", cp.index));
+            let rec = check::recover(&cp.point, &img, pmem).unwrap();
+            let d = &rec.files["/f"];
+            let at = if extend { 8192 } else { 0 };
+            let b = check::read_file(&cp.point, &img, &rec.geo, d, at, at + 1)[0];
+            out.push((b, d.mtime, d.size));
+        }
+    }
+    assert!(!out.is_empty(), "{sync}: crash points after it returned");
+    (out, old)
+}
+
+#[test]
+fn fdatasync_leaves_the_old_mtime_possible_and_fsync_does_not() {
+    // An overwrite of allocated blocks changes only the timestamps in the inode: fdatasync
+    // makes the data durable and skips the log force (XFS: a timestamp-only change), so a
+    // crash after it may find the new data with the old mtime, and every oracle is clean.
+    let (imgs, old) = after_sync("fdatasync", false);
+    assert!(
+        imgs.iter().all(|&(b, _, size)| b == 0x22 && size == 8192),
+        "{imgs:?}"
+    );
+    assert!(
+        imgs.iter().any(|&(_, m, _)| m == old),
+        "some image keeps the old mtime {old}: {imgs:?}"
+    );
+    // The write came a tick later than the file's creation, so its mtime differs.
+    assert!(imgs.iter().any(|&(_, m, _)| m > old), "{imgs:?}");
+    // fsync forces the log for the timestamps too: no image after it has the old mtime.
+    let (imgs, old) = after_sync("fsync", false);
+    assert!(
+        imgs.iter().all(|&(b, _, size)| b == 0x22 && size == 8192),
+        "{imgs:?}"
+    );
+    assert!(
+        imgs.iter().all(|&(_, m, _)| m > old),
+        "old mtime {old}: {imgs:?}"
+    );
+}
+
+#[test]
+fn fdatasync_after_an_extending_write_forces_the_log() {
+    // The size changed (a core change): fdatasync forces the log, so every image after it
+    // has the new size and the data, and with them the new mtime (one log, forced whole).
+    let (imgs, old) = after_sync("fdatasync", true);
+    assert!(
+        imgs.iter()
+            .all(|&(b, m, size)| b == 0x22 && size == 12288 && m > old),
+        "old mtime {old}: {imgs:?}"
+    );
+}

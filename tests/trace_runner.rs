@@ -360,7 +360,7 @@ fn a_read_racing_a_copy_on_write_fault_is_clean_at_bound_1() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("exhausted the search space"), "{out}");
-    let (code, out, err) = pmsim(&["run", path, "--schedule", "1:0:3(20)1(64)3(5)2(56)"]);
+    let (code, out, err) = pmsim(&["run", path, "--schedule", "1:0:3(20)1(66)3(5)2(57)"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("2 preemptions"), "{out}");
 }

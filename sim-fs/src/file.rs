@@ -1,7 +1,7 @@
 //! File operations of daxfs on the full stack, as XFS does them for a DAX inode
 //! (`xfs_file.c`, `xfs_iops.c`, `xfs_bmap_util.c`): read and write through the DAX core's
 //! `dax_iomap_rw`, truncate, fallocate (allocate, keep-size, punch, zero, collapse, insert),
-//! fsync and fdatasync, and the inode's lifetime (open references, unlink, eviction on the last
+//! fsync and fdatasync, timestamps (`file_update_time`), and the inode's lifetime (open references, unlink, eviction on the last
 //! reference).
 //!
 //! **Locks.** read: IOLOCK shared. write: IOLOCK exclusive (faults race with both, as in XFS).
@@ -190,6 +190,11 @@ impl<P: PmemPlatform> DaxfsFile<P> {
             return Err(FsError::EFBIG);
         }
         let io = self.fs.iolock_excl(p, &self.inode).await;
+        // xfs_file_write_checks -> file_modified -> file_update_time, before the data moves.
+        if let Err(e) = self.fs.update_time(p, &self.inode).await {
+            drop(io);
+            return Err(e);
+        }
         let r = {
             let mut o = |at: u64, b: &[u8]| obs(Change::Write(at, b));
             dax_iomap_rw(
@@ -320,6 +325,8 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                     .next_back()
                     .map_or(0, |(&s, e)| s + e.len);
                 core.disk.size = size;
+                // ftruncate: `ATTR_MTIME | ATTR_CTIME`, in the size's transaction.
+                crate::fs::stamp(p, &mut core.disk, true);
                 if last > first_gone {
                     self.fs
                         .free_range(p, self.inode.ino, &mut core, first_gone, last - first_gone)
@@ -371,6 +378,8 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         }
         let ex = self.lock_excl(p).await;
         let r = async {
+            // xfs_file_fallocate -> file_modified, whatever the mode.
+            self.fs.update_time(p, &self.inode).await?;
             let size = self.size(p).await;
             match mode {
                 Falloc::Alloc | Falloc::KeepSize => {
@@ -548,7 +557,8 @@ impl<P: PmemPlatform> DaxfsFile<P> {
     /// fsync(2) / fdatasync(2) over the byte range `start ..= end` (`xfs_file_fsync`): write
     /// back the dirty DAX entries (`dax_writeback_mapping_range`: write-protect, flush the
     /// cache lines), fence (the pmem driver's answer to `REQ_PREFLUSH`), then force the log up
-    /// to the inode's last change (for `datasync` too: see `InodeCore::logged_seq`).
+    /// to the inode's last change; fdatasync skips a change of timestamps alone (see
+    /// `InodeCore::ts_seq`).
     pub async fn fsync(
         &self,
         dax: &Dax<P>,
@@ -557,6 +567,22 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         end: u64,
         datasync: bool,
     ) -> Result<(), FsError> {
+        self.fsync_stamped(dax, p, start, end, datasync)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`DaxfsFile::fsync`], returning for fsync (not fdatasync) the inode's ctime it made
+    /// durable: the one the inode had when its sequence to force was read (a checker's
+    /// promise; timestamps only grow, so the durable ctime is at least this one).
+    pub async fn fsync_stamped(
+        &self,
+        dax: &Dax<P>,
+        p: &P,
+        start: u64,
+        end: u64,
+        datasync: bool,
+    ) -> Result<Option<u64>, FsError> {
         let _fn = p.enter_fn("xfs_file_fsync");
         let dev = DaxDevice {
             base_pfn: self.fs.world.memmap.base_pfn(),
@@ -572,12 +598,15 @@ impl<P: PmemPlatform> DaxfsFile<P> {
             .map_err(FsError::from_mm)?;
         crate::journal::sfence(p).await?;
         let g = self.fs.ilock(p, &self.inode).await;
-        // xfs_fsync_seq: fdatasync would skip a timestamp-only change; there is none to skip
-        // (see `InodeCore::logged_seq`), so both force the inode's last change.
-        let _ = datasync;
-        let seq = g.logged_seq;
+        // xfs_fsync_seq: with `datasync`, a timestamp-only change needs no log force.
+        let seq = if datasync {
+            g.logged_seq
+        } else {
+            g.logged_seq.max(g.ts_seq)
+        };
+        let ctime = (!datasync).then_some(g.disk.ctime);
         drop(g);
-        self.fs.log_force_seq(p, seq).await
+        self.fs.log_force_seq(p, seq).await.map(|()| ctime)
     }
 }
 

@@ -31,14 +31,20 @@ use std::sync::Arc;
 #[derive(Clone, Debug, Default)]
 pub struct InodeCore {
     pub disk: DiskInode,
-    /// The log sequence its last change went into (0: none since mount). The metadata is
-    /// durable once the log's `committed_seq` reaches it. fsync and fdatasync both force the
-    /// log up to it: XFS's fdatasync skips the log force only when the inode's pending changes
-    /// are timestamps alone (`xfs_fsync_seq`: `ili_fsync_fields & ~XFS_ILOG_TIMESTAMP`, since
-    /// 6.x `ili_datasync_seq`), and daxfs models no timestamps, so every change it logs (size,
-    /// extents, the orphan flag of unlink, which XFS logs as `XFS_ILOG_CORE` with the link
-    /// count) is one fdatasync needs.
+    /// The log sequence its last change other than timestamps went into (size, extents, the
+    /// orphan flag of unlink, which XFS logs as `XFS_ILOG_CORE` with the link count; 0: none
+    /// since mount): what fdatasync forces and what a MAP_SYNC fault waits for (XFS:
+    /// `ili_fsync_fields & ~XFS_ILOG_TIMESTAMP`, see [`InodeCore::ts_seq`]). The metadata is
+    /// durable once the log's `committed_seq` reaches it.
     pub logged_seq: u64,
+    /// The log sequence of its last timestamp-only change (`file_update_time` of a write or a
+    /// write fault: XFS logs it as `XFS_ILOG_TIMESTAMP`; 0: none since mount). fsync forces
+    /// the log up to the later of this and `logged_seq`; fdatasync and MAP_SYNC ignore it, as
+    /// `xfs_file_fsync` skips the log force when `datasync` and the inode's logged fields are
+    /// timestamps alone (`!(ili_fsync_fields & ~XFS_ILOG_TIMESTAMP)`; before 5.x `ili_fields`
+    /// with `ili_last_lsn`). A timestamp change that shares a transaction with a core change
+    /// (truncate, reflink, create, unlink) counts as core.
+    pub ts_seq: u64,
     /// A sequence this inode has seen durable (`committed_seq` read under the log mutex);
     /// invariant: `durable_seen <= log.committed_seq`, so `logged_seq <= durable_seen` proves
     /// durability without taking the log mutex.
@@ -128,6 +134,32 @@ pub struct Daxfs<P: Platform> {
 }
 
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// The granularity of file timestamps: one jiffy at HZ=250. `current_time()` reads the
+/// coarse clock (`ktime_get_coarse_real_ts64`), which moves once a tick, so two changes within
+/// a tick leave the same timestamp and the second logs nothing (`inode_needs_update_time`).
+/// (Multigrain timestamps, 6.13, are not modelled.)
+pub const TIME_GRAN_NS: u64 = 4_000_000;
+
+/// `current_time(inode)` for an inode whose ctime is `ctime`: the calling CPU's clock,
+/// truncated to the coarse tick, and never older than `ctime`. The simulated CPUs have clocks
+/// of their own (sim-core "Time"), where the kernel has one wall clock; taking the later of
+/// the two keeps each inode's timestamps from going backwards when a task on a CPU whose
+/// clock is behind changes it (the invariant fsck checks as `ctime >= mtime`).
+pub fn current_time<P: Platform>(p: &P, ctime: u64) -> u64 {
+    (p.now_ns() / TIME_GRAN_NS * TIME_GRAN_NS).max(ctime)
+}
+
+/// Set `d`'s ctime (and its mtime with `mtime`) to [`current_time`]: `inode_set_ctime_current`
+/// / `inode_set_mtime_to_ts`, in core only (the caller logs the record). Returns whether a
+/// timestamp changed.
+pub fn stamp<P: Platform>(p: &P, d: &mut DiskInode, mtime: bool) -> bool {
+    let now = current_time(p, d.ctime);
+    let m = if mtime { now } else { d.mtime };
+    let changed = (m, now) != (d.mtime, d.ctime);
+    (d.mtime, d.ctime) = (m, now);
+    changed
+}
 
 /// Blocks one reflink or freeing transaction covers at most (64 bitmap or refcount lines in
 /// the journal), so that no transaction outgrows the journal.
@@ -447,7 +479,10 @@ impl<P: PmemPlatform> Daxfs<P> {
         };
         let inode = ns.inodes[&ino].clone();
         let mut core = self.ilock(p, &inode).await;
+        let old_ctime = core.disk.ctime;
         core.disk.flags |= INODE_F_ORPHAN;
+        // xfs_remove: the link count changes, and so does the ctime (`XFS_ICHGTIME_CHG`).
+        stamp(p, &mut core.disk, false);
         let r = self
             .commit_trans(p, vec![self.inode_unit(ino, &core.disk)])
             .await;
@@ -456,7 +491,10 @@ impl<P: PmemPlatform> Daxfs<P> {
                 core.logged_seq = seq;
                 ns.names.remove(name);
             }
-            Err(_) => core.disk.flags &= !INODE_F_ORPHAN,
+            Err(_) => {
+                core.disk.flags &= !INODE_F_ORPHAN;
+                core.disk.ctime = old_ctime;
+            }
         }
         drop(core);
         drop(ns);
@@ -805,8 +843,9 @@ impl<P: PmemPlatform> Daxfs<P> {
         r
     }
 
-    /// Whether the inode's metadata (`core`, ILOCK held) is durable: without the log mutex
-    /// when the inode has already seen its last change durable.
+    /// Whether the inode's metadata other than timestamps (`core`, ILOCK held; see
+    /// [`InodeCore::logged_seq`]) is durable: without the log mutex when the inode has already
+    /// seen its last such change durable.
     pub async fn inode_durable(&self, p: &P, core: &mut InodeCore) -> bool {
         if core.logged_seq <= core.durable_seen {
             return true;
@@ -868,10 +907,13 @@ impl<P: PmemPlatform> Daxfs<P> {
             drop(ns);
             return Err(FsError::ENOSPC);
         };
+        let now = current_time(p, 0);
         let disk = DiskInode {
             in_use: true,
             name: name.to_string(),
             generation: 1,
+            mtime: now,
+            ctime: now,
             ..DiskInode::default()
         };
         let units = vec![(self.geo.inode_addr(ino), disk.encode())];
@@ -897,6 +939,32 @@ impl<P: PmemPlatform> Daxfs<P> {
         ns.inodes.insert(ino, inode.clone());
         drop(ns);
         Ok(inode)
+    }
+
+    /// `file_update_time` (`xfs_vn_update_time`): set the inode's mtime and ctime to
+    /// [`current_time`] and log the record in a transaction of its own, unless they already
+    /// hold that time (`inode_needs_update_time`); a timestamp-only change ([`InodeCore::
+    /// ts_seq`]). Called by write(2), fallocate and a write fault through a shared mapping,
+    /// before they change anything, with IOLOCK (write, fallocate) or nothing held.
+    pub async fn update_time(&self, p: &P, inode: &Inode<P>) -> Result<(), FsError> {
+        let mut core = self.ilock(p, inode).await;
+        let d = &core.disk;
+        let now = current_time(p, d.ctime);
+        if (d.mtime, d.ctime) == (now, now) || !d.in_use {
+            drop(core);
+            return Ok(());
+        }
+        let old = (core.disk.mtime, core.disk.ctime);
+        (core.disk.mtime, core.disk.ctime) = (now, now);
+        let r = self
+            .commit_trans(p, vec![self.inode_unit(inode.ino, &core.disk)])
+            .await;
+        match r {
+            Ok(seq) => core.ts_seq = seq,
+            Err(_) => (core.disk.mtime, core.disk.ctime) = old,
+        }
+        drop(core);
+        r.map(|_| ())
     }
 
     /// The inode record unit of `ino` for a transaction.
@@ -1357,6 +1425,9 @@ impl<P: PmemPlatform> Daxfs<P> {
                 None => &mut g1,
             };
             dst_core.reflink = true;
+            // xfs_reflink_update_dest: the destination's data changed (`XFS_ICHGTIME_MOD |
+            // XFS_ICHGTIME_CHG`), logged with its first chunk.
+            stamp(p, &mut dst_core.disk, true);
             for &(o, cur, n) in &chunks {
                 let mut a = self.lock_alloc(p).await;
                 if let Some(e) = cur {

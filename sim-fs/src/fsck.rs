@@ -6,7 +6,8 @@
 //! - superblock: magic, version, checksum, geometry matching the device;
 //! - journal: a valid header; no committed transaction left unreplayed (recovery's job);
 //! - inode table: each record decodes (magic, flags, name, extent count, extents sorted and not
-//!   overlapping within the file); names unique; extents inside the data region;
+//!   overlapping within the file); names unique; extents inside the data region; ctime not
+//!   older than mtime;
 //! - bitmap: metadata blocks in use; a data block in use exactly when some extent owns it; no
 //!   bit set past the last block;
 //! - refcounts: a block owned by `n >= 2` extents has refcount `n`, any other block 0 (so two
@@ -161,6 +162,18 @@ fn check_meta(geo: &Geometry, meta: &[u8], r: &mut FsckReport) {
                 "inode table",
                 blk,
                 format!("inode {ino}: name {:?} is also inode {other}'s", inode.name),
+            );
+        }
+        // daxfs never sets mtime without setting ctime to the same time, and an inode's
+        // timestamps never go backwards (`Daxfs::current_time`), so ctime is never older.
+        if inode.ctime < inode.mtime {
+            r.add(
+                "inode table",
+                blk,
+                format!(
+                    "inode {ino}: ctime {} is older than mtime {}",
+                    inode.ctime, inode.mtime
+                ),
             );
         }
         if inode.size > i64::MAX as u64 {

@@ -12,8 +12,10 @@
 //! | shared (refcount >= 2) | `Mapped` + `IOMAP_F_SHARED` | copy on write: staged blocks as `Mapped` + `IOMAP_F_SHARED`, the old ones as `srcmap` |
 //! | staged in the CoW fork | `Mapped` (the staged blocks) | the same staged blocks, as for shared |
 //!
-//! For a write, `IOMAP_F_DIRTY` is set while the inode has changes not yet committed to the
-//! journal (XFS: `xfs_ipincount` and `ili_fsync_fields`): a MAP_SYNC fault then returns
+//! For a write, `IOMAP_F_DIRTY` is set while the inode has changes other than timestamps not
+//! yet committed to the journal (XFS: `xfs_ipincount` and `ili_fsync_fields &
+//! ~XFS_ILOG_TIMESTAMP`; the write fault's own `file_update_time` does not count): a MAP_SYNC
+//! fault then returns
 //! `VM_FAULT_NEEDDSYNC` and calls [`IomapOps::fsync_range`], which forces the log.
 //!
 //! Copy on write is staged as XFS stages it. `iomap_begin` allocates blocks in core only, copies
@@ -504,12 +506,23 @@ impl<P: PmemPlatform> IomapOps<P> for DaxfsFile<P> {
         p: &P,
         _start: u64,
         _end: u64,
-        _datasync: bool,
+        datasync: bool,
     ) -> Result<(), Errno> {
         let g = self.fs.ilock_shared(p, &self.inode).await;
-        let seq = g.logged_seq;
+        // As `xfs_file_fsync`: a datasync (MAP_SYNC's) skips timestamp-only changes.
+        let seq = if datasync {
+            g.logged_seq
+        } else {
+            g.logged_seq.max(g.ts_seq)
+        };
         drop(g);
         self.fs.log_force_seq(p, seq).await.map_err(FsError::to_mm)
+    }
+
+    /// `xfs_write_fault`: `file_update_time` before MMAPLOCK; its failure is ignored, as
+    /// there.
+    async fn file_update_time(&self, p: &P) {
+        let _ = self.fs.update_time(p, &self.inode).await;
     }
 }
 

@@ -30,6 +30,8 @@
 //! | 32 | 64 | name (the path; the namespace is flat) |
 //! | 96 | 4 | number of extents |
 //! | 100 | 4 | name length |
+//! | 104 | 8 | mtime: ns of the coarse clock ([`MTIME_OFF`]) |
+//! | 112 | 8 | ctime: ns of the coarse clock ([`CTIME_OFF`]) |
 //! | 128 | 24 * [`MAX_EXTENTS`] | extents, sorted by file block: file block u64, device block u64, length u32, flags u32 ([`EXTENT_F_UNWRITTEN`]) |
 //!
 //! The size is a 16-byte field: the size and its bitwise complement, which must agree. daxfs
@@ -37,6 +39,11 @@
 //! `torn-inode-size` writes it in place with one 16-byte store, which x86 does not make
 //! failure-atomic (only aligned 8-byte stores are): a crash may keep one word of it, and the
 //! record then fails to decode ("torn size"), which mount and fsck report.
+//!
+//! **Timestamps** (format version 2): the last modification of the data (mtime) and of the
+//! inode (ctime), in ns of the simulation's coarse clock (see `Daxfs::current_time`); daxfs
+//! keeps no atime (see `lib.rs`). Both are logged like the size and the extents, as parts of the
+//! inode record; fsck checks `ctime >= mtime` (see `fsck.rs`).
 //!
 //! Shared extents have no flag: a block is shared when its refcount is 2 or more (as XFS's
 //! refcount btree says, not the extent). A file has at most [`MAX_EXTENTS`] extents; an
@@ -50,7 +57,8 @@ pub const MIN_BLOCKSIZE: u64 = 4096;
 pub const MAX_BLOCKSIZE: u64 = PMD_SIZE;
 
 pub const SB_MAGIC: u64 = u64::from_le_bytes(*b"DAXFSsb1");
-pub const SB_VERSION: u32 = 1;
+/// 2: inode records carry mtime and ctime (1 had zeros there; mount refuses it by version).
+pub const SB_VERSION: u32 = 2;
 /// Bytes of the superblock covered by its checksum (the checksum follows).
 pub const SB_BYTES: usize = 120;
 
@@ -66,6 +74,12 @@ pub const EXTENT_F_UNWRITTEN: u32 = 1;
 /// Where the 16-byte size field starts in an inode record (one cache line holds all of it).
 pub const SIZE_OFF: usize = 8;
 const _: () = assert!(SIZE_OFF.is_multiple_of(8) && SIZE_OFF / 64 == (SIZE_OFF + 15) / 64);
+/// Where mtime and ctime are in an inode record: aligned 8-byte words (each failure-atomic),
+/// after the name length and before the extents.
+pub const MTIME_OFF: usize = 104;
+pub const CTIME_OFF: usize = 112;
+const _: () =
+    assert!(MTIME_OFF >= 104 && CTIME_OFF == MTIME_OFF + 8 && CTIME_OFF + 8 <= INODE_HEADER);
 
 /// The on-media bytes of the size field for `size`: the size, then its complement.
 pub fn size_field(size: u64) -> [u8; 16] {
@@ -328,6 +342,10 @@ pub struct DiskInode {
     pub size: u64,
     pub generation: u64,
     pub name: String,
+    /// Last change of the file's data (ns of the coarse clock).
+    pub mtime: u64,
+    /// Last change of the inode: data, size, extents, link count (ns of the coarse clock).
+    pub ctime: u64,
     /// File block -> extent; extents never overlap.
     pub extents: std::collections::BTreeMap<u64, Extent>,
 }
@@ -359,6 +377,8 @@ impl DiskInode {
         let name = self.name.as_bytes();
         put_u32(&mut b, 100, name.len() as u32);
         put_u64(&mut b, 24, self.generation);
+        put_u64(&mut b, MTIME_OFF, self.mtime);
+        put_u64(&mut b, CTIME_OFF, self.ctime);
         b[32..32 + name.len()].copy_from_slice(name);
         for (i, (&fb, e)) in self.extents.iter().enumerate() {
             let o = INODE_HEADER + i * EXTENT_BYTES;
@@ -450,6 +470,8 @@ impl DiskInode {
             size,
             generation: get_u64(b, 24),
             name,
+            mtime: get_u64(b, MTIME_OFF),
+            ctime: get_u64(b, CTIME_OFF),
             extents,
         })
     }
@@ -490,6 +512,8 @@ mod tests {
             size: 5 << 20,
             name: "/f".into(),
             generation: 3,
+            mtime: 4_000_000,
+            ctime: 8_000_000,
             ..DiskInode::default()
         };
         i.extents.insert(

@@ -24,9 +24,18 @@
 //! CIL never holds an older copy of a unit over a newer one. [`locks::LockDep`] checks the
 //! order at every acquisition through `Daxfs::{iolock_*, mmaplock_*, ilock, lock_*}`.
 //!
-//! Not built yet: timestamps, so fdatasync forces the same log sequence as fsync (XFS's
-//! fdatasync skips only timestamp-only changes); the block rmap is computed from the in-core extent maps (no rmap btree on the
-//! media).
+//! **Timestamps**: mtime and ctime in the inode record (format version 2), from the coarse
+//! clock (`fs::current_time`: the CPU clock truncated to a 4 ms jiffy), set by create,
+//! write(2) and a write fault through a shared mapping (`file_update_time`, a transaction of
+//! its own when the time changed), truncate, fallocate (every mode) and reflink (the
+//! destination), and ctime by unlink. fsync forces the log up to the inode's last change;
+//! fdatasync (and MAP_SYNC) only up to its last change other than timestamps
+//! (`InodeCore::ts_seq`), so after an overwrite of allocated blocks fdatasync forces nothing
+//! and a crash may keep the old mtime, as on XFS. No atime: reads change nothing on media
+//! (XFS with `relatime` would log one after a modification; not modelled).
+//!
+//! Not built yet: the block rmap is computed from the in-core extent maps (no rmap btree on
+//! the media).
 
 pub mod alloc;
 pub mod crashcheck;

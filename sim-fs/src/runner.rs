@@ -643,6 +643,8 @@ pub(crate) struct Got {
     size: Option<u64>,
     /// Whether the statement ran (a mapping that a thread of the process has not made yet).
     unmapped: Option<String>,
+    /// The inode ctime an fsync made durable (crashcheck's promise).
+    pub(crate) synced_ctime: Option<u64>,
 }
 
 impl Got {

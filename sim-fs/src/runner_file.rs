@@ -327,8 +327,12 @@ impl Ctx {
                 file.fallocate(&self.dax, p, *off, *len, falloc(*mode), &mut obs)
                     .await
             }
-            Op::Fsync { .. } => file.fsync(&self.dax, p, 0, LLONG_MAX, false).await,
-            Op::Fdatasync { .. } => file.fsync(&self.dax, p, 0, LLONG_MAX, true).await,
+            Op::Fsync { .. } | Op::Fdatasync { .. } => {
+                let datasync = matches!(s.op, Op::Fdatasync { .. });
+                file.fsync_stamped(&self.dax, p, 0, LLONG_MAX, datasync)
+                    .await
+                    .map(|c| got.synced_ctime = c)
+            }
             other => unreachable!("{} is not a statement on an open file", other.keyword()),
         };
         if let Err(e) = r {

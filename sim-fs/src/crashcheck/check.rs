@@ -168,6 +168,25 @@ fn check_promise(
     snap: &Snapshot,
     p: &Promise,
 ) -> Result<(), ImageViolation> {
+    // fsync's timestamps: the inode's ctime only grows (`fs::current_time`), so after the
+    // crash it is at least the one fsync made durable, unless the name now belongs to another
+    // inode (unlinked since, or while, the fsync ran).
+    if let Some(t) = p.ctime
+        && !log.unlinked_since(p, snap)
+        && let Some(d) = r.files.get(&p.path)
+        && d.ctime < t
+    {
+        return Err(violation(
+            "durability",
+            format!(
+                "{}, but after the crash the inode's ctime is {} ns, older than the {t} ns \
+                 it had when fsync forced the log (mtime {} ns)",
+                promise_intro(p),
+                d.ctime,
+                d.mtime
+            ),
+        ));
+    }
     let firm = log.firm_ranges(p, snap);
     let whole_file_pinned = p.size.is_some() && !log.ambiguous(p, snap, u64::MAX - 1);
     if firm.is_empty() && !whole_file_pinned {

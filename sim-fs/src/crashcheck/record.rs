@@ -13,6 +13,9 @@
 //! **Promises**, keyed on the statement kind and its result (only a statement that succeeded
 //! promises anything):
 //! - `fsync PATH`, `fdatasync PATH`: the file's content and size as the statement began;
+//!   fsync also the inode's timestamps: a ctime at least the one the inode had when fsync
+//!   read the log sequence to force (fdatasync promises no timestamp: XFS skips the log force
+//!   for a timestamp-only change);
 //! - `msync M [OFF LEN]` on a shared mapping: the mapped file range;
 //! - `clwb`/`clflushopt`/`clflush` of a MAP_SYNC shared mapping, or an `ntstore` through one,
 //!   followed by an `sfence`/`mfence` of the same thread: the range's content;
@@ -96,6 +99,8 @@ pub struct Promise {
     pub content: Option<Vec<u8>>,
     /// The file size promised (fsync, fdatasync).
     pub size: Option<u64>,
+    /// The least inode ctime promised (fsync).
+    pub ctime: Option<u64>,
     /// The event at which the covering statement began: changes that ended after it make a
     /// byte ambiguous.
     pub since: u64,
@@ -375,6 +380,7 @@ impl Recorder {
                         hi: c.len() as u64,
                         content: Some(c.to_vec()),
                         size: Some(c.len() as u64),
+                        ctime: got.synced_ctime,
                         since: start,
                         made: end,
                         own: start,
@@ -409,6 +415,7 @@ impl Recorder {
                         hi: chi,
                         content: Some(c[clo as usize..chi as usize].to_vec()),
                         size: None,
+                        ctime: None,
                         since: start,
                         made: end,
                         own: start,
@@ -436,6 +443,7 @@ impl Recorder {
                         hi: chi,
                         content: Some(c[clo as usize..chi as usize].to_vec()),
                         size: None,
+                        ctime: None,
                         since: start,
                         made: end,
                         own: start,
@@ -494,6 +502,7 @@ impl Recorder {
                 hi,
                 content: None,
                 size: None,
+                ctime: None,
                 since: start,
                 made: end,
                 own: start,
@@ -605,6 +614,14 @@ impl RunLog {
         Some(out)
     }
 
+    /// Whether `p`'s path was unlinked by a statement that ended after `p`'s statement began
+    /// and began before the crash point `snap` (its name may now be another inode's).
+    pub fn unlinked_since(&self, p: &Promise, snap: &Snapshot) -> bool {
+        self.history
+            .iter()
+            .any(|f| f.path == p.path && !f.exists && f.end > p.since && f.start <= snap.seq)
+    }
+
     /// The thread and line of the statement that began at event `start`.
     pub fn statement_at(&self, start: u64) -> Option<(&str, u32)> {
         self.statements
@@ -629,6 +646,7 @@ mod tests {
             hi: 100,
             content: Some(vec![0; 100]),
             size: Some(100),
+            ctime: None,
             since,
             made,
             own,

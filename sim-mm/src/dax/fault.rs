@@ -835,6 +835,11 @@ pub async fn dax_fs_fault<P: Platform, I: IomapOps<P>>(
     ops: &I,
 ) -> VmFault {
     let _fn = p.enter_fn("->huge_fault");
+    // xfs_write_fault (a write through a shared mapping, `xfs_is_write_fault`):
+    // sb_start_pagefault, then file_update_time, before invalidate_lock.
+    if vmf.write() && vmf.vma.b.shared() {
+        ops.file_update_time(p).await;
+    }
     // Bug mode no-mmaplock: no invalidate_lock, so nothing keeps a truncate or hole punch
     // from freeing the blocks between this fault's iomap_begin and its page-table update.
     let il = if dax.bug(DaxBug::NoMmaplock) {

@@ -144,4 +144,11 @@ pub trait IomapOps<P: Platform> {
         end: u64,
         datasync: bool,
     ) -> impl Future<Output = Result<(), Errno>>;
+    /// `file_update_time(vmf->vma->vm_file)` of a write fault through a shared mapping
+    /// (`xfs_write_fault`, before it takes `invalidate_lock`): the file system sets and logs
+    /// the file's mtime and ctime. Optional: the default does nothing (a file system without
+    /// timestamps, the test iomap).
+    fn file_update_time(&self, _p: &P) -> impl Future<Output = ()> {
+        std::future::ready(())
+    }
 }
