@@ -471,11 +471,16 @@ impl<P: PmemPlatform> IomapOps<P> for DaxfsFile<P> {
         // XFS takes it shared for a write into written blocks of an inode without reflinks and
         // relocks exclusive only to allocate or convert (not modelled: the relock would add a
         // scheduling point to every allocating write fault).
+        // A read of an inode with a copy on write in flight takes it exclusive here: handing
+        // out staged blocks marks the staging (`CowStage::read_mapped`, see `cow_end`).
         if flags & IOMAP_WRITE == 0 {
             let g = self.fs.ilock_shared(p, &self.inode).await;
-            let r = self.begin_read(p, &g, pos, length).await;
+            if g.cow.is_empty() {
+                let r = self.begin_read(p, &g, pos, length).await;
+                drop(g);
+                return r.map_err(FsError::to_mm);
+            }
             drop(g);
-            return r.map_err(FsError::to_mm);
         }
         let mut g = self.fs.ilock(p, &self.inode).await;
         let r = self.begin_locked(p, &mut g, pos, length, flags).await;
