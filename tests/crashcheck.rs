@@ -186,6 +186,24 @@ fn bad_input_is_exit_2() {
     assert!(err.contains(":2:"), "positioned: {err}");
 }
 
+/// The run of `r` in trace order (seed 0, no choices), crash points at fences.
+fn trace_order_run(r: &TraceRunner) -> sim_fs::crashcheck::RecordedRun {
+    let sched = Schedule {
+        seed: 0,
+        choices: vec![],
+    };
+    record_run(r, &sched, PointKind::Fence, 1_000_000).unwrap()
+}
+
+/// The image in which no pending line persisted.
+fn no_lines_persisted() -> CrashImage {
+    CrashImage {
+        delta: vec![],
+        lines: vec![],
+        hash: 0,
+    }
+}
+
 /// Every image of a point, as full device contents (hashed), independent of numbering.
 fn image_set(r: &TraceRunner, sched: &Schedule, k: usize) -> (BTreeSet<u64>, u64) {
     let run = record_run(r, sched, PointKind::Fence, 1_000_000).unwrap();
@@ -243,23 +261,10 @@ fn a_corrupted_image_is_named_by_fsck() {
         "pmsim-trace 1\nmachine cpus=1 pmem=64MiB\nfile /a size=64K fill=0x01\n\
          t1 mmap /a 0 64K shared as a\nt1 store a+0 8 0x11\n",
     );
-    let run = record_run(
-        &r,
-        &Schedule {
-            seed: 0,
-            choices: vec![],
-        },
-        PointKind::Fence,
-        1_000_000,
-    )
-    .unwrap();
+    let run = trace_order_run(&r);
     let cp = run.points.last().unwrap();
     let pmem = 64 << 20;
-    let clean = CrashImage {
-        delta: vec![],
-        lines: vec![],
-        hash: 0,
-    };
+    let clean = no_lines_persisted();
     let rec = check::recover(&cp.point, &clean, pmem).expect("the persisted image mounts");
     check::fsck(&cp.point, &clean, pmem, &rec).expect("and is clean");
     // Set the bitmap bit of the last block, which no file owns.
@@ -406,11 +411,7 @@ fn run_checks_the_after_crash_section_after_a_clean_shutdown() {
 /// The first byte at each of `offs` of file /a, in every image of `cp`.
 fn outcomes(cp: &sim_fs::crashcheck::CrashRec, offs: &[u64]) -> BTreeSet<Vec<u8>> {
     let pmem = 64 << 20; // the traces' `pmem=64MiB`
-    let clean = CrashImage {
-        delta: vec![],
-        lines: vec![],
-        hash: 0,
-    };
+    let clean = no_lines_persisted();
     let rec = check::recover(&cp.point, &clean, pmem).unwrap();
     let d = rec.files.get("/a").unwrap().clone();
     cp.point
@@ -437,16 +438,7 @@ fn litmus_exactly_the_allowed_persist_orders() {
          t mmap /a 0 64K shared as m\nt store m+0 8 0x01\nt store m+0x40 8 0x01\n\
          t clwb m+0\nt sfence\nt store m+0x80 8 0x01\n",
     );
-    let run = record_run(
-        &r,
-        &Schedule {
-            seed: 0,
-            choices: vec![],
-        },
-        PointKind::Fence,
-        1_000_000,
-    )
-    .unwrap();
+    let run = trace_order_run(&r);
     let fence = run
         .points
         .iter()
@@ -741,27 +733,14 @@ fn after_sync(sync: &str, extend: bool) -> (Vec<(u8, u64, u64)>, u64) {
          t sleep 5ms\nt write /f {off} 4K 0x22\nt {sync} /f\n"
     );
     let r = runner_of(&text);
-    let run = record_run(
-        &r,
-        &Schedule {
-            seed: 0,
-            choices: vec![],
-        },
-        PointKind::Fence,
-        1_000_000,
-    )
-    .unwrap();
+    let run = trace_order_run(&r);
     let pmem = 64 << 20;
     let opts = CrashOptions {
         k: 2,
         torn: false,
         dedup: true,
     };
-    let clean = CrashImage {
-        delta: vec![],
-        lines: vec![],
-        hash: 0,
-    };
+    let clean = no_lines_persisted();
     let first = &run.points[0];
     let old = check::recover(&first.point, &clean, pmem).unwrap().files["/f"].mtime;
     assert_eq!(run.log.promises.len(), 1, "{sync} promised once");

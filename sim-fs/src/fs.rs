@@ -145,7 +145,7 @@ pub const TIME_GRAN_NS: u64 = 4_000_000;
 /// truncated to the coarse tick, and never older than `ctime`. The simulated CPUs have clocks
 /// of their own (sim-core "Time"), where the kernel has one wall clock; taking the later of
 /// the two keeps each inode's timestamps from going backwards when a task on a CPU whose
-/// clock is behind changes it (the invariant fsck checks as `ctime >= mtime`).
+/// clock is behind changes it (fsck relies on it: see its ctime check).
 pub fn current_time<P: Platform>(p: &P, ctime: u64) -> u64 {
     (p.now_ns() / TIME_GRAN_NS * TIME_GRAN_NS).max(ctime)
 }

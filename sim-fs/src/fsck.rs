@@ -165,7 +165,7 @@ fn check_meta(geo: &Geometry, meta: &[u8], r: &mut FsckReport) {
             );
         }
         // daxfs never sets mtime without setting ctime to the same time, and an inode's
-        // timestamps never go backwards (`Daxfs::current_time`), so ctime is never older.
+        // timestamps never go backwards (`fs::current_time`), so ctime is never older than mtime.
         if inode.ctime < inode.mtime {
             r.add(
                 "inode table",

@@ -75,13 +75,7 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         let bs = fs.geo.blocksize;
         let ino = self.inode.ino;
         let write = flags & IOMAP_WRITE != 0;
-        let end = pos.checked_add(length.max(1)).ok_or(FsError::EFBIG)?;
-        if end > i64::MAX as u64 {
-            return Err(FsError::EFBIG);
-        }
-        let fb = pos / bs;
-        let max = end.div_ceil(bs) - fb;
-        let off = fb * bs;
+        let (fb, max, off) = block_range(bs, pos, length)?;
         let mapped = |e: &Extent, typ: IomapType, flags: u16| Iomap {
             addr: fs.geo.addr(e.dev),
             offset: off,
@@ -211,13 +205,7 @@ impl<P: PmemPlatform> DaxfsFile<P> {
     ) -> Result<IomapPair, FsError> {
         let fs = &self.fs;
         let bs = fs.geo.blocksize;
-        let end = pos.checked_add(length.max(1)).ok_or(FsError::EFBIG)?;
-        if end > i64::MAX as u64 {
-            return Err(FsError::EFBIG);
-        }
-        let fb = pos / bs;
-        let max = end.div_ceil(bs) - fb;
-        let off = fb * bs;
+        let (fb, max, off) = block_range(bs, pos, length)?;
         let no_src = Iomap::hole(off, 0);
         let (cur, n) = extent::run(&core.disk.extents, fb, max);
         let Some(cur) = cur else {
@@ -415,6 +403,17 @@ impl<P: PmemPlatform> DaxfsFile<P> {
 /// The CoW fork at file block `fb`, for at most `max` blocks: the staged blocks covering it
 /// (`Some`), or none and how many blocks from `fb` (at most `max`) precede the next staged
 /// extent.
+/// The blocks an `iomap_begin` of `length` bytes at `pos` asks about: the first block, how
+/// many, and the first block's byte offset (EFBIG past the largest file offset, `loff_t`).
+fn block_range(bs: u64, pos: u64, length: u64) -> Result<(u64, u64, u64), FsError> {
+    let end = pos.checked_add(length.max(1)).ok_or(FsError::EFBIG)?;
+    if end > i64::MAX as u64 {
+        return Err(FsError::EFBIG);
+    }
+    let fb = pos / bs;
+    Ok((fb, end.div_ceil(bs) - fb, fb * bs))
+}
+
 fn cow_lookup(cow: &BTreeMap<u64, CowStage>, fb: u64, max: u64) -> (Option<Extent>, u64) {
     if let Some((&s, st)) = cow.range(..=fb).next_back()
         && fb - s < st.len

@@ -41,9 +41,9 @@
 //! record then fails to decode ("torn size"), which mount and fsck report.
 //!
 //! **Timestamps** (format version 2): the last modification of the data (mtime) and of the
-//! inode (ctime), in ns of the simulation's coarse clock (see `Daxfs::current_time`); daxfs
+//! inode (ctime), in ns of the simulation's coarse clock (see `fs::current_time`); daxfs
 //! keeps no atime (see `lib.rs`). Both are logged like the size and the extents, as parts of the
-//! inode record; fsck checks `ctime >= mtime` (see `fsck.rs`).
+//! inode record (fsck checks how they relate).
 //!
 //! Shared extents have no flag: a block is shared when its refcount is 2 or more (as XFS's
 //! refcount btree says, not the extent). A file has at most [`MAX_EXTENTS`] extents; an

@@ -642,12 +642,18 @@ pub async fn vmf_insert_zero_page<P: Platform>(
     if !vma.contains(addr) {
         return VmFault::SIGBUS;
     }
+    set_pte_if_none(p, mm, addr, Pte::mk(ZERO_PFN, _PAGE_SPECIAL)).await
+}
+
+/// Install `pte` at `addr` unless something is mapped there already (`finish_fault`'s
+/// `pte_none` check under the page-table lock).
+async fn set_pte_if_none<P: Platform>(p: &P, mm: &MmStruct<P>, addr: u64, pte: Pte) -> VmFault {
     let mut pt = mm.page_table.lock(p).await;
     let ret = if pt.pte_alloc(addr).is_err() {
         VmFault::OOM
     } else {
         if !pt.pte_get(addr).unwrap_or_default().present() {
-            let _ = pt.set_pte(addr, Pte::mk(ZERO_PFN, _PAGE_SPECIAL));
+            let _ = pt.set_pte(addr, pte);
         }
         VmFault::NOPAGE
     };
@@ -670,17 +676,7 @@ pub async fn vmf_insert_hole_page<P: Platform>(
     if !vma.contains(addr) || !is_pagecache_pfn(pfn) {
         return VmFault::SIGBUS;
     }
-    let mut pt = mm.page_table.lock(p).await;
-    let ret = if pt.pte_alloc(addr).is_err() {
-        VmFault::OOM
-    } else {
-        if !pt.pte_get(addr).unwrap_or_default().present() {
-            let _ = pt.set_pte(addr, Pte::mk(pfn, _PAGE_ACCESSED));
-        }
-        VmFault::NOPAGE
-    };
-    pt.unlock().await;
-    ret
+    set_pte_if_none(p, mm, addr, Pte::mk(pfn, _PAGE_ACCESSED)).await
 }
 
 /// `vmf_insert_folio_pmd(vmf, folio, write)`: map the 2 MiB pmem folio at `pfn` with a huge PMD.

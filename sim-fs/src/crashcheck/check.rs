@@ -107,20 +107,29 @@ pub fn read_file(
     hi: u64,
 ) -> Vec<u8> {
     let mut out = vec![0u8; (hi - lo) as usize];
-    let bs = geo.blocksize;
-    for (&fb, e) in d.extents.range(..hi.div_ceil(bs)) {
-        if e.unwritten {
-            continue;
-        }
-        let (s, t) = ((fb * bs).max(lo), ((fb + e.len) * bs).min(hi));
-        if s >= t {
-            continue;
-        }
-        let dev = geo.addr(e.dev) + (s - fb * bs);
+    for (s, t, dev) in written_pieces(geo, d, lo, hi) {
         // A read error (out of range) leaves zeros: fsck has named the bad extent already.
         let _ = point.read(image, dev, &mut out[(s - lo) as usize..(t - lo) as usize]);
     }
     out
+}
+
+/// The pieces of bytes `lo..hi` of file `d` that written extents hold: (file start, file end,
+/// device address of the start). The rest of the range reads as zeros.
+fn written_pieces<'a>(
+    geo: &'a Geometry,
+    d: &'a DiskInode,
+    lo: u64,
+    hi: u64,
+) -> impl Iterator<Item = (u64, u64, u64)> + 'a {
+    let bs = geo.blocksize;
+    d.extents
+        .range(..hi.div_ceil(bs))
+        .filter(|(_, e)| !e.unwritten)
+        .filter_map(move |(&fb, e)| {
+            let (s, t) = ((fb * bs).max(lo), ((fb + e.len) * bs).min(hi));
+            (s < t).then(|| (s, t, geo.addr(e.dev) + (s - fb * bs)))
+        })
 }
 
 /// Whether every block of `lo..hi` of `d` is allocated (written or unwritten).
@@ -330,7 +339,6 @@ impl PromisePlan {
     pub fn new(point: &CrashPoint, r: &Recovered, log: &RunLog, snap: &Snapshot) -> PromisePlan {
         let mut plan = PromisePlan::default();
         let size = point.persisted().size();
-        let bs = r.geo.blocksize;
         for (pi, p) in log.promises.iter().enumerate() {
             if p.made > snap.seq {
                 continue;
@@ -364,15 +372,7 @@ impl PromisePlan {
                 }
                 // The pieces `read_file` copies from the device; the rest reads as zeros.
                 let mut covered: Vec<(u64, u64)> = Vec::new();
-                for (&fb, e) in d.extents.range(..hi.div_ceil(bs)) {
-                    if e.unwritten {
-                        continue;
-                    }
-                    let (s, t) = ((fb * bs).max(lo), ((fb + e.len) * bs).min(hi));
-                    if s >= t {
-                        continue;
-                    }
-                    let dev = r.geo.addr(e.dev) + (s - fb * bs);
+                for (s, t, dev) in written_pieces(&r.geo, d, lo, hi) {
                     if dev.checked_add(t - s).is_none_or(|end| end > size) {
                         plan.slow = true;
                         return plan;
