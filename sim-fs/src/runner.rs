@@ -68,7 +68,7 @@ use sim_core::machine::{CrashImage, CrashPoint, Machine, MachineConfig};
 use sim_core::platform::{
     Assertion, Platform, Spawner, TaskId, WaitKey, WaitQueue, WakeMode, wake_key_eq,
 };
-use sim_core::sim::{Model, Sim, SimConfig, SimPlatform};
+use sim_core::sim::{MachineMemo, Model, Sim, SimConfig, SimPlatform};
 use sim_core::trace::{
     Access as TAccess, Expect, FileDecl, MapOff, Op, PageSize, Pattern, Sharing, Statement, Trace,
 };
@@ -84,7 +84,7 @@ use sim_mm::world::{MmConfig, MmWorld};
 use sim_mm::{MmStruct, VmFault};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 type P = SimPlatform;
 
@@ -453,6 +453,11 @@ pub struct TraceRunner {
     /// What the last [`Model::setup`] built, for [`TraceRunner::inspect`] (read-only; no run
     /// looks at it).
     last_world: Mutex<Option<RunWorld>>,
+    /// The memory operations of the setup task (mount, lookups) and the machine after it,
+    /// recorded by the first setup that finished and replayed by the later ones
+    /// (`Sim::replay_machine_ops`): the setup is a function of the runner alone, so every run
+    /// asks the machine the same questions and gets the same answers.
+    setup_memo: OnceLock<Arc<MachineMemo>>,
 }
 
 /// The kernel state of the run the runner last set up, for viewers (the GUI): read it between
@@ -544,6 +549,7 @@ impl TraceRunner {
             check_every_step: false,
             crash: None,
             last_world: Mutex::new(None),
+            setup_memo: OnceLock::new(),
         })
     }
 
@@ -551,6 +557,12 @@ impl TraceRunner {
     /// and when the setup failed).
     pub fn inspect(&self) -> Option<RunWorld> {
         self.last_world.lock().unwrap().clone()
+    }
+
+    /// The number of memory operations of the setup recorded for replay (`None` until a setup
+    /// has finished).
+    pub fn setup_memo_ops(&self) -> Option<usize> {
+        self.setup_memo.get().map(|m| m.len())
     }
 }
 
@@ -1415,17 +1427,24 @@ async fn setup_world(
 
 impl Model for TraceRunner {
     fn setup(&self, sim: &mut Sim) {
-        let empty = CrashImage {
-            delta: vec![],
-            lines: vec![],
-            hash: 0,
-        };
-        let machine = self
-            .image
-            .recover(&empty, &self.cfg)
-            .expect("the image has the configured size");
+        let memo = self.setup_memo.get().cloned();
+        match memo {
+            Some(m) => sim.replay_machine_ops(m),
+            None => {
+                let empty = CrashImage {
+                    delta: vec![],
+                    lines: vec![],
+                    hash: 0,
+                };
+                let machine = self
+                    .image
+                    .recover(&empty, &self.cfg)
+                    .expect("the image has the configured size");
+                sim.set_machine(machine);
+                sim.record_machine_ops();
+            }
+        }
         let pmem = self.cfg.pmem_size;
-        sim.set_machine(machine);
         STATS.with(|s| s.borrow_mut().clear());
         let p = sim.platform();
         let slot: Slot = Arc::new(Mutex::new(None));
@@ -1445,9 +1464,15 @@ impl Model for TraceRunner {
             });
         }
         sim.run(|_, en| en[0]);
+        let recorded = sim.finish_machine_ops();
         *self.last_world.lock().unwrap() = None;
         let ctx = match slot.lock().unwrap().take() {
-            Some(Ok(ctx)) => ctx,
+            Some(Ok(ctx)) => {
+                if let Some(r) = recorded {
+                    let _ = self.setup_memo.set(Arc::new(r));
+                }
+                ctx
+            }
             other => {
                 let msg = match other {
                     Some(Err(e)) => e,

@@ -269,3 +269,81 @@ w truncate /h 4K
         "{v}"
     );
 }
+
+/// The setup's memory operations are recorded by the first run and replayed by the later ones
+/// (`TraceRunner::setup_memo_ops`): every run must be what it is with the setup run afresh
+/// (a new runner per run): same schedules, ends, steps, event-log hashes, clocks and machine
+/// counters, under pct and dfs, on traces with poison, reflink, crash sections and bug modes.
+#[test]
+fn runs_after_a_replayed_setup_are_the_runs_after_a_fresh_one() {
+    use sim_core::sim::explore::explore_observed;
+    use sim_core::sim::{Model, RunEnd, Sim};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../traces/");
+    for name in [
+        "seeds/000-mf-vs-entry-locks.trace",
+        "seeds/004-reflink-page-mapping.trace",
+        "mf/reflink_cow_poisoned_source.trace",
+        "mf/metadata_poison_shutdown.trace",
+        "crash/map_sync_flush.trace",
+    ] {
+        let src = std::fs::read_to_string(format!("{dir}{name}")).unwrap();
+        let t = parse(&src, name, &ParseOptions::default()).unwrap();
+        let mut mc = MachineConfig::default();
+        if let Some(m) = &t.header.machine {
+            if let Some(c) = m.cpus {
+                mc.set("cpus", &c.to_string()).unwrap();
+            }
+            if let Some(p) = m.pmem {
+                mc.set("pmem", &p.to_string()).unwrap();
+            }
+        }
+        let shared = TraceRunner::new(t.clone(), mc.clone(), &[]).unwrap();
+        for strategy in [
+            Strategy::Pct { depth: 3 },
+            Strategy::Dfs {
+                preemption_bound: Some(1),
+            },
+        ] {
+            let cfg = ExploreConfig {
+                strategy,
+                runs: Some(8),
+                keep_going: true,
+                ..ExploreConfig::default()
+            };
+            let seen = |model: &dyn Model| {
+                let mut runs = Vec::new();
+                let mut observe = |sim: &Sim, end: &RunEnd| {
+                    runs.push(format!(
+                        "{:?} {:?} {} {:x} {} {} {:?}",
+                        sim.choices(),
+                        end,
+                        sim.steps(),
+                        sim.hash(),
+                        sim.cpu_clock(0),
+                        sim.cpu_clock(1),
+                        sim.with_machine(|m| m.stats())
+                    ));
+                };
+                explore_observed(model, &cfg, &mut |_| {}, &mut observe).unwrap();
+                runs
+            };
+            // A new runner for each run (made before the search: a runner builds its image
+            // in a simulation of its own), so each run records its setup afresh.
+            let pool: Vec<TraceRunner> = (0..8)
+                .map(|_| TraceRunner::new(t.clone(), mc.clone(), &[]).unwrap())
+                .collect();
+            let pool = std::cell::RefCell::new(pool);
+            let fresh = |sim: &mut Sim| {
+                let r = pool.borrow_mut().pop().expect("a runner per run");
+                r.setup(sim);
+                assert_eq!(r.setup_memo_ops().is_some(), sim.violation().is_none());
+            };
+            let a = seen(&fresh);
+            let b = seen(&shared);
+            assert!(!a.is_empty(), "{name}: no run");
+            assert_eq!(a, b, "{name}");
+            let ops = shared.setup_memo_ops().unwrap_or(0);
+            assert!(ops > 5, "{name}: {ops} setup memory operations replayed");
+        }
+    }
+}

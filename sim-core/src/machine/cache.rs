@@ -40,7 +40,6 @@ struct Way {
     dirty: bool,
 }
 
-#[derive(Clone)]
 pub(crate) struct Llc {
     sets: u64,
     ways: usize,
@@ -197,6 +196,26 @@ impl Llc {
             .sum::<usize>();
         assert_eq!(named, self.clocks.len(), "every slot is named by one set");
         named
+    }
+}
+
+impl Clone for Llc {
+    /// The way table goes into the thread's spare table when there is one (see `SPARE_LINES`):
+    /// a run that starts from a cloned machine then fills new sets without growing a table
+    /// the size of the clone's.
+    fn clone(&self) -> Self {
+        let mut lines = SPARE_LINES
+            .with(|l| l.try_borrow_mut().map(|mut l| std::mem::take(&mut *l)))
+            .unwrap_or_default();
+        lines.clear();
+        lines.extend_from_slice(&self.lines);
+        Llc {
+            sets: self.sets,
+            ways: self.ways,
+            index: self.index.clone(),
+            lines,
+            clocks: self.clocks.clone(),
+        }
     }
 }
 

@@ -85,6 +85,7 @@ pub mod explore;
 mod hooks;
 pub mod inspect;
 pub mod manual;
+mod memo;
 pub mod reduction;
 pub mod schedule;
 pub mod story;
@@ -93,6 +94,7 @@ pub use detect::{TaskReport, Violation, ViolationKind};
 pub use explore::{ExploreConfig, ExploreReport, Failure, Model, Strategy, explore, run_twice};
 pub use hooks::{CheckFailure, EndCheck, StepCheck, StepInfo, peek_machine};
 pub use manual::{ManualSession, NextStep};
+pub use memo::MachineMemo;
 pub use schedule::Schedule;
 
 use crate::events::{EventHasher, EventLog, LogEvent};
@@ -265,6 +267,8 @@ struct State {
     /// id (`None`: never woken; the vector may be shorter than `objs`): no step reads it, so
     /// it is in no footprint.
     last_wakes: Vec<Option<inspect::WakeRecord>>,
+    /// A recording or replay of memory operations (memo.rs), if one is on.
+    memo: Option<memo::MemoMode>,
 }
 
 impl State {
@@ -1149,19 +1153,27 @@ fn runs(v: &[u64]) -> Vec<(u64, u64)> {
 /// CPU `i % cpus`), starting at that CPU's clock; the latency advances the clock. The step
 /// writes the machine and the clock (see "Footprints").
 fn machine_op(
-    what: &str,
-    f: impl FnOnce(&mut Machine, u64, usize) -> Result<u64, MemError>,
+    mut req: memo::MemReq<'_>,
+    f: impl FnOnce(&mut Machine, u64, usize, &mut [u8]) -> Result<u64, MemError>,
 ) -> Result<(), MemError> {
     with_state(|s| {
         if s.machine.is_none() {
-            panic!("{what}: the model installed no machine (Sim::set_machine)");
+            panic!(
+                "{}: the model installed no machine (Sim::set_machine)",
+                req.what
+            );
         }
         let cpu = s.moves_clock();
         let now = s.clock(cpu);
-        let m = s.machine.as_mut().expect("checked above");
-        let r = f(m, now, cpu);
+        // A recorded phase (memo.rs) answers in place of the machine model.
+        let (t, r) = if s.memo.is_some() {
+            memo::memo_op(s, &mut req, cpu, now, |m, out| f(m, now, cpu, out))
+        } else {
+            let m = s.machine.as_mut().expect("checked above");
+            let r = f(m, now, cpu, req.out);
+            (m.take_touched(), r)
+        };
         // The shared machine state the operation touched (see "Footprints").
-        let t = m.take_touched();
         for (first, n) in runs(&t.sets) {
             s.extra.push(Op::cache_sets(OpKind::Write, first, n));
         }
@@ -1182,6 +1194,16 @@ fn machine_op(
     })
 }
 
+/// A memory operation's request to [`machine_op`].
+fn req<'a>(what: &'static str, addr: u64, input: &'a [u8], out: &'a mut [u8]) -> memo::MemReq<'a> {
+    memo::MemReq {
+        what,
+        addr,
+        input,
+        out,
+    }
+}
+
 impl SimPlatform {
     /// A non-blocking load (`Machine::load_nowait`): the data is read in this step, the CPU's
     /// clock advances only by the issue cost (and any wait for a free fill buffer); the next
@@ -1189,60 +1211,79 @@ impl SimPlatform {
     /// an out-of-order core does with independent loads. Same footprint as `pmem_load`.
     pub async fn pmem_load_nowait(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         announce(Op::mem(OpKind::Read, addr, buf.len() as u64)).await;
-        machine_op("load", |m, now, cpu| m.load_nowait(now, cpu, addr, buf))
+        machine_op(req("load_nowait", addr, &[], buf), |m, now, cpu, buf| {
+            m.load_nowait(now, cpu, addr, buf)
+        })
     }
 
     /// The media under `[addr, addr + len)` goes bad (`Machine::inject_poison`): one step that
     /// writes the machine, like every memory op, and costs its CPU no time.
     pub async fn pmem_inject_poison(&self, addr: u64, len: u64) -> Result<(), MemError> {
         announce(Op::mem(OpKind::Write, addr, len.max(1))).await;
-        machine_op("inject_poison", |m, _now, _cpu| {
-            m.inject_poison(addr, len).map(|()| 0)
-        })
+        machine_op(
+            req("inject_poison", addr, &[], &mut []),
+            |m, _now, _cpu, _| m.inject_poison(addr, len).map(|()| 0),
+        )
     }
 }
 
 impl PmemPlatform for SimPlatform {
     async fn pmem_load(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         announce(Op::mem(OpKind::Read, addr, buf.len() as u64)).await;
-        machine_op("load", |m, now, cpu| m.load(now, cpu, addr, buf))
+        machine_op(req("load", addr, &[], buf), |m, now, cpu, buf| {
+            m.load(now, cpu, addr, buf)
+        })
     }
 
     async fn pmem_store(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
         announce(Op::mem(OpKind::Write, addr, data.len() as u64)).await;
-        machine_op("store", |m, now, cpu| m.store(now, cpu, addr, data))
+        machine_op(req("store", addr, data, &mut []), |m, now, cpu, _| {
+            m.store(now, cpu, addr, data)
+        })
     }
 
     async fn pmem_ntstore(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
         announce(Op::mem(OpKind::Write, addr, data.len() as u64)).await;
-        machine_op("ntstore", |m, now, cpu| m.ntstore(now, cpu, addr, data))
+        machine_op(req("ntstore", addr, data, &mut []), |m, now, cpu, _| {
+            m.ntstore(now, cpu, addr, data)
+        })
     }
 
     async fn clwb(&self, addr: u64) -> Result<(), MemError> {
         announce(Op::mem(OpKind::Flush, addr, 1)).await;
-        machine_op("clwb", |m, now, cpu| m.clwb(now, cpu, addr))
+        machine_op(req("clwb", addr, &[], &mut []), |m, now, cpu, _| {
+            m.clwb(now, cpu, addr)
+        })
     }
 
     async fn clflushopt(&self, addr: u64) -> Result<(), MemError> {
         announce(Op::mem(OpKind::Flush, addr, 1)).await;
-        machine_op("clflushopt", |m, now, cpu| m.clflushopt(now, cpu, addr))
+        machine_op(req("clflushopt", addr, &[], &mut []), |m, now, cpu, _| {
+            m.clflushopt(now, cpu, addr)
+        })
     }
 
     async fn clflush(&self, addr: u64) -> Result<(), MemError> {
         announce(Op::mem(OpKind::Flush, addr, 1)).await;
-        machine_op("clflush", |m, now, cpu| m.clflush(now, cpu, addr))
+        machine_op(req("clflush", addr, &[], &mut []), |m, now, cpu, _| {
+            m.clflush(now, cpu, addr)
+        })
     }
 
     // A fence announces no line, but it drains its CPU's write-backs and write-combining
     // buffer: like every memory op it writes the machine (see "Footprints").
     async fn sfence(&self) -> Result<(), MemError> {
         announce(Op::new(OpKind::Flush, Op::NONE)).await;
-        machine_op("sfence", |m, now, cpu| m.sfence(now, cpu))
+        machine_op(req("sfence", 0, &[], &mut []), |m, now, cpu, _| {
+            m.sfence(now, cpu)
+        })
     }
 
     async fn mfence(&self) -> Result<(), MemError> {
         announce(Op::new(OpKind::Flush, Op::NONE)).await;
-        machine_op("mfence", |m, now, cpu| m.mfence(now, cpu))
+        machine_op(req("mfence", 0, &[], &mut []), |m, now, cpu, _| {
+            m.mfence(now, cpu)
+        })
     }
 }
 
@@ -1325,6 +1366,7 @@ impl Sim {
                 in_check: false,
                 spawned: Vec::new(),
                 last_wakes: Vec::new(),
+                memo: None,
             });
         });
         Sim {
