@@ -296,6 +296,17 @@ impl AllocState {
             .collect()
     }
 
+    /// The first `len` bytes of the refcount region as the in-core counts write them: the
+    /// [`AllocState::refcount_line`]s of the region, concatenated (`len` a multiple of 64).
+    pub fn refcount_bytes(&self, len: u64) -> Vec<u8> {
+        let mut v = vec![0u8; len as usize];
+        for (&b, &c) in self.refcount.range(..len / 4) {
+            let at = (b * 4) as usize;
+            v[at..at + 4].copy_from_slice(&c.to_le_bytes());
+        }
+        v
+    }
+
     /// The refcount bytes of the 64-byte unit at device address `unit`.
     pub fn refcount_line(&self, unit: u64) -> Vec<u8> {
         let first = (unit - self.geo.addr(self.geo.refcount_start)) / 4;
@@ -392,5 +403,34 @@ mod tests {
             d,
             "the cancelled block is free again"
         );
+    }
+}
+
+#[cfg(test)]
+mod refcount_bytes_tests {
+    use super::*;
+
+    /// The whole region at once is its lines one by one, for counts at the region's start,
+    /// middle and last block, with none, and past the bytes asked for.
+    #[test]
+    fn the_refcount_region_is_its_lines_concatenated() {
+        let geo = Geometry::new(8 << 20, 4096).unwrap();
+        let bm = vec![0u8; (geo.bitmap_blocks * 4096) as usize];
+        let rc = vec![0u8; (geo.refcount_blocks * 4096) as usize];
+        let mut a = AllocState::from_media(geo, &bm, &rc);
+        let used = geo.refcount_used_bytes();
+        let base = geo.addr(geo.refcount_start);
+        let lines = |a: &AllocState| -> Vec<u8> {
+            (base..base + used)
+                .step_by(64)
+                .flat_map(|u| a.refcount_line(u))
+                .collect()
+        };
+        assert_eq!(a.refcount_bytes(used), lines(&a));
+        for (b, c) in [(0, 2), (17, 3), (geo.nblocks - 1, 0x0102_0304), (300, 9)] {
+            a.refcount.insert(b, c);
+            assert_eq!(a.refcount_bytes(used), lines(&a), "block {b}");
+        }
+        assert_eq!(a.refcount_bytes(128), lines(&a)[..128].to_vec());
     }
 }

@@ -809,8 +809,10 @@ impl<P: PmemPlatform> Daxfs<P> {
                 }
             }
             let rc = g.addr(g.refcount_start);
+            let counts = a.refcount_bytes(g.refcount_used_bytes());
             for unit in (rc..rc + g.refcount_used_bytes()).step_by(line as usize) {
-                if meta[unit as usize..(unit + line) as usize] != a.refcount_line(unit)[..] {
+                let at = (unit - rc) as usize;
+                if meta[unit as usize..(unit + line) as usize] != counts[at..at + line as usize] {
                     out.push(format!(
                         "refcount line {unit:#x}: in-core differs from the media"
                     ));
