@@ -277,6 +277,9 @@ pub struct Machine {
     mem: Pmem,
     llc: Llc,
     persist: Persistency,
+    /// Whether stores are recorded for crash images (see [`Machine::set_record_persistency`]);
+    /// invariant: when false, `persist` holds no pending line.
+    record_persistency: bool,
     media: MediaModel,
     poison: Poison,
     wc: Vec<Option<WcBuffer>>,
@@ -377,6 +380,7 @@ impl Machine {
         Ok(Machine {
             llc: Llc::new(p.cache, p.cache_ways),
             persist: Persistency::new(cfg.cpus, cfg.max_pending_per_line),
+            record_persistency: true,
             media: MediaModel::new(p, cfg.cpus, cfg.seed),
             poison,
             wc: vec![None; cfg.cpus],
@@ -444,6 +448,19 @@ impl Machine {
         self.mem.check(addr, len as u64)
     }
 
+    /// With `false`, every store is durable when it executes and nothing is kept for crash
+    /// images (what is pending now becomes durable): for a machine whose crash images nobody
+    /// asks for, such as one that only builds a device image that ends durable anyway (a clean
+    /// unmount). Memory contents and loads are unchanged; `crash_point` has no pending line, and
+    /// what depends on pending stores (fence footprints, flush timing without a cache model)
+    /// sees none.
+    pub fn set_record_persistency(&mut self, on: bool) {
+        if !on {
+            self.persist.lines.clear();
+        }
+        self.record_persistency = on;
+    }
+
     /// Writes back a dirty line the cache pushed out (media timing). Its pending stores stay
     /// pending for crash images: which line the replacement policy picks depends on the order
     /// of independent steps, and a crash image set must not (crashcheck compares schedules), so
@@ -463,7 +480,8 @@ impl Machine {
         let mut after = before;
         after[off..off + data.len()].copy_from_slice(data);
         self.mem.set_line(line, &after);
-        let durable_now = !nt && self.cfg.media.persist == PersistDomain::Eadr;
+        let durable_now =
+            !self.record_persistency || (!nt && self.cfg.media.persist == PersistDomain::Eadr);
         let words = word_mask(off, data.len());
         self.persist
             .store(line, cpu, nt, words, &before, &after, durable_now);
