@@ -415,3 +415,28 @@ fn dpor_reaches_every_final_state_with_read_only_critical_sections() {
     // The two read-only sections commute: fewer runs than plain DFS.
     assert!(dpor < plain && sleep < plain, "{plain} {sleep} {dpor}");
 }
+
+/// DPOR completes one run per order of the critical sections (the Mazurkiewicz traces) and
+/// runs fewer runs in all than sleep sets alone, which cut most of theirs short.
+#[test]
+fn dpor_completes_one_run_per_order_with_fewer_runs_than_sleep_sets() {
+    // 4!, 4!/2! and 5!/(2!2!) orders.
+    for (rounds, orders) in [
+        (&[1u32, 1, 1, 1][..], 24),
+        (&[2, 1, 1], 12),
+        (&[2, 2, 1], 30),
+    ] {
+        let m = history(rounds, false);
+        let sleep = search(&m, Reduction::SleepSets);
+        let dpor = search(&m, Reduction::Dpor);
+        assert_eq!(dpor.finals, sleep.finals);
+        assert_eq!((dpor.runs, sleep.runs), (orders, orders), "{rounds:?}");
+        assert!(
+            2 * dpor.all_runs < sleep.all_runs + sleep.runs,
+            "history {rounds:?}: sleep sets {} runs ({} complete), DPOR {} runs",
+            sleep.all_runs,
+            sleep.runs,
+            dpor.all_runs
+        );
+    }
+}

@@ -110,13 +110,19 @@ fn complete_runs(model: &dyn sim_core::sim::Model) -> u64 {
 
 #[test]
 fn memory_operations_commute_only_on_disjoint_lines_sets_and_dimms() {
-    // Two CPUs' stores conflict when they share a line; on different lines they share
-    // nothing the footprints name (their cache sets differ, a store miss reads nothing from
-    // the media and evicts nothing from a big cache), so one order suffices (see `sim`
-    // "Footprints"; the audit and the DFS-vs-DPOR comparisons in soundness.rs check it).
+    // Two CPUs' stores conflict when they share a line, or the DIMM a store miss reads its
+    // media unit from for ownership (the DIMM keeps the last unit read so, and its read
+    // pipeline is busy after it: adjacent lines of one unit); on lines of different DIMMs
+    // and sets they share nothing the footprints name (a big cache evicts nothing), so one
+    // order suffices (see `sim` "Footprints"; the audit and the DFS-vs-DPOR comparisons in
+    // soundness.rs check it).
     assert_eq!(complete_runs(&two_stores(A, A)), 2);
     assert_eq!(complete_runs(&two_stores(A, A + 56)), 2, "same line");
-    assert_eq!(complete_runs(&two_stores(A, A + 64)), 1, "adjacent lines");
+    assert_eq!(
+        complete_runs(&two_stores(A, A + 64)),
+        2,
+        "adjacent lines, one media unit"
+    );
     assert_eq!(complete_runs(&two_stores(A, B)), 1);
     // In a one-line cache each store evicts the other's line: the set is shared.
     let one_line = |sim: &mut Sim| {

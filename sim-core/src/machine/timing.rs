@@ -409,6 +409,9 @@ impl MediaModel {
         }
         let unit = line / self.lines_per_unit;
         let d = self.dimm_of(line);
+        // The DIMM's buffer, last read-for-ownership unit and read pipeline are shared state:
+        // a later read of the DIMM by another CPU waits for this one.
+        self.touch(d);
         if self.dimms[d].rfo_unit == Some(unit) {
             return t;
         }

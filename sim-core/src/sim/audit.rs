@@ -12,7 +12,7 @@
 //! - neither step disables the other, and neither's footprint changes when the other runs
 //!   first;
 //! - the same observable state right after the pair: every task's state and next step, every
-//!   lock, rwsem and wait queue, the CPU clocks, violations and the kernel log, and the machine
+//!   lock, rwsem and wait queue, the CPU and task clocks, violations and the kernel log, and the machine
 //!   (memory content, persisted image, crash images, pending lines, poison, counters);
 //! - the same event log but for the order of the two steps;
 //! - the same continuation (the second run must be able to follow the first's choices) and the
@@ -143,11 +143,12 @@ fn observe_state(s: &mut State) -> Vec<String> {
             )
         });
         out.push(format!(
-            "task {i} {} {:?} next `{}` line {} spins {} wait {:?} path {:?}",
+            "task {i} {} {:?} next `{}` line {} clock {} spins {} wait {:?} path {:?}",
             t.name,
             t.status,
             detect::describe_op(s, &t.next),
             t.line,
+            t.clock,
             t.spins_held,
             wait,
             t.path

@@ -27,7 +27,13 @@
 //! in that state's backtrack set or sleep set (a sleeping task's branch is covered where it was
 //! explored); otherwise an enabled initial is added. When no initial is enabled before `i`, no
 //! ordering of `v` can run there (every ordering starts with an initial), so the race is not
-//! reversible (`j` needed `i`, e.g. the release that let it acquire) and owes nothing.
+//! reversible (`j` needed `i`, e.g. the release that let it acquire) and owes nothing. The
+//! same holds when `j` itself is an initial of `v` and cannot move before `i`, even if another
+//! initial can: what enables `j` depends on it, so it is `i` or happens after `i`, and `j`
+//! stays disabled through every ordering of `v`. (Every other initial can move before `i`:
+//! its enabler is in its hb-past, outside `v`, and not after `i`.) Example: a one-step
+//! critical section of a lock another task holds across several steps races with each of
+//! the holder's steps in between, and none of those races can be reversed.
 //!
 //! # Runs cut short
 //! A run that ends in a violation (a BUG, a deadlock, a lost wake-up, the step limit) leaves
@@ -56,8 +62,10 @@ pub(super) trait Tree {
     fn covered(&self, node: usize, task: u32) -> bool;
     /// Whether `task` could move at `node`.
     fn enabled(&self, node: usize, task: u32) -> bool;
-    /// Add `task` to `node`'s backtrack set.
-    fn add(&mut self, node: usize, task: u32);
+    /// Add `task` to `node`'s backtrack set; `plan` is the rest of the reversed race's
+    /// sequence after `task`'s first step (the tasks, in order), a continuation that leads to
+    /// the reversal.
+    fn add(&mut self, node: usize, task: u32, plan: Vec<u32>);
 }
 
 /// Vector clocks, one row of `tasks` entries per step: 1 + the index of the latest step of that
@@ -149,11 +157,29 @@ fn owe(
         }
         first[t] = Some(k);
     }
-    if first[xt as usize].is_none() && is_initial(first, xc) && consider(xt, tree) {
-        return;
+    if first[xt as usize].is_none() && is_initial(first, xc) {
+        if consider(xt, tree) {
+            return;
+        }
+        // `x` has no v-predecessor and cannot move before `i`: whatever enables it is `i` or
+        // happens after `i` (enabling is dependence), and no ordering of `v` runs there.
+        if !tree.enabled(node, xt) {
+            return;
+        }
     }
     if let Some(t) = pick {
-        tree.add(node, t);
+        // `v` with `t`'s first step first (an initial: nothing in `v` precedes it).
+        let mut plan: Vec<u32> = events[i + 1..j]
+            .iter()
+            .enumerate()
+            .filter(|&(d, _)| cl.row(i + 1 + d)[ti] as usize <= i)
+            .map(|(_, e)| e.task)
+            .chain(std::iter::once(xt))
+            .collect();
+        if let Some(at) = plan.iter().position(|&u| u == t) {
+            plan.remove(at);
+        }
+        tree.add(node, t, plan);
     }
 }
 
@@ -233,7 +259,7 @@ mod tests {
         fn enabled(&self, _: usize, _: u32) -> bool {
             true
         }
-        fn add(&mut self, node: usize, task: u32) {
+        fn add(&mut self, node: usize, task: u32, _plan: Vec<u32>) {
             self.backtrack[node].push(task);
         }
     }

@@ -385,6 +385,9 @@ struct DfsNode {
     preemptions: u32,
     /// DPOR: the tasks to explore from here (the first choice, then those races owe).
     backtrack: Vec<TaskId>,
+    /// DPOR: for a task a race added to `backtrack`, the rest of the race's reversed sequence
+    /// (`dpor::Tree::add`), which the run that explores it follows.
+    plans: Vec<(TaskId, Vec<u32>)>,
 }
 
 impl DfsNode {
@@ -417,6 +420,12 @@ struct Dfs {
     probe: bool,
     /// The unit (from 0, in DFS order) the current run belongs to.
     unit: u64,
+    /// DPOR: the tasks the current run takes next below the stack, last first: the plan of the
+    /// branch it explores (`DfsNode::plans`). Any first choice at a new node is sound
+    /// (Algorithm 1 explores one arbitrary task there and lets races add the others); following
+    /// the reversed race's sequence reaches the reversal directly instead of wandering into a
+    /// state where every enabled task sleeps. Dropped at the first choice it cannot make.
+    plan: Vec<u32>,
 }
 
 impl Dfs {
@@ -441,6 +450,7 @@ impl Dfs {
             split,
             probe: false,
             unit: 0,
+            plan: Vec::new(),
         }
     }
 
@@ -509,6 +519,18 @@ impl Dfs {
             awake.extend(en.iter().filter(|t| !sleep.iter().any(|(s, _)| s == *t)));
             let prev_enabled = prev.is_some_and(|p| en.contains(&p));
             let costs = |t: TaskId| (prev_enabled && prev != Some(t)) as u32;
+            // Below the stack, the plan's next task while it can move.
+            let planned = match self.plan.last() {
+                Some(&t) if depth >= self.stack.len() && awake.contains(&TaskId(t)) => {
+                    self.plan.pop();
+                    Some(TaskId(t))
+                }
+                Some(_) if depth >= self.stack.len() => {
+                    self.plan.clear();
+                    None
+                }
+                _ => None,
+            };
             let chosen = if awake.len() <= 1 {
                 // Nothing to branch on: the one awake task, or none.
                 awake
@@ -535,8 +557,9 @@ impl Dfs {
                 depth += 1;
                 node.chosen
             } else {
-                let t = match prev {
-                    Some(p) if prev_enabled && awake.contains(&p) => p,
+                let t = match (planned, prev) {
+                    (Some(t), _) => t,
+                    (None, Some(p)) if prev_enabled && awake.contains(&p) => p,
                     _ => awake
                         .iter()
                         .copied()
@@ -558,6 +581,7 @@ impl Dfs {
                     } else {
                         vec![t]
                     },
+                    plans: Vec::new(),
                 });
                 last_node = Some(depth);
                 depth += 1;
@@ -617,8 +641,10 @@ impl super::dpor::Tree for StackTree<'_> {
         self.0[node].enabled.contains(&TaskId(task))
     }
 
-    fn add(&mut self, node: usize, task: u32) {
-        self.0[node].backtrack.push(TaskId(task));
+    fn add(&mut self, node: usize, task: u32, plan: Vec<u32>) {
+        let n = &mut self.0[node];
+        n.backtrack.push(TaskId(task));
+        n.plans.push((TaskId(task), plan));
     }
 }
 
@@ -656,6 +682,12 @@ impl Dfs {
                 Some(t) => {
                     node.done.push(t);
                     node.chosen = t;
+                    self.plan.clear();
+                    if let Some(at) = node.plans.iter().position(|(x, _)| *x == t) {
+                        let (_, mut plan) = node.plans.swap_remove(at);
+                        plan.reverse();
+                        self.plan = plan;
+                    }
                     return Some(self.stack.len() - 1);
                 }
                 None => {

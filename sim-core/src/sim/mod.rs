@@ -10,28 +10,36 @@
 //! (and its hash) is identical bit for bit.
 //!
 //! # Time
-//! One model, per-CPU clocks with a global order of events. Task `i` runs on CPU `i % cpus` of
-//! the machine the model installed (without a machine, every task has a CPU of its own), and
-//! each CPU has a clock in ns, starting at 0. The scheduler's choices, not the clocks, order the
-//! steps of a run: that order is the global order of events, and shared resources (the cache,
-//! the media pipelines) serve requests in it. A memory operation starts at its CPU's clock and
-//! advances it by its latency (a non-blocking load, `SimPlatform::pmem_load_nowait`, only by
-//! its issue cost: the machine keeps its completion, which the CPU's next `mfence` waits for);
-//! `sleep_ns(ns)` is a scheduling point after which the CPU's clock has moved on by `ns` (other
-//! tasks may or may not have run meanwhile: the scheduler chooses); every other step takes no
-//! time. `now_ns` returns the CPU's clock, and the event log records
-//! each step at its CPU's clock. `Sim::now_ns` is the latest clock.
+//! One model, per-CPU and per-task clocks with a global order of events. Task `i` runs on CPU
+//! `i % cpus` of the machine the model installed (without a machine, every task has a CPU of
+//! its own). Each CPU and each task has a clock in ns, starting at 0 (a spawned task starts at
+//! its spawner's time). The scheduler's choices, not the clocks, order the steps of a run: that
+//! order is the global order of events, and shared resources (the cache, the media pipelines)
+//! serve requests in it. A memory operation starts when its task and its CPU are both ready
+//! (the later of the two clocks) and advances both to its completion (a non-blocking load,
+//! `SimPlatform::pmem_load_nowait`, only by its issue cost: the machine keeps its completion,
+//! which the CPU's next `mfence` waits for): the CPU's clock is when it can serve its tasks'
+//! next memory operation. `sleep_ns(ns)` is a scheduling point after which the task's clock has
+//! moved on by `ns` (other tasks may or may not have run meanwhile: the scheduler chooses; the
+//! CPU serves its other tasks in the meantime); every other step takes no time. `now_ns`
+//! returns the task's clock, and the event log records each step at its task's clock.
+//! `Sim::now_ns` is the latest clock. With one task per CPU the task's clock is its CPU's.
+//!
+//! Why a clock per task: a step that takes no time (a lock, a wake-up) then reads only its own
+//! task's time, so it commutes with a memory operation of another task on the same CPU. With
+//! the CPU's clock in the log and in `now_ns`, every such pair was dependent (three threads
+//! on two CPUs), and DPOR had to try both orders of each.
 //!
 //! # Footprints
 //! The explorer treats two steps as independent when their footprints do not conflict
 //! (`platform::footprints_depend`), and two independent steps must commute on everything a
 //! run can observe. A step's footprint is its announced op plus:
-//! - a read of its CPU's clock (the event log records the time; `now_ns` reads it);
-//! - for a memory operation or a sleep, a write of its CPU's clock;
+//! - for a memory operation, a write of its CPU's clock (its start reads it; the task's own
+//!   clock, which the event log and `now_ns` read and a sleep moves, is in no footprint);
 //! - for a memory operation (fences included), writes of the shared machine state it really
 //!   used (`machine::Touched`): the last-level cache sets it looked up, filled or invalidated
 //!   (`Op::cache_sets`: ways, LRU stamps, fill times; each set has its own LRU clock), the DIMMs
-//!   whose buffer, queues and pipelines it used (`Op::dimm`: a miss, a write-back, a
+//!   whose buffer, queues and pipelines it used (`Op::dimm`: a miss, a store miss's read for ownership, a write-back, a
 //!   write-combining buffer leaving, a prefetch, an evicted victim), the lines whose
 //!   persistency state it changed besides its own (an evicted victim, the lines a fence makes
 //!   durable), and `Op::MACHINE` when it drew a tail event or logged poison. The CPU's own
@@ -228,6 +236,10 @@ struct TaskState {
     locks_held: Vec<ObjId>,
     /// The task's own random stream (`random_u64`), so that draws of two tasks commute.
     rng: ChaCha8Rng,
+    /// The task's time in ns (see "Time"): when its next step happens. Only the task's own
+    /// steps change it (a spawned task starts at its spawner's), so reading it needs no
+    /// footprint.
+    clock: u64,
     /// The model functions the task is in, outermost first (`Platform::enter_fn`). Task-local
     /// bookkeeping for reports: no step's footprint includes it.
     path: Vec<&'static str>,
@@ -294,8 +306,9 @@ impl State {
         }
     }
 
-    /// A new live task named `name`; its future is added by the caller.
-    fn push_task(&mut self, name: &str) -> usize {
+    /// A new live task named `name` whose time starts at `clock`; its future is added by the
+    /// caller.
+    fn push_task(&mut self, name: &str, clock: u64) -> usize {
         let seed = self.seed ^ (self.tasks.len() as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         self.tasks.push(TaskState {
             name: name.to_string(),
@@ -306,6 +319,7 @@ impl State {
             spins_held: 0,
             locks_held: Vec::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
+            clock,
             path: Vec::new(),
             last_wake: None,
         });
@@ -988,21 +1002,21 @@ impl Platform for SimPlatform {
         announce(op).await;
     }
 
-    // The CPU's clock: every step's footprint reads it already.
+    // The task's own time (see "Time"): no footprint.
     fn now_ns(&self) -> u64 {
-        with_state(|s| s.clock(s.cpu_of(s.current as usize)))
+        with_state(|s| s.tasks[s.current as usize].clock)
     }
 
     // See "Time": the sleeper may be scheduled at any point (other tasks may or may not run
-    // meanwhile, as the scheduler chooses); its CPU's clock moves on by `ns`.
+    // meanwhile, as the scheduler chooses); its own time moves on by `ns`, its CPU's does not
+    // (the CPU is free for other tasks while it sleeps).
     async fn sleep_ns(&self, ns: u64) {
         with_state(|s| s.might_sleep("msleep"));
         let mut op = Op::new(OpKind::Sleep, Op::NONE);
         op.arg = ns;
         announce(op).await;
         with_state(|s| {
-            let c = s.moves_clock();
-            let clock = s.clock_mut(c);
+            let clock = &mut s.tasks[s.current as usize].clock;
             *clock = clock.saturating_add(ns);
         })
     }
@@ -1078,7 +1092,9 @@ impl Platform for SimPlatform {
         announce(Op::new(OpKind::Spawn, Op::ALLOC)).await;
         let fut: TaskFuture = Box::pin(f());
         with_state(|s| {
-            let idx = s.push_task(name);
+            // The child starts at its spawner's time.
+            let clock = s.tasks[s.current as usize].clock;
+            let idx = s.push_task(name, clock);
             s.spawned.push(fut);
             SimTask {
                 id: TaskId(idx as u32),
@@ -1150,8 +1166,9 @@ fn runs(v: &[u64]) -> Vec<(u64, u64)> {
 }
 
 /// One access of the machine model by the current task, on the CPU it runs on (task `i` runs on
-/// CPU `i % cpus`), starting at that CPU's clock; the latency advances the clock. The step
-/// writes the machine and the clock (see "Footprints").
+/// CPU `i % cpus`), starting when both the task and the CPU are ready (the later of their
+/// clocks); the latency advances both clocks. The step writes the machine and the CPU's clock
+/// (see "Footprints").
 fn machine_op(
     mut req: memo::MemReq<'_>,
     f: impl FnOnce(&mut Machine, u64, usize, &mut [u8]) -> Result<u64, MemError>,
@@ -1164,7 +1181,8 @@ fn machine_op(
             );
         }
         let cpu = s.moves_clock();
-        let now = s.clock(cpu);
+        let task = s.current as usize;
+        let now = s.clock(cpu).max(s.tasks[task].clock);
         // A recorded phase (memo.rs) answers in place of the machine model.
         let (t, r) = if s.memo.is_some() {
             memo::memo_op(s, &mut req, cpu, now, |m, out| f(m, now, cpu, out))
@@ -1189,7 +1207,9 @@ fn machine_op(
             s.touch(Op::new(OpKind::Write, Op::MACHINE));
         }
         let ns = r?;
-        *s.clock_mut(cpu) = now.saturating_add(ns);
+        let done = now.saturating_add(ns);
+        *s.clock_mut(cpu) = done;
+        s.tasks[task].clock = done;
         Ok(())
     })
 }
@@ -1397,12 +1417,21 @@ impl Sim {
         self.steps
     }
 
-    /// The latest time any CPU's clock reached.
+    /// The latest time any CPU's or task's clock reached.
     pub fn now_ns(&self) -> u64 {
-        with_state(|s| s.clocks.iter().copied().max().unwrap_or(0))
+        with_state(|s| {
+            let tasks = s.tasks.iter().map(|t| t.clock);
+            s.clocks.iter().copied().chain(tasks).max().unwrap_or(0)
+        })
     }
 
-    /// The clock of CPU `cpu` (see "Time").
+    /// Task `t`'s time: when its next step happens (see "Time").
+    pub fn task_clock(&self, t: TaskId) -> u64 {
+        with_state(|s| s.tasks[t.0 as usize].clock)
+    }
+
+    /// The clock of CPU `cpu`: when it is free for its tasks' next memory operation (see
+    /// "Time").
     pub fn cpu_clock(&self, cpu: usize) -> u64 {
         with_state(|s| s.clock(cpu))
     }
@@ -1623,19 +1652,14 @@ impl Sim {
             debug_assert!(s.op_enabled(idx), "stepping a task that is not enabled");
             s.extra.clear();
             let task = &s.tasks[idx];
-            let cpu = s.cpu_of(idx);
-            (
-                LogEvent {
-                    step: self.steps as u32,
-                    task: t,
-                    op: task.next,
-                    time: s.clock(cpu),
-                    line: task.line,
-                },
-                cpu,
-            )
+            LogEvent {
+                step: self.steps as u32,
+                task: t,
+                op: task.next,
+                time: task.clock,
+                line: task.line,
+            }
         });
-        let (ev, cpu) = ev;
         self.hasher.event(&ev);
         if self.cfg.record_log {
             self.log.push(ev);
@@ -1644,8 +1668,7 @@ impl Sim {
         self.poll_task(idx);
         self.last_footprint.clear();
         self.last_footprint.push(ev.op);
-        // The event log records the step's time: every step reads its CPU's clock.
-        self.last_footprint.push(Op::cpu(OpKind::Read, cpu));
+        // The event log records the step's time, the task's own (see "Time"): no footprint.
         with_state(|s| {
             self.last_footprint.extend_from_slice(&s.extra);
             // The holder's changes to the data its locks protect (see "Footprints").
@@ -1732,7 +1755,7 @@ impl Spawner<SimPlatform> for Sim {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        let idx = with_state(|s| s.push_task(name));
+        let idx = with_state(|s| s.push_task(name, 0));
         self.futures.push(Some(Box::pin(f())));
         self.start_task(idx);
     }

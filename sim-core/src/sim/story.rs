@@ -121,7 +121,7 @@ pub fn record_run(model: &dyn Model, seed: u64, step_limit: u64, choose: Chooser
                 step: sim.steps() as u32,
                 task: t,
                 op,
-                time: sim.cpu_clock(sim.task_cpu(t)),
+                time: sim.task_clock(t),
                 line: sim.task_line(t),
             },
             footprint: Vec::new(),
