@@ -126,9 +126,11 @@ fn without_bugs(s: &Shipped, name: &str) -> String {
 /// (four threads). Bound 1: 6,324 runs, exhausted, clean. Bound 2 in a release build
 /// (`pmsim explore T --strategy dfs --preemption-bound 2 --budget-secs 1800`, on the shared
 /// 2-core machine): 287,635 runs in 214 s of CPU, clean, not exhausted, so its bound-2
-/// cleanness is not verified. The bound-2 checks CI runs cost, in a release build (same command,
+/// cleanness is not verified. Nor does DPOR exhaust its whole space: unbounded dfs, 900 s budget,
+/// 420,817 runs (128,128 cut short by sleep sets) in 214 s of CPU, clean, not exhausted. The
+/// bound-2 checks CI runs cost, in a release build (same command,
 /// same machine, CPU seconds): hole-wake-next 26.6, lock-entry-exclusive-wait 23.4, seeds/001
-/// 5.6, busy-scan-skips-locked 2.0.
+/// 5.6, busy-scan-skips-locked 2.0, reflink-page-mapping 23.7, seeds/004 2.8.
 const BOUND_1: &[&str] = &["traces/bugs/invalidate-wake-next.trace"];
 
 /// The preemption bound of the clean check (see the module notes).
@@ -325,14 +327,14 @@ races! {
     /// Three threads; bound 2 without the mode: 71,453 runs, exhausted, clean.
     bugs_lock_entry_exclusive_wait: "traces/bugs/lock-entry-exclusive-wait.trace";
     bugs_no_mmaplock: "traces/bugs/no-mmaplock.trace";
-    /// Bound 2 without the mode: 9,087 runs, exhausted, clean.
+    /// Bound 2 without the mode: 9,105 runs, exhausted, clean.
     bugs_reflink_page_mapping: "traces/bugs/reflink-page-mapping.trace";
     seeds_000_mf_vs_entry_locks: "traces/seeds/000-mf-vs-entry-locks.trace";
     /// Three threads; bound 2 without the mode: 31,328 runs, exhausted, clean.
     seeds_001_pmd_missed_wakeup: "traces/seeds/001-pmd-missed-wakeup.trace";
     seeds_002_fault_vs_truncate: "traces/seeds/002-fault-vs-truncate.trace";
     seeds_003_shadow_entries: "traces/seeds/003-shadow-entries.trace";
-    /// Bound 2 without the mode: 8,675 runs, exhausted, clean.
+    /// Bound 2 without the mode: 8,715 runs, exhausted, clean.
     seeds_004_reflink_page_mapping: "traces/seeds/004-reflink-page-mapping.trace";
 }
 
