@@ -7,11 +7,11 @@
 //! e.g. `lost-wakeup`, `assertion:trace-expectation`; `A | B` accepts either, and a kind ending
 //! in `:` accepts every kind with that prefix). With the mode, `pmsim explore` (the default
 //! strategy, seed 0, at most [`FIND_RUNS`] runs) must find that kind; the same trace without its
-//! `bug` lines must be clean under `explore --strategy dfs --preemption-bound B`, exhausted.
-//! B is 2 for traces of at most two threads; for three or more threads the bounded-2 space
-//! costs 20 k runs and more (traces/seeds/001: 19,614 runs; bugs/hole-wake-next: 118,312), so
-//! the regular test bounds at 1 and [`three_thread_traces_are_clean_at_preemption_bound_2`]
-//! (ignored: run it with `--ignored`) checks bound 2.
+//! `bug` lines must be clean under `explore --strategy dfs --preemption-bound 2`, exhausted, as
+//! issue 10 asks. One trace is the exception, [`BOUND_1`] (four threads: its bound-2 space did
+//! not exhaust in 30 minutes of a release build); CI checks it at bound 1. These searches (up to
+//! 150,642 runs) fit in CI because the workspace's Cargo.toml builds the simulator's crates with
+//! opt-level 2 in debug builds too (assertions and overflow checks stay on).
 //!
 //! A lost-durability mode says `# check: crashcheck`: explore runs the after-crash statements
 //! after a clean shutdown, which loses nothing, so such a trace is judged by `pmsim crashcheck`
@@ -65,7 +65,6 @@ struct Shipped {
     expect: Vec<String>,
     /// `# check: crashcheck`: judged by `pmsim crashcheck` (see the module notes).
     crashcheck: bool,
-    threads: usize,
 }
 
 fn shipped(rel: &str) -> Shipped {
@@ -74,8 +73,6 @@ fn shipped(rel: &str) -> Shipped {
     let mut bugs = Vec::new();
     let mut expect = Vec::new();
     let mut crashcheck = false;
-    let mut in_header = true;
-    let mut threads: Vec<String> = Vec::new();
     for line in text.lines() {
         let code = line.split('#').next().unwrap_or("").trim();
         if let Some(k) = line.trim().strip_prefix("# expect:") {
@@ -86,13 +83,8 @@ fn shipped(rel: &str) -> Shipped {
             crashcheck = true;
         }
         let mut words = code.split_whitespace();
-        let Some(first) = words.next() else { continue };
-        match first {
-            "bug" => bugs.extend(words.next().map(str::to_string)),
-            "pmsim-trace" | "machine" | "fs" | "proc" | "file" => {}
-            "after-crash" => in_header = false,
-            t if in_header && !threads.iter().any(|x| x == t) => threads.push(t.to_string()),
-            _ => {}
+        if words.next() == Some("bug") {
+            bugs.extend(words.next().map(str::to_string));
         }
     }
     Shipped {
@@ -101,7 +93,6 @@ fn shipped(rel: &str) -> Shipped {
         bugs,
         expect,
         crashcheck,
-        threads: threads.len(),
     }
 }
 
@@ -131,19 +122,20 @@ fn without_bugs(s: &Shipped, name: &str) -> String {
     p.display().to_string()
 }
 
-/// Two-thread traces whose bound-2 space is too large for the regular run in a debug build:
-/// the regular test bounds them at 1, [`three_thread_traces_are_clean_at_preemption_bound_2`]
-/// (ignored) at 2. bugs/busy-scan-skips-locked: 147 runs at bound 1, 6,399 at bound 2 (about
-/// 45 s of CPU in a release build), both clean.
-const BOUND_1: &[&str] = &["traces/bugs/busy-scan-skips-locked.trace"];
+/// The trace whose clean check runs at preemption bound 1, not 2: bugs/invalidate-wake-next
+/// (four threads). Bound 1: 6,324 runs, exhausted, clean. Bound 2 in a release build
+/// (`pmsim explore T --strategy dfs --preemption-bound 2 --budget-secs 1800`, on the shared
+/// 2-core machine): 287,635 runs in 214 s of CPU, clean, not exhausted, so its bound-2
+/// cleanness is not verified. Nor does DPOR exhaust its whole space: unbounded dfs, 900 s budget,
+/// 420,817 runs (128,128 cut short by sleep sets) in 214 s of CPU, clean, not exhausted. The
+/// bound-2 checks CI runs cost, in a release build (same command,
+/// same machine, CPU seconds): hole-wake-next 26.6, lock-entry-exclusive-wait 23.4, seeds/001
+/// 5.6, busy-scan-skips-locked 2.0, reflink-page-mapping 23.7, seeds/004 2.8.
+const BOUND_1: &[&str] = &["traces/bugs/invalidate-wake-next.trace"];
 
-/// The preemption bound of the regular clean check (see the module notes).
-fn clean_bound(rel: &str, s: &Shipped) -> u32 {
-    if s.threads <= 2 && !BOUND_1.contains(&rel) {
-        2
-    } else {
-        1
-    }
+/// The preemption bound of the clean check (see the module notes).
+fn clean_bound(rel: &str) -> u32 {
+    if BOUND_1.contains(&rel) { 1 } else { 2 }
 }
 
 /// `path` is clean and exhausted under dfs at preemption bound `bound`.
@@ -203,7 +195,7 @@ fn check_race(rel: &str) {
     assert_clean_dfs(
         &nobug,
         &format!("{rel} without its bug lines"),
-        clean_bound(rel, &s),
+        clean_bound(rel),
     );
 }
 
@@ -229,7 +221,7 @@ fn check_durability(rel: &str, s: &Shipped) {
         "{rel}: `{replay}` does not reproduce {kind}:\n{out2}{err2}"
     );
     let nobug = without_bugs(s, &rel.replace('/', "_"));
-    let b = clean_bound(rel, s).to_string();
+    let b = clean_bound(rel).to_string();
     let n = CRASH_SCHEDULES.to_string();
     let args = [
         "crashcheck",
@@ -286,7 +278,7 @@ fn check_clean(rel: &str, how: Clean) {
     );
     match how {
         Clean::Dfs => {
-            assert_clean_dfs(&s.path, rel, clean_bound(rel, &s));
+            assert_clean_dfs(&s.path, rel, clean_bound(rel));
         }
         Clean::Pct(runs) => {
             let n = runs.to_string();
@@ -320,30 +312,29 @@ races! {
     bugs_pmd_missed_wakeup: "traces/bugs/pmd-missed-wakeup.trace";
     bugs_pmd_conflict_before_null: "traces/bugs/pmd-conflict-before-null.trace";
     bugs_no_entry_lock: "traces/bugs/no-entry-lock.trace";
+    /// Three threads; bound 2 without the mode: 150,642 runs, exhausted, clean.
     bugs_hole_wake_next: "traces/bugs/hole-wake-next.trace";
     bugs_pmd_pte_collide: "traces/bugs/pmd-pte-collide.trace";
     bugs_stale_huge_zero_page: "traces/bugs/stale-huge-zero-page.trace";
     bugs_mixed_mapping_association: "traces/bugs/mixed-mapping-association.trace";
     bugs_shadow_entries: "traces/bugs/shadow-entries.trace";
     bugs_mf_speculative_page_lock: "traces/bugs/mf-speculative-page-lock.trace";
-    /// Four threads: the regular check bounds dfs at 1 (6,324 runs, clean, about 60 s of CPU in
-    /// a debug build); its bound-2 space is not checked.
+    /// Four threads: checked at preemption bound 1 ([`BOUND_1`]).
     bugs_invalidate_wake_next: "traces/bugs/invalidate-wake-next.trace";
+    /// Bound 2 without the mode: 6,458 runs, exhausted, clean.
     bugs_busy_scan_skips_locked: "traces/bugs/busy-scan-skips-locked.trace";
     bugs_pmd_writeback_no_wrprotect: "traces/bugs/pmd-writeback-no-wrprotect.trace";
+    /// Three threads; bound 2 without the mode: 71,453 runs, exhausted, clean.
     bugs_lock_entry_exclusive_wait: "traces/bugs/lock-entry-exclusive-wait.trace";
     bugs_no_mmaplock: "traces/bugs/no-mmaplock.trace";
-    #[ignore = "found with its mode; without it clean at preemption bound 2 (9,087 runs, \
-                exhausted: about 70 s of CPU in a release build, far more in debug): run with \
-                --ignored"]
+    /// Bound 2 without the mode: 9,105 runs, exhausted, clean.
     bugs_reflink_page_mapping: "traces/bugs/reflink-page-mapping.trace";
     seeds_000_mf_vs_entry_locks: "traces/seeds/000-mf-vs-entry-locks.trace";
+    /// Three threads; bound 2 without the mode: 31,328 runs, exhausted, clean.
     seeds_001_pmd_missed_wakeup: "traces/seeds/001-pmd-missed-wakeup.trace";
     seeds_002_fault_vs_truncate: "traces/seeds/002-fault-vs-truncate.trace";
     seeds_003_shadow_entries: "traces/seeds/003-shadow-entries.trace";
-    #[ignore = "found with its mode; without it clean at preemption bound 2 (8,675 runs, \
-                exhausted: about 20 s of CPU in a release build, minutes in debug): run with \
-                --ignored"]
+    /// Bound 2 without the mode: 8,715 runs, exhausted, clean.
     seeds_004_reflink_page_mapping: "traces/seeds/004-reflink-page-mapping.trace";
 }
 
@@ -379,26 +370,6 @@ fn xfstests_are_clean_at_preemption_bound_2() {
     ] {
         let s = shipped(rel);
         assert_clean_dfs(&s.path, rel, 2);
-    }
-}
-
-/// The bound-2 check of the traces with three or more threads that the runner executes today:
-/// seeds/001 exhausts in 19,614 runs (about 100 s of CPU in a debug build), bugs/hole-wake-next
-/// in 118,312 runs (140 s of CPU in a release build), both clean.
-#[test]
-#[ignore = "slow in debug builds (tens of thousands of runs); run with --ignored"]
-fn three_thread_traces_are_clean_at_preemption_bound_2() {
-    for rel in [
-        "traces/seeds/001-pmd-missed-wakeup.trace",
-        "traces/bugs/hole-wake-next.trace",
-    ]
-    .into_iter()
-    .chain(BOUND_1.iter().copied())
-    {
-        let s = shipped(rel);
-        assert_eq!(clean_bound(rel, &s), 1, "{rel}");
-        let nobug = without_bugs(&s, &format!("{}.pb2", rel.replace('/', "_")));
-        assert_clean_dfs(&nobug, rel, 2);
     }
 }
 
