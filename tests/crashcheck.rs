@@ -800,3 +800,17 @@ fn fdatasync_after_an_extending_write_forces_the_log() {
         "old mtime {old}: {imgs:?}"
     );
 }
+
+/// Layout breaking tears down every mapping of the file but deletes only the DAX entries of the
+/// range an operation changes: stores made elsewhere before a punch, zero-range, truncate or
+/// collapse stay dirty, and the fsync after them flushes those stores. Before, the first
+/// layout break deleted every entry of the file and the fsync flushed nothing (a
+/// `durability` violation at k 1 already).
+#[test]
+fn fsync_after_range_operations_elsewhere_flushes_earlier_stores() {
+    let t = root().join("traces/crash/fsync_after_range_ops.trace");
+    let t = t.display().to_string();
+    let (code, out, err) = pmsim(&["crashcheck", &t, "--k", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("clean:"), "{out}");
+}

@@ -13,13 +13,24 @@
 //! can map a block between the layout break and the free (bug mode `no-mmaplock` drops exactly
 //! that).
 //!
-//! **Ranges broken.** The whole file, whatever the range of the operation, as XFS does:
-//! `xfs_break_layouts(BREAK_UNMAP)` -> `xfs_break_dax_layouts` -> `dax_break_layout_inode`, which
-//! is `dax_break_layout(inode, 0, LLONG_MAX, xfs_wait_dax_page)` (6.15; before it,
-//! `dax_layout_busy_page(mapping)`, also the whole file). So a pin anywhere in the file holds
-//! up a punch elsewhere in it, every mapping of the file is torn down, and every DAX entry is
-//! deleted, dirty or not (`dax_delete_mapping_range` ignores the marks): a later fsync no longer
-//! finds the entries of stores made before the operation, and flushes nothing for them.
+//! **Ranges broken.** Layouts are broken over the whole file, whatever the range of the
+//! operation, as XFS does (`xfs_break_layouts(BREAK_UNMAP)` -> `xfs_break_dax_layouts`): every
+//! mapping of the file is torn down and a pin anywhere in it holds the operation up. The DAX
+//! entries deleted are only those of the range the operation changes, as
+//! `truncate_pagecache_range` deletes them: `xfs_flush_unmap_range` (punch, zero, collapse,
+//! insert) writes the range back (`dax_writeback_mapping_range`) and then deletes its entries
+//! (the range rounded out to blocks; collapse and insert to the end of the file), and truncate
+//! deletes those past the new end of file (`truncate_pagecache`). A dirty entry elsewhere in the
+//! file stays dirty, so a later fsync still flushes the stores it stands for.
+//!
+//! Deliberate difference from 6.15: there `xfs_break_dax_layouts` is
+//! `dax_break_layout_inode` = `dax_break_layout(inode, 0, LLONG_MAX, ..)`, which also deletes
+//! every entry of the file, dirty or not (`dax_delete_mapping_range` ignores the marks), so a
+//! later fsync no longer flushes stores made elsewhere in the file before the operation: a
+//! durability loss on a machine whose caches are not persistent. The model waits as 6.15 does
+//! ([`dax_layout_wait_idle`]) and deletes as the kernels before it did. Reflink
+//! (`Daxfs::reflink_dax`) still deletes both files' entries whole, as 6.15's
+//! `xfs_mmaplock_two_inodes_and_break_dax_layout` does.
 //!
 //! **Partial blocks.** Bytes of a block that stays (the tail at a new end of file, the edges of
 //! a punch or zero) are zeroed on the media through non-temporal stores and a fence, after a
@@ -40,7 +51,9 @@ use crate::{FsError, extent};
 use sim_core::PmemPlatform;
 use sim_core::platform::{RwSemReadGuard, RwSemWriteGuard};
 use sim_mm::dax::Dax;
-use sim_mm::dax::invalidate::{LLONG_MAX, WaitPageIdle, dax_break_layout, dax_break_layout_final};
+use sim_mm::dax::invalidate::{
+    LLONG_MAX, WaitPageIdle, dax_break_layout_final, dax_delete_mapping_range, dax_layout_wait_idle,
+};
 use sim_mm::dax::iomap::{IOMAP_F_SHARED, IOMAP_WRITE, IomapType};
 use sim_mm::dax::rw::{IovIter, dax_iomap_rw, invalidate_inode_pages2_range};
 use sim_mm::dax::writeback::{
@@ -130,14 +143,75 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         }
     }
 
-    /// `xfs_break_layouts(BREAK_UNMAP)`: `xfs_break_dax_layouts` -> `dax_break_layout_inode`,
-    /// over the whole file whatever range the caller is about to change: unmap it, wait until
-    /// no page of it is pinned, delete its DAX entries.
+    /// `xfs_break_layouts(BREAK_UNMAP)`: `xfs_break_dax_layouts`, over the whole file whatever
+    /// range the caller is about to change: unmap it and wait until no page of it is pinned.
+    /// The entries stay; the caller deletes those of its range ([`Self::flush_unmap_range`],
+    /// [`Self::truncate_pagecache`]).
     async fn break_layouts(&self, dax: &Dax<P>, p: &P, ex: &Excl<'_, P>) -> Result<(), FsError> {
         let _fn = p.enter_fn("xfs_break_layouts");
-        dax_break_layout(dax, p, &self.inode.mapping, 0, LLONG_MAX, Some(&ex.wait))
+        let (_, r) =
+            dax_layout_wait_idle(dax, p, &self.inode.mapping, 0, LLONG_MAX, Some(&ex.wait)).await;
+        r.map_err(FsError::from_mm)
+    }
+
+    /// `xfs_flush_unmap_range(ip, off, end - off)`: write back the DAX entries of the range
+    /// rounded out to whole blocks, then delete them (`truncate_pagecache_range`), before its
+    /// blocks are freed or moved. `end == LLONG_MAX`: to the end of the file. Layouts are
+    /// broken and MMAPLOCK is held, so no fault maps the range again before the blocks change.
+    async fn flush_unmap_range(
+        &self,
+        dax: &Dax<P>,
+        p: &P,
+        off: u64,
+        end: u64,
+    ) -> Result<(), FsError> {
+        let _fn = p.enter_fn("xfs_flush_unmap_range");
+        let rounding = self.fs.geo.blocksize.max(PAGE);
+        let start = off / rounding * rounding;
+        let last = if end >= LLONG_MAX - rounding {
+            LLONG_MAX
+        } else {
+            end.div_ceil(rounding) * rounding - 1
+        };
+        self.write_and_wait_range(dax, p, start, last).await?;
+        dax_delete_mapping_range(dax, p, &self.inode.mapping, start, last).await;
+        Ok(())
+    }
+
+    /// `filemap_write_and_wait_range(mapping, start, end)` on a DAX inode: write back the dirty
+    /// entries of the byte range `start ..= end` (`dax_writeback_mapping_range`, `WB_SYNC_ALL`).
+    async fn write_and_wait_range(
+        &self,
+        dax: &Dax<P>,
+        p: &P,
+        start: u64,
+        end: u64,
+    ) -> Result<(), FsError> {
+        let wbc = WritebackControl {
+            range_start: start,
+            range_end: end,
+            sync_mode: WbSyncMode::All,
+        };
+        dax_writeback_mapping_range(dax, p, &self.inode.mapping, &self.dax_device(), &wbc)
             .await
-            .map_err(FsError::from_mm)
+            .map_err(FsError::from_mm)?;
+        Ok(())
+    }
+
+    /// The pmem device the inode's blocks live on.
+    fn dax_device(&self) -> DaxDevice {
+        DaxDevice {
+            base_pfn: self.fs.world.memmap.base_pfn(),
+            write_cache: true,
+        }
+    }
+
+    /// `truncate_pagecache(inode, size)`: delete the DAX entries past the new end of file (from
+    /// the first page wholly beyond it); the page holding the new end keeps its entry.
+    async fn truncate_pagecache(&self, dax: &Dax<P>, p: &P, size: u64) {
+        let _fn = p.enter_fn("truncate_pagecache");
+        let start = size.div_ceil(PAGE) * PAGE;
+        dax_delete_mapping_range(dax, p, &self.inode.mapping, start, LLONG_MAX).await;
     }
 
     async fn size(&self, p: &P) -> u64 {
@@ -311,10 +385,14 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                 let hi = size.min(old.div_ceil(bs) * bs);
                 self.zero_file_range(dax, p, old, hi, obs).await?;
             } else {
+                // The entry holding the new end of file is written back before the pagecache
+                // truncate below may delete it (a PMD entry also covers pages that stay).
+                self.write_and_wait_range(dax, p, size, size).await?;
                 // xfs_truncate_page: the rest of the block at the new end.
                 self.zero_file_range(dax, p, size, size.div_ceil(bs) * bs, obs)
                     .await?;
             }
+            self.truncate_pagecache(dax, p, size).await;
             let mut core = self.fs.ilock(p, &self.inode).await;
             let r = async {
                 let first_gone = size.div_ceil(bs);
@@ -389,10 +467,12 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                 }
                 Falloc::PunchHole => {
                     self.break_layouts(dax, p, &ex).await?;
+                    self.flush_unmap_range(dax, p, off, end).await?;
                     self.punch(dax, p, off, end, size, obs).await
                 }
                 Falloc::ZeroRange => {
                     self.break_layouts(dax, p, &ex).await?;
+                    self.flush_unmap_range(dax, p, off, end).await?;
                     self.punch(dax, p, off, end, size, obs).await?;
                     self.alloc_unwritten(p, off, end, true, obs).await
                 }
@@ -402,6 +482,8 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                         return Err(FsError::EINVAL);
                     }
                     self.break_layouts(dax, p, &ex).await?;
+                    // xfs_free_file_space(off, len), then xfs_prepare_shift(off): to the end.
+                    self.flush_unmap_range(dax, p, off, LLONG_MAX).await?;
                     self.collapse(p, off, len, obs).await
                 }
                 Falloc::InsertRange => {
@@ -412,6 +494,8 @@ impl<P: PmemPlatform> DaxfsFile<P> {
                         return Err(FsError::EFBIG);
                     }
                     self.break_layouts(dax, p, &ex).await?;
+                    // xfs_prepare_shift(off): everything from `off` moves.
+                    self.flush_unmap_range(dax, p, off, LLONG_MAX).await?;
                     self.insert(p, off, len, obs).await
                 }
             }
@@ -584,18 +668,7 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         datasync: bool,
     ) -> Result<Option<u64>, FsError> {
         let _fn = p.enter_fn("xfs_file_fsync");
-        let dev = DaxDevice {
-            base_pfn: self.fs.world.memmap.base_pfn(),
-            write_cache: true,
-        };
-        let wbc = WritebackControl {
-            range_start: start,
-            range_end: end,
-            sync_mode: WbSyncMode::All,
-        };
-        dax_writeback_mapping_range(dax, p, &self.inode.mapping, &dev, &wbc)
-            .await
-            .map_err(FsError::from_mm)?;
+        self.write_and_wait_range(dax, p, start, end).await?;
         crate::journal::sfence(p).await?;
         let g = self.fs.ilock(p, &self.inode).await;
         // xfs_fsync_seq: with `datasync`, a timestamp-only change needs no log force.

@@ -18,8 +18,10 @@
 //! **Checks**: each statement's expectation (an unmet one is a `trace-expectation` violation
 //! naming thread, line, expected and got); the data oracle (`data` violation: a load returns
 //! other bytes than the file's content the execution implies at that moment; a shared store
-//! updates it, the header fill initialises it); at the end (the last thread to finish) a log
-//! force, daxfs's in-core/media cross-check and fsck; the sim-mm invariants at the end (and after
+//! updates it, the header fill initialises it); at the end (the last thread to finish) every
+//! process exits (`Ctx::exit_processes`: pins dropped, every VMA unmapped, unlinked files no
+//! longer mapped evicted; alone, so no scheduling choice), then a log force, daxfs's
+//! in-core/media cross-check and fsck; the sim-mm invariants at the end, after exit (and after
 //! every step with [`TraceRunner::check_every_step`]); deadlock and lost wakeups are the
 //! engine's. With an `after-crash` section, the last thread then unmounts cleanly, shuts down
 //! (nothing lost), remounts with journal recovery, runs fsck, checks that every file reads back
@@ -1576,6 +1578,9 @@ impl Model for TraceRunner {
                     u.live == 0
                 };
                 if last {
+                    if let Some(e) = ctx.exit_processes(&p).await {
+                        fail(&p, "process-exit", e).await;
+                    }
                     ctx.end_checks(&p).await;
                     // crashcheck checks the section on every crash image instead.
                     if trace.after_crash.is_some() && ctx.crash.is_none() {

@@ -37,13 +37,15 @@ use crate::FsError;
 use crate::file::{Change, Falloc};
 use crate::fs::Inode;
 use crate::iomap::DaxfsFile;
+use sim_core::Platform;
 use sim_core::platform::SpinLockGuard;
 use sim_core::trace::{Advice, FallocMode, Op, Statement, Trace};
 use sim_mm::dax::invalidate::{LLONG_MAX, madvise_pageout};
 use sim_mm::dax_entry::PG_PMD_NR;
-use sim_mm::mm::madvise_dontneed;
+use sim_mm::mm::{do_munmap, madvise_dontneed};
 use sim_mm::pgtable::PmdVal;
 use sim_mm::{MmStruct, PageTable};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Apply `c` to the bytes `f` of a file.
@@ -184,6 +186,45 @@ impl Ctx {
             .await
             .err()
             .map(|e| e.to_string())
+    }
+
+    /// Process exit at the end of the run (`do_exit` -> `exit_mm` -> `mmput`), for every
+    /// process in name order, after every trace thread has finished (so no other task runs and
+    /// no scheduling choice is added): the pins left go first (the direct I/O holding them
+    /// completes before the mm is torn down), then every VMA is unmapped as munmap does
+    /// (`exit_mmap`: zap, rmap removal, page tables freed), and the file of each is released:
+    /// an unlinked file whose last mapping this was is evicted (its blocks freed). Returns the
+    /// first error, as the statement that failed would name it.
+    pub(super) async fn exit_processes(&self, p: &P) -> Option<String> {
+        let _fn = p.enter_fn("do_exit");
+        let mut first_err = None;
+        for (proc, mm) in &self.mms {
+            self.exit_pins(p, proc).await;
+            let vmas = mm.mmap_lock.read(p).await;
+            let list: Vec<(u64, u64, u64)> = vmas
+                .iter()
+                .map(|v| (v.b.vm_start, v.b.vm_end - v.b.vm_start, v.vm_file.host))
+                .collect();
+            vmas.unlock().await;
+            let mut inos = BTreeSet::new();
+            for (addr, len, ino) in list {
+                if let Err(e) = do_munmap(p, &self.fs.world, mm, addr, len).await {
+                    first_err.get_or_insert(format!("exit_mmap of {proc}: {e:?}"));
+                }
+                inos.insert(ino);
+            }
+            self.user.lock().unwrap().maps.remove(proc);
+            for ino in inos {
+                let ns = self.fs.lock_ns(p).await;
+                let inode = ns.inodes.get(&ino).cloned();
+                drop(ns);
+                let Some(inode) = inode else { continue };
+                if let Err(e) = self.fs.evict_if_unused(&self.dax, p, &inode).await {
+                    first_err.get_or_insert(format!("exit of {proc}: {e}"));
+                }
+            }
+        }
+        first_err
     }
 
     /// Drop an open reference taken with `Daxfs::open` (may evict an unlinked inode).

@@ -416,6 +416,16 @@ impl Ctx {
         got
     }
 
+    /// Process exit: the pins `proc` holds without an `unpin` go. A process cannot exit with
+    /// direct I/O in flight (`exit_aio` waits for it; a synchronous O_DIRECT ends before the
+    /// thread leaves the syscall), and FOLL_PIN pins are dropped when the I/O completes.
+    pub(super) async fn exit_pins(&self, p: &P, proc: &str) {
+        let left = self.mf.pins.lock().unwrap().remove(proc);
+        for pfns in left.into_iter().flat_map(|m| m.into_values()) {
+            unpin_user_pages(p, &self.fs.world, &pfns).await;
+        }
+    }
+
     async fn unpin(&self, p: &P, proc: &str, name: &str) -> Got {
         let pfns = self.pinned(p, proc, name).await;
         unpin_user_pages(p, &self.fs.world, &pfns).await;

@@ -106,6 +106,20 @@ pub fn peek_machine<R>(f: impl FnOnce(&crate::machine::Machine) -> R) -> Option<
     })
 }
 
+/// Whether some task is inside the model function `name` now (its call path, marked with
+/// `Platform::enter_fn`, contains it), read from a check between steps: an invariant that a
+/// kernel function breaks for a while on purpose can name the function that may break it.
+/// A finished task's path is empty. Refused from model code, like the other peeks.
+pub fn peek_task_in_fn(name: &str) -> bool {
+    with_state(|s| {
+        assert!(
+            !s.polling,
+            "a call-path peek from inside a task: peeks are for checks between steps"
+        );
+        s.tasks.iter().any(|t| t.path.contains(&name))
+    })
+}
+
 /// Run `f` as a check: the executor state knows a check runs (so that model code in it cannot
 /// change the run), and a panic of the check becomes a failure instead of unwinding through the
 /// driver.

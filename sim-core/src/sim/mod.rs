@@ -100,7 +100,7 @@ pub mod story;
 
 pub use detect::{TaskReport, Violation, ViolationKind};
 pub use explore::{ExploreConfig, ExploreReport, Failure, Model, Strategy, explore, run_twice};
-pub use hooks::{CheckFailure, EndCheck, StepCheck, StepInfo, peek_machine};
+pub use hooks::{CheckFailure, EndCheck, StepCheck, StepInfo, peek_machine, peek_task_in_fn};
 pub use manual::{ManualSession, NextStep};
 pub use memo::MachineMemo;
 pub use schedule::Schedule;

@@ -12,6 +12,8 @@
 //! - [`dax_break_layout`] is the loop a file system drives before freeing or moving blocks:
 //!   scan, wait for the busy page to go idle (through the file system's callback, which drops
 //!   and retakes its own locks), scan again, and once nothing is busy delete the entries.
+//!   [`dax_layout_wait_idle`] is the same wait without the deletion: daxfs waits over the whole
+//!   file and deletes only the entries of the range it changes (see sim-fs `file.rs`).
 //!
 //! Also here: the page-cache eviction of a (4.x hole) page from a DAX mapping,
 //! [`madvise_pageout`] and [`__remove_mapping`], where the kernel decides not to leave a
@@ -300,9 +302,38 @@ impl<P: Platform> WaitPageIdle<P> for WaitIdle {
     }
 }
 
-/// `dax_break_layout(inode, start, end, cb)`: before blocks of the byte range are freed or
-/// moved, unmap the range and wait until no page of it is busy, then delete its entries.
-/// Without a waiter (`cb == NULL`) the first busy page ends it with `-ERESTARTSYS`.
+/// The wait of layout breaking without the deletion: unmap the byte range `start ..= end` and
+/// wait until no page of it is busy (the loop XFS's `xfs_break_dax_layouts` ran before 6.15:
+/// `dax_layout_busy_page`, then `dax_wait_page_idle` with `xfs_wait_dax_page`). Returns
+/// whether the range is idle, with the error that stopped the wait (without a waiter, the first
+/// busy page is `-ERESTARTSYS`). The entries stay: the operation deletes those of the range it
+/// changes ([`dax_delete_mapping_range`]), so dirty entries elsewhere keep what fsync needs.
+pub async fn dax_layout_wait_idle<P: Platform, W: WaitPageIdle<P>>(
+    dax: &Dax<P>,
+    p: &P,
+    mapping: &AddressSpace<P>,
+    start: u64,
+    end: u64,
+    cb: Option<&W>,
+) -> (bool, Result<(), Errno>) {
+    loop {
+        let Some(pfn) = dax_layout_busy_page_range(dax, p, mapping, start, end).await else {
+            return (true, Ok(()));
+        };
+        let Some(cb) = cb else {
+            return (false, Err(Errno::ERESTARTSYS));
+        };
+        let error = cb.wait_page_idle(p, dax, pfn).await;
+        if error.is_err() {
+            return (false, error);
+        }
+    }
+}
+
+/// `dax_break_layout(inode, start, end, cb)` (6.15): before blocks of the byte range are freed
+/// or moved, unmap the range and wait until no page of it is busy
+/// ([`dax_layout_wait_idle`]), then delete its entries, dirty or not. Without a waiter
+/// (`cb == NULL`) the first busy page ends it with `-ERESTARTSYS`.
 pub async fn dax_break_layout<P: Platform, W: WaitPageIdle<P>>(
     dax: &Dax<P>,
     p: &P,
@@ -311,21 +342,8 @@ pub async fn dax_break_layout<P: Platform, W: WaitPageIdle<P>>(
     end: u64,
     cb: Option<&W>,
 ) -> Result<(), Errno> {
-    let mut page;
-    let mut error = Ok(());
-    loop {
-        page = dax_layout_busy_page_range(dax, p, mapping, start, end).await;
-        let Some(pfn) = page else { break };
-        let Some(cb) = cb else {
-            error = Err(Errno::ERESTARTSYS);
-            break;
-        };
-        error = cb.wait_page_idle(p, dax, pfn).await;
-        if error.is_err() {
-            break;
-        }
-    }
-    if page.is_none() {
+    let (idle, error) = dax_layout_wait_idle(dax, p, mapping, start, end, cb).await;
+    if idle {
         dax_delete_mapping_range(dax, p, mapping, start, end).await;
     }
     error

@@ -69,9 +69,10 @@ pub enum IterDone {
 /// `invalidate_inode_pages2_range(mapping, start, end)` on a DAX mapping: unmap the page range
 /// `start ..= end`, remove each clean entry of it (`dax_invalidate_mapping_entry_sync`; dirty
 /// ones stay), and unmap again. Returns whether every entry went (the kernel's `-EBUSY`
-/// otherwise). The kernel removes the entries first and unmaps once at the end; unmapping
-/// first as well keeps no page-table leaf without its entry, which the model checks at every
-/// step (`LeafWithoutEntry`); a fault may still map between the two, as in the kernel.
+/// otherwise). The kernel removes the entries first and unmaps once at the end; the model
+/// unmaps first as well, so only a fault between the first unmap and an entry's deletion can
+/// leave a leaf without its entry until the final unmap, as in the kernel (the one window the
+/// invariant `LeafWithoutEntry` allows, named by this function: `invariants::INVALIDATE_FN`).
 pub async fn invalidate_inode_pages2_range<P: PmemPlatform>(
     dax: &Dax<P>,
     p: &P,
@@ -79,7 +80,7 @@ pub async fn invalidate_inode_pages2_range<P: PmemPlatform>(
     start: u64,
     end: u64,
 ) -> bool {
-    let _fn = p.enter_fn("invalidate_inode_pages2_range");
+    let _fn = p.enter_fn(crate::invariants::INVALIDATE_FN);
     let nr = end - start + 1;
     unmap_mapping_pages(p, &dax.world, mapping, start, nr, false).await;
     // The indices that hold entries now (a snapshot; each is rechecked under the lock).
