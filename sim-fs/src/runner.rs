@@ -1572,6 +1572,11 @@ impl Model for TraceRunner {
                         break;
                     }
                 }
+                // Whether this thread is the last to finish depends on every other thread's
+                // end: the step reads their exits, so process exit and the end checks below
+                // come after every step of theirs (as after joins), and two threads' ends
+                // conflict (who is last is an order the search must see both ways).
+                p.read_task_exits();
                 let last = {
                     let mut u = ctx.user.lock().unwrap();
                     u.live -= 1;

@@ -1245,6 +1245,23 @@ impl SimPlatform {
             |m, _now, _cpu, _| m.inject_poison(addr, len).map(|()| 0),
         )
     }
+
+    /// The calling step decides something from which of the other tasks have finished (a
+    /// model's "am I the last one?" count kept outside the platform): its footprint gets a read
+    /// of every other task's exit (`Op::task`, as a join reads it), finished or not. So the
+    /// step conflicts with each other task's finishing step (which writes that exit), and
+    /// whatever the deciding task does afterwards happens after every step of the tasks it
+    /// found finished, as after joins. No scheduling point, no step of its own.
+    pub fn read_task_exits(&self) {
+        with_state(|s| {
+            let me = s.current as usize;
+            for t in 0..s.tasks.len() {
+                if t != me {
+                    s.touch(Op::task(OpKind::Join, t));
+                }
+            }
+        })
+    }
 }
 
 impl PmemPlatform for SimPlatform {
