@@ -1343,7 +1343,7 @@ impl ShardResult {
     }
 
     /// The report of this result alone. For the whole search (one shard) it is exactly the
-    /// undivided search's report. For one shard of several: its own items in order, its first
+    /// undivided search's report, unless a budget cut it short (then see [`fold`]). For one shard of several: its own items in order, its first
     /// failure (run index: global for random and pct, counted within the shard for dfs),
     /// `exhausted` when it explored its whole part of a dfs tree.
     pub fn report(&self) -> ExploreReport {
