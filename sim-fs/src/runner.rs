@@ -87,6 +87,7 @@ use sim_mm::{MmStruct, VmFault};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::ThreadId;
 
 type P = SimPlatform;
 
@@ -452,9 +453,12 @@ pub struct TraceRunner {
     pub check_every_step: bool,
     /// crashcheck's recorder of statements and durability promises (`None`: not recording).
     pub crash: Option<Arc<crate::crashcheck::Recorder>>,
-    /// What the last [`Model::setup`] built, for [`TraceRunner::inspect`] (read-only; no run
-    /// looks at it).
-    last_world: Mutex<Option<RunWorld>>,
+    /// What the last [`Model::setup`] on each thread built, for [`TraceRunner::inspect`]
+    /// (read-only; no run looks at it; an end check may). Per thread, because the worker
+    /// threads of a divided search (`explore_scaled`) share one runner: a single slot gave a
+    /// thread's end check the world of another thread's run, and each setup dropped the world
+    /// of another thread's simulation (its allocations, freed from the wrong thread).
+    last_world: Mutex<Vec<(ThreadId, RunWorld)>>,
     /// The memory operations of the setup task (mount, lookups) and the machine after it,
     /// recorded by the first setup that finished and replayed by the later ones
     /// (`Sim::replay_machine_ops`): the setup is a function of the runner alone, so every run
@@ -552,15 +556,29 @@ impl TraceRunner {
             threads,
             check_every_step: false,
             crash: None,
-            last_world: Mutex::new(None),
+            last_world: Mutex::new(Vec::new()),
             setup_memo: OnceLock::new(),
         })
     }
 
-    /// The kernel state of the run last set up by this runner (`None` before the first setup
-    /// and when the setup failed).
+    /// The kernel state of the run last set up by this runner on this thread (`None` before
+    /// the thread's first setup and when the setup failed).
     pub fn inspect(&self) -> Option<RunWorld> {
-        self.last_world.lock().unwrap().clone()
+        let me = std::thread::current().id();
+        let worlds = self.last_world.lock().unwrap();
+        worlds
+            .iter()
+            .find(|(t, _)| *t == me)
+            .map(|(_, w)| w.clone())
+    }
+
+    /// Take this thread's last world out of the slots (to drop it outside the lock, on the
+    /// thread whose simulation made it).
+    fn take_world(&self) -> Option<RunWorld> {
+        let me = std::thread::current().id();
+        let mut worlds = self.last_world.lock().unwrap();
+        let at = worlds.iter().position(|(t, _)| *t == me)?;
+        Some(worlds.swap_remove(at).1)
     }
 
     /// The number of memory operations of the setup recorded for replay (`None` until a setup
@@ -1478,7 +1496,7 @@ impl Model for TraceRunner {
         }
         sim.run(|_, en| en[0]);
         let recorded = sim.finish_machine_ops();
-        *self.last_world.lock().unwrap() = None;
+        drop(self.take_world());
         let ctx = match slot.lock().unwrap().take() {
             Some(Ok(ctx)) => {
                 if let Some(r) = recorded {
@@ -1505,7 +1523,7 @@ impl Model for TraceRunner {
         if let Some(r) = &ctx.crash {
             r.attach(&p, &ctx);
         }
-        *self.last_world.lock().unwrap() = Some(RunWorld {
+        let world = RunWorld {
             world: ctx.fs.world.clone(),
             procs: ctx
                 .mms
@@ -1513,7 +1531,11 @@ impl Model for TraceRunner {
                 .map(|(n, mm)| (n.clone(), mm.clone()))
                 .collect(),
             files: ctx.file_inos.clone(),
-        });
+        };
+        self.last_world
+            .lock()
+            .unwrap()
+            .push((std::thread::current().id(), world));
         install_checks(
             sim,
             &ctx.fs.world,

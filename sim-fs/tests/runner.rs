@@ -451,3 +451,58 @@ b stat /h => size=1MiB
         rep.runs
     );
 }
+
+/// The worker threads of a divided search share one runner: each thread inspects the world of
+/// its own last run, and a setup on one thread leaves the other threads' worlds alone (it used
+/// to replace and drop them: another thread's simulation, dropped on this one).
+#[test]
+fn each_thread_inspects_and_keeps_its_own_last_world() {
+    use sim_core::sim::{Model, Sim, SimConfig};
+    use std::sync::Arc;
+    use std::sync::mpsc::channel;
+    let src = "pmsim-trace 1
+file /f size=8K
+t read /f 0 8
+";
+    let mut mc = MachineConfig::default();
+    mc.set("pmem", &(8u64 << 20).to_string()).unwrap();
+    let runner = TraceRunner::new(trace(src), mc, &[]).unwrap();
+    let one_setup = |r: &TraceRunner| {
+        let mut sim = Sim::new(SimConfig::default());
+        r.setup(&mut sim);
+        drop(sim);
+        r.inspect().expect("the setup ran")
+    };
+    let (to_a, at_a) = channel::<()>();
+    let (from_a, set_up) = channel::<()>();
+    std::thread::scope(|s| {
+        let (r, one_setup) = (&runner, &one_setup);
+        let a = s.spawn(move || {
+            let mine = one_setup(r);
+            let weak = Arc::downgrade(&mine.world);
+            drop(mine);
+            from_a.send(()).unwrap();
+            at_a.recv().unwrap();
+            // Thread b has set up a run of its own since.
+            let again = r.inspect().expect("this thread's world is kept");
+            assert!(
+                weak.upgrade()
+                    .is_some_and(|w| Arc::ptr_eq(&w, &again.world)),
+                "thread a sees another world than its own last one"
+            );
+        });
+        set_up.recv().unwrap();
+        let b = s.spawn(move || {
+            let theirs = one_setup(r);
+            assert!(
+                r.inspect()
+                    .is_some_and(|w| Arc::ptr_eq(&w.world, &theirs.world))
+            );
+        });
+        b.join().unwrap();
+        to_a.send(()).unwrap();
+        a.join().unwrap();
+    });
+    // This thread never set a run up.
+    assert!(runner.inspect().is_none());
+}

@@ -1343,7 +1343,7 @@ impl ShardResult {
     }
 
     /// The report of this result alone. For the whole search (one shard) it is exactly the
-    /// undivided search's report. For one shard of several: its own items in order, its first
+    /// undivided search's report, unless a budget cut it short (then see [`fold`]). For one shard of several: its own items in order, its first
     /// failure (run index: global for random and pct, counted within the shard for dfs),
     /// `exhausted` when it explored its whole part of a dfs tree.
     pub fn report(&self) -> ExploreReport {
@@ -1408,6 +1408,10 @@ fn add_item(rep: &mut ExploreReport, it: &ItemResult, base: u64, keep_going: boo
 
 /// The report of the whole search from its items (sorted, each once), in item order: the
 /// undivided search's report, run for run, as long as the items before its end are all there.
+/// A search cut short (a budget) leaves items incomplete or unexplored while the workers have
+/// explored later ones: those count too, their runs and their first failure (the undivided
+/// search would reach it later), or a `--jobs N` report would show one worker's runs and drop
+/// the violations the others found.
 fn fold(head: &ShardResult, items: &[ItemResult], count: Option<u64>) -> ExploreReport {
     let mut rep = empty_report(head);
     let mut next = 0u64;
@@ -1415,7 +1419,6 @@ fn fold(head: &ShardResult, items: &[ItemResult], count: Option<u64>) -> Explore
     for it in items {
         if it.item != next {
             all = false;
-            break;
         }
         let base = rep.runs;
         if add_item(&mut rep, it, base, head.keep_going) {
@@ -1423,9 +1426,8 @@ fn fold(head: &ShardResult, items: &[ItemResult], count: Option<u64>) -> Explore
         }
         if !it.complete {
             all = false;
-            break;
         }
-        next += 1;
+        next = it.item + 1;
     }
     let whole = all && count.is_some_and(|c| next == c);
     match head.strategy {
@@ -1789,6 +1791,63 @@ mod tests {
                     );
                     assert_eq!(merged(&m, &c, 3, split), one, "{name} 3 shards");
                 }
+            }
+        }
+    }
+
+    /// A search cut short (a budget): unit 0 unfinished, unit 1 explored by another worker and
+    /// failing at its third run, unit 2 never claimed, unit 3 finished. The report counts every
+    /// explored run and reports unit 1's violation (the fold used to stop at unit 0: a
+    /// `--jobs 2` report showed one worker's runs and dropped the other's violations).
+    #[test]
+    fn a_search_cut_short_counts_every_explored_unit() {
+        let m = toy("abba");
+        for keep_going in [false, true] {
+            let c = cfg(
+                Strategy::Dfs {
+                    preemption_bound: None,
+                },
+                None,
+                keep_going,
+                true,
+            );
+            let f = explore(&m, &c, &mut |_| {})
+                .expect("explore")
+                .failure
+                .expect("abba deadlocks");
+            let mut r = scaled(&m, &c, 1, Shard::WHOLE, DEFAULT_SPLIT_DEPTH);
+            let s = || f.schedule.clone();
+            let mut u0 = ItemResult::new(0);
+            for _ in 0..7 {
+                u0.add(RunEnd::Done, s(), 10, 1);
+            }
+            let mut u1 = ItemResult::new(1);
+            u1.add(RunEnd::Done, s(), 10, 2);
+            u1.add(RunEnd::Abandoned, s(), 3, 0);
+            u1.add(RunEnd::Violation(f.violation.clone()), s(), f.steps, f.hash);
+            u1.complete = true;
+            let mut u3 = ItemResult::new(3);
+            u3.add(RunEnd::Done, s(), 12, 4);
+            u3.complete = true;
+            r.items = vec![u0, u1, u3];
+            r.units = Some(4);
+            r.finished = false;
+            let rep = r.report();
+            let failure = rep
+                .failure
+                .as_ref()
+                .expect("unit 1's violation is reported");
+            assert_eq!(failure.run, 7 + 2, "counted after unit 0's runs");
+            assert_eq!(failure.violation, f.violation);
+            assert_eq!(rep.failed_runs, 1);
+            assert_eq!(rep.redundant_runs, 1);
+            assert!(!rep.exhausted);
+            if keep_going {
+                assert_eq!(rep.runs, 7 + 3 + 1);
+                assert_eq!(rep.last_hash, 4);
+                assert!(rep.stopped_early);
+            } else {
+                assert_eq!(rep.runs, 7 + 3, "the search stops at its first failure");
             }
         }
     }
