@@ -116,6 +116,42 @@ pub fn fsck_image(read: &mut ReadFn<'_>, pmem_size: u64) -> FsckReport {
     r
 }
 
+/// [`fsck_image`] on metadata bytes already in memory (device address 0 up): the same report,
+/// without copying them. `meta` holds the superblock and, when it decodes, the whole
+/// [`Geometry::meta_bytes`] (what [`crate::fs::load_meta`] returns); shorter bytes are a
+/// problem, named as [`crate::Daxfs::fsck_media`]'s reads past them were.
+pub fn fsck_meta(meta: &[u8], pmem_size: u64) -> FsckReport {
+    let mut r = FsckReport::default();
+    let Some(sbb) = meta.get(..128) else {
+        r.add(
+            "superblock",
+            0,
+            "unreadable: 0x0+128 past the metadata read".to_string(),
+        );
+        return r;
+    };
+    let geo = match Superblock::decode(sbb, pmem_size) {
+        Ok(sb) => sb.geo,
+        Err(e) => {
+            r.add("superblock", 0, e);
+            return r;
+        }
+    };
+    let Some(meta) = meta.get(..geo.meta_bytes() as usize) else {
+        r.add(
+            "superblock",
+            0,
+            format!(
+                "metadata unreadable: 0x0+{} past the metadata read",
+                geo.meta_bytes()
+            ),
+        );
+        return r;
+    };
+    check_meta(&geo, meta, &mut r);
+    r
+}
+
 fn check_meta(geo: &Geometry, meta: &[u8], r: &mut FsckReport) {
     let bs = geo.blocksize;
     // Journal.
