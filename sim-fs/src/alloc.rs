@@ -44,23 +44,44 @@ impl AllocState {
     /// From the on-media bitmap bytes and refcount table bytes.
     pub fn from_media(geo: Geometry, bitmap: &[u8], refcounts: &[u8]) -> AllocState {
         let words = geo.nblocks.div_ceil(64) as usize;
-        let mut bm = vec![0u64; words];
-        for b in 0..geo.nblocks {
-            if bitmap[(b / 8) as usize] & (1 << (b % 8)) != 0 {
-                bm[(b / 64) as usize] |= 1 << (b % 64);
-            }
+        // Bit `b % 8` of byte `b / 8` is bit `b % 64` of little-endian word `b / 64`; bits of
+        // no block (past `nblocks`) stay clear.
+        let bytes = geo.nblocks.div_ceil(8) as usize;
+        let mut bm: Vec<u64> = bitmap[..bytes]
+            .chunks(8)
+            .map(|c| {
+                let mut w = [0u8; 8];
+                w[..c.len()].copy_from_slice(c);
+                u64::from_le_bytes(w)
+            })
+            .collect();
+        if !geo.nblocks.is_multiple_of(64) {
+            bm[words - 1] &= (1 << (geo.nblocks % 64)) - 1;
         }
         let mut refcount = BTreeMap::new();
-        for b in 0..geo.nblocks {
-            let o = (b * 4) as usize;
-            let rc = u32::from_le_bytes(refcounts[o..o + 4].try_into().unwrap());
+        for (b, c) in refcounts[..(geo.nblocks * 4) as usize]
+            .chunks_exact(4)
+            .enumerate()
+        {
+            let rc = u32::from_le_bytes(c.try_into().unwrap());
             if rc >= 2 {
-                refcount.insert(b, rc);
+                refcount.insert(b as u64, rc);
             }
         }
-        let used = (geo.data_start..geo.nblocks)
-            .filter(|&b| bm[(b / 64) as usize] & (1 << (b % 64)) != 0)
-            .count() as u64;
+        // The blocks in use from `data_start` on: all of them, less those before it.
+        let below = |n: u64| -> u64 {
+            let whole: u64 = bm[..(n / 64) as usize]
+                .iter()
+                .map(|w| u64::from(w.count_ones()))
+                .sum();
+            let part = if n.is_multiple_of(64) {
+                0
+            } else {
+                u64::from((bm[(n / 64) as usize] & ((1 << (n % 64)) - 1)).count_ones())
+            };
+            whole + part
+        };
+        let used = below(geo.nblocks) - below(geo.data_start);
         AllocState {
             geo,
             bitmap: bm,
@@ -409,6 +430,75 @@ mod tests {
 #[cfg(test)]
 mod refcount_bytes_tests {
     use super::*;
+
+    /// `from_media` by words is `from_media` bit by bit (the way it was written first): on
+    /// random bitmap and refcount bytes (set bits and counts past the last block included),
+    /// for devices whose block count is and is not a multiple of 64.
+    #[test]
+    fn reading_the_bitmap_by_words_reads_every_bit_as_one_at_a_time() {
+        let mut x: u64 = 0x853c_49e6_748f_ea9b;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for (size, bs) in [
+            (8 << 20, 4096),
+            ((8 << 20) + 37 * 4096, 4096),
+            ((16 << 20) + 5 * 4096, 4096),
+            (64 << 20, 2 << 20),
+        ] {
+            let geo = Geometry::new(size, bs).unwrap();
+            for round in 0..50 {
+                let density = [0, 1, 3, 7, 63][round % 5];
+                let bm: Vec<u8> = (0..geo.bitmap_blocks * bs)
+                    .map(|_| {
+                        if density == 63 {
+                            0xff
+                        } else {
+                            next() as u8 & next() as u8 & (0xff >> density)
+                        }
+                    })
+                    .collect();
+                let rc: Vec<u8> = (0..geo.refcount_blocks * bs)
+                    .map(|_| {
+                        if next() % 8 == 0 {
+                            (next() % 4) as u8
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                let a = AllocState::from_media(geo, &bm, &rc);
+                let mut bits = vec![0u64; geo.nblocks.div_ceil(64) as usize];
+                for b in 0..geo.nblocks {
+                    if bm[(b / 8) as usize] & (1 << (b % 8)) != 0 {
+                        bits[(b / 64) as usize] |= 1 << (b % 64);
+                    }
+                }
+                let mut counts = BTreeMap::new();
+                for b in 0..geo.nblocks {
+                    let o = (b * 4) as usize;
+                    let c = u32::from_le_bytes(rc[o..o + 4].try_into().unwrap());
+                    if c >= 2 {
+                        counts.insert(b, c);
+                    }
+                }
+                let used = (geo.data_start..geo.nblocks)
+                    .filter(|&b| bits[(b / 64) as usize] & (1 << (b % 64)) != 0)
+                    .count() as u64;
+                assert_eq!(a.bitmap, bits, "{size} {bs} {round}");
+                assert_eq!(a.refcount, counts, "{size} {bs} {round}");
+                assert_eq!(
+                    a.free,
+                    geo.nblocks - geo.data_start - used,
+                    "{size} {bs} {round}"
+                );
+                assert_eq!(a.staged, vec![0u64; bits.len()]);
+            }
+        }
+    }
 
     /// The whole region at once is its lines one by one, for counts at the region's start,
     /// middle and last block, with none, and past the bytes asked for.

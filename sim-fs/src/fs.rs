@@ -10,7 +10,7 @@
 use crate::FsError;
 use crate::alloc::AllocState;
 use crate::extent::{self, ExtentMap};
-use crate::fsck::{FsckReport, Problem, fsck_image};
+use crate::fsck::{FsckReport, Problem, fsck_meta};
 use crate::journal::{
     JH_MAGIC, JHEADER, JournalState, Log, empty_header, parse_journal, sfence, store_clwb,
     xlog_force,
@@ -721,18 +721,10 @@ impl<P: PmemPlatform> Daxfs<P> {
                     return r;
                 }
             },
-            // fsck_image reports the bad superblock.
+            // fsck_meta reports the bad superblock.
             Err(_) => sb,
         };
-        let mut read = |addr: u64, buf: &mut [u8]| -> Result<(), String> {
-            let end = addr as usize + buf.len();
-            if end > meta.len() {
-                return Err(format!("{addr:#x}+{} past the metadata read", buf.len()));
-            }
-            buf.copy_from_slice(&meta[addr as usize..end]);
-            Ok(())
-        };
-        fsck_image(&mut read, pmem_size)
+        fsck_meta(&meta, pmem_size)
     }
 
     /// Check that the in-core state is what the media holds once the log is forced: every

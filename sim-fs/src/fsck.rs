@@ -15,6 +15,7 @@
 
 use crate::journal::{JournalState, parse_journal};
 use crate::layout::{DiskInode, Geometry, INODE_SIZE, Superblock};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -113,6 +114,82 @@ pub fn fsck_image(read: &mut ReadFn<'_>, pmem_size: u64) -> FsckReport {
         return r;
     }
     check_meta(&geo, &meta, &mut r);
+    r
+}
+
+/// [`fsck_image`] on metadata bytes already in memory (device address 0 up): the same report,
+/// without copying them. `meta` holds the superblock and, when it decodes, the whole
+/// [`Geometry::meta_bytes`] (what [`crate::fs::load_meta`] returns); shorter bytes are a
+/// problem, named as [`crate::Daxfs::fsck_media`]'s reads past them were.
+///
+/// fsck is a pure function of these bytes and the device size, and a search checks the same
+/// few images at the end of run after run: a report found clean is kept with the exact bytes
+/// it came from (the thread's last [`CLEAN_IMAGES`]) and returned for equal bytes, compared
+/// in full.
+pub fn fsck_meta(meta: &[u8], pmem_size: u64) -> FsckReport {
+    let known = CLEAN.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|(size, bytes, _)| *size == pmem_size && **bytes == *meta)
+            .map(|(.., r)| r.clone())
+    });
+    if let Some(r) = known {
+        return r;
+    }
+    let r = check_meta_bytes(meta, pmem_size);
+    if r.is_clean() {
+        CLEAN.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() == CLEAN_IMAGES {
+                c.remove(0);
+            }
+            c.push((pmem_size, meta.into(), r.clone()));
+        });
+    }
+    r
+}
+
+/// How many clean images [`fsck_meta`] keeps per thread.
+pub const CLEAN_IMAGES: usize = 8;
+
+/// A clean image [`fsck_meta`] keeps: device size, metadata bytes, report.
+type CleanImage = (u64, Box<[u8]>, FsckReport);
+
+thread_local! {
+    /// The clean images [`fsck_meta`] checked last, oldest first.
+    static CLEAN: RefCell<Vec<CleanImage>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`fsck_meta`] without its memo.
+fn check_meta_bytes(meta: &[u8], pmem_size: u64) -> FsckReport {
+    let mut r = FsckReport::default();
+    let Some(sbb) = meta.get(..128) else {
+        r.add(
+            "superblock",
+            0,
+            "unreadable: 0x0+128 past the metadata read".to_string(),
+        );
+        return r;
+    };
+    let geo = match Superblock::decode(sbb, pmem_size) {
+        Ok(sb) => sb.geo,
+        Err(e) => {
+            r.add("superblock", 0, e);
+            return r;
+        }
+    };
+    let Some(meta) = meta.get(..geo.meta_bytes() as usize) else {
+        r.add(
+            "superblock",
+            0,
+            format!(
+                "metadata unreadable: 0x0+{} past the metadata read",
+                geo.meta_bytes()
+            ),
+        );
+        return r;
+    };
+    check_meta(&geo, meta, &mut r);
     r
 }
 

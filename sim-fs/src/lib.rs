@@ -51,7 +51,7 @@ pub mod rmap;
 pub mod runner;
 
 pub use fs::{Daxfs, Inode, InodeCore, MountInfo, mkfs};
-pub use fsck::{FsckReport, Problem, fsck_image};
+pub use fsck::{FsckReport, Problem, fsck_image, fsck_meta};
 pub use iomap::DaxfsFile;
 
 use sim_core::machine::MemError;
