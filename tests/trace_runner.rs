@@ -16,6 +16,24 @@ fn shipped(path: &str) -> String {
     std::fs::read_to_string(root().join(path)).unwrap()
 }
 
+/// `pmsim explore PATH --strategy dfs --preemption-bound BOUND EXTRA...` is clean (exit 0)
+/// and exhausted its bounded space; returns the output.
+fn assert_dfs_clean_exhausted(path: &str, bound: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "explore",
+        path,
+        "--strategy",
+        "dfs",
+        "--preemption-bound",
+        bound,
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = pmsim(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("exhausted the search space"), "{out}");
+    out
+}
+
 #[test]
 fn explore_finds_the_pmd_missed_wakeup_and_its_replay_command_reproduces_it() {
     let (code, out, err) = pmsim(&["explore", "traces/format/pmd_missed_wakeup.trace"]);
@@ -52,16 +70,7 @@ fn without_the_bug_line_dfs_at_preemption_bound_2_is_clean() {
         .map(|l| format!("{l}\n"))
         .collect();
     let t = scratch("pmd_fixed.trace", &text);
-    let (code, out, err) = pmsim(&[
-        "explore",
-        &t,
-        "--strategy",
-        "dfs",
-        "--preemption-bound",
-        "2",
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("exhausted the search space"), "{out}");
+    let out = assert_dfs_clean_exhausted(&t, "2", &[]);
     let runs: u64 = out
         .lines()
         .next()
@@ -241,16 +250,7 @@ fn no_mmaplock_maps_a_freed_block_and_without_it_dfs_at_bound_2_is_clean() {
         .map(|l| format!("{l}\n"))
         .collect();
     let t = scratch("no_mmaplock_fixed.trace", &text);
-    let (code, out, err) = pmsim(&[
-        "explore",
-        &t,
-        "--strategy",
-        "dfs",
-        "--preemption-bound",
-        "2",
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("exhausted the search space"), "{out}");
+    assert_dfs_clean_exhausted(&t, "2", &[]);
 }
 
 #[test]
@@ -353,16 +353,7 @@ fn reflink_page_mapping_is_found_by_explore_and_the_fixed_kernel_is_clean() {
 #[test]
 fn a_read_racing_a_copy_on_write_fault_is_clean_at_bound_1() {
     let path = "traces/mf/reflink_read_vs_cow_fault.trace";
-    let (code, out, err) = pmsim(&[
-        "explore",
-        path,
-        "--strategy",
-        "dfs",
-        "--preemption-bound",
-        "1",
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("exhausted the search space"), "{out}");
+    assert_dfs_clean_exhausted(path, "1", &[]);
     let (code, out, err) = pmsim(&["run", path, "--schedule", "1:0:3(20)1(66)3(5)2(57)1(1)"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("3 preemptions"), "{out}");
@@ -406,16 +397,9 @@ fn poison_and_pin_expectations_can_fail() {
 /// (sim-mm).
 #[test]
 fn write_racing_faults_is_clean_with_invariants_at_every_step() {
-    let path = "traces/fs/write_vs_fault.trace";
-    let (code, out, err) = pmsim(&[
-        "explore",
-        path,
-        "--strategy",
-        "dfs",
-        "--preemption-bound",
+    assert_dfs_clean_exhausted(
+        "traces/fs/write_vs_fault.trace",
         "1",
-        "--check-invariants",
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("exhausted the search space"), "{out}");
+        &["--check-invariants"],
+    );
 }
