@@ -249,7 +249,7 @@ pub(crate) struct RunArgs {
     /// hole-wake-next (hole-wake-next), pmd-pte-collide (pmd-pte-collide),
     /// stale-huge-zero-page (stale-huge-zero-page), mixed-mapping (mixed-mapping-association).
     /// Default strategy of explore for a model: pct (depth 2), which finds seed-001 in 6 runs
-    /// with seed 0, where dfs needs 1259 (bound 2) or more (unbounded).
+    /// with seed 0, where dfs needs 1277 (bound 2) or more (unbounded).
     #[arg(long, value_name = "NAME")]
     model: Option<String>,
     /// Scheduling strategy (default: trace-order for run, pct for explore, replay for

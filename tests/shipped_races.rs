@@ -321,20 +321,20 @@ races! {
     bugs_mf_speculative_page_lock: "traces/bugs/mf-speculative-page-lock.trace";
     /// Four threads: checked at preemption bound 1 ([`BOUND_1`]).
     bugs_invalidate_wake_next: "traces/bugs/invalidate-wake-next.trace";
-    /// Bound 2 without the mode: 6,458 runs, exhausted, clean.
+    /// Bound 2 without the mode: 6,662 runs, exhausted, clean.
     bugs_busy_scan_skips_locked: "traces/bugs/busy-scan-skips-locked.trace";
     bugs_pmd_writeback_no_wrprotect: "traces/bugs/pmd-writeback-no-wrprotect.trace";
-    /// Three threads; bound 2 without the mode: 71,453 runs, exhausted, clean.
+    /// Three threads; bound 2 without the mode: 68,431 runs, exhausted, clean.
     bugs_lock_entry_exclusive_wait: "traces/bugs/lock-entry-exclusive-wait.trace";
     bugs_no_mmaplock: "traces/bugs/no-mmaplock.trace";
-    /// Bound 2 without the mode: 9,105 runs, exhausted, clean.
+    /// Bound 2 without the mode: 8,808 runs, exhausted, clean.
     bugs_reflink_page_mapping: "traces/bugs/reflink-page-mapping.trace";
     seeds_000_mf_vs_entry_locks: "traces/seeds/000-mf-vs-entry-locks.trace";
-    /// Three threads; bound 2 without the mode: 31,328 runs, exhausted, clean.
+    /// Three threads; bound 2 without the mode: 28,422 runs, exhausted, clean.
     seeds_001_pmd_missed_wakeup: "traces/seeds/001-pmd-missed-wakeup.trace";
     seeds_002_fault_vs_truncate: "traces/seeds/002-fault-vs-truncate.trace";
     seeds_003_shadow_entries: "traces/seeds/003-shadow-entries.trace";
-    /// Bound 2 without the mode: 8,715 runs, exhausted, clean.
+    /// Bound 2 without the mode: 8,421 runs, exhausted, clean.
     seeds_004_reflink_page_mapping: "traces/seeds/004-reflink-page-mapping.trace";
 }
 

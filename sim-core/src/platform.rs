@@ -402,6 +402,13 @@ pub trait Platform: Clone + Send + Sync + 'static {
     /// as `lock_data_mut` does), so that critical sections on disjoint keys commute (`sim`
     /// "Footprints"). Natively it does nothing.
     fn lock_data_part(&self, _l: &Self::RawLock, _kind: OpKind, _first: u64, _len: u64) {}
+    /// Declare that spinlock `l` is never taken with `try_lock` and its data never read
+    /// without it (`read_once`): while a task holds `l`, no step of another task touches `l`
+    /// or its data. The simulator then runs the holder's steps that touched nothing but such
+    /// locks and their data together with its next step (an atomic section; `sim`
+    /// "Atomic sections"), and refuses a `try_lock` or `read_once` of `l`. Natively it does
+    /// nothing.
+    fn lock_no_lockless_access(&self, _l: &Self::RawLock) {}
 
     fn new_rwsem(&self, name: &'static str) -> Self::RawRwSem;
     fn down_read(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
@@ -639,6 +646,13 @@ macro_rules! guarded_lock {
                 } else {
                     None
                 }
+            }
+
+            /// Declare that the lock is never try-locked and its data never read without it
+            /// ([`Platform::lock_no_lockless_access`]: the xarray's xa_lock, a spinlock).
+            pub fn no_lockless_access(self, p: &P) -> Self {
+                p.lock_no_lockless_access(&self.raw);
+                self
             }
 
             /// The raw lock, for reports and lock-order assertions.

@@ -33,7 +33,9 @@ impl<P: Platform> AddressSpace<P> {
         AddressSpace {
             id,
             host,
-            i_pages: SpinLock::new_with_parts(p, "i_pages", XArray::new()),
+            // xa_lock: a spinlock nobody try-locks or reads around (the model has no RCU lookups),
+            // so its sections are atomic (`sim` "Atomic sections").
+            i_pages: SpinLock::new_with_parts(p, "i_pages", XArray::new()).no_lockless_access(p),
             i_mmap: RwSem::new(p, "i_mmap_rwsem", IntervalTree::new()),
             invalidate_lock: RwSem::new(p, "invalidate_lock", ()),
         }

@@ -83,6 +83,27 @@
 //! remembers the footprint each explored step really had (`Sim::last_footprint`): a sleeping
 //! task is represented by that, never by its announcement alone.
 //!
+//! # Atomic sections
+//! A spinlock declared without lockless access (`Platform::lock_no_lockless_access`: never
+//! try-locked, its data never read without it; the xarray's xa_lock) makes its holder's
+//! critical section atomic where that loses no interleaving: when a step of a task that holds
+//! such a lock touched nothing but such locks it holds and their data (the acquire, key parts,
+//! whole-data reads and writes; no other object, no kernel log), the task goes on into its
+//! next step within the same scheduling step, if that step can run now (a lock taken inside
+//! is free, a wait-queue op, ...); the next step's ops join the footprint. Why nothing is
+//! lost: while the task holds the lock, no step of another task touches the lock or its data
+//! (acquires wait for the holder; `try_lock` and `read_once` are refused), and the step
+//! touched nothing else, so it is independent of every step `w` other tasks can take before
+//! the holder's next one; it neither enables nor disables them (only an acquire of the lock
+//! depends on it, and that waits either way). So `a w b` (the step, `w`, the next step) is
+//! equivalent to `w a b`, which is kept: the same states at every later scheduling point and
+//! the same end. The run loses only the states strictly inside the section, which no other
+//! task can observe. This is the kernel's own rule: nothing sleeps under a spinlock, and
+//! another CPU sees xa_lock's data only by taking xa_lock. A step that touched anything else
+//! (a struct page, a wait queue, pmem) still ends at its next scheduling point, since another
+//! task may see that between it and the holder's next step. A lock taken and released within
+//! such a step counts as one section in the step's footprint (`sections_in_one_step`).
+//!
 //! The executor state lives in a thread-local slot while a [`Sim`] exists, so that the platform
 //! handle [`SimPlatform`] is a zero-sized type (cheap to copy into every task).
 
@@ -180,6 +201,9 @@ enum ObjState {
         /// The holder has taken mutable access to the data (`Platform::lock_data_mut`) since it
         /// acquired the lock. Invariant: false while `holder` is `None`.
         dirty: bool,
+        /// Declared never try-locked nor read locklessly (`Platform::lock_no_lockless_access`):
+        /// no step of another task touches the lock while a task holds it ("Atomic sections").
+        no_lockless: bool,
     },
     /// The two lists are boxed so that every object stays small: a run creates thousands of
     /// objects (mostly wait queues), and the whole table is written on every run.
@@ -420,6 +444,42 @@ impl State {
         self.announced = true;
     }
 
+    /// A `try_lock` or `read_once` of a lock declared without lockless access would observe
+    /// a holder's atomic section half done ("Atomic sections"): refused.
+    fn refuse_lockless(&self, l: &SimRaw, what: &str) {
+        let id = self.check(l);
+        if let ObjState::Lock {
+            no_lockless: true, ..
+        } = self.objs[id].state
+        {
+            panic!(
+                "{what} of {}, declared without lockless access",
+                self.objs[id].name
+            );
+        }
+    }
+
+    /// Whether the footprint `fp` of task `t`'s step so far touches nothing but locks `t`
+    /// holds that were declared without lockless access, and their data ("Atomic sections").
+    fn within_atomic_section(&self, t: usize, fp: &[Op]) -> bool {
+        let held = &self.tasks[t].locks_held;
+        let sealed = |l: ObjId| {
+            held.contains(&l)
+                && matches!(
+                    self.objs[l.0 as usize].state,
+                    ObjState::Lock {
+                        no_lockless: true,
+                        ..
+                    }
+                )
+        };
+        held.iter().any(|&l| sealed(l))
+            && fp.iter().all(|o| match o.part_of() {
+                Some((l, ..)) => sealed(l),
+                None => o.obj.0 < Op::PART_BASE && sealed(o.obj),
+            })
+    }
+
     fn lock_mut(&mut self, id: usize) -> (&'static str, &mut Option<u32>, LockClass) {
         let o = &mut self.objs[id];
         match &mut o.state {
@@ -647,6 +707,7 @@ impl Platform for SimPlatform {
                     class,
                     holder: None,
                     dirty: false,
+                    no_lockless: false,
                 },
             )
         })
@@ -672,6 +733,7 @@ impl Platform for SimPlatform {
     }
 
     async fn try_lock(&self, l: &SimRaw) -> bool {
+        with_state(|s| s.refuse_lockless(l, "try_lock"));
         sim_op(l, Op::new(OpKind::TryLock, l.id), None, |s| {
             let cur = s.current;
             let (_, holder, class) = s.lock_mut(l.id.0 as usize);
@@ -753,6 +815,20 @@ impl Platform for SimPlatform {
         })
     }
 
+    fn lock_no_lockless_access(&self, l: &SimRaw) {
+        with_state(|s| {
+            let id = s.check(l);
+            match &mut s.objs[id].state {
+                ObjState::Lock {
+                    class: LockClass::Spin,
+                    no_lockless,
+                    ..
+                } => *no_lockless = true,
+                _ => panic!("only a spinlock can be declared without lockless access"),
+            }
+        })
+    }
+
     fn peek_lock<R>(&self, l: &SimRaw, f: impl FnOnce() -> R) -> Option<R> {
         hooks::peek(l, |s, id| s.lock_mut(id).1.is_none(), f)
     }
@@ -765,6 +841,7 @@ impl Platform for SimPlatform {
     // kernel (a PTE or PMD value from before or after a store, never torn); what the holder
     // changes in two steps, the reader can see half of, as in the kernel.
     async fn read_once<R>(&self, l: &SimRaw, f: impl FnOnce() -> R) -> R {
+        with_state(|s| s.refuse_lockless(l, "read_once"));
         sim_op(l, Op::new(OpKind::Read, l.id), None, |_| ()).await;
         f()
     }
@@ -1115,41 +1192,45 @@ impl Platform for SimPlatform {
     }
 }
 
-/// A step that takes a lock, only reads the data it protects and releases it (a guard dropped
-/// in the same step) leaves the lock as it found it: its footprint is a read of the lock (see
-/// "Footprints"). `fp[0]` is the announced op.
-fn read_only_section(fp: &mut Vec<Op>) {
-    let first = fp[0];
-    if !matches!(first.kind, OpKind::Lock | OpKind::TryLock) {
-        return;
-    }
-    let released = fp[1..]
-        .iter()
-        .any(|o| o.kind == OpKind::Unlock && o.obj == first.obj);
-    let written = fp[1..]
-        .iter()
-        .any(|o| o.kind == OpKind::Write && o.obj == first.obj);
-    if released && !written {
-        // A section whose data accesses were all parts (no whole-data read of a lock with
-        // parts, which its guard's `Deref` records) reads only the lock word; the parts stay.
-        let parts = fp[1..]
-            .iter()
-            .any(|o| o.part_of().is_some_and(|(l, ..)| l == first.obj));
-        let whole_read = fp[1..]
-            .iter()
-            .any(|o| o.kind == OpKind::Read && o.obj == first.obj && o.arg != Op::LOCK_WORD);
-        fp[0] = Op::new(OpKind::Read, first.obj);
-        if parts && !whole_read {
-            fp[0].arg = Op::LOCK_WORD;
-        }
-        let mut k = 1;
-        while k < fp.len() {
-            if fp[k].kind == OpKind::Unlock && fp[k].obj == first.obj {
-                fp.remove(k);
-            } else {
-                k += 1;
+/// A lock that a step takes, takes no `&mut` to its data and releases (a guard dropped in the
+/// same step) is left as the step found it: its footprint has a read of the lock in place of
+/// the acquire and the release (see "Footprints"). `fp[0]` is the announced op; a step that
+/// went on in an atomic section has the ops of its later steps after it, so a section may
+/// start anywhere (a lock taken and released inside another's atomic section).
+fn sections_in_one_step(fp: &mut Vec<Op>) {
+    let mut k = 0;
+    while k < fp.len() {
+        let first = fp[k];
+        let o = first.obj;
+        let takes = |x: &Op| matches!(x.kind, OpKind::Lock | OpKind::TryLock) && x.obj == o;
+        let releases = |x: &Op| x.kind == OpKind::Unlock && x.obj == o;
+        // One acquire of the lock in the step, this one, released after it and never before.
+        let section = takes(&first)
+            && fp.iter().filter(|x| takes(x)).count() == 1
+            && !fp[..k].iter().any(releases)
+            && fp[k + 1..].iter().any(releases);
+        let written = fp.iter().any(|x| x.kind == OpKind::Write && x.obj == o);
+        if section && !written {
+            // A section whose data accesses were all parts (no whole-data read of a lock with
+            // parts, which its guard's `Deref` records) reads only the lock word; the parts stay.
+            let parts = fp.iter().any(|x| x.part_of().is_some_and(|(l, ..)| l == o));
+            let whole_read = fp
+                .iter()
+                .any(|x| x.kind == OpKind::Read && x.obj == o && x.arg != Op::LOCK_WORD);
+            fp[k] = Op::new(OpKind::Read, o);
+            if parts && !whole_read {
+                fp[k].arg = Op::LOCK_WORD;
+            }
+            let mut i = k + 1;
+            while i < fp.len() {
+                if releases(&fp[i]) {
+                    fp.remove(i);
+                } else {
+                    i += 1;
+                }
             }
         }
+        k += 1;
     }
 }
 
@@ -1686,7 +1767,7 @@ impl Sim {
         self.last_footprint.clear();
         self.last_footprint.push(ev.op);
         // The event log records the step's time, the task's own (see "Time"): no footprint.
-        with_state(|s| {
+        while with_state(|s| {
             self.last_footprint.extend_from_slice(&s.extra);
             // The holder's changes to the data its locks protect (see "Footprints").
             for &l in &s.tasks[idx].locks_held {
@@ -1697,8 +1778,20 @@ impl Sim {
                     self.last_footprint.push(Op::new(OpKind::Write, l));
                 }
             }
-        });
-        read_only_section(&mut self.last_footprint);
+            // An atomic section goes on into the task's next step when that can run now
+            // (see "Atomic sections" for why no interleaving is lost).
+            let go_on = s.violation.is_none()
+                && s.op_enabled(idx)
+                && s.within_atomic_section(idx, &self.last_footprint);
+            if go_on {
+                s.extra.clear();
+                self.last_footprint.push(s.tasks[idx].next);
+            }
+            go_on
+        }) {
+            self.poll_task(idx);
+        }
+        sections_in_one_step(&mut self.last_footprint);
         self.run_step_checks(t);
     }
 
