@@ -287,3 +287,57 @@ fn a_lock_declared_without_lockless_access_refuses_read_once_and_try_lock() {
         assert_eq!(ends, ["model-panic"], "try_lock {try_lock}");
     }
 }
+
+/// A step that ran an atomic section logs every op it ran as an event of its own, with its
+/// own step number, as the undeclared model logs them when nobody preempts the holder in
+/// between: every run of the declared model has the event log (hash and length) of a run of
+/// the undeclared one. Where a section spans several ops (`nested`, and the waiter queueing
+/// under xa_lock) the undeclared model has more logs: the preemptions inside the section.
+#[test]
+fn an_atomic_section_logs_every_op_it_ran() {
+    // (name, declared, undeclared, whether a section spans several ops)
+    type Pair = (&'static str, Box<dyn Model>, Box<dyn Model>, bool);
+    let models: [Pair; 3] = [
+        (
+            "nested",
+            Box::new(nested(0, 1, 0, 1, 2, true)),
+            Box::new(nested(0, 1, 0, 1, 2, false)),
+            true,
+        ),
+        (
+            "waiter",
+            Box::new(waiter(0, false, true)),
+            Box::new(waiter(0, false, false)),
+            true,
+        ),
+        (
+            "waiter, late",
+            Box::new(waiter(1, true, true)),
+            Box::new(waiter(1, true, false)),
+            false,
+        ),
+    ];
+    for (name, atomic, fine, spans) in &models {
+        let logs = |m: &dyn Model| {
+            exhaustive(m, Reduction::Plain, &mut |sim, _| (sim.hash(), sim.steps()))
+                .expect("plain DFS")
+                .outcomes
+        };
+        let (a, f) = (logs(atomic.as_ref()), logs(fine.as_ref()));
+        let strange: Vec<_> = a.difference(&f).collect();
+        assert!(
+            strange.is_empty(),
+            "{name}: {} of {} logs no run of the undeclared model has, e.g. {:?}",
+            strange.len(),
+            a.len(),
+            strange[0]
+        );
+        assert_eq!(
+            a.len() < f.len(),
+            *spans,
+            "{name}: {} vs {}",
+            a.len(),
+            f.len()
+        );
+    }
+}

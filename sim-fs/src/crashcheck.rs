@@ -121,8 +121,12 @@ impl PointKind {
 pub struct CrashRec {
     /// Its index in the run (the `--point` of a replay).
     pub index: usize,
-    /// The step it precedes (the run's step count then).
+    /// The step it precedes (the run's step count then: its event's number in the log).
     pub step: u64,
+    /// The scheduling steps the run had taken after the setup (a stepper's position). A step
+    /// of an atomic section logs several events (`sim` "Atomic sections"), so this can be
+    /// less than `step` less the setup's steps.
+    pub scheduling_step: u64,
     pub thread: String,
     pub line: u32,
     /// The model call path of the thread about to take the step.
@@ -222,37 +226,40 @@ pub fn record_run(
     let mut bad: Option<String> = None;
     let seq_of = |sim: &Sim| sim.with_machine(|m| m.next_store_seq()).unwrap_or(0);
     let mut prev: Option<(u64, String, u32)> = None;
-    let mut take = |sim: &Sim, t: Option<TaskId>, what: String, points: &mut Vec<CrashRec>| {
-        let Some(point) = sim.with_machine(|m| m.crash_point()) else {
-            return;
+    let mut taken = 0u64;
+    let mut take =
+        |sim: &Sim, t: Option<TaskId>, what: String, taken: u64, points: &mut Vec<CrashRec>| {
+            let Some(point) = sim.with_machine(|m| m.crash_point()) else {
+                return;
+            };
+            let stores: usize = point.pending_lines().iter().map(|l| l.stores.len()).sum();
+            // Same stores, same pending lines and no new promise: the same images and oracles.
+            let sig = (
+                seq_of(sim),
+                point.pending_lines().len(),
+                stores,
+                rec.snapshot().promises,
+            );
+            if last_sig == Some(sig) {
+                return;
+            }
+            last_sig = Some(sig);
+            let (thread, line, stack) = match t {
+                Some(t) => (sim.task_name(t), sim.task_line(t), sim.task_path(t)),
+                None => ("-".to_string(), 0, Vec::new()),
+            };
+            points.push(CrashRec {
+                index: points.len(),
+                step: sim.steps(),
+                scheduling_step: taken,
+                thread,
+                line,
+                stack,
+                what,
+                snap: rec.snapshot(),
+                point,
+            });
         };
-        let stores: usize = point.pending_lines().iter().map(|l| l.stores.len()).sum();
-        // Same stores, same pending lines and no new promise: the same images and oracles.
-        let sig = (
-            seq_of(sim),
-            point.pending_lines().len(),
-            stores,
-            rec.snapshot().promises,
-        );
-        if last_sig == Some(sig) {
-            return;
-        }
-        last_sig = Some(sig);
-        let (thread, line, stack) = match t {
-            Some(t) => (sim.task_name(t), sim.task_line(t), sim.task_path(t)),
-            None => ("-".to_string(), 0, Vec::new()),
-        };
-        points.push(CrashRec {
-            index: points.len(),
-            step: sim.steps(),
-            thread,
-            line,
-            stack,
-            what,
-            snap: rec.snapshot(),
-            point,
-        });
-    };
     let end = sim.run_steps(|sim, en| {
         let now = seq_of(sim);
         if let Some((first, thread, line)) = prev.take()
@@ -290,9 +297,10 @@ pub fn record_run(
         };
         let op = sim.next_op(t);
         if kind.is_point(&op) {
-            take(sim, Some(t), sim.describe_op(&op), &mut points);
+            take(sim, Some(t), sim.describe_op(&op), taken, &mut points);
         }
         prev = Some((now, sim.task_name(t), sim.task_line(t)));
+        taken += 1;
         Some(t)
     });
     if let Some(b) = bad {
@@ -309,7 +317,7 @@ pub fn record_run(
         });
     }
     if matches!(end, RunEnd::Done) {
-        take(&sim, None, "end of run".into(), &mut points);
+        take(&sim, None, "end of run".into(), taken, &mut points);
     }
     let schedule = Schedule {
         seed: sched.seed,

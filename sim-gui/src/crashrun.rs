@@ -13,7 +13,7 @@
 
 use crate::session::{build_runner, parse_trace};
 use sim_core::machine::CrashOptions;
-use sim_core::sim::{Model, RunEnd, Sim, SimConfig, Strategy};
+use sim_core::sim::{RunEnd, Strategy};
 use sim_fs::crashcheck::{
     Finding, MetaCache, PointKind, Recorder, check_image, collect_schedules, record_run, witness,
 };
@@ -38,8 +38,9 @@ pub struct ImageRow {
 pub struct PointRow {
     /// Its index in the run (the `--point` of `pmsim crashcheck`).
     pub index: usize,
-    /// The step it precedes, counted from the first step of the threads (after the setup): the
-    /// stepper's cursor at `step` shows the state at the point.
+    /// The step it precedes, counted in scheduling steps from the first step of the threads
+    /// (after the setup; `CrashRec::scheduling_step`): the stepper's cursor at `step` shows the
+    /// state at the point.
     pub step: usize,
     pub thread: String,
     /// The trace line of the step it precedes (0: the end of the run).
@@ -108,17 +109,6 @@ pub fn crashcheck(
         .next()
         .ok_or("crashcheck: the trace-order strategy ran no schedule")?;
     runner.crash = Some(recorder);
-    // The steps the model's setup takes before the threads (the stepper's step 0 is after
-    // them; a crash point's step counts them).
-    let setup_steps = {
-        let mut sim = Sim::new(SimConfig {
-            seed: sched.seed,
-            step_limit: STEP_LIMIT,
-            record_log: false,
-        });
-        runner.setup(&mut sim);
-        sim.steps()
-    };
     let run = record_run(&runner, &sched, PointKind::Fence, STEP_LIMIT)
         .map_err(|e| format!("crashcheck: {e}"))?;
     let mut out = CrashRun {
@@ -171,7 +161,7 @@ pub fn crashcheck(
             .map(|(id, image, v)| Box::new(witness(&runner, &run, cp, id, &image, v, STEP_LIMIT)));
         out.points.push(PointRow {
             index: cp.index,
-            step: cp.step.saturating_sub(setup_steps) as usize,
+            step: cp.scheduling_step as usize,
             thread: cp.thread.clone(),
             line: cp.line,
             stack: cp.stack.iter().map(|s| s.to_string()).collect(),

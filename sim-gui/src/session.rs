@@ -422,9 +422,9 @@ impl Stepper {
     }
 
     /// Load a recorded event log (`pmsim ... --events FILE`) of this trace: restart with `seed`,
-    /// step each event's task in order (one event per step) and keep that path, then check
-    /// that the re-executed run logged the same events. Errors name the first event that
-    /// differs (a log of another trace, seed or bug mode).
+    /// step the task of each step's first event in order (a step logs one event per op it
+    /// ran) and keep that path, then check that the re-executed run logged the same events.
+    /// Errors name the first event that differs (a log of another trace, seed or bug mode).
     pub fn load_events(&mut self, log: &EventLog, seed: u64) -> Result<(), String> {
         self.seed = seed;
         self.restart();
@@ -432,8 +432,8 @@ impl Stepper {
         let mut result = Ok(());
         // The log starts with the model's setup steps, which every run takes before the
         // threads (the comparison below checks them too).
-        let setup = self.ses().sim().steps() as usize;
-        for (i, e) in log.events.iter().enumerate().skip(setup) {
+        let mut i = self.ses().sim().steps() as usize;
+        while let Some(e) = log.events.get(i) {
             if let Err(err) = self.ses_mut().step(e.task) {
                 result = Err(format!(
                     "events: event {i} ({}) does not fit this trace with seed {seed}: {err} \
@@ -444,6 +444,9 @@ impl Stepper {
             }
             self.full.push(e.task);
             self.cursor += 1;
+            // A step of an atomic section logs one event per op it ran (`sim` "Atomic
+            // sections"): the next step's event is the next the run logs.
+            i = self.ses().sim().steps() as usize;
         }
         if result.is_ok() {
             let mine = self.ses().event_log();

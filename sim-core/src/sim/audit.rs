@@ -255,6 +255,9 @@ struct Exec {
     log: EventLog,
     /// Steps the model's setup took before the run (a setup that drives the simulation).
     base: usize,
+    /// Where each step taken starts in the event log (a step of an atomic section logs one
+    /// event per op it ran).
+    starts: Vec<usize>,
 }
 
 fn execute(
@@ -275,6 +278,7 @@ fn execute(
     let mut taken = Vec::new();
     let mut enabled = Vec::new();
     let mut footprints: Vec<Vec<Op>> = Vec::new();
+    let mut starts = Vec::new();
     let mut diverged = None;
     let mut mid = None;
     let end = sim.run_steps(|sim, en| {
@@ -298,6 +302,7 @@ fn execute(
         };
         enabled.push(en.to_vec());
         taken.push(t);
+        starts.push(sim.steps() as usize);
         Some(t)
     });
     if footprints.len() < taken.len() {
@@ -321,6 +326,7 @@ fn execute(
         end: end_obs,
         log: sim.event_log(),
         base,
+        starts,
     }
 }
 
@@ -456,15 +462,21 @@ fn compare(
     let keys =
         |log: &EventLog| -> Vec<String> { log.events.iter().map(|e| event_key(log, e)).collect() };
     let (mut kx, mut ky) = (keys(lx), keys(ly));
-    let at = x.base + k;
     if x.base != y.base {
         return (
             true,
             Some(format!("setup took {} vs {} steps", x.base, y.base)),
         );
     }
-    if kx.len() > at + 1 && ky.len() > at + 1 {
-        ky.swap(at, at + 1);
+    // The pair's events in `y` (b's, then a's) put back in `x`'s order.
+    let pair = |e: &Exec, log: &[String]| -> Option<(usize, usize, usize)> {
+        let at = *e.starts.get(k)?;
+        let mid = *e.starts.get(k + 1)?;
+        let end = e.starts.get(k + 2).copied().unwrap_or(log.len());
+        Some((at, mid, end))
+    };
+    if let (Some(_), Some((at, mid, end))) = (pair(x, &kx), pair(y, &ky)) {
+        ky[at..end].rotate_left(mid - at);
     }
     if kx != ky {
         let i = kx.iter().zip(&ky).position(|(p, q)| p != q).unwrap_or(0);

@@ -102,7 +102,12 @@
 //! another CPU sees xa_lock's data only by taking xa_lock. A step that touched anything else
 //! (a struct page, a wait queue, pmem) still ends at its next scheduling point, since another
 //! task may see that between it and the holder's next step. A lock taken and released within
-//! such a step counts as one section in the step's footprint (`sections_in_one_step`).
+//! such a step counts as one section in the step's footprint (`sections_in_one_step`). A
+//! section never runs on into a store to pmem or a flush (`crash_point`): a crash can strike
+//! inside it, and crash checking takes its points at scheduling points. Each op a step ran is
+//! an event of the log, with its own step number, as if the task had run them one after the
+//! other with nobody preempting it (`Sim::step`, `Sim::last_step_ops`): the failure report's
+//! story and `--events` show every op, and the event-log hash covers them all.
 //!
 //! The executor state lives in a thread-local slot while a [`Sim`] exists, so that the platform
 //! handle [`SimPlatform`] is a zero-sized type (cheap to copy into every task).
@@ -1192,6 +1197,14 @@ impl Platform for SimPlatform {
     }
 }
 
+/// A store to pmem or a flush: the machine can crash before it, so crash checking stops
+/// there (`crashcheck`'s points are the scheduling points before such ops), and an atomic
+/// section never runs on into it: a crash can strike inside a spinlock's section.
+fn crash_point(op: &Op) -> bool {
+    op.kind == OpKind::Flush
+        || (op.kind == OpKind::Write && (Op::MEM_BASE..Op::MEM_END).contains(&op.obj.0))
+}
+
 /// A lock that a step takes, takes no `&mut` to its data and releases (a guard dropped in the
 /// same step) is left as the step found it: its footprint has a read of the lock in place of
 /// the acquire and the release (see "Footprints"). `fp[0]` is the announced op; a step that
@@ -1451,6 +1464,15 @@ pub struct Sim {
     choices: Vec<u32>,
     /// Footprint of the last step: its announced op plus implicit touches.
     last_footprint: Vec<Op>,
+    /// The events the last step logged: one per op it ran (an atomic section runs several).
+    step_events: Vec<LogEvent>,
+    /// Where each of those ops' part of the step's footprint ends, in `raw_footprint`.
+    step_ends: Vec<usize>,
+    /// The last step's footprint before its sections were folded (`sections_in_one_step`);
+    /// kept only for a step of several ops.
+    raw_footprint: Vec<Op>,
+    /// The task's call path at each op of the last step (only with `record_log`).
+    step_paths: Vec<Vec<&'static str>>,
     /// Step and end checks registered by the model.
     hooks: hooks::Hooks,
 }
@@ -1495,6 +1517,10 @@ impl Sim {
             log: Vec::new(),
             choices: Vec::new(),
             last_footprint: Vec::new(),
+            step_events: Vec::new(),
+            step_ends: Vec::new(),
+            raw_footprint: Vec::new(),
+            step_paths: Vec::new(),
             hooks: hooks::Hooks::default(),
         }
     }
@@ -1743,16 +1769,67 @@ impl Sim {
         }
     }
 
-    /// Run task `t` (which must be enabled) up to its next scheduling point.
+    /// Run task `t` (which must be enabled) up to its next scheduling point. An atomic section
+    /// runs several of the task's ops in one step ("Atomic sections"): each is logged and
+    /// hashed as its own event, with its own step number, as if the task had run them one
+    /// after the other with nobody preempting it, and the step checks run after each.
     pub fn step(&mut self, t: TaskId) {
         let idx = t.0 as usize;
+        self.last_footprint.clear();
+        self.step_events.clear();
+        self.step_ends.clear();
+        self.step_paths.clear();
+        debug_assert!(
+            with_state(|s| s.op_enabled(idx)),
+            "stepping a task that is not enabled"
+        );
+        loop {
+            self.log_op(idx);
+            self.poll_task(idx);
+            // The event log records the step's time, the task's own (see "Time"): no
+            // footprint.
+            let go_on = with_state(|s| {
+                self.last_footprint.extend_from_slice(&s.extra);
+                // The holder's changes to the data its locks protect (see "Footprints").
+                for &l in &s.tasks[idx].locks_held {
+                    if matches!(
+                        s.objs[l.0 as usize].state,
+                        ObjState::Lock { dirty: true, .. }
+                    ) {
+                        self.last_footprint.push(Op::new(OpKind::Write, l));
+                    }
+                }
+                // An atomic section goes on into the task's next step when that can run now
+                // (see "Atomic sections" for why no interleaving is lost).
+                s.violation.is_none()
+                    && s.op_enabled(idx)
+                    && s.within_atomic_section(idx, &self.last_footprint)
+                    && !crash_point(&s.tasks[idx].next)
+            });
+            self.step_ends.push(self.last_footprint.len());
+            self.run_step_checks(t);
+            if !go_on || with_state(|s| s.violation.is_some()) {
+                break;
+            }
+        }
+        if self.step_events.len() > 1 {
+            self.raw_footprint.clone_from(&self.last_footprint);
+        }
+        sections_in_one_step(&mut self.last_footprint);
+    }
+
+    /// Log the op task `idx` is about to run (one event of the current step) and start its
+    /// part of the step's footprint.
+    fn log_op(&mut self, idx: usize) {
         let ev = with_state(|s| {
-            debug_assert!(s.op_enabled(idx), "stepping a task that is not enabled");
             s.extra.clear();
             let task = &s.tasks[idx];
+            if self.cfg.record_log {
+                self.step_paths.push(task.path.clone());
+            }
             LogEvent {
                 step: self.steps as u32,
-                task: t,
+                task: TaskId(idx as u32),
                 op: task.next,
                 time: task.clock,
                 line: task.line,
@@ -1763,36 +1840,32 @@ impl Sim {
             self.log.push(ev);
         }
         self.steps += 1;
-        self.poll_task(idx);
-        self.last_footprint.clear();
+        self.step_events.push(ev);
         self.last_footprint.push(ev.op);
-        // The event log records the step's time, the task's own (see "Time"): no footprint.
-        while with_state(|s| {
-            self.last_footprint.extend_from_slice(&s.extra);
-            // The holder's changes to the data its locks protect (see "Footprints").
-            for &l in &s.tasks[idx].locks_held {
-                if matches!(
-                    s.objs[l.0 as usize].state,
-                    ObjState::Lock { dirty: true, .. }
-                ) {
-                    self.last_footprint.push(Op::new(OpKind::Write, l));
-                }
-            }
-            // An atomic section goes on into the task's next step when that can run now
-            // (see "Atomic sections" for why no interleaving is lost).
-            let go_on = s.violation.is_none()
-                && s.op_enabled(idx)
-                && s.within_atomic_section(idx, &self.last_footprint);
-            if go_on {
-                s.extra.clear();
-                self.last_footprint.push(s.tasks[idx].next);
-            }
-            go_on
-        }) {
-            self.poll_task(idx);
+    }
+
+    /// The ops the last step ran, one per event it logged (more than one for an atomic
+    /// section): each op's event, its own footprint (the op first, then what it touched, as
+    /// if it had been a step of its own: see "Footprints") and the task's call path when it
+    /// ran (empty unless `record_log`). Their footprints together are `last_footprint`.
+    pub fn last_step_ops(&self) -> Vec<(LogEvent, Vec<Op>, Vec<&'static str>)> {
+        let one = self.step_events.len() == 1;
+        let mut start = 0;
+        let mut out = Vec::with_capacity(self.step_events.len());
+        for (k, ev) in self.step_events.iter().enumerate() {
+            let end = self.step_ends[k];
+            let fp = if one {
+                self.last_footprint.clone()
+            } else {
+                let mut fp = self.raw_footprint[start..end].to_vec();
+                sections_in_one_step(&mut fp);
+                fp
+            };
+            start = end;
+            let path = self.step_paths.get(k).cloned().unwrap_or_default();
+            out.push((*ev, fp, path));
         }
-        sections_in_one_step(&mut self.last_footprint);
-        self.run_step_checks(t);
+        out
     }
 
     /// Run a new task's code up to its first Platform operation. That code touches only the

@@ -106,34 +106,40 @@ pub fn record_run(model: &dyn Model, seed: u64, step_limit: u64, choose: Chooser
     model.setup(&mut sim);
     let mut steps: Vec<RecordedStep> = Vec::new();
     let mut prev: Option<TaskId> = None;
+    // The tasks that could move at the step just taken.
+    let mut enabled: Option<Vec<u32>> = None;
+    // One recorded step per op the step ran (an atomic section runs several: `sim` "Atomic
+    // sections"); the ops after the first were not scheduling points.
+    let record = |sim: &Sim, enabled: Vec<u32>, steps: &mut Vec<RecordedStep>| {
+        for (k, (event, footprint, path)) in sim.last_step_ops().into_iter().enumerate() {
+            steps.push(RecordedStep {
+                event,
+                what: describe(sim, &event.op),
+                footprint,
+                path,
+                enabled: if k == 0 {
+                    enabled.clone()
+                } else {
+                    vec![event.task.0]
+                },
+            });
+        }
+    };
     let end = sim.run_steps(|sim, en| {
-        if let Some(last) = steps.last_mut() {
-            last.footprint = sim.last_footprint().to_vec();
+        if let Some(en) = enabled.take() {
+            record(sim, en, &mut steps);
         }
         let t = if en.len() == 1 {
             en[0]
         } else {
             choose(sim, en, prev)
         };
-        let op = sim.next_op(t);
-        steps.push(RecordedStep {
-            event: LogEvent {
-                step: sim.steps() as u32,
-                task: t,
-                op,
-                time: sim.task_clock(t),
-                line: sim.task_line(t),
-            },
-            footprint: Vec::new(),
-            path: sim.task_path(t),
-            what: describe(sim, &op),
-            enabled: en.iter().map(|t| t.0).collect(),
-        });
+        enabled = Some(en.iter().map(|t| t.0).collect());
         prev = Some(t);
         Some(t)
     });
-    if let Some(last) = steps.last_mut() {
-        last.footprint = sim.last_footprint().to_vec();
+    if let Some(en) = enabled.take() {
+        record(&sim, en, &mut steps);
     }
     RecordedRun {
         end,
