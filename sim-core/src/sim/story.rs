@@ -2,7 +2,9 @@
 //!
 //! A run is recorded step by step ([`record_run`]): each step's log event, the footprint it
 //! really had (`Sim::last_footprint`), the task's call path when it took it, a readable
-//! description, and the tasks that could move. [`causal_story`] then slices the run backwards
+//! description, and the tasks that could move. A step of an atomic section (`sim` "Atomic
+//! sections") is recorded as one step per op it ran, each with its own event, footprint and
+//! path (`Sim::last_step_ops`), so the story can show every op. [`causal_story`] then slices the run backwards
 //! from the steps at the centre of the violation:
 //!
 //! - **seeds**: for a sleeper that nobody woke (lost wakeup), its last `prepare_to_wait` and
