@@ -10,6 +10,13 @@ use super::{Sim, State, with_state};
 use crate::machine::{Machine, MemError, Touched};
 use std::sync::Arc;
 
+thread_local! {
+    /// The machine of the thread's last simulation, kept when it ends (`Sim`'s drop) for the
+    /// next replay to restore in place.
+    pub(super) static SPARE_MACHINE: std::cell::RefCell<Option<Machine>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// One memory operation of a recorded phase: what the task asked (checked on replay) and what
 /// the machine answered.
 #[derive(Clone, Debug)]
@@ -133,7 +140,16 @@ impl Sim {
     pub fn replay_machine_ops(&mut self, memo: Arc<MachineMemo>) {
         with_state(|s| {
             assert!(s.memo.is_none(), "a recording or replay is already on");
-            s.machine = Some(memo.after.clone());
+            // The thread's last run's machine, when there is one, is made equal to the
+            // recorded one in place (most of it is the same; see `Machine::restore_from`).
+            let machine = match SPARE_MACHINE.with(|m| m.borrow_mut().take()) {
+                Some(mut m) => {
+                    m.restore_from(&memo.after);
+                    m
+                }
+                None => memo.after.clone(),
+            };
+            s.machine = Some(machine);
             s.memo = Some(MemoMode::Replay { memo, next: 0 });
         })
     }

@@ -1788,6 +1788,13 @@ impl Drop for Sim {
             if let Ok(mut s) = s.try_borrow_mut()
                 && let Some(mut state) = s.take()
             {
+                if let Some(m) = state.machine.take() {
+                    memo::SPARE_MACHINE.with(|spare| {
+                        if let Ok(mut spare) = spare.try_borrow_mut() {
+                            *spare = Some(m);
+                        }
+                    });
+                }
                 state.objs.clear();
                 SPARE_OBJS.with(|o| {
                     if let Ok(mut o) = o.try_borrow_mut() {
