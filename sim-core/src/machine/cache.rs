@@ -60,7 +60,7 @@ pub(crate) struct Llc {
 /// A cache's identity, and its changes since it was copied from a source cache.
 #[derive(Default)]
 struct Lineage {
-    /// This cache's identity (unique per thread and cache) and its count of changes.
+    /// This cache's identity (unique in the process) and its count of changes.
     id: u64,
     version: u64,
     /// The source's identity and change count when this cache was copied from it.
@@ -74,16 +74,12 @@ struct Lineage {
     new_sets: Vec<u32>,
 }
 
-thread_local! {
-    static NEXT_LLC_ID: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
-}
+/// The next cache identity: process-wide, since a recorded machine is shared by the threads
+/// of a search and a thread's spare machine may come from another search.
+static NEXT_LLC_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn next_llc_id() -> u64 {
-    NEXT_LLC_ID.with(|n| {
-        let id = n.get();
-        n.set(id + 1);
-        id
-    })
+    NEXT_LLC_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Lineage {

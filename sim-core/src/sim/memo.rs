@@ -3,8 +3,10 @@
 //! CPU, at the same clock) is recorded once ([`Sim::record_machine_ops`]) and replayed in later
 //! runs ([`Sim::replay_machine_ops`]): each memory operation of the phase returns its recorded
 //! data, latency, error and footprint without consulting the machine model, and the machine as
-//! the phase left it is installed (a copy-on-write clone). Only the machine model is skipped:
-//! the tasks, their steps, the clocks and the event log are exactly those of the recorded run.
+//! the phase left it is installed (the thread's last machine restored to it in place, which
+//! copies back only the cache sets the last run changed, else a copy-on-write clone). Only the
+//! machine model is skipped: the tasks, their steps, the clocks and the event log are exactly
+//! those of the recorded run.
 
 use super::{Sim, State, with_state};
 use crate::machine::{Machine, MemError, Touched};
