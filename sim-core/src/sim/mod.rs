@@ -726,12 +726,15 @@ impl Platform for SimPlatform {
     }
 
     async fn lock(&self, l: &SimRaw) {
-        let sleeps = with_state(|s| {
+        // `sim_op`'s checks, in one visit of the state: a mutex may sleep, a spinlock not.
+        with_state(|s| {
             let id = s.check(l);
-            s.lock_mut(id).2 != LockClass::Spin
+            if s.lock_mut(id).2 != LockClass::Spin {
+                s.might_sleep("mutex_lock");
+            }
         });
-        let op = Op::new(OpKind::Lock, l.id);
-        sim_op(l, op, sleeps.then_some("mutex_lock"), |s| {
+        announce(Op::new(OpKind::Lock, l.id)).await;
+        with_state(|s| {
             let cur = s.current;
             let (_, holder, class) = s.lock_mut(l.id.0 as usize);
             *holder = Some(cur);
@@ -741,7 +744,6 @@ impl Platform for SimPlatform {
             }
             t.locks_held.push(l.id);
         })
-        .await
     }
 
     async fn try_lock(&self, l: &SimRaw) -> bool {
