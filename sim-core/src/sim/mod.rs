@@ -83,6 +83,19 @@
 //! remembers the footprint each explored step really had (`Sim::last_footprint`): a sleeping
 //! task is represented by that, never by its announcement alone.
 //!
+//! # Fast path
+//! [`Sim::run`] asks its strategy only at steps with more than one enabled task and shows it
+//! nothing else between steps, so a step after which the task that took it is the only one
+//! able to move has nothing to choose: the task goes on with its next step inside the same
+//! poll (`State::fast_step`), without returning to the executor. The step is the one the
+//! executor would have taken (same event, hash, step count, step limit and violation checks:
+//! `State::begin_step` is shared); what is skipped is the enabled-set computation of the
+//! executor loop, the re-entry into the task's future and the footprint of every step but the
+//! poll's last, which nobody reads in `run` (the strategy sees `Sim::last_footprint` only at
+//! a choice, after the poll). Never with step checks (they run after each step, outside the
+//! poll), nor in `run_steps` and `step` (dfs, stories, audits, the manual session and the GUI
+//! see every step), nor while a spawned task waits for its first poll.
+//!
 //! The executor state lives in a thread-local slot while a [`Sim`] exists, so that the platform
 //! handle [`SimPlatform`] is a zero-sized type (cheap to copy into every task).
 
@@ -281,6 +294,18 @@ struct State {
     last_wakes: Vec<Option<inspect::WakeRecord>>,
     /// A recording or replay of memory operations (memo.rs), if one is on.
     memo: Option<memo::MemoMode>,
+    /// Steps taken so far, the event log's hash and (with `record_log`) the log: here, not in
+    /// [`Sim`], so that a step can begin inside a poll (see "Fast path").
+    steps: u64,
+    hasher: EventHasher,
+    log: Vec<LogEvent>,
+    record_log: bool,
+    step_limit: u64,
+    /// The announced op of the step in progress (its event's op).
+    step_op: Op,
+    /// A step of `Sim::run` is being polled, without step checks: a step that ends with only
+    /// its own task enabled goes on in the same poll (see "Fast path").
+    fast: bool,
 }
 
 impl State {
@@ -412,6 +437,48 @@ impl State {
         let c = self.cpu_of(self.current as usize);
         self.touch(Op::cpu(OpKind::Write, c));
         c
+    }
+
+    /// Begin task `idx`'s announced step: its event (logged and hashed) and the step count.
+    fn begin_step(&mut self, idx: usize) {
+        self.extra.clear();
+        let task = &self.tasks[idx];
+        let ev = LogEvent {
+            step: self.steps as u32,
+            task: TaskId(idx as u32),
+            op: task.next,
+            time: task.clock,
+            line: task.line,
+        };
+        self.hasher.event(&ev);
+        if self.record_log {
+            self.log.push(ev);
+        }
+        self.steps += 1;
+        self.step_op = ev.op;
+    }
+
+    /// At the current task's announcement: if the executor would now find a run without a
+    /// violation, under its step limit, with this task the only one that can move (and no
+    /// spawned task waiting for its first poll), take its announced step here, as the executor
+    /// would have (see "Fast path"). Whether the step began.
+    fn fast_step(&mut self) -> bool {
+        if !self.fast
+            || self.violation.is_some()
+            || !self.spawned.is_empty()
+            || self.steps >= self.step_limit
+        {
+            return false;
+        }
+        let cur = self.current as usize;
+        if !self.op_enabled(cur) || (0..self.tasks.len()).any(|t| t != cur && self.op_enabled(t)) {
+            return false;
+        }
+        self.begin_step(cur);
+        // As the executor's poll of the step: an await of anything but a Platform operation
+        // must still be caught.
+        self.announced = false;
+        true
     }
 
     fn announce(&mut self, op: Op) {
@@ -581,8 +648,14 @@ impl Future for Announce {
         } else {
             self.done = true;
             let op = self.op;
-            with_state(|s| s.announce(op));
-            Poll::Pending
+            if with_state(|s| {
+                s.announce(op);
+                s.fast_step()
+            }) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
         }
     }
 }
@@ -653,12 +726,15 @@ impl Platform for SimPlatform {
     }
 
     async fn lock(&self, l: &SimRaw) {
-        let sleeps = with_state(|s| {
+        // `sim_op`'s checks, in one visit of the state: a mutex may sleep, a spinlock not.
+        with_state(|s| {
             let id = s.check(l);
-            s.lock_mut(id).2 != LockClass::Spin
+            if s.lock_mut(id).2 != LockClass::Spin {
+                s.might_sleep("mutex_lock");
+            }
         });
-        let op = Op::new(OpKind::Lock, l.id);
-        sim_op(l, op, sleeps.then_some("mutex_lock"), |s| {
+        announce(Op::new(OpKind::Lock, l.id)).await;
+        with_state(|s| {
             let cur = s.current;
             let (_, holder, class) = s.lock_mut(l.id.0 as usize);
             *holder = Some(cur);
@@ -668,7 +744,6 @@ impl Platform for SimPlatform {
             }
             t.locks_held.push(l.id);
         })
-        .await
     }
 
     async fn try_lock(&self, l: &SimRaw) -> bool {
@@ -1364,9 +1439,6 @@ type TaskFuture = Pin<Box<dyn Future<Output = ()>>>;
 pub struct Sim {
     futures: Vec<Option<TaskFuture>>,
     cfg: SimConfig,
-    steps: u64,
-    hasher: EventHasher,
-    log: Vec<LogEvent>,
     choices: Vec<u32>,
     /// Footprint of the last step: its announced op plus implicit touches.
     last_footprint: Vec<Op>,
@@ -1404,14 +1476,18 @@ impl Sim {
                 spawned: Vec::new(),
                 last_wakes: Vec::new(),
                 memo: None,
+                steps: 0,
+                hasher: EventHasher::default(),
+                log: Vec::new(),
+                record_log: cfg.record_log,
+                step_limit: cfg.step_limit,
+                step_op: Op::new(OpKind::Exit, Op::NONE),
+                fast: false,
             });
         });
         Sim {
             futures: Vec::new(),
             cfg,
-            steps: 0,
-            hasher: EventHasher::default(),
-            log: Vec::new(),
             choices: Vec::new(),
             last_footprint: Vec::new(),
             hooks: hooks::Hooks::default(),
@@ -1431,7 +1507,7 @@ impl Sim {
     }
 
     pub fn steps(&self) -> u64 {
-        self.steps
+        with_state(|s| s.steps)
     }
 
     /// The latest time any CPU's or task's clock reached.
@@ -1460,7 +1536,7 @@ impl Sim {
 
     /// The hash of the event log so far.
     pub fn hash(&self) -> u64 {
-        self.hasher.finish()
+        with_state(|s| s.hasher.finish())
     }
 
     /// Choices made at steps where more than one task was enabled.
@@ -1536,9 +1612,9 @@ impl Sim {
     /// `None` while the run goes on; `enabled` then holds the tasks that can move.
     pub fn check_end(&mut self, enabled: &mut Vec<TaskId>) -> Option<RunEnd> {
         // One visit of the state for both (this runs before every step).
-        let violation = with_state(|s| {
+        let (violation, steps) = with_state(|s| {
             if s.violation.is_some() {
-                return s.violation.clone();
+                return (s.violation.clone(), s.steps);
             }
             enabled.clear();
             for t in 0..s.tasks.len() {
@@ -1546,7 +1622,7 @@ impl Sim {
                     enabled.push(TaskId(t as u32));
                 }
             }
-            None
+            (None, s.steps)
         });
         if let Some(v) = violation {
             return Some(RunEnd::Violation(self.finish_violation(v)));
@@ -1581,7 +1657,7 @@ impl Sim {
             };
             return Some(RunEnd::Violation(self.finish_violation(v)));
         }
-        if self.steps >= self.cfg.step_limit {
+        if steps >= self.cfg.step_limit {
             let v = Violation::step_limit(self.cfg.step_limit);
             return Some(RunEnd::Violation(self.finish_violation(v)));
         }
@@ -1665,28 +1741,16 @@ impl Sim {
     /// Run task `t` (which must be enabled) up to its next scheduling point.
     pub fn step(&mut self, t: TaskId) {
         let idx = t.0 as usize;
-        let ev = with_state(|s| {
+        with_state(|s| {
             debug_assert!(s.op_enabled(idx), "stepping a task that is not enabled");
-            s.extra.clear();
-            let task = &s.tasks[idx];
-            LogEvent {
-                step: self.steps as u32,
-                task: t,
-                op: task.next,
-                time: task.clock,
-                line: task.line,
-            }
+            s.begin_step(idx);
         });
-        self.hasher.event(&ev);
-        if self.cfg.record_log {
-            self.log.push(ev);
-        }
-        self.steps += 1;
         self.poll_task(idx);
         self.last_footprint.clear();
-        self.last_footprint.push(ev.op);
         // The event log records the step's time, the task's own (see "Time"): no footprint.
+        // The poll's last step is the one whose footprint this is (see "Fast path").
         with_state(|s| {
+            self.last_footprint.push(s.step_op);
             self.last_footprint.extend_from_slice(&s.extra);
             // The holder's changes to the data its locks protect (see "Footprints").
             for &l in &s.tasks[idx].locks_held {
@@ -1706,25 +1770,38 @@ impl Sim {
     /// task's own state, so it is not a scheduling step (no log event, no preemption). It may
     /// run inside another task's step (a task spawning one): that step's state is kept.
     fn start_task(&mut self, idx: usize) {
-        let saved = with_state(|s| (s.current, s.announced, std::mem::take(&mut s.extra)));
+        // The first announcement of the new task ends its first code, not a step: no fast
+        // path (see "Fast path").
+        let saved = with_state(|s| {
+            let fast = std::mem::replace(&mut s.fast, false);
+            (s.current, s.announced, std::mem::take(&mut s.extra), fast)
+        });
         self.poll_task(idx);
         with_state(|s| {
             // What the new task's first code touched belongs to the spawning step.
             let touched = std::mem::take(&mut s.extra);
-            (s.current, s.announced, s.extra) = saved;
+            let fast;
+            (s.current, s.announced, s.extra, fast) = saved;
+            s.fast = fast;
             s.extra.extend(touched);
         });
     }
 
     /// Drive the run to its end, asking `choose` at every step with more than one enabled task.
+    /// Steps with one enabled task take the fast path (see "Fast path") unless the model
+    /// registered step checks.
     pub fn run(&mut self, mut choose: impl FnMut(&Sim, &[TaskId]) -> TaskId) -> RunEnd {
-        self.run_steps(|sim, en| {
+        let fast = !self.step_checks_on();
+        with_state(|s| s.fast = fast);
+        let end = self.run_steps(|sim, en| {
             Some(if en.len() == 1 {
                 en[0]
             } else {
                 choose(sim, en)
             })
-        })
+        });
+        with_state(|s| s.fast = false);
+        end
     }
 
     /// Drive the run to its end, asking `choose` at every step (even with one enabled task);
@@ -1760,8 +1837,8 @@ impl Sim {
             tasks: s.tasks.iter().map(|t| t.name.clone()).collect(),
             objects: s.objs.iter().map(|o| o.name.to_string()).collect(),
             sites: s.sites.iter().map(|x| x.to_string()).collect(),
-            events: self.log.clone(),
-            hash: self.hasher.finish(),
+            events: s.log.clone(),
+            hash: s.hasher.finish(),
         })
     }
 }
