@@ -339,6 +339,38 @@ pub fn footprints_depend(a: &[Op], b: &[Op]) -> bool {
     a.iter().any(|x| b.iter().any(|y| x.depends_on(y)))
 }
 
+/// A 64-bit summary of the objects a footprint touches, for a quick test before
+/// [`footprints_depend`]: one bit per object (a lock and its parts share the lock's bit), per
+/// 8-id chunk of a line or cache-set range. Two dependent accesses touch a common object, or
+/// overlapping ranges, so they set a common bit.
+pub fn footprint_sig(fp: &[Op]) -> u64 {
+    let bit = |key: u64| 1u64 << (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58);
+    let mut sig = 0;
+    for op in fp {
+        if let Some((l, ..)) = op.part_of() {
+            sig |= bit(u64::from(l.0));
+        } else if let Some((first, n)) = op.range() {
+            let (lo, hi) = (u64::from(first) >> 3, (u64::from(first) + n - 1) >> 3);
+            if hi - lo >= 64 {
+                return !0;
+            }
+            for chunk in lo..=hi {
+                sig |= bit(chunk | 1 << 40);
+            }
+        } else if op.obj != Op::NONE {
+            sig |= bit(u64::from(op.obj.0));
+        }
+    }
+    sig
+}
+
+/// [`footprints_depend`] behind the [`footprint_sig`] test (`sa`, `sb`: the footprints'
+/// summaries).
+pub fn footprints_depend_sig(a: &[Op], sa: u64, b: &[Op], sb: u64) -> bool {
+    // Invariant: footprints_depend(a, b) implies sa & sb != 0 (see footprint_sig).
+    sa & sb != 0 && footprints_depend(a, b)
+}
+
 /// A BUG/WARN analogue raised by model code: a violation, not a panic.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Assertion {
@@ -980,5 +1012,90 @@ impl<P: Platform> WaitQueue<P> {
         self.schedule(p, w).await;
         self.finish_wait(p, w).await;
         m.lock(p).await
+    }
+}
+
+#[cfg(test)]
+mod sig_tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// A random access: a plain object (a few ids, task exits, the machine), a part of a lock
+    /// among the plain ids, or a line or cache-set range (short, long and whole-space).
+    fn random_op(r: &mut ChaCha8Rng) -> Op {
+        use OpKind::*;
+        let kinds = [
+            Lock,
+            Unlock,
+            DownRead,
+            UpRead,
+            DownWrite,
+            Wake,
+            WaitqueueActive,
+            Read,
+            Write,
+            Join,
+            Exit,
+            Add,
+        ];
+        let kind = kinds[r.random_range(0..kinds.len())];
+        match r.random_range(0..6) {
+            0 => Op::new(kind, ObjId(r.random_range(0..12))),
+            1 => Op::task(kind, r.random_range(0..4)),
+            2 => Op::new(
+                kind,
+                [Op::MACHINE, Op::ALLOC, Op::NONE][r.random_range(0..3)],
+            ),
+            3 => {
+                let (first, len) = (r.random_range(0..40), r.random_range(1..6));
+                Op::part(kind, ObjId(r.random_range(0..12)), first, len)
+            }
+            4 => {
+                let len = [1, 3, 64, 200, 4096, 1 << 20][r.random_range(0..6)];
+                Op::mem(kind, r.random_range(0..4096) * 8, len)
+            }
+            _ => Op {
+                kind,
+                obj: ObjId(Op::SET_BASE + r.random_range(0..600)),
+                arg: [1, 2, 9, 70, 700][r.random_range(0..5)],
+            },
+        }
+    }
+
+    /// The summary test never separates two dependent footprints, and separates most
+    /// independent ones (so it is worth taking).
+    #[test]
+    fn dependent_footprints_share_a_summary_bit() {
+        let mut r = ChaCha8Rng::seed_from_u64(7);
+        let fps: Vec<Vec<Op>> = (0..400)
+            .map(|_| {
+                let n = r.random_range(1..4);
+                (0..n).map(|_| random_op(&mut r)).collect()
+            })
+            .collect();
+        let sigs: Vec<u64> = fps.iter().map(|f| footprint_sig(f)).collect();
+        let (mut dependent, mut independent, mut separated) = (0, 0, 0);
+        for (a, sa) in fps.iter().zip(&sigs) {
+            for (b, sb) in fps.iter().zip(&sigs) {
+                let dep = footprints_depend(a, b);
+                assert_eq!(
+                    footprints_depend_sig(a, *sa, b, *sb),
+                    dep,
+                    "{a:?} / {b:?}: summaries {sa:#x} {sb:#x}"
+                );
+                if dep {
+                    dependent += 1;
+                } else {
+                    independent += 1;
+                    separated += usize::from(sa & sb == 0);
+                }
+            }
+        }
+        assert!(dependent > 10_000, "only {dependent} dependent pairs");
+        assert!(
+            separated * 2 > independent,
+            "{separated} of {independent} independent pairs separated"
+        );
     }
 }

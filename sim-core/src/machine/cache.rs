@@ -29,7 +29,7 @@ pub(crate) struct Victim {
 }
 
 /// One way of a set.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 struct Way {
     /// `line + 1`; 0 marks an empty way.
     tag: u64,
@@ -52,6 +52,48 @@ pub(crate) struct Llc {
     /// Per slot, the last stamp given: LRU compares stamps only within a set, so each set has
     /// its own clock and accesses to different sets commute exactly (`sim` "Footprints").
     clocks: Vec<u64>,
+    /// What changed since this cache was cloned from (or restored to) another: see
+    /// [`Llc::restore_from`].
+    lineage: Lineage,
+}
+
+/// A cache's identity, and its changes since it was copied from a source cache.
+#[derive(Default)]
+struct Lineage {
+    /// This cache's identity (unique in the process) and its count of changes.
+    id: u64,
+    version: u64,
+    /// The source's identity and change count when this cache was copied from it.
+    base: Option<(u64, u64)>,
+    /// The slots the source had; the slots at or past it were added here.
+    base_slots: usize,
+    /// The source's slots changed here (each once), and a bit per source slot marking them.
+    changed: Vec<u32>,
+    marks: Vec<u64>,
+    /// The sets given the slots added here.
+    new_sets: Vec<u32>,
+}
+
+/// The next cache identity: process-wide, since a recorded machine is shared by the threads
+/// of a search and a thread's spare machine may come from another search.
+static NEXT_LLC_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_llc_id() -> u64 {
+    NEXT_LLC_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Lineage {
+    fn of(id: u64, src: &Llc) -> Lineage {
+        Lineage {
+            id,
+            version: 0,
+            base: Some((src.lineage.id, src.lineage.version)),
+            base_slots: src.clocks.len(),
+            changed: Vec::new(),
+            marks: vec![0; src.clocks.len().div_ceil(64)],
+            new_sets: Vec::new(),
+        }
+    }
 }
 
 impl Llc {
@@ -68,7 +110,60 @@ impl Llc {
                 .with(|l| l.try_borrow_mut().map(|mut l| std::mem::take(&mut *l)))
                 .unwrap_or_default(),
             clocks: Vec::new(),
+            lineage: Lineage {
+                id: next_llc_id(),
+                ..Lineage::default()
+            },
         }
+    }
+
+    /// Record a change of `slot` (every change of the ways or clocks goes through here).
+    fn changed(&mut self, slot: usize) {
+        let l = &mut self.lineage;
+        l.version += 1;
+        if slot < l.base_slots {
+            let (w, b) = (slot / 64, 1u64 << (slot % 64));
+            if l.marks[w] & b == 0 {
+                l.marks[w] |= b;
+                l.changed.push(slot as u32);
+            }
+        }
+    }
+
+    /// Make this cache equal to `src`. When this cache was cloned from (or restored to) `src`
+    /// and `src` has not changed since, only the slots changed here are copied back and the
+    /// slots added here dropped (a search restores the machine after its setup on every run,
+    /// and a run changes a few sets of thousands); otherwise this is a clone.
+    pub fn restore_from(&mut self, src: &Llc) {
+        let same_source = self.lineage.base == Some((src.lineage.id, src.lineage.version))
+            && self.sets == src.sets
+            && self.ways == src.ways;
+        if !same_source {
+            *self = src.clone();
+            return;
+        }
+        let l = &mut self.lineage;
+        for &slot in &l.changed {
+            let slot = slot as usize;
+            let ways = slot * self.ways..(slot + 1) * self.ways;
+            self.lines[ways.clone()].copy_from_slice(&src.lines[ways]);
+            self.clocks[slot] = src.clocks[slot];
+            l.marks[slot / 64] = 0;
+        }
+        l.changed.clear();
+        for &set in &l.new_sets {
+            let set = set as usize;
+            if let Some(page) = self.index[set / INDEX_PAGE].as_mut() {
+                page[set % INDEX_PAGE] = NO_SLOT;
+            }
+        }
+        l.new_sets.clear();
+        self.lines.truncate(src.lines.len());
+        self.clocks.truncate(src.clocks.len());
+        l.version += 1;
+        // Invariant: the restored cache holds exactly `src`'s lines, stamps and clocks (an
+        // index page allocated here and now empty names no slot, as an absent page).
+        debug_assert!(self.lines == src.lines && self.clocks == src.clocks);
     }
 
     /// The set `line` maps to, or `None` for a cache that holds nothing.
@@ -99,6 +194,7 @@ impl Llc {
             .ok()
             .filter(|&n| n != NO_SLOT)
             .unwrap_or_else(|| unreachable!("more sets than u32::MAX - 1"));
+        self.lineage.new_sets.push(set as u32);
         self.clocks.push(0);
         self.lines
             .resize(self.lines.len() + self.ways, Way::default());
@@ -106,6 +202,7 @@ impl Llc {
     }
 
     fn tick(&mut self, slot: usize) -> u64 {
+        self.changed(slot);
         let c = &mut self.clocks[slot];
         *c += 1;
         *c
@@ -169,6 +266,7 @@ impl Llc {
         let slot = self.slot(line)?;
         let tag = line + 1;
         let way = self.ways_of(slot).find(|&i| self.lines[i].tag == tag)?;
+        self.changed(slot);
         self.lines[way].tag = 0;
         Some(std::mem::take(&mut self.lines[way].dirty))
     }
@@ -182,6 +280,7 @@ impl Llc {
     }
 
     pub fn set_dirty(&mut self, way: usize, dirty: bool) {
+        self.changed(way / self.ways);
         self.lines[way].dirty = dirty;
     }
 
@@ -215,6 +314,7 @@ impl Clone for Llc {
             index: self.index.clone(),
             lines,
             clocks: self.clocks.clone(),
+            lineage: Lineage::of(next_llc_id(), self),
         }
     }
 }
@@ -237,6 +337,71 @@ impl Drop for Llc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Random lookups, fills, invalidations and dirty marks on `c`; their results.
+    fn churn(c: &mut Llc, seed: u64, n: usize) -> Vec<(Option<usize>, Option<Victim>, bool)> {
+        let mut x = seed;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        (0..n)
+            .map(|_| {
+                let line = next() % 5000;
+                match next() % 4 {
+                    0 => (c.lookup(line), None, false),
+                    1 if c.probe(line).is_none() => {
+                        let (w, v) = c.fill(line, line * 3);
+                        (w, v, false)
+                    }
+                    2 => (None, None, c.invalidate(line).unwrap_or(false)),
+                    _ => {
+                        let w = c.lookup(line);
+                        if let Some(w) = w {
+                            c.set_dirty(w, true);
+                        }
+                        (w, None, c.probe(line) == Some(true))
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// A cache restored to the one it was cloned from behaves as a fresh clone of it: the
+    /// same answers to the same operations, the same ways and clocks; also after a second
+    /// round, and (by a full copy) when the source changed in between.
+    #[test]
+    fn a_restored_cache_is_a_clone_of_its_source() {
+        // 64 sets x 8 ways over 5,000 lines: sets are shared, victims common.
+        let mut base = Llc::new(64 * 8 * 64, 8);
+        churn(&mut base, 1, 300);
+        let mut c = base.clone();
+        for round in 0..3u64 {
+            churn(&mut c, 10 + round, 400);
+            if round == 2 {
+                churn(&mut base, 99, 50); // the source changed: a full copy
+            } else {
+                assert_eq!(
+                    c.lineage.base,
+                    Some((base.lineage.id, base.lineage.version))
+                );
+                assert!(!c.lineage.changed.is_empty() && !c.lineage.new_sets.is_empty());
+            }
+            c.restore_from(&base);
+            let mut fresh = base.clone();
+            assert_eq!(
+                churn(&mut c, 20 + round, 400),
+                churn(&mut fresh, 20 + round, 400)
+            );
+            assert!(c.lines == fresh.lines && c.clocks == fresh.clocks);
+            for line in 0..5000 {
+                assert_eq!(c.probe(line), fresh.probe(line), "line {line}");
+            }
+            c.restore_from(&base);
+        }
+    }
 
     #[test]
     fn lru_victim_is_the_least_recently_used_way() {

@@ -346,6 +346,39 @@ fn byte_mask(off: usize, len: usize) -> u64 {
 }
 
 impl Machine {
+    /// Make this machine equal to `src` (as `*self = src.clone()`), reusing what it has: the
+    /// cache copies back only the sets it changed when it was copied from `src` (see
+    /// `Llc::restore_from`).
+    pub fn restore_from(&mut self, src: &Machine) {
+        // Every field is named, so a new field cannot be left out.
+        let Machine {
+            cfg,
+            mem,
+            llc,
+            persist,
+            record_persistency,
+            media,
+            poison,
+            wc,
+            loads_done,
+            costs,
+            stats,
+            touched,
+        } = self;
+        cfg.clone_from(&src.cfg);
+        mem.clone_from(&src.mem);
+        llc.restore_from(&src.llc);
+        persist.clone_from(&src.persist);
+        *record_persistency = src.record_persistency;
+        media.clone_from(&src.media);
+        poison.clone_from(&src.poison);
+        wc.clone_from(&src.wc);
+        loads_done.clone_from(&src.loads_done);
+        costs.clone_from(&src.costs);
+        *stats = src.stats;
+        touched.clone_from(&src.touched);
+    }
+
     /// A machine with zeroed pmem.
     pub fn new(cfg: MachineConfig) -> Result<Self, String> {
         let mem = Pmem::new(cfg.pmem_size);

@@ -156,16 +156,18 @@ impl Sim {
         self.hooks.step_enabled = enabled;
     }
 
+    /// Whether step checks run after each step (registered and turned on).
+    pub(super) fn step_checks_on(&self) -> bool {
+        self.hooks.step_enabled && !self.hooks.step.is_empty()
+    }
+
     /// After `task`'s step: run the step checks, unless the step already raised a violation.
     pub(super) fn run_step_checks(&mut self, task: TaskId) {
-        if !self.hooks.step_enabled
-            || self.hooks.step.is_empty()
-            || with_state(|s| s.violation.is_some())
-        {
+        if !self.step_checks_on() || with_state(|s| s.violation.is_some()) {
             return;
         }
         let info = StepInfo {
-            step: self.steps - 1,
+            step: self.steps() - 1,
             task,
             footprint: &self.last_footprint,
         };

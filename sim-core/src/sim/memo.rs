@@ -3,12 +3,21 @@
 //! CPU, at the same clock) is recorded once ([`Sim::record_machine_ops`]) and replayed in later
 //! runs ([`Sim::replay_machine_ops`]): each memory operation of the phase returns its recorded
 //! data, latency, error and footprint without consulting the machine model, and the machine as
-//! the phase left it is installed (a copy-on-write clone). Only the machine model is skipped:
-//! the tasks, their steps, the clocks and the event log are exactly those of the recorded run.
+//! the phase left it is installed (the thread's last machine restored to it in place, which
+//! copies back only the cache sets the last run changed, else a copy-on-write clone). Only the
+//! machine model is skipped: the tasks, their steps, the clocks and the event log are exactly
+//! those of the recorded run.
 
 use super::{Sim, State, with_state};
 use crate::machine::{Machine, MemError, Touched};
 use std::sync::Arc;
+
+thread_local! {
+    /// The machine of the thread's last simulation, kept when it ends (`Sim`'s drop) for the
+    /// next replay to restore in place.
+    pub(super) static SPARE_MACHINE: std::cell::RefCell<Option<Machine>> =
+        const { std::cell::RefCell::new(None) };
+}
 
 /// One memory operation of a recorded phase: what the task asked (checked on replay) and what
 /// the machine answered.
@@ -133,7 +142,16 @@ impl Sim {
     pub fn replay_machine_ops(&mut self, memo: Arc<MachineMemo>) {
         with_state(|s| {
             assert!(s.memo.is_none(), "a recording or replay is already on");
-            s.machine = Some(memo.after.clone());
+            // The thread's last run's machine, when there is one, is made equal to the
+            // recorded one in place (most of it is the same; see `Machine::restore_from`).
+            let machine = match SPARE_MACHINE.with(|m| m.borrow_mut().take()) {
+                Some(mut m) => {
+                    m.restore_from(&memo.after);
+                    m
+                }
+                None => memo.after.clone(),
+            };
+            s.machine = Some(machine);
             s.memo = Some(MemoMode::Replay { memo, next: 0 });
         })
     }

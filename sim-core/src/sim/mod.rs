@@ -109,6 +109,29 @@
 //! other with nobody preempting it (`Sim::step`, `Sim::last_step_ops`): the failure report's
 //! story and `--events` show every op, and the event-log hash covers them all.
 //!
+//! # Fast path
+//! [`Sim::run`] asks its strategy only at steps with more than one enabled task and shows it
+//! nothing else between steps, so a step after which the task that took it is the only one
+//! able to move has nothing to choose: the task goes on with its next step inside the same
+//! poll (`State::fast_step`), without returning to the executor. The step is the one the
+//! executor would have taken (same event, hash, step count, step limit and violation checks:
+//! `State::begin_step` is shared); what is skipped is the enabled-set computation of the
+//! executor loop, the re-entry into the task's future and the footprint of every step but the
+//! poll's last, which nobody reads in `run` (the strategy sees `Sim::last_footprint` only at
+//! a choice, after the poll). Never with step checks (they run after each step, outside the
+//! poll), nor in `run_steps` and `step` (dfs, stories, audits, the manual session and the GUI
+//! see every step), nor while a spawned task waits for its first poll.
+//!
+//! With atomic sections ("Atomic sections"): `Sim::step` begins each op of a section itself
+//! (`State::begin_step`, the same event and count) and polls; inside that poll the fast path
+//! may take further steps of the task when it is the only one able to move, whether or not a
+//! section would have gone on: the same events either way. After such a poll the step's
+//! footprint is the poll's last step's alone, and so is the test whether a section goes on;
+//! it decides as the whole section's footprint would, since an earlier op was only continued
+//! when it touched nothing but sealed locks the task held, and the last step's footprint
+//! shows any release of them. `Sim::last_step_ops` keeps no op of a poll but its last, so it
+//! is read only outside `run` (stories and recorded runs use `run_steps`).
+//!
 //! The executor state lives in a thread-local slot while a [`Sim`] exists, so that the platform
 //! handle [`SimPlatform`] is a zero-sized type (cheap to copy into every task).
 
@@ -310,6 +333,18 @@ struct State {
     last_wakes: Vec<Option<inspect::WakeRecord>>,
     /// A recording or replay of memory operations (memo.rs), if one is on.
     memo: Option<memo::MemoMode>,
+    /// Steps taken so far, the event log's hash and (with `record_log`) the log: here, not in
+    /// [`Sim`], so that a step can begin inside a poll (see "Fast path").
+    steps: u64,
+    hasher: EventHasher,
+    log: Vec<LogEvent>,
+    record_log: bool,
+    step_limit: u64,
+    /// The announced op of the step in progress (its event's op).
+    step_op: Op,
+    /// A step of `Sim::run` is being polled, without step checks: a step that ends with only
+    /// its own task enabled goes on in the same poll (see "Fast path").
+    fast: bool,
 }
 
 impl State {
@@ -441,6 +476,50 @@ impl State {
         let c = self.cpu_of(self.current as usize);
         self.touch(Op::cpu(OpKind::Write, c));
         c
+    }
+
+    /// Begin task `idx`'s announced step: its event (logged and hashed, and returned) and the
+    /// step count.
+    fn begin_step(&mut self, idx: usize) -> LogEvent {
+        self.extra.clear();
+        let task = &self.tasks[idx];
+        let ev = LogEvent {
+            step: self.steps as u32,
+            task: TaskId(idx as u32),
+            op: task.next,
+            time: task.clock,
+            line: task.line,
+        };
+        self.hasher.event(&ev);
+        if self.record_log {
+            self.log.push(ev);
+        }
+        self.steps += 1;
+        self.step_op = ev.op;
+        ev
+    }
+
+    /// At the current task's announcement: if the executor would now find a run without a
+    /// violation, under its step limit, with this task the only one that can move (and no
+    /// spawned task waiting for its first poll), take its announced step here, as the executor
+    /// would have (see "Fast path"). Whether the step began.
+    fn fast_step(&mut self) -> bool {
+        if !self.fast
+            || self.violation.is_some()
+            || !self.spawned.is_empty()
+            || self.steps >= self.step_limit
+        {
+            return false;
+        }
+        let cur = self.current as usize;
+        if !self.op_enabled(cur) || (0..self.tasks.len()).any(|t| t != cur && self.op_enabled(t)) {
+            return false;
+        }
+        self.begin_step(cur);
+        // As the executor's poll of the step: an await of anything but a Platform operation
+        // must still be caught.
+        self.announced = false;
+        true
     }
 
     fn announce(&mut self, op: Op) {
@@ -646,8 +725,14 @@ impl Future for Announce {
         } else {
             self.done = true;
             let op = self.op;
-            with_state(|s| s.announce(op));
-            Poll::Pending
+            if with_state(|s| {
+                s.announce(op);
+                s.fast_step()
+            }) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
         }
     }
 }
@@ -719,12 +804,15 @@ impl Platform for SimPlatform {
     }
 
     async fn lock(&self, l: &SimRaw) {
-        let sleeps = with_state(|s| {
+        // `sim_op`'s checks, in one visit of the state: a mutex may sleep, a spinlock not.
+        with_state(|s| {
             let id = s.check(l);
-            s.lock_mut(id).2 != LockClass::Spin
+            if s.lock_mut(id).2 != LockClass::Spin {
+                s.might_sleep("mutex_lock");
+            }
         });
-        let op = Op::new(OpKind::Lock, l.id);
-        sim_op(l, op, sleeps.then_some("mutex_lock"), |s| {
+        announce(Op::new(OpKind::Lock, l.id)).await;
+        with_state(|s| {
             let cur = s.current;
             let (_, holder, class) = s.lock_mut(l.id.0 as usize);
             *holder = Some(cur);
@@ -734,7 +822,6 @@ impl Platform for SimPlatform {
             }
             t.locks_held.push(l.id);
         })
-        .await
     }
 
     async fn try_lock(&self, l: &SimRaw) -> bool {
@@ -1458,9 +1545,6 @@ type TaskFuture = Pin<Box<dyn Future<Output = ()>>>;
 pub struct Sim {
     futures: Vec<Option<TaskFuture>>,
     cfg: SimConfig,
-    steps: u64,
-    hasher: EventHasher,
-    log: Vec<LogEvent>,
     choices: Vec<u32>,
     /// Footprint of the last step: its announced op plus implicit touches.
     last_footprint: Vec<Op>,
@@ -1507,14 +1591,18 @@ impl Sim {
                 spawned: Vec::new(),
                 last_wakes: Vec::new(),
                 memo: None,
+                steps: 0,
+                hasher: EventHasher::default(),
+                log: Vec::new(),
+                record_log: cfg.record_log,
+                step_limit: cfg.step_limit,
+                step_op: Op::new(OpKind::Exit, Op::NONE),
+                fast: false,
             });
         });
         Sim {
             futures: Vec::new(),
             cfg,
-            steps: 0,
-            hasher: EventHasher::default(),
-            log: Vec::new(),
             choices: Vec::new(),
             last_footprint: Vec::new(),
             step_events: Vec::new(),
@@ -1538,7 +1626,7 @@ impl Sim {
     }
 
     pub fn steps(&self) -> u64 {
-        self.steps
+        with_state(|s| s.steps)
     }
 
     /// The latest time any CPU's or task's clock reached.
@@ -1567,7 +1655,7 @@ impl Sim {
 
     /// The hash of the event log so far.
     pub fn hash(&self) -> u64 {
-        self.hasher.finish()
+        with_state(|s| s.hasher.finish())
     }
 
     /// Choices made at steps where more than one task was enabled.
@@ -1643,9 +1731,9 @@ impl Sim {
     /// `None` while the run goes on; `enabled` then holds the tasks that can move.
     pub fn check_end(&mut self, enabled: &mut Vec<TaskId>) -> Option<RunEnd> {
         // One visit of the state for both (this runs before every step).
-        let violation = with_state(|s| {
+        let (violation, steps) = with_state(|s| {
             if s.violation.is_some() {
-                return s.violation.clone();
+                return (s.violation.clone(), s.steps);
             }
             enabled.clear();
             for t in 0..s.tasks.len() {
@@ -1653,7 +1741,7 @@ impl Sim {
                     enabled.push(TaskId(t as u32));
                 }
             }
-            None
+            (None, s.steps)
         });
         if let Some(v) = violation {
             return Some(RunEnd::Violation(self.finish_violation(v)));
@@ -1688,7 +1776,7 @@ impl Sim {
             };
             return Some(RunEnd::Violation(self.finish_violation(v)));
         }
-        if self.steps >= self.cfg.step_limit {
+        if steps >= self.cfg.step_limit {
             let v = Violation::step_limit(self.cfg.step_limit);
             return Some(RunEnd::Violation(self.finish_violation(v)));
         }
@@ -1784,11 +1872,28 @@ impl Sim {
             "stepping a task that is not enabled"
         );
         loop {
-            self.log_op(idx);
+            let begun = with_state(|s| {
+                if s.record_log {
+                    self.step_paths.push(s.tasks[idx].path.clone());
+                }
+                let ev = s.begin_step(idx);
+                self.step_events.push(ev);
+                s.steps
+            });
             self.poll_task(idx);
             // The event log records the step's time, the task's own (see "Time"): no
             // footprint.
             let go_on = with_state(|s| {
+                // The poll took further steps on the fast path (only in `run`, which reads no
+                // step's ops: see "Fast path"): the poll's last step is the one whose
+                // footprint this is, and whether a section goes on depends on it alone.
+                if s.steps != begun {
+                    self.last_footprint.clear();
+                    self.step_events.clear();
+                    self.step_ends.clear();
+                    self.step_paths.clear();
+                }
+                self.last_footprint.push(s.step_op);
                 self.last_footprint.extend_from_slice(&s.extra);
                 // The holder's changes to the data its locks protect (see "Footprints").
                 for &l in &s.tasks[idx].locks_held {
@@ -1818,37 +1923,16 @@ impl Sim {
         sections_in_one_step(&mut self.last_footprint);
     }
 
-    /// Log the op task `idx` is about to run (one event of the current step) and start its
-    /// part of the step's footprint.
-    fn log_op(&mut self, idx: usize) {
-        let ev = with_state(|s| {
-            s.extra.clear();
-            let task = &s.tasks[idx];
-            if self.cfg.record_log {
-                self.step_paths.push(task.path.clone());
-            }
-            LogEvent {
-                step: self.steps as u32,
-                task: TaskId(idx as u32),
-                op: task.next,
-                time: task.clock,
-                line: task.line,
-            }
-        });
-        self.hasher.event(&ev);
-        if self.cfg.record_log {
-            self.log.push(ev);
-        }
-        self.steps += 1;
-        self.step_events.push(ev);
-        self.last_footprint.push(ev.op);
-    }
-
     /// The ops the last step ran, one per event it logged (more than one for an atomic
     /// section): each op's event, its own footprint (the op first, then what it touched, as
     /// if it had been a step of its own: see "Footprints") and the task's call path when it
     /// ran (empty unless `record_log`). Their footprints together are `last_footprint`.
+    /// Not during [`Sim::run`], whose fast path keeps no step's ops but its poll's last.
     pub fn last_step_ops(&self) -> Vec<(LogEvent, Vec<Op>, Vec<&'static str>)> {
+        debug_assert!(
+            !with_state(|s| s.fast),
+            "last_step_ops read during Sim::run (see \"Fast path\")"
+        );
         let one = self.step_events.len() == 1;
         let mut start = 0;
         let mut out = Vec::with_capacity(self.step_events.len());
@@ -1872,25 +1956,38 @@ impl Sim {
     /// task's own state, so it is not a scheduling step (no log event, no preemption). It may
     /// run inside another task's step (a task spawning one): that step's state is kept.
     fn start_task(&mut self, idx: usize) {
-        let saved = with_state(|s| (s.current, s.announced, std::mem::take(&mut s.extra)));
+        // The first announcement of the new task ends its first code, not a step: no fast
+        // path (see "Fast path").
+        let saved = with_state(|s| {
+            let fast = std::mem::replace(&mut s.fast, false);
+            (s.current, s.announced, std::mem::take(&mut s.extra), fast)
+        });
         self.poll_task(idx);
         with_state(|s| {
             // What the new task's first code touched belongs to the spawning step.
             let touched = std::mem::take(&mut s.extra);
-            (s.current, s.announced, s.extra) = saved;
+            let fast;
+            (s.current, s.announced, s.extra, fast) = saved;
+            s.fast = fast;
             s.extra.extend(touched);
         });
     }
 
     /// Drive the run to its end, asking `choose` at every step with more than one enabled task.
+    /// Steps with one enabled task take the fast path (see "Fast path") unless the model
+    /// registered step checks.
     pub fn run(&mut self, mut choose: impl FnMut(&Sim, &[TaskId]) -> TaskId) -> RunEnd {
-        self.run_steps(|sim, en| {
+        let fast = !self.step_checks_on();
+        with_state(|s| s.fast = fast);
+        let end = self.run_steps(|sim, en| {
             Some(if en.len() == 1 {
                 en[0]
             } else {
                 choose(sim, en)
             })
-        })
+        });
+        with_state(|s| s.fast = false);
+        end
     }
 
     /// Drive the run to its end, asking `choose` at every step (even with one enabled task);
@@ -1926,8 +2023,8 @@ impl Sim {
             tasks: s.tasks.iter().map(|t| t.name.clone()).collect(),
             objects: s.objs.iter().map(|o| o.name.to_string()).collect(),
             sites: s.sites.iter().map(|x| x.to_string()).collect(),
-            events: self.log.clone(),
-            hash: self.hasher.finish(),
+            events: s.log.clone(),
+            hash: s.hasher.finish(),
         })
     }
 }
@@ -1954,6 +2051,13 @@ impl Drop for Sim {
             if let Ok(mut s) = s.try_borrow_mut()
                 && let Some(mut state) = s.take()
             {
+                if let Some(m) = state.machine.take() {
+                    memo::SPARE_MACHINE.with(|spare| {
+                        if let Ok(mut spare) = spare.try_borrow_mut() {
+                            *spare = Some(m);
+                        }
+                    });
+                }
                 state.objs.clear();
                 SPARE_OBJS.with(|o| {
                     if let Ok(mut o) = o.try_borrow_mut() {

@@ -56,7 +56,7 @@ impl<'a> Tok<'a> {
 
     /// Splits at the first `sep` outside quotes: (before, after).
     pub fn split_once(&self, sep: char) -> Option<(Tok<'a>, Tok<'a>)> {
-        let at = self.split_points(sep).into_iter().next()?;
+        let at = self.split_points(sep).next()?;
         Some((self.slice(0, at), self.rest(at + sep.len_utf8())))
     }
 
@@ -72,11 +72,12 @@ impl<'a> Tok<'a> {
         parts
     }
 
-    fn split_points(&self, sep: char) -> Vec<usize> {
-        let mut points = Vec::new();
+    /// The byte offsets of `sep` outside quotes, in order (lazily: `split_once` stops at the
+    /// first).
+    fn split_points(&self, sep: char) -> impl Iterator<Item = usize> + 'a {
         let mut in_string = false;
         let mut escaped = false;
-        for (i, c) in self.text.char_indices() {
+        self.text.char_indices().filter_map(move |(i, c)| {
             if in_string {
                 match (escaped, c) {
                     (true, _) => escaped = false,
@@ -84,13 +85,14 @@ impl<'a> Tok<'a> {
                     (false, '"') => in_string = false,
                     _ => {}
                 }
+                None
             } else if c == '"' {
                 in_string = true;
-            } else if c == sep {
-                points.push(i);
+                None
+            } else {
+                (c == sep).then_some(i)
             }
-        }
-        points
+        })
     }
 
     /// The token as shown in a message: `` `text` ``, or `nothing` when empty.

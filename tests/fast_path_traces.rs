@@ -1,0 +1,93 @@
+//! The executor's fast path (`sim_core::sim` "Fast path") on the full stack: every shipped
+//! seed, bug and memory-failure trace, run with random choices through `Sim::run` (fast path)
+//! and through `Sim::run_steps` (the executor loop at every step), gives the same event log,
+//! hash, step count, choices, end, and at every choice the same enabled tasks and footprint of
+//! the step before it. The setup task runs alone and the trace threads take turns, so both
+//! kinds of stretches are covered.
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use sim_core::platform::{Op, TaskId};
+use sim_core::sim::{Model, Sim, SimConfig};
+use std::path::Path;
+
+type Seen = (u64, Vec<TaskId>, Vec<Op>, u64);
+
+fn one(
+    model: &dyn Model,
+    seed: u64,
+    fast: bool,
+) -> (String, sim_core::events::EventLog, Vec<u32>, Vec<Seen>) {
+    let mut sim = Sim::new(SimConfig {
+        seed,
+        step_limit: 100_000,
+        record_log: true,
+    });
+    model.setup(&mut sim);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut seen = Vec::new();
+    let mut choose = |sim: &Sim, en: &[TaskId]| {
+        seen.push((
+            sim.steps(),
+            en.to_vec(),
+            sim.last_footprint().to_vec(),
+            sim.hash(),
+        ));
+        en[rng.random_range(0..en.len())]
+    };
+    let end = if fast {
+        sim.run(&mut choose)
+    } else {
+        sim.run_steps(|sim, en| {
+            Some(if en.len() == 1 {
+                en[0]
+            } else {
+                choose(sim, en)
+            })
+        })
+    };
+    (
+        format!("{end:?}"),
+        sim.event_log(),
+        sim.choices().to_vec(),
+        seen,
+    )
+}
+
+#[test]
+fn shipped_traces_agree_with_and_without_the_fast_path() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut traces = Vec::new();
+    for dir in ["traces/seeds", "traces/bugs", "traces/mf"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "trace") {
+                traces.push(p);
+            }
+        }
+    }
+    traces.sort();
+    assert!(traces.len() >= 25, "{traces:?}");
+    let opts = sim_core::trace::ParseOptions {
+        known_bugs: Some(sim_mm::bugs::bug_names()),
+    };
+    let mut choices = 0;
+    for path in &traces {
+        let src = std::fs::read_to_string(path).unwrap();
+        let trace = sim_core::trace::parse(&src, &path.display().to_string(), &opts).unwrap();
+        let Ok(model) = pmsim::trace_model::load(trace, &[], false) else {
+            panic!("{}: refused", path.display());
+        };
+        for seed in 0..4 {
+            let stepwise = one(&model, seed, false);
+            let fast = one(&model, seed, true);
+            assert!(
+                fast == stepwise,
+                "{} seed {seed}: the fast path changed the run",
+                path.display()
+            );
+            choices += fast.3.len();
+        }
+    }
+    assert!(choices > 100, "{choices} choices");
+}
