@@ -123,14 +123,12 @@
 //! see every step), nor while a spawned task waits for its first poll.
 //!
 //! With atomic sections ("Atomic sections"): `Sim::step` begins each op of a section itself
-//! (`State::begin_step`, the same event and count) and polls; inside that poll the fast path
-//! may take further steps of the task when it is the only one able to move, whether or not a
-//! section would have gone on: the same events either way. After such a poll the step's
-//! footprint is the poll's last step's alone, and so is the test whether a section goes on;
-//! it decides as the whole section's footprint would, since an earlier op was only continued
-//! when it touched nothing but sealed locks the task held, and the last step's footprint
-//! shows any release of them. `Sim::last_step_ops` keeps no op of a poll but its last, so it
-//! is read only outside `run` (stories and recorded runs use `run_steps`).
+//! (`State::begin_step`, the same event and count) and polls. The fast path takes no step of a
+//! task holding a lock declared without lockless access, so a section's ops stay one step
+//! with one footprint, as in `run_steps`. A poll that took fast steps began no section before
+//! its last step: the step's footprint, and the test whether a section goes on, are that last
+//! step's alone. `Sim::last_step_ops` keeps no op of such a poll but its last, so it is read
+//! only outside `run` (stories and recorded runs use `run_steps`).
 //!
 //! The executor state lives in a thread-local slot while a [`Sim`] exists, so that the platform
 //! handle [`SimPlatform`] is a zero-sized type (cheap to copy into every task).
@@ -513,6 +511,20 @@ impl State {
         }
         let cur = self.current as usize;
         if !self.op_enabled(cur) || (0..self.tasks.len()).any(|t| t != cur && self.op_enabled(t)) {
+            return false;
+        }
+        // A holder of a lock declared without lockless access may be inside an atomic section,
+        // whose steps are one step of the executor, with one footprint: `Sim::step` goes on.
+        let sealed = |l: &ObjId| {
+            matches!(
+                self.objs[l.0 as usize].state,
+                ObjState::Lock {
+                    no_lockless: true,
+                    ..
+                }
+            )
+        };
+        if self.tasks[cur].locks_held.iter().any(sealed) {
             return false;
         }
         self.begin_step(cur);
