@@ -58,7 +58,16 @@ fn one(
 fn shipped_traces_agree_with_and_without_the_fast_path() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut traces = Vec::new();
-    for dir in ["traces/seeds", "traces/bugs", "traces/mf"] {
+    for dir in [
+        "traces/seeds",
+        "traces/bugs",
+        "traces/mf",
+        "traces/format",
+        "traces/dax",
+        "traces/fs",
+        "traces/crash",
+        "traces/xfstests",
+    ] {
         for e in std::fs::read_dir(root.join(dir)).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "trace") {
