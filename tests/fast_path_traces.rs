@@ -2,8 +2,8 @@
 //! shipped trace (every directory of traces/ but malformed), run with random choices through
 //! `Sim::run` (fast path) and through `Sim::run_steps` (the executor loop at every step),
 //! gives the same event log, hash, step count, choices, end, and at every choice the same
-//! enabled tasks and footprint of the step before it. The setup task runs alone and the trace threads take turns, so both
-//! kinds of stretches are covered.
+//! enabled tasks and footprint of the step before it. The setup task runs alone and the trace
+//! threads take turns, so both kinds of stretches are covered.
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
