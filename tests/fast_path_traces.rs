@@ -5,47 +5,26 @@
 //! enabled tasks and footprint of the step before it. The setup task runs alone and the trace
 //! threads take turns, so both kinds of stretches are covered.
 
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
-use sim_core::platform::{Op, TaskId};
-use sim_core::sim::{Model, Sim, SimConfig};
+use sim_core::sim::{ChoiceView, Model, Sim, SimConfig};
 use std::path::Path;
-
-type Seen = (u64, Vec<TaskId>, Vec<Op>, u64);
 
 fn one(
     model: &dyn Model,
     seed: u64,
     fast: bool,
-) -> (String, sim_core::events::EventLog, Vec<u32>, Vec<Seen>) {
+) -> (
+    String,
+    sim_core::events::EventLog,
+    Vec<u32>,
+    Vec<ChoiceView>,
+) {
     let mut sim = Sim::new(SimConfig {
         seed,
         step_limit: 100_000,
         record_log: true,
     });
     model.setup(&mut sim);
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut seen = Vec::new();
-    let mut choose = |sim: &Sim, en: &[TaskId]| {
-        seen.push((
-            sim.steps(),
-            en.to_vec(),
-            sim.last_footprint().to_vec(),
-            sim.hash(),
-        ));
-        en[rng.random_range(0..en.len())]
-    };
-    let end = if fast {
-        sim.run(&mut choose)
-    } else {
-        sim.run_steps(|sim, en| {
-            Some(if en.len() == 1 {
-                en[0]
-            } else {
-                choose(sim, en)
-            })
-        })
-    };
+    let (end, seen) = sim.run_random_observed(seed, fast);
     (
         format!("{end:?}"),
         sim.event_log(),
