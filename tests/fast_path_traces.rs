@@ -1,51 +1,30 @@
-//! The executor's fast path (`sim_core::sim` "Fast path") on the full stack: every shipped
-//! seed, bug and memory-failure trace, run with random choices through `Sim::run` (fast path)
-//! and through `Sim::run_steps` (the executor loop at every step), gives the same event log,
-//! hash, step count, choices, end, and at every choice the same enabled tasks and footprint of
-//! the step before it. The setup task runs alone and the trace threads take turns, so both
-//! kinds of stretches are covered.
+//! The executor's fast path (`sim_core::sim` "Fast path") on the full stack: every valid
+//! shipped trace (every directory of traces/ but malformed), run with random choices through
+//! `Sim::run` (fast path) and through `Sim::run_steps` (the executor loop at every step),
+//! gives the same event log, hash, step count, choices, end, and at every choice the same
+//! enabled tasks and footprint of the step before it. The setup task runs alone and the trace
+//! threads take turns, so both kinds of stretches are covered.
 
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
-use sim_core::platform::{Op, TaskId};
-use sim_core::sim::{Model, Sim, SimConfig};
+use sim_core::sim::{ChoiceView, Model, Sim, SimConfig};
 use std::path::Path;
-
-type Seen = (u64, Vec<TaskId>, Vec<Op>, u64);
 
 fn one(
     model: &dyn Model,
     seed: u64,
     fast: bool,
-) -> (String, sim_core::events::EventLog, Vec<u32>, Vec<Seen>) {
+) -> (
+    String,
+    sim_core::events::EventLog,
+    Vec<u32>,
+    Vec<ChoiceView>,
+) {
     let mut sim = Sim::new(SimConfig {
         seed,
         step_limit: 100_000,
         record_log: true,
     });
     model.setup(&mut sim);
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut seen = Vec::new();
-    let mut choose = |sim: &Sim, en: &[TaskId]| {
-        seen.push((
-            sim.steps(),
-            en.to_vec(),
-            sim.last_footprint().to_vec(),
-            sim.hash(),
-        ));
-        en[rng.random_range(0..en.len())]
-    };
-    let end = if fast {
-        sim.run(&mut choose)
-    } else {
-        sim.run_steps(|sim, en| {
-            Some(if en.len() == 1 {
-                en[0]
-            } else {
-                choose(sim, en)
-            })
-        })
-    };
+    let (end, seen) = sim.run_random_observed(seed, fast);
     (
         format!("{end:?}"),
         sim.event_log(),
@@ -58,7 +37,16 @@ fn one(
 fn shipped_traces_agree_with_and_without_the_fast_path() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut traces = Vec::new();
-    for dir in ["traces/seeds", "traces/bugs", "traces/mf"] {
+    for dir in [
+        "traces/seeds",
+        "traces/bugs",
+        "traces/mf",
+        "traces/format",
+        "traces/dax",
+        "traces/fs",
+        "traces/crash",
+        "traces/xfstests",
+    ] {
         for e in std::fs::read_dir(root.join(dir)).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "trace") {

@@ -5,20 +5,13 @@
 //! log and its hash, the step count, the choices, how the run ended, and at each choice the
 //! enabled tasks and the footprint of the step before it (what dfs, DPOR and race reports read).
 
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use sim_core::events::EventLog;
 use sim_core::platform::{
-    Mutex, Op, Platform, Spawner, SpinLock, TaskId, WaitKey, WaitQueue, WakeMode, bug_on, spawn,
-    warn_on,
+    Mutex, Platform, Spawner, SpinLock, WaitKey, WaitQueue, WakeMode, bug_on, spawn, warn_on,
 };
-use sim_core::sim::{CheckFailure, RunEnd, Sim, SimConfig};
+use sim_core::sim::{CheckFailure, ChoiceView, RunEnd, Sim, SimConfig};
 use sim_core::toys;
 use std::sync::Arc;
-
-/// What a choice point shows the strategy: step count, enabled tasks, the footprint of the
-/// last step, the hash so far.
-type Seen = (u64, Vec<TaskId>, Vec<Op>, u64);
 
 #[derive(Debug, PartialEq)]
 struct Outcome {
@@ -26,7 +19,7 @@ struct Outcome {
     log: EventLog,
     steps: u64,
     choices: Vec<u32>,
-    seen: Vec<Seen>,
+    seen: Vec<ChoiceView>,
     /// Steps the model's step check saw (when it registered one).
     checked: u64,
 }
@@ -39,28 +32,7 @@ fn one(build: &dyn Fn(&mut Sim), seed: u64, step_limit: u64, fast: bool) -> Outc
         record_log: true,
     });
     build(&mut sim);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut seen = Vec::new();
-    let mut choose = |sim: &Sim, en: &[TaskId]| {
-        seen.push((
-            sim.steps(),
-            en.to_vec(),
-            sim.last_footprint().to_vec(),
-            sim.hash(),
-        ));
-        en[rng.random_range(0..en.len())]
-    };
-    let end = if fast {
-        sim.run(&mut choose)
-    } else {
-        sim.run_steps(|sim, en| {
-            Some(if en.len() == 1 {
-                en[0]
-            } else {
-                choose(sim, en)
-            })
-        })
-    };
+    let (end, seen) = sim.run_random_observed(seed, fast);
     Outcome {
         end,
         log: sim.event_log(),

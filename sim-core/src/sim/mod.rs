@@ -1551,6 +1551,10 @@ pub enum RunEnd {
 
 type TaskFuture = Pin<Box<dyn Future<Output = ()>>>;
 
+/// What a choice point shows the strategy: the step count, the enabled tasks, the footprint of
+/// the step before it and the event-log hash so far.
+pub type ChoiceView = (u64, Vec<TaskId>, Vec<Op>, u64);
+
 /// One simulated execution. Create it, build the model (objects and tasks) with
 /// [`Sim::platform`] and the [`Spawner`] impl, then drive it with [`Sim::run`] or step by step
 /// (`enabled`, `step`) as the manual strategy and the GUI do.
@@ -2000,6 +2004,36 @@ impl Sim {
         });
         with_state(|s| s.fast = false);
         end
+    }
+
+    /// Drive the run to its end with choices drawn from `seed`, through [`Sim::run`] (`fast`:
+    /// the fast path) or through [`Sim::run_steps`] (the executor loop at every step), and
+    /// return what each choice showed: the comparison that proves "Fast path" (the same choices
+    /// see the same [`ChoiceView`]s either way).
+    pub fn run_random_observed(&mut self, seed: u64, fast: bool) -> (RunEnd, Vec<ChoiceView>) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut seen = Vec::new();
+        let mut choose = |sim: &Sim, en: &[TaskId]| {
+            seen.push((
+                sim.steps(),
+                en.to_vec(),
+                sim.last_footprint().to_vec(),
+                sim.hash(),
+            ));
+            en[rand::RngExt::random_range(&mut rng, 0..en.len())]
+        };
+        let end = if fast {
+            self.run(&mut choose)
+        } else {
+            self.run_steps(|sim, en| {
+                Some(if en.len() == 1 {
+                    en[0]
+                } else {
+                    choose(sim, en)
+                })
+            })
+        };
+        (end, seen)
     }
 
     /// Drive the run to its end, asking `choose` at every step (even with one enabled task);

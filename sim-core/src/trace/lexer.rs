@@ -54,39 +54,41 @@ impl<'a> Tok<'a> {
         self.slice(start, self.text.len())
     }
 
-    /// Splits at the first `sep` outside quotes: (before, after).
-    pub fn split_once(&self, sep: char) -> Option<(Tok<'a>, Tok<'a>)> {
+    /// Splits at the first `sep` (ASCII) outside quotes: (before, after).
+    pub fn split_once(&self, sep: u8) -> Option<(Tok<'a>, Tok<'a>)> {
         let at = self.split_points(sep).next()?;
-        Some((self.slice(0, at), self.rest(at + sep.len_utf8())))
+        Some((self.slice(0, at), self.rest(at + 1)))
     }
 
-    /// Splits at every `sep` outside quotes.
-    pub fn split_all(&self, sep: char) -> Vec<Tok<'a>> {
+    /// Splits at every `sep` (ASCII) outside quotes.
+    pub fn split_all(&self, sep: u8) -> Vec<Tok<'a>> {
         let mut parts = Vec::new();
         let mut start = 0;
         for at in self.split_points(sep) {
             parts.push(self.slice(start, at));
-            start = at + sep.len_utf8();
+            start = at + 1;
         }
         parts.push(self.rest(start));
         parts
     }
 
     /// The byte offsets of `sep` outside quotes, in order (lazily: `split_once` stops at the
-    /// first).
-    fn split_points(&self, sep: char) -> impl Iterator<Item = usize> + 'a {
+    /// first). A scan over bytes: `sep`, `"` and `\\` are ASCII, never inside a multi-byte
+    /// character.
+    fn split_points(&self, sep: u8) -> impl Iterator<Item = usize> + 'a {
+        debug_assert!(sep.is_ascii());
         let mut in_string = false;
         let mut escaped = false;
-        self.text.char_indices().filter_map(move |(i, c)| {
+        self.text.bytes().enumerate().filter_map(move |(i, c)| {
             if in_string {
                 match (escaped, c) {
                     (true, _) => escaped = false,
-                    (false, '\\') => escaped = true,
-                    (false, '"') => in_string = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
                     _ => {}
                 }
                 None
-            } else if c == '"' {
+            } else if c == b'"' {
                 in_string = true;
                 None
             } else {
@@ -124,74 +126,86 @@ impl<'a> Tok<'a> {
     }
 }
 
-/// Splits one line (without its newline) into tokens; stops at a `#` outside quotes.
-pub(crate) fn tokenize(text: &str, line: u32) -> Result<Vec<Tok<'_>>, Diag> {
-    let mut toks = Vec::new();
-    let mut chars = text.char_indices().peekable();
+/// Splits one line (without its newline) into tokens, replacing the contents of `toks` (a
+/// buffer the caller reuses from line to line); stops at a `#` outside quotes.
+///
+/// The scan is over bytes: every byte the rules look at (space, tab, `#`, `"`, `\\`) is ASCII,
+/// and so never part of a multi-byte character; a column counts characters, so it advances on
+/// every byte but the continuation bytes (`10xxxxxx`) of a UTF-8 character.
+pub(crate) fn tokenize<'a>(text: &'a str, line: u32, toks: &mut Vec<Tok<'a>>) -> Result<(), Diag> {
+    toks.clear();
+    let bytes = text.as_bytes();
+    let starts_char = |b: u8| b & 0xc0 != 0x80;
+    let unclosed = |col| {
+        Diag::new(
+            line,
+            col,
+            "expected `\"` to close the string that starts here, found end of line",
+        )
+    };
+    let mut i = 0;
     let mut col: u32 = 1;
-    while let Some(&(start, c)) = chars.peek() {
-        match c {
-            ' ' | '\t' => {
-                chars.next();
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b' ' | b'\t' => {
+                i += 1;
                 col = col.saturating_add(1);
                 continue;
             }
-            '#' => break,
+            b'#' => break,
             _ => {}
         }
-        let start_col = col;
-        let mut end = text.len();
-        while let Some(&(i, c)) = chars.peek() {
-            if matches!(c, ' ' | '\t' | '#') {
-                end = i;
+        let (start, start_col) = (i, col);
+        while let Some(&b) = bytes.get(i) {
+            if matches!(b, b' ' | b'\t' | b'#') {
                 break;
             }
-            chars.next();
             let quote_col = col;
-            col = col.saturating_add(1);
-            if c != '"' {
+            i += 1;
+            if starts_char(b) {
+                col = col.saturating_add(1);
+            }
+            if b != b'"' {
                 continue;
             }
             loop {
-                let Some((_, c)) = chars.next() else {
-                    return Err(Diag::new(
-                        line,
-                        quote_col,
-                        "expected `\"` to close the string that starts here, found end of line",
-                    ));
+                let Some(&b) = bytes.get(i) else {
+                    return Err(unclosed(quote_col));
                 };
                 let char_col = col;
-                col = col.saturating_add(1);
-                match c {
-                    '"' => break,
-                    '\\' => match chars.next() {
-                        Some((_, '"' | '\\')) => col = col.saturating_add(1),
-                        Some((_, other)) => {
+                i += 1;
+                if starts_char(b) {
+                    col = col.saturating_add(1);
+                }
+                match b {
+                    b'"' => break,
+                    b'\\' => match bytes.get(i) {
+                        Some(b'"' | b'\\') => {
+                            i += 1;
+                            col = col.saturating_add(1);
+                        }
+                        Some(_) => {
+                            let other = text.get(i..).and_then(|t| t.chars().next());
+                            let other = other.unwrap_or_default();
                             return Err(Diag::new(
                                 line,
                                 char_col,
                                 format!("expected `\\\"` or `\\\\` in a string, found `\\{other}`"),
                             ));
                         }
-                        None => {
-                            return Err(Diag::new(
-                                line,
-                                quote_col,
-                                "expected `\"` to close the string that starts here, found end of line",
-                            ));
-                        }
+                        None => return Err(unclosed(quote_col)),
                     },
                     _ => {}
                 }
             }
         }
         toks.push(Tok {
-            text: &text[start..end],
+            text: text.get(start..i).unwrap_or_default(),
             line,
             col: start_col,
         });
     }
-    Ok(toks)
+    Ok(())
 }
 
 /// Why a number, size or duration did not parse.
@@ -354,8 +368,87 @@ pub(crate) fn unquote(s: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// The tokenizer as it was before the byte scan (over `char_indices`): the reference the
+    /// byte scan must agree with, token for token and error for error.
+    fn tokenize_by_chars(text: &str, line: u32) -> Result<Vec<Tok<'_>>, Diag> {
+        let mut toks = Vec::new();
+        let mut chars = text.char_indices().peekable();
+        let mut col: u32 = 1;
+        while let Some(&(start, c)) = chars.peek() {
+            match c {
+                ' ' | '\t' => {
+                    chars.next();
+                    col = col.saturating_add(1);
+                    continue;
+                }
+                '#' => break,
+                _ => {}
+            }
+            let start_col = col;
+            let mut end = text.len();
+            while let Some(&(i, c)) = chars.peek() {
+                if matches!(c, ' ' | '\t' | '#') {
+                    end = i;
+                    break;
+                }
+                chars.next();
+                let quote_col = col;
+                col = col.saturating_add(1);
+                if c != '"' {
+                    continue;
+                }
+                loop {
+                    let Some((_, c)) = chars.next() else {
+                        return Err(Diag::new(
+                            line,
+                            quote_col,
+                            "expected `\"` to close the string that starts here, found end of line",
+                        ));
+                    };
+                    let char_col = col;
+                    col = col.saturating_add(1);
+                    match c {
+                        '"' => break,
+                        '\\' => match chars.next() {
+                            Some((_, '"' | '\\')) => col = col.saturating_add(1),
+                            Some((_, other)) => {
+                                return Err(Diag::new(
+                                    line,
+                                    char_col,
+                                    format!(
+                                        "expected `\\\"` or `\\\\` in a string, found `\\{other}`"
+                                    ),
+                                ));
+                            }
+                            None => {
+                                return Err(Diag::new(
+                                    line,
+                                    quote_col,
+                                    "expected `\"` to close the string that starts here, found end of line",
+                                ));
+                            }
+                        },
+                        _ => {}
+                    }
+                }
+            }
+            toks.push(Tok {
+                text: &text[start..end],
+                line,
+                col: start_col,
+            });
+        }
+        Ok(toks)
+    }
+
+    /// `tokenize` into a fresh buffer.
+    fn tokens(line: &str, n: u32) -> Result<Vec<Tok<'_>>, Diag> {
+        let mut toks = Vec::new();
+        tokenize(line, n, &mut toks).map(|()| toks)
+    }
+
     fn texts(line: &str) -> Vec<&str> {
-        match tokenize(line, 1) {
+        match tokens(line, 1) {
             Ok(toks) => toks.iter().map(|t| t.text).collect(),
             Err(e) => panic!("{line}: {e:?}"),
         }
@@ -369,15 +462,72 @@ mod tests {
             ["x", "fill=\"a b # c\"", "y"]
         );
         assert_eq!(texts(r#""q\"\\" z"#), [r#""q\"\\""#, "z"]);
-        let toks = tokenize("  ab\t\"é\" cd", 3).unwrap_or_default();
+        let toks = tokens("  ab\t\"é\" cd", 3).unwrap_or_default();
         let cols: Vec<u32> = toks.iter().map(|t| t.col).collect();
         assert_eq!(cols, [3, 6, 10]);
         assert_eq!(toks.iter().map(|t| t.line).max(), Some(3));
     }
 
+    /// Every line of up to 5 characters over an alphabet of the lexer's special characters,
+    /// letters and multi-byte characters: the byte scan gives the tokens (text, line, column)
+    /// and the errors (column, message) of the reference scan over characters, and `split_once`
+    /// and `split_all` split where a scan over characters outside quotes finds the separator.
+    #[test]
+    fn byte_scan_matches_char_scan() {
+        const ALPHABET: [char; 10] = [' ', '\t', '#', '"', '\\', 'a', 'n', '+', 'é', '€'];
+        let mut checked = 0u32;
+        for len in 0..=5u32 {
+            for mut code in 0..ALPHABET.len().pow(len) {
+                let mut line = String::new();
+                for _ in 0..len {
+                    line.push(ALPHABET[code % ALPHABET.len()]);
+                    code /= ALPHABET.len();
+                }
+                // A buffer that holds the tokens of an earlier line: `tokenize` replaces them.
+                let mut buf = Vec::new();
+                assert!(tokenize("stale tokens", 6, &mut buf).is_ok());
+                let got = tokenize(&line, 7, &mut buf).map(|()| buf);
+                assert_eq!(got, tokenize_by_chars(&line, 7), "{line:?}");
+                let tok = Tok {
+                    text: &line,
+                    line: 7,
+                    col: 4,
+                };
+                let mut points = Vec::new();
+                let (mut in_string, mut escaped) = (false, false);
+                for (i, c) in line.char_indices() {
+                    if in_string {
+                        match (escaped, c) {
+                            (true, _) => escaped = false,
+                            (false, '\\') => escaped = true,
+                            (false, '"') => in_string = false,
+                            _ => {}
+                        }
+                    } else if c == '"' {
+                        in_string = true;
+                    } else if c == '+' {
+                        points.push(i);
+                    }
+                }
+                let first = points
+                    .first()
+                    .map(|&at| (tok.slice(0, at), tok.rest(at + 1)));
+                assert_eq!(tok.split_once(b'+'), first, "{line:?}");
+                let parts = tok.split_all(b'+');
+                assert_eq!(parts.len(), points.len() + 1, "{line:?}");
+                let starts = std::iter::once(0).chain(points.iter().map(|at| at + 1));
+                for (part, start) in parts.iter().zip(starts) {
+                    assert_eq!(part.col, tok.slice(start, start).col, "{line:?}");
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 111_111);
+    }
+
     #[test]
     fn lexical_errors() {
-        let err = |s| tokenize(s, 2).err().map(|d| (d.col, d.message));
+        let err = |s| tokens(s, 2).err().map(|d| (d.col, d.message));
         let (col, msg) = err("a \"bc").unwrap_or_default();
         assert_eq!(col, 3);
         assert!(msg.contains("expected `\"`"), "{msg}");

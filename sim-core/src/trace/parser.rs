@@ -1,6 +1,7 @@
 //! Statements, arguments, expectations and the checks the parser can make alone.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::ParseOptions;
 use super::ast::*;
@@ -24,6 +25,7 @@ pub(crate) fn parse_bytes(src: &[u8], opts: &ParseOptions) -> Res<Trace> {
     let mut parser = Parser::new(opts);
     let mut line: u32 = 0;
     let mut eof_col = 1;
+    let mut toks = Vec::new();
     for raw in src.split(|&b| b == b'\n') {
         line = line.saturating_add(1);
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
@@ -38,7 +40,7 @@ pub(crate) fn parse_bytes(src: &[u8], opts: &ParseOptions) -> Res<Trace> {
             )
         })?;
         eof_col = width(text).saturating_add(1);
-        let toks = tokenize(text, line)?;
+        tokenize(text, line, &mut toks)?;
         if let Some((first, rest)) = toks.split_first() {
             parser.statement(*first, rest)?;
         }
@@ -290,7 +292,7 @@ fn pattern(tok: Tok, what: &str) -> Res<Pattern> {
 /// `size=A|B` always meant), so a trace without mixed kinds keeps the AST it always had; mixed
 /// kinds become [`Expect::Alt`], in the canonical order of [`Expect::alt_rank`].
 fn expect(tok: Tok) -> Res<Expect> {
-    let parts = tok.split_all('|');
+    let parts = tok.split_all(b'|');
     if parts.len() == 1 {
         return expect_one(tok, true);
     }
@@ -363,7 +365,7 @@ fn expect_one(tok: Tok, whole: bool) -> Res<Expect> {
 fn params<'a>(a: &mut Args<'_, 'a>) -> Res<Vec<(Tok<'a>, Tok<'a>)>> {
     let mut out: Vec<(Tok<'a>, Tok<'a>)> = Vec::new();
     while let Some(tok) = a.peek() {
-        let Some((key, value)) = tok.split_once('=') else {
+        let Some((key, value)) = tok.split_once(b'=') else {
             return Err(a.expected("KEY=VALUE"));
         };
         a.next += 1;
@@ -399,9 +401,36 @@ fn pos(tok: Tok) -> Pos {
 /// Names defined so far (in file order) in one process: mappings and pins.
 #[derive(Default)]
 struct Scope {
-    maps: HashSet<String>,
-    pins: HashSet<String>,
+    maps: HashSet<String, NameHash>,
+    pins: HashSet<String, NameHash>,
 }
+
+/// FNV-1a over the bytes of a name: the parser looks up the thread's process and the
+/// statement's mapping or pin name in these sets for every statement, and names are short, so
+/// SipHash's setup (std's default) dominates the look-ups. Keys are the trace's own names; no
+/// output depends on the iteration order of these maps (the one listing sorts).
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type NameHash = BuildHasherDefault<Fnv>;
 
 struct Parser<'o> {
     opts: &'o ParseOptions,
@@ -412,11 +441,11 @@ struct Parser<'o> {
     /// What ended the header: (line, description).
     header_closed: Option<(u32, &'static str)>,
     /// thread -> (proc, line of the proc statement).
-    members: HashMap<String, (String, u32)>,
+    members: HashMap<String, (String, u32), NameHash>,
     /// Per-process names; reset by `after-crash` (a crash drops every mapping and pin).
-    scopes: HashMap<String, Scope>,
+    scopes: HashMap<String, Scope, NameHash>,
     /// The names defined before `after-crash`, for a hint.
-    crashed: HashMap<String, Scope>,
+    crashed: HashMap<String, Scope, NameHash>,
 }
 
 impl<'o> Parser<'o> {
@@ -428,9 +457,9 @@ impl<'o> Parser<'o> {
             statements: Vec::new(),
             after_crash: None,
             header_closed: None,
-            members: HashMap::new(),
-            scopes: HashMap::new(),
-            crashed: HashMap::new(),
+            members: HashMap::default(),
+            scopes: HashMap::default(),
+            crashed: HashMap::default(),
         }
     }
 
@@ -612,11 +641,11 @@ impl<'o> Parser<'o> {
             return Err(name_tok.expected_with("a new process name", note));
         }
         let list = a.take("threads=T1,T2,...")?;
-        let Some(("threads", threads)) = list.split_once('=').map(|(k, v)| (k.text, v)) else {
+        let Some(("threads", threads)) = list.split_once(b'=').map(|(k, v)| (k.text, v)) else {
             return Err(list.expected("threads=T1,T2,..."));
         };
         let mut members = Vec::new();
-        for t in threads.split_all(',') {
+        for t in threads.split_all(b',') {
             if HEADER_KEYWORDS.contains(&t.text) {
                 return Err(t.expected("a thread name that is not a header keyword"));
             }
@@ -662,7 +691,7 @@ impl<'o> Parser<'o> {
             };
             let both = || tok.error("expected at most one of `prealloc` and `hole`, found both");
             a.next += 1;
-            match tok.split_once('=').map(|(k, v)| (k.text, v)) {
+            match tok.split_once(b'=').map(|(k, v)| (k.text, v)) {
                 _ if tok.text == "prealloc" => {
                     dup(decl.prealloc)?;
                     decl.prealloc = true;
@@ -750,7 +779,7 @@ impl<'o> Parser<'o> {
     fn map_off(&self, thread: &str, a: &mut Args) -> Res<MapOff> {
         let what = "M+OFF (a mapping name, `+`, an offset)";
         let tok = a.take(what)?;
-        let Some((m, off)) = tok.split_once('+') else {
+        let Some((m, off)) = tok.split_once(b'+') else {
             return Err(tok.expected(what));
         };
         Ok(MapOff {
