@@ -354,7 +354,8 @@ impl Stepper {
         self.refresh();
     }
 
-    /// Run until a step of kind `kind` has run (or the run ends): along the kept path while it
+    /// Run until a step of kind `kind` has run (or the run ends; a step of an atomic section
+    /// counts when any op it ran is of that kind): along the kept path while it
     /// lasts, then the lowest-numbered runnable task. Bounded by `max_steps`.
     pub fn run_to(&mut self, kind: StepKind, max_steps: usize) -> usize {
         let mut n = 0;
@@ -364,17 +365,19 @@ impl Stepper {
                 None => self.ses().runnable().first().map(|r| r.task),
             };
             let Some(t) = next else { break };
-            let op = self.ses().sim().next_op(t);
             if self.ses_mut().step(t).is_err() {
                 break;
             }
+            // An atomic section is one step of several ops: it is of `kind` when any of them is.
+            let hit = (self.ses().sim().last_step_ops().iter())
+                .any(|(_, fp, _)| fp.first().is_some_and(|op| kind.matches(op.kind)));
             if self.full.get(self.cursor) != Some(&t) {
                 self.full.truncate(self.cursor);
                 self.full.push(t);
             }
             self.cursor += 1;
             n += 1;
-            if kind.matches(op.kind) {
+            if hit {
                 break;
             }
         }
