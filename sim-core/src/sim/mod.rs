@@ -107,6 +107,7 @@ mod hooks;
 pub mod inspect;
 pub mod manual;
 mod memo;
+mod objtable;
 pub mod reduction;
 pub mod schedule;
 pub mod story;
@@ -144,9 +145,10 @@ thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
     /// The object table of the thread's last simulation, emptied, kept for the next one: a
     /// search creates thousands of objects per run (the DAX wait table alone has 4096), and
-    /// growing a fresh table each run cost more than the run's own steps. Only its capacity
-    /// carries over (invariant: empty whenever it is stored).
-    static SPARE_OBJS: RefCell<Vec<Obj>> = const { RefCell::new(Vec::new()) };
+    /// growing a fresh table each run cost more than the run's own steps. Its storage carries
+    /// over, no object does (invariant: empty whenever it is stored; see `ObjTable`).
+    static SPARE_OBJS: RefCell<objtable::ObjTable> =
+        const { RefCell::new(objtable::ObjTable::new()) };
 }
 
 fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
@@ -269,7 +271,7 @@ struct State {
     current: u32,
     announced: bool,
     tasks: Vec<TaskState>,
-    objs: Vec<Obj>,
+    objs: objtable::ObjTable,
     rng: ChaCha8Rng,
     violation: Option<Violation>,
     warnings: Vec<(TaskId, u32, Assertion)>,
@@ -564,10 +566,7 @@ impl State {
     }
 
     fn wq_mut(&mut self, id: usize) -> &mut Vec<WaiterState> {
-        match &mut self.objs[id].state {
-            ObjState::WaitQueue { waiters } => waiters,
-            _ => unreachable!("object {id} is not a wait queue"),
-        }
+        self.objs.queue_mut(id)
     }
 
     fn wake_up(&mut self, id: usize, key: WaitKey, mode: WakeMode) -> usize {
@@ -975,12 +974,7 @@ impl Platform for SimPlatform {
             // idempotent) and `n` consecutive ids.
             s.touch(Op::new(OpKind::Write, Op::ALLOC));
             let first = s.objs.len();
-            s.objs.extend((0..n).map(|_| Obj {
-                name,
-                state: ObjState::WaitQueue {
-                    waiters: Vec::new(),
-                },
-            }));
+            s.objs.push_waitqueues(name, n);
             let gen_ = s.gen_;
             (first..first + n)
                 .map(|id| SimRaw {
