@@ -291,9 +291,9 @@ struct State {
     /// Invariant: empty between polls, and `tasks.len() == futures.len() + spawned.len()`.
     spawned: Vec<TaskFuture>,
     /// Each wait queue's last wake-up and whom it reached, for display (`inspect`), by object
-    /// id (`None`: never woken; the vector may be shorter than `objs`): no step reads it, so
-    /// it is in no footprint.
-    last_wakes: Vec<Option<inspect::WakeRecord>>,
+    /// id (absent: never woken; a map, since a run wakes a few of its thousands of queues): no
+    /// step reads it, so it is in no footprint.
+    last_wakes: std::collections::BTreeMap<usize, inspect::WakeRecord>,
     /// A recording or replay of memory operations (memo.rs), if one is on.
     memo: Option<memo::MemoMode>,
     /// Steps taken so far, the event log's hash and (with `record_log`) the log: here, not in
@@ -571,26 +571,24 @@ impl State {
 
     fn wake_up(&mut self, id: usize, key: WaitKey, mode: WakeMode) -> usize {
         let mut woken = Vec::new();
-        if id >= self.last_wakes.len() {
-            self.last_wakes.resize(id + 1, None);
-        }
         if self.wq_mut(id).is_empty() {
             // Nobody to wake (the common case): record the wake-up, reusing its record.
             let waker = self.current;
-            match &mut self.last_wakes[id] {
-                Some(r) => {
+            match self.last_wakes.entry(id) {
+                std::collections::btree_map::Entry::Occupied(mut r) => {
+                    let r = r.get_mut();
                     r.waker = waker;
                     r.key = key;
                     r.mode = mode;
                     r.woken.clear();
                 }
-                r @ None => {
-                    *r = Some(inspect::WakeRecord {
+                std::collections::btree_map::Entry::Vacant(r) => {
+                    r.insert(inspect::WakeRecord {
                         waker,
                         key,
                         mode,
                         woken,
-                    })
+                    });
                 }
             }
             return 0;
@@ -613,12 +611,15 @@ impl State {
             }
         }
         *self.wq_mut(id) = kept;
-        self.last_wakes[id] = Some(inspect::WakeRecord {
-            waker: self.current,
-            key,
-            mode,
-            woken: woken.clone(),
-        });
+        self.last_wakes.insert(
+            id,
+            inspect::WakeRecord {
+                waker: self.current,
+                key,
+                mode,
+                woken: woken.clone(),
+            },
+        );
         for &t in &woken {
             if let Some(w) = self.tasks[t as usize].wait.as_mut() {
                 w.woken = true;
@@ -1472,7 +1473,7 @@ impl Sim {
                 polling: false,
                 in_check: false,
                 spawned: Vec::new(),
-                last_wakes: Vec::new(),
+                last_wakes: std::collections::BTreeMap::new(),
                 memo: None,
                 steps: 0,
                 hasher: EventHasher::default(),
