@@ -441,6 +441,29 @@ impl Machine {
         t
     }
 
+    /// Give back the vectors of a [`Touched`] taken: emptied, they collect the next
+    /// operations' (a search takes one per memory operation, and growing fresh vectors each
+    /// time cost more than the operations).
+    pub fn recycle_touched(&mut self, t: Touched) {
+        let Touched {
+            mut sets,
+            mut dimms,
+            mut lines,
+            global: _,
+        } = t;
+        let mine = &mut self.touched;
+        if mine.sets.is_empty() && mine.sets.capacity() < sets.capacity() {
+            sets.clear();
+            mine.sets = sets;
+        }
+        if mine.lines.is_empty() && mine.lines.capacity() < lines.capacity() {
+            lines.clear();
+            mine.lines = lines;
+        }
+        dimms.clear();
+        self.media.recycle_touched(dimms);
+    }
+
     /// Records that the cache set of `line` is used.
     fn touch_set(&mut self, line: u64) {
         if let Some(s) = self.llc.set_of(line) {

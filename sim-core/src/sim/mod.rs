@@ -1224,15 +1224,27 @@ fn read_only_section(fp: &mut Vec<Op>) {
 }
 
 /// The runs of consecutive values of the increasing `v`: (first, length).
-fn runs(v: &[u64]) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for &x in v {
-        match out.last_mut() {
-            Some((first, n)) if *first + *n == x => *n += 1,
-            _ => out.push((x, 1)),
+fn runs(v: &[u64]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let first = *v.get(i)?;
+        let mut n = 1;
+        while v.get(i + n).is_some_and(|&x| x == first + n as u64) {
+            n += 1;
         }
-    }
-    out
+        i += n;
+        Some((first, n as u64))
+    })
+}
+
+#[cfg(test)]
+#[test]
+fn runs_are_the_consecutive_stretches() {
+    let r = |v: &[u64]| runs(v).collect::<Vec<_>>();
+    assert_eq!(r(&[]), vec![]);
+    assert_eq!(r(&[7]), vec![(7, 1)]);
+    assert_eq!(r(&[1, 2, 3, 5, 6, 9]), vec![(1, 3), (5, 2), (9, 1)]);
+    assert_eq!(r(&[0, 2, 4]), vec![(0, 1), (2, 1), (4, 1)]);
 }
 
 /// One access of the machine model by the current task, on the CPU it runs on (task `i` runs on
@@ -1265,7 +1277,7 @@ fn machine_op(
         for (first, n) in runs(&t.sets) {
             s.extra.push(Op::cache_sets(OpKind::Write, first, n));
         }
-        for d in t.dimms {
+        for &d in &t.dimms {
             s.touch(Op::dimm(OpKind::Write, d));
         }
         // Runs of consecutive lines as one entry each (a fence may make a whole file durable).
@@ -1275,6 +1287,9 @@ fn machine_op(
         }
         if t.global {
             s.touch(Op::new(OpKind::Write, Op::MACHINE));
+        }
+        if let Some(m) = s.machine.as_mut() {
+            m.recycle_touched(t);
         }
         let ns = r?;
         let done = now.saturating_add(ns);
