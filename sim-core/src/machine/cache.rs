@@ -134,7 +134,7 @@ impl Llc {
     }
 
     /// Make this cache equal to `src`. When this cache was cloned from (or restored to) `src`
-    /// and `src` has not changed since, only the slots changed here are copied back and the
+    /// and `src` has not changed since, only the ways changed here are copied back and the
     /// slots added here dropped (a search restores the machine after its setup on every run,
     /// and a run changes a few sets of thousands); otherwise this is a clone.
     pub fn restore_from(&mut self, src: &Llc) {

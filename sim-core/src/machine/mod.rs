@@ -347,7 +347,7 @@ fn byte_mask(off: usize, len: usize) -> u64 {
 
 impl Machine {
     /// Make this machine equal to `src` (as `*self = src.clone()`), reusing what it has: the
-    /// cache copies back only the sets it changed when it was copied from `src` (see
+    /// cache copies back only the ways it changed when it was copied from `src` (see
     /// `Llc::restore_from`).
     pub fn restore_from(&mut self, src: &Machine) {
         // Every field is named, so a new field cannot be left out.
