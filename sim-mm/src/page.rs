@@ -100,7 +100,7 @@ pub struct MemMap<P: Platform> {
     base_pfn: Pfn,
     nr_pages: u64,
     sections: Vec<SpinLock<P, Box<[Page]>>>,
-    wait_table: Vec<WaitQueue<P>>,
+    wait_table: Box<[WaitQueue<P>]>,
 }
 
 impl<P: Platform> MemMap<P> {
@@ -119,9 +119,7 @@ impl<P: Platform> MemMap<P> {
                 )
             })
             .collect();
-        let wait_table = (0..PAGE_WAIT_TABLE_SIZE)
-            .map(|_| WaitQueue::new(p, "folio_wait_table"))
-            .collect();
+        let wait_table = WaitQueue::table(p, "folio_wait_table", PAGE_WAIT_TABLE_SIZE);
         MemMap {
             base_pfn,
             nr_pages,

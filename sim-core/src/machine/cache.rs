@@ -67,7 +67,9 @@ struct Lineage {
     base: Option<(u64, u64)>,
     /// The slots the source had; the slots at or past it were added here.
     base_slots: usize,
-    /// The source's slots changed here (each once), and a bit per source slot marking them.
+    /// The source's ways changed here (each once; a way handle, see [`Llc::lines`]), and a bit
+    /// per way of the source's slots marking them. A slot's clock changes only with one of
+    /// its ways (a stamp given), so the changed ways name the changed clocks too.
     changed: Vec<u32>,
     marks: Vec<u64>,
     /// The sets given the slots added here.
@@ -90,7 +92,7 @@ impl Lineage {
             base: Some((src.lineage.id, src.lineage.version)),
             base_slots: src.clocks.len(),
             changed: Vec::new(),
-            marks: vec![0; src.clocks.len().div_ceil(64)],
+            marks: vec![0; src.lines.len().div_ceil(64)],
             new_sets: Vec::new(),
         }
     }
@@ -117,21 +119,22 @@ impl Llc {
         }
     }
 
-    /// Record a change of `slot` (every change of the ways or clocks goes through here).
-    fn changed(&mut self, slot: usize) {
+    /// Record a change of `way` (every change of a way, and of its slot's clock, goes through
+    /// here).
+    fn changed(&mut self, way: usize) {
         let l = &mut self.lineage;
         l.version += 1;
-        if slot < l.base_slots {
-            let (w, b) = (slot / 64, 1u64 << (slot % 64));
+        if way < l.base_slots * self.ways {
+            let (w, b) = (way / 64, 1u64 << (way % 64));
             if l.marks[w] & b == 0 {
                 l.marks[w] |= b;
-                l.changed.push(slot as u32);
+                l.changed.push(way as u32);
             }
         }
     }
 
     /// Make this cache equal to `src`. When this cache was cloned from (or restored to) `src`
-    /// and `src` has not changed since, only the slots changed here are copied back and the
+    /// and `src` has not changed since, only the ways changed here are copied back and the
     /// slots added here dropped (a search restores the machine after its setup on every run,
     /// and a run changes a few sets of thousands); otherwise this is a clone.
     pub fn restore_from(&mut self, src: &Llc) {
@@ -143,12 +146,12 @@ impl Llc {
             return;
         }
         let l = &mut self.lineage;
-        for &slot in &l.changed {
-            let slot = slot as usize;
-            let ways = slot * self.ways..(slot + 1) * self.ways;
-            self.lines[ways.clone()].copy_from_slice(&src.lines[ways]);
+        for &way in &l.changed {
+            let way = way as usize;
+            let slot = way / self.ways;
+            self.lines[way] = src.lines[way];
             self.clocks[slot] = src.clocks[slot];
-            l.marks[slot / 64] = 0;
+            l.marks[way / 64] = 0;
         }
         l.changed.clear();
         for &set in &l.new_sets {
@@ -201,8 +204,8 @@ impl Llc {
         next
     }
 
+    /// The next stamp of `slot` (for a way of it, which the caller records as changed).
     fn tick(&mut self, slot: usize) -> u64 {
-        self.changed(slot);
         let c = &mut self.clocks[slot];
         *c += 1;
         *c
@@ -217,6 +220,7 @@ impl Llc {
         let slot = self.slot(line)?;
         let tag = line + 1;
         let way = self.ways_of(slot).find(|&i| self.lines[i].tag == tag)?;
+        self.changed(way);
         self.lines[way].stamp = self.tick(slot);
         Some(way)
     }
@@ -251,6 +255,7 @@ impl Llc {
             line: old.tag - 1,
             dirty: old.dirty,
         });
+        self.changed(way);
         let stamp = self.tick(slot);
         self.lines[way] = Way {
             tag: line + 1,
@@ -266,7 +271,7 @@ impl Llc {
         let slot = self.slot(line)?;
         let tag = line + 1;
         let way = self.ways_of(slot).find(|&i| self.lines[i].tag == tag)?;
-        self.changed(slot);
+        self.changed(way);
         self.lines[way].tag = 0;
         Some(std::mem::take(&mut self.lines[way].dirty))
     }
@@ -280,7 +285,7 @@ impl Llc {
     }
 
     pub fn set_dirty(&mut self, way: usize, dirty: bool) {
-        self.changed(way / self.ways);
+        self.changed(way);
         self.lines[way].dirty = dirty;
     }
 

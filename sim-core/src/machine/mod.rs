@@ -347,7 +347,7 @@ fn byte_mask(off: usize, len: usize) -> u64 {
 
 impl Machine {
     /// Make this machine equal to `src` (as `*self = src.clone()`), reusing what it has: the
-    /// cache copies back only the sets it changed when it was copied from `src` (see
+    /// cache copies back only the ways it changed when it was copied from `src` (see
     /// `Llc::restore_from`).
     pub fn restore_from(&mut self, src: &Machine) {
         // Every field is named, so a new field cannot be left out.
@@ -439,6 +439,29 @@ impl Machine {
         t.lines.sort_unstable();
         t.lines.dedup();
         t
+    }
+
+    /// Give back the vectors of a [`Touched`] taken: emptied, they collect the next
+    /// operations' (a search takes one per memory operation, and growing fresh vectors each
+    /// time cost more than the operations).
+    pub fn recycle_touched(&mut self, t: Touched) {
+        let Touched {
+            mut sets,
+            mut dimms,
+            mut lines,
+            global: _,
+        } = t;
+        let mine = &mut self.touched;
+        if mine.sets.is_empty() && mine.sets.capacity() < sets.capacity() {
+            sets.clear();
+            mine.sets = sets;
+        }
+        if mine.lines.is_empty() && mine.lines.capacity() < lines.capacity() {
+            lines.clear();
+            mine.lines = lines;
+        }
+        dimms.clear();
+        self.media.recycle_touched(dimms);
     }
 
     /// Records that the cache set of `line` is used.

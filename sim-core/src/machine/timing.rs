@@ -272,6 +272,13 @@ impl MediaModel {
     }
 
     /// The DIMMs used since the last call, and whether the tail generator was drawn from.
+    /// An emptied vector [`MediaModel::take_touched`] returned, to collect the next DIMMs in.
+    pub fn recycle_touched(&mut self, dimms: Vec<usize>) {
+        if self.touched.is_empty() && self.touched.capacity() < dimms.capacity() {
+            self.touched = dimms;
+        }
+    }
+
     pub fn take_touched(&mut self) -> (Vec<usize>, bool) {
         (
             std::mem::take(&mut self.touched),

@@ -81,7 +81,7 @@ fn view(s: &State, id: usize) -> ObjectView {
                     exclusive: w.exclusive,
                 })
                 .collect(),
-            last_wake: s.last_wakes.get(id).cloned().flatten(),
+            last_wake: s.last_wakes.get(&id).cloned(),
         },
     };
     ObjectView {
@@ -99,7 +99,7 @@ impl Sim {
             (0..s.objs.len())
                 .filter(|&i| match &s.objs[i].state {
                     ObjState::WaitQueue { waiters } => {
-                        !waiters.is_empty() || s.last_wakes.get(i).is_some_and(Option::is_some)
+                        !waiters.is_empty() || s.last_wakes.contains_key(&i)
                     }
                     _ => true,
                 })

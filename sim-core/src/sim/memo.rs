@@ -4,7 +4,7 @@
 //! runs ([`Sim::replay_machine_ops`]): each memory operation of the phase returns its recorded
 //! data, latency, error and footprint without consulting the machine model, and the machine as
 //! the phase left it is installed (the thread's last machine restored to it in place, which
-//! copies back only the cache sets the last run changed, else a copy-on-write clone). Only the
+//! copies back only the cache ways the last run changed, else a copy-on-write clone). Only the
 //! machine model is skipped: the tasks, their steps, the clocks and the event log are exactly
 //! those of the recorded run.
 

@@ -141,6 +141,7 @@ mod hooks;
 pub mod inspect;
 pub mod manual;
 mod memo;
+mod objtable;
 pub mod reduction;
 pub mod schedule;
 pub mod story;
@@ -178,9 +179,10 @@ thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
     /// The object table of the thread's last simulation, emptied, kept for the next one: a
     /// search creates thousands of objects per run (the DAX wait table alone has 4096), and
-    /// growing a fresh table each run cost more than the run's own steps. Only its capacity
-    /// carries over (invariant: empty whenever it is stored).
-    static SPARE_OBJS: RefCell<Vec<Obj>> = const { RefCell::new(Vec::new()) };
+    /// growing a fresh table each run cost more than the run's own steps. Its storage carries
+    /// over, no object does (invariant: empty whenever it is stored; see `ObjTable`).
+    static SPARE_OBJS: RefCell<objtable::ObjTable> =
+        const { RefCell::new(objtable::ObjTable::new()) };
 }
 
 fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
@@ -306,7 +308,7 @@ struct State {
     current: u32,
     announced: bool,
     tasks: Vec<TaskState>,
-    objs: Vec<Obj>,
+    objs: objtable::ObjTable,
     rng: ChaCha8Rng,
     violation: Option<Violation>,
     warnings: Vec<(TaskId, u32, Assertion)>,
@@ -326,9 +328,9 @@ struct State {
     /// Invariant: empty between polls, and `tasks.len() == futures.len() + spawned.len()`.
     spawned: Vec<TaskFuture>,
     /// Each wait queue's last wake-up and whom it reached, for display (`inspect`), by object
-    /// id (`None`: never woken; the vector may be shorter than `objs`): no step reads it, so
-    /// it is in no footprint.
-    last_wakes: Vec<Option<inspect::WakeRecord>>,
+    /// id (absent: never woken; a map, since a run wakes a few of its thousands of queues): no
+    /// step reads it, so it is in no footprint.
+    last_wakes: std::collections::BTreeMap<usize, inspect::WakeRecord>,
     /// A recording or replay of memory operations (memo.rs), if one is on.
     memo: Option<memo::MemoMode>,
     /// Steps taken so far, the event log's hash and (with `record_log`) the log: here, not in
@@ -653,34 +655,29 @@ impl State {
     }
 
     fn wq_mut(&mut self, id: usize) -> &mut Vec<WaiterState> {
-        match &mut self.objs[id].state {
-            ObjState::WaitQueue { waiters } => waiters,
-            _ => unreachable!("object {id} is not a wait queue"),
-        }
+        self.objs.queue_mut(id)
     }
 
     fn wake_up(&mut self, id: usize, key: WaitKey, mode: WakeMode) -> usize {
         let mut woken = Vec::new();
-        if id >= self.last_wakes.len() {
-            self.last_wakes.resize(id + 1, None);
-        }
         if self.wq_mut(id).is_empty() {
             // Nobody to wake (the common case): record the wake-up, reusing its record.
             let waker = self.current;
-            match &mut self.last_wakes[id] {
-                Some(r) => {
+            match self.last_wakes.entry(id) {
+                std::collections::btree_map::Entry::Occupied(mut r) => {
+                    let r = r.get_mut();
                     r.waker = waker;
                     r.key = key;
                     r.mode = mode;
                     r.woken.clear();
                 }
-                r @ None => {
-                    *r = Some(inspect::WakeRecord {
+                std::collections::btree_map::Entry::Vacant(r) => {
+                    r.insert(inspect::WakeRecord {
                         waker,
                         key,
                         mode,
                         woken,
-                    })
+                    });
                 }
             }
             return 0;
@@ -703,12 +700,15 @@ impl State {
             }
         }
         *self.wq_mut(id) = kept;
-        self.last_wakes[id] = Some(inspect::WakeRecord {
-            waker: self.current,
-            key,
-            mode,
-            woken: woken.clone(),
-        });
+        self.last_wakes.insert(
+            id,
+            inspect::WakeRecord {
+                waker: self.current,
+                key,
+                mode,
+                woken: woken.clone(),
+            },
+        );
         for &t in &woken {
             if let Some(w) = self.tasks[t as usize].wait.as_mut() {
                 w.woken = true;
@@ -1081,12 +1081,7 @@ impl Platform for SimPlatform {
             // idempotent) and `n` consecutive ids.
             s.touch(Op::new(OpKind::Write, Op::ALLOC));
             let first = s.objs.len();
-            s.objs.extend((0..n).map(|_| Obj {
-                name,
-                state: ObjState::WaitQueue {
-                    waiters: Vec::new(),
-                },
-            }));
+            s.objs.push_waitqueues(name, n);
             let gen_ = s.gen_;
             (first..first + n)
                 .map(|id| SimRaw {
@@ -1347,15 +1342,27 @@ fn sections_in_one_step(fp: &mut Vec<Op>) {
 }
 
 /// The runs of consecutive values of the increasing `v`: (first, length).
-fn runs(v: &[u64]) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for &x in v {
-        match out.last_mut() {
-            Some((first, n)) if *first + *n == x => *n += 1,
-            _ => out.push((x, 1)),
+fn runs(v: &[u64]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let first = *v.get(i)?;
+        let mut n = 1;
+        while v.get(i + n).is_some_and(|&x| x == first + n as u64) {
+            n += 1;
         }
-    }
-    out
+        i += n;
+        Some((first, n as u64))
+    })
+}
+
+#[cfg(test)]
+#[test]
+fn runs_are_the_consecutive_stretches() {
+    let r = |v: &[u64]| runs(v).collect::<Vec<_>>();
+    assert_eq!(r(&[]), vec![]);
+    assert_eq!(r(&[7]), vec![(7, 1)]);
+    assert_eq!(r(&[1, 2, 3, 5, 6, 9]), vec![(1, 3), (5, 2), (9, 1)]);
+    assert_eq!(r(&[0, 2, 4]), vec![(0, 1), (2, 1), (4, 1)]);
 }
 
 /// One access of the machine model by the current task, on the CPU it runs on (task `i` runs on
@@ -1388,7 +1395,7 @@ fn machine_op(
         for (first, n) in runs(&t.sets) {
             s.extra.push(Op::cache_sets(OpKind::Write, first, n));
         }
-        for d in t.dimms {
+        for &d in &t.dimms {
             s.touch(Op::dimm(OpKind::Write, d));
         }
         // Runs of consecutive lines as one entry each (a fence may make a whole file durable).
@@ -1398,6 +1405,9 @@ fn machine_op(
         }
         if t.global {
             s.touch(Op::new(OpKind::Write, Op::MACHINE));
+        }
+        if let Some(m) = s.machine.as_mut() {
+            m.recycle_touched(t);
         }
         let ns = r?;
         let done = now.saturating_add(ns);
@@ -1605,7 +1615,7 @@ impl Sim {
                 polling: false,
                 in_check: false,
                 spawned: Vec::new(),
-                last_wakes: Vec::new(),
+                last_wakes: std::collections::BTreeMap::new(),
                 memo: None,
                 steps: 0,
                 hasher: EventHasher::default(),
