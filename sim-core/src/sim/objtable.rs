@@ -131,6 +131,7 @@ mod tests {
                 class: LockClass::Spin,
                 holder: Some(3),
                 dirty: true,
+                no_lockless: false,
             },
         }
     }
