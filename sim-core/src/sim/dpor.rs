@@ -483,6 +483,28 @@ mod tests {
     }
 
     #[test]
+    fn a_join_owes_nothing_for_the_ends_of_the_tasks_it_joins() {
+        // Tasks 1 and 2 end (each writes its exit); task 3 joins both in one step. Each end
+        // races with the join, which cannot move before it: nothing is owed (without the
+        // rule, the race with task 1's end would owe task 2 first, an order of the ends).
+        let end = |t: u32, node| Event {
+            task: t,
+            fp: vec![Op::task(OpKind::Write, t as usize)],
+            node: Some(node),
+        };
+        let evs = [
+            end(1, 0),
+            end(2, 1),
+            Event {
+                task: 3,
+                fp: vec![Op::tasks(OpKind::Join, 1, 2)],
+                node: None,
+            },
+        ];
+        assert_eq!(run(&evs, 4, &[]), vec![vec![1], vec![2]]);
+    }
+
+    #[test]
     fn a_pending_step_races_with_every_step_outside_its_past() {
         let evs = [
             ev(0, OpKind::Write, 1, Some(0)),
