@@ -262,6 +262,12 @@ fn location(subject: &Subject, line: u32) -> String {
 
 /// A thread's counts on one line: `2 statements, 1 fault (1 PTE), signals: none`.
 fn thread_summary(t: &ThreadDetails, dax: bool) -> String {
+    if t.name == sim_fs::runner::EXIT_TASK && t.stats.is_none() {
+        return format!(
+            "process exit and end checks, {}",
+            plural(t.steps, "step", "steps")
+        );
+    }
     let mut parts = Vec::new();
     if let Some(s) = &t.stats {
         parts.push(plural(s.statements, "statement", "statements"));

@@ -192,7 +192,7 @@ impl Op {
     /// The last DIMM id (exclusive).
     pub const DIMM_END: u32 = 0xF000_0000;
     /// Task `t`'s exit has the id `TASK_BASE + t`: a join reads it, the task's last step
-    /// writes it.
+    /// writes it. A join of several tasks reads a range: `arg` exits from `obj` (`Op::tasks`).
     pub const TASK_BASE: u32 = 0xF000_0000;
     /// The last task-exit id (exclusive).
     pub const TASK_END: u32 = 0xFFFF_0000;
@@ -234,11 +234,28 @@ impl Op {
         Op::new(kind, ObjId(Op::TASK_BASE + (t % span) as u32))
     }
 
-    /// The task whose exit this op touches, if it touches one.
+    /// The footprint entry for the exits of the `n` tasks from `first` (a join of them all;
+    /// at least one, never past the last task id).
+    pub fn tasks(kind: OpKind, first: usize, n: u64) -> Op {
+        let span = u64::from(Op::TASK_END - Op::TASK_BASE);
+        let first = first as u64 % span;
+        Op {
+            kind,
+            obj: ObjId(Op::TASK_BASE + first as u32),
+            arg: n.clamp(1, span - first),
+        }
+    }
+
+    /// The first task whose exit this op touches, if it touches one.
     pub fn task_of(&self) -> Option<TaskId> {
+        self.tasks_of().map(|(first, _)| first)
+    }
+
+    /// The tasks whose exits this op touches, if it touches any: the first and how many.
+    pub fn tasks_of(&self) -> Option<(TaskId, u32)> {
         (Op::TASK_BASE..Op::TASK_END)
             .contains(&self.obj.0)
-            .then(|| TaskId(self.obj.0 - Op::TASK_BASE))
+            .then(|| (TaskId(self.obj.0 - Op::TASK_BASE), self.arg.max(1) as u32))
     }
 
     /// The footprint entry for keys `[first, first + len)` of the data of lock `lock` (a lock
@@ -282,11 +299,14 @@ impl Op {
     }
 
     /// The range of ids this op touches: `arg` lines from `obj` for a memory op, `arg` cache
-    /// sets from `obj` for a cache-set entry (ranges never leave their id space).
+    /// sets from `obj` for a cache-set entry, `arg` task exits from `obj` for a task's exit
+    /// (at least one; ranges never leave their id space).
     pub(crate) fn range(&self) -> Option<(u32, u64)> {
         let id = self.obj.0;
-        ((Op::MEM_BASE..Op::MEM_END).contains(&id) || (Op::SET_BASE..Op::SET_END).contains(&id))
-            .then_some((id, self.arg.max(1)))
+        ((Op::MEM_BASE..Op::MEM_END).contains(&id)
+            || (Op::SET_BASE..Op::SET_END).contains(&id)
+            || (Op::TASK_BASE..Op::TASK_END).contains(&id))
+        .then_some((id, self.arg.max(1)))
     }
 
     pub fn new(kind: OpKind, obj: ObjId) -> Op {
@@ -514,6 +534,16 @@ pub trait Platform: Clone + Send + Sync + 'static {
         Fut: Future<Output = ()> + 'static;
     /// Wait until task `t` has finished (a scheduling point enabled once it has).
     fn join(&self, t: &Self::RawTask) -> impl Future<Output = ()>;
+    /// Wait until every task of `ts` has finished. By default a join of each in turn; the
+    /// simulator joins tasks with consecutive ids in one step, enabled once they all have
+    /// finished, so that the joins are no steps of their own between the tasks' steps.
+    fn join_all(&self, ts: &[&Self::RawTask]) -> impl Future<Output = ()> {
+        async move {
+            for t in ts {
+                self.join(t).await;
+            }
+        }
+    }
 
     /// Mark that the calling task enters the model function `name` (a kernel name such as
     /// `grab_mapping_entry`); the returned guard marks the exit when dropped. Reports show each
@@ -540,10 +570,22 @@ pub struct JoinHandle<P: Platform> {
 }
 
 impl<P: Platform> JoinHandle<P> {
+    /// The handle of task `raw` (a platform's own spawn outside a task, such as
+    /// `Sim::spawn_joinable`, makes one).
+    pub fn from_raw(raw: P::RawTask) -> Self {
+        JoinHandle { raw }
+    }
+
     /// Wait until the task has finished (`kthread_stop`'s wait, `pthread_join`).
     pub async fn join(self, p: &P) {
         p.join(&self.raw).await
     }
+}
+
+/// Wait until every task of `hs` has finished ([`Platform::join_all`]).
+pub async fn join_all<P: Platform>(p: &P, hs: &[JoinHandle<P>]) {
+    let raw: Vec<&P::RawTask> = hs.iter().map(|h| &h.raw).collect();
+    p.join_all(&raw).await
 }
 
 /// Start task `name` running `f` from the calling task (a scheduling point).

@@ -18,12 +18,12 @@
 //! **Checks**: each statement's expectation (an unmet one is a `trace-expectation` violation
 //! naming thread, line, expected and got); the data oracle (`data` violation: a load returns
 //! other bytes than the file's content the execution implies at that moment; a shared store
-//! updates it, the header fill initialises it); at the end (the last thread to finish) every
-//! process exits (`Ctx::exit_processes`: pins dropped, every VMA unmapped, unlinked files no
+//! updates it, the header fill initialises it); at the end (the exit task, [`EXIT_TASK`],
+//! spawned after the threads, which joins each of them) every process exits (`Ctx::exit_processes`: pins dropped, every VMA unmapped, unlinked files no
 //! longer mapped evicted; alone, so no scheduling choice), then a log force, daxfs's
 //! in-core/media cross-check and fsck; the sim-mm invariants at the end, after exit (and after
 //! every step with [`TraceRunner::check_every_step`]); deadlock and lost wakeups are the
-//! engine's. With an `after-crash` section, the last thread then unmounts cleanly, shuts down
+//! engine's. With an `after-crash` section, the exit task then unmounts cleanly, shuts down
 //! (nothing lost), remounts with journal recovery, runs fsck, checks that every file reads back
 //! as the oracle says, and runs the section (`crashcheck::after`).
 //!
@@ -68,7 +68,7 @@ use rand_chacha::ChaCha8Rng;
 use sim_core::PmemPlatform;
 use sim_core::machine::{CrashImage, CrashPoint, Machine, MachineConfig};
 use sim_core::platform::{
-    Assertion, Platform, Spawner, TaskId, WaitKey, WaitQueue, WakeMode, wake_key_eq,
+    Assertion, Platform, Spawner, TaskId, WaitKey, WaitQueue, WakeMode, join_all, wake_key_eq,
 };
 use sim_core::sim::{MachineMemo, Model, Sim, SimConfig, SimPlatform};
 use sim_core::trace::{
@@ -90,6 +90,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::ThreadId;
 
 type P = SimPlatform;
+
+/// The name of the task that ends a run (after the trace threads, which it joins: process
+/// exit, the end checks, the after-crash section). Task ids: 0 the setup, 1..=n the threads,
+/// n + 1 this one. No thread can have this name (thread names have no `-`).
+pub const EXIT_TASK: &str = "end-of-run";
 
 #[path = "runner_mf.rs"]
 pub(crate) mod mf;
@@ -610,8 +615,6 @@ pub(crate) struct User {
     pub(crate) files: BTreeMap<u64, Arc<Vec<u8>>>,
     /// Anonymous (CoW) pages' contents: DRAM, outside the machine model.
     pub(crate) anon: BTreeMap<u64, Vec<u8>>,
-    /// Threads still running.
-    pub(crate) live: usize,
     /// Reads in flight, by a number of their own (the read oracle of `runner_file`).
     pub(crate) reads: BTreeMap<u64, ReadInFlight>,
     pub(crate) next_read: u64,
@@ -1225,8 +1228,8 @@ impl Ctx {
         got
     }
 
-    /// After the last thread: a log force, daxfs's in-core/media cross-check and fsck (not on a
-    /// file system that shut down).
+    /// After the threads (in the exit task): a log force, daxfs's in-core/media cross-check and
+    /// fsck (not on a file system that shut down).
     async fn end_checks(&self, p: &P) {
         // A file system shut down by a metadata failure writes nothing more (XFS refuses the
         // log force and unmount's writes); fsck would only name the poisoned metadata.
@@ -1449,7 +1452,6 @@ async fn setup_world(
         mf: mf::MfState::new(trace),
         user: Mutex::new(User {
             files,
-            live: threads.len(),
             ..User::default()
         }),
         crash,
@@ -1545,9 +1547,10 @@ impl Model for TraceRunner {
             },
         );
         let bugs = self.bugs;
+        let mut threads = Vec::new();
         for name in &self.threads {
             let (trace, ctx, name2) = (self.trace.clone(), ctx.clone(), name.clone());
-            sim.spawn(name, move || async move {
+            threads.push(sim.spawn_joinable(name, move || async move {
                 let proc = trace.header.process_of(&name2).to_string();
                 // Announce the first line before doing anything, so that trace-order starts
                 // with the thread whose first statement comes first in the file.
@@ -1594,31 +1597,30 @@ impl Model for TraceRunner {
                         break;
                     }
                 }
-                // Whether this thread is the last to finish depends on every other thread's
-                // end: the step reads their exits, so process exit and the end checks below
-                // come after every step of theirs (as after joins), and two threads' ends
-                // conflict (who is last is an order the search must see both ways).
-                p.read_task_exits();
-                let last = {
-                    let mut u = ctx.user.lock().unwrap();
-                    u.live -= 1;
-                    u.live == 0
-                };
-                if last {
-                    if let Some(e) = ctx.exit_processes(&p).await {
-                        fail(&p, "process-exit", e).await;
-                    }
-                    ctx.end_checks(&p).await;
-                    // crashcheck checks the section on every crash image instead.
-                    if trace.after_crash.is_some() && ctx.crash.is_none() {
-                        crate::crashcheck::after::clean_shutdown_and_after_crash(
-                            &p, &ctx, &trace, pmem, bugs,
-                        )
-                        .await;
-                    }
-                }
-            });
+            }));
         }
+        // The end of the run is a task of its own, spawned after the threads (which keep task
+        // ids 1..=n): it joins them all in one step, enabled once every thread has finished, so
+        // process exit, the end checks and the after-crash section come after every step of
+        // every thread. A thread's end races only with the join, which cannot come first, so no
+        // two threads' ends race; and the join is no step of its own between the threads' steps
+        // (joined one by one, each join could move among them, and DPOR took those steps as
+        // the first of the orders it owed).
+        let trace = self.trace.clone();
+        sim.spawn(EXIT_TASK, move || async move {
+            join_all(&p, &threads).await;
+            if let Some(e) = ctx.exit_processes(&p).await {
+                fail(&p, "process-exit", e).await;
+            }
+            ctx.end_checks(&p).await;
+            // crashcheck checks the section on every crash image instead.
+            if trace.after_crash.is_some() && ctx.crash.is_none() {
+                crate::crashcheck::after::clean_shutdown_and_after_crash(
+                    &p, &ctx, &trace, pmem, bugs,
+                )
+                .await;
+            }
+        });
     }
 }
 

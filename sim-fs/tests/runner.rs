@@ -411,12 +411,13 @@ t load m+0 8 => 0x11
     assert!(rep.exhausted && rep.runs > 1, "runs {}", rep.runs);
 }
 
-/// The end of a run (process exit, the end checks) is done by the last thread to finish, and
-/// its steps touch every process's page tables: without a read of the other threads' exits in
-/// the step that decides "last" (`SimPlatform::read_task_exits`), DPOR sees races between those
-/// steps and the other threads' earlier steps, which they can never precede, and most of its
-/// branches end cut short (on this trace: 26 of 58 runs; with the read: 2 of 40). The answer
-/// is the same either way (clean, exhausted).
+/// The end of a run (process exit, the end checks) is the end-of-run task's, which joins every
+/// thread in one step: its steps happen after every step of every thread, so DPOR sees no race
+/// between them and the threads' earlier steps (which they can never precede), nor between a
+/// thread's end and the join (the join cannot come first). On this trace: 34 runs, 2 cut short
+/// by sleep sets. With the end done by the last thread to finish, after a read of the other
+/// threads' exits, it took 40 runs (2 cut short): the two ends raced ("who is last"); without
+/// that read, 58 runs (26 cut short). The answer is the same either way (clean, exhausted).
 #[test]
 fn the_end_of_a_run_comes_after_every_other_thread_for_dpor() {
     let src = "pmsim-trace 1
@@ -450,6 +451,79 @@ b stat /h => size=1MiB
         rep.redundant_runs,
         rep.runs
     );
+    // Fewer than when the two threads' ends raced.
+    assert!(rep.runs < 40, "runs {}", rep.runs);
+}
+
+/// Three threads (processes of their own) that each stat a file of their own: nothing they do
+/// conflicts, and their ends conflict with nothing but the end-of-run task's join, so DPOR
+/// exhausts the space in one run. With the end done by the last thread to finish it took 6
+/// runs (every order of the three ends); with the end task joining the threads one by one,
+/// 3 runs (2 cut short: each join could move among the other threads' steps).
+#[test]
+fn thread_ends_do_not_race_for_dpor() {
+    let src = "pmsim-trace 1
+machine cpus=2 pmem=16MiB
+file /f size=64K fill=0x11 prealloc
+file /g size=64K fill=0x22 prealloc
+file /h size=64K fill=0x33 prealloc
+a stat /f => size=64K
+b stat /g => size=64K
+c stat /h => size=64K
+";
+    let mut mc = MachineConfig::default();
+    mc.set("pmem", &(16u64 << 20).to_string()).unwrap();
+    mc.set("cpus", "2").unwrap();
+    let runner = TraceRunner::new(trace(src), mc, &[]).unwrap();
+    let cfg = ExploreConfig {
+        strategy: Strategy::Dfs {
+            preemption_bound: None,
+        },
+        ..ExploreConfig::default()
+    };
+    let rep = explore(&runner, &cfg, &mut |_| {}).unwrap();
+    assert!(rep.failure.is_none(), "{}", rep.failure.unwrap().violation);
+    assert!(rep.exhausted);
+    assert_eq!((rep.runs, rep.redundant_runs), (1, 0));
+}
+
+/// Plain DFS (no sleep sets, no DPOR), sleep sets and DPOR reach the same final states on a
+/// three-thread trace whose outcome depends on the order (`b` and `c` stat the file `a`
+/// creates: either may find it missing), with the end-of-run task after the threads: the
+/// violation (kind and message) or a clean end, and each thread's counts.
+#[test]
+fn every_reduction_reaches_the_final_states_of_plain_dfs_with_the_end_task() {
+    use sim_core::sim::RunEnd;
+    use sim_core::sim::reduction::compare_reductions;
+    let src = "pmsim-trace 1
+machine cpus=2 pmem=8MiB
+proc app threads=a,b,c
+file /f size=4K fill=0x11 prealloc
+a create /x
+b stat /x => size=0
+c stat /x => size=0
+";
+    let mut mc = MachineConfig::default();
+    mc.set("pmem", &(8u64 << 20).to_string()).unwrap();
+    mc.set("cpus", "2").unwrap();
+    let runner = TraceRunner::new(trace(src), mc, &[]).unwrap();
+    let mut observe = |_: &sim_core::sim::Sim, end: &RunEnd| {
+        let end = match end {
+            RunEnd::Violation(v) => format!("{}: {}", v.kind.name(), v.message),
+            other => format!("{other:?}"),
+        };
+        let stats: Vec<(String, u64, u64)> = sim_fs::runner::last_run_stats()
+            .into_iter()
+            .map(|(t, s)| (t, s.statements, s.errors))
+            .collect();
+        (end, stats)
+    };
+    let c = compare_reductions(&runner, &mut observe).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{}: {:?}", c.runs(), c.plain.outcomes);
+    // Clean, b finds no /x, c finds no /x (the first unmet expectation ends the run).
+    let ends: std::collections::BTreeSet<&String> = c.plain.outcomes.iter().map(|o| &o.0).collect();
+    assert_eq!(ends.len(), 3, "{:?}", c.plain.outcomes);
+    assert!(c.dpor.runs < c.plain.runs, "{}", c.runs());
 }
 
 /// The worker threads of a divided search share one runner: each thread inspects the world of

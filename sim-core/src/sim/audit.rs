@@ -338,6 +338,10 @@ fn describe(fp: &[Op]) -> String {
                 Op::MACHINE => " machine".into(),
                 Op::DMESG => " dmesg".into(),
                 Op::ALLOC => " object-table".into(),
+                ObjId(id) if (Op::TASK_BASE..Op::TASK_END).contains(&id) && o.arg > 1 => {
+                    let first = id - Op::TASK_BASE;
+                    format!(" task{first}..{}-exits", first as u64 + o.arg - 1)
+                }
                 ObjId(id) if (Op::TASK_BASE..Op::TASK_END).contains(&id) => {
                     format!(" task{}-exit", id - Op::TASK_BASE)
                 }

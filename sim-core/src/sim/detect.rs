@@ -165,10 +165,16 @@ pub(super) fn obj_name(s: &State, op: &Op) -> String {
     if op.obj == Op::ALLOC {
         return "object table".into();
     }
-    if let Some(t) = op.task_of() {
-        return match s.tasks.get(t.0 as usize) {
-            Some(task) => format!("{}#{} exit", task.name, t.0),
-            None => format!("task#{} exit", t.0),
+    if let Some((first, n)) = op.tasks_of() {
+        let names: Vec<String> = (first.0..first.0 + n)
+            .map(|t| match s.tasks.get(t as usize) {
+                Some(task) => format!("{}#{t}", task.name),
+                None => format!("task#{t}"),
+            })
+            .collect();
+        return match n {
+            1 => format!("{} exit", names[0]),
+            _ => format!("exits of {}", names.join(", ")),
         };
     }
     match s.objs.get(op.obj.0 as usize) {
@@ -309,7 +315,11 @@ fn in_path(path: &[&'static str]) -> String {
 pub(super) fn waits_for(s: &State, t: usize) -> Vec<u32> {
     let op = s.tasks[t].next;
     if op.kind == OpKind::Join {
-        return op.task_of().map(|c| c.0).into_iter().collect();
+        return op.tasks_of().map_or(Vec::new(), |(c, n)| {
+            (c.0..c.0 + n)
+                .filter(|&c| s.tasks[c as usize].status != TaskStatus::Finished)
+                .collect()
+        });
     }
     match (op.kind, s.objs.get(op.obj.0 as usize).map(|o| &o.state)) {
         (

@@ -35,6 +35,12 @@
 //! critical section of a lock another task holds across several steps races with each of
 //! the holder's steps in between, and none of those races can be reversed.
 //!
+//! A join and the last step of a task it joins are no race either, initial or not: that step
+//! writes the exit the join waits for, so it enables the join, which no ordering of `v` can
+//! move before it. (A join of several tasks has the other tasks' ends in `v` before it, so
+//! the rule above does not see it; each such race would owe another task at the state before
+//! the end, as if the tasks' ends had an order to explore.)
+//!
 //! # Runs cut short
 //! A run that ends in a violation (a BUG, a deadlock, a lost wake-up, the step limit) leaves
 //! tasks with a step they never took; plain DFS would also stop there, but the other orders of
@@ -44,7 +50,7 @@
 //! because every enabled task sleeps are analysed on their executed steps only, as Algorithm 1
 //! does.
 
-use crate::platform::{Op, footprint_sig, footprints_depend_sig};
+use crate::platform::{Op, OpKind, footprint_sig, footprints_depend_sig};
 
 /// One executed step of a run.
 pub(super) struct Event {
@@ -53,6 +59,17 @@ pub(super) struct Event {
     /// The DFS node at which this step was chosen (None: one task was awake, so the others
     /// that were enabled there were asleep).
     pub node: Option<usize>,
+}
+
+/// Whether step `j` joins the task that step `i` ends: `j`'s announced op is a join of `i`'s
+/// task, and `i` writes its exit (no race, see "Races").
+fn joins_end_of(i: &Event, j: &Event) -> bool {
+    j.fp.first().is_some_and(|op| {
+        op.kind == OpKind::Join
+            && op
+                .tasks_of()
+                .is_some_and(|(first, n)| (first.0..first.0 + n).contains(&i.task))
+    }) && i.fp.contains(&Op::task(OpKind::Write, i.task as usize))
 }
 
 /// The backtrack sets of the DFS tree, as the race analysis sees them.
@@ -232,12 +249,10 @@ pub(super) fn analyse(tree: &mut dyn Tree, events: &[Event], tasks: usize, pendi
             }
             let from = steps.partition_point(|&i| i < past[t] as usize);
             let to = steps.partition_point(|&i| i < j);
-            races.extend(
-                steps[from..to]
-                    .iter()
-                    .copied()
-                    .filter(|&i| footprints_depend_sig(&events[i].fp, sigs[i], &e.fp, sigs[j])),
-            );
+            races.extend(steps[from..to].iter().copied().filter(|&i| {
+                footprints_depend_sig(&events[i].fp, sigs[i], &e.fp, sigs[j])
+                    && !joins_end_of(&events[i], e)
+            }));
         }
         races.sort_unstable();
         for &i in &races {
@@ -366,6 +381,7 @@ mod tests {
                     && events[i].node.is_some()
                     && past[t] as usize <= i
                     && footprints_depend(&events[i].fp, &e.fp)
+                    && !joins_end_of(&events[i], e)
                 {
                     owe(tree, events, &cl, &mut first, i, j, e.task, cl.row(j));
                 }
@@ -464,6 +480,28 @@ mod tests {
         assert_eq!(bt[0], vec![0, 2]);
         // (2.w y, 1.r y) owes 1 before 2's write.
         assert_eq!(bt[1], vec![2, 1]);
+    }
+
+    #[test]
+    fn a_join_owes_nothing_for_the_ends_of_the_tasks_it_joins() {
+        // Tasks 1 and 2 end (each writes its exit); task 3 joins both in one step. Each end
+        // races with the join, which cannot move before it: nothing is owed (without the
+        // rule, the race with task 1's end would owe task 2 first, an order of the ends).
+        let end = |t: u32, node| Event {
+            task: t,
+            fp: vec![Op::task(OpKind::Write, t as usize)],
+            node: Some(node),
+        };
+        let evs = [
+            end(1, 0),
+            end(2, 1),
+            Event {
+                task: 3,
+                fp: vec![Op::tasks(OpKind::Join, 1, 2)],
+                node: None,
+            },
+        ];
+        assert_eq!(run(&evs, 4, &[]), vec![vec![1], vec![2]]);
     }
 
     #[test]

@@ -222,9 +222,15 @@ impl Pct {
     ) -> RunResult {
         let mut rng = pct_rng(seed);
         let mut run: Option<PctRun> = None;
-        // Priorities are drawn at the first choice, once every task exists.
+        // Priorities are drawn at the first choice, once every task exists, for the tasks up
+        // to the last that can move; the tasks after it (one that waits to join the others)
+        // get theirs as tasks spawned later do (`grow`), after the change points, so that they
+        // change no other task's draw.
         let mut choose = |sim: &Sim, en: &[TaskId]| {
-            let r = run.get_or_insert_with(|| self.start(&mut rng, sim.task_count()));
+            let r = run.get_or_insert_with(|| {
+                let movers = en.iter().map(|t| t.0 as usize + 1).max().unwrap_or(0);
+                self.start(&mut rng, movers.max(1).min(sim.task_count()))
+            });
             r.grow(&mut rng, self.depth, sim.task_count());
             r.choose(en)
         };

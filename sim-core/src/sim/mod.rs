@@ -156,8 +156,8 @@ pub use schedule::Schedule;
 use crate::events::{EventHasher, EventLog, LogEvent};
 use crate::machine::{Machine, MemError};
 use crate::platform::{
-    Assertion, LockClass, ObjId, Op, OpKind, Platform, PmemPlatform, Spawner, TaskId, WaitKey,
-    WaiterId, WakeFn, WakeMode,
+    Assertion, JoinHandle, LockClass, ObjId, Op, OpKind, Platform, PmemPlatform, Spawner, TaskId,
+    WaitKey, WaiterId, WakeFn, WakeMode,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -444,9 +444,9 @@ impl State {
                 ObjState::RwSem { readers, writer: None, .. } if readers.is_empty()
             ),
             OpKind::Schedule => task.wait.is_none_or(|w| w.woken),
-            OpKind::Join => op
-                .task_of()
-                .is_some_and(|c| self.tasks[c.0 as usize].status == TaskStatus::Finished),
+            OpKind::Join => op.tasks_of().is_some_and(|(c, n)| {
+                (c.0..c.0 + n).all(|c| self.tasks[c as usize].status == TaskStatus::Finished)
+            }),
             OpKind::Exit => false,
             _ => true,
         }
@@ -1289,6 +1289,29 @@ impl Platform for SimPlatform {
         });
         announce(Op::task(OpKind::Join, t.id.0 as usize)).await;
     }
+
+    // Tasks with consecutive ids: one step that reads their exits; others: a join of each.
+    async fn join_all(&self, ts: &[&SimTask]) {
+        let mut ids: Vec<u32> = with_state(|s| {
+            for t in ts {
+                assert_eq!(
+                    t.gen_, s.gen_,
+                    "a task was joined outside the simulation that created it"
+                );
+            }
+            ts.iter().map(|t| t.id.0).collect()
+        });
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() || ids.windows(2).any(|w| w[1] != w[0] + 1) {
+            for t in ts {
+                self.join(t).await;
+            }
+            return;
+        }
+        with_state(|s| s.might_sleep("join"));
+        announce(Op::tasks(OpKind::Join, ids[0] as usize, ids.len() as u64)).await;
+    }
 }
 
 /// A store to pmem or a flush: the machine can crash before it, so crash checking stops
@@ -1447,23 +1470,6 @@ impl SimPlatform {
             req("inject_poison", addr, &[], &mut []),
             |m, _now, _cpu, _| m.inject_poison(addr, len).map(|()| 0),
         )
-    }
-
-    /// The calling step decides something from which of the other tasks have finished (a
-    /// model's "am I the last one?" count kept outside the platform): its footprint gets a read
-    /// of every other task's exit (`Op::task`, as a join reads it), finished or not. So the
-    /// step conflicts with each other task's finishing step (which writes that exit), and
-    /// whatever the deciding task does afterwards happens after every step of the tasks it
-    /// found finished, as after joins. No scheduling point, no step of its own.
-    pub fn read_task_exits(&self) {
-        with_state(|s| {
-            let me = s.current as usize;
-            for t in 0..s.tasks.len() {
-                if t != me {
-                    s.touch(Op::task(OpKind::Join, t));
-                }
-            }
-        })
     }
 }
 
@@ -2085,15 +2091,31 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// Start task `name` before the run, as [`Spawner::spawn`] does, and return its handle,
+    /// so that a task spawned after it can join it (a model's task that waits for the others).
+    pub fn spawn_joinable<F, Fut>(&mut self, name: &str, f: F) -> JoinHandle<SimPlatform>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let (idx, gen_) = with_state(|s| (s.push_task(name, 0), s.gen_));
+        self.futures.push(Some(Box::pin(f())));
+        self.start_task(idx);
+        JoinHandle::from_raw(SimTask {
+            id: TaskId(idx as u32),
+            gen_,
+        })
+    }
+}
+
 impl Spawner<SimPlatform> for Sim {
     fn spawn<F, Fut>(&mut self, name: &str, f: F)
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        let idx = with_state(|s| s.push_task(name, 0));
-        self.futures.push(Some(Box::pin(f())));
-        self.start_task(idx);
+        self.spawn_joinable(name, f);
     }
 }
 

@@ -249,8 +249,12 @@ fn obj_text(run: &RecordedRun, op: &Op) -> String {
     if (Op::MEM_BASE..Op::MEM_END).contains(&id) {
         return format!("pmem {:#x}", (id - Op::MEM_BASE) as u64 * 64);
     }
-    if let Some(t) = op.task_of() {
-        return format!("{}'s exit", task_name(run, t.0));
+    if let Some((first, n)) = op.tasks_of() {
+        let names: Vec<String> = (first.0..first.0 + n).map(|t| task_name(run, t)).collect();
+        return match n {
+            1 => format!("{}'s exit", names[0]),
+            _ => format!("the exits of {}", names.join(", ")),
+        };
     }
     if let Some((l, first, len)) = op.part_of() {
         let name = run

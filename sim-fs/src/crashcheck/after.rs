@@ -173,7 +173,6 @@ pub(crate) async fn after_crash(
         npages,
         user: Mutex::new(User {
             files,
-            live: 1,
             ..User::default()
         }),
         names_wq: WaitQueue::new(p, "trace_mapping_names"),
