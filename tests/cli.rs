@@ -271,9 +271,10 @@ fn bench_explore_compares_dpor_with_sleep_sets_alone() {
 }
 
 /// The shipped PMD missed wake-up trace without its bug line is exhausted by unbounded dfs
-/// with DPOR (8,065 runs, 3,241 cut short by sleep sets, 49 s of CPU in a release build on
-/// the 2-vCPU CI VM, after copy-on-write staging and xarray parts; sleep sets alone had not
-/// finished after 2,762 runs). Ignored: many minutes in a debug build.
+/// with DPOR (6,168 runs, 1 cut short by sleep sets, 28 s of CPU in a release build on the
+/// 2-vCPU VM, with atomic xa_lock sections and the end-of-run task; before them 8,065 runs,
+/// 3,241 cut short; sleep sets alone had not finished after 2,762 runs). Ignored: many
+/// minutes in a debug build.
 #[test]
 #[ignore]
 fn the_clean_pmd_missed_wakeup_trace_is_exhausted_by_dfs_with_dpor() {
