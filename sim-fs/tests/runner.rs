@@ -432,17 +432,7 @@ a store m+0x3000 8 0xab
 b yield
 b stat /h => size=1MiB
 ";
-    let mut mc = MachineConfig::default();
-    mc.set("pmem", &(64u64 << 20).to_string()).unwrap();
-    mc.set("cpus", "2").unwrap();
-    let runner = TraceRunner::new(trace(src), mc, &[]).unwrap();
-    let cfg = ExploreConfig {
-        strategy: Strategy::Dfs {
-            preemption_bound: None,
-        },
-        ..ExploreConfig::default()
-    };
-    let rep = explore(&runner, &cfg, &mut |_| {}).unwrap();
+    let rep = unbounded_dfs(src, 64);
     assert!(rep.failure.is_none(), "{}", rep.failure.unwrap().violation);
     assert!(rep.exhausted, "runs {}", rep.runs);
     assert!(
@@ -471,8 +461,17 @@ a stat /f => size=64K
 b stat /g => size=64K
 c stat /h => size=64K
 ";
+    let rep = unbounded_dfs(src, 16);
+    assert!(rep.failure.is_none(), "{}", rep.failure.unwrap().violation);
+    assert!(rep.exhausted);
+    assert_eq!((rep.runs, rep.redundant_runs), (1, 0));
+}
+
+/// Unbounded dfs (DPOR and sleep sets) over trace `src` on a 2-CPU machine with `pmem_mib` MiB
+/// of pmem.
+fn unbounded_dfs(src: &str, pmem_mib: u64) -> sim_core::sim::ExploreReport {
     let mut mc = MachineConfig::default();
-    mc.set("pmem", &(16u64 << 20).to_string()).unwrap();
+    mc.set("pmem", &(pmem_mib << 20).to_string()).unwrap();
     mc.set("cpus", "2").unwrap();
     let runner = TraceRunner::new(trace(src), mc, &[]).unwrap();
     let cfg = ExploreConfig {
@@ -481,10 +480,7 @@ c stat /h => size=64K
         },
         ..ExploreConfig::default()
     };
-    let rep = explore(&runner, &cfg, &mut |_| {}).unwrap();
-    assert!(rep.failure.is_none(), "{}", rep.failure.unwrap().violation);
-    assert!(rep.exhausted);
-    assert_eq!((rep.runs, rep.redundant_runs), (1, 0));
+    explore(&runner, &cfg, &mut |_| {}).unwrap()
 }
 
 /// Plain DFS (no sleep sets, no DPOR), sleep sets and DPOR reach the same final states on a
