@@ -467,6 +467,11 @@ pub trait Platform: Clone + Send + Sync + 'static {
     fn up_read(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
     fn down_write(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
     fn up_write(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
+    /// The writer holding `s` takes mutable access to the data `s` protects (a write guard's
+    /// `DerefMut`). No scheduling point. The simulator notes it in the step's footprint, so
+    /// that a write section taken and released in one step that changed nothing is folded
+    /// like a read-only lock section (`sim` "Footprints"). Natively it does nothing.
+    fn rwsem_data_mut(&self, _s: &Self::RawRwSem) {}
     /// `downgrade_write`: a held write lock becomes a read lock.
     fn downgrade_write(&self, s: &Self::RawRwSem) -> impl Future<Output = ()>;
     /// Release without a scheduling point (guard drop); `write` says which side is held.
@@ -786,6 +791,21 @@ macro_rules! guarded_lock {
                 }
             }
 
+            /// The data, for a read whose answer depends on the keys `f` reports with it:
+            /// `f` returns `(answer, first, len)` (on a lock with parts: a read of keys
+            /// `[first, first + len)`, nothing when `len` is 0; on another lock, the same as
+            /// `Deref`). For a read that finds where it stops as it goes (the first entry of a
+            /// range). The caller's contract: the answer is the same on every data that
+            /// agrees with this one on those keys.
+            pub fn part_seen<R>(&self, f: impl FnOnce(&T) -> (R, u64, u64)) -> R {
+                // SAFETY: the guard holds the lock.
+                let (r, first, len) = f(unsafe { &*self.lock.data.get() });
+                if self.lock.parts && len > 0 {
+                    self.p.lock_data_part(&self.lock.raw, OpKind::Read, first, len);
+                }
+                r
+            }
+
             /// The data, for a change of keys `[first, first + len)` only (on a lock with
             /// parts; on another lock, the same as `DerefMut`). The caller's contract: what it
             /// reads and changes through this reference is those keys alone.
@@ -976,6 +996,7 @@ impl<P: Platform, T> Deref for RwSemWriteGuard<'_, P, T> {
 
 impl<P: Platform, T> DerefMut for RwSemWriteGuard<'_, P, T> {
     fn deref_mut(&mut self) -> &mut T {
+        self.p.rwsem_data_mut(&self.sem.raw);
         // SAFETY: held exclusively.
         unsafe { &mut *self.sem.data.get() }
     }

@@ -38,11 +38,7 @@ struct Outcome {
 }
 
 fn outcome(sim: &Sim, end: &RunEnd) -> Outcome {
-    let end = match end {
-        RunEnd::Done => "done".to_string(),
-        RunEnd::Violation(v) => v.kind.name(),
-        RunEnd::Abandoned => unreachable!("abandoned runs are not observed"),
-    };
+    let end = end.name();
     let p = sim.platform();
     let data = DATA.with(|d| d.borrow().iter().map(|l| l.peek(&p, |v| *v)).collect());
     let mut notes = NOTES.with(|n| n.borrow().clone());

@@ -144,11 +144,7 @@ fn whole(sim: &mut Sim) {
 }
 
 fn outcome(sim: &Sim, end: &RunEnd) -> Outcome {
-    let end = match end {
-        RunEnd::Done => "done".to_string(),
-        RunEnd::Violation(v) => v.kind.name(),
-        RunEnd::Abandoned => unreachable!("abandoned runs are not observed"),
-    };
+    let end = end.name();
     let p = sim.platform();
     let data = DATA.with(|d| d.borrow().as_ref().and_then(|l| l.peek(&p, |v| *v)));
     let mut notes = NOTES.with(|n| n.borrow().clone());

@@ -25,6 +25,7 @@ use sim_core::platform::{MutexGuard, Platform, RwSemReadGuard, RwSemWriteGuard};
 use sim_core::{Mutex, PmemPlatform, RwSem};
 use sim_mm::world::{AddressSpace, MmWorld};
 use std::collections::BTreeMap;
+use std::ops::DerefMut;
 use std::sync::Arc;
 
 /// An inode's in-core state (under its `ILOCK`).
@@ -840,7 +841,13 @@ impl<P: PmemPlatform> Daxfs<P> {
     /// Whether the inode's metadata other than timestamps (`core`, ILOCK held; see
     /// [`InodeCore::logged_seq`]) is durable: without the log mutex when the inode has already
     /// seen its last such change durable.
-    pub async fn inode_durable(&self, p: &P, core: &mut InodeCore) -> bool {
+    pub async fn inode_durable<G: DerefMut<Target = InodeCore>>(
+        &self,
+        p: &P,
+        core: &mut G,
+    ) -> bool {
+        // Through `Deref` until there is something to change: a holder of the ILOCK that
+        // changes nothing does not write the inode (`Platform::rwsem_data_mut`).
         if core.logged_seq <= core.durable_seen {
             return true;
         }

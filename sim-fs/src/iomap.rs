@@ -40,6 +40,7 @@ use sim_mm::dax::iomap::{
     IOMAP_F_DIRTY, IOMAP_F_NEW, IOMAP_F_SHARED, IOMAP_WRITE, Iomap, IomapOps, IomapPair, IomapType,
 };
 use std::collections::BTreeMap;
+use std::ops::DerefMut;
 use std::sync::Arc;
 
 /// An open file of a daxfs: what the DAX core calls iomap on.
@@ -62,11 +63,13 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         DaxfsFile { fs, inode }
     }
 
-    /// `iomap_begin` with the ILOCK held.
+    /// `iomap_begin` with the ILOCK held exclusively. It reaches the inode through `Deref`
+    /// where it only reads and through `DerefMut` only where it changes it, so a write fault
+    /// into written blocks leaves the inode unwritten (`Platform::rwsem_data_mut`).
     async fn begin_locked(
         &self,
         p: &P,
-        core: &mut InodeCore,
+        core: &mut impl DerefMut<Target = InodeCore>,
         pos: u64,
         length: u64,
         flags: u32,
@@ -392,7 +395,9 @@ impl<P: PmemPlatform> DaxfsFile<P> {
         length: u64,
         flags: u32,
     ) -> Result<IomapPair, FsError> {
-        let m = self.begin_locked(p, core, pos, length, flags).await?;
+        let m = self
+            .begin_locked(p, &mut &mut *core, pos, length, flags)
+            .await?;
         if flags & IOMAP_WRITE != 0 && m.iomap.has(IOMAP_F_SHARED) {
             self.cow_end(p, core, &m.iomap, true).await?;
         }

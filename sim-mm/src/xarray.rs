@@ -30,6 +30,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound;
 
+/// The indices `[first, end)` an xarray read's answer depends on (its result and the state it
+/// leaves in the `XaState`): what it found there, or that nothing was there. The read never
+/// looks at an index outside, so a change elsewhere leaves the answer as it was (see
+/// [`XaOps`]). Empty (`first == end`) when the answer depends on no index.
+type Seen = (u64, u64);
+
+/// What a read that looks at no index depends on.
+const NOTHING_SEEN: Seen = (0, 0);
+
 /// One raw xarray word.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct XaEntry(pub u64);
@@ -273,11 +282,6 @@ impl XArray {
         }
     }
 
-    /// Whether some entry starts in `[first, end)`.
-    fn any_in(&self, first: u64, end: u64) -> bool {
-        self.slots.range(first..end).next().is_some()
-    }
-
     /// `xa_load`: the entry covering `index`, or NULL.
     #[inline]
     pub fn xa_load(&self, index: u64) -> XaEntry {
@@ -298,19 +302,31 @@ impl XArray {
     /// order; for a multi-index state over a range holding only smaller entries, a node entry;
     /// else NULL.
     pub fn xas_load(&self, xas: &mut XaState) -> XaEntry {
+        self.xas_load_seen(xas).0
+    }
+
+    /// [`XArray::xas_load`] with the indices its answer depends on ([`Seen`]).
+    fn xas_load_seen(&self, xas: &XaState) -> (XaEntry, Seen) {
         let start = xas.xa_index;
+        // Whether (and by what) `start` is covered: one index.
+        let one = (start, start.saturating_add(1));
         if let Some((_, s)) = self.covering(start) {
             // A smaller entry at the very start of a multi-index state's range is "below the
             // node" the walk stops at.
             if s.order >= xas.xa_order {
-                return s.entry;
+                return (s.entry, one);
             }
-            return XA_NODE_ENTRY;
+            return (XA_NODE_ENTRY, one);
         }
-        if xas.xa_order > 0 && self.any_in(start, start + xas.nr()) {
-            return XA_NODE_ENTRY;
+        if xas.xa_order > 0 {
+            let end = start.saturating_add(xas.nr());
+            // Up to the first entry starting in the range (whether there is one), or all of it.
+            return match self.slots.range(start..end).next() {
+                Some((&k, _)) => (XA_NODE_ENTRY, (start, k.saturating_add(1))),
+                None => (XaEntry::NULL, (start, end)),
+            };
         }
-        XaEntry::NULL
+        (XaEntry::NULL, one)
     }
 
     /// `xas_store`: store `entry` (NULL erases) with the state's order; returns what was there
@@ -369,14 +385,19 @@ impl XArray {
     /// entry of any order covering `xa_index`; NULL when there are no more. Does not move
     /// `xa_index`.
     pub fn xas_find_conflict(&self, xas: &mut XaState) -> XaEntry {
+        self.xas_find_conflict_seen(xas).0
+    }
+
+    /// [`XArray::xas_find_conflict`] with the indices its answer depends on ([`Seen`]).
+    fn xas_find_conflict_seen(&self, xas: &mut XaState) -> (XaEntry, Seen) {
         let first = xas.xa_index;
         let end = first + xas.nr();
         let from = match xas.xa_node {
-            XaCursor::Bounds => return XaEntry::NULL,
+            XaCursor::Bounds => return (XaEntry::NULL, NOTHING_SEEN),
             XaCursor::Restart => {
                 if let Some((s0, s)) = self.covering(first) {
                     xas.xa_node = XaCursor::After(s0 + (1u64 << s.order));
-                    return s.entry;
+                    return (s.entry, (first, first.saturating_add(1)));
                 }
                 first
             }
@@ -384,16 +405,18 @@ impl XArray {
         };
         if from >= end {
             xas.xa_node = XaCursor::Bounds;
-            return XaEntry::NULL;
+            return (XaEntry::NULL, NOTHING_SEEN);
         }
+        // From where the walk starts (`first` itself, found uncovered, on a restart) to the
+        // entry it stops at, or to the end of the range.
         match self.slots.range(from..end).next() {
             Some((&k, s)) => {
                 xas.xa_node = XaCursor::After(k + (1u64 << s.order));
-                s.entry
+                (s.entry, (from, k.saturating_add(1)))
             }
             None => {
                 xas.xa_node = XaCursor::Bounds;
-                XaEntry::NULL
+                (XaEntry::NULL, (from, end))
             }
         }
     }
@@ -411,28 +434,41 @@ impl XArray {
     }
 
     fn find_filtered(&self, xas: &mut XaState, max: u64, mark: Option<XaMark>) -> XaEntry {
+        self.find_filtered_seen(xas, max, mark).0
+    }
+
+    /// [`XArray::xas_find`] (with `mark`: [`XArray::xas_find_marked`]) with the indices its
+    /// answer depends on ([`Seen`]).
+    fn find_filtered_seen(
+        &self,
+        xas: &mut XaState,
+        max: u64,
+        mark: Option<XaMark>,
+    ) -> (XaEntry, Seen) {
         let ok = |s: &Slot| mark.is_none_or(|m| s.marks & m.bit() != 0);
-        let from = match xas.xa_node {
-            XaCursor::Bounds => return XaEntry::NULL,
+        // The walk looks from `seen_from` on: `xa_index` itself on a restart.
+        let (from, seen_from) = match xas.xa_node {
+            XaCursor::Bounds => return (XaEntry::NULL, NOTHING_SEEN),
             XaCursor::Restart => {
-                if xas.xa_index > max {
+                let i = xas.xa_index;
+                if i > max {
                     xas.xa_node = XaCursor::Bounds;
-                    return XaEntry::NULL;
+                    return (XaEntry::NULL, NOTHING_SEEN);
                 }
-                if let Some((s0, s)) = self.covering(xas.xa_index)
+                if let Some((s0, s)) = self.covering(i)
                     && ok(s)
                 {
                     xas.xa_node = XaCursor::After(s0 + (1u64 << s.order));
-                    return s.entry;
+                    return (s.entry, (i, i.saturating_add(1)));
                 }
                 // Strictly after xa_index (an entry starting there was just checked).
-                xas.xa_index.saturating_add(1)
+                (i.saturating_add(1), i)
             }
-            XaCursor::After(e) => e,
+            XaCursor::After(e) => (e, e),
         };
         if from > max {
             xas.xa_node = XaCursor::Bounds;
-            return XaEntry::NULL;
+            return (XaEntry::NULL, (seen_from, from));
         }
         for (&k, s) in self
             .slots
@@ -441,11 +477,11 @@ impl XArray {
             if ok(s) {
                 xas.xa_index = k;
                 xas.xa_node = XaCursor::After(k + (1u64 << s.order));
-                return s.entry;
+                return (s.entry, (seen_from, k.saturating_add(1)));
             }
         }
         xas.xa_node = XaCursor::Bounds;
-        XaEntry::NULL
+        (XaEntry::NULL, (seen_from, max.saturating_add(1)))
     }
 
     /// `xas_get_mark`: whether the entry covering `xa_index` has `mark`.
@@ -552,8 +588,11 @@ impl XArray {
 ///
 /// The ranges, stated once: an operation that reads index `i` (a load, a mark test) depends
 /// on `[i, i + 1)`; a multi-index load, `xas_find_conflict` and the `xas_find*` iterations on
-/// the whole range they may visit, from `xa_index` (every position they continue from is at or
-/// after it) to their end. An operation that changes an entry (a store, a mark change) changes
+/// the indices they looked at ([`Seen`]): from where the walk starts (the index the state
+/// covers on a restart, else the end of the entry last returned) to the first index of the
+/// entry they stop at, or to their end when they find none; an entry covering the start is
+/// found through that one index. A walk depends on nothing past the entry it stops at: a
+/// change there adds or removes entries after it, or changes them, and the walk stops before. An operation that changes an entry (a store, a mark change) changes
 /// the whole range of every entry it touches: the entry covering the start (of any order, so a
 /// PMD entry at 0x200 is `[0x200, 0x400)`) and the state's own range. A change of an entry thus
 /// overlaps every read of an index the entry covers, before or after the change.
@@ -655,7 +694,10 @@ impl<P: Platform> XaOps for SpinLockGuard<'_, P, XArray> {
         self.part(index, 1).lookup(index)
     }
     fn xas_load(&self, xas: &mut XaState) -> XaEntry {
-        self.part(xas.xa_index, xas.nr()).xas_load(xas)
+        self.part_seen(|xa| {
+            let (e, (first, end)) = xa.xas_load_seen(xas);
+            (e, first, end - first)
+        })
     }
     fn xas_store(&mut self, xas: &mut XaState, entry: XaEntry) -> XaEntry {
         // The covering entry is found through a read of the start, which the store changes.
@@ -663,15 +705,22 @@ impl<P: Platform> XaOps for SpinLockGuard<'_, P, XArray> {
         self.part_mut(first, end - first).xas_store(xas, entry)
     }
     fn xas_find_conflict(&self, xas: &mut XaState) -> XaEntry {
-        self.part(xas.xa_index, xas.nr()).xas_find_conflict(xas)
+        self.part_seen(|xa| {
+            let (e, (first, end)) = xa.xas_find_conflict_seen(xas);
+            (e, first, end - first)
+        })
     }
     fn xas_find(&self, xas: &mut XaState, max: u64) -> XaEntry {
-        let len = max.saturating_sub(xas.xa_index).saturating_add(1);
-        self.part(xas.xa_index, len).xas_find(xas, max)
+        self.part_seen(|xa| {
+            let (e, (first, end)) = xa.find_filtered_seen(xas, max, None);
+            (e, first, end - first)
+        })
     }
     fn xas_find_marked(&self, xas: &mut XaState, max: u64, mark: XaMark) -> XaEntry {
-        let len = max.saturating_sub(xas.xa_index).saturating_add(1);
-        self.part(xas.xa_index, len).xas_find_marked(xas, max, mark)
+        self.part_seen(|xa| {
+            let (e, (first, end)) = xa.find_filtered_seen(xas, max, Some(mark));
+            (e, first, end - first)
+        })
     }
     fn xas_get_mark(&self, xas: &XaState, mark: XaMark) -> bool {
         self.part(xas.xa_index, 1).xas_get_mark(xas, mark)
@@ -697,6 +746,97 @@ impl<P: Platform> XaOps for SpinLockGuard<'_, P, XArray> {
 mod tests {
     use super::*;
     use crate::dax_entry::*;
+
+    /// The contract of [`Seen`], on random arrays: a read run again after a change of entries
+    /// outside what it saw (a store or a mark change, with the range [`XaOps`] announces for
+    /// it) gives the same answer and leaves the same `XaState`. Reads: loads of order 0 and 9,
+    /// `xas_find_conflict`, `xas_find` and `xas_find_marked`, each from a restart and from the
+    /// position a first call left.
+    #[test]
+    fn a_read_answers_the_same_after_a_change_outside_what_it_saw() {
+        use rand::{RngExt, SeedableRng};
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let (mut checked, mut narrower) = (0, 0);
+        for _ in 0..20_000 {
+            let mut xa = XArray::new();
+            for _ in 0..r.random_range(0..6) {
+                let order = if r.random_bool(0.3) { 9 } else { 0 };
+                let mut xas = XaState::new_order(r.random_range(0..0x600), order);
+                xa.xas_store(&mut xas, xa_mk_value(r.random_range(1..100)));
+                if r.random_bool(0.5) {
+                    xa.xas_set_mark(&xas, PAGECACHE_TAG_DIRTY);
+                }
+            }
+            let order = if r.random_bool(0.5) { 9 } else { 0 };
+            let start = XaState::new_order(r.random_range(0..0x600), order);
+            let max = r.random_range(0..0x700);
+            let kind = r.random_range(0..4);
+            let again = r.random_bool(0.5);
+            let read = |xa: &XArray| {
+                let mut xas = start;
+                let go = |xas: &mut XaState| match kind {
+                    0 => xa.xas_load_seen(xas),
+                    1 => xa.xas_find_conflict_seen(xas),
+                    2 => xa.find_filtered_seen(xas, max, None),
+                    _ => xa.find_filtered_seen(xas, max, Some(PAGECACHE_TAG_DIRTY)),
+                };
+                // Each call announces what it saw; the read depends on them all.
+                let (mut e, first) = go(&mut xas);
+                let mut seen = vec![first];
+                if again {
+                    let (e2, s2) = go(&mut xas);
+                    (e, seen) = (e2, [seen, vec![s2]].concat());
+                }
+                (e, seen, xas)
+            };
+            let (entry, seen, xas) = read(&xa);
+            // The change, and the range the guard announces for it.
+            let mut changed = xa.clone();
+            let order = if r.random_bool(0.3) { 9 } else { 0 };
+            // Often at an edge: an entry's first index, or either side of a seen range's end.
+            let mut edges: Vec<u64> = xa.slots.keys().copied().collect();
+            for &(_, end) in &seen {
+                edges.extend([end.saturating_sub(1), end]);
+            }
+            let at = if r.random_bool(0.5) {
+                edges[r.random_range(0..edges.len())]
+            } else {
+                r.random_range(0..0x600)
+            };
+            let mut w = XaState::new_order(at, order);
+            let (c0, c1) = changed_range(&changed, &w);
+            match r.random_range(0..4) {
+                0 => {
+                    changed.xas_store(&mut w, XaEntry::NULL);
+                }
+                1 => {
+                    changed.xas_store(&mut w, xa_mk_value(r.random_range(100..200)));
+                }
+                2 => changed.xas_set_mark(&w, PAGECACHE_TAG_DIRTY),
+                _ => changed.xas_clear_mark(&w, PAGECACHE_TAG_DIRTY),
+            }
+            if seen.iter().any(|&(first, end)| c0 < end && first < c1) {
+                continue; // the change overlaps what the read saw
+            }
+            let (e2, _, xas2) = read(&changed);
+            assert_eq!(
+                (e2, xas2),
+                (entry, xas),
+                "read {kind} (again {again}) from {start:?} max {max:#x} saw {seen:x?}; change \
+                 at {w:?} of [{c0:#x}, {c1:#x})\n{xa:?}\n{changed:?}"
+            );
+            checked += 1;
+            // Where a walk stopped early, the range is narrower than the one it may visit.
+            let end = seen.iter().map(|s| s.1).max().unwrap_or(0);
+            if end < start.xa_index.saturating_add(start.nr()).max(max) {
+                narrower += 1;
+            }
+        }
+        assert!(
+            checked > 5_000 && narrower > 1_000,
+            "{checked} checked, {narrower} narrower"
+        );
+    }
 
     #[test]
     fn value_encoding_matches_the_kernel() {

@@ -136,11 +136,7 @@ struct Outcome {
 }
 
 fn outcome(sim: &Sim, end: &RunEnd) -> Outcome {
-    let end = match end {
-        RunEnd::Done => "done".to_string(),
-        RunEnd::Violation(v) => v.kind.name(),
-        RunEnd::Abandoned => unreachable!("abandoned runs are not observed"),
-    };
+    let end = end.name();
     let p = sim.platform();
     let items = DATA.with(|d| {
         d.borrow().as_ref().and_then(|l| {

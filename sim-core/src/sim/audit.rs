@@ -313,9 +313,8 @@ fn execute(
     }
     let mut end_obs = observe(&sim);
     end_obs.0.push(match &end {
-        RunEnd::Done => "end done".to_string(),
         RunEnd::Violation(v) => format!("end {} {}", v.kind.name(), v.message),
-        RunEnd::Abandoned => "end abandoned".to_string(),
+        _ => format!("end {}", end.name()),
     });
     Exec {
         taken,

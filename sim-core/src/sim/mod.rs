@@ -59,7 +59,11 @@
 //!   the same step) leaves the lock and its data as it found them: its footprint has a read of
 //!   the lock in place of the lock and the release, so two such read-only critical sections
 //!   commute (with each other and with lockless readers), and each still conflicts with a step
-//!   that takes the lock and keeps it (which disables it) or writes the data;
+//!   that takes the lock and keeps it (which disables it) or writes the data. Rwsems are
+//!   folded the same way: a `down_read` and its `up_read`, or a first `down_write` attempt that
+//!   got the semaphore and its `up_write` with no `&mut` to the data between
+//!   (`Platform::rwsem_data_mut`), in one step, become a read of the rwsem (its data is reached
+//!   only by holders, so the `down`/`up` steps stand for it);
 //! - for a lock created with parts (`SpinLock::new_with_parts`, the xarray under xa_lock):
 //!   a whole-data read of the lock at every guard `Deref`, and a part (`Op::part`: the lock
 //!   and a range of keys, read, written or added to) at every guard `part`/`part_mut`/
@@ -72,6 +76,13 @@
 //!   lock and the release, a read of the lock word alone (`Op::LOCK_WORD`): it conflicts with
 //!   the steps that take, keep, release or wholly write the lock, so two such sections on
 //!   disjoint keys commute, and the lock is free before and after either order;
+//! - a read of the wait queue (`WaitqueueActive`) in place of a wait-queue op that left every
+//!   waiter as it was: a wake-up that woke nobody (no waiter, or none whose key matched), a
+//!   `schedule` (it changes nothing; the wake-up that lets it run writes the queue, so the two
+//!   conflict), a `finish_wait` of a waiter a wake-up already took off the queue. Two such
+//!   steps commute, and each conflicts with a step that queues, dequeues or wakes a waiter
+//!   there. (The queue's record of its last wake-up, `last_wakes`, is for the inspector: no
+//!   step reads it, and it shows the wake-up of the run at hand.)
 //! - a write of the kernel log (`Op::DMESG`) when the step reports a BUG or WARN;
 //! - a write of the object table (`Op::ALLOC`) when the step creates a lock, rwsem or wait
 //!   queue (ids follow creation order); a spawn announces a write of it too (task ids follow
@@ -174,6 +185,10 @@ static GENERATION: AtomicU32 = AtomicU32::new(1);
 pub const RWSEM_ATTEMPT: u64 = 0;
 /// `Op::arg` of a `DownWrite`: a queued writer waiting for the semaphore to be free.
 pub const RWSEM_QUEUED: u64 = 1;
+/// `Op::arg` of a `Write` of a rwsem: its writer took mutable access to the data during the
+/// step (`Platform::rwsem_data_mut`). Only `sections_in_one_step` reads it, and removes it:
+/// the data of a rwsem is reached only by its holders, whose `down`/`up` steps order them.
+const RWSEM_DATA: u64 = 2;
 
 thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
@@ -890,6 +905,16 @@ impl Platform for SimPlatform {
         })
     }
 
+    fn rwsem_data_mut(&self, r: &SimRaw) {
+        try_with_state(|s| {
+            if r.gen_ == s.gen_ && !s.in_check {
+                let mut op = Op::new(OpKind::Write, r.id);
+                op.arg = RWSEM_DATA;
+                s.touch(op);
+            }
+        })
+    }
+
     fn lock_data_read(&self, l: &SimRaw) {
         try_with_state(|s| {
             if l.gen_ == s.gen_ && !s.in_check {
@@ -1135,14 +1160,21 @@ impl Platform for SimPlatform {
             wq,
             Op::new(OpKind::Schedule, wq.id),
             Some("schedule"),
-            |_| (),
+            // It changes nothing: in the footprint, a read of the queue (see "Footprints").
+            |s| s.step_op.kind = OpKind::WaitqueueActive,
         )
         .await
     }
 
     async fn finish_wait(&self, wq: &SimRaw, w: WaiterId) {
         sim_op(wq, Op::new(OpKind::FinishWait, wq.id), None, |s| {
-            s.wq_mut(wq.id.0 as usize).retain(|x| x.id != w.0);
+            let q = s.wq_mut(wq.id.0 as usize);
+            let queued = q.len();
+            q.retain(|x| x.id != w.0);
+            if q.len() == queued {
+                // Woken, so no longer queued: the queue is left as it was (see "Footprints").
+                s.step_op.kind = OpKind::WaitqueueActive;
+            }
             let cur = s.current as usize;
             s.tasks[cur].wait = None;
         })
@@ -1162,7 +1194,13 @@ impl Platform for SimPlatform {
                 }
                 None => t.last_wake = Some((wq.id, key, mode, t.path.clone())),
             }
-            s.wake_up(wq.id.0 as usize, key, mode)
+            let n = s.wake_up(wq.id.0 as usize, key, mode);
+            if n == 0 {
+                // A wake-up that reached nobody left the queue as it was: in the footprint, a
+                // read of it (see "Footprints").
+                s.step_op.kind = OpKind::WaitqueueActive;
+            }
+            n
         })
         .await
     }
@@ -1324,21 +1362,40 @@ fn crash_point(op: &Op) -> bool {
 
 /// A lock that a step takes, takes no `&mut` to its data and releases (a guard dropped in the
 /// same step) is left as the step found it: its footprint has a read of the lock in place of
-/// the acquire and the release (see "Footprints"). `fp[0]` is the announced op; a step that
-/// went on in an atomic section has the ops of its later steps after it, so a section may
-/// start anywhere (a lock taken and released inside another's atomic section).
+/// the acquire and the release (see "Footprints"). The same holds for a rwsem taken for reading,
+/// or for writing by a first attempt that got it (a queued writer's take changes the queue),
+/// and released in the step with no `downgrade_write` between. `fp[0]` is the announced op; a
+/// step that went on in an atomic section has the ops of its later steps after it, so a section
+/// may start anywhere (a lock taken and released inside another's atomic section).
 fn sections_in_one_step(fp: &mut Vec<Op>) {
     let mut k = 0;
     while k < fp.len() {
         let first = fp[k];
         let o = first.obj;
-        let takes = |x: &Op| matches!(x.kind, OpKind::Lock | OpKind::TryLock) && x.obj == o;
-        let releases = |x: &Op| x.kind == OpKind::Unlock && x.obj == o;
-        // One acquire of the lock in the step, this one, released after it and never before.
+        let takes = |x: &Op| {
+            x.obj == o
+                && match x.kind {
+                    OpKind::Lock | OpKind::TryLock | OpKind::DownRead => true,
+                    OpKind::DownWrite => x.arg == RWSEM_ATTEMPT,
+                    _ => false,
+                }
+        };
+        let releases = |x: &Op| {
+            matches!(x.kind, OpKind::Unlock | OpKind::UpRead | OpKind::UpWrite) && x.obj == o
+        };
+        let rwsem = matches!(first.kind, OpKind::DownRead | OpKind::DownWrite);
+        // One acquire of the lock in the step, this one, released after it and never before
+        // (a rwsem: with nothing else of it between, not a queued take nor a downgrade).
         let section = takes(&first)
             && fp.iter().filter(|x| takes(x)).count() == 1
             && !fp[..k].iter().any(releases)
-            && fp[k + 1..].iter().any(releases);
+            && fp[k + 1..].iter().any(releases)
+            && (!rwsem
+                || !fp.iter().any(|x| {
+                    x.obj == o
+                        && matches!(x.kind, OpKind::DowngradeWrite | OpKind::DownWrite)
+                        && x.arg != RWSEM_ATTEMPT
+                }));
         let written = fp.iter().any(|x| x.kind == OpKind::Write && x.obj == o);
         if section && !written {
             // A section whose data accesses were all parts (no whole-data read of a lock with
@@ -1362,6 +1419,8 @@ fn sections_in_one_step(fp: &mut Vec<Op>) {
         }
         k += 1;
     }
+    // The notes of rwsem data changes have served.
+    fp.retain(|x| !(x.kind == OpKind::Write && x.arg == RWSEM_DATA && x.obj.0 < Op::PART_BASE));
 }
 
 /// The runs of consecutive values of the increasing `v`: (first, length).
@@ -1563,6 +1622,18 @@ pub enum RunEnd {
     Violation(Violation),
     /// The driver stopped the run early (e.g. DFS sleep-set redundancy, replay ended).
     Abandoned,
+}
+
+impl RunEnd {
+    /// A short name of the outcome: `done`, the violation's kind (as `--json` names it) or
+    /// `abandoned`.
+    pub fn name(&self) -> String {
+        match self {
+            RunEnd::Done => "done".into(),
+            RunEnd::Violation(v) => v.kind.name(),
+            RunEnd::Abandoned => "abandoned".into(),
+        }
+    }
 }
 
 type TaskFuture = Pin<Box<dyn Future<Output = ()>>>;
