@@ -171,7 +171,18 @@ impl Llc {
 
     /// The set `line` maps to, or `None` for a cache that holds nothing.
     pub fn set_of(&self, line: u64) -> Option<u64> {
-        (self.sets > 0).then(|| line % self.sets)
+        (self.sets > 0).then(|| self.set_index(line))
+    }
+
+    /// `line % sets` (a mask when `sets` is a power of two, as in every configured cache: a
+    /// division per access showed in profiles). `sets` must be non-zero.
+    #[inline]
+    fn set_index(&self, line: u64) -> u64 {
+        if self.sets.is_power_of_two() {
+            line & (self.sets - 1)
+        } else {
+            line % self.sets
+        }
     }
 
     /// The slot of `line`'s set, if that set was ever filled.
@@ -179,14 +190,14 @@ impl Llc {
         if self.sets == 0 {
             return None;
         }
-        let set = (line % self.sets) as usize;
+        let set = self.set_index(line) as usize;
         let slot = self.index[set / INDEX_PAGE].as_ref()?[set % INDEX_PAGE];
         (slot != NO_SLOT).then_some(slot as usize)
     }
 
     /// The slot of `line`'s set, allocating its (empty) ways on first use.
     fn slot_or_alloc(&mut self, line: u64) -> usize {
-        let set = (line % self.sets) as usize;
+        let set = self.set_index(line) as usize;
         let next = self.clocks.len();
         let entry = &mut self.index[set / INDEX_PAGE]
             .get_or_insert_with(|| Box::new([NO_SLOT; INDEX_PAGE]))[set % INDEX_PAGE];

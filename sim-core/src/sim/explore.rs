@@ -415,8 +415,10 @@ struct Dfs {
     /// Source-set DPOR on top of sleep sets (unbounded only).
     dpor: bool,
     stack: Vec<DfsNode>,
-    /// DPOR: the steps of the current run.
+    /// DPOR: the steps of the current run, the first `n_events` of these (the entries after
+    /// them are spares: their footprint vectors are reused, a run takes hundreds of steps).
     events: Vec<super::dpor::Event>,
+    n_events: usize,
     /// The split depth of a divided search (`explore_scaled`): the choice prefixes through
     /// the first `split` branching nodes are its units. With DPOR, the nodes above the split
     /// branch on every enabled task (see [`ScaleConfig::split_depth`]).
@@ -453,6 +455,7 @@ impl Dfs {
             dpor: sleep_sets && cfg.dpor,
             stack: Vec::new(),
             events: Vec::new(),
+            n_events: 0,
             split,
             probe: false,
             unit: 0,
@@ -500,18 +503,14 @@ impl Dfs {
         // The node at which the last step was chosen, if it was a branching point.
         let mut last_node: Option<usize> = None;
         let mut preemptions = 0u32;
-        self.events.clear();
+        self.n_events = 0;
         let dpor = self.dpor;
         let end = sim.run_steps(|sim, en| {
             // Wake the sleepers whose step depends on the step just taken.
             if let Some(last) = prev {
                 let fp = sim.last_footprint();
                 if dpor {
-                    self.events.push(super::dpor::Event {
-                        task: last.0,
-                        fp: fp.to_vec(),
-                        node: last_node,
-                    });
+                    self.push_event(last.0, fp, last_node);
                 }
                 if let Some(d) = last_node.take() {
                     self.stack[d].record(last, fp);
@@ -602,11 +601,7 @@ impl Dfs {
             && let Some(last) = prev
         {
             if dpor {
-                self.events.push(super::dpor::Event {
-                    task: last.0,
-                    fp: sim.last_footprint().to_vec(),
-                    node: last_node,
-                });
+                self.push_event(last.0, sim.last_footprint(), last_node);
             }
             if let Some(d) = last_node {
                 self.stack[d].record(last, sim.last_footprint());
@@ -629,8 +624,31 @@ impl Dfs {
             _ => Vec::new(),
         };
         let events = std::mem::take(&mut self.events);
-        super::dpor::analyse(&mut StackTree(&mut self.stack), &events, tasks, &pending);
+        super::dpor::analyse(
+            &mut StackTree(&mut self.stack),
+            &events[..self.n_events],
+            tasks,
+            &pending,
+        );
         self.events = events;
+    }
+
+    /// DPOR: record the current run's next step (in a spare entry when there is one).
+    fn push_event(&mut self, task: u32, fp: &[Op], node: Option<usize>) {
+        match self.events.get_mut(self.n_events) {
+            Some(e) => {
+                e.task = task;
+                e.fp.clear();
+                e.fp.extend_from_slice(fp);
+                e.node = node;
+            }
+            None => self.events.push(super::dpor::Event {
+                task,
+                fp: fp.to_vec(),
+                node,
+            }),
+        }
+        self.n_events += 1;
     }
 }
 
