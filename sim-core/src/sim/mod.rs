@@ -1407,13 +1407,14 @@ fn machine_op(
         let task = s.current as usize;
         let now = s.clock(cpu).max(s.tasks[task].clock);
         // A recorded phase (memo.rs) answers in place of the machine model.
-        let (t, r) = if s.memo.is_some() {
+        let (answer, r) = if s.memo.is_some() {
             memo::memo_op(s, &mut req, cpu, now, |m, out| f(m, now, cpu, out))
         } else {
             let m = s.machine.as_mut().expect("checked above");
             let r = f(m, now, cpu, req.out);
-            (m.take_touched(), r)
+            (memo::Answer::Fresh(m.take_touched()), r)
         };
+        let t = answer.touched();
         // The shared machine state the operation touched (see "Footprints").
         for (first, n) in runs(&t.sets) {
             s.extra.push(Op::cache_sets(OpKind::Write, first, n));
@@ -1429,7 +1430,7 @@ fn machine_op(
         if t.global {
             s.touch(Op::new(OpKind::Write, Op::MACHINE));
         }
-        if let Some(m) = s.machine.as_mut() {
+        if let (Some(m), memo::Answer::Fresh(t)) = (s.machine.as_mut(), answer) {
             m.recycle_touched(t);
         }
         let ns = r?;
