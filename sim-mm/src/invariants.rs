@@ -431,7 +431,7 @@ fn check_pages(
 ) {
     // `mapped` holds pfns of the memmap only, in order: walk it alongside the pages.
     let mut mapped_iter = mapped.iter().peekable();
-    for (i, pg) in s.memmap.pages.iter().enumerate() {
+    for (i, pg) in s.memmap.pages().enumerate() {
         let pfn = s.memmap.base_pfn + i as u64;
         let n = match mapped_iter.peek() {
             Some(&(&f, &n)) if f == pfn => {
@@ -758,7 +758,7 @@ mod tests {
         xa.xa_store_order(512, 9, dax_make_entry(B + 512, DAX_PMD));
         xa.nrpages = 513;
         MmSnapshot {
-            memmap: MemMapSnapshot { base_pfn: B, pages },
+            memmap: MemMapSnapshot::from_pages(B, pages),
             mms: vec![MmView {
                 id: MmId(1),
                 vmas: vec![(
@@ -803,7 +803,7 @@ mod tests {
     }
 
     fn page(s: &mut MmSnapshot, pfn: Pfn) -> &mut Page {
-        &mut s.memmap.pages[(pfn - B) as usize]
+        s.memmap.get_mut(pfn).expect("a pfn of the memmap")
     }
 
     fn add_leaf(s: &mut MmSnapshot, l: Leaf) {
