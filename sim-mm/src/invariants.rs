@@ -18,7 +18,7 @@ use crate::dax_entry::{
     dax_is_zero_entry, dax_to_pfn,
 };
 use crate::mm::VmaBounds;
-use crate::page::{MemMapSnapshot, Page, Pfn};
+use crate::page::{MemMapSnapshot, PG_BLOCK_FREE, Page, Pfn};
 use crate::pgtable::{Leaf, is_huge_zero_pfn, is_pagecache_pfn, is_zero_pfn};
 use crate::world::MmWorld;
 use crate::xarray::{XArray, XaEntry};
@@ -423,6 +423,17 @@ fn check_hole_page_leaf(
     }
 }
 
+/// A free block's page that nothing uses: `PG_BLOCK_FREE` alone.
+const FREE_IDLE: Page = Page {
+    refcount: 0,
+    mapcount: 0,
+    pincount: 0,
+    flags: PG_BLOCK_FREE,
+    mapping: 0,
+    share: 0,
+    index: 0,
+};
+
 fn check_pages(
     s: &MmSnapshot,
     mapped: &BTreeMap<Pfn, u32>,
@@ -440,8 +451,9 @@ fn check_pages(
             }
             _ => 0,
         };
-        // An untouched page (no counts, flags or owner) that nothing maps breaks no rule below.
-        if n == 0 && *pg == Page::default() {
+        // An untouched page (no counts, flags or owner) that nothing maps breaks no rule below,
+        // and neither does an untouched free block (most pages of a run's memmap).
+        if n == 0 && (*pg == Page::default() || *pg == FREE_IDLE) {
             continue;
         }
         // mapcount equals the number of present leaves mapping the page.

@@ -226,11 +226,20 @@ impl Llc {
         slot * self.ways..(slot + 1) * self.ways
     }
 
+    /// The way of `slot` whose tag is `tag`.
+    #[inline]
+    fn find_way(&self, slot: usize, tag: u64) -> Option<usize> {
+        let first = slot * self.ways;
+        self.lines[first..first + self.ways]
+            .iter()
+            .position(|w| w.tag == tag)
+            .map(|i| first + i)
+    }
+
     /// The way holding `line`, touched as most recently used.
     pub fn lookup(&mut self, line: u64) -> Option<usize> {
         let slot = self.slot(line)?;
-        let tag = line + 1;
-        let way = self.ways_of(slot).find(|&i| self.lines[i].tag == tag)?;
+        let way = self.find_way(slot, line + 1)?;
         self.changed(way);
         self.lines[way].stamp = self.tick(slot);
         Some(way)
@@ -239,10 +248,7 @@ impl Llc {
     /// Whether `line` is present, and dirty, without touching it.
     pub fn probe(&self, line: u64) -> Option<bool> {
         let slot = self.slot(line)?;
-        let tag = line + 1;
-        self.ways_of(slot)
-            .find(|&i| self.lines[i].tag == tag)
-            .map(|i| self.lines[i].dirty)
+        self.find_way(slot, line + 1).map(|i| self.lines[i].dirty)
     }
 
     /// Brings `line` in (it must be absent), owned from `ready` on; returns its way and the
@@ -280,8 +286,7 @@ impl Llc {
     /// Drops `line`; returns whether it was present and dirty.
     pub fn invalidate(&mut self, line: u64) -> Option<bool> {
         let slot = self.slot(line)?;
-        let tag = line + 1;
-        let way = self.ways_of(slot).find(|&i| self.lines[i].tag == tag)?;
+        let way = self.find_way(slot, line + 1)?;
         self.changed(way);
         self.lines[way].tag = 0;
         Some(std::mem::take(&mut self.lines[way].dirty))
