@@ -378,6 +378,9 @@ fn replay_run(
 /// machine, locks released by dropped guards, the kernel log).
 type Footprint = Vec<Op>;
 
+/// Popped DFS nodes kept at most for their vectors (`Dfs::spare_nodes`).
+const SPARE_NODES: usize = 1024;
+
 struct DfsNode {
     enabled: Vec<TaskId>,
     sleep_entry: Vec<(TaskId, Footprint)>,
@@ -419,6 +422,9 @@ struct Dfs {
     /// them are spares: their footprint vectors are reused, a run takes hundreds of steps).
     events: Vec<super::dpor::Event>,
     n_events: usize,
+    /// Nodes popped off the stack, their contents stale: their vectors are reused by the
+    /// nodes pushed next.
+    spare_nodes: Vec<DfsNode>,
     /// The split depth of a divided search (`explore_scaled`): the choice prefixes through
     /// the first `split` branching nodes are its units. With DPOR, the nodes above the split
     /// branch on every enabled task (see [`ScaleConfig::split_depth`]).
@@ -456,6 +462,7 @@ impl Dfs {
             stack: Vec::new(),
             events: Vec::new(),
             n_events: 0,
+            spare_nodes: Vec::new(),
             split,
             probe: false,
             unit: 0,
@@ -570,24 +577,38 @@ impl Dfs {
                         .copied()
                         .find(|&t| self.within_bound(preemptions + costs(t)))?,
                 };
-                self.stack.push(DfsNode {
-                    enabled: en.to_vec(),
-                    sleep_entry: sleep.clone(),
-                    done: vec![t],
+                // A node popped earlier lends its vectors (a run pushes dozens of nodes).
+                let mut node = self.spare_nodes.pop().unwrap_or_else(|| DfsNode {
+                    enabled: Vec::new(),
+                    sleep_entry: Vec::new(),
+                    done: Vec::new(),
                     footprints: Vec::new(),
                     chosen: t,
-                    prev,
-                    preemptions,
-                    // Above the split of a divided search, DPOR branches on every enabled task:
-                    // races found inside one unit would otherwise owe branches here that the
-                    // other workers and shards, which skip that unit, never learn of.
-                    backtrack: if self.split.is_some_and(|d| depth < d) {
-                        en.to_vec()
-                    } else {
-                        vec![t]
-                    },
+                    prev: None,
+                    preemptions: 0,
+                    backtrack: Vec::new(),
                     plans: Vec::new(),
                 });
+                node.enabled.clear();
+                node.enabled.extend_from_slice(en);
+                node.sleep_entry.clone_from(&sleep);
+                node.done.clear();
+                node.done.push(t);
+                node.footprints.clear();
+                node.chosen = t;
+                node.prev = prev;
+                node.preemptions = preemptions;
+                // Above the split of a divided search, DPOR branches on every enabled task:
+                // races found inside one unit would otherwise owe branches here that the
+                // other workers and shards, which skip that unit, never learn of.
+                node.backtrack.clear();
+                if self.split.is_some_and(|d| depth < d) {
+                    node.backtrack.extend_from_slice(en);
+                } else {
+                    node.backtrack.push(t);
+                }
+                node.plans.clear();
+                self.stack.push(node);
                 last_node = Some(depth);
                 depth += 1;
                 t
@@ -715,7 +736,11 @@ impl Dfs {
                     return Some(self.stack.len() - 1);
                 }
                 None => {
-                    self.stack.pop();
+                    if let Some(n) = self.stack.pop()
+                        && self.spare_nodes.len() < SPARE_NODES
+                    {
+                        self.spare_nodes.push(n);
+                    }
                 }
             }
         }
