@@ -1339,8 +1339,8 @@ fn sections_in_one_step(fp: &mut Vec<Op>) {
             && fp.iter().filter(|x| takes(x)).count() == 1
             && !fp[..k].iter().any(releases)
             && fp[k + 1..].iter().any(releases);
-        let written = fp.iter().any(|x| x.kind == OpKind::Write && x.obj == o);
-        if section && !written {
+        // (Looked for only after a section: most entries of a footprint are not lock ops.)
+        if section && !fp.iter().any(|x| x.kind == OpKind::Write && x.obj == o) {
             // A section whose data accesses were all parts (no whole-data read of a lock with
             // parts, which its guard's `Deref` records) reads only the lock word; the parts stay.
             let parts = fp.iter().any(|x| x.part_of().is_some_and(|(l, ..)| l == o));
