@@ -1606,16 +1606,18 @@ impl Sim {
             *s = Some(State {
                 gen_,
                 seed: cfg.seed,
-                clocks: Vec::new(),
+                // (Capacities: a trace's run has a handful of tasks and CPUs and hundreds of
+                // steps; growing each vector from empty cost several allocations a run.)
+                clocks: Vec::with_capacity(4),
                 current: 0,
                 announced: false,
-                tasks: Vec::new(),
+                tasks: Vec::with_capacity(8),
                 objs: SPARE_OBJS.with(|o| std::mem::take(&mut *o.borrow_mut())),
                 rng: ChaCha8Rng::seed_from_u64(cfg.seed),
                 violation: None,
                 warnings: Vec::new(),
                 warning_paths: Vec::new(),
-                extra: Vec::new(),
+                extra: Vec::with_capacity(32),
                 sites: Vec::new(),
                 next_waiter: 0,
                 machine: None,
@@ -1634,10 +1636,10 @@ impl Sim {
             });
         });
         Sim {
-            futures: Vec::new(),
+            futures: Vec::with_capacity(8),
             cfg,
-            choices: Vec::new(),
-            last_footprint: Vec::new(),
+            choices: Vec::with_capacity(256),
+            last_footprint: Vec::with_capacity(32),
             step_events: Vec::new(),
             step_ends: Vec::new(),
             raw_footprint: Vec::new(),
