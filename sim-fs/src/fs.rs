@@ -820,11 +820,11 @@ impl<P: PmemPlatform> Daxfs<P> {
             for (ino, core) in &cores {
                 expect.insert(*ino, core.disk.encode());
             }
+            let free_record = DiskInode::default().encode();
             for ino in 1..=g.ninodes {
                 let at = g.inode_addr(ino) as usize;
-                let want = expect
-                    .remove(&ino)
-                    .unwrap_or_else(|| DiskInode::default().encode());
+                let used = expect.remove(&ino);
+                let want = used.as_deref().unwrap_or(&free_record);
                 if meta[at..at + INODE_SIZE as usize] != want[..] {
                     out.push(format!(
                         "inode {ino}: in-core record differs from the media"
