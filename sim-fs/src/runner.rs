@@ -634,6 +634,24 @@ impl User {
         Some(Arc::make_mut(f))
     }
 
+    /// Replace inode `ino`'s bytes by `new` of them, when it gives any, keeping the content
+    /// before for every read of the file in flight (as [`User::file_mut`]). Whether it did.
+    pub(crate) fn file_replace(
+        &mut self,
+        ino: u64,
+        new: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+    ) -> bool {
+        let Some(f) = self.files.get_mut(&ino) else {
+            return false;
+        };
+        let Some(n) = new(f) else { return false };
+        for (_, held) in self.reads.values_mut().filter(|(i, _)| *i == ino) {
+            held.push(f.clone());
+        }
+        *f = Arc::new(n);
+        true
+    }
+
     /// A read of inode `ino` begins: its number for [`User::end_read`].
     pub(crate) fn begin_read(&mut self, ino: u64) -> u64 {
         let id = self.next_read;

@@ -124,6 +124,15 @@ impl Ctx {
     /// The oracle follows a change of inode `ino`'s bytes.
     fn apply_change(&self, ino: u64, c: Change<'_>) {
         let mut u = self.user.lock().unwrap();
+        // A shrink keeps a prefix: copied alone, not the whole file first (the contents are
+        // shared with the trace's initial files until a run changes them).
+        if let Change::Size(s) = c
+            && u.file_replace(ino, |f| {
+                (s as usize <= f.len()).then(|| f[..s as usize].to_vec())
+            })
+        {
+            return;
+        }
         if let Some(f) = u.file_mut(ino) {
             apply(f, &c);
         }

@@ -390,7 +390,7 @@ t load m+0 8 => 0x11
             if let Some(mm) = s.mms.iter().find(|mm| !mm.vmas.is_empty()) {
                 return f(format!("{:?} still maps {:?}", mm.id, mm.vmas));
             }
-            if let Some(pg) = s.memmap.pages.iter().find(|pg| pg.refcount > 0) {
+            if let Some(pg) = s.memmap.pages().find(|pg| pg.refcount > 0) {
                 return f(format!("a page is still referenced: {pg:?}"));
             }
             // The only file that can be evicted is the unlinked /f.

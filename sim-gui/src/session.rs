@@ -625,8 +625,7 @@ fn read_world(snap: &mut Snapshot, w: &RunWorld, p: sim_core::sim::SimPlatform) 
     }
     snap.pages = match w.world.memmap.peek_snapshot(&p) {
         Some(mm) => Ok(mm
-            .pages
-            .iter()
+            .pages()
             .enumerate()
             .filter(|(_, pg)| {
                 pg.refcount > 0

@@ -18,7 +18,7 @@ use crate::dax_entry::{
     dax_is_zero_entry, dax_to_pfn,
 };
 use crate::mm::VmaBounds;
-use crate::page::{MemMapSnapshot, Page, Pfn};
+use crate::page::{MemMapSnapshot, PG_BLOCK_FREE, Page, Pfn};
 use crate::pgtable::{Leaf, is_huge_zero_pfn, is_pagecache_pfn, is_zero_pfn};
 use crate::world::MmWorld;
 use crate::xarray::{XArray, XaEntry};
@@ -423,6 +423,17 @@ fn check_hole_page_leaf(
     }
 }
 
+/// A free block's page that nothing uses: `PG_BLOCK_FREE` alone.
+const FREE_IDLE: Page = Page {
+    refcount: 0,
+    mapcount: 0,
+    pincount: 0,
+    flags: PG_BLOCK_FREE,
+    mapping: 0,
+    share: 0,
+    index: 0,
+};
+
 fn check_pages(
     s: &MmSnapshot,
     mapped: &BTreeMap<Pfn, u32>,
@@ -431,7 +442,7 @@ fn check_pages(
 ) {
     // `mapped` holds pfns of the memmap only, in order: walk it alongside the pages.
     let mut mapped_iter = mapped.iter().peekable();
-    for (i, pg) in s.memmap.pages.iter().enumerate() {
+    for (i, pg) in s.memmap.pages().enumerate() {
         let pfn = s.memmap.base_pfn + i as u64;
         let n = match mapped_iter.peek() {
             Some(&(&f, &n)) if f == pfn => {
@@ -440,8 +451,9 @@ fn check_pages(
             }
             _ => 0,
         };
-        // An untouched page (no counts, flags or owner) that nothing maps breaks no rule below.
-        if n == 0 && *pg == Page::default() {
+        // An untouched page (no counts, flags or owner) that nothing maps breaks no rule below,
+        // and neither does an untouched free block (most pages of a run's memmap).
+        if n == 0 && (*pg == Page::default() || *pg == FREE_IDLE) {
             continue;
         }
         // mapcount equals the number of present leaves mapping the page.
@@ -758,7 +770,7 @@ mod tests {
         xa.xa_store_order(512, 9, dax_make_entry(B + 512, DAX_PMD));
         xa.nrpages = 513;
         MmSnapshot {
-            memmap: MemMapSnapshot { base_pfn: B, pages },
+            memmap: MemMapSnapshot::from_pages(B, pages),
             mms: vec![MmView {
                 id: MmId(1),
                 vmas: vec![(
@@ -803,7 +815,7 @@ mod tests {
     }
 
     fn page(s: &mut MmSnapshot, pfn: Pfn) -> &mut Page {
-        &mut s.memmap.pages[(pfn - B) as usize]
+        s.memmap.get_mut(pfn).expect("a pfn of the memmap")
     }
 
     fn add_leaf(s: &mut MmSnapshot, l: Leaf) {

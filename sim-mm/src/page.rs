@@ -21,6 +21,7 @@ use crate::MappingId;
 use serde::{Deserialize, Serialize};
 use sim_core::platform::{WaitKey, bug_on, wake_key_eq};
 use sim_core::{Platform, SpinLock, WaitQueue, WakeMode};
+use std::sync::Arc;
 
 pub type Pfn = u64;
 
@@ -81,17 +82,72 @@ impl Page {
 }
 
 /// A copy of the whole memmap, taken when nothing runs (end of a run, single-task tests), for the
-/// invariant checker.
+/// invariant checker. It shares the memmap's sections, which are copied on write: taking it
+/// copies no page (a page changed while it is kept copies its section then). Serialised as
+/// the list of pages.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(from = "PagesRepr", into = "PagesRepr")]
 pub struct MemMapSnapshot {
     pub base_pfn: Pfn,
-    pub pages: Vec<Page>,
+    /// `PAGES_PER_SECTION` pages each but the last.
+    sections: Vec<Arc<[Page]>>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct PagesRepr {
+    base_pfn: Pfn,
+    pages: Vec<Page>,
+}
+
+impl From<PagesRepr> for MemMapSnapshot {
+    fn from(r: PagesRepr) -> Self {
+        MemMapSnapshot::from_pages(r.base_pfn, r.pages)
+    }
+}
+
+impl From<MemMapSnapshot> for PagesRepr {
+    fn from(s: MemMapSnapshot) -> Self {
+        PagesRepr {
+            base_pfn: s.base_pfn,
+            pages: s.pages().copied().collect(),
+        }
+    }
 }
 
 impl MemMapSnapshot {
+    /// The snapshot of pages `pages` from `base_pfn`.
+    pub fn from_pages(base_pfn: Pfn, pages: Vec<Page>) -> Self {
+        MemMapSnapshot {
+            base_pfn,
+            sections: pages
+                .chunks(PAGES_PER_SECTION as usize)
+                .map(Arc::from)
+                .collect(),
+        }
+    }
+
+    fn locate(&self, pfn: Pfn) -> Option<(usize, usize)> {
+        let i = pfn.checked_sub(self.base_pfn)?;
+        Some((
+            (i / PAGES_PER_SECTION) as usize,
+            (i % PAGES_PER_SECTION) as usize,
+        ))
+    }
+
     pub fn get(&self, pfn: Pfn) -> Option<&Page> {
-        pfn.checked_sub(self.base_pfn)
-            .and_then(|i| self.pages.get(i as usize))
+        let (s, i) = self.locate(pfn)?;
+        self.sections.get(s)?.get(i)
+    }
+
+    /// Page `pfn`, to change it (tests of the checker).
+    pub fn get_mut(&mut self, pfn: Pfn) -> Option<&mut Page> {
+        let (s, i) = self.locate(pfn)?;
+        Arc::make_mut(self.sections.get_mut(s)?).get_mut(i)
+    }
+
+    /// Every page, from `base_pfn` on.
+    pub fn pages(&self) -> impl Iterator<Item = &Page> + '_ {
+        self.sections.iter().flat_map(|s| s.iter())
     }
 }
 
@@ -99,7 +155,8 @@ impl MemMapSnapshot {
 pub struct MemMap<P: Platform> {
     base_pfn: Pfn,
     nr_pages: u64,
-    sections: Vec<SpinLock<P, Box<[Page]>>>,
+    /// Copied on write (`Arc::make_mut`): a snapshot shares them (see [`MemMapSnapshot`]).
+    sections: Vec<SpinLock<P, Arc<[Page]>>>,
     wait_table: Box<[WaitQueue<P>]>,
 }
 
@@ -115,7 +172,7 @@ impl<P: Platform> MemMap<P> {
                 SpinLock::new_with_parts(
                     p,
                     "memmap_section",
-                    vec![Page::default(); n].into_boxed_slice(),
+                    (0..n).map(|_| Page::default()).collect::<Arc<[Page]>>(),
                 )
             })
             .collect();
@@ -161,7 +218,7 @@ impl<P: Platform> MemMap<P> {
             let (s, i) = self.locate(cur);
             let mut g = self.sections[s].lock(p).await;
             let n = ((g.part(i as u64, 1).len() - i) as u64).min(end - cur) as usize;
-            for (k, page) in g.part_mut(i as u64, n as u64)[i..i + n]
+            for (k, page) in Arc::make_mut(g.part_mut(i as u64, n as u64))[i..i + n]
                 .iter_mut()
                 .enumerate()
             {
@@ -447,27 +504,27 @@ impl<P: Platform> MemMap<P> {
     /// task holds a section lock (a section lock is never held across a scheduling point, so
     /// between steps it never is).
     pub fn peek_snapshot(&self, p: &P) -> Option<MemMapSnapshot> {
-        let mut pages = Vec::with_capacity(self.nr_pages as usize);
+        let mut sections = Vec::with_capacity(self.sections.len());
         for s in &self.sections {
-            s.peek(p, |g| pages.extend_from_slice(g))?;
+            s.peek(p, |g| sections.push(g.clone()))?;
         }
         Some(MemMapSnapshot {
             base_pfn: self.base_pfn,
-            pages,
+            sections,
         })
     }
 
     /// A copy of every page (locks each section in turn; for quiescent states only).
     pub async fn snapshot(&self, p: &P) -> MemMapSnapshot {
-        let mut pages = Vec::with_capacity(self.nr_pages as usize);
+        let mut sections = Vec::with_capacity(self.sections.len());
         for s in &self.sections {
             let g = s.lock(p).await;
-            pages.extend_from_slice(&g);
+            sections.push(Arc::clone(&g));
             drop(g);
         }
         MemMapSnapshot {
             base_pfn: self.base_pfn,
-            pages,
+            sections,
         }
     }
 }

@@ -827,8 +827,7 @@ async fn final_state(fx: &Fx, p: &P) -> String {
     let base = s.memmap.base_pfn;
     let pages: Vec<_> = s
         .memmap
-        .pages
-        .iter()
+        .pages()
         .enumerate()
         .filter(|(_, pg)| **pg != Default::default())
         .map(|(i, pg)| (base + i as u64, *pg))

@@ -484,3 +484,30 @@ fn dev_pagemap_mapping_shift_takes_no_ptl_under_tasklist_lock() {
         assert!(rep.exhausted && rep.runs > 1);
     }
 }
+
+/// A memmap snapshot shares the sections (no copy at the end of every run): a page changed
+/// after it is taken must not show in it, and it serialises as the list of every page.
+#[test]
+fn a_memmap_snapshot_keeps_the_pages_it_saw() {
+    let r = run1(|p| async move {
+        let w = world(&p, 1024, false);
+        let pfn = BASE_PFN + 600;
+        let before = w.memmap.snapshot(&p).await;
+        w.memmap.page_add_file_rmap(&p, pfn, 1).await;
+        let after = w.memmap.snapshot(&p).await;
+        assert_eq!(before.get(pfn).map(|pg| pg.mapcount), Some(0));
+        assert_eq!(before.pages().count(), 1024);
+        assert_eq!(after.get(pfn).map(|pg| pg.mapcount), Some(1));
+        assert_eq!(after.get(BASE_PFN + 1024), None);
+        let json = serde_json::to_value(&after).expect("serialises");
+        let pages = json["pages"].as_array().expect("a list of pages");
+        assert_eq!(pages.len(), 1024);
+        assert_eq!(pages[600]["mapcount"], 1);
+        let back: sim_mm::page::MemMapSnapshot =
+            serde_json::from_value(json).expect("deserialises");
+        assert!(back.pages().eq(after.pages()));
+        w.memmap.page_remove_rmap(&p, pfn, 1).await;
+        w.memmap.put_pages(&p, pfn, 1).await;
+    });
+    r.ok();
+}

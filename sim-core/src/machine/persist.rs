@@ -66,13 +66,44 @@ struct CpuOutstanding {
     nt: Vec<(u64, u64)>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Persistency {
     pub lines: BTreeMap<u64, DirtyLine>,
     cpus: Vec<CpuOutstanding>,
     next_seq: u64,
     max_pending: usize,
+    /// Store vectors of lines no longer pending, emptied, for the next lines that become
+    /// pending (a run makes dozens of lines pending and durable again). Not state: a clone
+    /// starts without any, and `clone_from` keeps its own.
+    spare: Vec<Vec<PendingStore>>,
 }
+
+impl Clone for Persistency {
+    fn clone(&self) -> Self {
+        Persistency {
+            lines: self.lines.clone(),
+            cpus: self.cpus.clone(),
+            next_seq: self.next_seq,
+            max_pending: self.max_pending,
+            spare: Vec::new(),
+        }
+    }
+
+    fn clone_from(&mut self, src: &Self) {
+        let spare = std::mem::take(&mut self.spare);
+        let old = std::mem::replace(&mut self.lines, src.lines.clone());
+        self.cpus.clone_from(&src.cpus);
+        self.next_seq = src.next_seq;
+        self.max_pending = src.max_pending;
+        self.spare = spare;
+        for (_, l) in old {
+            self.recycle(l.stores);
+        }
+    }
+}
+
+/// Spare store vectors kept at most (a bound on the memory a burst of pending lines leaves).
+const SPARE_STORE_VECS: usize = 256;
 
 /// The mask of aligned 8-byte words touched by `len` bytes at offset `off` of a line.
 pub(crate) fn word_mask(off: usize, len: usize) -> u8 {
@@ -89,6 +120,25 @@ impl Persistency {
             cpus: vec![CpuOutstanding::default(); cpus],
             next_seq: 1,
             max_pending: max_pending.max(1),
+            spare: Vec::new(),
+        }
+    }
+
+    fn recycle(&mut self, mut stores: Vec<PendingStore>) {
+        if self.spare.len() < SPARE_STORE_VECS {
+            stores.clear();
+            self.spare.push(stores);
+        }
+    }
+
+    /// Drop `line`'s pending stores (they became durable); whether it had any.
+    fn remove_line(&mut self, line: u64) -> bool {
+        match self.lines.remove(&line) {
+            Some(l) => {
+                self.recycle(l.stores);
+                true
+            }
+            None => false,
         }
     }
 
@@ -113,12 +163,13 @@ impl Persistency {
         let seq = self.next_seq;
         self.next_seq += 1;
         if durable_now {
-            self.lines.remove(&line);
+            self.remove_line(line);
             return seq;
         }
+        let spare = &mut self.spare;
         let entry = self.lines.entry(line).or_insert_with(|| DirtyLine {
             durable: *before,
-            stores: Vec::new(),
+            stores: spare.pop().unwrap_or_default(),
         });
         entry.stores.push(PendingStore {
             seq,
@@ -155,11 +206,11 @@ impl Persistency {
             if kind == FenceKind::Sfence && k == FlushKind::AmdClflush {
                 return true;
             }
-            fold_upto(&mut self.lines, line, upto);
+            fold_upto(&mut self.lines, &mut self.spare, line, upto);
             false
         });
         for (line, seq) in nt {
-            fold_upto(&mut self.lines, line, seq);
+            fold_upto(&mut self.lines, &mut self.spare, line, seq);
         }
         self.cpus[cpu].flushes = flushes;
     }
@@ -167,7 +218,7 @@ impl Persistency {
     /// Everything pending on `line` becomes durable (eviction, Intel clflush). Returns whether
     /// anything was pending.
     pub fn fold_all(&mut self, line: u64) -> bool {
-        self.lines.remove(&line).is_some()
+        self.remove_line(line)
     }
 
     pub fn is_pending(&self, line: u64) -> bool {
@@ -194,7 +245,12 @@ impl Persistency {
 }
 
 /// Makes the stores of `line` up to sequence number `upto` durable.
-fn fold_upto(lines: &mut BTreeMap<u64, DirtyLine>, line: u64, upto: u64) {
+fn fold_upto(
+    lines: &mut BTreeMap<u64, DirtyLine>,
+    spare: &mut Vec<Vec<PendingStore>>,
+    line: u64,
+    upto: u64,
+) {
     let Some(l) = lines.get_mut(&line) else {
         return;
     };
@@ -205,7 +261,12 @@ fn fold_upto(lines: &mut BTreeMap<u64, DirtyLine>, line: u64, upto: u64) {
         return;
     }
     if n == l.stores.len() {
-        lines.remove(&line);
+        if let Some(mut l) = lines.remove(&line)
+            && spare.len() < SPARE_STORE_VECS
+        {
+            l.stores.clear();
+            spare.push(l.stores);
+        }
     } else {
         l.durable = l.stores[n - 1].after;
         l.stores.drain(..n);

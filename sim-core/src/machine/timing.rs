@@ -86,7 +86,7 @@ struct BufEntry {
     last_use: u64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Dimm {
     read_free: u64,
     write_free: u64,
@@ -108,6 +108,79 @@ struct Dimm {
     remote_write_at: Option<u64>,
     /// Units most recently written to the media, for tail events.
     hot: VecDeque<u64>,
+}
+
+// The clones below copy into the existing collections (`clone_from`): a search restores the
+// machine after its setup on every run (`Machine::restore_from`). Each destructures every
+// field, so that a field added is a compile error until it is cloned too.
+impl Clone for Dimm {
+    fn clone(&self) -> Self {
+        let Dimm {
+            read_free,
+            write_free,
+            buf,
+            use_clock,
+            wpq,
+            last_drain,
+            writer_last,
+            writers,
+            read_block,
+            write_block,
+            rfo_unit,
+            remote_read_at,
+            remote_write_at,
+            hot,
+        } = self;
+        Dimm {
+            read_free: *read_free,
+            write_free: *write_free,
+            buf: buf.clone(),
+            use_clock: *use_clock,
+            wpq: wpq.clone(),
+            last_drain: *last_drain,
+            writer_last: writer_last.clone(),
+            writers: *writers,
+            read_block: *read_block,
+            write_block: *write_block,
+            rfo_unit: *rfo_unit,
+            remote_read_at: *remote_read_at,
+            remote_write_at: *remote_write_at,
+            hot: hot.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, src: &Self) {
+        let Dimm {
+            read_free,
+            write_free,
+            buf,
+            use_clock,
+            wpq,
+            last_drain,
+            writer_last,
+            writers,
+            read_block,
+            write_block,
+            rfo_unit,
+            remote_read_at,
+            remote_write_at,
+            hot,
+        } = self;
+        *read_free = src.read_free;
+        *write_free = src.write_free;
+        buf.clone_from(&src.buf);
+        *use_clock = src.use_clock;
+        wpq.clone_from(&src.wpq);
+        *last_drain = src.last_drain;
+        writer_last.clone_from(&src.writer_last);
+        *writers = src.writers;
+        *read_block = src.read_block;
+        *write_block = src.write_block;
+        *rfo_unit = src.rfo_unit;
+        *remote_read_at = src.remote_read_at;
+        *remote_write_at = src.remote_write_at;
+        hot.clone_from(&src.hot);
+    }
 }
 
 /// The DIMMs of a CPU's last `mlp` lines (demand reads or writes): its share of the traffic
@@ -140,7 +213,7 @@ impl RecentDimms {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct CpuPath {
     /// Completion (reads) or acceptance (writes) time of each fill buffer.
     slots: Vec<u64>,
@@ -164,6 +237,61 @@ struct CpuPath {
     wc_ready: u64,
 }
 
+impl Clone for CpuPath {
+    fn clone(&self) -> Self {
+        let mut c = CpuPath {
+            slots: Vec::new(),
+            accept_max: 0,
+            last_line: None,
+            stream: 0,
+            remote: false,
+            recent_dimms: RecentDimms {
+                dimms: VecDeque::new(),
+                cap: 0,
+            },
+            last_read: None,
+            recent_writes: RecentDimms {
+                dimms: VecDeque::new(),
+                cap: 0,
+            },
+            last_write: None,
+            nt_since_fence: false,
+            wc_ready: 0,
+        };
+        c.clone_from(self);
+        c
+    }
+
+    fn clone_from(&mut self, src: &Self) {
+        let CpuPath {
+            slots,
+            accept_max,
+            last_line,
+            stream,
+            remote,
+            recent_dimms,
+            last_read,
+            recent_writes,
+            last_write,
+            nt_since_fence,
+            wc_ready,
+        } = self;
+        slots.clone_from(&src.slots);
+        *accept_max = src.accept_max;
+        *last_line = src.last_line;
+        *stream = src.stream;
+        *remote = src.remote;
+        recent_dimms.dimms.clone_from(&src.recent_dimms.dimms);
+        recent_dimms.cap = src.recent_dimms.cap;
+        *last_read = src.last_read;
+        recent_writes.dimms.clone_from(&src.recent_writes.dimms);
+        recent_writes.cap = src.recent_writes.cap;
+        *last_write = src.last_write;
+        *nt_since_fence = src.nt_since_fence;
+        *wc_ready = src.wc_ready;
+    }
+}
+
 /// Timing parameters in picoseconds.
 #[derive(Clone, Debug)]
 struct Times {
@@ -181,7 +309,7 @@ struct Times {
 
 /// The media and memory-path timing model. `Machine` drives it (the media bench too, through
 /// the seam: overlapped loads are `Machine::load_nowait`).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct MediaModel {
     p: MediaParams,
     t: Times,
@@ -197,6 +325,53 @@ pub struct MediaModel {
     /// drawn from the shared generator (`sim` "Footprints").
     touched: Vec<usize>,
     touched_rng: bool,
+}
+
+impl Clone for MediaModel {
+    fn clone(&self) -> Self {
+        MediaModel {
+            p: self.p.clone(),
+            t: self.t.clone(),
+            lines_per_unit: self.lines_per_unit,
+            buf_entries: self.buf_entries,
+            hot_entries: self.hot_entries,
+            dimms: self.dimms.clone(),
+            cpus: self.cpus.clone(),
+            rng: self.rng.clone(),
+            stats: self.stats,
+            touched: self.touched.clone(),
+            touched_rng: self.touched_rng,
+        }
+    }
+
+    fn clone_from(&mut self, src: &Self) {
+        let MediaModel {
+            p,
+            t,
+            lines_per_unit,
+            buf_entries,
+            hot_entries,
+            dimms,
+            cpus,
+            rng,
+            stats,
+            touched,
+            touched_rng,
+        } = self;
+        p.clone_from(&src.p);
+        t.clone_from(&src.t);
+        *lines_per_unit = src.lines_per_unit;
+        *buf_entries = src.buf_entries;
+        *hot_entries = src.hot_entries;
+        // Vec::clone_from clones element-wise into the existing elements (their own
+        // `clone_from`), then truncates or extends.
+        dimms.clone_from(&src.dimms);
+        cpus.clone_from(&src.cpus);
+        rng.clone_from(&src.rng);
+        *stats = src.stats;
+        touched.clone_from(&src.touched);
+        *touched_rng = src.touched_rng;
+    }
 }
 
 impl MediaModel {
@@ -741,5 +916,43 @@ impl MediaModel {
         if std::mem::take(&mut path.nt_since_fence) {
             path.wc_ready = path.wc_ready.max(done + self.t.wc_fence);
         }
+    }
+}
+
+#[cfg(test)]
+mod clone_tests {
+    use super::*;
+    use crate::machine::params::MediaParams;
+
+    /// `clone_from` into a model that has run (a search's spare machine) gives the source
+    /// exactly, as `clone` does: every field, the collections of every DIMM and CPU included.
+    #[test]
+    fn clone_from_a_used_model_is_a_clone() {
+        let p = MediaParams::optane_like();
+        let drive = |m: &mut MediaModel, lines: std::ops::Range<u64>, cpu: usize| {
+            let mut t = 0;
+            for l in lines {
+                let (_, done) = m.read(t, cpu, l * 7);
+                let kind = if l % 3 == 0 {
+                    WriteKind::NonTemporal
+                } else {
+                    WriteKind::WriteBack
+                };
+                let (_, acc) = m.write(done, Some(cpu), l * 5, kind);
+                t = acc;
+            }
+        };
+        let mut src = MediaModel::new(&p, 2, 1);
+        drive(&mut src, 0..40, 0);
+        let mut dst = MediaModel::new(&p, 2, 2);
+        drive(&mut dst, 100..400, 1);
+        assert_ne!(format!("{dst:?}"), format!("{src:?}"));
+        dst.clone_from(&src);
+        assert_eq!(format!("{dst:?}"), format!("{src:?}"));
+        assert_eq!(format!("{:?}", src.clone()), format!("{src:?}"));
+        // And the two go on alike.
+        drive(&mut src, 40..60, 1);
+        drive(&mut dst, 40..60, 1);
+        assert_eq!(format!("{dst:?}"), format!("{src:?}"));
     }
 }

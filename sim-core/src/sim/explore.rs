@@ -378,6 +378,9 @@ fn replay_run(
 /// machine, locks released by dropped guards, the kernel log).
 type Footprint = Vec<Op>;
 
+/// Popped DFS nodes kept at most for their vectors (`Dfs::spare_nodes`).
+const SPARE_NODES: usize = 1024;
+
 struct DfsNode {
     enabled: Vec<TaskId>,
     sleep_entry: Vec<(TaskId, Footprint)>,
@@ -415,8 +418,13 @@ struct Dfs {
     /// Source-set DPOR on top of sleep sets (unbounded only).
     dpor: bool,
     stack: Vec<DfsNode>,
-    /// DPOR: the steps of the current run.
+    /// DPOR: the steps of the current run, the first `n_events` of these (the entries after
+    /// them are spares: their footprint vectors are reused, a run takes hundreds of steps).
     events: Vec<super::dpor::Event>,
+    n_events: usize,
+    /// Nodes popped off the stack, their contents stale: their vectors are reused by the
+    /// nodes pushed next.
+    spare_nodes: Vec<DfsNode>,
     /// The split depth of a divided search (`explore_scaled`): the choice prefixes through
     /// the first `split` branching nodes are its units. With DPOR, the nodes above the split
     /// branch on every enabled task (see [`ScaleConfig::split_depth`]).
@@ -453,6 +461,8 @@ impl Dfs {
             dpor: sleep_sets && cfg.dpor,
             stack: Vec::new(),
             events: Vec::new(),
+            n_events: 0,
+            spare_nodes: Vec::new(),
             split,
             probe: false,
             unit: 0,
@@ -500,18 +510,14 @@ impl Dfs {
         // The node at which the last step was chosen, if it was a branching point.
         let mut last_node: Option<usize> = None;
         let mut preemptions = 0u32;
-        self.events.clear();
+        self.n_events = 0;
         let dpor = self.dpor;
         let end = sim.run_steps(|sim, en| {
             // Wake the sleepers whose step depends on the step just taken.
             if let Some(last) = prev {
                 let fp = sim.last_footprint();
                 if dpor {
-                    self.events.push(super::dpor::Event {
-                        task: last.0,
-                        fp: fp.to_vec(),
-                        node: last_node,
-                    });
+                    self.push_event(last.0, fp, last_node);
                 }
                 if let Some(d) = last_node.take() {
                     self.stack[d].record(last, fp);
@@ -571,24 +577,38 @@ impl Dfs {
                         .copied()
                         .find(|&t| self.within_bound(preemptions + costs(t)))?,
                 };
-                self.stack.push(DfsNode {
-                    enabled: en.to_vec(),
-                    sleep_entry: sleep.clone(),
-                    done: vec![t],
+                // A node popped earlier lends its vectors (a run pushes dozens of nodes).
+                let mut node = self.spare_nodes.pop().unwrap_or_else(|| DfsNode {
+                    enabled: Vec::new(),
+                    sleep_entry: Vec::new(),
+                    done: Vec::new(),
                     footprints: Vec::new(),
                     chosen: t,
-                    prev,
-                    preemptions,
-                    // Above the split of a divided search, DPOR branches on every enabled task:
-                    // races found inside one unit would otherwise owe branches here that the
-                    // other workers and shards, which skip that unit, never learn of.
-                    backtrack: if self.split.is_some_and(|d| depth < d) {
-                        en.to_vec()
-                    } else {
-                        vec![t]
-                    },
+                    prev: None,
+                    preemptions: 0,
+                    backtrack: Vec::new(),
                     plans: Vec::new(),
                 });
+                node.enabled.clear();
+                node.enabled.extend_from_slice(en);
+                node.sleep_entry.clone_from(&sleep);
+                node.done.clear();
+                node.done.push(t);
+                node.footprints.clear();
+                node.chosen = t;
+                node.prev = prev;
+                node.preemptions = preemptions;
+                // Above the split of a divided search, DPOR branches on every enabled task:
+                // races found inside one unit would otherwise owe branches here that the
+                // other workers and shards, which skip that unit, never learn of.
+                node.backtrack.clear();
+                if self.split.is_some_and(|d| depth < d) {
+                    node.backtrack.extend_from_slice(en);
+                } else {
+                    node.backtrack.push(t);
+                }
+                node.plans.clear();
+                self.stack.push(node);
                 last_node = Some(depth);
                 depth += 1;
                 t
@@ -602,11 +622,7 @@ impl Dfs {
             && let Some(last) = prev
         {
             if dpor {
-                self.events.push(super::dpor::Event {
-                    task: last.0,
-                    fp: sim.last_footprint().to_vec(),
-                    node: last_node,
-                });
+                self.push_event(last.0, sim.last_footprint(), last_node);
             }
             if let Some(d) = last_node {
                 self.stack[d].record(last, sim.last_footprint());
@@ -629,8 +645,31 @@ impl Dfs {
             _ => Vec::new(),
         };
         let events = std::mem::take(&mut self.events);
-        super::dpor::analyse(&mut StackTree(&mut self.stack), &events, tasks, &pending);
+        super::dpor::analyse(
+            &mut StackTree(&mut self.stack),
+            &events[..self.n_events],
+            tasks,
+            &pending,
+        );
         self.events = events;
+    }
+
+    /// DPOR: record the current run's next step (in a spare entry when there is one).
+    fn push_event(&mut self, task: u32, fp: &[Op], node: Option<usize>) {
+        match self.events.get_mut(self.n_events) {
+            Some(e) => {
+                e.task = task;
+                e.fp.clear();
+                e.fp.extend_from_slice(fp);
+                e.node = node;
+            }
+            None => self.events.push(super::dpor::Event {
+                task,
+                fp: fp.to_vec(),
+                node,
+            }),
+        }
+        self.n_events += 1;
     }
 }
 
@@ -697,7 +736,11 @@ impl Dfs {
                     return Some(self.stack.len() - 1);
                 }
                 None => {
-                    self.stack.pop();
+                    if let Some(n) = self.stack.pop()
+                        && self.spare_nodes.len() < SPARE_NODES
+                    {
+                        self.spare_nodes.push(n);
+                    }
                 }
             }
         }

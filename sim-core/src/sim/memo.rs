@@ -67,6 +67,22 @@ pub(super) struct MemReq<'a> {
     pub out: &'a mut [u8],
 }
 
+/// What a memory operation touched: the machine's answer, or a replayed operation's record
+/// (read in place: a replay copies no footprint).
+pub(super) enum Answer {
+    Fresh(Touched),
+    Recorded(Arc<MachineMemo>, usize),
+}
+
+impl Answer {
+    pub(super) fn touched(&self) -> &Touched {
+        match self {
+            Answer::Fresh(t) => t,
+            Answer::Recorded(memo, i) => &memo.ops[*i].touched,
+        }
+    }
+}
+
 /// Run one memory operation through the recording or replay (one must be on): the
 /// operation's touched state and result.
 pub(super) fn memo_op(
@@ -75,7 +91,7 @@ pub(super) fn memo_op(
     cpu: usize,
     now: u64,
     ask: impl FnOnce(&mut Machine, &mut [u8]) -> Result<u64, MemError>,
-) -> (Touched, Result<u64, MemError>) {
+) -> (Answer, Result<u64, MemError>) {
     match s.memo.as_mut().expect("a recording or replay is on") {
         MemoMode::Record(ops) => {
             let m = s
@@ -94,7 +110,7 @@ pub(super) fn memo_op(
                 result,
                 touched: touched.clone(),
             });
-            (touched, result)
+            (Answer::Fresh(touched), result)
         }
         MemoMode::Replay { memo, next } => {
             let op = memo.ops.get(*next);
@@ -117,9 +133,10 @@ pub(super) fn memo_op(
                 *next, req.what, req.addr
             );
             let op = &memo.ops[*next];
-            *next += 1;
             req.out.copy_from_slice(&op.output);
-            (op.touched.clone(), op.result)
+            let result = op.result;
+            *next += 1;
+            (Answer::Recorded(memo.clone(), *next - 1), result)
         }
     }
 }

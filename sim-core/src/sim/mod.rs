@@ -1396,8 +1396,8 @@ fn sections_in_one_step(fp: &mut Vec<Op>) {
                         && matches!(x.kind, OpKind::DowngradeWrite | OpKind::DownWrite)
                         && x.arg != RWSEM_ATTEMPT
                 }));
-        let written = fp.iter().any(|x| x.kind == OpKind::Write && x.obj == o);
-        if section && !written {
+        // (Looked for only after a section: most entries of a footprint are not lock ops.)
+        if section && !fp.iter().any(|x| x.kind == OpKind::Write && x.obj == o) {
             // A section whose data accesses were all parts (no whole-data read of a lock with
             // parts, which its guard's `Deref` records) reads only the lock word; the parts stay.
             let parts = fp.iter().any(|x| x.part_of().is_some_and(|(l, ..)| l == o));
@@ -1466,13 +1466,14 @@ fn machine_op(
         let task = s.current as usize;
         let now = s.clock(cpu).max(s.tasks[task].clock);
         // A recorded phase (memo.rs) answers in place of the machine model.
-        let (t, r) = if s.memo.is_some() {
+        let (answer, r) = if s.memo.is_some() {
             memo::memo_op(s, &mut req, cpu, now, |m, out| f(m, now, cpu, out))
         } else {
             let m = s.machine.as_mut().expect("checked above");
             let r = f(m, now, cpu, req.out);
-            (m.take_touched(), r)
+            (memo::Answer::Fresh(m.take_touched()), r)
         };
+        let t = answer.touched();
         // The shared machine state the operation touched (see "Footprints").
         for (first, n) in runs(&t.sets) {
             s.extra.push(Op::cache_sets(OpKind::Write, first, n));
@@ -1488,7 +1489,7 @@ fn machine_op(
         if t.global {
             s.touch(Op::new(OpKind::Write, Op::MACHINE));
         }
-        if let Some(m) = s.machine.as_mut() {
+        if let (Some(m), memo::Answer::Fresh(t)) = (s.machine.as_mut(), answer) {
             m.recycle_touched(t);
         }
         let ns = r?;
@@ -1676,16 +1677,18 @@ impl Sim {
             *s = Some(State {
                 gen_,
                 seed: cfg.seed,
-                clocks: Vec::new(),
+                // (Capacities: a trace's run has a handful of tasks and CPUs and hundreds of
+                // steps; growing each vector from empty cost several allocations a run.)
+                clocks: Vec::with_capacity(4),
                 current: 0,
                 announced: false,
-                tasks: Vec::new(),
+                tasks: Vec::with_capacity(8),
                 objs: SPARE_OBJS.with(|o| std::mem::take(&mut *o.borrow_mut())),
                 rng: ChaCha8Rng::seed_from_u64(cfg.seed),
                 violation: None,
                 warnings: Vec::new(),
                 warning_paths: Vec::new(),
-                extra: Vec::new(),
+                extra: Vec::with_capacity(32),
                 sites: Vec::new(),
                 next_waiter: 0,
                 machine: None,
@@ -1704,10 +1707,10 @@ impl Sim {
             });
         });
         Sim {
-            futures: Vec::new(),
+            futures: Vec::with_capacity(8),
             cfg,
-            choices: Vec::new(),
-            last_footprint: Vec::new(),
+            choices: Vec::with_capacity(256),
+            last_footprint: Vec::with_capacity(32),
             step_events: Vec::new(),
             step_ends: Vec::new(),
             raw_footprint: Vec::new(),
