@@ -369,8 +369,11 @@ impl Stepper {
                 break;
             }
             // An atomic section is one step of several ops: it is of `kind` when any of them is.
+            // Each op's event names it as announced (its footprint may fold it: a section
+            // taken and released at once reads the lock, a wake-up that woke nobody reads the
+            // queue).
             let hit = (self.ses().sim().last_step_ops().iter())
-                .any(|(_, fp, _)| fp.first().is_some_and(|op| kind.matches(op.kind)));
+                .any(|(ev, _, _)| kind.matches(ev.op.kind));
             if self.full.get(self.cursor) != Some(&t) {
                 self.full.truncate(self.cursor);
                 self.full.push(t);

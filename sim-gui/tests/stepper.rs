@@ -86,6 +86,30 @@ fn the_explore_schedule_reaches_the_lost_wakeup_the_locked_entry_and_scrubs_exac
     assert_eq!(st.event_log(), end_log);
 }
 
+/// "Run to next wake_up" stops at every wake-up, also one that reaches nobody (its footprint
+/// reads the queue): here the run's first, which finds nobody queued.
+#[test]
+fn run_to_wake_stops_at_a_wake_up_that_reaches_nobody() {
+    use sim_core::platform::OpKind;
+    let bug = bug_schedule();
+    let mut st = Stepper::open(TRACE, 0).unwrap();
+    st.load_schedule(&bug).unwrap();
+    st.goto(0);
+    st.run_to(StepKind::Wake, 1000);
+    let log = st.event_log();
+    let last = log.events.last().expect("a step ran");
+    assert_eq!(last.op.kind, OpKind::Wake, "{last:?}");
+    let snap = st.snapshot();
+    assert!(snap.end.is_none(), "stopped before the end");
+    assert!(
+        waitqueues::build(snap).iter().any(|q| q
+            .last_wake
+            .as_deref()
+            .is_some_and(|w| w.ends_with("woke nobody"))),
+        "the wake-up reached nobody"
+    );
+}
+
 #[test]
 fn a_bad_schedule_and_a_bad_trace_are_clear_errors() {
     let mut st = Stepper::open(TRACE, 0).unwrap();
