@@ -149,6 +149,14 @@ impl MemMapSnapshot {
     pub fn pages(&self) -> impl Iterator<Item = &Page> + '_ {
         self.sections.iter().flat_map(|s| s.iter())
     }
+
+    /// Every section: its first pfn and its pages (a walk of every page without a flattened
+    /// iterator's per-page test for the end of a section).
+    pub fn sections(&self) -> impl Iterator<Item = (Pfn, &[Page])> + '_ {
+        (0..)
+            .zip(&self.sections)
+            .map(|(i, s)| (self.base_pfn + i * PAGES_PER_SECTION, &s[..]))
+    }
 }
 
 thread_local! {
