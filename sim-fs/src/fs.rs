@@ -24,6 +24,7 @@ use sim_core::platform::bug_on;
 use sim_core::platform::{MutexGuard, Platform, RwSemReadGuard, RwSemWriteGuard};
 use sim_core::{Mutex, PmemPlatform, RwSem};
 use sim_mm::world::{AddressSpace, MmWorld};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::DerefMut;
 use std::sync::Arc;
@@ -303,11 +304,11 @@ thread_local! {
     /// Metadata buffers given back by [`recycle_meta`] for the next [`load_meta`] on the
     /// thread, each with its stale ranges: a search loads the metadata (53 KB for 8 MiB of
     /// pmem) three times a run, and zeroing a whole buffer each time showed in profiles.
-    static SPARE_META: std::cell::RefCell<Vec<(Vec<u8>, Stale)>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// The ranges [`load_meta`] loaded into the buffers it returned lately, by buffer address
-    /// and length (the rest of such a buffer is zero until it is changed: [`recover_meta`] forgets the
-    /// buffers it writes).
-    static LOADED: std::cell::RefCell<Vec<((usize, usize), Stale)>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SPARE_META: RefCell<Vec<(Vec<u8>, Stale)>> = const { RefCell::new(Vec::new()) };
+    /// The ranges [`load_meta`] loaded into the buffers it returned lately, by buffer
+    /// address and length (the rest of such a buffer is zero until it is changed:
+    /// [`recover_meta`] forgets the buffers it writes).
+    static LOADED: RefCell<Vec<((usize, usize), Stale)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Forget what [`load_meta`] loaded into `meta`: it is about to change anywhere.
