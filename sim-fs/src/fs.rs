@@ -24,6 +24,7 @@ use sim_core::platform::bug_on;
 use sim_core::platform::{MutexGuard, Platform, RwSemReadGuard, RwSemWriteGuard};
 use sim_core::{Mutex, PmemPlatform, RwSem};
 use sim_mm::world::{AddressSpace, MmWorld};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::DerefMut;
 use std::sync::Arc;
@@ -201,24 +202,40 @@ async fn load<P: PmemPlatform>(p: &P, addr: u64, len: u64) -> Result<Vec<u8>, St
 /// inode records, and the bitmap and refcount lines that hold blocks. Unused tails of regions
 /// read as zeros (mkfs never writes them).
 pub async fn load_meta<P: PmemPlatform>(p: &P, geo: &Geometry) -> Result<Vec<u8>, Problem> {
-    // A buffer given back by `recycle_meta` holds stale bytes: each byte below is either
-    // loaded or zeroed (`filled`: the bytes before it are one or the other; the regions are
-    // loaded in increasing address order).
+    // A buffer given back by `recycle_meta` holds stale bytes, but only in `stale` (the ranges
+    // its last `load_meta` loaded, or all of it): each byte below is either loaded or zero
+    // (`filled`: the bytes before it are one or the other; the regions are loaded in
+    // increasing address order).
     let n = geo.meta_bytes() as usize;
-    let mut meta = SPARE_META
+    let (mut meta, mut stale) = SPARE_META
         .with(|s| s.borrow_mut().pop())
         .unwrap_or_default();
-    meta.resize(n, 0);
+    if meta.len() != n {
+        stale = vec![(0, meta.len().min(n))];
+        meta.resize(n, 0);
+    }
+    let stale = stale;
+    let zero = |meta: &mut Vec<u8>, lo: usize, hi: usize| {
+        for &(a, b) in &stale {
+            let (a, b) = (a.max(lo), b.min(hi));
+            if a < b {
+                meta[a..b].fill(0);
+            }
+        }
+    };
+    let mut loaded = Vec::new();
     let mut filled = 0usize;
     let get = async |meta: &mut Vec<u8>,
                      filled: &mut usize,
+                     loaded: &mut Vec<(usize, usize)>,
                      addr: u64,
                      len: u64|
            -> Result<(), Problem> {
         let a = addr as usize;
         assert!(a >= *filled, "metadata regions loaded out of order");
-        meta[*filled..a].fill(0);
+        zero(meta, *filled, a);
         *filled = a + len as usize;
+        loaded.push((a, *filled));
         p.pmem_load(addr, &mut meta[a..a + len as usize])
             .await
             .map_err(|e| {
@@ -236,15 +253,17 @@ pub async fn load_meta<P: PmemPlatform>(p: &P, geo: &Geometry) -> Result<Vec<u8>
             })
     };
     let f = &mut filled;
-    get(&mut meta, f, 0, 128).await?;
+    let l = &mut loaded;
+    get(&mut meta, f, l, 0, 128).await?;
     let j = geo.journal_addr();
-    get(&mut meta, f, j, JHEADER).await?;
+    get(&mut meta, f, l, j, JHEADER).await?;
     if crate::layout::get_u32(&meta, j as usize) == JH_MAGIC {
-        get(&mut meta, f, j + JHEADER, geo.journal_bytes() - JHEADER).await?;
+        get(&mut meta, f, l, j + JHEADER, geo.journal_bytes() - JHEADER).await?;
     }
     get(
         &mut meta,
         f,
+        l,
         geo.addr(geo.itable_start),
         geo.ninodes * INODE_SIZE,
     )
@@ -252,6 +271,7 @@ pub async fn load_meta<P: PmemPlatform>(p: &P, geo: &Geometry) -> Result<Vec<u8>
     get(
         &mut meta,
         f,
+        l,
         geo.addr(geo.bitmap_start),
         geo.bitmap_used_bytes(),
     )
@@ -259,27 +279,59 @@ pub async fn load_meta<P: PmemPlatform>(p: &P, geo: &Geometry) -> Result<Vec<u8>
     get(
         &mut meta,
         f,
+        l,
         geo.addr(geo.refcount_start),
         geo.refcount_used_bytes(),
     )
     .await?;
-    meta[filled..].fill(0);
+    zero(&mut meta, filled, n);
+    LOADED.with(|m| {
+        let mut m = m.borrow_mut();
+        let at = (meta.as_ptr() as usize, meta.len());
+        m.retain(|(p, _)| *p != at);
+        if m.len() == 8 {
+            m.remove(0);
+        }
+        m.push((at, loaded));
+    });
     Ok(meta)
 }
 
+/// Byte ranges of a metadata buffer that may hold stale (non-zero) bytes.
+type Stale = Vec<(usize, usize)>;
+
 thread_local! {
     /// Metadata buffers given back by [`recycle_meta`] for the next [`load_meta`] on the
-    /// thread: a search loads the metadata (53 KB for 8 MiB of pmem) three times a run, and
-    /// zeroing a fresh buffer each time showed in profiles.
-    static SPARE_META: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// thread, each with its stale ranges: a search loads the metadata (53 KB for 8 MiB of
+    /// pmem) three times a run, and zeroing a whole buffer each time showed in profiles.
+    static SPARE_META: RefCell<Vec<(Vec<u8>, Stale)>> = const { RefCell::new(Vec::new()) };
+    /// The ranges [`load_meta`] loaded into the buffers it returned lately, by buffer
+    /// address and length (the rest of such a buffer is zero until it is changed:
+    /// [`recover_meta`] forgets the buffers it writes).
+    static LOADED: RefCell<Vec<((usize, usize), Stale)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Give a buffer of [`load_meta`] back once read (its bytes are never read again).
+/// Forget what [`load_meta`] loaded into `meta`: it is about to change anywhere.
+fn forget_loaded(meta: &[u8]) {
+    let at = (meta.as_ptr() as usize, meta.len());
+    LOADED.with(|m| m.borrow_mut().retain(|(p, _)| *p != at));
+}
+
+/// Give a buffer of [`load_meta`] back once read (its bytes are never read again). It must be
+/// unchanged since, but for [`recover_meta`]'s changes.
 pub fn recycle_meta(meta: Vec<u8>) {
+    let at = (meta.as_ptr() as usize, meta.len());
+    let stale = LOADED.with(|m| {
+        let mut m = m.borrow_mut();
+        match m.iter().position(|(p, _)| *p == at) {
+            Some(i) => m.remove(i).1,
+            None => vec![(0, meta.len())],
+        }
+    });
     SPARE_META.with(|s| {
         let mut s = s.borrow_mut();
         if s.len() < 4 {
-            s.push(meta);
+            s.push((meta, stale));
         }
     });
 }
@@ -373,6 +425,7 @@ pub fn recover_meta(
                     ));
                 }
             }
+            forget_loaded(&meta);
             for (addr, data) in &records {
                 meta[*addr as usize..*addr as usize + data.len()].copy_from_slice(data);
             }
@@ -382,6 +435,7 @@ pub fn recover_meta(
         }
     };
     if info.replayed.is_some() || info.discarded.is_some() {
+        forget_loaded(&meta);
         meta[ja..ja + 64].copy_from_slice(&empty_header(seq));
     }
     Ok(Recovered {
@@ -761,7 +815,7 @@ impl<P: PmemPlatform> Daxfs<P> {
                 }
             },
             // fsck_meta reports the bad superblock.
-            Err(_) => sb,
+            Err(_) => return fsck_meta(&sb, pmem_size),
         };
         let r = fsck_meta(&meta, pmem_size);
         recycle_meta(meta);

@@ -1475,3 +1475,62 @@ fn the_shared_read_answer_is_the_exclusive_one() {
     });
     assert!(diffs.is_empty(), "{diffs:#?}");
 }
+
+/// `load_meta` reuses the buffers `recycle_meta` gives back, zeroing only what may be stale:
+/// bytes a load does not load read as zeros however the buffer was used before (a journal
+/// body loaded last time, a replayed write into a region's unused tail).
+#[test]
+fn load_meta_zeroes_what_it_does_not_load_in_a_reused_buffer() {
+    use sim_fs::fs::{load_meta, recycle_meta};
+    use sim_fs::journal::{
+        JH_MAGIC, JHEADER, commit_offset, empty_header, encode_transaction, store_clwb,
+    };
+    use std::collections::BTreeMap;
+    let size = 8 * MIB;
+    run(machine(size), move |p| async move {
+        mkfs(&p, size, BS).await.unwrap();
+        let geo = Geometry::new(size, BS).unwrap();
+        let j = geo.journal_addr();
+        let body = (j + 64) as usize..(j + geo.journal_bytes()) as usize;
+        // The unused tail of the bitmap's blocks: never loaded.
+        let tail = (geo.addr(geo.bitmap_start) + geo.bitmap_used_bytes()) as usize;
+        assert!(
+            tail < geo.addr(geo.refcount_start) as usize,
+            "the bitmap has a tail"
+        );
+        // A committed transaction that writes into the bitmap's tail, over a journal full of
+        // garbage.
+        let garbage = vec![0xab; geo.journal_bytes() as usize];
+        store_clwb(&p, j, &garbage).await.unwrap();
+        let units = BTreeMap::from([(tail as u64, vec![0xcd; 64])]);
+        let (head, commit) = encode_transaction(1, &units);
+        store_clwb(&p, j, &head).await.unwrap();
+        let c = j + commit_offset(head.len() as u64 - JHEADER);
+        store_clwb(&p, c, &commit).await.unwrap();
+        // Given back as loaded, then after recovery (which writes into it).
+        for recover in [false, true] {
+            store_clwb(&p, j, &head).await.unwrap();
+            let m = load_meta(&p, &geo).await.unwrap();
+            assert_eq!(sim_fs::layout::get_u32(&m, j as usize), JH_MAGIC);
+            let loaded = m[body.clone()].contains(&0xab);
+            assert!(loaded, "the body was loaded");
+            if recover {
+                let rec = recover_meta(geo, true, m).unwrap();
+                assert_eq!(rec.meta[tail], 0xcd, "the replay wrote into the tail");
+                recycle_meta(rec.meta);
+            } else {
+                recycle_meta(m);
+            }
+            // The journal empty: its body is not loaded, and nothing is in the bitmap's tail.
+            store_clwb(&p, j, &empty_header(1)).await.unwrap();
+            for _ in 0..2 {
+                let m = load_meta(&p, &geo).await.unwrap();
+                let body_zero = m[body.clone()].iter().all(|&b| b == 0);
+                assert!(body_zero, "stale journal body");
+                let tail_zero = m[tail..tail + 64].iter().all(|&b| b == 0);
+                assert!(tail_zero, "stale replayed write");
+                recycle_meta(m);
+            }
+        }
+    });
+}

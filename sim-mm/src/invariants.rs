@@ -442,88 +442,89 @@ fn check_pages(
 ) {
     // `mapped` holds pfns of the memmap only, in order: walk it alongside the pages.
     let mut mapped_iter = mapped.iter().peekable();
-    for (i, pg) in s.memmap.pages().enumerate() {
-        let pfn = s.memmap.base_pfn + i as u64;
-        let n = match mapped_iter.peek() {
-            Some(&(&f, &n)) if f == pfn => {
-                mapped_iter.next();
-                n
+    for (first, pages) in s.memmap.sections() {
+        for (pfn, pg) in (first..).zip(pages) {
+            let n = match mapped_iter.peek() {
+                Some(&(&f, &n)) if f == pfn => {
+                    mapped_iter.next();
+                    n
+                }
+                _ => 0,
+            };
+            // An untouched page (no counts, flags or owner) that nothing maps breaks no rule
+            // below, and neither does an untouched free block (most pages of a run's memmap).
+            if n == 0 && (*pg == Page::default() || *pg == FREE_IDLE) {
+                continue;
             }
-            _ => 0,
-        };
-        // An untouched page (no counts, flags or owner) that nothing maps breaks no rule below,
-        // and neither does an untouched free block (most pages of a run's memmap).
-        if n == 0 && (*pg == Page::default() || *pg == FREE_IDLE) {
-            continue;
-        }
-        // mapcount equals the number of present leaves mapping the page.
-        if pg.mapcount != n {
-            out.push(Violation::MapcountMismatch {
-                pfn,
-                mapcount: pg.mapcount,
-                mapped: n,
-            });
-        }
-        // Pins are references.
-        if pg.pincount > pg.refcount {
-            out.push(Violation::PinsExceedRefs {
-                pfn,
-                refcount: pg.refcount,
-                pincount: pg.pincount,
-            });
-        } else if quiescent && pg.refcount != pg.mapcount + pg.pincount {
-            // At rest, the references are exactly the mappings plus the pins.
-            out.push(Violation::RefcountMismatch {
-                pfn,
-                refcount: pg.refcount,
-                mapcount: pg.mapcount,
-                pincount: pg.pincount,
-            });
-        }
-        // A shared (reflinked) page has no single owner.
-        if pg.share > 0 && pg.mapping != 0 {
-            out.push(Violation::ShareWithMapping {
-                pfn,
-                mapping: pg.mapping,
-                share: pg.share,
-            });
-        }
-        // page->mapping never points to an evicted inode.
-        if pg.mapping != 0 && s.freed_mappings.contains(&MappingId(pg.mapping)) {
-            out.push(Violation::PageOfFreedMapping {
-                pfn,
-                mapping: pg.mapping,
-            });
-        }
-        // A free block holds no references (pins included).
-        if pg.block_free() && (pg.refcount != 0 || pg.pincount != 0) {
-            out.push(Violation::BusyAfterFree {
-                pfn,
-                refcount: pg.refcount,
-                pincount: pg.pincount,
-            });
-        }
-        if quiescent && pg.mapping != 0 && !s.freed_mappings.contains(&MappingId(pg.mapping)) {
-            // An associated page is covered by a block entry of its mapping at its index.
-            let covered = s
-                .mappings
-                .iter()
-                .find(|m| m.id.0 == pg.mapping)
-                .is_some_and(|m| {
-                    m.xa.lookup(pg.index).is_some_and(|it| {
-                        let e = it.entry;
-                        e.is_value() && {
-                            let first = dax_to_pfn(e);
-                            (first..first + dax_entry_nr_pfns(e)).contains(&pfn)
-                        }
-                    })
+            // mapcount equals the number of present leaves mapping the page.
+            if pg.mapcount != n {
+                out.push(Violation::MapcountMismatch {
+                    pfn,
+                    mapcount: pg.mapcount,
+                    mapped: n,
                 });
-            if !covered {
-                out.push(Violation::AssociatedPageNotInXarray {
+            }
+            // Pins are references.
+            if pg.pincount > pg.refcount {
+                out.push(Violation::PinsExceedRefs {
+                    pfn,
+                    refcount: pg.refcount,
+                    pincount: pg.pincount,
+                });
+            } else if quiescent && pg.refcount != pg.mapcount + pg.pincount {
+                // At rest, the references are exactly the mappings plus the pins.
+                out.push(Violation::RefcountMismatch {
+                    pfn,
+                    refcount: pg.refcount,
+                    mapcount: pg.mapcount,
+                    pincount: pg.pincount,
+                });
+            }
+            // A shared (reflinked) page has no single owner.
+            if pg.share > 0 && pg.mapping != 0 {
+                out.push(Violation::ShareWithMapping {
                     pfn,
                     mapping: pg.mapping,
-                    index: pg.index,
+                    share: pg.share,
                 });
+            }
+            // page->mapping never points to an evicted inode.
+            if pg.mapping != 0 && s.freed_mappings.contains(&MappingId(pg.mapping)) {
+                out.push(Violation::PageOfFreedMapping {
+                    pfn,
+                    mapping: pg.mapping,
+                });
+            }
+            // A free block holds no references (pins included).
+            if pg.block_free() && (pg.refcount != 0 || pg.pincount != 0) {
+                out.push(Violation::BusyAfterFree {
+                    pfn,
+                    refcount: pg.refcount,
+                    pincount: pg.pincount,
+                });
+            }
+            if quiescent && pg.mapping != 0 && !s.freed_mappings.contains(&MappingId(pg.mapping)) {
+                // An associated page is covered by a block entry of its mapping at its index.
+                let covered = s
+                    .mappings
+                    .iter()
+                    .find(|m| m.id.0 == pg.mapping)
+                    .is_some_and(|m| {
+                        m.xa.lookup(pg.index).is_some_and(|it| {
+                            let e = it.entry;
+                            e.is_value() && {
+                                let first = dax_to_pfn(e);
+                                (first..first + dax_entry_nr_pfns(e)).contains(&pfn)
+                            }
+                        })
+                    });
+                if !covered {
+                    out.push(Violation::AssociatedPageNotInXarray {
+                        pfn,
+                        mapping: pg.mapping,
+                        index: pg.index,
+                    });
+                }
             }
         }
     }

@@ -149,6 +149,30 @@ impl MemMapSnapshot {
     pub fn pages(&self) -> impl Iterator<Item = &Page> + '_ {
         self.sections.iter().flat_map(|s| s.iter())
     }
+
+    /// Every section: its first pfn and its pages (a walk of every page without a flattened
+    /// iterator's per-page test for the end of a section).
+    pub fn sections(&self) -> impl Iterator<Item = (Pfn, &[Page])> + '_ {
+        (0..)
+            .zip(&self.sections)
+            .map(|(i, s)| (self.base_pfn + i * PAGES_PER_SECTION, &s[..]))
+    }
+}
+
+thread_local! {
+    /// A full section of idle struct pages, shared by every [`MemMap::new`] on the thread: the
+    /// sections are copied on write, so a run copies only the sections it changes instead of
+    /// building all of them (a search builds a memmap every run).
+    static IDLE_SECTION: Arc<[Page]> = (0..PAGES_PER_SECTION).map(|_| Page::default()).collect();
+}
+
+/// A section of `n` idle struct pages.
+fn idle_section(n: usize) -> Arc<[Page]> {
+    if n == PAGES_PER_SECTION as usize {
+        IDLE_SECTION.with(Arc::clone)
+    } else {
+        (0..n).map(|_| Page::default()).collect()
+    }
 }
 
 /// The memmap of the pmem `dev_pagemap`: pfns `base_pfn .. base_pfn + nr_pages`.
@@ -169,11 +193,7 @@ impl<P: Platform> MemMap<P> {
                 let n = (nr_pages - s * PAGES_PER_SECTION).min(PAGES_PER_SECTION) as usize;
                 // Parts: page `i` of the section is key `i`, so that steps on different pages
                 // commute (`update` announces the pages it touches).
-                SpinLock::new_with_parts(
-                    p,
-                    "memmap_section",
-                    (0..n).map(|_| Page::default()).collect::<Arc<[Page]>>(),
-                )
+                SpinLock::new_with_parts(p, "memmap_section", idle_section(n))
             })
             .collect();
         let wait_table = WaitQueue::table(p, "folio_wait_table", PAGE_WAIT_TABLE_SIZE);

@@ -36,3 +36,29 @@ fn an_idle_wait_across_two_folios_is_woken_by_either() {
         panic!("{}: {}", f.violation.kind.name(), f.violation.message);
     }
 }
+
+/// Every memmap starts with the same shared idle sections (copied on write): a page pinned in
+/// one memmap stays idle in a memmap built after it, and in one built before it.
+#[test]
+fn a_change_to_one_memmap_leaves_the_others_idle() {
+    let model = |sim: &mut Sim| {
+        let p = sim.platform();
+        let before = Arc::new(MemMap::new(&p, 0, 1024));
+        sim.spawn("pinner", move || async move {
+            let mm = MemMap::new(&p, 0, 1024);
+            assert!(mm.try_grab_page(&p, 600, false).await);
+            assert_eq!(mm.page(&p, 600).await.refcount, 1);
+            let after = MemMap::new(&p, 0, 1024);
+            for other in [&*before, &after] {
+                let pg = other.page(&p, 600).await;
+                assert_eq!((pg.refcount, pg.pincount), (0, 0), "{pg:?}");
+            }
+            mm.unpin_page(&p, 600).await;
+        });
+    };
+    let rep = explore(&model, &ExploreConfig::default(), &mut |_| {}).expect("explores");
+    if let Some(f) = &rep.failure {
+        panic!("{}: {}", f.violation.kind.name(), f.violation.message);
+    }
+    assert!(rep.runs >= 1);
+}
