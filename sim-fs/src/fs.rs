@@ -828,6 +828,44 @@ impl<P: PmemPlatform> Daxfs<P> {
     /// log: a quiescent check for the end of a run. Also checks the copy-on-write staging,
     /// which lives in core only: see the invariant below.
     pub async fn verify_incore(&self, p: &P) -> Result<Vec<String>, FsError> {
+        let (r, meta) = self.verify_incore_meta(p).await;
+        if let Some(m) = meta {
+            recycle_meta(m);
+        }
+        r
+    }
+
+    /// The end of a run's check: [`Daxfs::verify_incore`], then [`Daxfs::fsck_media`]. fsck
+    /// judges the metadata the verification read when it can: nothing is stored between the
+    /// two (the caller is the only task left), so reading the media again would give the
+    /// same bytes, and the superblock in them names the geometry the verification loaded.
+    pub async fn verify_incore_and_fsck(
+        &self,
+        p: &P,
+    ) -> (Result<Vec<String>, FsError>, FsckReport) {
+        let (r, meta) = self.verify_incore_meta(p).await;
+        let fsck = match meta {
+            Some(m) => {
+                let same_geo = m
+                    .get(..128)
+                    .and_then(|sb| Superblock::decode(sb, self.pmem_size).ok())
+                    .is_some_and(|s| s.geo == self.geo);
+                let f = if same_geo {
+                    fsck_meta(&m, self.pmem_size)
+                } else {
+                    Self::fsck_media(p, self.pmem_size).await
+                };
+                recycle_meta(m);
+                f
+            }
+            None => Self::fsck_media(p, self.pmem_size).await,
+        };
+        (r, fsck)
+    }
+
+    /// [`Daxfs::verify_incore`], and the metadata it read (`None` when the log force or the
+    /// read failed).
+    async fn verify_incore_meta(&self, p: &P) -> (Result<Vec<String>, FsError>, Option<Vec<u8>>) {
         let ns = self.lock_ns(p).await;
         let inodes: Vec<Arc<Inode<P>>> = ns.inodes.values().cloned().collect();
         let mut cores = Vec::new();
@@ -909,10 +947,10 @@ impl<P: PmemPlatform> Daxfs<P> {
         drop(a);
         drop(cores);
         drop(ns);
-        meta.map(|m| {
-            recycle_meta(m);
-            out
-        })
+        match meta {
+            Ok(m) => (Ok(out), Some(m)),
+            Err(e) => (Err(e), None),
+        }
     }
 
     /// `xfs_log_force`: make every logged change durable.

@@ -645,11 +645,18 @@ impl User {
             return false;
         };
         let Some(n) = new(f) else { return false };
+        self.file_set(ino, Arc::new(n));
+        true
+    }
+
+    /// Make inode `ino`'s bytes `new` (shared, not copied), keeping the content before for
+    /// every read of the file in flight (as [`User::file_mut`]).
+    pub(crate) fn file_set(&mut self, ino: u64, new: Arc<Vec<u8>>) {
+        let f = self.files.entry(ino).or_default();
         for (_, held) in self.reads.values_mut().filter(|(i, _)| *i == ino) {
             held.push(f.clone());
         }
-        *f = Arc::new(n);
-        true
+        *f = new;
     }
 
     /// A read of inode `ino` begins: its number for [`User::end_read`].
@@ -1258,7 +1265,8 @@ impl Ctx {
             fail(p, "fsck", format!("the final log force failed: {e}")).await;
             return;
         }
-        match self.fs.verify_incore(p).await {
+        let (verified, r) = self.fs.verify_incore_and_fsck(p).await;
+        match verified {
             Ok(v) if v.is_empty() => {}
             Ok(v) => {
                 fail(
@@ -1270,7 +1278,6 @@ impl Ctx {
             }
             Err(e) => fail(p, "fsck", format!("reading the metadata failed: {e}")).await,
         }
-        let r = Daxfs::<P>::fsck_media(p, self.fs.pmem_size).await;
         if !r.is_clean() {
             fail(p, "fsck", format!("fsck at the end of the run: {r}")).await;
         }

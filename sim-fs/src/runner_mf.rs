@@ -271,14 +271,19 @@ impl Ctx {
         let record = |size: u64| {
             let mut u = self.user.lock().unwrap();
             let from = u.files.get(&s.ino).cloned().unwrap_or_default();
-            u.files.entry(d.ino).or_default();
-            let to = u.file_mut(d.ino).expect("just inserted");
-            to.resize(size as usize, 0);
             let n = if len == 0 {
                 (from.len() as u64).saturating_sub(so)
             } else {
                 len
             };
+            // A whole file onto a file of its size: the bytes are the source's, shared.
+            if so == 0 && doff == 0 && n >= size && size == from.len() as u64 {
+                u.file_set(d.ino, from);
+                return;
+            }
+            u.files.entry(d.ino).or_default();
+            let to = u.file_mut(d.ino).expect("just inserted");
+            to.resize(size as usize, 0);
             reflink_bytes(to, &from, so, n, doff);
         };
         match self
