@@ -41,6 +41,7 @@ pub mod alloc;
 pub mod crashcheck;
 pub mod extent;
 pub mod file;
+mod filebytes;
 pub mod fs;
 pub mod fsck;
 pub mod iomap;

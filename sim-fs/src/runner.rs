@@ -59,6 +59,7 @@
 //! would; a translation that changed since the walk is retried); a private (CoW) page's
 //! content is checked only against itself (the oracle follows shared mappings of files).
 
+use crate::filebytes::FileBytes;
 use crate::fs::Daxfs;
 use crate::iomap::DaxfsFile;
 use crate::layout::Geometry;
@@ -449,7 +450,7 @@ pub struct TraceRunner {
     /// from a machine with this pmem and mounts it.
     image: CrashPoint,
     /// Each header file's content (the oracle's start).
-    contents: Arc<BTreeMap<String, Arc<Vec<u8>>>>,
+    contents: Arc<BTreeMap<String, Arc<FileBytes>>>,
     pub(crate) bugs: BugSet,
     /// The catalogue modes that belong to the file system (not the DAX core), by name.
     pub(crate) fs_bugs: Vec<String>,
@@ -544,9 +545,9 @@ impl TraceRunner {
             .iter()
             .map(|f| {
                 let c = if f.hole {
-                    vec![0u8; f.size as usize]
+                    FileBytes::zeroed(f.size as usize)
                 } else {
-                    pattern_bytes(f.fill(), f.size)
+                    FileBytes::from_slice(&pattern_bytes(f.fill(), f.size))
                 };
                 (f.path.clone(), Arc::new(c))
             })
@@ -611,8 +612,8 @@ pub(crate) struct User {
     /// Per process: mapping name -> mapping.
     pub(crate) maps: BTreeMap<String, BTreeMap<String, MapInfo>>,
     /// Per inode: the bytes the execution implies.
-    /// (Shared with the runner's header contents until a run stores to the file.)
-    pub(crate) files: BTreeMap<u64, Arc<Vec<u8>>>,
+    /// (Shared with the runner's header contents, and page by page after a run changes it.)
+    pub(crate) files: BTreeMap<u64, Arc<FileBytes>>,
     /// Anonymous (CoW) pages' contents: DRAM, outside the machine model.
     pub(crate) anon: BTreeMap<u64, Vec<u8>>,
     /// Reads in flight, by a number of their own (the read oracle of `runner_file`).
@@ -621,12 +622,12 @@ pub(crate) struct User {
 }
 
 /// A read in flight: its inode and every content the file had since the read began.
-pub(crate) type ReadInFlight = (u64, Vec<Arc<Vec<u8>>>);
+pub(crate) type ReadInFlight = (u64, Vec<Arc<FileBytes>>);
 
 impl User {
     /// Inode `ino`'s bytes, to change them; the content before the change is kept for every
     /// read of the file in flight.
-    pub(crate) fn file_mut(&mut self, ino: u64) -> Option<&mut Vec<u8>> {
+    pub(crate) fn file_mut(&mut self, ino: u64) -> Option<&mut FileBytes> {
         let f = self.files.get_mut(&ino)?;
         for (_, held) in self.reads.values_mut().filter(|(i, _)| *i == ino) {
             held.push(f.clone());
@@ -634,24 +635,9 @@ impl User {
         Some(Arc::make_mut(f))
     }
 
-    /// Replace inode `ino`'s bytes by `new` of them, when it gives any, keeping the content
-    /// before for every read of the file in flight (as [`User::file_mut`]). Whether it did.
-    pub(crate) fn file_replace(
-        &mut self,
-        ino: u64,
-        new: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
-    ) -> bool {
-        let Some(f) = self.files.get_mut(&ino) else {
-            return false;
-        };
-        let Some(n) = new(f) else { return false };
-        self.file_set(ino, Arc::new(n));
-        true
-    }
-
     /// Make inode `ino`'s bytes `new` (shared, not copied), keeping the content before for
     /// every read of the file in flight (as [`User::file_mut`]).
-    pub(crate) fn file_set(&mut self, ino: u64, new: Arc<Vec<u8>>) {
+    pub(crate) fn file_set(&mut self, ino: u64, new: Arc<FileBytes>) {
         let f = self.files.entry(ino).or_default();
         for (_, held) in self.reads.values_mut().filter(|(i, _)| *i == ino) {
             held.push(f.clone());
@@ -957,7 +943,8 @@ impl Ctx {
                     if let Some(f) = u.file_mut(m.ino) {
                         let e = (fpos + n).min(f.len() as u64);
                         if fpos < e {
-                            f[fpos as usize..e as usize].copy_from_slice(
+                            f.write(
+                                fpos as usize,
                                 &d[(off - at.off) as usize..][..(e - fpos) as usize],
                             );
                         }
@@ -1017,7 +1004,7 @@ impl Ctx {
             let mut page = vec![0u8; PAGE as usize];
             let s = (start as usize).min(f.len());
             let e = (start as usize + PAGE as usize).min(f.len());
-            page[..e - s].copy_from_slice(&f[s..e]);
+            page[..e - s].copy_from_slice(&f.range(s, e));
             page
         });
         u.anon
@@ -1033,8 +1020,8 @@ impl Ctx {
             u.files.get(&m.ino).and_then(|f| {
                 let s = (fpos as usize).min(f.len());
                 let e = (fpos as usize + b.len()).min(f.len());
-                let want = &f[s..e];
-                (want != &b[..e - s]).then(|| {
+                let want = f.range(s, e);
+                (*want != b[..e - s]).then(|| {
                     let i = want.iter().zip(b).position(|(x, y)| x != y).unwrap_or(0);
                     format!(
                         "{thread} (line {line}): a load at file offset {:#x} returned {:#04x}, \
@@ -1116,7 +1103,7 @@ impl Ctx {
                         .lock()
                         .unwrap()
                         .files
-                        .insert(inode.ino, Arc::new(Vec::new()));
+                        .insert(inode.ino, Arc::default());
                 }
                 Err(e) => got.errno = errno(e),
             },
@@ -1415,7 +1402,7 @@ async fn setup_world(
     bugs: BugSet,
     fs_bugs: &[String],
     threads: &[String],
-    contents: &BTreeMap<String, Arc<Vec<u8>>>,
+    contents: &BTreeMap<String, Arc<FileBytes>>,
     crash: Option<Arc<crate::crashcheck::Recorder>>,
 ) -> Result<Ctx, String> {
     let npages = pmem / PAGE;

@@ -35,6 +35,7 @@
 use super::{Ctx, Got, MapInfo, P, PAGE, fail, pattern_bytes};
 use crate::FsError;
 use crate::file::{Change, Falloc};
+use crate::filebytes::FileBytes;
 use crate::fs::Inode;
 use crate::iomap::DaxfsFile;
 use sim_core::Platform;
@@ -49,29 +50,24 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Apply `c` to the bytes `f` of a file.
-fn apply(f: &mut Vec<u8>, c: &Change<'_>) {
+fn apply(f: &mut FileBytes, c: &Change<'_>) {
     match *c {
-        Change::Write(pos, b) => {
-            let end = pos as usize + b.len();
-            if f.len() < end {
-                f.resize(end, 0);
-            }
-            f[pos as usize..end].copy_from_slice(b);
-        }
-        Change::Zero(pos, n) => {
-            let s = (pos as usize).min(f.len());
-            let e = (pos as usize + n as usize).min(f.len());
-            f[s..e].fill(0);
-        }
-        Change::Size(s) => f.resize(s as usize, 0),
+        Change::Write(pos, b) => f.write(pos as usize, b),
+        Change::Zero(pos, n) => f.zero(pos as usize, n as usize),
+        Change::Size(s) => f.resize(s as usize),
+        // Shifts of the bytes (rare): on a flat copy.
         Change::Collapse(off, len) => {
-            let s = (off as usize).min(f.len());
-            let e = (off as usize + len as usize).min(f.len());
-            f.drain(s..e);
+            let mut v = f.to_vec();
+            let s = (off as usize).min(v.len());
+            let e = (off as usize + len as usize).min(v.len());
+            v.drain(s..e);
+            *f = FileBytes::from_slice(&v);
         }
         Change::Insert(off, len) => {
-            let s = (off as usize).min(f.len());
-            f.splice(s..s, std::iter::repeat_n(0u8, len as usize));
+            let mut v = f.to_vec();
+            let s = (off as usize).min(v.len());
+            v.splice(s..s, std::iter::repeat_n(0u8, len as usize));
+            *f = FileBytes::from_slice(&v);
         }
     }
 }
@@ -124,15 +120,6 @@ impl Ctx {
     /// The oracle follows a change of inode `ino`'s bytes.
     fn apply_change(&self, ino: u64, c: Change<'_>) {
         let mut u = self.user.lock().unwrap();
-        // A shrink keeps a prefix: copied alone, not the whole file first (the contents are
-        // shared with the trace's initial files until a run changes them).
-        if let Change::Size(s) = c
-            && u.file_replace(ino, |f| {
-                (s as usize <= f.len()).then(|| f[..s as usize].to_vec())
-            })
-        {
-            return;
-        }
         if let Some(f) = u.file_mut(ino) {
             apply(f, &c);
         }
@@ -154,10 +141,10 @@ impl Ctx {
         let held = u.reads.get(&read).map_or(&[][..], |(_, h)| &h[..]);
         let s = (pos as usize).min(f.len());
         let e = (pos as usize + b.len()).min(f.len());
-        let want = &f[s..e];
+        let want = f.range(s, e);
         // A byte is right if the file holds it now or held it at some moment of the read.
         let wrong =
-            |i: &usize| want[*i] != b[*i] && held.iter().all(|h| h.get(s + i) != Some(&b[*i]));
+            |i: &usize| want[*i] != b[*i] && held.iter().all(|h| h.get(s + i) != Some(b[*i]));
         let i = (0..want.len()).find(wrong)?;
         Some(format!(
             "{thread} (line {line}): a read at file offset {:#x} returned {:#04x}, but the \
@@ -398,19 +385,19 @@ mod tests {
 
     #[test]
     fn the_oracle_follows_every_kind_of_change() {
-        let mut f = vec![1u8; 8];
+        let mut f = FileBytes::from_slice(&[1u8; 8]);
         apply(&mut f, &Change::Write(6, &[2, 2, 2, 2]));
-        assert_eq!(f, [1, 1, 1, 1, 1, 1, 2, 2, 2, 2]);
+        assert_eq!(f.to_vec(), [1, 1, 1, 1, 1, 1, 2, 2, 2, 2]);
         apply(&mut f, &Change::Zero(1, 2));
-        assert_eq!(f, [1, 0, 0, 1, 1, 1, 2, 2, 2, 2]);
+        assert_eq!(f.to_vec(), [1, 0, 0, 1, 1, 1, 2, 2, 2, 2]);
         apply(&mut f, &Change::Collapse(0, 3));
-        assert_eq!(f, [1, 1, 1, 2, 2, 2, 2]);
+        assert_eq!(f.to_vec(), [1, 1, 1, 2, 2, 2, 2]);
         apply(&mut f, &Change::Insert(3, 2));
-        assert_eq!(f, [1, 1, 1, 0, 0, 2, 2, 2, 2]);
+        assert_eq!(f.to_vec(), [1, 1, 1, 0, 0, 2, 2, 2, 2]);
         apply(&mut f, &Change::Size(4));
-        assert_eq!(f, [1, 1, 1, 0]);
+        assert_eq!(f.to_vec(), [1, 1, 1, 0]);
         apply(&mut f, &Change::Size(6));
-        assert_eq!(f, [1, 1, 1, 0, 0, 0]);
+        assert_eq!(f.to_vec(), [1, 1, 1, 0, 0, 0]);
         // Zeroing past the end changes nothing there.
         apply(&mut f, &Change::Zero(5, 100));
         assert_eq!(f.len(), 6);

@@ -283,8 +283,10 @@ impl Ctx {
             }
             u.files.entry(d.ino).or_default();
             let to = u.file_mut(d.ino).expect("just inserted");
-            to.resize(size as usize, 0);
-            reflink_bytes(to, &from, so, n, doff);
+            let mut v = to.to_vec();
+            v.resize(size as usize, 0);
+            reflink_bytes(&mut v, &from.to_vec(), so, n, doff);
+            *to = FileBytes::from_slice(&v);
         };
         match self
             .fs
@@ -561,8 +563,7 @@ impl Ctx {
                         if let Some(f) = u.file_mut(m.ino) {
                             let e = (fpos + n).min(f.len() as u64);
                             if fpos < e {
-                                f[fpos as usize..e as usize]
-                                    .copy_from_slice(&src[..(e - fpos) as usize]);
+                                f.write(fpos as usize, &src[..(e - fpos) as usize]);
                             }
                         }
                     }

@@ -7,6 +7,7 @@
 //! read back must equal the oracle's); crashcheck gets here on a fresh machine whose pmem is a
 //! crash image ([`after_crash`] with no expected contents).
 
+use crate::filebytes::FileBytes;
 use crate::fs::Daxfs;
 use crate::runner::{Ctx, PMEM_BASE_PFN, User, fail, meets};
 use sim_core::PmemPlatform;
@@ -36,7 +37,7 @@ pub(crate) async fn clean_shutdown_and_after_crash(
         drop(ns);
         names
     };
-    let expected: BTreeMap<String, Arc<Vec<u8>>> = {
+    let expected: BTreeMap<String, Arc<FileBytes>> = {
         let u = ctx.user.lock().unwrap_or_else(|e| e.into_inner());
         names
             .iter()
@@ -57,7 +58,7 @@ pub(crate) async fn after_crash(
     trace: &Trace,
     pmem: u64,
     bugs: BugSet,
-    expected: Option<&BTreeMap<String, Arc<Vec<u8>>>>,
+    expected: Option<&BTreeMap<String, Arc<FileBytes>>>,
 ) {
     let npages = pmem / PAGE;
     let world = Arc::new(MmWorld::new(p, PMEM_BASE_PFN, npages, MmConfig::default()));
@@ -119,7 +120,8 @@ pub(crate) async fn after_crash(
         }
         if let Some(exp) = expected {
             match exp.get(name) {
-                Some(want) if **want != c => {
+                Some(want) if !want.eq_bytes(&c) => {
+                    let want = want.to_vec();
                     let i = want.iter().zip(&c).position(|(a, b)| a != b);
                     let msg = match i {
                         Some(i) => format!(
@@ -140,7 +142,7 @@ pub(crate) async fn after_crash(
                 _ => {}
             }
         }
-        files.insert(inode.ino, Arc::new(c));
+        files.insert(inode.ino, Arc::new(FileBytes::from_slice(&c)));
     }
     if let Some(exp) = expected
         && let Some(missing) = exp.keys().find(|n| !inodes.iter().any(|(m, _)| m == *n))

@@ -27,6 +27,7 @@
 //! hold a newer value, or a half-written one. Statements whose file range is not known (a
 //! mapping not yet made) count as changing every file.
 
+use crate::filebytes::FileBytes;
 use crate::runner::{Ctx, Got};
 use sim_core::sim::SimPlatform;
 use sim_core::trace::{Access, MapOff, Op, PoisonTarget, Statement, Trace};
@@ -306,7 +307,7 @@ impl Recorder {
         let thread = s.thread.clone();
         let line = s.pos.line;
         // The oracle's content of `path` (by the inode number the recorder knows).
-        let oracle = |st: &State, path: &str| -> Option<std::sync::Arc<Vec<u8>>> {
+        let oracle = |st: &State, path: &str| -> Option<std::sync::Arc<FileBytes>> {
             let ino = st.paths.iter().find(|(_, p)| *p == path).map(|(i, _)| *i)?;
             let u = ctx.user.lock().unwrap_or_else(|e| e.into_inner());
             u.files.get(&ino).cloned()
@@ -413,7 +414,7 @@ impl Recorder {
                         path,
                         lo: clo,
                         hi: chi,
-                        content: Some(c[clo as usize..chi as usize].to_vec()),
+                        content: Some(c.range(clo as usize, chi as usize).into_owned()),
                         size: None,
                         ctime: None,
                         since: start,
@@ -441,7 +442,7 @@ impl Recorder {
                         path: path.clone(),
                         lo: clo,
                         hi: chi,
-                        content: Some(c[clo as usize..chi as usize].to_vec()),
+                        content: Some(c.range(clo as usize, chi as usize).into_owned()),
                         size: None,
                         ctime: None,
                         since: start,
