@@ -8,10 +8,10 @@
 //! in `:` accepts every kind with that prefix). With the mode, `pmsim explore` (the default
 //! strategy, seed 0, at most [`FIND_RUNS`] runs) must find that kind; the same trace without its
 //! `bug` lines must be clean under `explore --strategy dfs --preemption-bound 2`, exhausted, as
-//! issue 10 asks. One trace is the exception, [`BOUND_1`] (four threads: its bound-2 space did
-//! not exhaust in 30 minutes of a release build); CI checks it at bound 1. These searches (up to
-//! 150,642 runs) fit in CI because the workspace's Cargo.toml builds the simulator's crates with
-//! opt-level 2 in debug builds too (assertions and overflow checks stay on).
+//! issue 10 asks ([`CLEAN_BOUND`]). These searches (up to 1,046,886 runs, the four threads of
+//! bugs/invalidate-wake-next) fit in CI because the workspace's Cargo.toml builds the
+//! simulator's crates with opt-level 2 in debug builds too (assertions and overflow checks stay
+//! on).
 //!
 //! A lost-durability mode says `# check: crashcheck`: explore runs the after-crash statements
 //! after a clean shutdown, which loses nothing, so such a trace is judged by `pmsim crashcheck`
@@ -126,26 +126,24 @@ fn without_bugs(s: &Shipped, name: &str) -> String {
     p.display().to_string()
 }
 
-/// The trace whose clean check runs at preemption bound 1, not 2: bugs/invalidate-wake-next
-/// (four threads). Bound 1: 6,324 runs, exhausted, clean. Bound 2 in a release build
-/// (`pmsim explore T --strategy dfs --preemption-bound 2 --budget-secs 1800`, on the shared
-/// 2-core machine): 287,635 runs in 214 s of CPU, clean, not exhausted, so its bound-2
-/// cleanness is not verified. Nor does DPOR exhaust its whole space: unbounded dfs, 900 s budget,
-/// 420,817 runs (128,128 cut short by sleep sets) in 214 s of CPU, clean, not exhausted. The
-/// bound-2 checks CI runs cost, in a release build (same command,
-/// same machine, CPU seconds): hole-wake-next 26.6, lock-entry-exclusive-wait 23.4, seeds/001
-/// 5.6, busy-scan-skips-locked 2.0, reflink-page-mapping 23.7, seeds/004 2.8.
-const BOUND_1: &[&str] = &["traces/bugs/invalidate-wake-next.trace"];
+/// The preemption bound of every clean check (see the module notes). The costliest is
+/// bugs/invalidate-wake-next (four threads): 1,046,886 runs, exhausted, clean; 240 CPU-s and
+/// 3 min 27 s with `--jobs 2` in the CI build, on the shared 2-core machine (a release build,
+/// one worker: about 4 minutes). Until the per-run savings of December 2026 it did not exhaust
+/// in 30 minutes and CI checked it at bound 1 (6,324 runs). Unbounded dfs with DPOR still does
+/// not exhaust its whole space. The other bound-2 checks, in a release build (CPU seconds,
+/// before those savings): hole-wake-next 26.6, lock-entry-exclusive-wait 23.4, seeds/001 5.6,
+/// busy-scan-skips-locked 2.0, reflink-page-mapping 23.7, seeds/004 2.8.
+const CLEAN_BOUND: u32 = 2;
 
-/// The preemption bound of the clean check (see the module notes).
-fn clean_bound(rel: &str) -> u32 {
-    if BOUND_1.contains(&rel) { 1 } else { 2 }
-}
-
-/// `path` is clean and exhausted under dfs at preemption bound `bound`.
+/// `path` is clean and exhausted under dfs at preemption bound `bound`. Two workers: a bounded
+/// dfs finds the same for every `--jobs`.
 fn assert_clean_dfs(path: &str, what: &str, bound: u32) -> u64 {
     let b = bound.to_string();
-    let (code, v) = explore_json(path, &["--strategy", "dfs", "--preemption-bound", &b]);
+    let (code, v) = explore_json(
+        path,
+        &["--strategy", "dfs", "--preemption-bound", &b, "--jobs", "2"],
+    );
     assert_eq!(
         (code, v["result"].as_str()),
         (0, Some("clean")),
@@ -196,11 +194,7 @@ fn check_race(rel: &str) {
     );
     let name = rel.replace('/', "_");
     let nobug = without_bugs(&s, &name);
-    assert_clean_dfs(
-        &nobug,
-        &format!("{rel} without its bug lines"),
-        clean_bound(rel),
-    );
+    assert_clean_dfs(&nobug, &format!("{rel} without its bug lines"), CLEAN_BOUND);
 }
 
 /// A `# check: crashcheck` trace (a lost-durability mode): with its mode crashcheck finds the
@@ -225,7 +219,7 @@ fn check_durability(rel: &str, s: &Shipped) {
         "{rel}: `{replay}` does not reproduce {kind}:\n{out2}{err2}"
     );
     let nobug = without_bugs(s, &rel.replace('/', "_"));
-    let b = clean_bound(rel).to_string();
+    let b = CLEAN_BOUND.to_string();
     let n = CRASH_SCHEDULES.to_string();
     let args = [
         "crashcheck",
@@ -282,7 +276,7 @@ fn check_clean(rel: &str, how: Clean) {
     );
     match how {
         Clean::Dfs => {
-            assert_clean_dfs(&s.path, rel, clean_bound(rel));
+            assert_clean_dfs(&s.path, rel, CLEAN_BOUND);
         }
         Clean::Pct(runs) => {
             let n = runs.to_string();
@@ -323,7 +317,8 @@ races! {
     bugs_mixed_mapping_association: "traces/bugs/mixed-mapping-association.trace";
     bugs_shadow_entries: "traces/bugs/shadow-entries.trace";
     bugs_mf_speculative_page_lock: "traces/bugs/mf-speculative-page-lock.trace";
-    /// Four threads: checked at preemption bound 1 ([`BOUND_1`]).
+    /// Four threads; bound 2 without the mode: 1,046,886 runs, exhausted, clean (the costliest
+    /// check here, see [`CLEAN_BOUND`]).
     bugs_invalidate_wake_next: "traces/bugs/invalidate-wake-next.trace";
     /// Bound 2 without the mode: 6,662 runs, exhausted, clean.
     bugs_busy_scan_skips_locked: "traces/bugs/busy-scan-skips-locked.trace";
