@@ -56,9 +56,23 @@ use crate::platform::{Op, OpKind, footprint_sig, footprints_depend_sig};
 pub(super) struct Event {
     pub task: u32,
     pub fp: Vec<Op>,
+    /// `footprint_sig(&fp)`.
+    pub sig: u64,
     /// The DFS node at which this step was chosen (None: one task was awake, so the others
     /// that were enabled there were asleep).
     pub node: Option<usize>,
+}
+
+impl Event {
+    pub fn new(task: u32, fp: Vec<Op>, node: Option<usize>) -> Event {
+        let sig = footprint_sig(&fp);
+        Event {
+            task,
+            fp,
+            sig,
+            node,
+        }
+    }
 }
 
 /// Whether step `j` joins the task that step `i` ends: `j`'s announced op is a join of `i`'s
@@ -97,11 +111,12 @@ impl Clocks {
         &self.rows[k * self.tasks..(k + 1) * self.tasks]
     }
 
-    /// The clocks of a run's steps (`sigs`: their footprints' summaries; `of_task`: each
-    /// task's steps, in order).
-    fn of(events: &[Event], sigs: &[u64], of_task: &[Vec<usize>]) -> Clocks {
+    /// The clocks of a run's steps (`of_task`: each task's steps, in order), in `rows` (a
+    /// vector to reuse; its contents do not matter).
+    fn of(events: &[Event], of_task: &[Vec<usize>], mut rows: Vec<u32>) -> Clocks {
         let tasks = of_task.len();
-        let mut rows: Vec<u32> = Vec::with_capacity(events.len() * tasks);
+        rows.clear();
+        rows.reserve(events.len() * tasks);
         let mut last: Vec<Option<usize>> = vec![None; tasks];
         // Per task, how many of its steps come before the current one.
         let mut seen = vec![0usize; tasks];
@@ -124,7 +139,7 @@ impl Clocks {
                     if c[t] as usize > i {
                         break;
                     }
-                    if footprints_depend_sig(&events[i].fp, sigs[i], &e.fp, sigs[j]) {
+                    if footprints_depend_sig(&events[i].fp, events[i].sig, &e.fp, e.sig) {
                         for (a, b) in c.iter_mut().zip(&rows[i * tasks..(i + 1) * tasks]) {
                             *a = (*a).max(*b);
                         }
@@ -215,9 +230,25 @@ fn owe(
     }
 }
 
+/// The vectors of an analysis, kept for the next one (a run takes hundreds of steps); their
+/// contents between analyses do not matter.
+#[derive(Default)]
+pub(super) struct Buffers {
+    of_task: Vec<Vec<usize>>,
+    rows: Vec<u32>,
+    ranks: Vec<u32>,
+    races: Vec<usize>,
+}
+
 /// Add to `tree` the backtrack points the run's races owe. `pending` lists the tasks with a
 /// step not taken at the end of a run cut short.
-pub(super) fn analyse(tree: &mut dyn Tree, events: &[Event], tasks: usize, pending: &[u32]) {
+pub(super) fn analyse(
+    tree: &mut dyn Tree,
+    events: &[Event],
+    tasks: usize,
+    pending: &[u32],
+    buf: &mut Buffers,
+) {
     let tasks = tasks.max(
         events
             .iter()
@@ -225,19 +256,28 @@ pub(super) fn analyse(tree: &mut dyn Tree, events: &[Event], tasks: usize, pendi
             .max()
             .unwrap_or(0),
     );
-    let sigs: Vec<u64> = events.iter().map(|e| footprint_sig(&e.fp)).collect();
-    let mut of_task: Vec<Vec<usize>> = vec![Vec::new(); tasks];
+    let Buffers {
+        of_task,
+        rows,
+        ranks,
+        races,
+    } = buf;
+    of_task.truncate(tasks);
+    of_task.resize_with(tasks, Vec::new);
+    for steps in of_task.iter_mut() {
+        steps.clear();
+    }
     for (j, e) in events.iter().enumerate() {
         of_task[e.task as usize].push(j);
     }
-    let cl = Clocks::of(events, &sigs, &of_task);
+    let cl = Clocks::of(events, of_task, std::mem::take(rows));
     // Per task, its steps taken at a node (positions without a node owe nothing: every other
     // enabled task slept there).
-    for steps in &mut of_task {
+    for steps in of_task.iter_mut() {
         steps.retain(|&i| events[i].node.is_some());
     }
     // Per step, how many steps of its task taken at a node are at or before it.
-    let mut ranks: Vec<u32> = Vec::with_capacity(events.len());
+    ranks.clear();
     let mut seen = vec![0u32; tasks];
     for e in events {
         let t = e.task as usize;
@@ -248,7 +288,6 @@ pub(super) fn analyse(tree: &mut dyn Tree, events: &[Event], tasks: usize, pendi
     let mut last: Vec<Option<usize>> = vec![None; tasks];
     let zero = vec![0u32; tasks];
     let mut first: Vec<Option<usize>> = vec![None; tasks];
-    let mut races: Vec<usize> = Vec::new();
     for (j, e) in events.iter().enumerate() {
         let q = e.task as usize;
         let past = last[q].map_or(&zero[..], |p| cl.row(p));
@@ -264,7 +303,7 @@ pub(super) fn analyse(tree: &mut dyn Tree, events: &[Event], tasks: usize, pendi
                 ranks[p as usize] as usize
             });
             for &i in &steps[from..seen[t] as usize] {
-                if footprints_depend_sig(&events[i].fp, sigs[i], &e.fp, sigs[j])
+                if footprints_depend_sig(&events[i].fp, events[i].sig, &e.fp, e.sig)
                     && !joins_end_of(&events[i], e)
                 {
                     races.push(i);
@@ -272,7 +311,7 @@ pub(super) fn analyse(tree: &mut dyn Tree, events: &[Event], tasks: usize, pendi
             }
         }
         races.sort_unstable();
-        for &i in &races {
+        for &i in races.iter() {
             owe(tree, events, &cl, &mut first, i, j, e.task, cl.row(j));
         }
         last[q] = Some(j);
@@ -298,6 +337,7 @@ pub(super) fn analyse(tree: &mut dyn Tree, events: &[Event], tasks: usize, pendi
             owe(tree, events, &cl, &mut first, i, n, p, &all);
         }
     }
+    *rows = cl.rows;
 }
 
 #[cfg(test)]
@@ -306,11 +346,7 @@ mod tests {
     use crate::platform::{ObjId, OpKind, footprints_depend};
 
     fn ev(task: u32, kind: OpKind, obj: u32, node: Option<usize>) -> Event {
-        Event {
-            task,
-            fp: vec![Op::new(kind, ObjId(obj))],
-            node,
-        }
+        Event::new(task, vec![Op::new(kind, ObjId(obj))], node)
     }
 
     /// Every task enabled everywhere, nothing asleep; records the additions.
@@ -341,7 +377,7 @@ mod tests {
                 tree.backtrack[n].push(e.task);
             }
         }
-        analyse(&mut tree, evs, tasks, pending);
+        analyse(&mut tree, evs, tasks, pending, &mut Buffers::default());
         tree.backtrack
     }
 
@@ -410,15 +446,18 @@ mod tests {
 
     /// The analysis (per-task step lists walked with cursors and ranks, footprint summaries,
     /// clocks that skip the steps already in the past) owes exactly what the definition owes,
-    /// in the same order, on random runs of three tasks over a few objects (a cursor or rank
-    /// off by one makes it test a step in the past, or skip the latest one).
+    /// in the same order, on random runs of two to four tasks over a few objects (a cursor or
+    /// rank off by one makes it test a step in the past, or skip the latest one), one analysis
+    /// after another on the same buffers.
     #[test]
     fn the_analysis_owes_what_the_definition_owes() {
         use rand::{RngExt, SeedableRng};
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let kinds = [OpKind::Read, OpKind::Write, OpKind::Lock, OpKind::Add];
         let mut added = 0;
+        let mut buf = Buffers::default();
         for _ in 0..300 {
+            let tasks = r.random_range(2..5);
             let n = r.random_range(2..60);
             let mut node = 0;
             let evs: Vec<Event> = (0..n)
@@ -437,11 +476,7 @@ mod tests {
                         node += 1;
                         node - 1
                     });
-                    Event {
-                        task: r.random_range(0..3),
-                        fp,
-                        node: at,
-                    }
+                    Event::new(r.random_range(0..tasks as u32), fp, at)
                 })
                 .collect();
             let fresh = || Recording {
@@ -453,8 +488,8 @@ mod tests {
                 added: Vec::new(),
             };
             let (mut fast, mut slow) = (fresh(), fresh());
-            analyse(&mut fast, &evs, 3, &[]);
-            analyse_by_definition(&mut slow, &evs, 3);
+            analyse(&mut fast, &evs, tasks, &[], &mut buf);
+            analyse_by_definition(&mut slow, &evs, tasks);
             assert_eq!(fast.added, slow.added);
             added += fast.added.len();
         }
@@ -506,19 +541,12 @@ mod tests {
         // Tasks 1 and 2 end (each writes its exit); task 3 joins both in one step. Each end
         // races with the join, which cannot move before it: nothing is owed (without the
         // rule, the race with task 1's end would owe task 2 first, an order of the ends).
-        let end = |t: u32, node| Event {
-            task: t,
-            fp: vec![Op::task(OpKind::Write, t as usize)],
-            node: Some(node),
-        };
+        let end =
+            |t: u32, node| Event::new(t, vec![Op::task(OpKind::Write, t as usize)], Some(node));
         let evs = [
             end(1, 0),
             end(2, 1),
-            Event {
-                task: 3,
-                fp: vec![Op::tasks(OpKind::Join, 1, 2)],
-                node: None,
-            },
+            Event::new(3, vec![Op::tasks(OpKind::Join, 1, 2)], None),
         ];
         assert_eq!(run(&evs, 4, &[]), vec![vec![1], vec![2]]);
     }
