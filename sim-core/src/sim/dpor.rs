@@ -111,47 +111,38 @@ impl Clocks {
         &self.rows[k * self.tasks..(k + 1) * self.tasks]
     }
 
-    /// The clocks of a run's steps (`of_task`: each task's steps, in order), in `rows` (a
-    /// vector to reuse; its contents do not matter).
-    fn of(events: &[Event], of_task: &[Vec<usize>], mut rows: Vec<u32>) -> Clocks {
-        let tasks = of_task.len();
-        rows.clear();
-        rows.reserve(events.len() * tasks);
-        let mut last: Vec<Option<usize>> = vec![None; tasks];
-        // Per task, how many of its steps come before the current one.
-        let mut seen = vec![0usize; tasks];
-        let mut c = vec![0u32; tasks];
-        for (j, e) in events.iter().enumerate() {
-            let q = e.task as usize;
-            match last[q] {
-                Some(p) => c.copy_from_slice(&rows[p * tasks..(p + 1) * tasks]),
-                None => c.fill(0),
-            }
-            // Each other task's steps since the latest one already in the past, latest first:
-            // a step already in the past needs no footprint test. (The clock joined in is the
-            // same in any order of the tasks: a step skipped because it is in the past has a
-            // row below the clock already.)
-            for (t, steps) in of_task.iter().enumerate() {
-                if t == q {
-                    continue;
-                }
-                for &i in steps[..seen[t]].iter().rev() {
-                    if c[t] as usize > i {
-                        break;
-                    }
-                    if footprints_depend_sig(&events[i].fp, events[i].sig, &e.fp, e.sig) {
-                        for (a, b) in c.iter_mut().zip(&rows[i * tasks..(i + 1) * tasks]) {
-                            *a = (*a).max(*b);
-                        }
-                    }
-                }
-            }
-            c[q] = j as u32 + 1;
-            rows.extend_from_slice(&c);
-            last[q] = Some(j);
-            seen[q] += 1;
+    /// Add the clock of step `j`, the one after those in already; `before` lists each task's
+    /// steps before `j`, in order.
+    fn push(&mut self, events: &[Event], j: usize, before: &[Vec<usize>]) {
+        let tasks = self.tasks;
+        let e = &events[j];
+        let q = e.task as usize;
+        debug_assert_eq!(self.rows.len(), j * tasks);
+        match before[q].last() {
+            Some(&p) => self.rows.extend_from_within(p * tasks..(p + 1) * tasks),
+            None => self.rows.resize((j + 1) * tasks, 0),
         }
-        Clocks { tasks, rows }
+        let (earlier, c) = self.rows.split_at_mut(j * tasks);
+        // Each other task's steps since the latest one already in the past, latest first:
+        // a step already in the past needs no footprint test. (The clock joined in is the
+        // same in any order of the tasks: a step skipped because it is in the past has a
+        // row below the clock already.)
+        for (t, steps) in before.iter().enumerate() {
+            if t == q {
+                continue;
+            }
+            for &i in steps.iter().rev() {
+                if c[t] as usize > i {
+                    break;
+                }
+                if footprints_depend_sig(&events[i].fp, events[i].sig, &e.fp, e.sig) {
+                    for (a, b) in c.iter_mut().zip(&earlier[i * tasks..(i + 1) * tasks]) {
+                        *a = (*a).max(*b);
+                    }
+                }
+            }
+        }
+        c[q] = j as u32 + 1;
     }
 }
 
@@ -235,6 +226,7 @@ fn owe(
 #[derive(Default)]
 pub(super) struct Buffers {
     of_task: Vec<Vec<usize>>,
+    at_node: Vec<Vec<usize>>,
     rows: Vec<u32>,
     ranks: Vec<u32>,
     races: Vec<usize>,
@@ -258,42 +250,36 @@ pub(super) fn analyse(
     );
     let Buffers {
         of_task,
+        at_node,
         rows,
         ranks,
         races,
     } = buf;
-    of_task.truncate(tasks);
-    of_task.resize_with(tasks, Vec::new);
-    for steps in of_task.iter_mut() {
-        steps.clear();
+    // Per task, its steps before the current one; and those of them taken at a node
+    // (positions without a node owe nothing: every other enabled task slept there).
+    for lists in [&mut *of_task, &mut *at_node] {
+        lists.truncate(tasks);
+        lists.resize_with(tasks, Vec::new);
+        for steps in lists.iter_mut() {
+            steps.clear();
+        }
     }
-    for (j, e) in events.iter().enumerate() {
-        of_task[e.task as usize].push(j);
-    }
-    let cl = Clocks::of(events, of_task, std::mem::take(rows));
-    // Per task, its steps taken at a node (positions without a node owe nothing: every other
-    // enabled task slept there).
-    for steps in of_task.iter_mut() {
-        steps.retain(|&i| events[i].node.is_some());
-    }
+    rows.clear();
+    let mut cl = Clocks {
+        tasks,
+        rows: std::mem::take(rows),
+    };
     // Per step, how many steps of its task taken at a node are at or before it.
     ranks.clear();
-    let mut seen = vec![0u32; tasks];
-    for e in events {
-        let t = e.task as usize;
-        seen[t] += u32::from(e.node.is_some());
-        ranks.push(seen[t]);
-    }
-    seen.fill(0);
-    let mut last: Vec<Option<usize>> = vec![None; tasks];
     let zero = vec![0u32; tasks];
     let mut first: Vec<Option<usize>> = vec![None; tasks];
     for (j, e) in events.iter().enumerate() {
         let q = e.task as usize;
-        let past = last[q].map_or(&zero[..], |p| cl.row(p));
+        cl.push(events, j, of_task);
+        let past = of_task[q].last().map_or(&zero[..], |&p| cl.row(p));
         // The earlier steps of other tasks outside `q`'s past that `e` depends on, in order.
         races.clear();
-        for (t, steps) in of_task.iter().enumerate() {
+        for (t, steps) in at_node.iter().enumerate() {
             if t == q {
                 continue;
             }
@@ -302,7 +288,7 @@ pub(super) fn analyse(
                 debug_assert_eq!(events[p as usize].task as usize, t);
                 ranks[p as usize] as usize
             });
-            for &i in &steps[from..seen[t] as usize] {
+            for &i in &steps[from..] {
                 if footprints_depend_sig(&events[i].fp, events[i].sig, &e.fp, e.sig)
                     && !joins_end_of(&events[i], e)
                 {
@@ -314,21 +300,23 @@ pub(super) fn analyse(
         for &i in races.iter() {
             owe(tree, events, &cl, &mut first, i, j, e.task, cl.row(j));
         }
-        last[q] = Some(j);
-        seen[q] = ranks[j];
+        of_task[q].push(j);
+        if e.node.is_some() {
+            at_node[q].push(j);
+        }
+        ranks.push(at_node[q].len() as u32);
     }
     // Pending steps depend on everything: their clock covers every step taken.
     let n = events.len();
-    let mut all = vec![0u32; tasks];
-    for (k, e) in events.iter().enumerate() {
-        all[e.task as usize] = k as u32 + 1;
-    }
+    let all: Vec<u32> = of_task
+        .iter()
+        .map(|steps| steps.last().map_or(0, |&k| k as u32 + 1))
+        .collect();
     for &p in pending {
-        let past = last
+        let past = of_task
             .get(p as usize)
-            .copied()
-            .flatten()
-            .map_or(&zero[..], |l| cl.row(l));
+            .and_then(|steps| steps.last())
+            .map_or(&zero[..], |&l| cl.row(l));
         for i in 0..n {
             let t = events[i].task as usize;
             if t == p as usize || events[i].node.is_none() || past[t] as usize > i {
@@ -444,11 +432,11 @@ mod tests {
         }
     }
 
-    /// The analysis (per-task step lists walked with cursors and ranks, footprint summaries,
-    /// clocks that skip the steps already in the past) owes exactly what the definition owes,
-    /// in the same order, on random runs of two to four tasks over a few objects (a cursor or
-    /// rank off by one makes it test a step in the past, or skip the latest one), one analysis
-    /// after another on the same buffers.
+    /// The analysis (one pass: per-task step lists grown as the steps pass, ranks, footprint
+    /// summaries, clocks that skip the steps already in the past) owes exactly what the
+    /// definition owes, in the same order, on random runs of two to four tasks over a few
+    /// objects (a list or rank off by one makes it test a step in the past, or skip the latest
+    /// one), one analysis after another on the same buffers.
     #[test]
     fn the_analysis_owes_what_the_definition_owes() {
         use rand::{RngExt, SeedableRng};
