@@ -111,38 +111,17 @@ impl Clocks {
         &self.rows[k * self.tasks..(k + 1) * self.tasks]
     }
 
-    /// Add the clock of step `j`, the one after those in already; `before` lists each task's
-    /// steps before `j`, in order.
-    fn push(&mut self, events: &[Event], j: usize, before: &[Vec<usize>]) {
+    /// Begin the clock of step `j`, the one after those in already, as that of `prev` (its
+    /// task's previous step): the clocks before it, and it.
+    fn begin(&mut self, j: usize, prev: Option<usize>) -> (&[u32], &mut [u32]) {
         let tasks = self.tasks;
-        let e = &events[j];
-        let q = e.task as usize;
         debug_assert_eq!(self.rows.len(), j * tasks);
-        match before[q].last() {
-            Some(&p) => self.rows.extend_from_within(p * tasks..(p + 1) * tasks),
+        match prev {
+            Some(p) => self.rows.extend_from_within(p * tasks..(p + 1) * tasks),
             None => self.rows.resize((j + 1) * tasks, 0),
         }
         let (earlier, c) = self.rows.split_at_mut(j * tasks);
-        // Each other task's steps since the latest one already in the past, latest first:
-        // a step already in the past needs no footprint test. (The clock joined in is the
-        // same in any order of the tasks: a step skipped because it is in the past has a
-        // row below the clock already.)
-        for (t, steps) in before.iter().enumerate() {
-            if t == q {
-                continue;
-            }
-            for &i in steps.iter().rev() {
-                if c[t] as usize > i {
-                    break;
-                }
-                if footprints_depend_sig(&events[i].fp, events[i].sig, &e.fp, e.sig) {
-                    for (a, b) in c.iter_mut().zip(&earlier[i * tasks..(i + 1) * tasks]) {
-                        *a = (*a).max(*b);
-                    }
-                }
-            }
-        }
-        c[q] = j as u32 + 1;
+        (earlier, c)
     }
 }
 
@@ -226,7 +205,6 @@ fn owe(
 #[derive(Default)]
 pub(super) struct Buffers {
     of_task: Vec<Vec<usize>>,
-    at_node: Vec<Vec<usize>>,
     rows: Vec<u32>,
     ranks: Vec<u32>,
     races: Vec<usize>,
@@ -250,36 +228,36 @@ pub(super) fn analyse(
     );
     let Buffers {
         of_task,
-        at_node,
         rows,
         ranks,
         races,
     } = buf;
-    // Per task, its steps before the current one; and those of them taken at a node
-    // (positions without a node owe nothing: every other enabled task slept there).
-    for lists in [&mut *of_task, &mut *at_node] {
-        lists.truncate(tasks);
-        lists.resize_with(tasks, Vec::new);
-        for steps in lists.iter_mut() {
-            steps.clear();
-        }
+    // Per task, its steps before the current one.
+    of_task.truncate(tasks);
+    of_task.resize_with(tasks, Vec::new);
+    for steps in of_task.iter_mut() {
+        steps.clear();
     }
     rows.clear();
     let mut cl = Clocks {
         tasks,
         rows: std::mem::take(rows),
     };
-    // Per step, how many steps of its task taken at a node are at or before it.
+    // Per step, how many steps of its task are at or before it.
     ranks.clear();
     let zero = vec![0u32; tasks];
     let mut first: Vec<Option<usize>> = vec![None; tasks];
     for (j, e) in events.iter().enumerate() {
         let q = e.task as usize;
-        cl.push(events, j, of_task);
-        let past = of_task[q].last().map_or(&zero[..], |&p| cl.row(p));
-        // The earlier steps of other tasks outside `q`'s past that `e` depends on, in order.
+        let prev = of_task[q].last().copied();
+        let (earlier, c) = cl.begin(j, prev);
+        let past = prev.map_or(&zero[..], |p| &earlier[p * tasks..(p + 1) * tasks]);
+        // Each other task's steps outside `q`'s past, each tested once: the clock joins those
+        // `e` depends on (a step already in the past would join a row below the clock; the
+        // clock is the same in any order of the joins), and those of them taken at a node are
+        // races (positions without a node owe nothing: every other enabled task slept there).
         races.clear();
-        for (t, steps) in at_node.iter().enumerate() {
+        for (t, steps) in of_task.iter().enumerate() {
             if t == q {
                 continue;
             }
@@ -289,22 +267,23 @@ pub(super) fn analyse(
                 ranks[p as usize] as usize
             });
             for &i in &steps[from..] {
-                if footprints_depend_sig(&events[i].fp, events[i].sig, &e.fp, e.sig)
-                    && !joins_end_of(&events[i], e)
-                {
-                    races.push(i);
+                if footprints_depend_sig(&events[i].fp, events[i].sig, &e.fp, e.sig) {
+                    for (a, b) in c.iter_mut().zip(&earlier[i * tasks..(i + 1) * tasks]) {
+                        *a = (*a).max(*b);
+                    }
+                    if events[i].node.is_some() && !joins_end_of(&events[i], e) {
+                        races.push(i);
+                    }
                 }
             }
         }
+        c[q] = j as u32 + 1;
         races.sort_unstable();
         for &i in races.iter() {
             owe(tree, events, &cl, &mut first, i, j, e.task, cl.row(j));
         }
         of_task[q].push(j);
-        if e.node.is_some() {
-            at_node[q].push(j);
-        }
-        ranks.push(at_node[q].len() as u32);
+        ranks.push(of_task[q].len() as u32);
     }
     // Pending steps depend on everything: their clock covers every step taken.
     let n = events.len();
