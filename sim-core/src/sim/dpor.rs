@@ -160,8 +160,8 @@ fn owe(
         }
         false
     };
-    for (k, ek) in events.iter().enumerate().take(j).skip(i + 1) {
-        let ck = cl.row(k);
+    let rows = cl.rows[(i + 1) * cl.tasks..j * cl.tasks].chunks_exact(cl.tasks);
+    for ((k, ek), ck) in (i + 1..j).zip(&events[i + 1..j]).zip(rows) {
         if ck[ti] as usize > i {
             continue; // happens after i: not in v
         }
