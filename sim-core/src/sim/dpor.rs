@@ -56,7 +56,7 @@ use crate::platform::{Op, OpKind, footprint_sig, footprints_depend_sig};
 pub(super) struct Event {
     pub task: u32,
     pub fp: Vec<Op>,
-    /// `footprint_sig(&fp)`.
+    /// The footprint's summary (`footprint_sig`).
     pub sig: u64,
     /// The DFS node at which this step was chosen (None: one task was awake, so the others
     /// that were enabled there were asleep).
@@ -64,6 +64,7 @@ pub(super) struct Event {
 }
 
 impl Event {
+    /// The step `task` took at `node` with footprint `fp`.
     pub fn new(task: u32, fp: Vec<Op>, node: Option<usize>) -> Event {
         let sig = footprint_sig(&fp);
         Event {
@@ -226,6 +227,9 @@ pub(super) fn analyse(
             .max()
             .unwrap_or(0),
     );
+    // Invariant: each event's summary is that of its footprint (`Dfs::push_event` keeps an
+    // entry's summary only with its footprint unchanged).
+    debug_assert!(events.iter().all(|e| e.sig == footprint_sig(&e.fp)));
     let Buffers {
         of_task,
         rows,
