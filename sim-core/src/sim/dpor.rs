@@ -56,9 +56,24 @@ use crate::platform::{Op, OpKind, footprint_sig, footprints_depend_sig};
 pub(super) struct Event {
     pub task: u32,
     pub fp: Vec<Op>,
+    /// The footprint's summary (`footprint_sig`).
+    pub sig: u64,
     /// The DFS node at which this step was chosen (None: one task was awake, so the others
     /// that were enabled there were asleep).
     pub node: Option<usize>,
+}
+
+impl Event {
+    /// The step `task` took at `node` with footprint `fp`.
+    pub fn new(task: u32, fp: Vec<Op>, node: Option<usize>) -> Event {
+        let sig = footprint_sig(&fp);
+        Event {
+            task,
+            fp,
+            sig,
+            node,
+        }
+    }
 }
 
 /// Whether step `j` joins the task that step `i` ends: `j`'s announced op is a join of `i`'s
@@ -97,44 +112,17 @@ impl Clocks {
         &self.rows[k * self.tasks..(k + 1) * self.tasks]
     }
 
-    /// The clocks of a run's steps (`sigs`: their footprints' summaries; `of_task`: each
-    /// task's steps, in order).
-    fn of(events: &[Event], sigs: &[u64], of_task: &[Vec<usize>]) -> Clocks {
-        let tasks = of_task.len();
-        let mut rows: Vec<u32> = Vec::with_capacity(events.len() * tasks);
-        let mut last: Vec<Option<usize>> = vec![None; tasks];
-        let mut c = vec![0u32; tasks];
-        for (j, e) in events.iter().enumerate() {
-            let q = e.task as usize;
-            match last[q] {
-                Some(p) => c.copy_from_slice(&rows[p * tasks..(p + 1) * tasks]),
-                None => c.fill(0),
-            }
-            // Each other task's steps since the latest one already in the past, latest first:
-            // a step already in the past needs no footprint test. (The clock joined in is the
-            // same in any order of the tasks: a step skipped because it is in the past has a
-            // row below the clock already.)
-            for (t, steps) in of_task.iter().enumerate() {
-                if t == q {
-                    continue;
-                }
-                let end = steps.partition_point(|&i| i < j);
-                for &i in steps[..end].iter().rev() {
-                    if c[t] as usize > i {
-                        break;
-                    }
-                    if footprints_depend_sig(&events[i].fp, sigs[i], &e.fp, sigs[j]) {
-                        for (a, b) in c.iter_mut().zip(&rows[i * tasks..(i + 1) * tasks]) {
-                            *a = (*a).max(*b);
-                        }
-                    }
-                }
-            }
-            c[q] = j as u32 + 1;
-            rows.extend_from_slice(&c);
-            last[q] = Some(j);
+    /// Begin the clock of step `j`, the one after those in already, as that of `prev` (its
+    /// task's previous step): the clocks before it, and it.
+    fn begin(&mut self, j: usize, prev: Option<usize>) -> (&[u32], &mut [u32]) {
+        let tasks = self.tasks;
+        debug_assert_eq!(self.rows.len(), j * tasks);
+        match prev {
+            Some(p) => self.rows.extend_from_within(p * tasks..(p + 1) * tasks),
+            None => self.rows.resize((j + 1) * tasks, 0),
         }
-        Clocks { tasks, rows }
+        let (earlier, c) = self.rows.split_at_mut(j * tasks);
+        (earlier, c)
     }
 }
 
@@ -173,8 +161,8 @@ fn owe(
         }
         false
     };
-    for (k, ek) in events.iter().enumerate().take(j).skip(i + 1) {
-        let ck = cl.row(k);
+    let rows = cl.rows[(i + 1) * cl.tasks..j * cl.tasks].chunks_exact(cl.tasks);
+    for ((k, ek), ck) in (i + 1..j).zip(&events[i + 1..j]).zip(rows) {
         if ck[ti] as usize > i {
             continue; // happens after i: not in v
         }
@@ -213,9 +201,25 @@ fn owe(
     }
 }
 
+/// The vectors of an analysis, kept for the next one (a run takes hundreds of steps); their
+/// contents between analyses do not matter.
+#[derive(Default)]
+pub(super) struct Buffers {
+    of_task: Vec<Vec<usize>>,
+    rows: Vec<u32>,
+    ranks: Vec<u32>,
+    races: Vec<usize>,
+}
+
 /// Add to `tree` the backtrack points the run's races owe. `pending` lists the tasks with a
 /// step not taken at the end of a run cut short.
-pub(super) fn analyse(tree: &mut dyn Tree, events: &[Event], tasks: usize, pending: &[u32]) {
+pub(super) fn analyse(
+    tree: &mut dyn Tree,
+    events: &[Event],
+    tasks: usize,
+    pending: &[u32],
+    buf: &mut Buffers,
+) {
     let tasks = tasks.max(
         events
             .iter()
@@ -223,55 +227,79 @@ pub(super) fn analyse(tree: &mut dyn Tree, events: &[Event], tasks: usize, pendi
             .max()
             .unwrap_or(0),
     );
-    let sigs: Vec<u64> = events.iter().map(|e| footprint_sig(&e.fp)).collect();
-    let mut of_task: Vec<Vec<usize>> = vec![Vec::new(); tasks];
-    for (j, e) in events.iter().enumerate() {
-        of_task[e.task as usize].push(j);
+    // Invariant: each event's summary is that of its footprint (`Dfs::push_event` keeps an
+    // entry's summary only with its footprint unchanged).
+    debug_assert!(events.iter().all(|e| e.sig == footprint_sig(&e.fp)));
+    let Buffers {
+        of_task,
+        rows,
+        ranks,
+        races,
+    } = buf;
+    // Per task, its steps before the current one.
+    of_task.truncate(tasks);
+    of_task.resize_with(tasks, Vec::new);
+    for steps in of_task.iter_mut() {
+        steps.clear();
     }
-    let cl = Clocks::of(events, &sigs, &of_task);
-    // Per task, its steps taken at a node (positions without a node owe nothing: every other
-    // enabled task slept there).
-    for steps in &mut of_task {
-        steps.retain(|&i| events[i].node.is_some());
-    }
-    let mut last: Vec<Option<usize>> = vec![None; tasks];
+    rows.clear();
+    let mut cl = Clocks {
+        tasks,
+        rows: std::mem::take(rows),
+    };
+    // Per step, how many steps of its task are at or before it.
+    ranks.clear();
     let zero = vec![0u32; tasks];
     let mut first: Vec<Option<usize>> = vec![None; tasks];
-    let mut races: Vec<usize> = Vec::new();
     for (j, e) in events.iter().enumerate() {
         let q = e.task as usize;
-        let past = last[q].map_or(&zero[..], |p| cl.row(p));
-        // The earlier steps of other tasks outside `q`'s past that `e` depends on, in order.
+        let prev = of_task[q].last().copied();
+        let (earlier, c) = cl.begin(j, prev);
+        let past = prev.map_or(&zero[..], |p| &earlier[p * tasks..(p + 1) * tasks]);
+        // Each other task's steps outside `q`'s past, each tested once: the clock joins those
+        // `e` depends on (a step already in the past would join a row below the clock; the
+        // clock is the same in any order of the joins), and those of them taken at a node are
+        // races (positions without a node owe nothing: every other enabled task slept there).
         races.clear();
         for (t, steps) in of_task.iter().enumerate() {
             if t == q {
                 continue;
             }
-            let from = steps.partition_point(|&i| i < past[t] as usize);
-            let to = steps.partition_point(|&i| i < j);
-            races.extend(steps[from..to].iter().copied().filter(|&i| {
-                footprints_depend_sig(&events[i].fp, sigs[i], &e.fp, sigs[j])
-                    && !joins_end_of(&events[i], e)
-            }));
+            // `past[t]` is 1 + a step of `t`: the steps of `t` before it are those up to it.
+            let from = past[t].checked_sub(1).map_or(0, |p| {
+                debug_assert_eq!(events[p as usize].task as usize, t);
+                ranks[p as usize] as usize
+            });
+            for &i in &steps[from..] {
+                if footprints_depend_sig(&events[i].fp, events[i].sig, &e.fp, e.sig) {
+                    for (a, b) in c.iter_mut().zip(&earlier[i * tasks..(i + 1) * tasks]) {
+                        *a = (*a).max(*b);
+                    }
+                    if events[i].node.is_some() && !joins_end_of(&events[i], e) {
+                        races.push(i);
+                    }
+                }
+            }
         }
+        c[q] = j as u32 + 1;
         races.sort_unstable();
-        for &i in &races {
+        for &i in races.iter() {
             owe(tree, events, &cl, &mut first, i, j, e.task, cl.row(j));
         }
-        last[q] = Some(j);
+        of_task[q].push(j);
+        ranks.push(of_task[q].len() as u32);
     }
     // Pending steps depend on everything: their clock covers every step taken.
     let n = events.len();
-    let mut all = vec![0u32; tasks];
-    for (k, e) in events.iter().enumerate() {
-        all[e.task as usize] = k as u32 + 1;
-    }
+    let all: Vec<u32> = of_task
+        .iter()
+        .map(|steps| steps.last().map_or(0, |&k| k as u32 + 1))
+        .collect();
     for &p in pending {
-        let past = last
+        let past = of_task
             .get(p as usize)
-            .copied()
-            .flatten()
-            .map_or(&zero[..], |l| cl.row(l));
+            .and_then(|steps| steps.last())
+            .map_or(&zero[..], |&l| cl.row(l));
         for i in 0..n {
             let t = events[i].task as usize;
             if t == p as usize || events[i].node.is_none() || past[t] as usize > i {
@@ -280,6 +308,7 @@ pub(super) fn analyse(tree: &mut dyn Tree, events: &[Event], tasks: usize, pendi
             owe(tree, events, &cl, &mut first, i, n, p, &all);
         }
     }
+    *rows = cl.rows;
 }
 
 #[cfg(test)]
@@ -288,11 +317,7 @@ mod tests {
     use crate::platform::{ObjId, OpKind, footprints_depend};
 
     fn ev(task: u32, kind: OpKind, obj: u32, node: Option<usize>) -> Event {
-        Event {
-            task,
-            fp: vec![Op::new(kind, ObjId(obj))],
-            node,
-        }
+        Event::new(task, vec![Op::new(kind, ObjId(obj))], node)
     }
 
     /// Every task enabled everywhere, nothing asleep; records the additions.
@@ -323,7 +348,7 @@ mod tests {
                 tree.backtrack[n].push(e.task);
             }
         }
-        analyse(&mut tree, evs, tasks, pending);
+        analyse(&mut tree, evs, tasks, pending, &mut Buffers::default());
         tree.backtrack
     }
 
@@ -390,16 +415,20 @@ mod tests {
         }
     }
 
-    /// The analysis (per-task step lists, footprint summaries, clocks that skip the steps
-    /// already in the past) owes exactly what the definition owes, in the same order, on
-    /// random runs of three tasks over a few objects.
+    /// The analysis (one pass: per-task step lists grown as the steps pass, ranks, footprint
+    /// summaries, clocks that skip the steps already in the past) owes exactly what the
+    /// definition owes, in the same order, on random runs of two to four tasks over a few
+    /// objects (a list or rank off by one makes it test a step in the past, or skip the latest
+    /// one), one analysis after another on the same buffers.
     #[test]
     fn the_analysis_owes_what_the_definition_owes() {
         use rand::{RngExt, SeedableRng};
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let kinds = [OpKind::Read, OpKind::Write, OpKind::Lock, OpKind::Add];
         let mut added = 0;
+        let mut buf = Buffers::default();
         for _ in 0..300 {
+            let tasks = r.random_range(2..5);
             let n = r.random_range(2..60);
             let mut node = 0;
             let evs: Vec<Event> = (0..n)
@@ -418,11 +447,7 @@ mod tests {
                         node += 1;
                         node - 1
                     });
-                    Event {
-                        task: r.random_range(0..3),
-                        fp,
-                        node: at,
-                    }
+                    Event::new(r.random_range(0..tasks as u32), fp, at)
                 })
                 .collect();
             let fresh = || Recording {
@@ -434,8 +459,8 @@ mod tests {
                 added: Vec::new(),
             };
             let (mut fast, mut slow) = (fresh(), fresh());
-            analyse(&mut fast, &evs, 3, &[]);
-            analyse_by_definition(&mut slow, &evs, 3);
+            analyse(&mut fast, &evs, tasks, &[], &mut buf);
+            analyse_by_definition(&mut slow, &evs, tasks);
             assert_eq!(fast.added, slow.added);
             added += fast.added.len();
         }
@@ -487,19 +512,12 @@ mod tests {
         // Tasks 1 and 2 end (each writes its exit); task 3 joins both in one step. Each end
         // races with the join, which cannot move before it: nothing is owed (without the
         // rule, the race with task 1's end would owe task 2 first, an order of the ends).
-        let end = |t: u32, node| Event {
-            task: t,
-            fp: vec![Op::task(OpKind::Write, t as usize)],
-            node: Some(node),
-        };
+        let end =
+            |t: u32, node| Event::new(t, vec![Op::task(OpKind::Write, t as usize)], Some(node));
         let evs = [
             end(1, 0),
             end(2, 1),
-            Event {
-                task: 3,
-                fp: vec![Op::tasks(OpKind::Join, 1, 2)],
-                node: None,
-            },
+            Event::new(3, vec![Op::tasks(OpKind::Join, 1, 2)], None),
         ];
         assert_eq!(run(&evs, 4, &[]), vec![vec![1], vec![2]]);
     }

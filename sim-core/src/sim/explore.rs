@@ -12,7 +12,7 @@
 
 use super::{RunEnd, Schedule, Sim, SimConfig, Violation};
 use crate::events::EventLog;
-use crate::platform::{Op, TaskId, footprints_depend};
+use crate::platform::{Op, TaskId, footprint_sig, footprints_depend};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -422,6 +422,8 @@ struct Dfs {
     /// them are spares: their footprint vectors are reused, a run takes hundreds of steps).
     events: Vec<super::dpor::Event>,
     n_events: usize,
+    /// DPOR: the race analysis's vectors, kept from run to run.
+    buffers: super::dpor::Buffers,
     /// Nodes popped off the stack, their contents stale: their vectors are reused by the
     /// nodes pushed next.
     spare_nodes: Vec<DfsNode>,
@@ -462,6 +464,7 @@ impl Dfs {
             stack: Vec::new(),
             events: Vec::new(),
             n_events: 0,
+            buffers: Default::default(),
             spare_nodes: Vec::new(),
             split,
             probe: false,
@@ -650,6 +653,7 @@ impl Dfs {
             &events[..self.n_events],
             tasks,
             &pending,
+            &mut self.buffers,
         );
         self.events = events;
     }
@@ -659,15 +663,18 @@ impl Dfs {
         match self.events.get_mut(self.n_events) {
             Some(e) => {
                 e.task = task;
-                e.fp.clear();
-                e.fp.extend_from_slice(fp);
+                // A run mostly repeats the previous one's steps (the prefix to the branch it
+                // explores): an unchanged footprint keeps its summary.
+                if e.fp != fp {
+                    e.fp.clear();
+                    e.fp.extend_from_slice(fp);
+                    e.sig = footprint_sig(fp);
+                }
                 e.node = node;
             }
-            None => self.events.push(super::dpor::Event {
-                task,
-                fp: fp.to_vec(),
-                node,
-            }),
+            None => self
+                .events
+                .push(super::dpor::Event::new(task, fp.to_vec(), node)),
         }
         self.n_events += 1;
     }
