@@ -900,7 +900,7 @@ fn run_cmd(
         Strategy::Replay(s) => Some(check_replay_fits(model.as_ref(), &cfg, s)?),
         _ => None,
     };
-    let mut bar = progress::Bar::new(io.progress && !a.json && !a.quiet);
+    let mut bar = progress::Bar::new(io.progress && !a.quiet);
     if sc.portfolio {
         return portfolio(cmd, a, sc, &subject, model.as_ref(), &cfg, &mut bar, io);
     }

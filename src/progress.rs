@@ -1,10 +1,11 @@
 //! The progress bar of a search, on stderr: runs so far, runs/s, violations, and for dfs a
 //! rough estimate of the explored part of the tree. It appears only once a search has run for
-//! a second, only when stderr is a terminal (`Io::progress`), never with `--quiet` or `--json`.
+//! a second, only when stderr is a terminal (`Io::progress`), never with `--quiet`. With
+//! `--json` too: the report goes to stdout, the bar to stderr, and it is cleared at the end.
 //! It is drawn from the thread that runs the command (never a ticker thread: `main.rs` holds
 //! the stderr lock).
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use sim_core::sim::explore::Progress;
 use std::time::{Duration, Instant};
 
@@ -21,10 +22,16 @@ pub struct Bar {
 impl Bar {
     pub fn new(show: bool) -> Bar {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
-        if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} {pos} runs {wide_bar} {elapsed} {per_sec} {msg}",
-        ) {
-            bar.set_style(style);
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} {pos} runs {wide_bar} {elapsed} {rate} {msg}")
+        {
+            // Whole runs per second (indicatif's `{per_sec}` prints four decimals).
+            bar.set_style(style.with_key(
+                "rate",
+                |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} runs/s", s.per_sec());
+                },
+            ));
         }
         Bar {
             bar,
