@@ -309,8 +309,9 @@ fn the_clean_pmd_missed_wakeup_trace_is_exhausted_by_dfs_with_dpor() {
 /// The 3-thread seed-001 trace (the 2019 PMD missed wake-up: a PTE write fault, a PTE read
 /// fault and a PMD read fault on one 2 MiB range) without its bug line is exhausted by
 /// unbounded dfs with DPOR, as issue 10 asks: 5,660,453 runs (1,306,453 cut short by sleep
-/// sets), clean, in 949 CPU-s with `--jobs 2` in a release build on the 2-vCPU VM (23 min
-/// wall). Ignored: hours in a debug build; run it with `cargo test --release -- --ignored`.
+/// sets), clean, in 435.5 CPU-s with `--jobs 2` in a release build on the 2-vCPU VM (4 min 42 s
+/// wall, nothing else running; 949 CPU-s before the per-run savings of December 2026). Ignored:
+/// minutes of both cores; run it with `cargo test --release -- --ignored`.
 #[test]
 #[ignore]
 fn the_clean_seed_001_trace_is_exhausted_by_dfs_with_dpor() {
