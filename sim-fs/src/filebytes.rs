@@ -35,6 +35,21 @@ impl FileBytes {
         }
     }
 
+    /// `len` bytes of `byte`: the whole pages share one page.
+    pub(crate) fn filled(byte: u8, len: usize) -> FileBytes {
+        let page: Page = Arc::new([byte; PAGE]);
+        let mut f = FileBytes {
+            len,
+            pages: vec![page; len / PAGE],
+        };
+        if !len.is_multiple_of(PAGE) {
+            let mut last = [0u8; PAGE];
+            last[..len % PAGE].fill(byte);
+            f.pages.push(Arc::new(last));
+        }
+        f
+    }
+
     pub(crate) fn from_slice(b: &[u8]) -> FileBytes {
         let mut f = FileBytes::zeroed(b.len());
         f.write(0, b);
@@ -149,7 +164,8 @@ mod tests {
 
     /// Every operation does to the pages what it does to one flat buffer: random writes,
     /// zeroings, resizes and reads of every size across page boundaries, on clones that share
-    /// pages with each other (a change to one leaves the others as they were).
+    /// pages with each other (a change to one leaves the others as they were), from bytes of
+    /// every value and from one byte repeated ([`FileBytes::filled`]).
     #[test]
     fn paged_bytes_behave_as_one_flat_buffer() {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -161,9 +177,15 @@ mod tests {
         };
         for round in 0..40 {
             let len0 = [0, 1, 4095, 4096, 4097, 3 * 4096 + 5][round % 6];
-            let init: Vec<u8> = (0..len0).map(|i| (i % 251) as u8 + 1).collect();
-            let mut flat = vec![init.clone()];
-            let mut paged = vec![FileBytes::from_slice(&init)];
+            let (init, start) = if round % 4 == 3 {
+                (vec![0x5a; len0], FileBytes::filled(0x5a, len0))
+            } else {
+                let v: Vec<u8> = (0..len0).map(|i| (i % 251) as u8 + 1).collect();
+                let f = FileBytes::from_slice(&v);
+                (v, f)
+            };
+            let mut flat = vec![init];
+            let mut paged = vec![start];
             for _ in 0..60 {
                 let k = next(flat.len());
                 let (f, p) = (&mut flat[k], &mut paged[k]);

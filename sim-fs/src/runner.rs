@@ -544,10 +544,10 @@ impl TraceRunner {
             .files
             .iter()
             .map(|f| {
-                let c = if f.hole {
-                    FileBytes::zeroed(f.size as usize)
-                } else {
-                    FileBytes::from_slice(&pattern_bytes(f.fill(), f.size))
+                let c = match f.fill() {
+                    _ if f.hole => FileBytes::zeroed(f.size as usize),
+                    Pattern::Byte(b) => FileBytes::filled(*b, f.size as usize),
+                    p => FileBytes::from_slice(&pattern_bytes(p, f.size)),
                 };
                 (f.path.clone(), Arc::new(c))
             })
