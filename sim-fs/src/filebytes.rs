@@ -51,9 +51,25 @@ impl FileBytes {
     }
 
     pub(crate) fn from_slice(b: &[u8]) -> FileBytes {
-        let mut f = FileBytes::zeroed(b.len());
-        f.write(0, b);
-        f
+        let pages = b
+            .chunks(PAGE)
+            .map(|c| {
+                let mut page = [0u8; PAGE];
+                page[..c.len()].copy_from_slice(c);
+                Arc::new(page)
+            })
+            .collect();
+        FileBytes {
+            len: b.len(),
+            pages,
+        }
+    }
+
+    /// Change the bytes as one buffer (for changes that shift them: every page is rebuilt).
+    pub(crate) fn edit_flat(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut v = self.to_vec();
+        f(&mut v);
+        *self = FileBytes::from_slice(&v);
     }
 
     pub(crate) fn len(&self) -> usize {

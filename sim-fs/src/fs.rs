@@ -836,9 +836,11 @@ impl<P: PmemPlatform> Daxfs<P> {
     }
 
     /// The end of a run's check: [`Daxfs::verify_incore`], then [`Daxfs::fsck_media`]. fsck
-    /// judges the metadata the verification read when it can: nothing is stored between the
-    /// two (the caller is the only task left), so reading the media again would give the
-    /// same bytes, and the superblock in them names the geometry the verification loaded.
+    /// judges the metadata the verification read (with the namespace, every ILOCK and the
+    /// allocator held) instead of reading the media again: at the end of a run nothing stores
+    /// between the two, so the bytes would be the same. It reads the media itself when the
+    /// verification read nothing, or when the superblock read names another geometry than the
+    /// one mounted (the media's, not the mount's, is what fsck judges).
     pub async fn verify_incore_and_fsck(
         &self,
         p: &P,

@@ -624,14 +624,19 @@ pub(crate) struct User {
 /// A read in flight: its inode and every content the file had since the read began.
 pub(crate) type ReadInFlight = (u64, Vec<Arc<FileBytes>>);
 
+/// Inode `ino`'s bytes `f` are about to change: every read of the file in flight keeps them.
+fn hold_for_reads(reads: &mut BTreeMap<u64, ReadInFlight>, ino: u64, f: &Arc<FileBytes>) {
+    for (_, held) in reads.values_mut().filter(|(i, _)| *i == ino) {
+        held.push(f.clone());
+    }
+}
+
 impl User {
     /// Inode `ino`'s bytes, to change them; the content before the change is kept for every
     /// read of the file in flight.
     pub(crate) fn file_mut(&mut self, ino: u64) -> Option<&mut FileBytes> {
         let f = self.files.get_mut(&ino)?;
-        for (_, held) in self.reads.values_mut().filter(|(i, _)| *i == ino) {
-            held.push(f.clone());
-        }
+        hold_for_reads(&mut self.reads, ino, f);
         Some(Arc::make_mut(f))
     }
 
@@ -639,9 +644,7 @@ impl User {
     /// every read of the file in flight (as [`User::file_mut`]).
     pub(crate) fn file_set(&mut self, ino: u64, new: Arc<FileBytes>) {
         let f = self.files.entry(ino).or_default();
-        for (_, held) in self.reads.values_mut().filter(|(i, _)| *i == ino) {
-            held.push(f.clone());
-        }
+        hold_for_reads(&mut self.reads, ino, f);
         *f = new;
     }
 

@@ -56,19 +56,15 @@ fn apply(f: &mut FileBytes, c: &Change<'_>) {
         Change::Zero(pos, n) => f.zero(pos as usize, n as usize),
         Change::Size(s) => f.resize(s as usize),
         // Shifts of the bytes (rare): on a flat copy.
-        Change::Collapse(off, len) => {
-            let mut v = f.to_vec();
+        Change::Collapse(off, len) => f.edit_flat(|v| {
             let s = (off as usize).min(v.len());
             let e = (off as usize + len as usize).min(v.len());
             v.drain(s..e);
-            *f = FileBytes::from_slice(&v);
-        }
-        Change::Insert(off, len) => {
-            let mut v = f.to_vec();
+        }),
+        Change::Insert(off, len) => f.edit_flat(|v| {
             let s = (off as usize).min(v.len());
             v.splice(s..s, std::iter::repeat_n(0u8, len as usize));
-            *f = FileBytes::from_slice(&v);
-        }
+        }),
     }
 }
 

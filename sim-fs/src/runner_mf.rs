@@ -283,10 +283,8 @@ impl Ctx {
             }
             u.files.entry(d.ino).or_default();
             let to = u.file_mut(d.ino).expect("just inserted");
-            let mut v = to.to_vec();
-            v.resize(size as usize, 0);
-            reflink_bytes(&mut v, &from.to_vec(), so, n, doff);
-            *to = FileBytes::from_slice(&v);
+            to.resize(size as usize);
+            reflink_bytes(to, &from, so, n, doff);
         };
         match self
             .fs
@@ -675,23 +673,35 @@ fn is_file_op(op: &Op) -> bool {
 
 /// The oracle of a reflink: byte `doff + i` of `to` (within its length) becomes byte `so + i`
 /// of `from` (zero past its end), for `i < n`.
-fn reflink_bytes(to: &mut [u8], from: &[u8], so: u64, n: u64, doff: u64) {
+fn reflink_bytes(to: &mut FileBytes, from: &FileBytes, so: u64, n: u64, doff: u64) {
     let start = (doff as usize).min(to.len());
     let end = doff.saturating_add(n).min(to.len() as u64) as usize;
-    let dst = &mut to[start..end];
-    let avail = from.len().saturating_sub(so as usize).min(dst.len());
-    if avail > 0 {
-        dst[..avail].copy_from_slice(&from[so as usize..so as usize + avail]);
-    }
-    dst[avail..].fill(0);
+    let so = (so as usize).min(from.len());
+    let avail = (from.len() - so).min(end - start);
+    to.write(start, &from.range(so, so + avail));
+    to.zero(start + avail, end - start - avail);
 }
 
 #[cfg(test)]
 mod reflink_bytes_tests {
     use super::reflink_bytes;
+    use crate::filebytes::FileBytes;
 
-    /// The slice copy is the byte-by-byte rule on every small case: ranges inside, across and
-    /// past either end of both files.
+    /// The byte rule, one byte at a time: `to` as it is after reflinking `n` bytes of `from`
+    /// at `so` to `doff`.
+    fn by_the_rule(to: &[u8], from: &[u8], so: u64, n: u64, doff: u64) -> Vec<u8> {
+        let mut want = to.to_vec();
+        for i in 0..n {
+            let (a, b) = ((so + i) as usize, (doff + i) as usize);
+            if b < want.len() {
+                want[b] = from.get(a).copied().unwrap_or(0);
+            }
+        }
+        want
+    }
+
+    /// The page-wise copy is the byte-by-byte rule on every small case (ranges inside, across
+    /// and past either end of both files), and on ranges across the pages of larger files.
     #[test]
     fn the_reflink_oracle_copy_is_the_byte_rule() {
         let from: Vec<u8> = (1..=20).collect();
@@ -699,17 +709,24 @@ mod reflink_bytes_tests {
             for so in 0..24u64 {
                 for n in 0..26u64 {
                     for doff in 0..36u64 {
-                        let mut want: Vec<u8> = (100..100 + to_len as u8).collect();
-                        for i in 0..n {
-                            let (a, b) = ((so + i) as usize, (doff + i) as usize);
-                            if b < want.len() {
-                                want[b] = from.get(a).copied().unwrap_or(0);
-                            }
-                        }
-                        let mut got: Vec<u8> = (100..100 + to_len as u8).collect();
-                        reflink_bytes(&mut got, &from, so, n, doff);
-                        assert_eq!(got, want, "to {to_len} so {so} n {n} doff {doff}");
+                        let to: Vec<u8> = (100..100 + to_len as u8).collect();
+                        let want = by_the_rule(&to, &from, so, n, doff);
+                        let mut got = FileBytes::from_slice(&to);
+                        reflink_bytes(&mut got, &FileBytes::from_slice(&from), so, n, doff);
+                        assert_eq!(got.to_vec(), want, "to {to_len} so {so} n {n} doff {doff}");
                     }
+                }
+            }
+        }
+        let from: Vec<u8> = (0..9000u32).map(|i| (i % 253) as u8 + 1).collect();
+        let to = vec![0xeeu8; 12_000];
+        for so in [0u64, 1, 4095, 4096, 8999, 9000] {
+            for n in [1u64, 4096, 5000, 20_000] {
+                for doff in [0u64, 3, 4096, 8191, 11_999, 12_000] {
+                    let want = by_the_rule(&to, &from, so, n, doff);
+                    let mut got = FileBytes::from_slice(&to);
+                    reflink_bytes(&mut got, &FileBytes::from_slice(&from), so, n, doff);
+                    assert_eq!(got.to_vec(), want, "so {so} n {n} doff {doff}");
                 }
             }
         }
